@@ -1,0 +1,57 @@
+/* api.h -- the ARM resource provider for Microsoft.App/sandboxGroups: route
+ * matching, api-version checks, validation of input JSON, the ARM envelope
+ * (id, name, type, location, tags, identity, systemData, properties), ARM
+ * error bodies and asynchronous-operation replies.
+ *
+ * Handlers never block on a host: they write desired state and a pending
+ * operation in one transaction, and return; the scheduler (through the
+ * hooks below) does the work and finishes the operation.  */
+#ifndef SBX_API_H
+#define SBX_API_H
+
+#include "common/common.h"
+#include "http/http.h"
+#include "storage/storage.h"
+
+typedef struct api api_t;
+
+#define API_PROVIDER "Microsoft.App"
+#define API_VERSION_LATEST "2026-07-01"
+
+/* What the scheduler lends the API: sandbox actions that need a host answer
+ * at once (exec, files) and a nudge when new operations are queued.  All
+ * optional; without them sandbox actions answer 503.  */
+typedef struct api_hooks {
+    void *ctx;
+    /* New InProgress operations were committed.  */
+    void (*operations_queued)(void *ctx);
+    /* Proxy a sandbox action (exec, files) to the sandbox's host.
+     * `sandbox` is the stored resource; fills res.  */
+    void (*sandbox_call)(void *ctx, const st_resource_t *sandbox, const char *action,
+                         const http_request_t *req, http_response_t *res);
+} api_hooks_t;
+
+typedef struct api_config {
+    const char *principal; /* systemData.createdBy for requests; default "sandboxd" */
+    size_t page_size;      /* default list page size; default 100 */
+    unsigned max_sandboxes_default; /* when a group sets none; 0: 100 */
+    const char *openapi_json; /* served at /openapi.json; may be NULL */
+} api_config_t;
+
+api_t *api_new(const api_config_t *cfg, st_db_t *db, const api_hooks_t *hooks);
+void api_free(api_t *api);
+/* Answer one request (already authenticated).  */
+void api_handle(api_t *api, const http_request_t *req, http_response_t *res);
+
+/* Shared with the scheduler: finish an operation (Succeeded, or Failed with
+ * an ARM error) and set the resource's provisioningState accordingly in one
+ * transaction; `props_patch` (may be NULL) is merged into the resource's
+ * properties; a Succeeded delete removes the resource.  */
+int api_operation_finish(st_db_t *db, const char *op_id, bool ok, const char *err_code,
+                         const char *err_msg, json_t *props_patch, sbx_error_t *err);
+
+/* Name rules, exported for tests and the scheduler.  */
+bool api_name_valid(const char *name);
+bool api_resource_group_valid(const char *rg);
+
+#endif

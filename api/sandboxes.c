@@ -1,0 +1,130 @@
+/* sandboxes.c -- sandboxes (our extension): desired state written here,
+ * made real by the scheduler; actions and files proxied to the host.  */
+#include "api/internal.h"
+
+#include <string.h>
+
+/* Properties a client may set; the rest are the scheduler's to report.  */
+static const char *const writable[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
+                                       "egressPolicy", "identity", "idleTimeoutSeconds",
+                                       "maxLifetimeSeconds", "isolation"};
+/* Reported by the scheduler; kept across a replace.  */
+static const char *const reported[] = {"state", "host", "createdAt", "lastActivityAt",
+                                       "statusMessage"};
+/* Changing these needs a new sandbox.  */
+static const char *const immutable[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
+                                        "isolation", "identity"};
+
+static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
+                            const json_t *in, const json_t *old, bool patch, json_t **out,
+                            sbx_error_t *err)
+{
+    json_t *props = json_object();
+    *out = props;
+    if (in && api_validate_sandbox_shape(in, "properties", err) < 0)
+        return -1;
+    bool present;
+    const char *ident = NULL;
+    if (in && api_get_string(in, "identity", "properties.identity", 1024, &present, &ident, err) < 0)
+        return -1;
+    for (size_t i = 0; in && i < ARRAY_SIZE(writable); i++) {
+        json_t *v = json_object_get(in, writable[i]);
+        if (v && !json_is_null(v))
+            json_object_set(props, writable[i], v);
+    }
+    if (!old) {
+        json_object_set_new(props, "state", json_string("Pending"));
+        return 0;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(immutable); i++) {
+        json_t *a = json_object_get(props, immutable[i]), *b = json_object_get(old, immutable[i]);
+        if (!json_equal(a, b) && (a || b)) {
+            sbx_error_arm(err, SBX_ERR_CONFLICT, "PropertyCannotChange",
+                          "'properties.%s' of an existing sandbox cannot change; create a new "
+                          "sandbox instead.",
+                          immutable[i]);
+            return sbx_error_target(err, immutable[i]);
+        }
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(reported); i++) {
+        json_t *v = json_object_get(old, reported[i]);
+        if (v)
+            json_object_set(props, reported[i], v);
+    }
+    return 0;
+}
+
+static bool sandbox_needs_work(const json_t *props, const json_t *old)
+{
+    return old == NULL; /* a replace with the same spec changes only its metadata */
+}
+
+static int sandbox_quota(api_t *api, st_tx_t *tx, const st_resource_t *parent, sbx_error_t *err)
+{
+    json_t *scale = json_object_get(json_object_get(parent->body, "properties"), "scale");
+    json_t *maxv = json_object_get(scale, "maxSandboxes");
+    size_t max = json_is_integer(maxv) ? (size_t)json_integer_value(maxv)
+                                       : (api->cfg.max_sandboxes_default
+                                              ? api->cfg.max_sandboxes_default
+                                              : 100);
+    size_t n = 0;
+    if (st_tx_resource_count(tx, api_kind_sandbox.type_key, parent->id, &n, err) < 0)
+        return -1;
+    if (n >= max)
+        return sbx_error_arm(err, SBX_ERR_CONFLICT, "MaxSandboxesReached",
+                             "The sandbox group '%s' already has %zu sandboxes, its maximum "
+                             "(properties.scale.maxSandboxes).",
+                             parent->name, n);
+    return 0;
+}
+
+static const char *const actions[] = {"exec", "suspend", "resume", "stop", "start", "files"};
+
+static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *req,
+                           http_response_t *res)
+{
+    const char *action = NULL;
+    for (size_t i = 0; i < ARRAY_SIZE(actions); i++)
+        if (strcasecmp(rt->action, actions[i]) == 0)
+            action = actions[i];
+    if (!action) {
+        http_reply_error(res, 404, "NotFound", "No action '%s' on sandboxes.", rt->action);
+        return;
+    }
+    bool files = strcmp(action, "files") == 0;
+    const char *m = req->method;
+    bool method_ok = files ? (!strcmp(m, "GET") || !strcmp(m, "PUT") || !strcmp(m, "DELETE"))
+                           : !strcmp(m, "POST");
+    if (!method_ok) {
+        http_add_header(res, "Allow", "%s", files ? "GET, PUT, DELETE" : "POST");
+        http_reply_error(res, 405, "MethodNotAllowed", "The method %s is not allowed here.", m);
+        return;
+    }
+    sbx_error_t err = {0};
+    _cleanup_free_ char *id = api_resource_id(rt, &api_kind_sandbox);
+    st_resource_t r = {0};
+    if (st_resource_get(api->db, id, &r, &err) < 0) {
+        if (err.code == SBX_ERR_NOT_FOUND)
+            sbx_error_arm(&err, SBX_ERR_NOT_FOUND, "ResourceNotFound",
+                          "The sandbox '%s' was not found.", rt->child_name);
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    if (!api->hooks.sandbox_call)
+        http_reply_error(res, 503, "ServiceUnavailable", "No scheduler is running.");
+    else
+        api->hooks.sandbox_call(api->hooks.ctx, &r, action, req, res);
+    st_resource_done(&r);
+}
+
+const api_kind_t api_kind_sandbox = {
+    .segment = "sandboxes",
+    .type = API_PROVIDER "/sandboxGroups/sandboxes",
+    .type_key = "microsoft.app/sandboxgroups/sandboxes",
+    .async_put = true,
+    .validate = sandbox_validate,
+    .needs_work_on_put = sandbox_needs_work,
+    .needs_work_on_delete = true,
+    .check_quota = sandbox_quota,
+    .action = sandbox_action,
+};

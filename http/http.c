@@ -1,0 +1,450 @@
+/* http.c -- libmicrohttpd front end: request collection, body caps, TLS with
+ * optional client-certificate verification, request ids and access logs.  */
+#include "http/http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <string.h>
+
+#define DEFAULT_MAX_BODY (1024 * 1024)
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    http_config_t cfg;
+    char *tls_cert, *tls_key, *client_ca;
+    http_handler_fn handler;
+    void *ctx;
+    int port;
+};
+
+/* Per-request state, from the first call of the access handler to the
+ * completion callback.  */
+typedef struct request_state {
+    http_request_t req;
+    char *body;
+    size_t len, cap, limit;
+    bool too_large;
+    int64_t start_us;
+    char *cert_subject;
+    const char *scheme;
+} request_state_t;
+
+/* ---- request accessors ---- */
+
+const char *http_header(const http_request_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_query(const http_request_t *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+typedef struct query_iter {
+    void (*fn)(void *ud, const char *key, const char *value);
+    void *ud;
+} query_iter_t;
+
+static enum MHD_Result on_query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    query_iter_t *it = cls;
+    if (it->fn)
+        it->fn(it->ud, key, value ? value : "");
+    return MHD_YES;
+}
+
+size_t http_query_each(const http_request_t *req,
+                       void (*fn)(void *ud, const char *key, const char *value), void *ud)
+{
+    query_iter_t it = {fn, ud};
+    int n = MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, on_query_arg, &it);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+const char *http_scheme(const http_request_t *req)
+{
+    const request_state_t *st = (const request_state_t *)req;
+    return st->scheme;
+}
+
+/* ---- response builders ---- */
+
+static void response_reset(http_response_t *res)
+{
+    free(res->body);
+    res->body = NULL;
+    res->body_len = 0;
+}
+
+void http_reply_bytes(http_response_t *res, int status, const char *content_type, char *data,
+                      size_t len)
+{
+    response_reset(res);
+    res->status = status;
+    res->content_type = content_type;
+    res->body = data;
+    res->body_len = len;
+}
+
+void http_reply_json(http_response_t *res, int status, json_t *body)
+{
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (!s) {
+        http_reply_error(res, 500, "InternalServerError", "reply could not be encoded");
+        return;
+    }
+    http_reply_bytes(res, status, "application/json; charset=utf-8", s, strlen(s));
+}
+
+void http_reply_empty(http_response_t *res, int status)
+{
+    response_reset(res);
+    res->status = status;
+    res->content_type = NULL;
+}
+
+void http_reply_error(http_response_t *res, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    /* A message built from hostile input may not be valid UTF-8; jansson
+     * refuses such strings, so fall back to a fixed text.  */
+    json_t *m = json_string(msg);
+    if (!m)
+        m = json_string("the request could not be processed");
+    http_reply_json(res, status, json_pack("{s:{s:s,s:o}}", "error", "code", code, "message", m));
+}
+
+void http_reply_sbx_error(http_response_t *res, const sbx_error_t *err)
+{
+    const char *code = err->arm_code[0] ? err->arm_code : sbx_code_arm_name(err->code);
+    json_t *msg = json_string(err->msg);
+    if (!msg)
+        msg = json_string("the request could not be processed");
+    json_t *e = json_pack("{s:s,s:o}", "code", code, "message", msg);
+    json_t *target = err->target[0] ? json_string(err->target) : NULL;
+    if (target)
+        json_object_set_new(e, "target", target);
+    http_reply_json(res, sbx_code_http_status(err->code), json_pack("{s:o}", "error", e));
+}
+
+void http_add_header(http_response_t *res, const char *name, const char *fmt, ...)
+{
+    if (res->n_headers >= ARRAY_SIZE(res->headers))
+        return;
+    char *value;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&value, fmt, ap) < 0)
+        abort();
+    va_end(ap);
+    res->headers[res->n_headers].name = xstrdup(name);
+    res->headers[res->n_headers].value = value;
+    res->n_headers++;
+}
+
+static void response_done(http_response_t *res)
+{
+    free(res->body);
+    for (size_t i = 0; i < res->n_headers; i++) {
+        free(res->headers[i].name);
+        free(res->headers[i].value);
+    }
+}
+
+/* ---- the MHD callbacks ---- */
+
+static void access_log(const http_server_t *s, const request_state_t *st, int status)
+{
+    if (!s->cfg.access_log)
+        return;
+    char when[32];
+    sbx_time_format(sbx_now_ms(), when, sizeof(when));
+    double ms = (double)(sbx_monotonic_us() - st->start_us) / 1000.0;
+    json_t *path = json_string(st->req.path);
+    json_t *line = json_pack("{s:s,s:s,s:s,s:s,s:o,s:i,s:f,s:s,s:I}", "time", when, "level",
+                             "info", "module", "access", "method", st->req.method, "path",
+                             path ? path : json_string("(invalid utf-8)"), "status", status,
+                             "durationMs", ms, "requestId", st->req.request_id, "bytesIn",
+                             (json_int_t)st->len);
+    if (line)
+        sbx_log_json(line);
+    json_decref(line);
+}
+
+static enum MHD_Result send_response(http_server_t *s, request_state_t *st, http_response_t *res)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(res->body_len, res->body,
+                                                             MHD_RESPMEM_MUST_FREE);
+    if (!r)
+        return MHD_NO;
+    res->body = NULL; /* MHD frees it now */
+    if (res->content_type)
+        MHD_add_response_header(r, "Content-Type", res->content_type);
+    for (size_t i = 0; i < res->n_headers; i++)
+        MHD_add_response_header(r, res->headers[i].name, res->headers[i].value);
+    MHD_add_response_header(r, "x-ms-request-id", st->req.request_id);
+    const char *client_id = http_header(&st->req, "x-ms-client-request-id");
+    if (client_id && strlen(client_id) <= 256)
+        MHD_add_response_header(r, "x-ms-client-request-id", client_id);
+    const char *corr = http_header(&st->req, "x-ms-correlation-request-id");
+    MHD_add_response_header(r, "x-ms-correlation-request-id",
+                            corr && strlen(corr) <= 256 ? corr : st->req.request_id);
+    int status = res->status ? res->status : 500;
+    enum MHD_Result ret = MHD_queue_response(st->req.conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    access_log(s, st, status);
+    return ret;
+}
+
+static enum MHD_Result reply_error_now(http_server_t *s, request_state_t *st, int status,
+                                       const char *code, const char *msg)
+{
+    http_response_t res = {0};
+    http_reply_error(&res, status, code, "%s", msg);
+    enum MHD_Result r = send_response(s, st, &res);
+    response_done(&res);
+    return r;
+}
+
+/* With a client CA configured, only peers whose certificate chains to it
+ * get an answer; everyone else gets 403 before any handler runs.  */
+static int verify_client_cert(request_state_t *st)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(st->req.conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (!ci || !ci->tls_session)
+        return -1;
+    gnutls_session_t session = (gnutls_session_t)ci->tls_session;
+    unsigned status = 0;
+    if (gnutls_certificate_verify_peers2(session, &status) < 0 || status != 0)
+        return -1;
+    unsigned n = 0;
+    const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &n);
+    if (!certs || n == 0)
+        return -1;
+    gnutls_x509_crt_t crt;
+    if (gnutls_x509_crt_init(&crt) < 0)
+        return -1;
+    char dn[512];
+    size_t dn_len = sizeof(dn);
+    int ok = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) >= 0 &&
+             gnutls_x509_crt_get_dn(crt, dn, &dn_len) >= 0;
+    gnutls_x509_crt_deinit(crt);
+    if (!ok)
+        return -1;
+    st->cert_subject = xstrdup(dn);
+    st->req.client_cert_subject = st->cert_subject;
+    return 0;
+}
+
+static request_state_t *request_begin(http_server_t *s, struct MHD_Connection *conn,
+                                      const char *url, const char *method)
+{
+    request_state_t *st = xcalloc(1, sizeof(*st));
+    st->start_us = sbx_monotonic_us();
+    st->req.conn = conn;
+    st->req.method = method;
+    st->req.path = url;
+    st->req.raw_url = url;
+    st->scheme = s->cfg.tls_cert_pem ? "https" : "http";
+    sbx_uuid(st->req.request_id);
+    st->limit = s->cfg.body_limit ? s->cfg.body_limit(s->ctx, method, url) : s->cfg.max_body;
+    return st;
+}
+
+static bool content_length_over(const request_state_t *st)
+{
+    const char *cl = http_header(&st->req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return false;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(cl, &end, 10);
+    return errno != 0 || *end != '\0' || n > st->limit;
+}
+
+static void body_append(request_state_t *st, const char *data, size_t n)
+{
+    if (st->too_large || n > st->limit - st->len) {
+        st->too_large = true;
+        return;
+    }
+    if (st->len + n + 1 > st->cap) {
+        st->cap = (st->len + n + 1) * 2;
+        if (st->cap > st->limit + 1)
+            st->cap = st->limit + 1;
+        st->body = xrealloc(st->body, st->cap);
+    }
+    memcpy(st->body + st->len, data, n);
+    st->len += n;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
+{
+    http_server_t *s = cls;
+    request_state_t *st = *con_cls;
+    if (!st) {
+        st = request_begin(s, conn, url, method);
+        *con_cls = st;
+        if (s->client_ca && verify_client_cert(st) < 0)
+            return reply_error_now(s, st, 403, "ClientCertificateRequired",
+                                   "a client certificate signed by the trusted CA is required");
+        if (content_length_over(st))
+            return reply_error_now(s, st, 413, "RequestEntityTooLarge",
+                                   "the request body is larger than allowed");
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        body_append(st, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (st->too_large)
+        return reply_error_now(s, st, 413, "RequestEntityTooLarge",
+                               "the request body is larger than allowed");
+    if (!st->body)
+        st->body = xcalloc(1, 1);
+    st->body[st->len] = '\0';
+    st->req.body = st->body;
+    st->req.body_len = st->len;
+
+    http_response_t res = {0};
+    s->handler(s->ctx, &st->req, &res);
+    enum MHD_Result r = send_response(s, st, &res);
+    response_done(&res);
+    return r;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    request_state_t *st = *con_cls;
+    if (!st)
+        return;
+    free(st->body);
+    free(st->cert_subject);
+    free(st);
+    *con_cls = NULL;
+}
+
+/* ---- daemon ---- */
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, sbx_error_t *err)
+{
+    _cleanup_free_ char *copy = xstrdup(listen);
+    char *colon = strrchr(copy, ':');
+    if (!colon)
+        return sbx_error_set(err, SBX_ERR_INVALID, "listen address '%s' is not host:port", listen);
+    *colon = '\0';
+    const char *host = copy, *port = colon + 1;
+    if (host[0] == '[') { /* [::1]:8080 */
+        host++;
+        char *close_br = strchr(copy, ']');
+        if (close_br)
+            *close_br = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(*host ? host : NULL, port, &hints, &ai);
+    if (rc != 0 || !ai)
+        return sbx_error_set(err, SBX_ERR_INVALID, "listen address '%s': %s", listen,
+                             gai_strerror(rc));
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    return 0;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    sbx_log(SBX_LOG_DEBUG, "http", "%s", msg);
+}
+
+http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handler, void *ctx,
+                                 sbx_error_t *err)
+{
+    struct sockaddr_storage ss = {0};
+    if (parse_listen(cfg->listen, &ss, err) < 0)
+        return NULL;
+    http_server_t *s = xcalloc(1, sizeof(*s));
+    s->cfg = *cfg;
+    if (!s->cfg.max_body)
+        s->cfg.max_body = DEFAULT_MAX_BODY;
+    s->handler = handler;
+    s->ctx = ctx;
+
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    flags |= cfg->thread_pool ? MHD_USE_EPOLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    struct MHD_OptionItem opts[16];
+    size_t n = 0;
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 4096, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL};
+    if (cfg->thread_pool)
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->thread_pool, NULL};
+    if (cfg->tls_cert_pem) {
+        flags |= MHD_USE_TLS;
+        s->tls_cert = xstrdup(cfg->tls_cert_pem);
+        s->tls_key = xstrdup(cfg->tls_key_pem ? cfg->tls_key_pem : "");
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, s->tls_cert};
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, s->tls_key};
+        if (cfg->client_ca_pem) {
+            s->client_ca = xstrdup(cfg->client_ca_pem);
+            opts[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, s->client_ca};
+        }
+    }
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s, MHD_OPTION_ARRAY, opts,
+                                 MHD_OPTION_END);
+    if (!s->daemon) {
+        sbx_error_set(err, SBX_ERR_INTERNAL, "cannot listen on %s", cfg->listen);
+        http_server_stop(s);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : 0;
+    return s;
+}
+
+int http_server_port(const http_server_t *s)
+{
+    return s->port;
+}
+
+void http_server_stop(http_server_t *s)
+{
+    if (!s)
+        return;
+    if (s->daemon) {
+        MHD_quiesce_daemon(s->daemon);
+        MHD_stop_daemon(s->daemon);
+    }
+    free(s->tls_cert);
+    free(s->tls_key);
+    free(s->client_ca);
+    free(s);
+}

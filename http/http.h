@@ -1,0 +1,82 @@
+/* http.h -- the HTTP(S) front end shared by sandboxd and sandbox-agent: a
+ * libmicrohttpd daemon that collects each request (headers, body up to a
+ * cap), calls one handler, sends its response, stamps request-id headers and
+ * writes one JSON access-log line per request.  */
+#ifndef SBX_HTTP_H
+#define SBX_HTTP_H
+
+#include "common/common.h"
+
+typedef struct http_server http_server_t;
+
+typedef struct http_request {
+    const char *method;
+    const char *path;        /* percent-decoded path, without the query */
+    const char *raw_url;     /* as received */
+    const char *body;        /* NUL-terminated; may contain NULs */
+    size_t body_len;
+    char request_id[37];
+    const char *client_cert_subject; /* verified client certificate's DN, or NULL */
+    struct MHD_Connection *conn;
+} http_request_t;
+
+typedef struct http_header {
+    char *name, *value;
+} http_header_t;
+
+typedef struct http_response {
+    int status;
+    char *body; /* owned */
+    size_t body_len;
+    const char *content_type;
+    http_header_t headers[16];
+    size_t n_headers;
+} http_response_t;
+
+/* A header of the request (case-insensitive) or NULL.  */
+const char *http_header(const http_request_t *req, const char *name);
+/* A query argument (percent-decoded, case-sensitive name) or NULL.  */
+const char *http_query(const http_request_t *req, const char *name);
+/* Calls fn for every query argument; returns the number seen.  */
+size_t http_query_each(const http_request_t *req,
+                       void (*fn)(void *ud, const char *key, const char *value), void *ud);
+/* "http" or "https" and the Host header, for absolute URLs in replies.  */
+const char *http_scheme(const http_request_t *req);
+
+/* Response builders.  */
+void http_reply_json(http_response_t *res, int status, json_t *body); /* steals body */
+void http_reply_bytes(http_response_t *res, int status, const char *content_type, char *data,
+                      size_t len); /* steals data */
+void http_reply_empty(http_response_t *res, int status);
+/* ARM error body {"error":{"code","message"}} with the given status.  */
+void http_reply_error(http_response_t *res, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* ARM error from an sbx_error_t: status from its code, code from arm_code
+ * (or the generic name for its sbx_code_t).  */
+void http_reply_sbx_error(http_response_t *res, const sbx_error_t *err);
+void http_add_header(http_response_t *res, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+typedef void (*http_handler_fn)(void *ctx, const http_request_t *req, http_response_t *res);
+/* Largest body accepted for this request; the default is cfg->max_body.  */
+typedef size_t (*http_body_limit_fn)(void *ctx, const char *method, const char *path);
+
+typedef struct http_config {
+    const char *name;          /* for logs: "sandboxd", "sandbox-agent" */
+    const char *listen;        /* "host:port"; port 0 picks a free one */
+    const char *tls_cert_pem;  /* contents, not paths; NULL: plain HTTP */
+    const char *tls_key_pem;
+    const char *client_ca_pem; /* require client certificates signed by this CA */
+    size_t max_body;           /* default 1 MiB */
+    unsigned thread_pool;      /* 0: one thread per connection */
+    bool access_log;
+    http_body_limit_fn body_limit;
+} http_config_t;
+
+http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handler, void *ctx,
+                                 sbx_error_t *err);
+int http_server_port(const http_server_t *s);
+/* Stops accepting, lets in-flight requests finish, frees everything.  */
+void http_server_stop(http_server_t *s);
+
+#endif

@@ -1,0 +1,133 @@
+/* runtime.h -- runs sandboxes on one host: the public API the agent calls.
+ *
+ * A runtime owns a state directory; every sandbox it runs has its state on
+ * disk there, so a restarted agent finds its sandboxes again (rt_open).
+ * Isolation is done by drivers ("process" first; "gvisor", "microvm" later)
+ * behind one ops table inside this module; callers name a driver per sandbox.
+ *
+ * Every call is idempotent where the agent API requires it: creating an id
+ * that exists returns the existing sandbox, destroying an absent one is 0.
+ * Thread-safe: many calls (execs especially) run at once.
+ * Errors follow common.h; SBX_ERR_NOT_FOUND for an unknown id, SBX_ERR_INVALID
+ * for bad arguments (bad path, bad id), SBX_ERR_CONFLICT for a call the
+ * sandbox's state does not allow.  */
+#ifndef SBX_RUNTIME_H
+#define SBX_RUNTIME_H
+
+#include "common/common.h"
+
+typedef struct rt_runtime rt_runtime_t;
+
+typedef enum rt_state {
+    RT_STATE_CREATING,
+    RT_STATE_RUNNING,
+    RT_STATE_SUSPENDED,
+    RT_STATE_STOPPED,
+    RT_STATE_FAILED,
+} rt_state_t;
+const char *rt_state_name(rt_state_t s); /* "Creating", "Running", ... */
+
+typedef struct rt_config {
+    const char *state_dir;   /* sandboxes' state, roots and writable layers */
+    const char *cgroup_root; /* parent cgroup name, e.g. "sandboxd"; NULL: default */
+    unsigned max_sandboxes;  /* slots reported in health; 0: derived from memory */
+    bool allow_microvm_emulation;
+} rt_config_t;
+
+typedef struct rt_spec {
+    const char *id;        /* [a-z0-9][a-z0-9-]{0,62}, chosen by the caller */
+    const char *driver;    /* "process" (default when NULL) */
+    const char *rootfs;    /* unpacked image directory, shared read-only */
+    const char *image;     /* reference, recorded only */
+    double cpu;            /* cores; 0: no limit */
+    uint64_t memory_mib;   /* 0: default */
+    uint64_t disk_mib;     /* writable layer bound; 0: default */
+    uint32_t pids_max;     /* 0: default */
+    json_t *env;           /* object of strings, borrowed; may be NULL */
+} rt_spec_t;
+
+typedef struct rt_info {
+    char id[64];
+    char driver[16];
+    char image[512];
+    rt_state_t state;
+    int64_t created_ms;
+    int64_t last_activity_ms;
+    double cpu;
+    uint64_t memory_mib;
+    uint64_t memory_used_bytes;
+    char message[256];     /* why Failed, when it is */
+} rt_info_t;
+
+typedef struct rt_exec_request {
+    char **argv;           /* NULL-terminated, argv[0] looked up in the sandbox PATH */
+    char **env;            /* NULL-terminated "K=V", added to the sandbox env; may be NULL */
+    const char *cwd;       /* inside the sandbox; NULL: "/" */
+    const char *stdin_data;
+    size_t stdin_len;
+    int timeout_ms;        /* kills the exec's whole process tree; 0: default 30 s */
+    size_t output_cap;     /* per stream; 0: default 1 MiB */
+} rt_exec_request_t;
+
+typedef struct rt_exec_result {
+    int exit_code;         /* -1 when killed by a signal */
+    int signal;            /* 0 unless killed by a signal */
+    bool timed_out;
+    char *out, *err;       /* owned, NUL-terminated (may also contain NULs) */
+    size_t out_len, err_len;
+    bool out_truncated, err_truncated;
+    int64_t duration_ms;
+} rt_exec_result_t;
+void rt_exec_result_done(rt_exec_result_t *r);
+
+typedef struct rt_dirent {
+    char *name;
+    char type[8];          /* "file" | "dir" | "symlink" | "other" */
+    uint64_t size;
+    unsigned mode;         /* permission bits */
+    int64_t modified_ms;
+} rt_dirent_t;
+
+typedef struct rt_health {
+    double cpu_total, cpu_allocated;
+    uint64_t memory_total_mib, memory_allocated_mib;
+    unsigned slots_total, slots_used;
+    const char *drivers[4]; /* names of usable drivers, NULL-terminated */
+} rt_health_t;
+
+/* Open the runtime; finds sandboxes left by an earlier agent process and
+ * cleans up those whose state is broken.  */
+rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err);
+void rt_close(rt_runtime_t *rt); /* sandboxes keep running */
+
+int rt_health(rt_runtime_t *rt, rt_health_t *out, sbx_error_t *err);
+
+int rt_create(rt_runtime_t *rt, const rt_spec_t *spec, rt_info_t *out, sbx_error_t *err);
+int rt_get(rt_runtime_t *rt, const char *id, rt_info_t *out, sbx_error_t *err);
+/* *out is an array of *n infos, free() it.  */
+int rt_list(rt_runtime_t *rt, rt_info_t **out, size_t *n, sbx_error_t *err);
+int rt_destroy(rt_runtime_t *rt, const char *id, sbx_error_t *err);
+
+int rt_stop(rt_runtime_t *rt, const char *id, sbx_error_t *err);
+int rt_start(rt_runtime_t *rt, const char *id, sbx_error_t *err);
+int rt_suspend(rt_runtime_t *rt, const char *id, sbx_error_t *err);
+int rt_resume(rt_runtime_t *rt, const char *id, sbx_error_t *err);
+
+/* Exec into a running sandbox (a suspended one is resumed first).  */
+int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
+            rt_exec_result_t *out, sbx_error_t *err);
+
+/* Files: every path resolves inside the sandbox root; `..`, symlinks and
+ * races cannot leave it.  */
+int rt_file_read(rt_runtime_t *rt, const char *id, const char *path, size_t max,
+                 char **data, size_t *len, sbx_error_t *err);
+int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void *data,
+                  size_t len, sbx_error_t *err);
+int rt_file_delete(rt_runtime_t *rt, const char *id, const char *path, sbx_error_t *err);
+int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t **out,
+                 size_t *n, sbx_error_t *err);
+void rt_dirents_free(rt_dirent_t *d, size_t n);
+
+bool rt_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs the Debian packages sandboxd needs to build, run and test.
+# Idempotent and quiet when everything is already there.
+set -eu
+
+BUILD="build-essential cmake pkg-config clang libmicrohttpd-dev libjansson-dev
+libsqlite3-dev libcurl4-openssl-dev libssl-dev uuid-dev check libseccomp-dev
+libarchive-dev openssl ca-certificates"
+RUNTIME="iproute2 debootstrap"
+TEST="sqlite3 wrk docker-registry curl jq"
+
+want="$BUILD $RUNTIME"
+[ "${1:-}" = "--test" ] && want="$want $TEST"
+
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+# Node.js may come from elsewhere than Debian (with npm inside): only ask
+# for Debian's when there is no npm at all.
+if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1; then
+    missing="$missing nodejs npm"
+fi
+[ -z "$missing" ] && exit 0
+
+echo "installing:$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,192 @@
+/* config.c -- sandboxd's command line and environment.  */
+#include "server/server.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: sandboxd [OPTIONS]\n"
+    "Serves Microsoft.App/sandboxGroups over the Azure Resource Manager protocol.\n"
+    "\n"
+    "  --listen HOST:PORT     address to serve (SANDBOXD_LISTEN; default 127.0.0.1:8080)\n"
+    "  --data-dir DIR         state directory, created if missing (SANDBOXD_DATA_DIR;\n"
+    "                         default ./sandboxd-data)\n"
+    "  --tls-cert FILE        serve HTTPS with this certificate (SANDBOXD_TLS_CERT)\n"
+    "  --tls-key FILE         and this key (SANDBOXD_TLS_KEY)\n"
+    "  --auth-token TOKEN     bearer token clients must send (SANDBOXD_AUTH_TOKEN);\n"
+    "                         default: a random token written to DIR/dev-token\n"
+    "  --no-auth              accept requests without a token; loopback only\n"
+    "                         (SANDBOXD_NO_AUTH=1)\n"
+    "  --admin-token TOKEN    token for the host admin API (SANDBOXD_ADMIN_TOKEN);\n"
+    "                         default: a random token written to DIR/admin-token\n"
+    "  --no-local-agent       use registered hosts only (SANDBOXD_NO_LOCAL_AGENT=1)\n"
+    "  --agent-bin FILE       sandbox-agent binary for the local host (SANDBOXD_AGENT_BIN)\n"
+    "  --default-image DIR    OCI layout of the default image (SANDBOXD_DEFAULT_IMAGE)\n"
+    "  --microvm-emulation    allow the microvm driver without KVM\n"
+    "                         (SANDBOXD_MICROVM_EMULATION=1)\n"
+    "  --sync-full            fsync every commit (SANDBOXD_SYNC_FULL=1)\n"
+    "  --max-body BYTES       largest JSON request body (SANDBOXD_MAX_BODY; 1048576)\n"
+    "  --threads N            HTTP worker threads; 0 = one per connection\n"
+    "                         (SANDBOXD_THREADS; default 0)\n"
+    "  --log-level LEVEL      debug, info, warn or error (SANDBOXD_LOG_LEVEL)\n"
+    "  --help, --version\n";
+
+enum {
+    O_LISTEN = 256, O_DATA_DIR, O_TLS_CERT, O_TLS_KEY, O_AUTH_TOKEN, O_NO_AUTH, O_ADMIN_TOKEN,
+    O_NO_LOCAL_AGENT, O_AGENT_BIN, O_DEFAULT_IMAGE, O_MICROVM, O_SYNC_FULL, O_MAX_BODY,
+    O_THREADS, O_LOG_LEVEL, O_HELP, O_VERSION,
+};
+
+static const struct option options[] = {
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"data-dir", required_argument, NULL, O_DATA_DIR},
+    {"tls-cert", required_argument, NULL, O_TLS_CERT},
+    {"tls-key", required_argument, NULL, O_TLS_KEY},
+    {"auth-token", required_argument, NULL, O_AUTH_TOKEN},
+    {"no-auth", no_argument, NULL, O_NO_AUTH},
+    {"admin-token", required_argument, NULL, O_ADMIN_TOKEN},
+    {"no-local-agent", no_argument, NULL, O_NO_LOCAL_AGENT},
+    {"agent-bin", required_argument, NULL, O_AGENT_BIN},
+    {"default-image", required_argument, NULL, O_DEFAULT_IMAGE},
+    {"microvm-emulation", no_argument, NULL, O_MICROVM},
+    {"sync-full", no_argument, NULL, O_SYNC_FULL},
+    {"max-body", required_argument, NULL, O_MAX_BODY},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"log-level", required_argument, NULL, O_LOG_LEVEL},
+    {"help", no_argument, NULL, O_HELP},
+    {"version", no_argument, NULL, O_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = v ? xstrdup(v) : NULL;
+}
+
+static bool env_flag(const char *name)
+{
+    const char *v = getenv(name);
+    return v && (strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 || strcasecmp(v, "yes") == 0);
+}
+
+static int parse_size(const char *s, const char *what, size_t min, size_t max, size_t *out,
+                      sbx_error_t *err)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (!*s || *end || v < min || v > max)
+        return sbx_error_set(err, SBX_ERR_INVALID, "%s must be a number from %zu to %zu", what,
+                             min, max);
+    *out = (size_t)v;
+    return 0;
+}
+
+static void from_env(sbx_config_t *cfg)
+{
+    static const struct {
+        const char *var;
+        size_t off;
+    } strs[] = {
+        {"SANDBOXD_LISTEN", offsetof(sbx_config_t, listen)},
+        {"SANDBOXD_DATA_DIR", offsetof(sbx_config_t, data_dir)},
+        {"SANDBOXD_TLS_CERT", offsetof(sbx_config_t, tls_cert)},
+        {"SANDBOXD_TLS_KEY", offsetof(sbx_config_t, tls_key)},
+        {"SANDBOXD_AUTH_TOKEN", offsetof(sbx_config_t, auth_token)},
+        {"SANDBOXD_ADMIN_TOKEN", offsetof(sbx_config_t, admin_token)},
+        {"SANDBOXD_AGENT_BIN", offsetof(sbx_config_t, agent_bin)},
+        {"SANDBOXD_DEFAULT_IMAGE", offsetof(sbx_config_t, default_image)},
+        {"SANDBOXD_LOG_LEVEL", offsetof(sbx_config_t, log_level)},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+        const char *v = getenv(strs[i].var);
+        if (v && *v)
+            set_str((char **)((char *)cfg + strs[i].off), v);
+    }
+    cfg->no_auth = env_flag("SANDBOXD_NO_AUTH");
+    cfg->no_local_agent = env_flag("SANDBOXD_NO_LOCAL_AGENT");
+    cfg->microvm_emulation = env_flag("SANDBOXD_MICROVM_EMULATION");
+    cfg->sync_full = env_flag("SANDBOXD_SYNC_FULL");
+}
+
+static int check(sbx_config_t *cfg, sbx_error_t *err)
+{
+    const char *v;
+    if ((v = getenv("SANDBOXD_MAX_BODY")) && *v &&
+        parse_size(v, "SANDBOXD_MAX_BODY", 1024, 64 << 20, &cfg->max_body, err) < 0)
+        return -1;
+    size_t threads;
+    if ((v = getenv("SANDBOXD_THREADS")) && *v) {
+        if (parse_size(v, "SANDBOXD_THREADS", 0, 256, &threads, err) < 0)
+            return -1;
+        cfg->threads = (unsigned)threads;
+    }
+    return 0;
+}
+
+int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen = xstrdup("127.0.0.1:8080");
+    cfg->data_dir = xstrdup("sandboxd-data");
+    cfg->max_body = 1024 * 1024;
+    from_env(cfg);
+    if (check(cfg, err) < 0)
+        return -1;
+    optind = 1;
+    opterr = 0;
+    int c;
+    size_t n;
+    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (c) {
+        case O_LISTEN: set_str(&cfg->listen, optarg); break;
+        case O_DATA_DIR: set_str(&cfg->data_dir, optarg); break;
+        case O_TLS_CERT: set_str(&cfg->tls_cert, optarg); break;
+        case O_TLS_KEY: set_str(&cfg->tls_key, optarg); break;
+        case O_AUTH_TOKEN: set_str(&cfg->auth_token, optarg); break;
+        case O_ADMIN_TOKEN: set_str(&cfg->admin_token, optarg); break;
+        case O_NO_AUTH: cfg->no_auth = true; break;
+        case O_NO_LOCAL_AGENT: cfg->no_local_agent = true; break;
+        case O_AGENT_BIN: set_str(&cfg->agent_bin, optarg); break;
+        case O_DEFAULT_IMAGE: set_str(&cfg->default_image, optarg); break;
+        case O_MICROVM: cfg->microvm_emulation = true; break;
+        case O_SYNC_FULL: cfg->sync_full = true; break;
+        case O_LOG_LEVEL: set_str(&cfg->log_level, optarg); break;
+        case O_MAX_BODY:
+            if (parse_size(optarg, "--max-body", 1024, 64 << 20, &cfg->max_body, err) < 0)
+                return -1;
+            break;
+        case O_THREADS:
+            if (parse_size(optarg, "--threads", 0, 256, &n, err) < 0)
+                return -1;
+            cfg->threads = (unsigned)n;
+            break;
+        case O_HELP: fputs(usage, stdout); return 1;
+        case O_VERSION: printf("sandboxd %s\n", SBX_VERSION); return 1;
+        default:
+            return sbx_error_set(err, SBX_ERR_INVALID, "unknown or incomplete option '%s' "
+                                 "(see --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return sbx_error_set(err, SBX_ERR_INVALID, "unexpected argument '%s'", argv[optind]);
+    if (!cfg->tls_cert != !cfg->tls_key)
+        return sbx_error_set(err, SBX_ERR_INVALID, "--tls-cert and --tls-key go together");
+    if (cfg->log_level && strcmp(cfg->log_level, "debug") && strcmp(cfg->log_level, "info") &&
+        strcmp(cfg->log_level, "warn") && strcmp(cfg->log_level, "error"))
+        return sbx_error_set(err, SBX_ERR_INVALID, "--log-level must be debug, info, warn or "
+                             "error");
+    return 0;
+}
+
+void sbx_config_done(sbx_config_t *cfg)
+{
+    char **strs[] = {&cfg->listen, &cfg->data_dir, &cfg->tls_cert, &cfg->tls_key,
+                     &cfg->auth_token, &cfg->agent_bin, &cfg->log_level, &cfg->admin_token,
+                     &cfg->default_image};
+    for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
+        free(*strs[i]);
+        *strs[i] = NULL;
+    }
+}

@@ -1,0 +1,28 @@
+/* routes.h -- the route table in front of the modules: public documents,
+ * the host admin API, and the authenticated ARM API.  */
+#ifndef SBX_SERVER_ROUTES_H
+#define SBX_SERVER_ROUTES_H
+
+#include "http/http.h"
+#include "server/server.h"
+#include "storage/storage.h"
+
+typedef struct routes routes_t;
+
+typedef struct routes_config {
+    const sbx_config_t *cfg;
+    const char *auth_token;  /* NULL: no authentication */
+    const char *admin_token;
+    const char *openapi_json;
+} routes_config_t;
+
+routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err);
+/* Start background work (the scheduler and the local agent).  */
+int routes_start_background(routes_t *r, sbx_error_t *err);
+void routes_free(routes_t *r);
+void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res);
+size_t routes_body_limit(const routes_t *r, const char *method, const char *path);
+
+int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *err);
+
+#endif

@@ -1,0 +1,34 @@
+/* server.h -- the sandboxd process: configuration from flags and the
+ * environment, and the run loop that wires storage, the ARM layer, the
+ * scheduler and the HTTP(S) front end together.  */
+#ifndef SBX_SERVER_H
+#define SBX_SERVER_H
+
+#include "common/common.h"
+
+typedef struct sbx_config {
+    char *listen;        /* host:port */
+    char *data_dir;
+    char *tls_cert, *tls_key; /* paths; both or neither */
+    char *auth_token;    /* accepted bearer token; NULL: the dev token */
+    bool no_auth;        /* accept every request (loopback only) */
+    bool no_local_agent;
+    bool microvm_emulation;
+    bool sync_full;      /* fsync every commit */
+    size_t max_body;
+    unsigned threads;    /* 0: a thread per connection */
+    char *agent_bin;     /* sandbox-agent to start locally; default: beside sandboxd */
+    char *log_level;
+    char *admin_token;   /* for the host admin API; NULL: written to data-dir */
+    char *default_image; /* OCI layout of the embedded default image */
+} sbx_config_t;
+
+/* Parse argv and SANDBOXD_* variables (flags win).  Returns 0 to run, 1 when
+ * --help or --version was answered, -1 on a bad argument (message in err).  */
+int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err);
+void sbx_config_done(sbx_config_t *cfg);
+
+/* Run until SIGTERM/SIGINT; returns the process exit code.  */
+int sbx_server_run(const sbx_config_t *cfg);
+
+#endif

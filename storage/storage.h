@@ -1,0 +1,108 @@
+/* storage.h -- the only code that speaks SQL.  SQLite in WAL mode, numbered
+ * migrations applied at open, a pool of connections with prepared
+ * statements, and transactions that group the writes of one request.
+ *
+ * Resources of every kind live in one table keyed by their lower-cased ARM
+ * id; their JSON body (location, tags, identity, properties, systemData) is
+ * stored as it will be served.  Every write gives the row a new etag.
+ * Operations (asynchronous work, see DESIGN.md) live beside them.  */
+#ifndef SBX_STORAGE_H
+#define SBX_STORAGE_H
+
+#include "common/common.h"
+
+typedef struct st_db st_db_t;
+typedef struct st_tx st_tx_t;
+
+typedef struct st_options {
+    bool synchronous_full; /* fsync every commit (power-loss durable); default NORMAL */
+    unsigned pool_size;    /* connections; 0: 8 */
+} st_options_t;
+
+st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err);
+void st_close(st_db_t *db);
+/* Version of the newest migration applied.  */
+int st_schema_version(st_db_t *db);
+/* "ok" or the first problem PRAGMA integrity_check reports (owned).  */
+char *st_integrity_check(st_db_t *db);
+
+typedef struct st_resource {
+    char *id;             /* canonical ARM id as created (casing kept) */
+    char *type;           /* lower case: "microsoft.app/sandboxgroups", ".../vnetconnections" */
+    char *name;           /* as created */
+    char *subscription;   /* lower case */
+    char *resource_group; /* lower case */
+    char *parent_id;      /* lower-cased ARM id of the parent, NULL for top level */
+    char *host_id;        /* host placing this resource (sandboxes), NULL otherwise */
+    json_t *body;         /* owned reference */
+    char etag[40];
+    int64_t created_ms, updated_ms;
+} st_resource_t;
+void st_resource_done(st_resource_t *r);
+
+typedef struct st_list_query {
+    const char *type;           /* required, lower case */
+    const char *subscription;   /* optional filter */
+    const char *resource_group; /* optional filter */
+    const char *parent_id;      /* optional filter (lower-cased) */
+    const char *host_id;        /* optional filter */
+    const char *after;          /* continuation: list rows whose key sorts after this */
+    size_t limit;               /* page size; 0: 100 */
+} st_list_query_t;
+
+typedef struct st_list {
+    st_resource_t *items;
+    size_t n;
+    char *next; /* continuation key when more rows exist, else NULL */
+} st_list_t;
+void st_list_done(st_list_t *l);
+
+/* Reads outside a transaction see the latest committed state.  */
+int st_resource_get(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t *err);
+int st_resource_list(st_db_t *db, const st_list_query_t *q, st_list_t *out, sbx_error_t *err);
+int st_resource_count(st_db_t *db, const char *type, const char *parent_id, size_t *out,
+                      sbx_error_t *err);
+
+/* A write transaction (BEGIN IMMEDIATE: writers queue, readers go on).  */
+st_tx_t *st_begin(st_db_t *db, sbx_error_t *err);
+int st_commit(st_tx_t *tx, sbx_error_t *err); /* frees tx, success or not */
+void st_rollback(st_tx_t *tx);                /* frees tx; NULL is fine */
+
+int st_tx_resource_get(st_tx_t *tx, const char *id, st_resource_t *out, sbx_error_t *err);
+/* Insert or replace; writes a fresh etag into r->etag and sets times.  */
+int st_tx_resource_put(st_tx_t *tx, st_resource_t *r, sbx_error_t *err);
+int st_tx_resource_delete(st_tx_t *tx, const char *id, sbx_error_t *err);
+/* Delete every descendant of parent_id (children, grandchildren...).  */
+int st_tx_resource_delete_children(st_tx_t *tx, const char *parent_id, sbx_error_t *err);
+int st_tx_resource_count(st_tx_t *tx, const char *type, const char *parent_id, size_t *out,
+                         sbx_error_t *err);
+
+/* Asynchronous operations.  */
+typedef struct st_operation {
+    char id[37];
+    char *resource_id;  /* ARM id of the resource it acts on */
+    char *kind;         /* "create", "update", "delete", "start", ... */
+    char *status;       /* InProgress | Succeeded | Failed | Canceled */
+    char *location;     /* normalized location of the resource, for its URL */
+    char *subscription; /* lower case */
+    json_t *error;      /* {"code","message"} when Failed, else NULL */
+    json_t *payload;    /* work description for the scheduler; may be NULL */
+    int64_t start_ms, end_ms;
+    int attempts;
+    int64_t next_attempt_ms;
+} st_operation_t;
+void st_operation_done(st_operation_t *op);
+
+int st_tx_operation_put(st_tx_t *tx, const st_operation_t *op, sbx_error_t *err);
+int st_tx_operation_get(st_tx_t *tx, const char *id, st_operation_t *out, sbx_error_t *err);
+int st_operation_get(st_db_t *db, const char *id, st_operation_t *out, sbx_error_t *err);
+/* Up to max InProgress operations whose next attempt is due, oldest first.  */
+int st_operations_due(st_db_t *db, int64_t now_ms, size_t max, st_operation_t **out, size_t *n,
+                      sbx_error_t *err);
+void st_operations_free(st_operation_t *ops, size_t n);
+
+/* Small key/value table for settings the server keeps (signing keys...).  */
+int st_kv_get(st_db_t *db, const char *key, char **value, sbx_error_t *err);
+int st_tx_kv_put(st_tx_t *tx, const char *key, const char *value, sbx_error_t *err);
+
+#endif

@@ -1,0 +1,55 @@
+/* testutil.h -- helpers shared by the Check tests: temporary directories,
+ * free ports, starting the real binaries, and HTTP calls with libcurl.  */
+#ifndef SBX_TESTUTIL_H
+#define SBX_TESTUTIL_H
+
+#include <check.h>
+#include <sys/types.h>
+
+#include "common/common.h"
+
+/* A fresh directory under $TMPDIR (or /tmp); removed by tu_rmdir.  */
+char *tu_tmpdir(const char *prefix);
+void tu_rmdir(const char *dir);
+/* A loopback TCP port that was free a moment ago.  */
+int tu_free_port(void);
+/* Path of a built binary: $SBX_BIN_DIR/name.  */
+char *tu_bin(const char *name);
+/* Path inside the source tree: $SBX_SOURCE_DIR/rel.  */
+char *tu_src(const char *rel);
+
+/* Start a process (argv[0] is a path) with extra "K=V" environment entries;
+ * stdout/stderr go to `log_path` when not NULL.  Returns the pid.  */
+pid_t tu_spawn(char *const argv[], char *const extra_env[], const char *log_path);
+/* SIGTERM, wait up to timeout_ms, then SIGKILL; returns the exit status
+ * as from waitpid (or -1).  */
+int tu_stop(pid_t pid, int timeout_ms);
+/* Wait until a TCP connect to 127.0.0.1:port succeeds (true) or timeout.  */
+bool tu_wait_port(int port, int timeout_ms);
+
+typedef struct tu_response {
+    long status;
+    char *body;
+    size_t body_len;
+    char *headers; /* raw header block, lower-cased names kept as sent */
+} tu_response_t;
+void tu_response_free(tu_response_t *r);
+/* Value of a response header (case-insensitive name) or NULL; owned.  */
+char *tu_header(const tu_response_t *r, const char *name);
+
+typedef struct tu_request_opts {
+    const char *body;
+    size_t body_len;         /* 0: strlen(body) */
+    const char *content_type;/* default "application/json" when body set */
+    const char *const *headers; /* NULL-terminated "Name: value" */
+    const char *ca_file, *cert_file, *key_file; /* for HTTPS */
+    long timeout_ms;         /* default 30000 */
+} tu_request_opts_t;
+
+/* One HTTP call; returns 0 when a response arrived (any status).  */
+int tu_http(const char *method, const char *url, const tu_request_opts_t *opts,
+            tu_response_t *out);
+/* Parse the body as JSON (NULL if it is not).  */
+json_t *tu_json(const tu_response_t *r);
+
+#endif
