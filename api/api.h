@@ -50,6 +50,9 @@ void api_handle(api_t *api, const http_request_t *req, http_response_t *res);
 int api_operation_finish(st_db_t *db, const char *op_id, bool ok, const char *err_code,
                          const char *err_msg, json_t *props_patch, sbx_error_t *err);
 
+/* The served JSON of a stored resource (the ARM envelope).  */
+json_t *api_resource_json(const st_resource_t *r);
+
 /* Name rules, exported for tests and the scheduler.  */
 bool api_name_valid(const char *name);
 bool api_resource_group_valid(const char *rg);

@@ -191,11 +191,17 @@ json_t *api_envelope(const st_resource_t *r)
     json_object_set(out, "type", type ? type : json_string(""));
     const char *key;
     json_t *v;
+    /* Keys starting with '_' are the server's own bookkeeping.  */
     json_object_foreach(r->body, key, v) {
-        if (strcmp(key, "type") != 0)
+        if (strcmp(key, "type") != 0 && key[0] != '_')
             json_object_set(out, key, v);
     }
     return out;
+}
+
+json_t *api_resource_json(const st_resource_t *r)
+{
+    return api_envelope(r);
 }
 
 void api_reply_resource(http_response_t *res, int status, const st_resource_t *r)

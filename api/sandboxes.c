@@ -101,6 +101,10 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
         return;
     }
     sbx_error_t err = {0};
+    if (strcmp(action, "exec") == 0 && api_check_content_type(req, &err) < 0) {
+        http_reply_sbx_error(res, &err);
+        return;
+    }
     _cleanup_free_ char *id = api_resource_id(rt, &api_kind_sandbox);
     st_resource_t r = {0};
     if (st_resource_get(api->db, id, &r, &err) < 0) {

@@ -5,14 +5,28 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "scheduler/scheduler.h"
 
 #define FILES_MAX_BODY (64u << 20)
 
 struct routes {
     routes_config_t rc;
     char *auth_token, *admin_token;
+    char *pki_dir, *ca, *cert, *key;
     api_t *api;
+    sched_t *sched;
 };
+
+static void on_queued(void *ctx)
+{
+    sched_notify(ctx);
+}
+
+static void on_sandbox_call(void *ctx, const st_resource_t *sandbox, const char *action,
+                            const http_request_t *req, http_response_t *res)
+{
+    sched_sandbox_call(ctx, sandbox, action, req, res);
+}
 
 routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
 {
@@ -20,21 +34,54 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
     r->rc = *rc;
     r->auth_token = rc->auth_token ? xstrdup(rc->auth_token) : NULL;
     r->admin_token = rc->admin_token ? xstrdup(rc->admin_token) : NULL;
+    r->pki_dir = xasprintf("%s/pki", rc->cfg->data_dir);
+    if (sched_pki_ensure(r->pki_dir, err) < 0) {
+        routes_free(r);
+        return NULL;
+    }
+    r->ca = xasprintf("%s/ca.pem", r->pki_dir);
+    r->cert = xasprintf("%s/client.pem", r->pki_dir);
+    r->key = xasprintf("%s/client.key", r->pki_dir);
+    sched_config_t scfg = {.ca_file = r->ca, .cert_file = r->cert, .key_file = r->key};
+    r->sched = sched_new(&scfg, db, err);
+    if (!r->sched) {
+        routes_free(r);
+        return NULL;
+    }
     api_config_t acfg = {.principal = "dev-token", .openapi_json = rc->openapi_json};
-    r->api = api_new(&acfg, db, NULL);
+    api_hooks_t hooks = {.ctx = r->sched, .operations_queued = on_queued,
+                         .sandbox_call = on_sandbox_call};
+    r->api = api_new(&acfg, db, &hooks);
     return r;
 }
 
 int routes_start_background(routes_t *r, sbx_error_t *err)
 {
-    return 0;
+    const sbx_config_t *cfg = r->rc.cfg;
+    if (!cfg->no_local_agent) {
+        _cleanup_free_ char *agent_dir = xasprintf("%s/agent", cfg->data_dir);
+        sched_local_agent_config_t lc = {.agent_bin = cfg->agent_bin, .data_dir = agent_dir,
+                                         .pki_dir = r->pki_dir,
+                                         .default_image = cfg->default_image,
+                                         .microvm_emulation = cfg->microvm_emulation};
+        if (sched_local_agent_start(r->sched, &lc, err) < 0) {
+            sched_start(r->sched, NULL);
+            return -1;
+        }
+    }
+    return sched_start(r->sched, err);
 }
 
 void routes_free(routes_t *r)
 {
     if (!r)
         return;
+    sched_free(r->sched);
     api_free(r->api);
+    free(r->pki_dir);
+    free(r->ca);
+    free(r->cert);
+    free(r->key);
     free(r->auth_token);
     free(r->admin_token);
     free(r);
@@ -85,6 +132,16 @@ void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res)
             http_reply_json(res, 200, json_pack("{s:s}", "status", "ok"));
         else
             api_handle(r->api, req, res);
+        return;
+    }
+    if (strncasecmp(req->path, "/admin/hosts", 12) == 0) {
+        if (!bearer_matches(req, r->admin_token)) {
+            http_add_header(res, "WWW-Authenticate", "Bearer realm=\"sandboxd-admin\"");
+            http_reply_error(res, 401, "InvalidAuthenticationToken",
+                             "The admin API needs the admin token (data-dir/admin-token).");
+            return;
+        }
+        sched_admin_handle(r->sched, req, res);
         return;
     }
     if (!authenticated(r, req, res))

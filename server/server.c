@@ -172,7 +172,7 @@ int sbx_server_run(const sbx_config_t *cfg)
             SBX_VERSION, cert ? "https" : "http", cfg->listen, http_server_port(http),
             cfg->data_dir);
     if (routes_start_background(routes, &err) < 0)
-        sbx_log(SBX_LOG_WARN, MODULE_NAME, "%s", err.msg);
+        sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
 
     int sig = wait_for_signal();
     sbx_log(SBX_LOG_INFO, MODULE_NAME, "signal %d: shutting down", sig);

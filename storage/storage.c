@@ -48,6 +48,16 @@ static const char *const migrations[] = {
     ") WITHOUT ROWID;"
     "CREATE INDEX operations_due ON operations(status, next_attempt_ms) WHERE status = 'InProgress';"
     "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+    /* 2: hosts that run sandboxes */
+    "CREATE TABLE hosts ("
+    "  name TEXT PRIMARY KEY,"
+    "  url TEXT NOT NULL,"
+    "  environment TEXT NOT NULL,"
+    "  state TEXT NOT NULL,"           /* Ready | Down | Draining */
+    "  info TEXT NOT NULL,"            /* last health report (capacity, usage, drivers) */
+    "  last_seen_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 /* Prepared statements, cached per connection.  */
@@ -798,4 +808,36 @@ int st_tx_kv_put(st_tx_t *tx, const char *key, const char *value, sbx_error_t *e
     bind_text(q, 1, key);
     bind_text(q, 2, value);
     return step_done(tx->c, q, "put setting", err);
+}
+
+/* ---- ad-hoc queries ---- */
+
+int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams,
+             st_row_fn row, void *ud, sbx_error_t *err)
+{
+    conn_t *c = pool_get(db, err);
+    if (!c)
+        return -1;
+    sqlite3_stmt *q = NULL;
+    int ret = 0;
+    if (sqlite3_prepare_v2(c->db, sql, -1, &q, NULL) != SQLITE_OK) {
+        ret = sql_error(err, c->db, "prepare");
+    } else {
+        for (size_t i = 0; i < nparams; i++)
+            bind_text(q, (int)i + 1, params[i]);
+        int rc;
+        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+            int n = sqlite3_column_count(q);
+            const char *cols[16] = {0};
+            for (int i = 0; i < n && i < 16; i++)
+                cols[i] = (const char *)sqlite3_column_text(q, i);
+            if (row)
+                row(ud, n < 16 ? n : 16, cols);
+        }
+        if (rc != SQLITE_DONE)
+            ret = sql_error(err, c->db, "query");
+    }
+    sqlite3_finalize(q);
+    pool_put(db, c);
+    return ret;
 }

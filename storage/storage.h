@@ -101,6 +101,28 @@ int st_operations_due(st_db_t *db, int64_t now_ms, size_t max, st_operation_t **
                       sbx_error_t *err);
 void st_operations_free(st_operation_t *ops, size_t n);
 
+/* Hosts that run sandboxes (the scheduler's registry).  */
+typedef struct st_host {
+    char *name;        /* as registered, compared case-insensitively */
+    char *url;         /* https://host:port of its sandbox-agent */
+    char *environment; /* pool label, lower case */
+    char *state;       /* Ready | Down | Draining */
+    json_t *info;      /* last health report */
+    int64_t last_seen_ms, created_ms;
+} st_host_t;
+void st_host_done(st_host_t *h);
+void st_hosts_free(st_host_t *hosts, size_t n);
+int st_host_put(st_db_t *db, const st_host_t *h, sbx_error_t *err);
+int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err);
+int st_host_list(st_db_t *db, st_host_t **out, size_t *n, sbx_error_t *err);
+int st_host_delete(st_db_t *db, const char *name, sbx_error_t *err);
+
+/* Run a one-off statement with text parameters on a pooled connection
+ * (for rarely used queries of other storage files).  */
+typedef void (*st_row_fn)(void *ud, int ncols, const char *const *cols);
+int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams,
+             st_row_fn row, void *ud, sbx_error_t *err);
+
 /* Small key/value table for settings the server keeps (signing keys...).  */
 int st_kv_get(st_db_t *db, const char *key, char **value, sbx_error_t *err);
 int st_tx_kv_put(st_tx_t *tx, const char *key, const char *value, sbx_error_t *err);

@@ -1,0 +1,296 @@
+/* hosts.c -- the host registry: registration, health checks that mark a
+ * silent host Down (failing its sandboxes), drain, removal, and the admin
+ * API that exposes them.  */
+#include "scheduler/internal.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#define HEALTH_TIMEOUT_MS 2000
+
+static bool url_valid(const char *url)
+{
+    if (strlen(url) > 512)
+        return false;
+    for (const char *p = url; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == '"' || *p == '\\')
+            return false;
+    if (sbx_str_has_prefix(url, "https://"))
+        return strlen(url) > 8;
+    /* Plain HTTP only to an agent on this machine (tests, development).  */
+    return sbx_str_has_prefix(url, "http://127.") || sbx_str_has_prefix(url, "http://[::1]") ||
+           sbx_str_has_prefix(url, "http://localhost:");
+}
+
+static bool label_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return false;
+    return true;
+}
+
+/* Sandboxes of a host that is gone: Failed, with the reason.  */
+static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
+{
+    st_list_query_t q = {.type = SANDBOX_TYPE, .host_id = host, .limit = 1000};
+    st_list_t l = {0};
+    char when[32];
+    sbx_time_format(sbx_now_ms(), when, sizeof(when));
+    do {
+        if (st_resource_list(s->db, &q, &l, NULL) < 0)
+            return;
+        for (size_t i = 0; i < l.n; i++) {
+            json_t *props = json_object_get(l.items[i].body, "properties");
+            const char *state = json_string_value(json_object_get(props, "state"));
+            if (state && strcmp(state, "Failed") == 0)
+                continue;
+            _cleanup_free_ char *msg = xasprintf("host '%s' %s at %s", host, why, when);
+            json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
+            sandbox_update_props(s->db, l.items[i].id, patch, NULL, NULL);
+            json_decref(patch);
+        }
+        free((char *)q.after);
+        q.after = l.next ? xstrdup(l.next) : NULL;
+        st_list_done(&l);
+    } while (q.after);
+}
+
+static void check_one(sched_t *s, st_host_t *h)
+{
+    agent_reply_t r;
+    int64_t now = sbx_now_ms();
+    bool ok = agent_call(s, h->url, "GET", "/v1/health", NULL, NULL, NULL, 0, HEALTH_TIMEOUT_MS,
+                         &r) == 0 &&
+              r.status == 200;
+    json_t *info = ok ? agent_reply_json(&r) : NULL;
+    agent_reply_done(&r);
+    const char *was = h->state;
+    const char *next = was;
+    if (ok && json_is_object(info)) {
+        json_decref(h->info);
+        h->info = info;
+        h->last_seen_ms = now;
+        if (strcmp(was, "Down") == 0)
+            next = "Ready";
+    } else {
+        json_decref(info);
+        if (strcmp(was, "Down") != 0 && now - h->last_seen_ms > s->cfg.host_down_ms)
+            next = "Down";
+    }
+    bool changed = strcmp(next, was) != 0;
+    if (changed) {
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "host %s: %s -> %s", h->name, was, next);
+        free(h->state);
+        h->state = xstrdup(next);
+    }
+    if (ok || changed)
+        st_host_put(s->db, h, NULL);
+    if (changed && strcmp(next, "Down") == 0)
+        fail_host_sandboxes(s, h->name, "stopped answering its health checks");
+}
+
+int hosts_check_all(sched_t *s)
+{
+    st_host_t *hosts = NULL;
+    size_t n = 0;
+    if (st_host_list(s->db, &hosts, &n, NULL) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        check_one(s, &hosts[i]);
+    st_hosts_free(hosts, n);
+    return 0;
+}
+
+int host_find(sched_t *s, const char *name, st_host_t *out)
+{
+    return st_host_get(s->db, name, out, NULL);
+}
+
+int sched_host_register(sched_t *s, const char *name, const char *url, const char *environment,
+                        sbx_error_t *err)
+{
+    if (!label_valid(name))
+        return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidHostName",
+                             "Host names are 1-63 letters, digits, '-', '_' or '.'.");
+    if (!url_valid(url))
+        return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidHostUrl",
+                             "The url must be https://host:port (http:// only on loopback).");
+    if (!label_valid(environment))
+        return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidEnvironment",
+                             "The environment label is 1-63 letters, digits, '-', '_' or '.'.");
+    st_host_t h = {0};
+    bool existed = st_host_get(s->db, name, &h, NULL) == 0;
+    st_host_t next = {.name = (char *)name, .url = (char *)url, .environment = (char *)environment,
+                      .state = existed ? h.state : "Down", .info = existed ? h.info : NULL,
+                      .last_seen_ms = existed ? h.last_seen_ms : 0,
+                      .created_ms = existed ? h.created_ms : sbx_now_ms()};
+    int r = st_host_put(s->db, &next, err);
+    st_host_done(&h);
+    if (r == 0 && st_host_get(s->db, name, &h, NULL) == 0) {
+        check_one(s, &h);
+        st_host_done(&h);
+    }
+    return r;
+}
+
+/* ---- admin API ---- */
+
+static json_t *host_json(sched_t *s, const st_host_t *h)
+{
+    char seen[32];
+    sbx_time_format(h->last_seen_ms, seen, sizeof(seen));
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", h->name, "url", h->url, "environment",
+                          h->environment, "state", h->state, "lastSeenAt",
+                          h->last_seen_ms ? seen : "");
+    json_object_set(o, "health", h->info ? h->info : json_null());
+    unsigned placed = 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_loads; i++)
+        if (strcasecmp(s->loads[i].name, h->name) == 0)
+            placed = s->loads[i].sandboxes;
+    pthread_mutex_unlock(&s->lock);
+    json_object_set_new(o, "sandboxes", json_integer(placed));
+    return o;
+}
+
+static void reply_host(sched_t *s, http_response_t *res, int status, const char *name)
+{
+    st_host_t h = {0};
+    sbx_error_t err = {0};
+    if (st_host_get(s->db, name, &h, &err) < 0) {
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    http_reply_json(res, status, host_json(s, &h));
+    st_host_done(&h);
+}
+
+static void admin_put(sched_t *s, const char *name, const http_request_t *req,
+                      http_response_t *res)
+{
+    sbx_error_t err = {0};
+    _cleanup_json_ json_t *in = json_loadb(req->body, req->body_len, 0, NULL);
+    const char *url = json_string_value(json_object_get(in, "url"));
+    json_t *envj = json_object_get(in, "environment");
+    const char *env = envj ? json_string_value(envj) : "default";
+    if (!json_is_object(in) || !url || !env) {
+        http_reply_error(res, 400, "InvalidRequestContent",
+                         "Expected {\"url\": \"https://...\", \"environment\": \"label\"}.");
+        return;
+    }
+    st_host_t old = {0};
+    bool existed = st_host_get(s->db, name, &old, NULL) == 0;
+    st_host_done(&old);
+    if (sched_host_register(s, name, url, env, &err) < 0) {
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    reply_host(s, res, existed ? 200 : 201, name);
+}
+
+static void admin_set_state(sched_t *s, const char *name, const char *state,
+                            http_response_t *res)
+{
+    st_host_t h = {0};
+    sbx_error_t err = {0};
+    if (st_host_get(s->db, name, &h, &err) < 0) {
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    /* Undraining a host that is down leaves it to the health check.  */
+    const char *next = strcmp(state, "Ready") == 0 && strcmp(h.state, "Down") == 0 ? "Down" : state;
+    free(h.state);
+    h.state = xstrdup(next);
+    int r = st_host_put(s->db, &h, &err);
+    st_host_done(&h);
+    if (r < 0)
+        http_reply_sbx_error(res, &err);
+    else
+        reply_host(s, res, 200, name);
+}
+
+static void admin_list(sched_t *s, http_response_t *res)
+{
+    st_host_t *hosts = NULL;
+    size_t n = 0;
+    sbx_error_t err = {0};
+    if (st_host_list(s->db, &hosts, &n, &err) < 0) {
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    json_t *value = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(value, host_json(s, &hosts[i]));
+    st_hosts_free(hosts, n);
+    http_reply_json(res, 200, json_pack("{s:o}", "value", value));
+}
+
+static void admin_delete(sched_t *s, const char *name, http_response_t *res)
+{
+    st_host_t h = {0};
+    if (st_host_get(s->db, name, &h, NULL) < 0) {
+        http_reply_empty(res, 204);
+        return;
+    }
+    sbx_error_t err = {0};
+    if (st_host_delete(s->db, name, &err) < 0) {
+        st_host_done(&h);
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    fail_host_sandboxes(s, h.name, "was removed from the pool");
+    st_host_done(&h);
+    http_reply_empty(res, 204);
+}
+
+/* /admin/hosts, /admin/hosts/{name}, /admin/hosts/{name}/{drain|ready} */
+void sched_admin_handle(sched_t *s, const http_request_t *req, http_response_t *res)
+{
+    const char *p = req->path + strlen("/admin/hosts");
+    const char *m = req->method;
+    if (*p == '\0' || strcmp(p, "/") == 0) {
+        if (strcmp(m, "GET") == 0)
+            admin_list(s, res);
+        else {
+            http_add_header(res, "Allow", "GET");
+            http_reply_error(res, 405, "MethodNotAllowed", "Use GET to list hosts.");
+        }
+        return;
+    }
+    if (*p != '/') {
+        http_reply_error(res, 404, "NotFound", "No such admin route.");
+        return;
+    }
+    _cleanup_free_ char *name = xstrdup(p + 1);
+    char *action = strchr(name, '/');
+    if (action)
+        *action++ = '\0';
+    if (!label_valid(name)) {
+        http_reply_error(res, 400, "InvalidHostName", "Host names are 1-63 letters, digits, "
+                         "'-', '_' or '.'.");
+    } else if (!action) {
+        if (strcmp(m, "GET") == 0)
+            reply_host(s, res, 200, name);
+        else if (strcmp(m, "PUT") == 0)
+            admin_put(s, name, req, res);
+        else if (strcmp(m, "DELETE") == 0)
+            admin_delete(s, name, res);
+        else {
+            http_add_header(res, "Allow", "GET, PUT, DELETE");
+            http_reply_error(res, 405, "MethodNotAllowed", "Method not allowed.");
+        }
+    } else if ((strcmp(action, "drain") == 0 || strcmp(action, "ready") == 0)) {
+        if (strcmp(m, "POST") == 0)
+            admin_set_state(s, name, strcmp(action, "drain") == 0 ? "Draining" : "Ready", res);
+        else {
+            http_add_header(res, "Allow", "POST");
+            http_reply_error(res, 405, "MethodNotAllowed", "Use POST.");
+        }
+    } else {
+        http_reply_error(res, 404, "NotFound", "No such admin route.");
+    }
+}

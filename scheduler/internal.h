@@ -1,0 +1,86 @@
+/* internal.h -- declarations shared by the scheduler's files only.  */
+#ifndef SBX_SCHEDULER_INTERNAL_H
+#define SBX_SCHEDULER_INTERNAL_H
+
+#include <pthread.h>
+
+#include "scheduler/scheduler.h"
+
+#define MODULE_NAME "scheduler"
+#define SANDBOX_TYPE "microsoft.app/sandboxgroups/sandboxes"
+#define GROUP_TYPE "microsoft.app/sandboxgroups"
+
+/* What one host has promised to sandboxes, kept in memory and rebuilt from
+ * storage at start and by every reconcile pass.  */
+typedef struct host_load {
+    char name[64];
+    double cpu;
+    double memory_mib;
+    unsigned sandboxes;
+} host_load_t;
+
+struct sched {
+    sched_config_t cfg;
+    st_db_t *db;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;   /* workers */
+    pthread_cond_t rwake;  /* the reconciler */
+    bool stopping;
+    unsigned pending_wakeups;
+    pthread_t *workers;
+    unsigned n_workers;
+    pthread_t reconciler;
+    bool started;
+    /* operation ids being worked on, so two workers never take one */
+    char (*busy)[37];
+    size_t n_busy, cap_busy;
+    host_load_t *loads;
+    size_t n_loads;
+    /* pooled curl handles keep TLS sessions to agents alive */
+    void **curl_pool;
+    size_t n_curl, cap_curl;
+};
+
+/* agent_client.c: one HTTP call to a host agent.  */
+typedef struct agent_reply {
+    long status;      /* 0 when no answer arrived */
+    char *body;
+    size_t body_len;
+    char *content_type;
+    char error[256];  /* transport error, when status is 0 */
+} agent_reply_t;
+void agent_reply_done(agent_reply_t *r);
+int agent_call(sched_t *s, const char *base_url, const char *method, const char *path,
+               const char *query, const char *content_type, const char *body, size_t body_len,
+               int timeout_ms, agent_reply_t *out);
+json_t *agent_reply_json(const agent_reply_t *r);
+
+/* hosts.c */
+int hosts_check_all(sched_t *s);
+int host_find(sched_t *s, const char *name, st_host_t *out);
+
+/* placement.c */
+int placement_choose(sched_t *s, const char *environment, const char *driver, double cpu,
+                     double memory_mib, char **host_out, sbx_error_t *err);
+void placement_add(sched_t *s, const char *host, double cpu, double memory_mib, int sign);
+void placement_rebuild(sched_t *s);
+
+/* worker.c */
+void *worker_main(void *arg);
+bool busy_claim(sched_t *s, const char *op_id);
+void busy_release(sched_t *s, const char *op_id);
+
+/* reconcile.c */
+void *reconciler_main(void *arg);
+void sched_reconcile_once(sched_t *s);
+
+/* sandbox spec helpers (worker.c) */
+json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox);
+const char *sandbox_runtime_id(const st_resource_t *sandbox);
+double sandbox_cpu(const st_resource_t *sandbox);
+double sandbox_memory(const st_resource_t *sandbox);
+/* Update a sandbox's reported properties in one transaction.  */
+int sandbox_update_props(st_db_t *db, const char *id, json_t *patch, const char *host_id,
+                         sbx_error_t *err);
+
+#endif

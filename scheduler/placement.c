@@ -1,0 +1,144 @@
+/* placement.c -- where a new sandbox runs.  Candidates are Ready hosts of
+ * the group's environment that report the sandbox's driver and have a free
+ * slot.  A sandbox's cpu and memory are limits, not reservations (an idle
+ * sandbox uses almost nothing), so a host's capacity is overcommitted by a
+ * fixed ratio: the sum of the limits placed on it stays within 90% of
+ * CPU_OVERCOMMIT x its cores and MEMORY_OVERCOMMIT x its memory.  Among the
+ * candidates the least loaded (the larger of the two shares after placing)
+ * wins, which spreads sandboxes across hosts.  */
+#include "scheduler/internal.h"
+
+#include <string.h>
+
+#define HEADROOM 0.9
+#define CPU_OVERCOMMIT 8.0
+#define MEMORY_OVERCOMMIT 2.0
+
+static host_load_t *load_of(sched_t *s, const char *host)
+{
+    for (size_t i = 0; i < s->n_loads; i++)
+        if (strcasecmp(s->loads[i].name, host) == 0)
+            return &s->loads[i];
+    s->loads = xrealloc(s->loads, (s->n_loads + 1) * sizeof(*s->loads));
+    host_load_t *l = &s->loads[s->n_loads++];
+    memset(l, 0, sizeof(*l));
+    snprintf(l->name, sizeof(l->name), "%s", host);
+    return l;
+}
+
+void placement_add(sched_t *s, const char *host, double cpu, double memory_mib, int sign)
+{
+    pthread_mutex_lock(&s->lock);
+    host_load_t *l = load_of(s, host);
+    l->cpu += sign * cpu;
+    l->memory_mib += sign * memory_mib;
+    if (sign > 0)
+        l->sandboxes++;
+    else if (l->sandboxes > 0)
+        l->sandboxes--;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Recount what every host holds from the sandboxes in storage.  */
+void placement_rebuild(sched_t *s)
+{
+    host_load_t *loads = NULL;
+    size_t n = 0;
+    st_list_query_t q = {.type = SANDBOX_TYPE, .limit = 1000};
+    st_list_t l = {0};
+    char *after = NULL;
+    do {
+        q.after = after;
+        if (st_resource_list(s->db, &q, &l, NULL) < 0)
+            break;
+        for (size_t i = 0; i < l.n; i++) {
+            const char *host = l.items[i].host_id;
+            if (!host)
+                continue;
+            size_t k = 0;
+            while (k < n && strcasecmp(loads[k].name, host) != 0)
+                k++;
+            if (k == n) {
+                loads = xrealloc(loads, (n + 1) * sizeof(*loads));
+                memset(&loads[n], 0, sizeof(*loads));
+                snprintf(loads[n].name, sizeof(loads[n].name), "%s", host);
+                n++;
+            }
+            loads[k].cpu += sandbox_cpu(&l.items[i]);
+            loads[k].memory_mib += sandbox_memory(&l.items[i]);
+            loads[k].sandboxes++;
+        }
+        free(after);
+        after = l.next ? xstrdup(l.next) : NULL;
+        st_list_done(&l);
+    } while (after);
+    pthread_mutex_lock(&s->lock);
+    free(s->loads);
+    s->loads = loads;
+    s->n_loads = n;
+    pthread_mutex_unlock(&s->lock);
+}
+
+static bool has_driver(const json_t *info, const char *driver)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(json_object_get(info, "drivers"), i, d) {
+        if (json_is_string(d) && strcmp(json_string_value(d), driver) == 0)
+            return true;
+    }
+    return false;
+}
+
+static double capacity(const json_t *info, const char *key)
+{
+    json_t *v = json_object_get(json_object_get(info, "capacity"), key);
+    return json_is_number(v) ? json_number_value(v) : 0;
+}
+
+int placement_choose(sched_t *s, const char *environment, const char *driver, double cpu,
+                     double memory_mib, char **host_out, sbx_error_t *err)
+{
+    st_host_t *hosts = NULL;
+    size_t n = 0;
+    if (st_host_list(s->db, &hosts, &n, err) < 0)
+        return -1;
+    double best = 2.0;
+    const char *chosen = NULL;
+    size_t candidates = 0;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < n; i++) {
+        st_host_t *h = &hosts[i];
+        if (strcmp(h->state, "Ready") != 0 || strcasecmp(h->environment, environment) != 0 ||
+            !has_driver(h->info, driver))
+            continue;
+        candidates++;
+        double cap_cpu = capacity(h->info, "cpu"), cap_mem = capacity(h->info, "memoryMiB");
+        double slots = capacity(h->info, "sandboxes");
+        host_load_t *l = load_of(s, h->name);
+        double cpu_share = cap_cpu > 0 ? (l->cpu + cpu) / (cap_cpu * CPU_OVERCOMMIT) : 2.0;
+        double mem_share =
+            cap_mem > 0 ? (l->memory_mib + memory_mib) / (cap_mem * MEMORY_OVERCOMMIT) : 2.0;
+        if (cpu_share > HEADROOM || mem_share > HEADROOM ||
+            (slots > 0 && l->sandboxes + 1 > slots))
+            continue;
+        double load = mem_share > cpu_share ? mem_share : cpu_share;
+        if (load < best) {
+            best = load;
+            chosen = h->name;
+        }
+    }
+    if (chosen)
+        *host_out = xstrdup(chosen);
+    pthread_mutex_unlock(&s->lock);
+    st_hosts_free(hosts, n);
+    if (chosen)
+        return 0;
+    if (candidates == 0)
+        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, "NoHostAvailable",
+                             "No ready host in environment '%s' offers the '%s' isolation.",
+                             environment, driver);
+    return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, "InsufficientCapacity",
+                         "No host in environment '%s' has room for %.2f cpu and %.0f MiB.",
+                         environment, cpu, memory_mib);
+}

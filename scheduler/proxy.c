@@ -1,0 +1,152 @@
+/* proxy.c -- sandbox actions through the sandbox's host: exec and files
+ * pass through (the agent validates and answers), suspend, resume, stop and
+ * start also record the new state.  */
+#include "scheduler/internal.h"
+
+#include <curl/curl.h>
+#include <string.h>
+
+#include "api/api.h"
+
+#define EXEC_GRACE_MS 15000
+
+static int sandbox_host(sched_t *s, const st_resource_t *sb, st_host_t *h, http_response_t *res)
+{
+    const char *rid = sandbox_runtime_id(sb);
+    json_t *props = json_object_get(sb->body, "properties");
+    const char *state = json_string_value(json_object_get(props, "state"));
+    if (!rid || !sb->host_id || (state && strcmp(state, "Starting") == 0) ||
+        (state && strcmp(state, "Pending") == 0)) {
+        http_reply_error(res, 409, "SandboxNotReady",
+                         "The sandbox is still being created; retry when its state is Running.");
+        return -1;
+    }
+    if (host_find(s, sb->host_id, h) < 0 || strcmp(h->state, "Down") == 0) {
+        http_reply_error(res, 503, "HostUnavailable",
+                         "The sandbox's host '%s' is not answering.", sb->host_id);
+        return -1;
+    }
+    return 0;
+}
+
+/* The agent's reply becomes ours; its failures become ARM errors.  */
+static void pass_reply(http_response_t *res, agent_reply_t *r)
+{
+    if (r->status == 0) {
+        http_reply_error(res, 502, "HostCallFailed", "The sandbox's host did not answer: %s",
+                         r->error);
+        return;
+    }
+    if (r->status >= 500) {
+        http_reply_error(res, 502, "HostCallFailed", "The sandbox's host failed (%ld).",
+                         r->status);
+        return;
+    }
+    const char *ct = r->content_type ? r->content_type : "application/octet-stream";
+    /* The agent's error codes are stable and shared; its 404 for the
+     * sandbox itself means the host lost it.  */
+    http_reply_bytes(res, (int)r->status, strstr(ct, "json") ? "application/json; charset=utf-8"
+                                                             : "application/octet-stream",
+                     TAKE_PTR(r->body), r->body_len);
+}
+
+static int exec_timeout_ms(const http_request_t *req)
+{
+    json_t *j = json_loadb(req->body, req->body_len, 0, NULL);
+    json_t *t = json_object_get(j, "timeoutSeconds");
+    int secs = json_is_integer(t) && json_integer_value(t) > 0 && json_integer_value(t) <= 3600
+                   ? (int)json_integer_value(t)
+                   : 30;
+    json_decref(j);
+    return secs * 1000 + EXEC_GRACE_MS;
+}
+
+static void call_exec(sched_t *s, const st_host_t *h, const char *rid, const http_request_t *req,
+                      http_response_t *res)
+{
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/exec", rid);
+    agent_reply_t r;
+    agent_call(s, h->url, "POST", path, NULL, "application/json", req->body, req->body_len,
+               exec_timeout_ms(req), &r);
+    pass_reply(res, &r);
+    agent_reply_done(&r);
+}
+
+static void call_files(sched_t *s, const st_host_t *h, const char *rid, const http_request_t *req,
+                       http_response_t *res)
+{
+    const char *p = http_query(req, "path");
+    const char *list = http_query(req, "list");
+    if (!p) {
+        http_reply_error(res, 400, "InvalidPath", "The 'path' query parameter is required.");
+        return;
+    }
+    char *enc = curl_easy_escape(NULL, p, (int)strlen(p));
+    char *enc_list = list ? curl_easy_escape(NULL, list, (int)strlen(list)) : NULL;
+    _cleanup_free_ char *query = enc_list ? xasprintf("path=%s&list=%s", enc, enc_list)
+                                          : xasprintf("path=%s", enc ? enc : "");
+    curl_free(enc);
+    curl_free(enc_list);
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/files", rid);
+    bool put = strcmp(req->method, "PUT") == 0;
+    agent_reply_t r;
+    agent_call(s, h->url, req->method, path, query, "application/octet-stream",
+               put ? req->body : NULL, put ? req->body_len : 0, 120000, &r);
+    pass_reply(res, &r);
+    agent_reply_done(&r);
+}
+
+static void call_lifecycle(sched_t *s, const st_host_t *h, const st_resource_t *sb,
+                           const char *action, http_response_t *res)
+{
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/%s", sandbox_runtime_id(sb), action);
+    agent_reply_t r;
+    agent_call(s, h->url, "POST", path, NULL, "application/json", "{}", 2,
+               s->cfg.agent_timeout_ms, &r);
+    if (r.status != 200) {
+        pass_reply(res, &r);
+        agent_reply_done(&r);
+        return;
+    }
+    json_t *reply = agent_reply_json(&r);
+    const char *state = json_string_value(json_object_get(reply, "state"));
+    json_t *patch = json_pack("{s:s,s:s}", "state", state ? state : "Running", "statusMessage", "");
+    json_t *last = json_object_get(reply, "lastActivityAt");
+    if (json_is_string(last))
+        json_object_set(patch, "lastActivityAt", last);
+    sbx_error_t err = {0};
+    st_resource_t now = {0};
+    if (sandbox_update_props(s->db, sb->id, patch, NULL, &err) < 0 ||
+        st_resource_get(s->db, sb->id, &now, &err) < 0) {
+        http_reply_sbx_error(res, &err);
+    } else {
+        http_add_header(res, "ETag", "%s", now.etag);
+        http_reply_json(res, 200, api_resource_json(&now));
+    }
+    st_resource_done(&now);
+    json_decref(patch);
+    json_decref(reply);
+    agent_reply_done(&r);
+}
+
+void sched_sandbox_call(sched_t *s, const st_resource_t *sb, const char *action,
+                        const http_request_t *req, http_response_t *res)
+{
+    const char *ps = json_string_value(
+        json_object_get(json_object_get(sb->body, "properties"), "provisioningState"));
+    if (ps && strcmp(ps, "Deleting") == 0) {
+        http_reply_error(res, 409, "SandboxDeleting", "The sandbox is being deleted.");
+        return;
+    }
+    st_host_t h = {0};
+    if (sandbox_host(s, sb, &h, res) < 0)
+        return;
+    const char *rid = sandbox_runtime_id(sb);
+    if (strcmp(action, "exec") == 0)
+        call_exec(s, &h, rid, req, res);
+    else if (strcmp(action, "files") == 0)
+        call_files(s, &h, rid, req, res);
+    else
+        call_lifecycle(s, &h, sb, action, res);
+    st_host_done(&h);
+}

@@ -1,0 +1,254 @@
+/* reconcile.c -- the level-triggered loop.  Every pass it checks hosts'
+ * health, then compares what storage wants with what each Ready agent
+ * reports: it records the sandboxes' actual state, fails those a host lost,
+ * destroys what an agent runs that storage does not know, suspends idle
+ * sandboxes and deletes those past their lifetime.  */
+#include "scheduler/internal.h"
+
+#include <string.h>
+#include <time.h>
+
+typedef struct agent_view {
+    json_t *by_id; /* runtime id -> agent's sandbox object */
+} agent_view_t;
+
+static int64_t parse_time_ms(const char *s)
+{
+    struct tm tm = {0};
+    if (!s)
+        return 0;
+    const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return 0;
+    int ms = 0;
+    if (*rest == '.')
+        ms = atoi(rest + 1) % 1000;
+    return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+static json_t *fetch_agent_sandboxes(sched_t *s, const st_host_t *h)
+{
+    agent_reply_t r;
+    json_t *by_id = NULL;
+    if (agent_call(s, h->url, "GET", "/v1/sandboxes", NULL, NULL, NULL, 0, 5000, &r) == 0 &&
+        r.status == 200) {
+        json_t *j = agent_reply_json(&r);
+        by_id = json_object();
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(j, "value"), i, v) {
+            const char *id = json_string_value(json_object_get(v, "id"));
+            if (id)
+                json_object_set(by_id, id, v);
+        }
+        json_decref(j);
+    }
+    agent_reply_done(&r);
+    return by_id;
+}
+
+static int64_t prop_int(const json_t *props, const json_t *defaults, const char *key)
+{
+    json_t *v = json_object_get(props, key);
+    if (!v)
+        v = json_object_get(defaults, key);
+    return json_is_integer(v) ? json_integer_value(v) : 0;
+}
+
+/* Queue a delete operation for a sandbox past its lifetime, as a DELETE
+ * from a client would.  */
+static void expire(sched_t *s, const st_resource_t *sb)
+{
+    st_tx_t *tx = st_begin(s->db, NULL);
+    st_resource_t cur = {0};
+    if (tx && st_tx_resource_get(tx, sb->id, &cur, NULL) == 0) {
+        json_t *props = json_object_get(cur.body, "properties");
+        const char *ps = json_string_value(json_object_get(props, "provisioningState"));
+        if (!ps || strcmp(ps, "Deleting") != 0) {
+            json_object_set_new(props, "provisioningState", json_string("Deleting"));
+            json_object_set_new(props, "statusMessage",
+                                json_string("deleted: maxLifetimeSeconds reached"));
+            st_operation_t op = {.resource_id = cur.id, .kind = "delete", .status = "InProgress",
+                                 .location = "local", .subscription = cur.subscription,
+                                 .start_ms = sbx_now_ms()};
+            sbx_uuid(op.id);
+            if (st_tx_resource_put(tx, &cur, NULL) == 0 && st_tx_operation_put(tx, &op, NULL) == 0)
+                st_commit(TAKE_PTR(tx), NULL);
+        }
+    }
+    st_rollback(tx);
+    st_resource_done(&cur);
+    sched_notify(s);
+}
+
+static void suspend_idle(sched_t *s, const st_host_t *h, const st_resource_t *sb)
+{
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/suspend", sandbox_runtime_id(sb));
+    agent_reply_t r;
+    if (agent_call(s, h->url, "POST", path, NULL, NULL, "{}", 2, 10000, &r) == 0 &&
+        r.status == 200) {
+        json_t *patch = json_pack("{s:s,s:s}", "state", "Suspended", "statusMessage",
+                                  "suspended after idleTimeoutSeconds");
+        sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+        json_decref(patch);
+    }
+    agent_reply_done(&r);
+}
+
+/* One stored sandbox on a Ready host against the agent's report.  */
+static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_t *sb,
+                              json_t *agent_by_id, int64_t now)
+{
+    json_t *props = json_object_get(sb->body, "properties");
+    const char *ps = json_string_value(json_object_get(props, "provisioningState"));
+    const char *rid = sandbox_runtime_id(sb);
+    if (!rid || !ps || strcmp(ps, "Succeeded") != 0)
+        return; /* an operation owns it right now */
+    json_t *seen = json_object_get(agent_by_id, rid);
+    json_object_del(agent_by_id, rid); /* what remains afterwards is unknown to storage */
+    const char *state = json_string_value(json_object_get(props, "state"));
+    if (!seen) {
+        if (state && strcmp(state, "Failed") != 0) {
+            json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage",
+                                      "the host no longer runs this sandbox");
+            sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+            json_decref(patch);
+        }
+        return;
+    }
+    const char *actual = json_string_value(json_object_get(seen, "state"));
+    json_t *last = json_object_get(seen, "lastActivityAt");
+    if (actual && (!state || strcmp(actual, state) != 0 ||
+                   !json_equal(last, json_object_get(props, "lastActivityAt")))) {
+        json_t *patch = json_pack("{s:s}", "state", actual);
+        if (json_is_string(last))
+            json_object_set(patch, "lastActivityAt", last);
+        sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+        json_decref(patch);
+    }
+    st_resource_t group = {0};
+    json_t *defaults = NULL;
+    if (sb->parent_id && st_resource_get(s->db, sb->parent_id, &group, NULL) == 0)
+        defaults = json_object_get(json_object_get(group.body, "properties"), "sandboxDefaults");
+    int64_t idle = prop_int(props, defaults, "idleTimeoutSeconds");
+    int64_t lifetime = prop_int(props, defaults, "maxLifetimeSeconds");
+    st_resource_done(&group);
+    if (lifetime > 0 && now - sb->created_ms > lifetime * 1000) {
+        expire(s, sb);
+        return;
+    }
+    int64_t last_ms = parse_time_ms(json_string_value(last));
+    if (idle > 0 && actual && strcmp(actual, "Running") == 0 && last_ms > 0 &&
+        now - last_ms > idle * 1000)
+        suspend_idle(s, h, sb);
+}
+
+/* Sandboxes an agent runs that storage does not know (a create whose
+ * record was lost, a sandbox deleted while its host was down) are
+ * destroyed, unless an operation is creating them right now.  */
+static void destroy_unknown(sched_t *s, const st_host_t *h, json_t *unknown)
+{
+    const char *rid;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(unknown, tmp, rid, v) {
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "host %s runs unknown sandbox %s: destroying it",
+                h->name, rid);
+        _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
+        agent_reply_t r;
+        agent_call(s, h->url, "DELETE", path, NULL, NULL, NULL, 0, 30000, &r);
+        agent_reply_done(&r);
+    }
+}
+
+static void on_count(void *ud, int ncols, const char *const *cols)
+{
+    (*(size_t *)ud)++;
+}
+
+static bool runtime_id_known(sched_t *s, const char *rid)
+{
+    const char *params[] = {rid};
+    size_t n = 0;
+    st_query(s->db,
+             "SELECT 1 FROM resources WHERE type = '" SANDBOX_TYPE
+             "' AND json_extract(body, '$._runtimeId') = ?1",
+             params, 1, on_count, &n, NULL);
+    return n > 0;
+}
+
+static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
+{
+    json_t *by_id = fetch_agent_sandboxes(s, h);
+    if (!by_id)
+        return;
+    st_list_query_t q = {.type = SANDBOX_TYPE, .host_id = h->name, .limit = 500};
+    st_list_t l = {0};
+    char *after = NULL;
+    bool complete = true;
+    do {
+        q.after = after;
+        if (st_resource_list(s->db, &q, &l, NULL) < 0) {
+            complete = false;
+            break;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            const char *rid = sandbox_runtime_id(&l.items[i]);
+            reconcile_sandbox(s, h, &l.items[i], by_id, now);
+            if (rid)
+                json_object_del(by_id, rid);
+        }
+        free(after);
+        after = l.next ? xstrdup(l.next) : NULL;
+        st_list_done(&l);
+    } while (after);
+    free(after);
+    if (complete) {
+        const char *rid;
+        json_t *v;
+        void *tmp;
+        json_object_foreach_safe(by_id, tmp, rid, v) {
+            if (runtime_id_known(s, rid))
+                json_object_del(by_id, rid);
+        }
+        destroy_unknown(s, h, by_id);
+    }
+    json_decref(by_id);
+}
+
+void sched_reconcile_once(sched_t *s)
+{
+    hosts_check_all(s);
+    st_host_t *hosts = NULL;
+    size_t n = 0;
+    if (st_host_list(s->db, &hosts, &n, NULL) < 0)
+        return;
+    int64_t now = sbx_now_ms();
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(hosts[i].state, "Down") != 0)
+            reconcile_host(s, &hosts[i], now);
+    st_hosts_free(hosts, n);
+    placement_rebuild(s);
+}
+
+void *reconciler_main(void *arg)
+{
+    sched_t *s = arg;
+    for (;;) {
+        sched_reconcile_once(s);
+        pthread_mutex_lock(&s->lock);
+        if (!s->stopping) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t ns = ts.tv_nsec + (int64_t)s->cfg.reconcile_interval_ms * 1000000;
+            ts.tv_sec += ns / 1000000000;
+            ts.tv_nsec = ns % 1000000000;
+            pthread_cond_timedwait(&s->rwake, &s->lock, &ts);
+        }
+        bool stop = s->stopping;
+        pthread_mutex_unlock(&s->lock);
+        if (stop)
+            break;
+    }
+    return NULL;
+}

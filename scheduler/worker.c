@@ -1,0 +1,420 @@
+/* worker.c -- worker threads that take due operations from storage and
+ * drive host agents until each operation ends Succeeded or Failed.  Every
+ * step is written down before the agent is called (host and runtime id
+ * first), and every agent call is idempotent, so a crash anywhere is
+ * recovered by running the operation again.  */
+#include "scheduler/internal.h"
+
+#include <string.h>
+
+#include "api/api.h"
+#include "image/image.h"
+
+#define BATCH 16
+#define IDLE_WAIT_MS 500
+#define MAX_BACKOFF_MS 30000
+
+/* ---- busy set ---- */
+
+bool busy_claim(sched_t *s, const char *op_id)
+{
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_busy; i++)
+        if (strcmp(s->busy[i], op_id) == 0) {
+            pthread_mutex_unlock(&s->lock);
+            return false;
+        }
+    if (s->n_busy == s->cap_busy)
+        s->busy = xrealloc(s->busy, (s->cap_busy = s->cap_busy ? s->cap_busy * 2 : 16) *
+                                        sizeof(*s->busy));
+    snprintf(s->busy[s->n_busy++], 37, "%s", op_id);
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
+void busy_release(sched_t *s, const char *op_id)
+{
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n_busy; i++)
+        if (strcmp(s->busy[i], op_id) == 0) {
+            memcpy(s->busy[i], s->busy[--s->n_busy], 37);
+            break;
+        }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* ---- sandbox helpers ---- */
+
+static json_t *props_of(const st_resource_t *r)
+{
+    return json_object_get(r->body, "properties");
+}
+
+const char *sandbox_runtime_id(const st_resource_t *sandbox)
+{
+    return json_string_value(json_object_get(sandbox->body, "_runtimeId"));
+}
+
+/* A sandbox property, else the group's sandboxDefaults, else NULL.  */
+static json_t *effective(const json_t *props, const json_t *defaults, const char *key)
+{
+    json_t *v = json_object_get(props, key);
+    return v ? v : json_object_get(defaults, key);
+}
+
+static json_t *group_defaults(st_db_t *db, const st_resource_t *sandbox, st_resource_t *group)
+{
+    if (!sandbox->parent_id || st_resource_get(db, sandbox->parent_id, group, NULL) < 0)
+        return NULL;
+    return json_object_get(props_of(group), "sandboxDefaults");
+}
+
+double sandbox_cpu(const st_resource_t *sandbox)
+{
+    json_t *v = json_object_get(sandbox->body, "_cpu");
+    return json_is_number(v) ? json_number_value(v) : 1.0;
+}
+
+double sandbox_memory(const st_resource_t *sandbox)
+{
+    json_t *v = json_object_get(sandbox->body, "_memoryMiB");
+    return json_is_number(v) ? json_number_value(v) : 256.0;
+}
+
+/* The agent's create request, with group defaults and server defaults
+ * filled in.  */
+json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox)
+{
+    st_resource_t group = {0};
+    json_t *defaults = group_defaults(db, sandbox, &group);
+    json_t *props = props_of(sandbox);
+    json_t *image = effective(props, defaults, "image");
+    json_t *cpu = effective(props, defaults, "cpu");
+    json_t *mem = effective(props, defaults, "memoryMiB");
+    json_t *disk = effective(props, defaults, "diskMiB");
+    json_t *iso = effective(props, defaults, "isolation");
+    json_t *spec = json_pack("{s:s,s:s,s:f,s:I,s:I}", "image",
+                             image ? json_string_value(image) : IMG_DEFAULT_REF, "driver",
+                             iso ? json_string_value(iso) : "process", "cpu",
+                             cpu ? json_number_value(cpu) : 1.0, "memoryMiB",
+                             (json_int_t)(mem ? json_number_value(mem) : 256), "diskMiB",
+                             (json_int_t)(disk ? json_number_value(disk) : 1024));
+    json_t *env = json_object();
+    json_object_update(env, json_object_get(defaults, "env"));
+    json_object_update(env, json_object_get(props, "env"));
+    json_object_set_new(spec, "env", env);
+    st_resource_done(&group);
+    return spec;
+}
+
+/* The environment label of a sandbox's group: the environment's name, or
+ * "default" for a group linked to none.  */
+static char *sandbox_environment(st_db_t *db, const st_resource_t *sandbox)
+{
+    st_resource_t group = {0};
+    char *label = NULL;
+    if (sandbox->parent_id && st_resource_get(db, sandbox->parent_id, &group, NULL) == 0) {
+        const char *env = json_string_value(json_object_get(props_of(&group), "environmentId"));
+        const char *slash = env ? strrchr(env, '/') : NULL;
+        if (slash && slash[1])
+            label = xstrdup(slash + 1);
+    }
+    st_resource_done(&group);
+    if (!label)
+        label = xstrdup("default");
+    sbx_str_lower(label);
+    return label;
+}
+
+int sandbox_update_props(st_db_t *db, const char *id, json_t *patch, const char *host_id,
+                         sbx_error_t *err)
+{
+    st_tx_t *tx = st_begin(db, err);
+    if (!tx)
+        return -1;
+    st_resource_t r = {0};
+    int ret = st_tx_resource_get(tx, id, &r, err);
+    if (ret == 0) {
+        json_object_update(props_of(&r), patch);
+        if (host_id) {
+            free(r.host_id);
+            r.host_id = xstrdup(host_id);
+        }
+        ret = st_tx_resource_put(tx, &r, err);
+    }
+    if (ret == 0)
+        ret = st_commit(TAKE_PTR(tx), err);
+    st_rollback(tx);
+    st_resource_done(&r);
+    return ret;
+}
+
+/* ---- operation steps ---- */
+
+typedef enum { STEP_DONE, STEP_RETRY } step_t;
+
+static void finish(sched_t *s, const st_operation_t *op, bool ok, const char *code,
+                   const char *msg, json_t *patch)
+{
+    sbx_error_t err = {0};
+    if (api_operation_finish(s->db, op->id, ok, code, msg, patch, &err) < 0)
+        sbx_log(SBX_LOG_ERROR, MODULE_NAME, "operation %s: %s", op->id, err.msg);
+}
+
+static void retry_later(sched_t *s, st_operation_t *op, const char *why)
+{
+    op->attempts++;
+    if (op->attempts >= s->cfg.max_attempts) {
+        json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", why);
+        finish(s, op, false, "HostCallFailed", why, patch);
+        json_decref(patch);
+        return;
+    }
+    int64_t backoff = 500LL << (op->attempts < 6 ? op->attempts : 6);
+    op->next_attempt_ms = sbx_now_ms() + (backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS);
+    st_tx_t *tx = st_begin(s->db, NULL);
+    if (tx && st_tx_operation_put(tx, op, NULL) == 0)
+        st_commit(TAKE_PTR(tx), NULL);
+    st_rollback(tx);
+    sbx_log(SBX_LOG_WARN, MODULE_NAME, "operation %s attempt %d: %s", op->id, op->attempts, why);
+}
+
+/* Write the host and runtime id down before calling the agent, so a crash
+ * between the two calls the same host with the same id again.  */
+static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *err)
+{
+    if (sb->host_id && sandbox_runtime_id(sb)) {
+        *host = xstrdup(sb->host_id);
+        return 0;
+    }
+    _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, sb);
+    _cleanup_free_ char *env = sandbox_environment(s->db, sb);
+    double cpu = json_number_value(json_object_get(spec, "cpu"));
+    double mem = json_number_value(json_object_get(spec, "memoryMiB"));
+    if (placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), cpu, mem,
+                         host, err) < 0)
+        return -1;
+    char rid[37];
+    sbx_uuid(rid);
+    st_tx_t *tx = st_begin(s->db, err);
+    st_resource_t cur = {0};
+    int ret = tx ? st_tx_resource_get(tx, sb->id, &cur, err) : -1;
+    if (ret == 0) {
+        json_object_set_new(cur.body, "_runtimeId", json_string(rid));
+        json_object_set_new(cur.body, "_cpu", json_real(cpu));
+        json_object_set_new(cur.body, "_memoryMiB", json_real(mem));
+        json_object_set_new(props_of(&cur), "state", json_string("Starting"));
+        json_object_set_new(props_of(&cur), "host", json_string(*host));
+        free(cur.host_id);
+        cur.host_id = xstrdup(*host);
+        ret = st_tx_resource_put(tx, &cur, err);
+    }
+    if (ret == 0)
+        ret = st_commit(TAKE_PTR(tx), err);
+    st_rollback(tx);
+    if (ret == 0) {
+        placement_add(s, *host, cpu, mem, +1);
+        st_resource_done(sb);
+        *sb = cur;
+    } else {
+        st_resource_done(&cur);
+        free(*host);
+        *host = NULL;
+    }
+    return ret;
+}
+
+static json_t *props_from_agent(const json_t *reply, const char *host)
+{
+    const char *state = json_string_value(json_object_get(reply, "state"));
+    if (!state || strcmp(state, "Creating") == 0)
+        state = "Starting";
+    json_t *patch = json_pack("{s:s,s:s,s:s}", "state", state, "host", host, "statusMessage", "");
+    const char *keys[] = {"createdAt", "lastActivityAt"};
+    for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+        json_t *v = json_object_get(reply, keys[i]);
+        if (json_is_string(v))
+            json_object_set(patch, keys[i], v);
+    }
+    const char *msg = json_string_value(json_object_get(reply, "message"));
+    if (msg && *msg)
+        json_object_set_new(patch, "statusMessage", json_string(msg));
+    return patch;
+}
+
+static const char *agent_error_message(const agent_reply_t *r, char *buf, size_t len)
+{
+    json_t *j = agent_reply_json(r);
+    const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    snprintf(buf, len, "host answered %ld: %s", r->status, m ? m : "no detail");
+    json_decref(j);
+    return buf;
+}
+
+static void run_sandbox_create(sched_t *s, st_operation_t *op)
+{
+    sbx_error_t err = {0};
+    st_resource_t sb = {0};
+    if (st_resource_get(s->db, op->resource_id, &sb, &err) < 0) {
+        finish(s, op, false, "ResourceNotFound", "The sandbox was deleted while it was created.",
+               NULL);
+        return;
+    }
+    _cleanup_free_ char *host = NULL;
+    st_host_t h = {0};
+    if (assign_host(s, &sb, &host, &err) < 0 || host_find(s, host, &h) < 0) {
+        retry_later(s, op, err.msg[0] ? err.msg : "the sandbox's host is no longer registered");
+        st_resource_done(&sb);
+        return;
+    }
+    _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, &sb);
+    _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sandbox_runtime_id(&sb));
+    agent_reply_t r;
+    char msg[512];
+    if (agent_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body), s->cfg.agent_timeout_ms,
+                   &r) < 0 || r.status >= 500) {
+        snprintf(msg, sizeof(msg), "host '%s': %s", host,
+                 r.status ? agent_error_message(&r, msg + 256, 256) : r.error);
+        retry_later(s, op, msg);
+    } else if (r.status == 200 || r.status == 201) {
+        json_t *reply = agent_reply_json(&r);
+        json_t *patch = props_from_agent(reply, host);
+        finish(s, op, true, NULL, NULL, patch);
+        json_decref(patch);
+        json_decref(reply);
+    } else {
+        agent_error_message(&r, msg, sizeof(msg));
+        json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
+        finish(s, op, false, "SandboxCreateFailed", msg, patch);
+        json_decref(patch);
+    }
+    agent_reply_done(&r);
+    st_host_done(&h);
+    st_resource_done(&sb);
+}
+
+/* Destroy one sandbox on its host.  A host that is Down or gone cannot be
+ * asked; the reconcile pass destroys the sandbox when the host returns.  */
+static step_t destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size_t why_len)
+{
+    const char *rid = sandbox_runtime_id(sb);
+    st_host_t h = {0};
+    if (!sb->host_id || !rid || host_find(s, sb->host_id, &h) < 0)
+        return STEP_DONE;
+    step_t step = STEP_DONE;
+    if (strcmp(h.state, "Down") != 0) {
+        _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
+        agent_reply_t r;
+        if (agent_call(s, h.url, "DELETE", path, NULL, NULL, NULL, 0, s->cfg.agent_timeout_ms,
+                       &r) < 0 || (r.status != 204 && r.status != 200 && r.status != 404)) {
+            snprintf(why, why_len, "host '%s' did not destroy the sandbox: %s", h.name,
+                     r.status ? "error reply" : r.error);
+            step = STEP_RETRY;
+        }
+        agent_reply_done(&r);
+    }
+    if (step == STEP_DONE)
+        placement_add(s, sb->host_id, sandbox_cpu(sb), sandbox_memory(sb), -1);
+    st_host_done(&h);
+    return step;
+}
+
+static void run_sandbox_delete(sched_t *s, st_operation_t *op)
+{
+    st_resource_t sb = {0};
+    char why[512] = "";
+    if (st_resource_get(s->db, op->resource_id, &sb, NULL) < 0) {
+        finish(s, op, true, NULL, NULL, NULL);
+        return;
+    }
+    if (destroy_on_host(s, &sb, why, sizeof(why)) == STEP_RETRY)
+        retry_later(s, op, why);
+    else
+        finish(s, op, true, NULL, NULL, NULL);
+    st_resource_done(&sb);
+}
+
+static void run_group_delete(sched_t *s, st_operation_t *op)
+{
+    st_list_query_t q = {.type = SANDBOX_TYPE, .parent_id = op->resource_id, .limit = 1000};
+    st_list_t l = {0};
+    char why[512] = "";
+    bool retry = false;
+    if (st_resource_list(s->db, &q, &l, NULL) < 0) {
+        retry_later(s, op, "storage is busy");
+        return;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        if (destroy_on_host(s, &l.items[i], why, sizeof(why)) == STEP_RETRY) {
+            retry = true;
+            continue;
+        }
+        st_tx_t *tx = st_begin(s->db, NULL);
+        if (tx && st_tx_resource_delete(tx, l.items[i].id, NULL) == 0)
+            st_commit(TAKE_PTR(tx), NULL);
+        st_rollback(tx);
+    }
+    bool more = l.next != NULL;
+    st_list_done(&l);
+    if (retry)
+        retry_later(s, op, why);
+    else if (more)
+        sched_notify(s); /* the next batch; the operation stays due */
+    else
+        finish(s, op, true, NULL, NULL, NULL);
+}
+
+static void run_operation(sched_t *s, st_operation_t *op)
+{
+    _cleanup_free_ char *lower = xstrdup(op->resource_id);
+    sbx_str_lower(lower);
+    bool sandbox = strstr(lower, "/sandboxes/") != NULL;
+    if (sandbox && strcmp(op->kind, "create") == 0)
+        run_sandbox_create(s, op);
+    else if (sandbox && strcmp(op->kind, "delete") == 0)
+        run_sandbox_delete(s, op);
+    else if (!sandbox && strcmp(op->kind, "delete") == 0)
+        run_group_delete(s, op);
+    else
+        finish(s, op, true, NULL, NULL, NULL); /* nothing to do on hosts */
+}
+
+void *worker_main(void *arg)
+{
+    sched_t *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        bool stop = s->stopping;
+        pthread_mutex_unlock(&s->lock);
+        if (stop)
+            break;
+        st_operation_t *ops = NULL;
+        size_t n = 0, ran = 0;
+        if (st_operations_due(s->db, sbx_now_ms(), BATCH, &ops, &n, NULL) == 0) {
+            for (size_t i = 0; i < n; i++) {
+                if (!busy_claim(s, ops[i].id))
+                    continue;
+                run_operation(s, &ops[i]);
+                busy_release(s, ops[i].id);
+                ran++;
+            }
+        }
+        st_operations_free(ops, n);
+        if (ran)
+            continue;
+        pthread_mutex_lock(&s->lock);
+        if (!s->stopping && s->pending_wakeups == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += IDLE_WAIT_MS * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            pthread_cond_timedwait(&s->wake, &s->lock, &ts);
+        }
+        if (s->pending_wakeups > 0)
+            s->pending_wakeups--;
+        pthread_mutex_unlock(&s->lock);
+    }
+    return NULL;
+}

@@ -1,0 +1,104 @@
+/* hosts.c -- the host registry table.  Few rows, rarely written, so plain
+ * statements through st_query are enough.  */
+#include "storage/storage.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void st_host_done(st_host_t *h)
+{
+    if (!h)
+        return;
+    free(h->name);
+    free(h->url);
+    free(h->environment);
+    free(h->state);
+    json_decref(h->info);
+    memset(h, 0, sizeof(*h));
+}
+
+void st_hosts_free(st_host_t *hosts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st_host_done(&hosts[i]);
+    free(hosts);
+}
+
+int st_host_put(st_db_t *db, const st_host_t *h, sbx_error_t *err)
+{
+    char seen[24], created[24];
+    snprintf(seen, sizeof(seen), "%lld", (long long)h->last_seen_ms);
+    snprintf(created, sizeof(created), "%lld",
+             (long long)(h->created_ms ? h->created_ms : sbx_now_ms()));
+    _cleanup_free_ char *info = h->info ? json_dumps(h->info, JSON_COMPACT) : xstrdup("{}");
+    const char *params[] = {h->name, h->url, h->environment, h->state, info, seen, created};
+    return st_query(db,
+                    "INSERT INTO hosts (name, url, environment, state, info, last_seen_ms,"
+                    " created_ms) VALUES (lower(?1), ?2, lower(?3), ?4, ?5, ?6, ?7)"
+                    " ON CONFLICT(name) DO UPDATE SET url = excluded.url,"
+                    " environment = excluded.environment, state = excluded.state,"
+                    " info = excluded.info, last_seen_ms = excluded.last_seen_ms",
+                    params, ARRAY_SIZE(params), NULL, NULL, err);
+}
+
+typedef struct host_rows {
+    st_host_t *items;
+    size_t n, cap;
+} host_rows_t;
+
+static void on_host_row(void *ud, int ncols, const char *const *c)
+{
+    host_rows_t *rows = ud;
+    if (ncols < 7)
+        return;
+    if (rows->n == rows->cap)
+        rows->items = xrealloc(rows->items, (rows->cap = rows->cap ? rows->cap * 2 : 8) *
+                                                sizeof(st_host_t));
+    st_host_t *h = &rows->items[rows->n++];
+    h->name = xstrdup(c[0] ? c[0] : "");
+    h->url = xstrdup(c[1] ? c[1] : "");
+    h->environment = xstrdup(c[2] ? c[2] : "");
+    h->state = xstrdup(c[3] ? c[3] : "Down");
+    h->info = c[4] ? json_loads(c[4], 0, NULL) : NULL;
+    if (!h->info)
+        h->info = json_object();
+    h->last_seen_ms = c[5] ? strtoll(c[5], NULL, 10) : 0;
+    h->created_ms = c[6] ? strtoll(c[6], NULL, 10) : 0;
+}
+
+#define HOST_COLS "name, url, environment, state, info, last_seen_ms, created_ms"
+
+int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err)
+{
+    host_rows_t rows = {0};
+    const char *params[] = {name};
+    if (st_query(db, "SELECT " HOST_COLS " FROM hosts WHERE name = lower(?1)", params, 1,
+                 on_host_row, &rows, err) < 0)
+        return -1;
+    if (rows.n == 0) {
+        free(rows.items);
+        return sbx_error_arm(err, SBX_ERR_NOT_FOUND, "HostNotFound", "No host '%s'.", name);
+    }
+    *out = rows.items[0];
+    free(rows.items);
+    return 0;
+}
+
+int st_host_list(st_db_t *db, st_host_t **out, size_t *n, sbx_error_t *err)
+{
+    host_rows_t rows = {0};
+    if (st_query(db, "SELECT " HOST_COLS " FROM hosts ORDER BY name", NULL, 0, on_host_row,
+                 &rows, err) < 0) {
+        st_hosts_free(rows.items, rows.n);
+        return -1;
+    }
+    *out = rows.items;
+    *n = rows.n;
+    return 0;
+}
+
+int st_host_delete(st_db_t *db, const char *name, sbx_error_t *err)
+{
+    const char *params[] = {name};
+    return st_query(db, "DELETE FROM hosts WHERE name = lower(?1)", params, 1, NULL, NULL, err);
+}
