@@ -50,6 +50,32 @@ int api_check_content_type(const http_request_t *req, sbx_error_t *err)
                          (int)n, ct);
 }
 
+/* No ARM body of ours nests deeper than a few levels; a deep document is
+ * refused rather than stored and echoed back (and walked recursively) on
+ * every read.  The walk stops at the limit, so it cannot recurse deeply.  */
+#define MAX_BODY_DEPTH 32
+
+static bool depth_within(const json_t *j, int depth)
+{
+    if (depth > MAX_BODY_DEPTH)
+        return false;
+    const char *key;
+    size_t i;
+    json_t *v;
+    if (json_is_object(j)) {
+        json_object_foreach((json_t *)j, key, v) {
+            if (!depth_within(v, depth + 1))
+                return false;
+        }
+    } else if (json_is_array(j)) {
+        json_array_foreach(j, i, v) {
+            if (!depth_within(v, depth + 1))
+                return false;
+        }
+    }
+    return true;
+}
+
 json_t *api_parse_body(const http_request_t *req, sbx_error_t *err)
 {
     if (req->body_len == 0) {
@@ -71,6 +97,11 @@ json_t *api_parse_body(const http_request_t *req, sbx_error_t *err)
     if (!json_is_object(j)) {
         json_decref(j);
         api_invalid(err, NULL, "The request body must be a JSON object.");
+        return NULL;
+    }
+    if (!depth_within(j, 1)) {
+        json_decref(j);
+        api_invalid(err, NULL, "The request body nests deeper than %d levels.", MAX_BODY_DEPTH);
         return NULL;
     }
     return j;

@@ -173,7 +173,20 @@ static int egress_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
         if (validate_rule(r, i, seen, err) < 0)
             return -1;
     }
-    json_object_set_new(*out, "rules", json_is_array(rules) ? json_deep_copy(rules) : json_array());
+    /* Only the documented fields are kept, so what is served is what the
+     * description promises.  */
+    json_t *kept = json_array();
+    json_array_foreach(rules, i, r) {
+        json_t *k = json_object();
+        const char *fields[] = {"name", "action", "fqdns", "cidrs", "ports"};
+        for (size_t f = 0; f < ARRAY_SIZE(fields); f++) {
+            json_t *v = json_object_get(r, fields[f]);
+            if (v && !json_is_null(v))
+                json_object_set_new(k, fields[f], json_deep_copy(v));
+        }
+        json_array_append_new(kept, k);
+    }
+    json_object_set_new(*out, "rules", kept);
     return 0;
 }
 

@@ -136,6 +136,29 @@ static int environment_rule(const json_t *in, const json_t *old, bool patch, jso
     return 0;
 }
 
+/* sandboxDefaults and scale keep only their documented fields, so what is
+ * served is what the description promises; other values pass through for
+ * the type checks to judge.  */
+static json_t *known_fields(json_t *v, const char *which)
+{
+    static const char *const defaults[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
+                                           "idleTimeoutSeconds", "maxLifetimeSeconds",
+                                           "isolation", "egressPolicy"};
+    static const char *const scale[] = {"maxSandboxes", "readySandboxes"};
+    bool is_defaults = strcmp(which, "sandboxDefaults") == 0;
+    if (!json_is_object(v) || (!is_defaults && strcmp(which, "scale") != 0))
+        return json_incref(v);
+    const char *const *keys = is_defaults ? defaults : scale;
+    size_t n = is_defaults ? ARRAY_SIZE(defaults) : ARRAY_SIZE(scale);
+    json_t *out = json_object();
+    for (size_t i = 0; i < n; i++) {
+        json_t *f = json_object_get(v, keys[i]);
+        if (f && !json_is_null(f))
+            json_object_set(out, keys[i], f);
+    }
+    return out;
+}
+
 static int group_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, const json_t *in,
                           const json_t *old, bool patch, json_t **out, sbx_error_t *err)
 {
@@ -150,7 +173,7 @@ static int group_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, 
             v = json_object_get(old, ext[i]);
         if (!v || json_is_null(v))
             continue;
-        json_object_set(props, ext[i], v);
+        json_object_set_new(props, ext[i], known_fields(v, ext[i]));
     }
     json_t *defaults = json_object_get(props, "sandboxDefaults");
     if (defaults && !json_is_object(defaults))

@@ -207,9 +207,12 @@ static int build_properties(put_ctx_t *c, const json_t *in, json_t *body, sbx_er
         props = NULL;
     json_t *old_props = c->have_old ? json_object_get(c->old.body, "properties") : NULL;
     json_t *out = NULL;
+    /* validate hands out what it built so far even when it fails.  */
     if (c->k->validate(c->api, c->tx, c->have_parent ? &c->parent : NULL, props, old_props,
-                       c->patch, &out, err) < 0)
+                       c->patch, &out, err) < 0) {
+        json_decref(out);
         return -1;
+    }
     c->work = c->k->needs_work_on_put && c->k->needs_work_on_put(out, old_props);
     const char *state = c->work ? (c->have_old ? "Updating" : "InProgress") : "Succeeded";
     json_object_set_new(out, "provisioningState", json_string(state));
@@ -288,8 +291,9 @@ static void put_or_patch(api_t *api, const route_t *rt, const api_kind_t *k,
         !(in = api_parse_body(req, &err)) || !(c.tx = st_begin(api->db, &err)) ||
         load_parent_and_old(&c, &err) < 0 ||
         api_check_preconditions(req, c.have_old ? c.old.etag : NULL, &err) < 0 ||
+        build_resource(&c, in, &err) < 0 ||
         (!c.have_old && k->check_quota && k->check_quota(api, c.tx, &c.parent, &err) < 0) ||
-        build_resource(&c, in, &err) < 0 || st_tx_resource_put(c.tx, &c.next, &err) < 0 ||
+        st_tx_resource_put(c.tx, &c.next, &err) < 0 ||
         ((k->async_put || c.work) &&
          write_operation(&c, c.have_old ? "update" : "create", op_id, &err) < 0)) {
         put_ctx_done(&c);

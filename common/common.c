@@ -206,12 +206,17 @@ int64_t sbx_monotonic_us(void)
 
 void sbx_time_format(int64_t ms, char *buf, size_t len)
 {
-    time_t secs = (time_t)(ms / 1000);
+    /* Floor division: before the epoch, -1 ms is 23:59:59.999 of the day
+     * before, not ".-01".  */
+    int64_t rem = ms % 1000;
+    if (rem < 0)
+        rem += 1000;
+    time_t secs = (time_t)((ms - rem) / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
     char base[24];
     strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, len, "%s.%03dZ", base, (int)(ms % 1000));
+    snprintf(buf, len, "%s.%03dZ", base, (int)rem);
 }
 
 void sbx_uuid(char out[37])

@@ -18,7 +18,7 @@
  * means "latest".  A bare "sha256:<hex>" names a manifest already in the
  * store.  Tags are resolved once and then served from the store.
  *
- * See docs/images.md for the store layout and what unpacking refuses.  */
+ * See image/README.md for the store layout and what unpacking refuses.  */
 #ifndef SBX_IMAGE_H
 #define SBX_IMAGE_H
 

@@ -56,6 +56,7 @@ typedef struct rt_info {
     double cpu;
     uint64_t memory_mib;
     uint64_t memory_used_bytes;
+    uint64_t cpu_used_us;  /* CPU time used by the sandbox's processes */
     char message[256];     /* why Failed, when it is */
 } rt_info_t;
 

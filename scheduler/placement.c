@@ -1,18 +1,15 @@
 /* placement.c -- where a new sandbox runs.  Candidates are Ready hosts of
- * the group's environment that report the sandbox's driver and have a free
- * slot.  A sandbox's cpu and memory are limits, not reservations (an idle
- * sandbox uses almost nothing), so a host's capacity is overcommitted by a
- * fixed ratio: the sum of the limits placed on it stays within 90% of
- * CPU_OVERCOMMIT x its cores and MEMORY_OVERCOMMIT x its memory.  Among the
- * candidates the least loaded (the larger of the two shares after placing)
+ * the group's environment that report the sandbox's driver, have a free
+ * slot (the agent derives its slot count from its memory) and at least as
+ * many cores and as much memory as the sandbox's limits.  Limits are caps,
+ * not reservations (an idle sandbox uses almost nothing), so they do not
+ * fill a host up; they weigh it: the candidate with the lowest load, the
+ * largest of its cpu share, memory share and slot share after placing,
  * wins, which spreads sandboxes across hosts.  */
 #include "scheduler/internal.h"
 
 #include <string.h>
 
-#define HEADROOM 0.9
-#define CPU_OVERCOMMIT 8.0
-#define MEMORY_OVERCOMMIT 2.0
 
 static host_load_t *load_of(sched_t *s, const char *host)
 {
@@ -103,7 +100,7 @@ int placement_choose(sched_t *s, const char *environment, const char *driver, do
     size_t n = 0;
     if (st_host_list(s->db, &hosts, &n, err) < 0)
         return -1;
-    double best = 2.0;
+    double best = 1e300;
     const char *chosen = NULL;
     size_t candidates = 0;
     pthread_mutex_lock(&s->lock);
@@ -116,13 +113,15 @@ int placement_choose(sched_t *s, const char *environment, const char *driver, do
         double cap_cpu = capacity(h->info, "cpu"), cap_mem = capacity(h->info, "memoryMiB");
         double slots = capacity(h->info, "sandboxes");
         host_load_t *l = load_of(s, h->name);
-        double cpu_share = cap_cpu > 0 ? (l->cpu + cpu) / (cap_cpu * CPU_OVERCOMMIT) : 2.0;
-        double mem_share =
-            cap_mem > 0 ? (l->memory_mib + memory_mib) / (cap_mem * MEMORY_OVERCOMMIT) : 2.0;
-        if (cpu_share > HEADROOM || mem_share > HEADROOM ||
+        if ((cap_cpu > 0 && cpu > cap_cpu) || (cap_mem > 0 && memory_mib > cap_mem) ||
             (slots > 0 && l->sandboxes + 1 > slots))
             continue;
-        double load = mem_share > cpu_share ? mem_share : cpu_share;
+        double cpu_share = cap_cpu > 0 ? (l->cpu + cpu) / cap_cpu : 1.0;
+        double mem_share = cap_mem > 0 ? (l->memory_mib + memory_mib) / cap_mem : 1.0;
+        double slot_share = slots > 0 ? (l->sandboxes + 1) / slots : 0.0;
+        double load = cpu_share > mem_share ? cpu_share : mem_share;
+        if (slot_share > load)
+            load = slot_share;
         if (load < best) {
             best = load;
             chosen = h->name;

@@ -97,13 +97,17 @@ static void suspend_idle(sched_t *s, const st_host_t *h, const st_resource_t *sb
 
 /* One stored sandbox on a Ready host against the agent's report.  */
 static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_t *sb,
-                              json_t *agent_by_id, int64_t now)
+                              json_t *agent_by_id, int64_t seen_ms, int64_t now)
 {
     json_t *props = json_object_get(sb->body, "properties");
     const char *ps = json_string_value(json_object_get(props, "provisioningState"));
     const char *rid = sandbox_runtime_id(sb);
     if (!rid || !ps || strcmp(ps, "Succeeded") != 0)
         return; /* an operation owns it right now */
+    /* A row written after the agent's list was taken is newer than the
+     * list: comparing the two would undo that write.  */
+    if (sb->updated_ms >= seen_ms)
+        return;
     json_t *seen = json_object_get(agent_by_id, rid);
     json_object_del(agent_by_id, rid); /* what remains afterwards is unknown to storage */
     const char *state = json_string_value(json_object_get(props, "state"));
@@ -179,6 +183,7 @@ static bool runtime_id_known(sched_t *s, const char *rid)
 
 static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
 {
+    int64_t seen_ms = sbx_now_ms();
     json_t *by_id = fetch_agent_sandboxes(s, h);
     if (!by_id)
         return;
@@ -194,7 +199,7 @@ static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
         }
         for (size_t i = 0; i < l.n; i++) {
             const char *rid = sandbox_runtime_id(&l.items[i]);
-            reconcile_sandbox(s, h, &l.items[i], by_id, now);
+            reconcile_sandbox(s, h, &l.items[i], by_id, seen_ms, now);
             if (rid)
                 json_object_del(by_id, rid);
         }

@@ -223,14 +223,19 @@ static void record_traffic(const char *method, const char *url, const tu_request
     json_t *resb = r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
     json_object_set_new(rec, "requestBody", reqb ? reqb : json_null());
     json_object_set_new(rec, "responseBody", resb ? resb : json_null());
-    FILE *f = fopen(path, "a");
-    if (f) {
-        char *s = json_dumps(rec, JSON_COMPACT);
-        if (s)
-            fprintf(f, "%s\n", s);
-        free(s);
-        fclose(f);
+    /* One write() per line on an O_APPEND descriptor, so tests running in
+     * parallel never interleave their lines.  */
+    char *s = json_dumps(rec, JSON_COMPACT);
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (s && fd >= 0) {
+        char *out = xasprintf("%s\n", s);
+        ssize_t w = write(fd, out, strlen(out));
+        (void)w;
+        free(out);
     }
+    if (fd >= 0)
+        close(fd);
+    free(s);
     json_decref(rec);
 }
 
@@ -291,4 +296,99 @@ int tu_http(const char *method, const char *url, const tu_request_opts_t *opts,
 json_t *tu_json(const tu_response_t *r)
 {
     return json_loadb(r->body, r->body_len, 0, NULL);
+}
+
+/* ---- a sandboxd for tests ---- */
+
+static bool server_up(tu_server_t *s, int timeout_ms)
+{
+    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
+    while (sbx_monotonic_ms() < deadline) {
+        int status;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = -1; /* exited: the port was probably taken */
+            return false;
+        }
+        if (tu_wait_port(s->port, 20))
+            return true;
+    }
+    return false;
+}
+
+int tu_server_start(tu_server_t *s, const char *data_dir, const char *const *extra_args)
+{
+    if (s->data_dir != data_dir) {
+        free(s->data_dir);
+        s->data_dir = xstrdup(data_dir);
+    }
+    _cleanup_free_ char *bin = tu_bin("sandboxd");
+    const char *auth_token = NULL;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        s->port = tu_free_port();
+        char listen[64];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", s->port);
+        const char *argv[48] = {bin, "--listen", listen, "--data-dir", s->data_dir,
+                                "--no-local-agent"};
+        size_t n = 6;
+        for (const char *const *a = extra_args; a && *a && n < ARRAY_SIZE(argv) - 1; a++) {
+            if (strcmp(*a, "--auth-token") == 0 && a[1])
+                auth_token = a[1];
+            argv[n++] = *a;
+        }
+        argv[n] = NULL;
+        free(s->log);
+        s->log = xasprintf("%s.log", s->data_dir);
+        s->pid = tu_spawn((char *const *)argv, NULL, s->log);
+        if (s->pid > 0 && server_up(s, 20000))
+            break;
+        if (s->pid > 0)
+            tu_stop(s->pid, 5000);
+        s->pid = -1;
+    }
+    if (s->pid <= 0)
+        return -1;
+    free(s->base);
+    s->base = xasprintf("http://127.0.0.1:%d", s->port);
+    free(s->token);
+    s->token = NULL;
+    if (auth_token) {
+        s->token = xstrdup(auth_token);
+    } else {
+        _cleanup_free_ char *path = xasprintf("%s/dev-token", s->data_dir);
+        size_t len = 0;
+        if (sbx_read_file(path, &s->token, &len, NULL) == 0)
+            while (len > 0 && (s->token[len - 1] == '\n' || s->token[len - 1] == '\r'))
+                s->token[--len] = '\0';
+    }
+    return 0;
+}
+
+int tu_server_stop(tu_server_t *s)
+{
+    int status = tu_stop(s->pid, 20000);
+    s->pid = -1;
+    return status;
+}
+
+int tu_server_kill(tu_server_t *s)
+{
+    int status = -1;
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        if (waitpid(s->pid, &status, 0) != s->pid)
+            status = -1;
+    }
+    s->pid = -1;
+    return status;
+}
+
+void tu_server_done(tu_server_t *s)
+{
+    if (s->pid > 0)
+        tu_server_stop(s);
+    free(s->data_dir);
+    free(s->token);
+    free(s->base);
+    free(s->log);
+    memset(s, 0, sizeof(*s));
 }

@@ -52,4 +52,25 @@ int tu_http(const char *method, const char *url, const tu_request_opts_t *opts,
 /* Parse the body as JSON (NULL if it is not).  */
 json_t *tu_json(const tu_response_t *r);
 
+/* A sandboxd started for a test: `sandboxd --listen 127.0.0.1:<free port>
+ * --data-dir DIR --no-local-agent [extra...]`, its output in DIR.log.  */
+typedef struct tu_server {
+    pid_t pid;
+    int port;
+    char *data_dir; /* owned copy */
+    char *token;    /* bearer token from DIR/dev-token (or --auth-token); may be NULL */
+    char *base;     /* "http://127.0.0.1:<port>" */
+    char *log;      /* log file path */
+} tu_server_t;
+/* Start it and wait until it answers (up to 20 s); retries with another
+ * port when the first one was taken.  extra_args is NULL-terminated or NULL.
+ * Returns 0, or -1 when it did not come up.  */
+int tu_server_start(tu_server_t *s, const char *data_dir, const char *const *extra_args);
+/* SIGTERM and wait (up to 20 s); returns the wait status (or -1) and
+ * leaves the strings for a restart on the same data dir.  */
+int tu_server_stop(tu_server_t *s);
+/* SIGKILL and reap; returns the wait status.  */
+int tu_server_kill(tu_server_t *s);
+void tu_server_done(tu_server_t *s);
+
 #endif

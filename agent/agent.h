@@ -1,0 +1,84 @@
+/* agent.h -- the host agent (sandbox-agent): its configuration and the HTTPS
+ * API the scheduler drives, on top of the runtime (runtime/) and the image
+ * store (image/).  main.c is only the process around these.  */
+#ifndef SBX_AGENT_H
+#define SBX_AGENT_H
+
+#include <stdio.h>
+
+#include "common/common.h"
+#include "http/http.h"
+#include "image/image.h"
+#include "runtime/runtime.h"
+
+/* ---- configuration (config.c) ---- */
+
+typedef struct agent_config {
+    char *listen;        /* "host:port" */
+    char *data_dir;      /* runtime/, images/ and sandboxes/ live here */
+    char *ca_file;       /* client certificates must chain to this CA */
+    char *cert_file, *key_file;
+    char *environment;   /* label of the host pool this agent serves */
+    char *default_image; /* OCI layout of the embedded default image, or NULL */
+    bool insecure_http;  /* plain HTTP, loopback only */
+    bool microvm_emulation;
+    char *cgroup_parent; /* parent cgroup of every sandbox; NULL: the runtime's */
+    unsigned max_sandboxes; /* 0: the runtime derives it */
+    sbx_log_level_t log_level;
+} agent_config_t;
+
+typedef enum {
+    AGENT_CONFIG_RUN,  /* start the agent */
+    AGENT_CONFIG_EXIT, /* --help or --version printed; exit 0 */
+} agent_config_action_t;
+
+/* Fill *cfg from the environment (SANDBOX_AGENT_*), then argv, which wins,
+ * and validate the result.  `out` receives --help/--version text.  On
+ * failure returns -1 with a one-line message in *err.  */
+int agent_config_parse(agent_config_t *cfg, int argc, char **argv, char **envp, FILE *out,
+                       agent_config_action_t *action, sbx_error_t *err);
+void agent_config_done(agent_config_t *cfg);
+/* True for a "host:port" whose host is a loopback address or "localhost".  */
+bool agent_listen_is_loopback(const char *listen);
+
+/* ---- the API (api.c) ---- */
+
+typedef struct agent_api agent_api_t;
+
+typedef struct agent_api_config {
+    rt_runtime_t *rt;    /* borrowed */
+    img_store_t *img;    /* borrowed */
+    const char *data_dir;
+    const char *environment;
+} agent_api_config_t;
+
+agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err);
+void agent_api_free(agent_api_t *api);
+
+/* One API call, independent of the transport, so tests can make calls
+ * without a socket.  Query values are percent-decoded; *_len say how long
+ * they really are, so an embedded NUL is seen.  */
+typedef struct agent_call {
+    const char *method;
+    const char *path;
+    const char *query_path; /* ?path=, or NULL */
+    size_t query_path_len;
+    const char *query_list; /* ?list=, or NULL */
+    const char *body;
+    size_t body_len;
+} agent_call_t;
+
+void agent_api_call(agent_api_t *api, const agent_call_t *call, http_response_t *res);
+
+/* http_handler_fn and http_body_limit_fn for http_server_start; ctx is the
+ * agent_api_t.  */
+void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_t *res);
+size_t agent_api_body_limit(void *ctx, const char *method, const char *path);
+
+/* Limits the API enforces; agent/README.md documents them.  */
+#define AGENT_MAX_JSON_BODY (1024 * 1024)
+#define AGENT_MAX_EXEC_BODY (8 * 1024 * 1024)
+#define AGENT_MAX_FILE_BODY (64 * 1024 * 1024)
+#define AGENT_EXEC_OUTPUT_CAP (1024 * 1024)
+
+#endif

@@ -1,0 +1,326 @@
+/* config.c -- sandbox-agent's command line and SANDBOX_AGENT_* environment.  */
+#include "agent/agent.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define DEFAULT_LISTEN "127.0.0.1:9443"
+#define DEFAULT_DATA_DIR "/var/lib/sandbox-agent"
+#define DEFAULT_ENVIRONMENT "default"
+#define MAX_SANDBOXES_LIMIT 100000
+
+enum {
+    OPT_LISTEN = 256,
+    OPT_DATA_DIR,
+    OPT_CA,
+    OPT_CERT,
+    OPT_KEY,
+    OPT_ENVIRONMENT,
+    OPT_INSECURE_HTTP,
+    OPT_MICROVM_EMULATION,
+    OPT_DEFAULT_IMAGE,
+    OPT_MAX_SANDBOXES,
+    OPT_CGROUP_PARENT,
+    OPT_LOG_LEVEL,
+    OPT_HELP,
+    OPT_VERSION,
+};
+
+/* Every flag with the environment variable that also sets it.  */
+static const struct flag {
+    struct option opt;
+    const char *env;
+    const char *arg;
+    const char *help;
+} flags[] = {
+    {{"listen", required_argument, NULL, OPT_LISTEN}, "SANDBOX_AGENT_LISTEN", "HOST:PORT",
+     "address to serve the API on (default " DEFAULT_LISTEN ")"},
+    {{"data-dir", required_argument, NULL, OPT_DATA_DIR}, "SANDBOX_AGENT_DATA_DIR", "DIR",
+     "state: sandboxes, images (default " DEFAULT_DATA_DIR ")"},
+    {{"ca", required_argument, NULL, OPT_CA}, "SANDBOX_AGENT_CA", "FILE",
+     "CA (PEM) that must have signed callers' client certificates"},
+    {{"cert", required_argument, NULL, OPT_CERT}, "SANDBOX_AGENT_CERT", "FILE",
+     "server certificate (PEM)"},
+    {{"key", required_argument, NULL, OPT_KEY}, "SANDBOX_AGENT_KEY", "FILE",
+     "server private key (PEM)"},
+    {{"environment", required_argument, NULL, OPT_ENVIRONMENT}, "SANDBOX_AGENT_ENVIRONMENT",
+     "LABEL", "host pool this agent serves (default " DEFAULT_ENVIRONMENT ")"},
+    {{"insecure-http", no_argument, NULL, OPT_INSECURE_HTTP}, "SANDBOX_AGENT_INSECURE_HTTP", NULL,
+     "serve plain HTTP without client certificates (loopback only)"},
+    {{"microvm-emulation", no_argument, NULL, OPT_MICROVM_EMULATION},
+     "SANDBOX_AGENT_MICROVM_EMULATION", NULL, "allow the microvm driver without working KVM"},
+    {{"default-image", required_argument, NULL, OPT_DEFAULT_IMAGE}, "SANDBOX_AGENT_DEFAULT_IMAGE",
+     "DIR", "OCI layout of the default image (default DATA_DIR/../default-image)"},
+    {{"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
+     "SANDBOX_AGENT_MAX_SANDBOXES", "N", "sandbox slots (default: derived from memory)"},
+    {{"cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT},
+     "SANDBOX_AGENT_CGROUP_PARENT", "NAME",
+     "parent cgroup of the sandboxes (default sandboxd); one per agent on a host"},
+    {{"log-level", required_argument, NULL, OPT_LOG_LEVEL}, "SANDBOX_AGENT_LOG_LEVEL", "LEVEL",
+     "debug, info, warn or error (default info)"},
+    {{"help", no_argument, NULL, OPT_HELP}, NULL, NULL, "show this help and exit"},
+    {{"version", no_argument, NULL, OPT_VERSION}, NULL, NULL, "show the version and exit"},
+};
+
+static void print_help(FILE *out)
+{
+    fprintf(out, "Usage: sandbox-agent --listen HOST:PORT --data-dir DIR --ca FILE --cert FILE "
+                 "--key FILE [OPTION]...\n"
+                 "Runs sandboxes on this host for sandboxd, behind an HTTPS API that answers "
+                 "only\ncallers with a client certificate signed by the CA.\n\n");
+    for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+        char left[64];
+        snprintf(left, sizeof(left), "--%s%s%s", flags[i].opt.name, flags[i].arg ? " " : "",
+                 flags[i].arg ? flags[i].arg : "");
+        fprintf(out, "  %-28s %s\n", left, flags[i].help);
+        if (flags[i].env)
+            fprintf(out, "  %-28s (env %s%s)\n", "", flags[i].env, flags[i].arg ? "" : "=1");
+    }
+    fprintf(out, "\nSANDBOXD_MICROVM_EMULATION=1 is accepted too.  Exits 0 on SIGTERM or SIGINT "
+                 "after a clean\nshutdown; running sandboxes keep running.\n");
+}
+
+static const char *env_get(char **envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (char **e = envp; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+static int parse_bool(const char *name, const char *v, bool *out, sbx_error_t *err)
+{
+    static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off", ""};
+    for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
+        if (strcasecmp(v, yes[i]) == 0)
+            return *out = true, 0;
+    for (size_t i = 0; i < ARRAY_SIZE(no); i++)
+        if (strcasecmp(v, no[i]) == 0)
+            return *out = false, 0;
+    return sbx_error_set(err, SBX_ERR_INVALID, "%s: '%s' is not a boolean", name, v);
+}
+
+static int parse_max_sandboxes(const char *v, unsigned *out, sbx_error_t *err)
+{
+    char *end;
+    errno = 0;
+    unsigned long n = strtoul(v, &end, 10);
+    if (!isdigit((unsigned char)v[0]) || *end || errno || n > MAX_SANDBOXES_LIMIT)
+        return sbx_error_set(err, SBX_ERR_INVALID, "max-sandboxes: '%s' is not a number 0..%d", v,
+                             MAX_SANDBOXES_LIMIT);
+    *out = (unsigned)n;
+    return 0;
+}
+
+static int parse_log_level(const char *v, sbx_log_level_t *out, sbx_error_t *err)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        if (strcasecmp(v, names[i]) == 0)
+            return *out = (sbx_log_level_t)i, 0;
+    return sbx_error_set(err, SBX_ERR_INVALID, "log-level: '%s' is not debug|info|warn|error", v);
+}
+
+static void set_str(char **field, const char *v)
+{
+    free(*field);
+    *field = xstrdup(v);
+}
+
+/* Apply one setting, from a flag or from the environment.  */
+static int apply(agent_config_t *cfg, int opt, const char *name, const char *v, sbx_error_t *err)
+{
+    switch (opt) {
+    case OPT_LISTEN: set_str(&cfg->listen, v); return 0;
+    case OPT_DATA_DIR: set_str(&cfg->data_dir, v); return 0;
+    case OPT_CA: set_str(&cfg->ca_file, v); return 0;
+    case OPT_CERT: set_str(&cfg->cert_file, v); return 0;
+    case OPT_KEY: set_str(&cfg->key_file, v); return 0;
+    case OPT_ENVIRONMENT: set_str(&cfg->environment, v); return 0;
+    case OPT_DEFAULT_IMAGE: set_str(&cfg->default_image, v); return 0;
+    case OPT_CGROUP_PARENT: set_str(&cfg->cgroup_parent, v); return 0;
+    case OPT_INSECURE_HTTP: return parse_bool(name, v ? v : "1", &cfg->insecure_http, err);
+    case OPT_MICROVM_EMULATION: return parse_bool(name, v ? v : "1", &cfg->microvm_emulation, err);
+    case OPT_MAX_SANDBOXES: return parse_max_sandboxes(v, &cfg->max_sandboxes, err);
+    case OPT_LOG_LEVEL: return parse_log_level(v, &cfg->log_level, err);
+    }
+    return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);
+}
+
+bool agent_listen_is_loopback(const char *listen)
+{
+    _cleanup_free_ char *host = xstrdup(listen);
+    char *colon = strrchr(host, ':');
+    if (!colon)
+        return false;
+    *colon = '\0';
+    char *h = host;
+    if (h[0] == '[') {
+        size_t n = strlen(h);
+        if (n < 2 || h[n - 1] != ']')
+            return false;
+        h[n - 1] = '\0';
+        h++;
+    }
+    if (strcasecmp(h, "localhost") == 0)
+        return true;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, h, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, h, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
+}
+
+static bool label_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63 || !isalnum((unsigned char)s[0]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("._-", s[i]))
+            return false;
+    return true;
+}
+
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The default image's layout when none was named: beside the data
+ * directory, else where the build put it.  */
+static char *find_default_image(const char *data_dir)
+{
+    char *beside = xasprintf("%s/../default-image", data_dir);
+    if (is_dir(beside))
+        return beside;
+    free(beside);
+#ifdef SBX_DEFAULT_IMAGE_DIR
+    if (is_dir(SBX_DEFAULT_IMAGE_DIR))
+        return xstrdup(SBX_DEFAULT_IMAGE_DIR);
+#endif
+    return NULL;
+}
+
+static int validate(agent_config_t *cfg, sbx_error_t *err)
+{
+    if (!cfg->listen[0] || !strchr(cfg->listen, ':'))
+        return sbx_error_set(err, SBX_ERR_INVALID, "listen: '%s' is not HOST:PORT", cfg->listen);
+    if (!cfg->data_dir[0])
+        return sbx_error_set(err, SBX_ERR_INVALID, "data-dir must not be empty");
+    if (!label_valid(cfg->environment))
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "environment: '%s' is not a label ([A-Za-z0-9][A-Za-z0-9._-]{0,62})",
+                             cfg->environment);
+    if (cfg->cgroup_parent && !label_valid(cfg->cgroup_parent))
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "cgroup-parent: '%s' is not a name ([A-Za-z0-9][A-Za-z0-9._-]{0,62})",
+                             cfg->cgroup_parent);
+    if (cfg->insecure_http) {
+        /* Without TLS nobody is authenticated: only this host may call.  */
+        if (!agent_listen_is_loopback(cfg->listen))
+            return sbx_error_set(err, SBX_ERR_INVALID,
+                                 "insecure-http: '%s' is not a loopback address", cfg->listen);
+    } else if (!cfg->ca_file || !cfg->cert_file || !cfg->key_file) {
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "--ca, --cert and --key are required (or --insecure-http on "
+                             "loopback)");
+    }
+    if (!cfg->default_image)
+        cfg->default_image = find_default_image(cfg->data_dir);
+    return 0;
+}
+
+static void apply_defaults(agent_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->listen = xstrdup(DEFAULT_LISTEN);
+    cfg->data_dir = xstrdup(DEFAULT_DATA_DIR);
+    cfg->environment = xstrdup(DEFAULT_ENVIRONMENT);
+    cfg->log_level = SBX_LOG_INFO;
+}
+
+static int apply_env(agent_config_t *cfg, char **envp, sbx_error_t *err)
+{
+    const char *v = env_get(envp, "SANDBOXD_MICROVM_EMULATION");
+    if (v && parse_bool("SANDBOXD_MICROVM_EMULATION", v, &cfg->microvm_emulation, err) < 0)
+        return -1;
+    for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+        if (!flags[i].env || !(v = env_get(envp, flags[i].env)))
+            continue;
+        if (apply(cfg, flags[i].opt.val, flags[i].env, v, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int apply_argv(agent_config_t *cfg, int argc, char **argv, FILE *out,
+                      agent_config_action_t *action, sbx_error_t *err)
+{
+    struct option longopts[ARRAY_SIZE(flags) + 1];
+    for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
+        longopts[i] = flags[i].opt;
+    longopts[ARRAY_SIZE(flags)] = (struct option){0};
+
+    /* optind 0 makes getopt start afresh, so this can run more than once.  */
+    optind = 0;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+        if (c == OPT_HELP) {
+            print_help(out);
+            *action = AGENT_CONFIG_EXIT;
+            return 0;
+        }
+        if (c == OPT_VERSION) {
+            fprintf(out, "sandbox-agent %s\n", SBX_VERSION);
+            *action = AGENT_CONFIG_EXIT;
+            return 0;
+        }
+        if (c == '?' || c == ':')
+            return sbx_error_set(err, SBX_ERR_INVALID, "unknown option or missing argument: %s",
+                                 argv[optind > 0 && optind <= argc ? optind - 1 : 0]);
+        const char *name = "option";
+        for (size_t i = 0; i < ARRAY_SIZE(flags); i++)
+            if (flags[i].opt.val == c)
+                name = flags[i].opt.name;
+        if (apply(cfg, c, name, optarg, err) < 0)
+            return -1;
+    }
+    if (optind < argc)
+        return sbx_error_set(err, SBX_ERR_INVALID, "unexpected argument: %s", argv[optind]);
+    return 0;
+}
+
+int agent_config_parse(agent_config_t *cfg, int argc, char **argv, char **envp, FILE *out,
+                       agent_config_action_t *action, sbx_error_t *err)
+{
+    apply_defaults(cfg);
+    *action = AGENT_CONFIG_RUN;
+    if (apply_env(cfg, envp, err) < 0 || apply_argv(cfg, argc, argv, out, action, err) < 0)
+        return -1;
+    if (*action == AGENT_CONFIG_EXIT)
+        return 0;
+    return validate(cfg, err);
+}
+
+void agent_config_done(agent_config_t *cfg)
+{
+    free(cfg->listen);
+    free(cfg->data_dir);
+    free(cfg->ca_file);
+    free(cfg->cert_file);
+    free(cfg->key_file);
+    free(cfg->environment);
+    free(cfg->default_image);
+    free(cfg->cgroup_parent);
+    memset(cfg, 0, sizeof(*cfg));
+}

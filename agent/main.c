@@ -1,0 +1,176 @@
+/* main.c -- sandbox-agent: reads its configuration, opens the image store and
+ * the runtime, serves the API until SIGTERM or SIGINT, then shuts down
+ * cleanly.  Sandboxes keep running across a restart of the agent.  */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define MODULE "agent"
+
+extern char **environ;
+
+/* The handler only writes a byte to a pipe the main thread waits on: no
+ * signal mask is changed, so processes the runtime starts inherit none.  */
+static int stop_pipe[2] = {-1, -1};
+
+static void on_stop_signal(int sig)
+{
+    int saved = errno;
+    char c = (char)sig;
+    (void)!write(stop_pipe[1], &c, 1);
+    errno = saved;
+}
+
+static int setup_signals(sbx_error_t *err)
+{
+    if (pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "pipe");
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "sigaction");
+    /* A peer that hangs up mid-reply must not kill the agent.  */
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+/* Block until a stop signal arrives; returns its number.  */
+static int wait_for_stop_signal(void)
+{
+    for (;;) {
+        struct pollfd p = {.fd = stop_pipe[0], .events = POLLIN};
+        (void)poll(&p, 1, -1);
+        char c = 0;
+        ssize_t n = read(stop_pipe[0], &c, 1);
+        if (n == 1)
+            return c;
+        if (n < 0 && errno != EAGAIN && errno != EINTR)
+            return 0;
+    }
+}
+
+static int read_pem(const char *what, const char *path, char **out, sbx_error_t *err)
+{
+    size_t len;
+    if (sbx_read_file(path, out, &len, err) < 0) {
+        sbx_error_wrap(err, "%s", what);
+        return -1;
+    }
+    if (strlen(*out) != len || !strstr(*out, "-----BEGIN "))
+        return sbx_error_set(err, SBX_ERR_INVALID, "%s: %s is not a PEM file", what, path);
+    return 0;
+}
+
+typedef struct agent {
+    char *ca, *cert, *key;
+    img_store_t *img;
+    rt_runtime_t *rt;
+    agent_api_t *api;
+    http_server_t *http;
+} agent_t;
+
+static void agent_done(agent_t *a)
+{
+    http_server_stop(a->http); /* first: no request may still use the rest */
+    agent_api_free(a->api);
+    rt_close(a->rt);
+    img_store_close(a->img);
+    free(a->ca);
+    free(a->cert);
+    free(a->key);
+}
+
+static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
+{
+    if (!cfg->insecure_http && (read_pem("--ca", cfg->ca_file, &a->ca, err) < 0 ||
+                                read_pem("--cert", cfg->cert_file, &a->cert, err) < 0 ||
+                                read_pem("--key", cfg->key_file, &a->key, err) < 0))
+        return -1;
+    if (sbx_mkdir_p(cfg->data_dir, 0700, err) < 0)
+        return -1;
+    if (cfg->default_image) {
+        struct stat st;
+        if (stat(cfg->default_image, &st) < 0 || !S_ISDIR(st.st_mode))
+            return sbx_error_set(err, SBX_ERR_INVALID, "--default-image: %s is not a directory",
+                                 cfg->default_image);
+    } else {
+        sbx_log(SBX_LOG_WARN, MODULE,
+                "no default image layout found; sandboxes must name an image");
+    }
+
+    _cleanup_free_ char *images = xasprintf("%s/images", cfg->data_dir);
+    img_config_t ic = {.store_dir = images, .default_layout = cfg->default_image};
+    if (!(a->img = img_store_open(&ic, err)))
+        return sbx_error_wrap(err, "image store"), -1;
+
+    _cleanup_free_ char *state = xasprintf("%s/runtime", cfg->data_dir);
+    rt_config_t rc = {.state_dir = state,
+                      .cgroup_root = cfg->cgroup_parent,
+                      .max_sandboxes = cfg->max_sandboxes,
+                      .allow_microvm_emulation = cfg->microvm_emulation};
+    if (!(a->rt = rt_open(&rc, err)))
+        return sbx_error_wrap(err, "runtime"), -1;
+
+    agent_api_config_t ac = {.rt = a->rt, .img = a->img, .data_dir = cfg->data_dir,
+                             .environment = cfg->environment};
+    if (!(a->api = agent_api_new(&ac, err)))
+        return -1;
+
+    http_config_t hc = {
+        .name = "sandbox-agent",
+        .listen = cfg->listen,
+        .tls_cert_pem = a->cert,
+        .tls_key_pem = a->key,
+        .client_ca_pem = a->ca,
+        .max_body = AGENT_MAX_JSON_BODY,
+        .access_log = true,
+        .body_limit = agent_api_body_limit,
+    };
+    if (!(a->http = http_server_start(&hc, agent_api_http_handler, a->api, err)))
+        return -1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    agent_config_t cfg;
+    agent_config_action_t action;
+    sbx_error_t err = {0};
+    if (agent_config_parse(&cfg, argc, argv, environ, stdout, &action, &err) < 0) {
+        fprintf(stderr, "sandbox-agent: %s\nTry 'sandbox-agent --help'.\n", err.msg);
+        agent_config_done(&cfg);
+        return 2;
+    }
+    if (action == AGENT_CONFIG_EXIT) {
+        agent_config_done(&cfg);
+        return 0;
+    }
+    sbx_log_set_level(cfg.log_level);
+
+    agent_t a = {0};
+    int status = 0;
+    if (setup_signals(&err) < 0 || agent_start(&a, &cfg, &err) < 0) {
+        sbx_log(SBX_LOG_ERROR, MODULE, "cannot start: %s", err.msg);
+        status = 1;
+    } else {
+        sbx_log(SBX_LOG_INFO, MODULE,
+                "sandbox-agent %s listening on %s (port %d, %s), environment %s, data %s",
+                SBX_VERSION, cfg.listen, http_server_port(a.http),
+                cfg.insecure_http ? "plain HTTP" : "HTTPS with client certificates",
+                cfg.environment, cfg.data_dir);
+        int sig = wait_for_stop_signal();
+        sbx_log(SBX_LOG_INFO, MODULE, "signal %d: shutting down", sig);
+    }
+    agent_done(&a);
+    if (status == 0)
+        sbx_log(SBX_LOG_INFO, MODULE, "stopped");
+    agent_config_done(&cfg);
+    return status;
+}

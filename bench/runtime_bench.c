@@ -1,0 +1,196 @@
+/* runtime_bench.c -- measures the process driver on this host: median
+ * create-to-first-exec latency with an unpacked rootfs, median exec round
+ * trip, and memory per idle sandbox with N of them running.
+ *
+ *   runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR]
+ *
+ * Without --rootfs it builds a tiny one from the host's static busybox.
+ * Needs root (namespaces, cgroups, mounts).  */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "runtime/runtime.h"
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median_ms(int64_t *us, size_t n)
+{
+    qsort(us, n, sizeof *us, cmp_i64);
+    return n ? (double)us[n / 2] / 1000.0 : 0;
+}
+
+static uint64_t mem_available_kib(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    uint64_t v = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lu kB", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+static int build_rootfs(const char *dir)
+{
+    sbx_error_t err = {0};
+    _cleanup_free_ char *bin = xasprintf("%s/bin", dir);
+    _cleanup_free_ char *tmp = xasprintf("%s/tmp", dir);
+    if (sbx_mkdir_p(bin, 0755, &err) < 0 || sbx_mkdir_p(tmp, 01777, &err) < 0)
+        return -1;
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    _cleanup_free_ char *bb = xasprintf("%s/busybox", bin);
+    if (sbx_read_file("/usr/bin/busybox", &data, &len, &err) < 0 ||
+        sbx_write_file_atomic(bb, data, len, 0755, &err) < 0 || chmod(bb, 0755) < 0) {
+        fprintf(stderr, "runtime_bench: needs /usr/bin/busybox (busybox-static): %s\n", err.msg);
+        return -1;
+    }
+    const char *applets[] = {"sh", "true", "sleep", "echo"};
+    for (size_t i = 0; i < ARRAY_SIZE(applets); i++) {
+        _cleanup_free_ char *l = xasprintf("%s/%s", bin, applets[i]);
+        if (symlink("busybox", l) < 0 && errno != EEXIST)
+            return -1;
+    }
+    return 0;
+}
+
+static int exec_true(rt_runtime_t *rt, const char *id, sbx_error_t *err)
+{
+    char *argv[] = {"true", NULL};
+    rt_exec_request_t req = {.argv = argv};
+    rt_exec_result_t res;
+    if (rt_exec(rt, id, &req, &res, err) < 0)
+        return -1;
+    int code = res.exit_code;
+    rt_exec_result_done(&res);
+    return code == 0 ? 0 : sbx_error_set(err, SBX_ERR_INTERNAL, "true exited %d", code);
+}
+
+int main(int argc, char **argv)
+{
+    int density = 500, rounds = 30, execs = 200;
+    const char *rootfs = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-n") && i + 1 < argc)
+            density = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-e") && i + 1 < argc)
+            execs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--rootfs") && i + 1 < argc)
+            rootfs = argv[++i];
+        else {
+            fprintf(stderr, "usage: runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR]\n");
+            return 2;
+        }
+    }
+    char tmpl[] = "/tmp/sbx-bench-XXXXXX";
+    if (!mkdtemp(tmpl))
+        return 1;
+    _cleanup_free_ char *state = xasprintf("%s/state", tmpl);
+    _cleanup_free_ char *image = xasprintf("%s/image", tmpl);
+    if (!rootfs) {
+        if (build_rootfs(image) < 0)
+            return 1;
+        rootfs = image;
+    }
+    _cleanup_free_ char *cgroot = xasprintf("sbxbench-%d", (int)getpid());
+    rt_config_t cfg = {.state_dir = state, .cgroup_root = cgroot};
+    sbx_error_t err = {0};
+    rt_runtime_t *rt = rt_open(&cfg, &err);
+    if (!rt) {
+        fprintf(stderr, "runtime_bench: %s\n", err.msg);
+        return 1;
+    }
+    int rc = 1;
+    int64_t *lat = xcalloc((size_t)(rounds > execs ? rounds : execs) + 1, sizeof *lat);
+
+    /* 1. create-to-first-exec.  */
+    for (int i = 0; i < rounds; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "lat-%d", i);
+        rt_spec_t spec = {.id = id, .rootfs = rootfs};
+        int64_t t0 = sbx_monotonic_us();
+        if (rt_create(rt, &spec, NULL, &err) < 0 || exec_true(rt, id, &err) < 0) {
+            fprintf(stderr, "runtime_bench: %s\n", err.msg);
+            goto out;
+        }
+        lat[i] = sbx_monotonic_us() - t0;
+        rt_destroy(rt, id, NULL);
+    }
+    printf("create-to-first-exec median: %.2f ms (%d rounds)\n", median_ms(lat, (size_t)rounds),
+           rounds);
+
+    /* 2. exec round trip.  */
+    rt_spec_t spec = {.id = "rtt", .rootfs = rootfs};
+    if (rt_create(rt, &spec, NULL, &err) < 0)
+        goto fail;
+    for (int i = 0; i < execs; i++) {
+        int64_t t0 = sbx_monotonic_us();
+        if (exec_true(rt, "rtt", &err) < 0)
+            goto fail;
+        lat[i] = sbx_monotonic_us() - t0;
+    }
+    printf("exec round trip median: %.2f ms (%d execs)\n", median_ms(lat, (size_t)execs), execs);
+    rt_destroy(rt, "rtt", NULL);
+
+    /* 3. density: N idle sandboxes.  */
+    uint64_t before = mem_available_kib();
+    int64_t t0 = sbx_monotonic_ms();
+    int made = 0;
+    for (; made < density; made++) {
+        char id[32];
+        snprintf(id, sizeof id, "idle-%d", made);
+        rt_spec_t s = {.id = id, .rootfs = rootfs};
+        if (rt_create(rt, &s, NULL, &err) < 0) {
+            fprintf(stderr, "runtime_bench: sandbox %d: %s\n", made, err.msg);
+            break;
+        }
+    }
+    int64_t took = sbx_monotonic_ms() - t0;
+    uint64_t after = mem_available_kib();
+    rt_info_t *infos;
+    size_t n;
+    uint64_t charged = 0;
+    if (rt_list(rt, &infos, &n, &err) == 0) {
+        for (size_t i = 0; i < n; i++)
+            charged += infos[i].memory_used_bytes;
+        free(infos);
+    }
+    if (made > 0) {
+        printf("density: %d idle sandboxes in %.1f s; host memory per sandbox: %.0f KiB "
+               "(MemAvailable drop), cgroup-charged: %.0f KiB\n",
+               made, (double)took / 1000.0, ((double)before - (double)after) / made,
+               (double)charged / 1024.0 / made);
+    }
+    t0 = sbx_monotonic_ms();
+    for (int i = 0; i < made; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "idle-%d", i);
+        rt_destroy(rt, id, NULL);
+    }
+    printf("destroyed %d sandboxes in %.1f s\n", made, (double)(sbx_monotonic_ms() - t0) / 1000.0);
+    rc = made == density ? 0 : 1;
+    goto out;
+fail:
+    fprintf(stderr, "runtime_bench: %s\n", err.msg);
+out:
+    free(lat);
+    rt_close(rt);
+    const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};
+    for (size_t i = 0; i < ARRAY_SIZE(ctrls); i++) {
+        _cleanup_free_ char *p =
+            xasprintf("/sys/fs/cgroup/%s%s%s", ctrls[i], *ctrls[i] ? "/" : "", cgroot);
+        (void)rmdir(p);
+    }
+    sbx_rm_rf(tmpl, NULL);
+    return rc;
+}

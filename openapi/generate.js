@@ -1,0 +1,1025 @@
+#!/usr/bin/env node
+// Writes sandboxd's OpenAPI 2.0 (ARM) description: one file per api-version with its examples, and bundled single files.
+//
+// This script is the source of the description; the JSON under openapi/<api-version>/ and
+// openapi/bundled/ is its output, checked in so that Azure's tools (oav, the ARM linter) and
+// readers see plain ARM-style files. `node openapi/generate.js --check` fails when the checked-in
+// files differ from what the script writes, so the two cannot drift apart.
+//
+// Azure's part (sandboxGroups, vnetConnections) follows the published 2026-07-01 contract of
+// Microsoft.App (@azure/arm-appcontainers 4.x); everything sandboxd adds carries
+// `x-sandboxd-extension: true` and says so in its description.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+
+const API_VERSIONS = ['2026-01-01', '2026-07-01'];
+const CT = '../common-types/resource-management/v6/types.json';
+const MI = '../common-types/resource-management/v6/managedidentity.json';
+const EXT = 'x-sandboxd-extension';
+const EXT_NOTE = ' (sandboxd extension: not part of Azure\'s Microsoft.App contract.)';
+
+// Names of sandbox groups and of their children, as the server enforces them.
+const NAME_PATTERN = '^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$';
+
+const SUB = '/subscriptions/{subscriptionId}';
+const RG = SUB + '/resourceGroups/{resourceGroupName}';
+const GROUPS = RG + '/providers/Microsoft.App/sandboxGroups';
+const GROUP = GROUPS + '/{sandboxGroupName}';
+const SANDBOX = GROUP + '/sandboxes/{sandboxName}';
+
+/* ---------- small builders ---------- */
+
+const ref = (r) => ({ $ref: r });
+const ct = (name) => ref(CT + '#/definitions/' + name);
+const ctParam = (name) => ref(CT + '#/parameters/' + name);
+const def = (name) => ref('#/definitions/' + name);
+const param = (name) => ref('#/parameters/' + name);
+
+function ext(obj) {
+  obj[EXT] = true;
+  if (obj.description && !obj.description.endsWith(EXT_NOTE)) obj.description += EXT_NOTE;
+  return obj;
+}
+
+function provisioningState(resource) {
+  return {
+    description: 'Provisioning state of the ' + resource + '.',
+    type: 'string',
+    enum: ['Succeeded', 'Failed', 'Canceled', 'InProgress', 'Updating', 'Deleting'],
+    'x-ms-enum': {
+      name: resource + 'ProvisioningState',
+      modelAsString: true,
+      values: [
+        { name: 'Succeeded', value: 'Succeeded', description: 'Resource has been created.' },
+        { name: 'Failed', value: 'Failed', description: 'Resource creation failed.' },
+        { name: 'Canceled', value: 'Canceled', description: 'Resource creation was canceled.' },
+        { name: 'InProgress', value: 'InProgress', description: 'The resource is being provisioned.' },
+        { name: 'Updating', value: 'Updating', description: 'The resource is being updated.' },
+        { name: 'Deleting', value: 'Deleting', description: 'The resource is being deleted.' },
+      ],
+    },
+    readOnly: true,
+  };
+}
+
+function enumOf(name, values, description) {
+  return {
+    description,
+    type: 'string',
+    enum: values.map((v) => v[0]),
+    'x-ms-enum': {
+      name,
+      modelAsString: true,
+      values: values.map(([value, desc]) => ({ name: value, value, description: desc })),
+    },
+  };
+}
+
+function listResult(item) {
+  return {
+    description: 'The response of a ' + item + ' list operation.',
+    type: 'object',
+    properties: {
+      value: { type: 'array', description: 'The ' + item + ' items on this page', items: def(item) },
+      nextLink: { type: 'string', format: 'uri', description: 'The link to the next page of items' },
+    },
+    required: ['value'],
+  };
+}
+
+const article = (noun) => (/^[AEIOU]/.test(noun) ? 'an ' : 'a ') + noun;
+
+const stringMap = (description) => ({
+  type: 'object',
+  description,
+  additionalProperties: { type: 'string' },
+});
+
+/* ---------- headers ---------- */
+
+const H_ASYNC = {
+  'Azure-AsyncOperation': {
+    type: 'string',
+    description: 'Absolute URL of the operation status resource to poll for the outcome.',
+  },
+};
+const H_LOCATION = {
+  Location: { type: 'string', description: 'The Location header contains the URL where the status of the long running operation can be checked.' },
+};
+const H_RETRY = {
+  'Retry-After': { type: 'integer', format: 'int32', description: 'The Retry-After header tells the client how many seconds to wait before polling (at least 1).' },
+};
+const H_ETAG = { ETag: { type: 'string', description: 'The entity tag of the resource, for If-Match and If-None-Match.' } };
+
+/* ---------- responses ---------- */
+
+const DEFAULT_ERROR = { description: 'An unexpected error response.', schema: ct('ErrorResponse') };
+const ok = (schema, headers) => ({ description: 'Azure operation completed successfully.', schema, ...(headers ? { headers } : {}) });
+const created = (schema, headers) => ({ description: 'Resource \'' + schema.$ref.split('/').pop() + '\' create operation succeeded', schema, headers });
+const accepted = (headers) => ({ description: 'Resource operation accepted.', headers });
+const noContent = (what) => ({ description: what });
+
+/* ---------- parameters of this file ---------- */
+
+function nameParam(name, what, isExt) {
+  const p = {
+    name,
+    in: 'path',
+    required: true,
+    type: 'string',
+    description: 'The name of the ' + what + '. 1-63 characters: letters, digits and hyphens, not starting with a hyphen; compared case-insensitively.',
+    pattern: NAME_PATTERN,
+    'x-ms-parameter-location': 'method',
+  };
+  return isExt ? ext(p) : p;
+}
+
+const PARAMETERS = {
+  SandboxGroupNameParameter: nameParam('sandboxGroupName', 'SandboxGroup'),
+  VnetConnectionNameParameter: nameParam('vnetConnectionName', 'VnetConnection'),
+  SandboxNameParameter: nameParam('sandboxName', 'Sandbox', true),
+  EgressPolicyNameParameter: nameParam('egressPolicyName', 'EgressPolicy', true),
+  IfMatchParameter: {
+    name: 'If-Match',
+    in: 'header',
+    required: false,
+    type: 'string',
+    description: 'Carry out the request only if the resource\'s ETag matches this value (or, for "*", if the resource exists); otherwise 412 PreconditionFailed.',
+    'x-ms-parameter-location': 'method',
+    'x-ms-client-name': 'ifMatch',
+  },
+  IfNoneMatchParameter: {
+    name: 'If-None-Match',
+    in: 'header',
+    required: false,
+    type: 'string',
+    description: 'Set to "*" to create the resource only if it does not exist yet; otherwise 412 PreconditionFailed.',
+    'x-ms-parameter-location': 'method',
+    'x-ms-client-name': 'ifNoneMatch',
+  },
+  FilePathParameter: ext({
+    name: 'path',
+    in: 'query',
+    required: true,
+    type: 'string',
+    minLength: 1,
+    maxLength: 4096,
+    description: 'Absolute path of the file or directory inside the sandbox.',
+    'x-ms-parameter-location': 'method',
+  }),
+};
+
+/* ---------- definitions ---------- */
+
+const ISOLATION = enumOf('Isolation', [
+  ['process', 'Namespaces, cgroups and a seccomp filter on the host kernel (the default).'],
+  ['gvisor', 'The process driver behind gVisor\'s user-space kernel.'],
+  ['microvm', 'A KVM microVM: hardware isolation.'],
+], 'How a sandbox is isolated from its host.');
+
+// What a sandbox is made of, as a group's defaults or a sandbox's own properties; the bounds
+// are the ones the server enforces.
+function sandboxShape() {
+  return {
+    image: { type: 'string', maxLength: 512, description: 'OCI image reference; without one anywhere, the embedded default image (a POSIX shell and python3) is used.' },
+    cpu: { type: 'number', format: 'double', minimum: 0.05, maximum: 64, description: 'CPU cores (decimal, e.g. 0.5).' },
+    memoryMiB: { type: 'integer', format: 'int32', minimum: 32, maximum: 262144, description: 'Memory limit in MiB.' },
+    diskMiB: { type: 'integer', format: 'int32', minimum: 16, maximum: 1048576, description: 'Writable disk limit in MiB.' },
+    env: stringMap('Environment variables (at most 256; values at most 32768 characters).'),
+    idleTimeoutSeconds: { type: 'integer', format: 'int32', minimum: 0, maximum: 2592000, description: 'Seconds without activity after which a sandbox is suspended; 0 turns auto-suspend off.' },
+    maxLifetimeSeconds: { type: 'integer', format: 'int32', minimum: 0, maximum: 31536000, description: 'Seconds after which a sandbox is stopped, whatever it does; 0 means no limit.' },
+    isolation: def('Isolation'),
+  };
+}
+
+const DEFINITIONS = {
+  SandboxGroup: {
+    description: 'A SandboxGroup resource, representing a group of sandboxes that share configuration defaults and quotas.',
+    type: 'object',
+    properties: {
+      properties: { $ref: '#/definitions/SandboxGroupProperties', description: 'The resource-specific properties for this resource.' },
+      identity: ext({ $ref: MI + '#/definitions/ManagedServiceIdentity', description: 'The managed service identities assigned to this resource; sandboxes of the group may use them.' }),
+    },
+    allOf: [ct('TrackedResource')],
+  },
+  SandboxGroupProperties: {
+    description: 'SandboxGroup resource specific properties.',
+    type: 'object',
+    properties: {
+      environmentId: {
+        type: 'string',
+        format: 'arm-id',
+        description: 'The resource ID of the Azure Container Apps environment to link to the sandbox group. A sandbox group can be linked after creation, but the link cannot then be changed or removed. For subsequent create-or-update (PUT) requests, specify the same environment ID; omitting or changing it returns 409 Conflict. Omitting it from an update (PATCH) request leaves the existing link unchanged. In sandboxd an environment names a pool of hosts.',
+        'x-ms-arm-id-details': { allowedResources: [{ type: 'Microsoft.App/managedEnvironments' }] },
+      },
+      defaultDomain: {
+        type: 'string',
+        description: 'The default domain of the linked Azure Container Apps environment. Sandbox endpoints use subdomains of this domain. This read-only property is populated by the service and is omitted when no environment is linked.',
+        readOnly: true,
+      },
+      provisioningState: def('SandboxGroupProvisioningState'),
+      sandboxDefaults: ext({ $ref: '#/definitions/SandboxDefaults', description: 'Defaults for the sandboxes of the group, used where a sandbox does not say otherwise.' }),
+      scale: ext({ $ref: '#/definitions/SandboxGroupScale', description: 'Limits and warm pool of the group.' }),
+      egressPolicy: ext({ type: 'string', maxLength: 63, description: 'Name of a child egress policy applied to sandboxes that name none; without one, sandboxes reach nothing outside themselves.' }),
+    },
+  },
+  SandboxGroupProvisioningState: provisioningState('SandboxGroup'),
+  SandboxGroupPatch: {
+    description: 'A SandboxGroup resource for use in patch requests.',
+    type: 'object',
+    properties: {
+      tags: { type: 'object', description: 'Resource tags.', additionalProperties: { type: 'string' } },
+      properties: { $ref: '#/definitions/SandboxGroupPatchProperties', description: 'SandboxGroup properties that can be updated.' },
+      identity: ext({ $ref: MI + '#/definitions/ManagedServiceIdentity', description: 'The managed service identities assigned to this resource.' }),
+    },
+  },
+  SandboxGroupPatchProperties: {
+    description: 'SandboxGroup resource specific properties for patch requests.',
+    type: 'object',
+    properties: {
+      environmentId: {
+        type: 'string',
+        format: 'arm-id',
+        description: 'The resource ID of the Azure Container Apps environment to link to the sandbox group. Omitting it leaves the existing link unchanged.',
+        'x-ms-arm-id-details': { allowedResources: [{ type: 'Microsoft.App/managedEnvironments' }] },
+      },
+      sandboxDefaults: ext({ $ref: '#/definitions/SandboxDefaults', description: 'Defaults for the sandboxes of the group.' }),
+      scale: ext({ $ref: '#/definitions/SandboxGroupScale', description: 'Limits and warm pool of the group.' }),
+      egressPolicy: ext({ type: 'string', maxLength: 63, description: 'Name of a child egress policy applied by default.' }),
+    },
+  },
+  SandboxGroupListResult: listResult('SandboxGroup'),
+  SandboxDefaults: ext({
+    description: 'Defaults applied to the sandboxes of a group.',
+    type: 'object',
+    properties: sandboxShape(),
+  }),
+  SandboxGroupScale: ext({
+    description: 'Limits and warm pool of a sandbox group.',
+    type: 'object',
+    properties: {
+      maxSandboxes: { type: 'integer', format: 'int32', minimum: 0, maximum: 100000, description: 'Most sandboxes the group may hold; creating one more is 409 MaxSandboxesReached.' },
+      readySandboxes: { type: 'integer', format: 'int32', minimum: 0, maximum: 1000, description: 'Sandboxes kept started from the default image, ready to be handed out.' },
+    },
+  }),
+  Isolation: ext(ISOLATION),
+
+  VnetConnection: {
+    description: 'A virtual network connection associated with a SandboxGroup.',
+    type: 'object',
+    properties: {
+      properties: { $ref: '#/definitions/VnetConnectionProperties', description: 'The resource-specific properties for this resource.' },
+    },
+    allOf: [ct('ProxyResource')],
+  },
+  VnetConnectionProperties: {
+    description: 'VnetConnection resource specific properties.',
+    type: 'object',
+    properties: {
+      provisioningState: def('VnetConnectionProvisioningState'),
+      subnetId: {
+        type: 'string',
+        format: 'arm-id',
+        description: 'Resource ID of the subnet that sandboxes in the parent SandboxGroup will be connected to. In sandboxd a subnet ID names a network that hosts advertise.',
+        'x-ms-arm-id-details': { allowedResources: [{ type: 'Microsoft.Network/virtualNetworks/subnets' }] },
+      },
+    },
+  },
+  VnetConnectionProvisioningState: provisioningState('VnetConnection'),
+  VnetConnectionListResult: listResult('VnetConnection'),
+
+  Sandbox: ext({
+    description: 'A sandbox: an isolated environment that runs untrusted code.',
+    type: 'object',
+    properties: {
+      properties: { $ref: '#/definitions/SandboxProperties', description: 'The resource-specific properties for this resource.' },
+    },
+    allOf: [ct('ProxyResource')],
+  }),
+  SandboxProperties: ext({
+    description: 'Sandbox resource specific properties. Every writable property is optional: the group\'s sandboxDefaults apply, then the server\'s.',
+    type: 'object',
+    properties: {
+      ...sandboxShape(),
+      egressPolicy: { type: 'string', maxLength: 63, description: 'Name of an egress policy of the group; without one (here or in the group), the sandbox reaches nothing outside itself.' },
+      identity: { type: 'string', maxLength: 1024, description: 'Which of the group\'s identities the sandbox may use: "SystemAssigned", or the ARM resource ID of one of the group\'s user-assigned identities. Without one, the sandbox gets no tokens.' },
+      state: def('SandboxState'),
+      provisioningState: def('SandboxProvisioningState'),
+      host: { type: 'string', readOnly: true, description: 'Name of the host the sandbox runs on.' },
+      createdAt: { type: 'string', format: 'date-time', readOnly: true, description: 'When the sandbox was created (UTC).' },
+      lastActivityAt: { type: 'string', format: 'date-time', readOnly: true, description: 'When the sandbox last did something (UTC).' },
+      statusMessage: { type: 'string', readOnly: true, description: 'Human-readable detail on the state, e.g. why it failed.' },
+    },
+  }),
+  SandboxState: ext({
+    ...enumOf('SandboxState', [
+      ['Pending', 'Accepted, not yet placed on a host.'],
+      ['Starting', 'Being started on its host.'],
+      ['Running', 'Its processes are live.'],
+      ['Suspending', 'Being suspended.'],
+      ['Suspended', 'Suspended: frozen, or its memory saved to disk.'],
+      ['Resuming', 'Being resumed.'],
+      ['Stopping', 'Being stopped.'],
+      ['Stopped', 'Stopped; its files are kept.'],
+      ['Failed', 'Failed; see statusMessage.'],
+    ], 'Runtime state of a sandbox.'),
+    readOnly: true,
+  }),
+  SandboxProvisioningState: ext(provisioningState('Sandbox')),
+  SandboxListResult: ext(listResult('Sandbox')),
+  ExecRequest: ext({
+    description: 'A command to run inside a sandbox.',
+    type: 'object',
+    properties: {
+      command: { type: 'array', minItems: 1, maxItems: 4096, items: { type: 'string' }, description: 'Program and arguments, run without a shell (use ["sh", "-c", "..."] for one); the program is looked up in the sandbox\'s PATH.' },
+      env: stringMap('Extra environment variables for this command.'),
+      cwd: { type: 'string', description: 'Absolute working directory (default "/").' },
+      stdin: { type: 'string', description: 'Bytes written to the command\'s standard input (UTF-8).' },
+      timeoutSeconds: { type: 'integer', format: 'int32', minimum: 1, maximum: 3600, description: 'Seconds (default 30) after which the command\'s process tree is killed and timedOut is true.' },
+    },
+    required: ['command'],
+  }),
+  ExecResult: ext({
+    description: 'The outcome of a command run inside a sandbox.',
+    type: 'object',
+    properties: {
+      exitCode: { type: 'integer', format: 'int32', description: 'Exit status of the command; -1 when a signal killed it (see signal).' },
+      signal: { type: 'integer', format: 'int32', description: 'The signal that killed the command, when one did.' },
+      stdout: { type: 'string', description: 'Standard output, at most 1 MiB; ill-formed UTF-8 replaced by U+FFFD (use files for binary data).' },
+      stderr: { type: 'string', description: 'Standard error, at most 1 MiB; ill-formed UTF-8 replaced by U+FFFD.' },
+      stdoutTruncated: { type: 'boolean', description: 'True when stdout was cut at the cap.' },
+      stderrTruncated: { type: 'boolean', description: 'True when stderr was cut at the cap.' },
+      timedOut: { type: 'boolean', description: 'True when the command was killed at timeoutSeconds.' },
+      durationMs: { type: 'integer', format: 'int64', description: 'Wall-clock run time in milliseconds.' },
+    },
+    required: ['exitCode', 'stdout', 'stderr', 'timedOut', 'durationMs'],
+  }),
+  FileEntry: ext({
+    description: 'One entry of a directory inside a sandbox.',
+    type: 'object',
+    properties: {
+      name: { type: 'string', description: 'Name of the entry (no directory part).' },
+      type: enumOf('FileType', [
+        ['file', 'A regular file.'],
+        ['dir', 'A directory.'],
+        ['symlink', 'A symbolic link (not followed).'],
+        ['other', 'Anything else (device, socket, fifo).'],
+      ], 'Kind of the entry.'),
+      size: { type: 'integer', format: 'int64', description: 'Size in bytes.' },
+      mode: { type: 'integer', format: 'int32', minimum: 0, maximum: 4095, description: 'Permission bits as a number, e.g. 420 for 0644.' },
+      modifiedAt: { type: 'string', format: 'date-time', description: 'Last modification time (UTC).' },
+    },
+    required: ['name', 'type'],
+  }),
+  FileWriteResult: ext({
+    description: 'What a file write stored.',
+    type: 'object',
+    properties: {
+      path: { type: 'string', description: 'Absolute path of the file inside the sandbox.' },
+      size: { type: 'integer', format: 'int64', description: 'Bytes written.' },
+    },
+    required: ['path', 'size'],
+  }),
+  FileListResult: ext({
+    description: 'The entries of a directory inside a sandbox.',
+    type: 'object',
+    properties: {
+      value: { type: 'array', description: 'The entries.', items: def('FileEntry'), 'x-ms-identifiers': ['name'] },
+      nextLink: { type: 'string', format: 'uri', description: 'The link to the next page of entries' },
+    },
+    required: ['value'],
+  }),
+
+  EgressPolicy: ext({
+    description: 'An egress policy: what sandboxes that use it may reach outside themselves.',
+    type: 'object',
+    properties: {
+      properties: { $ref: '#/definitions/EgressPolicyProperties', description: 'The resource-specific properties for this resource.' },
+    },
+    allOf: [ct('ProxyResource')],
+  }),
+  EgressPolicyProperties: ext({
+    description: 'EgressPolicy resource specific properties. Rules are tried in order; the first that matches decides, and defaultAction decides the rest.',
+    type: 'object',
+    properties: {
+      defaultAction: def('EgressAction'),
+      rules: { type: 'array', maxItems: 100, description: 'Ordered rules (at most 100).', items: def('EgressRule'), 'x-ms-identifiers': ['name'] },
+      provisioningState: def('EgressPolicyProvisioningState'),
+    },
+  }),
+  EgressAction: ext({
+    ...enumOf('EgressAction', [['Allow', 'Let the traffic through.'], ['Deny', 'Drop the traffic.']],
+      'What happens to matching traffic. The default action of a policy is Deny unless Allow is written explicitly.'),
+  }),
+  EgressRule: ext({
+    description: 'One egress rule: traffic to any of the FQDNs or CIDRs, on any of the ports (all ports when none are given).',
+    type: 'object',
+    properties: {
+      name: { type: 'string', pattern: NAME_PATTERN, description: 'Name of the rule, unique in its policy (compared case-insensitively); the same rule as resource names.' },
+      action: def('EgressAction'),
+      fqdns: { type: 'array', maxItems: 100, items: { type: 'string' }, description: 'Host names; a leading "*." matches any subdomain, e.g. "*.githubusercontent.com".' },
+      cidrs: { type: 'array', maxItems: 100, items: { type: 'string' }, description: 'Address ranges, e.g. "10.0.0.0/8" or "2001:db8::/32".' },
+      ports: { type: 'array', maxItems: 100, items: { type: 'integer', format: 'int32', minimum: 1, maximum: 65535 }, description: 'Destination TCP/UDP ports.' },
+    },
+    required: ['name', 'action'],
+  }),
+  EgressPolicyProvisioningState: ext(provisioningState('EgressPolicy')),
+  EgressPolicyListResult: ext(listResult('EgressPolicy')),
+};
+
+/* ---------- operations ---------- */
+
+const api = ctParam('ApiVersionParameter');
+const sub = ctParam('SubscriptionIdParameter');
+const rg = ctParam('ResourceGroupNameParameter');
+const groupName = param('SandboxGroupNameParameter');
+
+function op(o) {
+  const out = {
+    operationId: o.id,
+    tags: [o.id.split('_')[0]],
+    description: o.description,
+    parameters: o.parameters,
+    responses: { ...o.responses, default: DEFAULT_ERROR },
+  };
+  if (o.consumes) out.consumes = o.consumes;
+  if (o.produces) out.produces = o.produces;
+  if (o.lro) {
+    out['x-ms-long-running-operation-options'] = { 'final-state-via': o.lro };
+    out['x-ms-long-running-operation'] = true;
+  }
+  if (o.pageable) out['x-ms-pageable'] = { nextLinkName: 'nextLink' };
+  out['x-ms-examples'] = { [o.exampleTitle]: { $ref: './examples/' + o.id + '.json' } };
+  if (o.ext) ext(out);
+  return out;
+}
+
+function body(name, schemaName, description) {
+  return { name, in: 'body', description, required: true, schema: def(schemaName) };
+}
+
+// The CRUD operations of one child resource kind of a sandbox group.
+function childOperations(c) {
+  const item = GROUP + '/' + c.segment + '/{' + c.param + '}';
+  const list = GROUP + '/' + c.segment;
+  const named = [api, sub, rg, groupName, param(c.paramDef)];
+  const putResponses = c.putAsync
+    ? { 200: ok(def(c.type), H_ETAG), 201: created(def(c.type), { ...H_ETAG, ...H_ASYNC, ...H_RETRY }) }
+    : { 200: ok(def(c.type), H_ETAG), 201: created(def(c.type), H_ETAG) };
+  const deleteResponses = c.deleteAsync
+    ? { 202: accepted({ ...H_LOCATION, ...H_ASYNC, ...H_RETRY }), 204: noContent('Resource does not exist.') }
+    : { 200: noContent('Resource deleted successfully.'), 204: noContent('Resource does not exist.') };
+  return {
+    [list]: {
+      get: op({
+        id: c.plural + '_ListBySandboxGroup', ext: c.ext, pageable: true,
+        description: 'List all ' + c.type + 's in the specified SandboxGroup.',
+        exampleTitle: 'List the ' + c.plural + ' of a SandboxGroup',
+        parameters: [api, sub, rg, groupName],
+        responses: { 200: ok(def(c.type + 'ListResult')) },
+      }),
+    },
+    [item]: {
+      get: op({
+        id: c.plural + '_Get', ext: c.ext,
+        description: 'Get the properties of ' + article(c.type) + '.',
+        exampleTitle: 'Get ' + article(c.type),
+        parameters: named,
+        responses: { 200: ok(def(c.type), H_ETAG) },
+      }),
+      put: op({
+        id: c.plural + '_CreateOrUpdate', ext: c.ext, lro: c.putAsync ? 'azure-async-operation' : undefined,
+        description: 'Create or update ' + article(c.type) + '.' + (c.putDescription || ''),
+        exampleTitle: 'Create or update ' + article(c.type),
+        parameters: [...named, param('IfMatchParameter'), param('IfNoneMatchParameter'),
+          body('resource', c.type, 'Resource create parameters.')],
+        responses: putResponses,
+      }),
+      delete: op({
+        id: c.plural + '_Delete', ext: c.ext, lro: c.deleteAsync ? 'location' : undefined,
+        description: 'Delete ' + article(c.type) + '.',
+        exampleTitle: 'Delete ' + article(c.type),
+        parameters: [...named, param('IfMatchParameter')],
+        responses: deleteResponses,
+      }),
+    },
+  };
+}
+
+// suspend, resume, stop, start: answered once the host has done it, with the sandbox as it
+// now is (also when it already was in that state).
+function sandboxAction(verb, description) {
+  const Verb = verb[0].toUpperCase() + verb.slice(1);
+  return {
+    [SANDBOX + '/' + verb]: {
+      post: op({
+        id: 'Sandboxes_' + Verb, ext: true,
+        description,
+        exampleTitle: Verb + ' a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter')],
+        responses: { 200: ok(def('Sandbox'), H_ETAG) },
+      }),
+    },
+  };
+}
+
+function paths() {
+  const group = [api, sub, rg, groupName];
+  const p = {
+    '/providers/Microsoft.App/operations': {
+      get: op({
+        id: 'Operations_List', pageable: true,
+        description: 'List the operations for the provider',
+        exampleTitle: 'List the operations of Microsoft.App',
+        parameters: [api],
+        responses: { 200: ok(ct('OperationListResult')) },
+      }),
+    },
+    [SUB + '/providers/Microsoft.App/sandboxGroups']: {
+      get: op({
+        id: 'SandboxGroups_ListBySubscription', pageable: true,
+        description: 'Get all SandboxGroups for a subscription.',
+        exampleTitle: 'List the SandboxGroups of a subscription',
+        parameters: [api, sub],
+        responses: { 200: ok(def('SandboxGroupListResult')) },
+      }),
+    },
+    [SUB + '/providers/Microsoft.App/locations/{location}/operationStatuses/{operationId}']: {
+      get: op({
+        id: 'OperationStatuses_Get', ext: true,
+        description: 'Get the status of an asynchronous operation: the URL given in Azure-AsyncOperation.',
+        exampleTitle: 'Get the status of an operation',
+        parameters: [api, sub, ctParam('LocationParameter'), ctParam('OperationIdParameter')],
+        responses: { 200: ok(ct('OperationStatusResult')) },
+      }),
+    },
+    [SUB + '/providers/Microsoft.App/locations/{location}/operationResults/{operationId}']: {
+      get: op({
+        id: 'OperationResults_Get', ext: true,
+        description: 'Poll an asynchronous operation: the URL given in Location. 202 while it runs, 204 once it succeeded, and the operation\'s error (with its status) if it failed.',
+        exampleTitle: 'Poll an operation',
+        parameters: [api, sub, ctParam('LocationParameter'), ctParam('OperationIdParameter')],
+        responses: {
+          202: accepted({ ...H_LOCATION, ...H_ASYNC, ...H_RETRY }),
+          204: noContent('The operation succeeded.'),
+        },
+      }),
+    },
+    [GROUPS]: {
+      get: op({
+        id: 'SandboxGroups_ListByResourceGroup', pageable: true,
+        description: 'Get all SandboxGroups in a resource group.',
+        exampleTitle: 'List the SandboxGroups of a resource group',
+        parameters: [api, sub, rg],
+        responses: { 200: ok(def('SandboxGroupListResult')) },
+      }),
+    },
+    [GROUP]: {
+      get: op({
+        id: 'SandboxGroups_Get',
+        description: 'Get the properties of a SandboxGroup.',
+        exampleTitle: 'Get a SandboxGroup',
+        parameters: group,
+        responses: { 200: ok(def('SandboxGroup'), H_ETAG) },
+      }),
+      put: op({
+        id: 'SandboxGroups_CreateOrUpdate', lro: 'azure-async-operation',
+        description: 'Create or update a SandboxGroup.',
+        exampleTitle: 'Create or update a SandboxGroup',
+        parameters: [...group, param('IfMatchParameter'), param('IfNoneMatchParameter'),
+          body('resource', 'SandboxGroup', 'Resource create parameters.')],
+        responses: {
+          200: ok(def('SandboxGroup'), H_ETAG),
+          201: created(def('SandboxGroup'), { ...H_ETAG, ...H_ASYNC, ...H_RETRY }),
+        },
+      }),
+      patch: op({
+        id: 'SandboxGroups_Update', lro: 'location',
+        description: 'Patches a SandboxGroup.',
+        exampleTitle: 'Update a SandboxGroup',
+        parameters: [...group, param('IfMatchParameter'),
+          body('properties', 'SandboxGroupPatch', 'The resource properties to be updated.')],
+        responses: {
+          200: ok(def('SandboxGroup'), H_ETAG),
+          202: accepted({ ...H_LOCATION, ...H_ASYNC, ...H_RETRY }),
+        },
+      }),
+      delete: op({
+        id: 'SandboxGroups_Delete', lro: 'location',
+        description: 'Delete a SandboxGroup.',
+        exampleTitle: 'Delete a SandboxGroup',
+        parameters: [...group, param('IfMatchParameter')],
+        responses: {
+          202: accepted({ ...H_LOCATION, ...H_ASYNC, ...H_RETRY }),
+          204: noContent('Resource does not exist.'),
+        },
+      }),
+    },
+    ...childOperations({
+      type: 'VnetConnection', plural: 'VnetConnections', segment: 'vnetConnections',
+      param: 'vnetConnectionName', paramDef: 'VnetConnectionNameParameter',
+      putAsync: false, deleteAsync: true,
+    }),
+    ...childOperations({
+      type: 'Sandbox', plural: 'Sandboxes', segment: 'sandboxes', ext: true,
+      param: 'sandboxName', paramDef: 'SandboxNameParameter',
+      putAsync: true, deleteAsync: true,
+      putDescription: ' A created sandbox starts Pending and is placed on a host asynchronously; a PUT to an existing sandbox changes only what can change without recreating it.',
+    }),
+    [SANDBOX + '/exec']: {
+      post: op({
+        id: 'Sandboxes_Exec', ext: true,
+        description: 'Run a command inside a sandbox and wait for it. A suspended sandbox is resumed first; a stopped one is 409.',
+        exampleTitle: 'Run a command in a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'),
+          body('body', 'ExecRequest', 'The command to run.')],
+        responses: { 200: ok(def('ExecResult')) },
+      }),
+    },
+    ...sandboxAction('suspend', 'Suspend a sandbox: it keeps its state and stops using CPU.'),
+    ...sandboxAction('resume', 'Resume a suspended sandbox.'),
+    ...sandboxAction('stop', 'Stop a sandbox: its processes end; its files are kept.'),
+    ...sandboxAction('start', 'Start a stopped sandbox.'),
+    [SANDBOX + '/files']: {
+      get: op({
+        id: 'Sandboxes_GetFile', ext: true,
+        description: 'Read a file inside a sandbox.',
+        exampleTitle: 'Read a file of a Sandbox',
+        produces: ['application/octet-stream', 'application/json'],
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('FilePathParameter')],
+        responses: { 200: ok({ type: 'file' }) },
+      }),
+      put: op({
+        id: 'Sandboxes_PutFile', ext: true,
+        description: 'Write a file inside a sandbox, creating or replacing it (parent directories must exist).',
+        exampleTitle: 'Write a file of a Sandbox',
+        consumes: ['application/octet-stream'],
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('FilePathParameter'),
+          { name: 'content', in: 'body', required: true, description: 'The bytes of the file.', schema: { type: 'string', format: 'binary' } }],
+        responses: { 201: { description: 'The file was written.', schema: def('FileWriteResult') } },
+      }),
+      delete: op({
+        id: 'Sandboxes_DeleteFile', ext: true,
+        description: 'Remove a file (or an empty directory) inside a sandbox; removing what does not exist succeeds too.',
+        exampleTitle: 'Remove a file of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('FilePathParameter')],
+        responses: { 204: noContent('The file is gone.') },
+      }),
+    },
+    ...childOperations({
+      type: 'EgressPolicy', plural: 'EgressPolicies', segment: 'egressPolicies', ext: true,
+      param: 'egressPolicyName', paramDef: 'EgressPolicyNameParameter',
+      putAsync: false, deleteAsync: true,
+    }),
+  };
+  return p;
+}
+
+// Operations whose path differs from another only in its query (swagger 2 allows one
+// operation per path and method).
+function xmsPaths() {
+  return {
+    [SANDBOX + '/files?list=true']: {
+      get: op({
+        id: 'Sandboxes_ListFiles', ext: true, pageable: true,
+        description: 'List a directory inside a sandbox.',
+        exampleTitle: 'List a directory of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('FilePathParameter')],
+        responses: { 200: ok(def('FileListResult')) },
+      }),
+    },
+  };
+}
+
+const ERROR_CODES = [
+  ['MissingApiVersionParameter', 400, 'the api-version query parameter is missing'],
+  ['InvalidApiVersionParameter', 400, 'the api-version is not one this server serves'],
+  ['InvalidSubscriptionId', 400, 'the subscription ID is not a GUID'],
+  ['InvalidResourceGroupName', 400, 'the resource group name breaks ARM\'s rule'],
+  ['InvalidResourceName', 400, 'a name in the path breaks the naming rule'],
+  ['InvalidRequestContent', 400, 'the body is not JSON, or a value has the wrong type or is out of range'],
+  ['InvalidParameter', 400, 'a query parameter (e.g. $top) is not valid'],
+  ['InvalidPath', 400, 'the files API\'s path is missing, not absolute or too long'],
+  ['ImageNotFound', 400, 'the sandbox\'s image does not exist'],
+  ['InvalidImage', 400, 'the sandbox\'s image cannot be used'],
+  ['InvalidTags', 400, 'tags are not an object of strings, or break ARM\'s limits'],
+  ['LocationRequired', 400, 'a tracked resource is created without a location'],
+  ['BadRequest', 400, 'any other invalid request'],
+  ['AuthenticationFailed', 401, 'no credentials were given'],
+  ['InvalidAuthenticationToken', 401, 'the bearer token is not valid'],
+  ['Forbidden', 403, 'the caller may not do this'],
+  ['ResourceNotFound', 404, 'the resource does not exist'],
+  ['ParentResourceNotFound', 404, 'the parent (sandbox group) does not exist'],
+  ['SandboxNotFound', 404, 'the sandbox\'s host no longer has it'],
+  ['FileNotFound', 404, 'no such file in the sandbox'],
+  ['OperationNotFound', 404, 'no such asynchronous operation'],
+  ['NotFound', 404, 'no such route'],
+  ['MethodNotAllowed', 405, 'the route exists but not with this method'],
+  ['Conflict', 409, 'the request conflicts with the resource\'s current state'],
+  ['EnvironmentIdCannotChange', 409, 'a PUT omits or changes a linked environmentId'],
+  ['PropertyCannotChange', 409, 'a PUT changes a property that is fixed once the resource exists'],
+  ['InvalidResourceLocation', 409, 'a PUT changes the location of an existing resource'],
+  ['SandboxNotReady', 409, 'the sandbox is still being created'],
+  ['SandboxDeleting', 409, 'the sandbox is being deleted'],
+  ['SandboxConflict', 409, 'the sandbox\'s host holds a different sandbox under its ID'],
+  ['MaxSandboxesReached', 409, 'the group already holds scale.maxSandboxes sandboxes'],
+  ['PreconditionFailed', 412, 'If-Match or If-None-Match did not hold'],
+  ['RequestEntityTooLarge', 413, 'the body is larger than the server accepts'],
+  ['UnsupportedMediaType', 415, 'the Content-Type is not one the operation consumes'],
+  ['InternalServerError', 500, 'the server failed; the request may be retried'],
+  ['HostCallFailed', 502, 'the sandbox\'s host did not answer, or failed'],
+  ['HostUnavailable', 503, 'the sandbox\'s host is down'],
+  ['NoHostAvailable', 503, 'no host can take the sandbox (in an operation\'s error)'],
+  ['InsufficientCapacity', 503, 'the hosts are full (in an operation\'s error)'],
+  ['ServiceUnavailable', 503, 'no scheduler or host can serve the request now; retry later'],
+  ['GatewayTimeout', 504, 'a host did not answer in time'],
+  ['OperationFailed', 0, 'an asynchronous operation failed (in its status\' error, or from its operationResults URL)'],
+];
+
+function document(version) {
+  const codes = ERROR_CODES.map(([c, s, why]) => '- `' + c + '`' + (s ? ' (' + s + ')' : '') + ': ' + why).join('\n');
+  return {
+    swagger: '2.0',
+    info: {
+      title: 'sandboxd',
+      version,
+      description: 'sandboxd: a self-hosted control plane for sandboxes running untrusted code, speaking the Azure Resource Manager protocol for Microsoft.App/sandboxGroups. sandboxGroups and vnetConnections follow Azure\'s published Microsoft.App contract; everything marked x-sandboxd-extension is sandboxd\'s own.\n\nErrors are `{"error":{"code","message","target"?,"details"?}}`. The stable error codes are:\n' + codes,
+    },
+    host: 'localhost',
+    schemes: ['https'],
+    consumes: ['application/json'],
+    produces: ['application/json'],
+    security: [{ azure_auth: ['user_impersonation'] }],
+    securityDefinitions: {
+      azure_auth: {
+        type: 'oauth2',
+        description: 'Azure Active Directory OAuth2 Flow. sandboxd takes a bearer token in the Authorization header.',
+        flow: 'implicit',
+        authorizationUrl: 'https://login.microsoftonline.com/common/oauth2/authorize',
+        scopes: { user_impersonation: 'impersonate your user account' },
+      },
+    },
+    tags: [
+      { name: 'Operations' }, { name: 'OperationStatuses' }, { name: 'SandboxGroups' },
+      { name: 'VnetConnections' }, { name: 'Sandboxes' }, { name: 'EgressPolicies' },
+    ],
+    'x-sandboxd-error-codes': ERROR_CODES.map(([code, status, why]) => ({ code, ...(status ? { status } : {}), description: why })),
+    paths: paths(),
+    'x-ms-paths': xmsPaths(),
+    definitions: DEFINITIONS,
+    parameters: PARAMETERS,
+  };
+}
+
+/* ---------- examples ---------- */
+
+const EX = {
+  sub: '8f2c6b1e-3d4a-4e5f-9a0b-1c2d3e4f5a6b',
+  rg: 'rg1',
+  group: 'agents',
+  location: 'local',
+  time: '2026-07-01T10:00:00Z',
+  time2: '2026-07-01T10:00:03Z',
+  opid: '6b1f0c1e-2b7a-4f0e-9d57-0c5a0f3e8a11',
+};
+const groupId = () => '/subscriptions/' + EX.sub + '/resourceGroups/' + EX.rg + '/providers/Microsoft.App/sandboxGroups/' + EX.group;
+const base = (version) => 'https://localhost/subscriptions/' + EX.sub + '/providers/Microsoft.App/locations/' + EX.location;
+const asyncHeaders = (version, withLocation) => ({
+  ...(withLocation ? { Location: base(version) + '/operationResults/' + EX.opid + '?api-version=' + version } : {}),
+  'Azure-AsyncOperation': base(version) + '/operationStatuses/' + EX.opid + '?api-version=' + version,
+  'Retry-After': '1',
+});
+const systemData = () => ({
+  createdBy: 'dev@example.com', createdByType: 'User', createdAt: EX.time,
+  lastModifiedBy: 'dev@example.com', lastModifiedByType: 'User', lastModifiedAt: EX.time,
+});
+const etag = '"0x8DCA1B2C3D4E5F6"';
+
+function sandboxGroup(state) {
+  return {
+    id: groupId(), name: EX.group, type: 'Microsoft.App/sandboxGroups', location: EX.location,
+    tags: { team: 'research' },
+    identity: { type: 'SystemAssigned', principalId: '1a2b3c4d-0000-4000-8000-000000000001', tenantId: '1a2b3c4d-0000-4000-8000-000000000002' },
+    systemData: systemData(),
+    properties: {
+      environmentId: '/subscriptions/' + EX.sub + '/resourceGroups/' + EX.rg + '/providers/Microsoft.App/managedEnvironments/pool-a',
+      defaultDomain: 'pool-a.sandboxes.example.com',
+      provisioningState: state,
+      sandboxDefaults: { image: 'docker.io/library/python:3.12-slim', cpu: 0.5, memoryMiB: 512, diskMiB: 1024, env: { PIP_NO_CACHE_DIR: '1' }, idleTimeoutSeconds: 300, maxLifetimeSeconds: 86400, isolation: 'process' },
+      scale: { maxSandboxes: 100, readySandboxes: 2 },
+      egressPolicy: 'pypi-only',
+    },
+  };
+}
+const vnetConnection = (state) => ({
+  id: groupId() + '/vnetConnections/vnet1', name: 'vnet1', type: 'Microsoft.App/sandboxGroups/vnetConnections', systemData: systemData(),
+  properties: { provisioningState: state, subnetId: '/subscriptions/' + EX.sub + '/resourceGroups/' + EX.rg + '/providers/Microsoft.Network/virtualNetworks/vnet1/subnets/sandboxes' },
+});
+const sandbox = (state, provisioning) => ({
+  id: groupId() + '/sandboxes/sb1', name: 'sb1', type: 'Microsoft.App/sandboxGroups/sandboxes', systemData: systemData(),
+  properties: {
+    image: 'docker.io/library/python:3.12-slim', cpu: 0.5, memoryMiB: 256, env: { MODE: 'test' }, egressPolicy: 'pypi-only',
+    identity: 'SystemAssigned', idleTimeoutSeconds: 300, isolation: 'process',
+    state, provisioningState: provisioning, host: 'host-1', createdAt: EX.time, lastActivityAt: EX.time2,
+    ...(state === 'Pending' ? {} : { statusMessage: state }),
+  },
+});
+const egressPolicy = () => ({
+  id: groupId() + '/egressPolicies/pypi-only', name: 'pypi-only', type: 'Microsoft.App/sandboxGroups/egressPolicies', systemData: systemData(),
+  properties: {
+    defaultAction: 'Deny',
+    rules: [{ name: 'pypi', action: 'Allow', fqdns: ['pypi.org', 'files.pythonhosted.org'], ports: [443] },
+      { name: 'internal', action: 'Deny', cidrs: ['10.0.0.0/8'] }],
+    provisioningState: 'Succeeded',
+  },
+});
+const writable = (r) => {
+  // What a client sends: no read-only parts.
+  const out = JSON.parse(JSON.stringify(r));
+  for (const k of ['id', 'name', 'type', 'systemData']) delete out[k];
+  if (out.identity) { delete out.identity.principalId; delete out.identity.tenantId; }
+  if (out.properties) {
+    for (const k of ['provisioningState', 'defaultDomain', 'state', 'host', 'createdAt', 'lastActivityAt', 'statusMessage']) delete out.properties[k];
+  }
+  return out;
+};
+
+function examples(version, doc) {
+  const titles = {};
+  for (const section of [doc.paths, doc['x-ms-paths']]) {
+    for (const ops of Object.values(section)) {
+      for (const o of Object.values(ops)) titles[o.operationId] = Object.keys(o['x-ms-examples'])[0];
+    }
+  }
+  const common = { 'api-version': version, subscriptionId: EX.sub, resourceGroupName: EX.rg, sandboxGroupName: EX.group };
+  const sb = { ...common, sandboxName: 'sb1' };
+  const ex = {};
+  const add = (id, parameters, responses) => {
+    if (!titles[id]) throw new Error('example for unknown operation ' + id);
+    ex[id] = { title: titles[id], operationId: id, parameters, responses };
+  };
+  const list = (item) => ({ 200: { body: { value: [item] } } });
+
+  add('Operations_List', { 'api-version': version }, {
+    200: { body: { value: [{ name: 'Microsoft.App/sandboxGroups/read', isDataAction: false, display: { provider: 'Microsoft.App', resource: 'sandboxGroups', operation: 'Get SandboxGroup', description: 'Gets a SandboxGroup.' }, origin: 'user,system' }] } },
+  });
+  add('OperationStatuses_Get', { 'api-version': version, subscriptionId: EX.sub, location: EX.location, operationId: EX.opid }, {
+    200: { body: { id: '/subscriptions/' + EX.sub + '/providers/Microsoft.App/locations/' + EX.location + '/operationStatuses/' + EX.opid, name: EX.opid, status: 'Succeeded', startTime: EX.time, endTime: EX.time2, percentComplete: 100 } },
+  });
+  add('OperationResults_Get', { 'api-version': version, subscriptionId: EX.sub, location: EX.location, operationId: EX.opid }, {
+    202: { headers: asyncHeaders(version, true) },
+    204: {},
+  });
+  add('SandboxGroups_ListBySubscription', { 'api-version': version, subscriptionId: EX.sub }, list(sandboxGroup('Succeeded')));
+  add('SandboxGroups_ListByResourceGroup', { 'api-version': version, subscriptionId: EX.sub, resourceGroupName: EX.rg }, list(sandboxGroup('Succeeded')));
+  add('SandboxGroups_Get', common, { 200: { headers: { ETag: etag }, body: sandboxGroup('Succeeded') } });
+  add('SandboxGroups_CreateOrUpdate', { ...common, resource: writable(sandboxGroup('Succeeded')) }, {
+    200: { headers: { ETag: etag }, body: sandboxGroup('Succeeded') },
+    201: { headers: { ETag: etag, ...asyncHeaders(version, false) }, body: sandboxGroup('InProgress') },
+  });
+  add('SandboxGroups_Update', { ...common, properties: { tags: { team: 'research' }, properties: { scale: { maxSandboxes: 200 } } } }, {
+    200: { headers: { ETag: etag }, body: sandboxGroup('Succeeded') },
+    202: { headers: asyncHeaders(version, true) },
+  });
+  add('SandboxGroups_Delete', common, { 202: { headers: asyncHeaders(version, true) }, 204: {} });
+
+  const vc = { ...common, vnetConnectionName: 'vnet1' };
+  add('VnetConnections_ListBySandboxGroup', common, list(vnetConnection('Succeeded')));
+  add('VnetConnections_Get', vc, { 200: { headers: { ETag: etag }, body: vnetConnection('Succeeded') } });
+  add('VnetConnections_CreateOrUpdate', { ...vc, resource: writable(vnetConnection('Succeeded')) }, {
+    200: { headers: { ETag: etag }, body: vnetConnection('Succeeded') },
+    201: { headers: { ETag: etag }, body: vnetConnection('Succeeded') },
+  });
+  add('VnetConnections_Delete', vc, { 202: { headers: asyncHeaders(version, true) }, 204: {} });
+
+  add('Sandboxes_ListBySandboxGroup', common, list(sandbox('Running', 'Succeeded')));
+  add('Sandboxes_Get', sb, { 200: { headers: { ETag: etag }, body: sandbox('Running', 'Succeeded') } });
+  add('Sandboxes_CreateOrUpdate', { ...sb, resource: writable(sandbox('Running', 'Succeeded')) }, {
+    200: { headers: { ETag: etag }, body: sandbox('Running', 'Succeeded') },
+    201: { headers: { ETag: etag, ...asyncHeaders(version, false) }, body: sandbox('Pending', 'InProgress') },
+  });
+  add('Sandboxes_Delete', sb, { 202: { headers: asyncHeaders(version, true) }, 204: {} });
+  add('Sandboxes_Exec', { ...sb, body: { command: ['sh', '-c', 'echo hi'], env: {}, cwd: '/', stdin: '', timeoutSeconds: 30 } }, {
+    200: { body: { exitCode: 0, stdout: 'hi\n', stderr: '', timedOut: false, durationMs: 3, stdoutTruncated: false, stderrTruncated: false } },
+  });
+  const stateAfter = { Suspend: 'Suspended', Resume: 'Running', Stop: 'Stopped', Start: 'Running' };
+  for (const verb of ['Suspend', 'Resume', 'Stop', 'Start']) {
+    add('Sandboxes_' + verb, sb, { 200: { headers: { ETag: etag }, body: sandbox(stateAfter[verb], 'Succeeded') } });
+  }
+  add('Sandboxes_GetFile', { ...sb, path: '/tmp/a.txt' }, { 200: { body: 'hello\n' } });
+  add('Sandboxes_PutFile', { ...sb, path: '/tmp/a.txt', content: 'hello\n' }, {
+    201: { body: { path: '/tmp/a.txt', size: 6 } },
+  });
+  add('Sandboxes_DeleteFile', { ...sb, path: '/tmp/a.txt' }, { 204: {} });
+  add('Sandboxes_ListFiles', { ...sb, path: '/tmp' }, {
+    200: { body: { value: [{ name: 'a.txt', type: 'file', size: 6, mode: 420, modifiedAt: EX.time2 }, { name: 'data', type: 'dir', size: 4096, mode: 493, modifiedAt: EX.time }] } },
+  });
+
+  const ep = { ...common, egressPolicyName: 'pypi-only' };
+  add('EgressPolicies_ListBySandboxGroup', common, list(egressPolicy()));
+  add('EgressPolicies_Get', ep, { 200: { headers: { ETag: etag }, body: egressPolicy() } });
+  add('EgressPolicies_CreateOrUpdate', { ...ep, resource: writable(egressPolicy()) }, {
+    200: { headers: { ETag: etag }, body: egressPolicy() },
+    201: { headers: { ETag: etag }, body: egressPolicy() },
+  });
+  add('EgressPolicies_Delete', ep, { 202: { headers: asyncHeaders(version, true) }, 204: {} });
+  return ex;
+}
+
+/* ---------- bundling ---------- */
+
+// One self-contained file (no external $ref, no examples), e.g. for GET /openapi.json.
+function bundle(doc, dir) {
+  const out = JSON.parse(JSON.stringify(doc));
+  const loaded = {};
+  const load = (file) => (loaded[file] ||= JSON.parse(fs.readFileSync(path.join(dir, file), 'utf8')));
+  const pending = [];
+  const rewrite = (node) => {
+    if (Array.isArray(node)) return node.forEach(rewrite);
+    if (!node || typeof node !== 'object') return;
+    delete node['x-ms-examples'];
+    if (typeof node.$ref === 'string' && !node.$ref.startsWith('#')) {
+      const [file, pointer] = node.$ref.split('#');
+      const [, section, name] = pointer.split('/');
+      node.$ref = '#/' + section + '/' + name;
+      pending.push([file, section, name]);
+    }
+    for (const v of Object.values(node)) rewrite(v);
+  };
+  rewrite(out);
+  while (pending.length) {
+    const [file, section, name] = pending.shift();
+    out[section] ||= {};
+    if (out[section][name]) continue;
+    const copy = JSON.parse(JSON.stringify(load(file)[section][name]));
+    out[section][name] = copy;
+    // Local references inside the common file stay local, but must come along too.
+    const walk = (node) => {
+      if (Array.isArray(node)) return node.forEach(walk);
+      if (!node || typeof node !== 'object') return;
+      if (typeof node.$ref === 'string' && node.$ref.startsWith('#')) {
+        const [, s, n] = node.$ref.split('/');
+        pending.push([file, s, n]);
+      }
+      for (const v of Object.values(node)) walk(v);
+    };
+    walk(copy);
+  }
+  return out;
+}
+
+/* ---------- output ---------- */
+
+const ROOT = __dirname;
+const json = (v) => JSON.stringify(v, null, 2) + '\n';
+
+function outputs() {
+  const files = {};
+  for (const version of API_VERSIONS) {
+    const doc = document(version);
+    files[path.join(version, 'sandboxGroups.json')] = json(doc);
+    for (const [id, ex] of Object.entries(examples(version, doc))) {
+      files[path.join(version, 'examples', id + '.json')] = json(ex);
+    }
+    files[path.join('bundled', version + '.json')] = json(bundle(doc, path.join(ROOT, version)));
+  }
+  return files;
+}
+
+function main() {
+  const check = process.argv.includes('--check');
+  const files = outputs();
+  let stale = 0;
+  for (const [rel, text] of Object.entries(files)) {
+    const file = path.join(ROOT, rel);
+    const current = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null;
+    if (current === text) continue;
+    if (check) {
+      console.error('stale: openapi/' + rel + ' (run node openapi/generate.js)');
+      stale++;
+    } else {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, text);
+    }
+  }
+  // Examples of operations that no longer exist would otherwise linger unnoticed.
+  for (const version of API_VERSIONS) {
+    const dir = path.join(ROOT, version, 'examples');
+    for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
+      const rel = path.join(version, 'examples', name);
+      if (files[rel]) continue;
+      if (check) {
+        console.error('stray: openapi/' + rel);
+        stale++;
+      } else {
+        fs.unlinkSync(path.join(ROOT, rel));
+      }
+    }
+  }
+  process.exit(stale ? 1 : 0);
+}
+
+if (require.main === module) main();
+module.exports = { document, examples, bundle, API_VERSIONS, NAME_PATTERN };

@@ -1,0 +1,171 @@
+/* driver.h -- the runtime module's private interface: the sandbox record,
+ * the driver ops table every isolation driver implements, and the helpers
+ * (cgroups, seccomp, state files) the drivers share.  Not for other modules.  */
+#ifndef SBX_RUNTIME_DRIVER_H
+#define SBX_RUNTIME_DRIVER_H
+
+#include <linux/filter.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include "runtime/runtime.h"
+
+#define RT_DEFAULT_MEMORY_MIB 512
+#define RT_DEFAULT_DISK_MIB 1024
+#define RT_DEFAULT_PIDS_MAX 1024
+#define RT_DEFAULT_TIMEOUT_MS 30000
+#define RT_DEFAULT_OUTPUT_CAP (1024 * 1024)
+#define RT_MAX_OUTPUT_CAP (64 * 1024 * 1024)
+
+/* Every sandbox gets its own range of host uids and gids, 65536 long;
+ * uid 0 inside is RT_UID_BASE + slot * RT_UID_RANGE outside.  The base sits
+ * far above the ranges distributions hand out in /etc/subuid.  */
+#define RT_UID_BASE 0x40000000u
+#define RT_UID_RANGE 0x10000u
+#define RT_MAX_SLOTS 16384u
+
+typedef struct rt_driver_ops rt_driver_ops_t;
+
+/* One sandbox.  Fields above `lock` are fixed after creation; the rest
+ * change under `lock` held for writing (lifecycle) and are read under it
+ * held for reading (exec launch, files).  */
+typedef struct rt_sandbox {
+    char id[64];
+    const rt_driver_ops_t *ops;
+    char *dir;    /* state_dir/sandboxes/<id> */
+    char *rootfs; /* image rootfs, shared read-only */
+    char *image;
+    double cpu;
+    uint64_t memory_mib, disk_mib;
+    uint32_t pids_max;
+    json_t *env; /* object of strings, owned */
+    unsigned slot;
+    uid_t host_uid; /* uid and gid 0 inside */
+    int64_t created_ms;
+
+    pthread_rwlock_t lock;
+    atomic_int refs;
+    atomic_llong last_activity_ms;
+    atomic_ullong exec_seq;
+    rt_state_t state;
+    char message[256];
+    pid_t init_pid;       /* host pid of the sandbox's pid 1; 0 when stopped */
+    uint64_t init_start;  /* its start time (clock ticks since boot) */
+    int init_pidfd;       /* -1 when stopped */
+    bool init_is_child;   /* ours to reap (false for adopted sandboxes) */
+} rt_sandbox_t;
+
+/* ---- cgroups (cgroup.c) ---------------------------------------------- */
+
+enum { RT_CG_CPU, RT_CG_CPUACCT, RT_CG_MEMORY, RT_CG_PIDS, RT_CG_FREEZER, RT_CG_N };
+
+typedef struct rt_cgroups {
+    bool v2;
+    char *root; /* v2: the cgroup2 mount */
+    char *v1[RT_CG_N]; /* v1: each controller's mount; NULL when absent */
+    char *parent;      /* our parent cgroup name, e.g. "sandboxd" */
+} rt_cgroups_t;
+
+typedef struct rt_cg_limits {
+    double cpu;
+    uint64_t memory_bytes;
+    uint32_t pids_max;
+} rt_cg_limits_t;
+
+int rt_cg_detect(rt_cgroups_t *cg, const char *parent, sbx_error_t *err);
+void rt_cg_done(rt_cgroups_t *cg);
+int rt_cg_create(const rt_cgroups_t *cg, const char *id, const rt_cg_limits_t *lim,
+                 sbx_error_t *err);
+/* Remove the sandbox's cgroups (all processes must be gone).  */
+int rt_cg_destroy(const rt_cgroups_t *cg, const char *id, sbx_error_t *err);
+/* Move `pid` into the sandbox's cgroups.  */
+int rt_cg_attach(const rt_cgroups_t *cg, const char *id, pid_t pid, sbx_error_t *err);
+/* Create an exec's child cgroup `sub` and open the cgroup.procs files a
+ * forked child writes "0" to, to join it (fds[] gets *n entries, at most
+ * RT_CG_N + 1).  */
+int rt_cg_exec_open(const rt_cgroups_t *cg, const char *id, const char *sub, int *fds, int *n,
+                    sbx_error_t *err);
+/* SIGKILL every process of the sandbox (sub NULL) or of one exec's child
+ * cgroup, forks included; waits until they are gone or timeout_ms passes.  */
+int rt_cg_kill(const rt_cgroups_t *cg, const char *id, const char *sub, int timeout_ms,
+               sbx_error_t *err);
+/* Remove an exec's child cgroup unless processes it left still run.  */
+void rt_cg_exec_done(const rt_cgroups_t *cg, const char *id, const char *sub);
+/* Remove every exec child cgroup no process uses any more; only while no
+ * exec is being launched (sb->lock held for writing).  */
+void rt_cg_sweep(const rt_cgroups_t *cg, const char *id);
+int rt_cg_freeze(const rt_cgroups_t *cg, const char *id, bool frozen, sbx_error_t *err);
+bool rt_cg_is_frozen(const rt_cgroups_t *cg, const char *id);
+void rt_cg_usage(const rt_cgroups_t *cg, const char *id, uint64_t *memory_bytes,
+                 uint64_t *cpu_us);
+/* Number of processes in the sandbox's cgroup (-1 on error).  */
+int rt_cg_count(const rt_cgroups_t *cg, const char *id);
+/* Path of the sandbox's cgroup in the pids (v1) or unified (v2) hierarchy.  */
+char *rt_cg_path(const rt_cgroups_t *cg, const char *id);
+
+/* ---- seccomp (seccomp.c) --------------------------------------------- */
+
+/* Build the filter every sandbox process runs under, as a BPF program
+ * that a forked child installs with prctl (no allocation after fork).  */
+int rt_seccomp_build(struct sock_fprog *out, sbx_error_t *err);
+
+/* ---- the runtime ------------------------------------------------------ */
+
+struct rt_runtime {
+    char *state_dir;
+    char *sandboxes_dir;
+    rt_config_t cfg;
+    rt_cgroups_t cg;
+    struct sock_fprog seccomp;
+    int init_memfd; /* the sandbox init binary, sealed */
+    int lock_fd;
+    int cap_last;
+
+    pthread_mutex_t mu; /* guards sbs and slots */
+    rt_sandbox_t **sbs;
+    size_t n_sbs, cap_sbs;
+    uint8_t slots[RT_MAX_SLOTS / 8];
+};
+
+/* For the files API: a referenced, read-locked sandbox and an O_PATH fd on
+ * its root; release both with rt_sandbox_root_close.  */
+int rt_sandbox_root_open(rt_runtime_t *rt, const char *id, rt_sandbox_t **sb, sbx_error_t *err);
+void rt_sandbox_root_close(rt_sandbox_t *sb, int fd);
+
+/* Persist the sandbox's record (called with sb->lock held).  */
+int rt_sandbox_save(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+
+/* ---- drivers ---------------------------------------------------------- */
+
+/* Every op runs with sb->lock held for writing, except exec, which is
+ * called with it held for reading and releases it once the command has
+ * joined the sandbox (it runs on its own after that).  The
+ * runtime keeps sb->state and persists it; ops report through err.  */
+struct rt_driver_ops {
+    const char *name;
+    bool (*usable)(rt_runtime_t *rt);
+    /* Prepare what outlives processes: cgroups, the writable layer.  */
+    int (*create)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    /* Boot the sandbox (after create, or after stop).  */
+    int (*start)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    int (*exec)(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req,
+                rt_exec_result_t *out, sbx_error_t *err);
+    int (*suspend)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    int (*resume)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    /* End every process; the writable layer stays.  */
+    int (*stop)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    /* Remove everything: processes, mounts, cgroups, files.  */
+    int (*destroy)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    /* Look at a sandbox found on disk (or one we run) and set sb->state to
+     * what is really there: adopt a live init, or mark it stopped and
+     * clean up what a dead one left.  */
+    int (*list)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    /* An O_PATH fd on the sandbox's root directory for the files API.  */
+    int (*root_fd)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    void (*usage)(rt_runtime_t *rt, rt_sandbox_t *sb, uint64_t *memory_bytes, uint64_t *cpu_us);
+};
+
+extern const rt_driver_ops_t rt_process_ops;
+
+#endif

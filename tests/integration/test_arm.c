@@ -1,0 +1,1484 @@
+/* test_arm.c -- the ARM API of a real sandboxd over loopback HTTP: every
+ * route of groups and their plain children, the ARM behaviour every handler
+ * keeps, hostile input that must change nothing, and authentication.  */
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "tests/testutil.h"
+
+#define SUB "0b4f8a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b"
+#define SUB_LIST "7d2e9c41-5b3a-4f60-9e8d-112233445566"
+#define API "api-version=2026-07-01"
+#define SUBNET                                                                                     \
+    "/subscriptions/" SUB "/resourceGroups/net/providers/Microsoft.Network/virtualNetworks/v1"     \
+    "/subnets/s1"
+#define ENV_ID "/subscriptions/" SUB "/resourceGroups/env/providers/Microsoft.App/managedEnvironments/Pool-A"
+#define UAI_ID                                                                                     \
+    "/subscriptions/" SUB "/resourceGroups/id/providers/Microsoft.ManagedIdentity"                 \
+    "/userAssignedIdentities/u1"
+
+static tu_server_t srv;
+static char *tmp;
+
+/* ---- the server, one per test case (unchecked fixture) ---- */
+
+static void dump_log(void)
+{
+    _cleanup_free_ char *log = NULL;
+    size_t len;
+    if (srv.log && sbx_read_file(srv.log, &log, &len, NULL) == 0)
+        {
+        /* The end is where the trouble is.  */
+        size_t from = len > 12000 ? len - 12000 : 0;
+        fprintf(stderr, "---- sandboxd log %s (tail) ----\n%s\n----\n", srv.log, log + from);
+    }
+}
+
+static void server_setup(void)
+{
+    tmp = tu_tmpdir("sbx-arm");
+    ck_assert_ptr_nonnull(tmp);
+    _cleanup_free_ char *data = xasprintf("%s/data", tmp);
+    if (tu_server_start(&srv, data, NULL) < 0)
+        dump_log();
+    ck_assert_msg(srv.pid > 0, "sandboxd did not start");
+    ck_assert_ptr_nonnull(srv.token);
+}
+
+static void server_teardown(void)
+{
+    int status = tu_server_stop(&srv);
+    bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!clean) {
+        fprintf(stderr, "sandboxd exit status 0x%x\n", status);
+        dump_log();
+    }
+    tu_server_done(&srv);
+    tu_rmdir(tmp);
+    free(tmp);
+    tmp = NULL;
+    ck_assert_msg(clean, "sandboxd did not exit 0 on SIGTERM (status 0x%x)", status);
+}
+
+/* ---- HTTP ---- */
+
+typedef struct call_opts {
+    const char *body;
+    size_t body_len;
+    const char *content_type;
+    const char *headers[8]; /* NULL-terminated extra "Name: value" */
+    bool no_auth;           /* send no Authorization header */
+    const char *token;      /* instead of the server's */
+    bool raw;               /* add no api-version */
+} call_opts_t;
+
+/* path: absolute URL, or a path (api-version appended unless o->raw).  */
+static long call_ex(const char *method, const char *path, const call_opts_t *o, tu_response_t *r)
+{
+    static const call_opts_t none = {0};
+    if (!o)
+        o = &none;
+    _cleanup_free_ char *url = NULL;
+    if (strncmp(path, "http", 4) == 0)
+        url = xstrdup(path);
+    else
+        url = xasprintf("%s%s%s", srv.base, path,
+                        o->raw ? "" : strchr(path, '?') ? "&" API : "?" API);
+    _cleanup_free_ char *auth =
+        xasprintf("Authorization: Bearer %s", o->token ? o->token : srv.token);
+    const char *hdrs[12];
+    size_t n = 0;
+    if (!o->no_auth)
+        hdrs[n++] = auth;
+    for (size_t i = 0; i < ARRAY_SIZE(o->headers) && o->headers[i]; i++)
+        hdrs[n++] = o->headers[i];
+    hdrs[n] = NULL;
+    tu_request_opts_t t = {.body = o->body, .body_len = o->body_len,
+                           .content_type = o->content_type, .headers = hdrs};
+    ck_assert_msg(tu_http(method, url, &t, r) == 0, "%s %s: no response", method, url);
+    /* Every reply, errors included, carries a request id.  */
+    _cleanup_free_ char *rid = tu_header(r, "x-ms-request-id");
+    ck_assert_msg(rid && strlen(rid) == 36, "%s %s -> %ld without x-ms-request-id", method, url,
+                  r->status);
+    return r->status;
+}
+
+static long call(const char *method, const char *path, const char *body, tu_response_t *r)
+{
+    call_opts_t o = {.body = body};
+    return call_ex(method, path, &o, r);
+}
+
+/* A call whose status must be `want`; returns the parsed body (or NULL)
+ * and the ETag header in etag_out when given.  */
+static json_t *call_want(const char *method, const char *path, const char *body, long want,
+                         char **etag_out)
+{
+    tu_response_t r;
+    long got = call(method, path, body, &r);
+    ck_assert_msg(got == want, "%s %s: want %ld, got %ld: %s", method, path, want, got, r.body);
+    json_t *j = tu_json(&r);
+    if (etag_out)
+        *etag_out = tu_header(&r, "ETag");
+    tu_response_free(&r);
+    return j;
+}
+
+/* The value at a dotted path ("properties.provisioningState") or NULL.  */
+static json_t *jget(json_t *j, const char *path)
+{
+    _cleanup_free_ char *copy = xstrdup(path);
+    char *save = NULL;
+    for (char *k = strtok_r(copy, ".", &save); k && j; k = strtok_r(NULL, ".", &save))
+        j = json_object_get(j, k);
+    return j;
+}
+
+static const char *jstr(json_t *j, const char *path)
+{
+    const char *s = json_string_value(jget(j, path));
+    return s ? s : "(none)";
+}
+
+/* The reply is an ARM error with this status and code.  */
+static void want_error(const tu_response_t *r, long status, const char *code)
+{
+    ck_assert_msg(r->status == status, "want %ld %s, got %ld: %s", status, code, r->status,
+                  r->body);
+    _cleanup_json_ json_t *j = tu_json(r);
+    ck_assert_msg(j != NULL, "error body is not JSON: %s", r->body);
+    ck_assert_msg(json_is_string(jget(j, "error.message")), "no error.message: %s", r->body);
+    ck_assert_msg(strcmp(jstr(j, "error.code"), code) == 0, "want code %s: %s", code, r->body);
+}
+
+static void call_error(const char *method, const char *path, const char *body, long status,
+                       const char *code)
+{
+    tu_response_t r;
+    call(method, path, body, &r);
+    want_error(&r, status, code);
+    tu_response_free(&r);
+}
+
+static char *group_path(const char *sub, const char *rg, const char *name)
+{
+    return xasprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.App/sandboxGroups/%s",
+                     sub, rg, name);
+}
+
+static char *gpath(const char *rg, const char *name)
+{
+    return group_path(SUB, rg, name);
+}
+
+static char *child_path(const char *rg, const char *group, const char *kind, const char *name)
+{
+    _cleanup_free_ char *g = gpath(rg, group);
+    return name ? xasprintf("%s/%s/%s", g, kind, name) : xasprintf("%s/%s", g, kind);
+}
+
+/* Create a group (201) and return its ETag.  */
+static char *create_group(const char *sub, const char *rg, const char *name, const char *body)
+{
+    _cleanup_free_ char *p = group_path(sub, rg, name);
+    char *etag = NULL;
+    json_decref(call_want("PUT", p, body ? body : "{\"location\":\"westeurope\"}", 201, &etag));
+    ck_assert_ptr_nonnull(etag);
+    return etag;
+}
+
+static char *etag_of(const char *path)
+{
+    char *etag = NULL;
+    json_decref(call_want("GET", path, NULL, 200, &etag));
+    ck_assert_ptr_nonnull(etag);
+    return etag;
+}
+
+/* ---- groups ---- */
+
+START_TEST(group_lifecycle)
+{
+    _cleanup_free_ char *p = gpath("crud", "g1");
+    tu_response_t r;
+    ck_assert_int_eq(call("PUT", p, "{\"location\":\"West Europe\",\"tags\":{\"team\":\"a\"}}", &r),
+                     201);
+    json_t *j = tu_json(&r);
+    _cleanup_free_ char *id = xasprintf("/subscriptions/%s/resourceGroups/crud/providers/"
+                                        "Microsoft.App/sandboxGroups/g1", SUB);
+    ck_assert_str_eq(jstr(j, "id"), id);
+    ck_assert_str_eq(jstr(j, "name"), "g1");
+    ck_assert_str_eq(jstr(j, "type"), "Microsoft.App/sandboxGroups");
+    ck_assert_str_eq(jstr(j, "location"), "West Europe");
+    ck_assert_str_eq(jstr(j, "tags.team"), "a");
+    ck_assert_str_eq(jstr(j, "properties.provisioningState"), "Succeeded");
+    ck_assert(json_is_string(jget(j, "systemData.createdAt")));
+    ck_assert_ptr_null(jget(j, "properties.defaultDomain"));
+    json_decref(j);
+    _cleanup_free_ char *etag1 = tu_header(&r, "ETag");
+    _cleanup_free_ char *async = tu_header(&r, "Azure-AsyncOperation");
+    _cleanup_free_ char *retry = tu_header(&r, "Retry-After");
+    ck_assert_msg(etag1 && etag1[0] == '"', "ETag %s", etag1);
+    ck_assert_msg(async && sbx_str_has_prefix(async, srv.base), "Azure-AsyncOperation %s", async);
+    ck_assert_msg(retry && atoi(retry) >= 1, "Retry-After %s", retry);
+    tu_response_free(&r);
+
+    _cleanup_free_ char *etag2 = NULL;
+    j = call_want("PUT", p, "{\"location\":\"westeurope\",\"tags\":{\"team\":\"b\"}}", 200, &etag2);
+    ck_assert_str_eq(jstr(j, "tags.team"), "b");
+    ck_assert_str_eq(jstr(j, "location"), "West Europe"); /* the stored spelling stays */
+    json_decref(j);
+    ck_assert_str_ne(etag1, etag2);
+
+    _cleanup_free_ char *etag3 = NULL;
+    j = call_want("GET", p, NULL, 200, &etag3);
+    ck_assert_str_eq(etag2, etag3);
+    ck_assert_str_eq(jstr(j, "tags.team"), "b");
+    json_decref(j);
+
+    _cleanup_free_ char *etag4 = NULL;
+    j = call_want("PATCH", p, "{\"tags\":{\"x\":\"y\"}}", 200, &etag4);
+    ck_assert_str_eq(jstr(j, "tags.x"), "y");
+    ck_assert_ptr_null(jget(j, "tags.team"));
+    ck_assert_str_eq(jstr(j, "location"), "West Europe");
+    json_decref(j);
+    ck_assert_str_ne(etag3, etag4);
+
+    ck_assert_int_eq(call("DELETE", p, NULL, &r), 202);
+    _cleanup_free_ char *loc = tu_header(&r, "Location");
+    _cleanup_free_ char *async2 = tu_header(&r, "Azure-AsyncOperation");
+    _cleanup_free_ char *retry2 = tu_header(&r, "Retry-After");
+    tu_response_free(&r);
+    ck_assert_msg(loc && strstr(loc, "/operationResults/") && sbx_str_has_prefix(loc, srv.base),
+                  "Location %s", loc);
+    ck_assert_msg(async2 && strstr(async2, "/operationStatuses/"), "Azure-AsyncOperation %s",
+                  async2);
+    ck_assert_msg(retry2 && atoi(retry2) >= 1, "Retry-After %s", retry2);
+
+    call_error("GET", p, NULL, 404, "ResourceNotFound");
+    ck_assert_int_eq(call("DELETE", p, NULL, &r), 204);
+    ck_assert_uint_eq(r.body_len, 0);
+    tu_response_free(&r);
+
+    /* The delete's operation: Succeeded, with both times, named by its id.  */
+    j = call_want("GET", async2, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "status"), "Succeeded");
+    ck_assert(json_is_string(jget(j, "startTime")));
+    ck_assert(json_is_string(jget(j, "endTime")));
+    ck_assert_msg(strstr(async2, jstr(j, "name")) != NULL, "name %s", jstr(j, "name"));
+    ck_assert_msg(strstr(async2, jstr(j, "id")) != NULL, "id %s", jstr(j, "id"));
+    json_decref(j);
+    ck_assert_int_eq(call("GET", loc, NULL, &r), 204);
+    tu_response_free(&r);
+
+    /* The create's operation too.  */
+    j = call_want("GET", async, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "status"), "Succeeded");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(operation_status_unknown)
+{
+    char path[256];
+    snprintf(path, sizeof(path),
+             "/subscriptions/%s/providers/Microsoft.App/locations/westeurope/operationStatuses/"
+             "00000000-1111-2222-3333-444444444444",
+             SUB);
+    call_error("GET", path, NULL, 404, "OperationNotFound");
+    /* A real operation asked for under another location or subscription.  */
+    _cleanup_free_ char *p = gpath("opx", "g1");
+    tu_response_t r;
+    ck_assert_int_eq(call("PUT", p, "{\"location\":\"westeurope\"}", &r), 201);
+    _cleanup_free_ char *async = tu_header(&r, "Azure-AsyncOperation");
+    tu_response_free(&r);
+    ck_assert_ptr_nonnull(async);
+    const char *tail = strstr(async, "/operationStatuses/");
+    ck_assert_ptr_nonnull(tail);
+    _cleanup_free_ char *op = xstrndup(tail + 19, strcspn(tail + 19, "?"));
+    snprintf(path, sizeof(path),
+             "/subscriptions/%s/providers/Microsoft.App/locations/eastus/operationStatuses/%s",
+             SUB, op);
+    call_error("GET", path, NULL, 404, "OperationNotFound");
+    snprintf(path, sizeof(path),
+             "/subscriptions/%s/providers/Microsoft.App/locations/westeurope/operationStatuses/%s",
+             SUB_LIST, op);
+    call_error("GET", path, NULL, 404, "OperationNotFound");
+}
+END_TEST
+
+START_TEST(patch_missing_group)
+{
+    _cleanup_free_ char *p = gpath("crud", "nothing-here");
+    call_error("PATCH", p, "{\"tags\":{}}", 404, "ResourceNotFound");
+    call_error("GET", p, NULL, 404, "ResourceNotFound");
+}
+END_TEST
+
+/* Follow nextLink from the first page; every name once, pages of <= top.  */
+static json_t *collect_pages(const char *first, size_t top, size_t *pages)
+{
+    json_t *names = json_object();
+    _cleanup_free_ char *url = xstrdup(first);
+    *pages = 0;
+    while (url) {
+        json_t *j = call_want("GET", url, NULL, 200, NULL);
+        json_t *value = json_object_get(j, "value");
+        ck_assert(json_is_array(value));
+        ck_assert_uint_le(json_array_size(value), top);
+        size_t i;
+        json_t *v;
+        json_array_foreach(value, i, v) {
+            const char *name = jstr(v, "name");
+            ck_assert_msg(!json_object_get(names, name), "%s listed twice", name);
+            json_object_set_new(names, name, json_true());
+            ck_assert_str_eq(jstr(v, "type"), "Microsoft.App/sandboxGroups");
+        }
+        json_t *next = json_object_get(j, "nextLink");
+        free(url);
+        url = NULL;
+        if (next && !json_is_null(next)) {
+            ck_assert(json_is_string(next));
+            ck_assert_msg(sbx_str_has_prefix(json_string_value(next), srv.base), "nextLink %s",
+                          json_string_value(next));
+            url = xstrdup(json_string_value(next));
+        }
+        json_decref(j);
+        ck_assert_uint_lt(++*pages, 20);
+    }
+    return names;
+}
+
+START_TEST(list_paging)
+{
+    const char *names[] = {"p1", "P2", "p3", "p4", "p5"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+        free(create_group(SUB_LIST, i < 3 ? "paging-a" : "paging-b", names[i], NULL));
+    free(create_group(SUB, "paging-a", "other-sub", NULL));
+
+    size_t pages;
+    char path[256];
+    snprintf(path, sizeof(path),
+             "/subscriptions/%s/resourceGroups/PAGING-A/providers/Microsoft.App/sandboxGroups"
+             "?$top=2&" API,
+             SUB_LIST);
+    _cleanup_free_ char *url = xasprintf("%s%s", srv.base, path);
+    json_t *got = collect_pages(url, 2, &pages);
+    ck_assert_uint_eq(json_object_size(got), 3);
+    ck_assert_ptr_nonnull(json_object_get(got, "P2")); /* created casing */
+    ck_assert_uint_eq(pages, 2);
+    json_decref(got);
+
+    snprintf(path, sizeof(path), "/subscriptions/%s/providers/Microsoft.App/sandboxGroups?$top=2&" API,
+             SUB_LIST);
+    free(url);
+    url = xasprintf("%s%s", srv.base, path);
+    got = collect_pages(url, 2, &pages);
+    ck_assert_uint_eq(json_object_size(got), 5);
+    ck_assert_ptr_null(json_object_get(got, "other-sub"));
+    ck_assert_uint_eq(pages, 3);
+    json_decref(got);
+
+    /* Without $top: one page.  */
+    snprintf(path, sizeof(path), "/subscriptions/%s/providers/Microsoft.App/sandboxGroups", SUB_LIST);
+    json_t *j = call_want("GET", path, NULL, 200, NULL);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "value")), 5);
+    json_t *next = json_object_get(j, "nextLink");
+    ck_assert(!next || json_is_null(next));
+    json_decref(j);
+
+    /* An empty list is a list.  */
+    snprintf(path, sizeof(path),
+             "/subscriptions/%s/resourceGroups/empty/providers/Microsoft.App/sandboxGroups", SUB);
+    j = call_want("GET", path, NULL, 200, NULL);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "value")), 0);
+    json_decref(j);
+
+    const char *bad_tops[] = {"0", "-1", "abc", "2x", "100000", ""};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_tops); i++) {
+        snprintf(path, sizeof(path),
+                 "/subscriptions/%s/providers/Microsoft.App/sandboxGroups?$top=%s", SUB_LIST,
+                 bad_tops[i]);
+        call_error("GET", path, NULL, 400, "InvalidParameter");
+    }
+}
+END_TEST
+
+START_TEST(vnet_connections)
+{
+    free(create_group(SUB, "vnet", "g1", NULL));
+    _cleanup_free_ char *v1 = child_path("vnet", "g1", "vnetConnections", "v1");
+    _cleanup_free_ char *v2 = child_path("vnet", "g1", "vnetConnections", "V2");
+    _cleanup_free_ char *list = child_path("vnet", "g1", "vnetConnections", NULL);
+    const char *body = "{\"properties\":{\"subnetId\":\"" SUBNET "\"}}";
+
+    char *etag1 = NULL, *etag2 = NULL;
+    json_t *j = call_want("PUT", v1, body, 201, &etag1);
+    ck_assert_str_eq(jstr(j, "type"), "Microsoft.App/sandboxGroups/vnetConnections");
+    ck_assert_str_eq(jstr(j, "name"), "v1");
+    ck_assert_str_eq(jstr(j, "properties.subnetId"), SUBNET);
+    ck_assert_str_eq(jstr(j, "properties.provisioningState"), "Succeeded");
+    ck_assert_ptr_null(jget(j, "location"));
+    _cleanup_free_ char *id = xasprintf("%s", v1);
+    ck_assert_str_eq(jstr(j, "id"), id);
+    json_decref(j);
+    json_decref(call_want("PUT", v1, body, 200, &etag2));
+    ck_assert_str_ne(etag1, etag2);
+    free(etag1);
+    free(etag2);
+    json_decref(call_want("PUT", v2, body, 201, NULL));
+    j = call_want("GET", v1, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "properties.subnetId"), SUBNET);
+    json_decref(j);
+
+    j = call_want("GET", list, NULL, 200, NULL);
+    json_t *value = json_object_get(j, "value");
+    ck_assert_uint_eq(json_array_size(value), 2);
+    ck_assert_str_eq(jstr(json_array_get(value, 0), "name"), "v1");
+    ck_assert_str_eq(jstr(json_array_get(value, 1), "name"), "V2");
+    json_decref(j);
+
+    call_error("PUT", v1, "{\"properties\":{}}", 400, "InvalidRequestContent");
+    call_error("PUT", v1, "{}", 400, "InvalidRequestContent");
+    call_error("PUT", v1, "{\"properties\":{\"subnetId\":\"not-an-id\"}}", 400,
+               "InvalidRequestContent");
+    call_error("PUT", v1, "{\"properties\":{\"subnetId\":42}}", 400, "InvalidRequestContent");
+    /* The id of something that is not a subnet.  */
+    call_error("PUT", v1,
+               "{\"properties\":{\"subnetId\":\"/subscriptions/" SUB "/resourceGroups/net/providers/"
+               "Microsoft.Network/virtualNetworks/v1\"}}",
+               400, "InvalidRequestContent");
+    _cleanup_free_ char *orphan = child_path("vnet", "missing", "vnetConnections", "v1");
+    call_error("PUT", orphan, body, 404, "ParentResourceNotFound");
+    _cleanup_free_ char *orphans = child_path("vnet", "missing", "vnetConnections", NULL);
+    call_error("GET", orphans, NULL, 404, "ParentResourceNotFound");
+    _cleanup_free_ char *badname = child_path("vnet", "g1", "vnetConnections", "bad_name");
+    call_error("PUT", badname, body, 400, "InvalidResourceName");
+
+    /* Children are proxy resources: no PATCH.  */
+    tu_response_t r;
+    ck_assert_int_eq(call("PATCH", v1, body, &r), 405);
+    _cleanup_free_ char *allow = tu_header(&r, "Allow");
+    ck_assert_msg(allow && strstr(allow, "PUT") && !strstr(allow, "PATCH"), "Allow %s", allow);
+    tu_response_free(&r);
+
+    /* Delete one, then the parent: its children go with it.  */
+    ck_assert_int_eq(call("DELETE", v2, NULL, &r), 202);
+    _cleanup_free_ char *loc = tu_header(&r, "Location");
+    ck_assert_ptr_nonnull(loc);
+    tu_response_free(&r);
+    call_error("GET", v2, NULL, 404, "ResourceNotFound");
+    ck_assert_int_eq(call("DELETE", v2, NULL, &r), 204);
+    tu_response_free(&r);
+
+    _cleanup_free_ char *g = gpath("vnet", "g1");
+    ck_assert_int_eq(call("DELETE", g, NULL, &r), 202);
+    tu_response_free(&r);
+    call_error("GET", v1, NULL, 404, "ResourceNotFound");
+    call_error("GET", list, NULL, 404, "ParentResourceNotFound");
+    /* Recreating the group does not bring the children back.  */
+    free(create_group(SUB, "vnet", "g1", NULL));
+    j = call_want("GET", list, NULL, 200, NULL);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "value")), 0);
+    json_decref(j);
+    call_error("GET", v1, NULL, 404, "ResourceNotFound");
+}
+END_TEST
+
+START_TEST(egress_policies)
+{
+    free(create_group(SUB, "egress", "g1", NULL));
+    _cleanup_free_ char *p = child_path("egress", "g1", "egressPolicies", "web");
+    _cleanup_free_ char *list = child_path("egress", "g1", "egressPolicies", NULL);
+
+    json_t *j = call_want("PUT", p, "{\"properties\":{}}", 201, NULL);
+    ck_assert_str_eq(jstr(j, "type"), "Microsoft.App/sandboxGroups/egressPolicies");
+    ck_assert_str_eq(jstr(j, "properties.defaultAction"), "Deny");
+    ck_assert_uint_eq(json_array_size(jget(j, "properties.rules")), 0);
+    json_decref(j);
+
+    const char *good =
+        "{\"properties\":{\"defaultAction\":\"Deny\",\"rules\":["
+        "{\"name\":\"pypi\",\"action\":\"Allow\",\"fqdns\":[\"pypi.org\","
+        "\"*.githubusercontent.com\"],\"ports\":[443]},"
+        "{\"name\":\"nets\",\"action\":\"Allow\",\"cidrs\":[\"10.0.0.0/8\",\"fd00::/8\","
+        "\"192.0.2.1\"]},"
+        "{\"name\":\"block\",\"action\":\"Deny\",\"fqdns\":[\"evil.example\"]}]}}";
+    j = call_want("PUT", p, good, 200, NULL);
+    json_t *rules = jget(j, "properties.rules");
+    ck_assert_uint_eq(json_array_size(rules), 3);
+    ck_assert_str_eq(jstr(json_array_get(rules, 0), "name"), "pypi");
+    ck_assert_str_eq(jstr(json_array_get(rules, 2), "action"), "Deny");
+    json_decref(j);
+    _cleanup_free_ char *before = etag_of(p);
+
+    json_decref(call_want("PUT", p, "{\"properties\":{\"defaultAction\":\"Allow\"}}", 200, NULL));
+    j = call_want("GET", p, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "properties.defaultAction"), "Allow");
+    json_decref(j);
+    json_decref(call_want("PUT", p, good, 200, NULL));
+    free(before);
+    before = etag_of(p);
+
+    static const char *const bad[] = {
+        "{\"properties\":{\"defaultAction\":\"Maybe\"}}",
+        "{\"properties\":{\"defaultAction\":\"allow\"}}",
+        "{\"properties\":{\"defaultAction\":1}}",
+        "{\"properties\":{\"rules\":{}}}",
+        "{\"properties\":{\"rules\":[\"x\"]}}",
+        "{\"properties\":{\"rules\":[{\"action\":\"Allow\"}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Permit\"}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\"},"
+        "{\"name\":\"A\",\"action\":\"Deny\"}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"fqdns\":[\"bad name\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"fqdns\":[\"*.*.x\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"fqdns\":[\"a..b\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"fqdns\":[\"\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"fqdns\":\"pypi.org\"}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"10.0.0.0/33\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"fd00::/129\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"10.0.0.0/\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"300.1.1.1\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"ports\":[0]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"ports\":[65536]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"ports\":[\"443\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"ports\":[44.5]}]}}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        tu_response_t r;
+        call("PUT", p, bad[i], &r);
+        ck_assert_msg(r.status == 400, "%s: want 400, got %ld", bad[i], r.status);
+        _cleanup_json_ json_t *e = tu_json(&r);
+        ck_assert_msg(sbx_str_has_prefix(jstr(e, "error.target"), "properties."),
+                      "%s: target %s", bad[i], r.body);
+        tu_response_free(&r);
+    }
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+
+    _cleanup_free_ char *p2 = child_path("egress", "g1", "egressPolicies", "two");
+    json_decref(call_want("PUT", p2, "{\"properties\":{\"defaultAction\":\"Allow\"}}", 201, NULL));
+    j = call_want("GET", list, NULL, 200, NULL);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "value")), 2);
+    json_decref(j);
+    tu_response_t r;
+    ck_assert_int_eq(call("DELETE", p2, NULL, &r), 202);
+    tu_response_free(&r);
+    call_error("GET", p2, NULL, 404, "ResourceNotFound");
+
+    /* A group names its default policy; the name must be a valid name.  */
+    _cleanup_free_ char *g = gpath("egress", "g1");
+    j = call_want("PUT", g, "{\"location\":\"westeurope\",\"properties\":{\"egressPolicy\":\"web\"}}",
+                  200, NULL);
+    ck_assert_str_eq(jstr(j, "properties.egressPolicy"), "web");
+    json_decref(j);
+    call_error("PUT", g, "{\"location\":\"westeurope\",\"properties\":{\"egressPolicy\":\"no/pe\"}}",
+               400, "InvalidRequestContent");
+}
+END_TEST
+
+START_TEST(provider_operations_and_openapi)
+{
+    json_t *j = call_want("GET", "/providers/Microsoft.App/operations", NULL, 200, NULL);
+    json_t *value = json_object_get(j, "value");
+    ck_assert_uint_gt(json_array_size(value), 0);
+    bool has_group_write = false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(value, i, v) {
+        ck_assert(json_is_string(json_object_get(v, "name")));
+        ck_assert(json_is_object(json_object_get(v, "display")));
+        if (strcmp(jstr(v, "name"), "Microsoft.App/sandboxGroups/write") == 0)
+            has_group_write = true;
+    }
+    ck_assert(has_group_write);
+    json_decref(j);
+    tu_response_t r;
+    ck_assert_int_eq(call("POST", "/providers/Microsoft.App/operations", "{}", &r), 405);
+    tu_response_free(&r);
+
+    /* The description is public; 404 only while it is not built in.  */
+    call_opts_t o = {.no_auth = true, .raw = true};
+    call_ex("GET", "/openapi.json", &o, &r);
+    ck_assert_msg(r.status == 200 || r.status == 404, "openapi: %ld", r.status);
+    if (r.status == 200) {
+        _cleanup_json_ json_t *doc = tu_json(&r);
+        ck_assert_msg(doc && strcmp(jstr(doc, "swagger"), "2.0") == 0, "not Swagger 2.0");
+        ck_assert(json_is_object(json_object_get(doc, "paths")));
+    }
+    tu_response_free(&r);
+}
+END_TEST
+
+/* ---- ARM behaviour ---- */
+
+START_TEST(case_insensitive_paths)
+{
+    free(create_group(SUB, "Case-RG", "MyGroup", NULL));
+    char path[300];
+    snprintf(path, sizeof(path),
+             "/SUBSCRIPTIONS/%s/RESOURCEGROUPS/case-rg/PROVIDERS/MICROSOFT.APP/SANDBOXGROUPS/"
+             "MYGROUP",
+             SUB);
+    json_t *j = call_want("GET", path, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "name"), "MyGroup");
+    _cleanup_free_ char *id = gpath("Case-RG", "MyGroup");
+    ck_assert_str_eq(jstr(j, "id"), id);
+    json_decref(j);
+    /* Doubled leading slash.  */
+    _cleanup_free_ char *dbl = xasprintf("/%s", id);
+    j = call_want("GET", dbl, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "name"), "MyGroup");
+    json_decref(j);
+    /* A PUT under another casing replaces, keeping the created casing.  */
+    _cleanup_free_ char *lower = gpath("case-rg", "mygroup");
+    j = call_want("PUT", lower, "{\"location\":\"westeurope\",\"tags\":{\"k\":\"v\"}}", 200, NULL);
+    ck_assert_str_eq(jstr(j, "name"), "MyGroup");
+    ck_assert_str_eq(jstr(j, "id"), id);
+    json_decref(j);
+    /* Children, addressed in upper case, too.  */
+    snprintf(path, sizeof(path), "%s/VNETCONNECTIONS/Vc1", lower);
+    json_decref(call_want("PUT", path, "{\"properties\":{\"subnetId\":\"" SUBNET "\"}}", 201, NULL));
+    _cleanup_free_ char *child = child_path("CASE-RG", "mygroup", "vnetconnections", "VC1");
+    j = call_want("GET", child, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "name"), "Vc1");
+    _cleanup_free_ char *child_id = xasprintf("%s/vnetConnections/Vc1", id);
+    ck_assert_str_eq(jstr(j, "id"), child_id);
+    json_decref(j);
+    /* A trailing slash is fine; an empty segment in the middle is not a route.  */
+    _cleanup_free_ char *trail = xasprintf("%s/", id);
+    json_decref(call_want("GET", trail, NULL, 200, NULL));
+    _cleanup_free_ char *gap = xasprintf("/subscriptions/%s//resourceGroups/case-rg/providers/"
+                                         "Microsoft.App/sandboxGroups/mygroup", SUB);
+    call_error("GET", gap, NULL, 404, "NotFound");
+}
+END_TEST
+
+START_TEST(api_version_rules)
+{
+    _cleanup_free_ char *p = gpath("ver", "g1");
+    free(create_group(SUB, "ver", "g1", NULL));
+    tu_response_t r;
+    call_opts_t raw = {.raw = true};
+    call_ex("GET", p, &raw, &r);
+    want_error(&r, 400, "MissingApiVersionParameter");
+    tu_response_free(&r);
+    _cleanup_free_ char *bad = xasprintf("%s?api-version=2020-01-01", p);
+    call_ex("GET", bad, &raw, &r);
+    want_error(&r, 400, "InvalidApiVersionParameter");
+    tu_response_free(&r);
+    _cleanup_free_ char *junk = xasprintf("%s?api-version=%%FF%%FE", p);
+    call_ex("GET", junk, &raw, &r);
+    want_error(&r, 400, "InvalidApiVersionParameter");
+    tu_response_free(&r);
+    _cleanup_free_ char *old = xasprintf("%s?api-version=2026-01-01", p);
+    call_ex("GET", old, &raw, &r);
+    ck_assert_int_eq(r.status, 200);
+    tu_response_free(&r);
+    /* A PUT without api-version writes nothing.  */
+    _cleanup_free_ char *before = etag_of(p);
+    call_opts_t put_raw = {.raw = true, .body = "{\"location\":\"westeurope\"}"};
+    call_ex("PUT", p, &put_raw, &r);
+    want_error(&r, 400, "MissingApiVersionParameter");
+    tu_response_free(&r);
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+    /* The subscription must be a GUID.  */
+    _cleanup_free_ char *nosub = group_path("not-a-guid", "ver", "g1");
+    call_error("GET", nosub, NULL, 400, "InvalidSubscriptionId");
+}
+END_TEST
+
+START_TEST(unknown_routes_and_methods)
+{
+    free(create_group(SUB, "routes", "g1", NULL));
+    const char *unknown[] = {
+        "/",
+        "/foo",
+        "/subscriptions",
+        "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.App/otherThings/x",
+        "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.Other/sandboxGroups/g1",
+        "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.App/sandboxGroups/g1/"
+        "widgets/w1",
+        "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.App/sandboxGroups/g1/"
+        "vnetConnections/v1/extra",
+        "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.App/sandboxGroups/g1/"
+        "vnetConnections/v1/extra/more/and/more",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(unknown); i++) {
+        tu_response_t r;
+        call("GET", unknown[i], NULL, &r);
+        ck_assert_msg(r.status == 404, "%s: %ld", unknown[i], r.status);
+        want_error(&r, 404, "NotFound");
+        tu_response_free(&r);
+    }
+    static const struct {
+        const char *method, *path, *allow;
+    } wrong[] = {
+        {"POST", "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.App/"
+                 "sandboxGroups/g1", "GET, PUT, PATCH, DELETE"},
+        {"PATCH", "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.App/"
+                  "sandboxGroups/g1/egressPolicies/e1", "GET, PUT, DELETE"},
+        {"DELETE", "/subscriptions/" SUB "/resourceGroups/routes/providers/Microsoft.App/"
+                   "sandboxGroups", "GET"},
+        {"PUT", "/subscriptions/" SUB "/providers/Microsoft.App/sandboxGroups", "GET"},
+        {"DELETE", "/subscriptions/" SUB "/providers/Microsoft.App/locations/westeurope/"
+                   "operationStatuses/x", "GET"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(wrong); i++) {
+        tu_response_t r;
+        call(wrong[i].method, wrong[i].path, NULL, &r);
+        want_error(&r, 405, "MethodNotAllowed");
+        _cleanup_free_ char *allow = tu_header(&r, "Allow");
+        ck_assert_msg(allow && strcmp(allow, wrong[i].allow) == 0, "%s %s: Allow %s",
+                      wrong[i].method, wrong[i].path, allow);
+        tu_response_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(content_type_rules)
+{
+    _cleanup_free_ char *p = gpath("ctype", "g1");
+    free(create_group(SUB, "ctype", "g1", NULL));
+    _cleanup_free_ char *before = etag_of(p);
+    const char *bad[] = {"text/plain", "application/xml", "application/jsonx",
+                         "application/x-www-form-urlencoded"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        call_opts_t o = {.body = "{\"location\":\"westeurope\"}", .content_type = bad[i]};
+        tu_response_t r;
+        call_ex("PUT", p, &o, &r);
+        want_error(&r, 415, "UnsupportedMediaType");
+        tu_response_free(&r);
+        call_ex("PATCH", p, &o, &r);
+        want_error(&r, 415, "UnsupportedMediaType");
+        tu_response_free(&r);
+    }
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+    /* Parameters and case do not matter.  */
+    call_opts_t ok = {.body = "{\"location\":\"westeurope\"}",
+                      .content_type = "Application/JSON; charset=utf-8"};
+    tu_response_t r;
+    ck_assert_int_eq(call_ex("PUT", p, &ok, &r), 200);
+    tu_response_free(&r);
+}
+END_TEST
+
+START_TEST(request_ids)
+{
+    _cleanup_free_ char *p = gpath("ids", "g1");
+    call_opts_t o = {.headers = {"x-ms-client-request-id: 3f0e7a62-client-chosen"}};
+    tu_response_t r;
+    call_ex("GET", p, &o, &r); /* a 404 echoes it too */
+    ck_assert_int_eq(r.status, 404);
+    _cleanup_free_ char *echo = tu_header(&r, "x-ms-client-request-id");
+    ck_assert_msg(echo && strcmp(echo, "3f0e7a62-client-chosen") == 0, "echo %s", echo);
+    _cleanup_free_ char *rid1 = tu_header(&r, "x-ms-request-id");
+    tu_response_free(&r);
+    call_ex("GET", p, &o, &r);
+    _cleanup_free_ char *rid2 = tu_header(&r, "x-ms-request-id");
+    tu_response_free(&r);
+    ck_assert_str_ne(rid1, rid2);
+    /* Errors before any handler (auth) carry one as well.  */
+    call_opts_t anon = {.no_auth = true};
+    call_ex("GET", p, &anon, &r);
+    ck_assert_int_eq(r.status, 401);
+    tu_response_free(&r);
+}
+END_TEST
+
+START_TEST(etag_preconditions)
+{
+    _cleanup_free_ char *p = gpath("etag", "g1");
+    const char *body = "{\"location\":\"westeurope\"}";
+    /* If-Match on something absent: 412, nothing created.  */
+    call_opts_t o = {.body = body, .headers = {"If-Match: *"}};
+    tu_response_t r;
+    call_ex("PUT", p, &o, &r);
+    want_error(&r, 412, "PreconditionFailed");
+    tu_response_free(&r);
+    call_error("GET", p, NULL, 404, "ResourceNotFound");
+
+    /* If-None-Match: * creates only when absent.  */
+    o = (call_opts_t){.body = body, .headers = {"If-None-Match: *"}};
+    ck_assert_int_eq(call_ex("PUT", p, &o, &r), 201);
+    _cleanup_free_ char *etag = tu_header(&r, "ETag");
+    tu_response_free(&r);
+    call_ex("PUT", p, &o, &r);
+    want_error(&r, 412, "PreconditionFailed");
+    tu_response_free(&r);
+    _cleanup_free_ char *same = etag_of(p);
+    ck_assert_str_eq(etag, same);
+
+    /* If-Match with the current etag succeeds, with a stale one fails.  */
+    _cleanup_free_ char *hdr = xasprintf("If-Match: %s", etag);
+    o = (call_opts_t){.body = "{\"location\":\"westeurope\",\"tags\":{\"a\":\"1\"}}",
+                      .headers = {hdr}};
+    ck_assert_int_eq(call_ex("PUT", p, &o, &r), 200);
+    _cleanup_free_ char *etag2 = tu_header(&r, "ETag");
+    tu_response_free(&r);
+    ck_assert_str_ne(etag, etag2);
+    call_ex("PUT", p, &o, &r);
+    want_error(&r, 412, "PreconditionFailed");
+    tu_response_free(&r);
+    call_ex("PATCH", p, &o, &r);
+    want_error(&r, 412, "PreconditionFailed");
+    tu_response_free(&r);
+    call_opts_t del = {.headers = {hdr}};
+    call_ex("DELETE", p, &del, &r);
+    want_error(&r, 412, "PreconditionFailed");
+    tu_response_free(&r);
+    _cleanup_free_ char *still = etag_of(p);
+    ck_assert_str_eq(still, etag2);
+
+    /* A conditional GET.  */
+    _cleanup_free_ char *inm = xasprintf("If-None-Match: %s", etag2);
+    call_opts_t get = {.headers = {inm}};
+    ck_assert_int_eq(call_ex("GET", p, &get, &r), 304);
+    tu_response_free(&r);
+
+    _cleanup_free_ char *hdr2 = xasprintf("If-Match: %s", etag2);
+    o = (call_opts_t){.body = "{\"tags\":{\"b\":\"2\"}}", .headers = {hdr2}};
+    ck_assert_int_eq(call_ex("PATCH", p, &o, &r), 200);
+    _cleanup_free_ char *etag3 = tu_header(&r, "ETag");
+    tu_response_free(&r);
+    _cleanup_free_ char *hdr3 = xasprintf("If-Match: %s", etag3);
+    del = (call_opts_t){.headers = {hdr3}};
+    ck_assert_int_eq(call_ex("DELETE", p, &del, &r), 202);
+    tu_response_free(&r);
+}
+END_TEST
+
+START_TEST(system_data_kept)
+{
+    _cleanup_free_ char *p = gpath("sysdata", "g1");
+    json_t *a = call_want("PUT", p, "{\"location\":\"westeurope\"}", 201, NULL);
+    const char *created = jstr(a, "systemData.createdAt");
+    ck_assert_str_eq(created, jstr(a, "systemData.lastModifiedAt"));
+    ck_assert(json_is_string(jget(a, "systemData.createdBy")));
+    ck_assert(json_is_string(jget(a, "systemData.createdByType")));
+    /* Timestamps have millisecond resolution; make the next write later.  */
+    int64_t t0 = sbx_now_ms();
+    while (sbx_now_ms() < t0 + 5)
+        usleep(1000);
+    json_t *b = call_want("PUT", p, "{\"location\":\"westeurope\",\"tags\":{\"x\":\"1\"}}", 200, NULL);
+    ck_assert_str_eq(jstr(b, "systemData.createdAt"), created);
+    ck_assert_str_ne(jstr(b, "systemData.lastModifiedAt"), created);
+    t0 = sbx_now_ms();
+    while (sbx_now_ms() < t0 + 5)
+        usleep(1000);
+    json_t *c = call_want("PATCH", p, "{\"tags\":{}}", 200, NULL);
+    ck_assert_str_eq(jstr(c, "systemData.createdAt"), created);
+    ck_assert_str_ne(jstr(c, "systemData.lastModifiedAt"), jstr(b, "systemData.lastModifiedAt"));
+    /* A client cannot write systemData.  */
+    json_t *d = call_want("PUT", p,
+                          "{\"location\":\"westeurope\",\"systemData\":{\"createdAt\":"
+                          "\"2001-01-01T00:00:00Z\",\"createdBy\":\"mallory\"}}",
+                          200, NULL);
+    ck_assert_str_eq(jstr(d, "systemData.createdAt"), created);
+    ck_assert_str_ne(jstr(d, "systemData.createdBy"), "mallory");
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    json_decref(d);
+}
+END_TEST
+
+/* az resource update: GET, change a tag, PUT the whole document back.  */
+START_TEST(get_modify_put)
+{
+    _cleanup_free_ char *p = gpath("roundtrip", "g1");
+    json_decref(call_want("PUT", p,
+                          "{\"location\":\"westeurope\",\"identity\":{\"type\":\"SystemAssigned\"},"
+                          "\"properties\":{\"environmentId\":\"" ENV_ID "\",\"sandboxDefaults\":"
+                          "{\"cpu\":0.5,\"memoryMiB\":256},\"scale\":{\"maxSandboxes\":10}}}",
+                          201, NULL));
+    json_t *doc = call_want("GET", p, NULL, 200, NULL);
+    const char *principal = jstr(doc, "identity.principalId");
+    ck_assert_str_ne(principal, "(none)");
+    _cleanup_free_ char *principal_copy = xstrdup(principal);
+    json_object_set_new(jget(doc, "tags"), "owner", json_string("me"));
+    /* Everything read-only goes back as it was read, and then some.  */
+    json_object_set_new(jget(doc, "properties"), "provisioningState", json_string("Failed"));
+    json_object_set_new(jget(doc, "properties"), "defaultDomain", json_string("evil.example"));
+    json_object_set_new(doc, "etag", json_string("\"whatever\""));
+    _cleanup_free_ char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    json_t *j = call_want("PUT", p, body, 200, NULL);
+    ck_assert_str_eq(jstr(j, "tags.owner"), "me");
+    ck_assert_str_eq(jstr(j, "properties.provisioningState"), "Succeeded");
+    ck_assert_str_eq(jstr(j, "properties.defaultDomain"), "pool-a.sandboxd.internal");
+    ck_assert_str_eq(jstr(j, "properties.environmentId"), ENV_ID);
+    ck_assert_str_eq(jstr(j, "identity.principalId"), principal_copy);
+    ck_assert_str_eq(jstr(j, "name"), "g1");
+    ck_assert_str_eq(jstr(j, "type"), "Microsoft.App/sandboxGroups");
+    ck_assert(json_real_value(jget(j, "properties.sandboxDefaults.cpu")) == 0.5);
+    json_decref(j);
+
+    /* Other ids, names and types in the body change nothing either.  */
+    json_decref(call_want("PUT", p,
+                          "{\"id\":\"/subscriptions/x/resourceGroups/y/providers/Microsoft.App/"
+                          "sandboxGroups/other\",\"name\":\"other\",\"type\":\"Microsoft.Foo/bar\","
+                          "\"location\":\"westeurope\",\"properties\":{\"environmentId\":\"" ENV_ID
+                          "\"}}",
+                          200, NULL));
+    j = call_want("GET", p, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "name"), "g1");
+    ck_assert_str_eq(jstr(j, "type"), "Microsoft.App/sandboxGroups");
+    json_decref(j);
+    _cleanup_free_ char *other = gpath("roundtrip", "other");
+    call_error("GET", other, NULL, 404, "ResourceNotFound");
+}
+END_TEST
+
+START_TEST(environment_link_once)
+{
+    _cleanup_free_ char *p = gpath("envs", "g1");
+    json_t *j = call_want("PUT", p, "{\"location\":\"westeurope\"}", 201, NULL);
+    ck_assert_ptr_null(jget(j, "properties.environmentId"));
+    ck_assert_ptr_null(jget(j, "properties.defaultDomain"));
+    json_decref(j);
+    /* Set later by PATCH.  */
+    j = call_want("PATCH", p, "{\"properties\":{\"environmentId\":\"" ENV_ID "\"}}", 200, NULL);
+    ck_assert_str_eq(jstr(j, "properties.environmentId"), ENV_ID);
+    ck_assert_str_eq(jstr(j, "properties.defaultDomain"), "pool-a.sandboxd.internal");
+    json_decref(j);
+    _cleanup_free_ char *linked = etag_of(p);
+
+    tu_response_t r;
+    call("PUT", p, "{\"location\":\"westeurope\"}", &r); /* omits it */
+    want_error(&r, 409, "EnvironmentIdCannotChange");
+    tu_response_free(&r);
+    call("PUT", p,
+         "{\"location\":\"westeurope\",\"properties\":{\"environmentId\":\"/subscriptions/" SUB
+         "/resourceGroups/env/providers/Microsoft.App/managedEnvironments/Pool-B\"}}",
+         &r);
+    want_error(&r, 409, "EnvironmentIdCannotChange");
+    tu_response_free(&r);
+    call("PUT", p, "{\"location\":\"westeurope\",\"properties\":{\"environmentId\":null}}", &r);
+    want_error(&r, 409, "EnvironmentIdCannotChange");
+    tu_response_free(&r);
+    call("PATCH", p, "{\"properties\":{\"environmentId\":null}}", &r);
+    want_error(&r, 409, "EnvironmentIdCannotChange");
+    tu_response_free(&r);
+    _cleanup_free_ char *still = etag_of(p);
+    ck_assert_str_eq(linked, still);
+
+    /* PATCH omitting it keeps it; the same id in another casing is the same link.  */
+    j = call_want("PATCH", p, "{\"tags\":{\"a\":\"b\"}}", 200, NULL);
+    ck_assert_str_eq(jstr(j, "properties.environmentId"), ENV_ID);
+    ck_assert_str_eq(jstr(j, "properties.defaultDomain"), "pool-a.sandboxd.internal");
+    json_decref(j);
+    j = call_want("PATCH", p, "{\"properties\":{\"scale\":{\"maxSandboxes\":3}}}", 200, NULL);
+    ck_assert_str_eq(jstr(j, "properties.environmentId"), ENV_ID);
+    json_decref(j);
+    _cleanup_free_ char *upper = xstrdup(ENV_ID);
+    for (char *c = upper; *c; c++)
+        *c = (char)toupper((unsigned char)*c);
+    _cleanup_free_ char *same = xasprintf(
+        "{\"location\":\"westeurope\",\"properties\":{\"environmentId\":\"%s\"}}", upper);
+    j = call_want("PUT", p, same, 200, NULL);
+    ck_assert_str_eq(jstr(j, "properties.environmentId"), ENV_ID);
+    json_decref(j);
+
+    /* Not an ARM id.  */
+    _cleanup_free_ char *p2 = gpath("envs", "g2");
+    call_error("PUT", p2, "{\"location\":\"westeurope\",\"properties\":{\"environmentId\":\"pool\"}}",
+               400, "InvalidRequestContent");
+    call_error("PUT", p2, "{\"location\":\"westeurope\",\"properties\":{\"environmentId\":7}}",
+               400, "InvalidRequestContent");
+    call_error("GET", p2, NULL, 404, "ResourceNotFound");
+    /* Set at creation.  */
+    j = call_want("PUT", p2,
+                  "{\"location\":\"westeurope\",\"properties\":{\"environmentId\":\"" ENV_ID "\"}}",
+                  201, NULL);
+    ck_assert_str_eq(jstr(j, "properties.defaultDomain"), "pool-a.sandboxd.internal");
+    json_decref(j);
+}
+END_TEST
+
+static char *many_tags(size_t n, size_t key_len, size_t value_len)
+{
+    json_t *tags = json_object();
+    _cleanup_free_ char *k = xmalloc(key_len + 1);
+    _cleanup_free_ char *v = xmalloc(value_len + 1);
+    memset(v, 'v', value_len);
+    v[value_len] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        snprintf(k, key_len + 1, "%0*zu", (int)key_len, i); /* distinct, key_len long */
+        json_object_set_new(tags, k, json_string(v));
+    }
+    json_t *doc = json_pack("{s:s,s:o}", "location", "westeurope", "tags", tags);
+    char *s = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return s;
+}
+
+static char *repeat(char c, size_t n)
+{
+    char *s = xmalloc(n + 1);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+START_TEST(tag_limits)
+{
+    _cleanup_free_ char *p = gpath("tags", "g1");
+    _cleanup_free_ char *ok = many_tags(50, 512, 256);
+    json_t *j = call_want("PUT", p, ok, 201, NULL);
+    ck_assert_uint_eq(json_object_size(json_object_get(j, "tags")), 50);
+    json_decref(j);
+    _cleanup_free_ char *before = etag_of(p);
+    _cleanup_free_ char *too_many = many_tags(51, 8, 8);
+    _cleanup_free_ char *long_key = many_tags(1, 513, 8);
+    _cleanup_free_ char *long_value = many_tags(1, 8, 257);
+    call_error("PUT", p, too_many, 400, "InvalidTags");
+    call_error("PUT", p, long_key, 400, "InvalidTags");
+    call_error("PUT", p, long_value, 400, "InvalidTags");
+    call_error("PATCH", p, "{\"tags\":{\"a\":1}}", 400, "InvalidTags");
+    call_error("PATCH", p, "{\"tags\":{\"a/b\":\"x\"}}", 400, "InvalidTags");
+    call_error("PATCH", p, "{\"tags\":{\"\":\"x\"}}", 400, "InvalidTags");
+    call_error("PATCH", p, too_many, 400, "InvalidTags");
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+    /* Non-ASCII tags are fine.  */
+    j = call_want("PATCH", p, "{\"tags\":{\"caf\xc3\xa9\":\"\xe6\x97\xa5\xe6\x9c\xac\"}}", 200,
+                  NULL);
+    ck_assert_str_eq(jstr(j, "tags.caf\xc3\xa9"), "\xe6\x97\xa5\xe6\x9c\xac");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(invalid_names)
+{
+    _cleanup_free_ char *n64 = repeat('a', 64);
+    const char *bad_names[] = {"-lead", "under_score", "dot.ted", "sp%20ace", "caf%C3%A9", n64};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_names); i++) {
+        _cleanup_free_ char *p = gpath("names", bad_names[i]);
+        tu_response_t r;
+        call("PUT", p, "{\"location\":\"westeurope\"}", &r);
+        ck_assert_msg(r.status == 400, "%s: %ld", bad_names[i], r.status);
+        want_error(&r, 400, "InvalidResourceName");
+        tu_response_free(&r);
+    }
+    _cleanup_free_ char *rg91 = repeat('r', 91);
+    const char *bad_rgs[] = {"ends-in-dot.", "sp%20ace", "semi;colon", rg91};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_rgs); i++) {
+        _cleanup_free_ char *p = gpath(bad_rgs[i], "g1");
+        tu_response_t r;
+        call("PUT", p, "{\"location\":\"westeurope\"}", &r);
+        want_error(&r, 400, "InvalidResourceGroupName");
+        tu_response_free(&r);
+    }
+    /* Edges that are valid: 63 characters starting with a digit; 90
+     * characters of a resource group with ( ) . _ in it.  */
+    _cleanup_free_ char *n63 = repeat('b', 63);
+    n63[0] = '0';
+    _cleanup_free_ char *rg90 = repeat('r', 90);
+    memcpy(rg90, "a.b_c(d)", 8);
+    _cleanup_free_ char *edge = gpath(rg90, n63);
+    json_decref(call_want("PUT", edge, "{\"location\":\"westeurope\"}", 201, NULL));
+    /* A bad group name in a child's path.  */
+    _cleanup_free_ char *c = child_path("names", "bad_group", "egressPolicies", "e1");
+    call_error("PUT", c, "{\"properties\":{}}", 400, "InvalidResourceName");
+}
+END_TEST
+
+START_TEST(location_rules)
+{
+    _cleanup_free_ char *p = gpath("loc", "g1");
+    call_error("PUT", p, "{}", 400, "LocationRequired");
+    call_error("PUT", p, "{\"tags\":{}}", 400, "LocationRequired");
+    call_error("PUT", p, "{\"location\":null}", 400, "LocationRequired");
+    call_error("PUT", p, "{\"location\":\"\"}", 400, "InvalidRequestContent");
+    call_error("PUT", p, "{\"location\":42}", 400, "InvalidRequestContent");
+    call_error("GET", p, NULL, 404, "ResourceNotFound");
+    free(create_group(SUB, "loc", "g1", "{\"location\":\"West Europe\"}"));
+    _cleanup_free_ char *before = etag_of(p);
+    call_error("PUT", p, "{\"location\":\"eastus\"}", 409, "InvalidResourceLocation");
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+    /* The same location spelled differently is no move.  */
+    json_t *j = call_want("PUT", p, "{\"location\":\"WESTEUROPE\"}", 200, NULL);
+    ck_assert_str_eq(jstr(j, "location"), "West Europe");
+    json_decref(j);
+    /* PATCH keeps the location.  */
+    j = call_want("PATCH", p, "{\"tags\":{\"k\":\"v\"}}", 200, NULL);
+    ck_assert_str_eq(jstr(j, "location"), "West Europe");
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(identity_shapes)
+{
+    _cleanup_free_ char *p = gpath("ident", "g1");
+    json_t *j = call_want("PUT", p,
+                          "{\"location\":\"westeurope\",\"identity\":{\"type\":\"SystemAssigned\"}}",
+                          201, NULL);
+    ck_assert_str_eq(jstr(j, "identity.type"), "SystemAssigned");
+    _cleanup_free_ char *principal = xstrdup(jstr(j, "identity.principalId"));
+    _cleanup_free_ char *tenant = xstrdup(jstr(j, "identity.tenantId"));
+    ck_assert_uint_eq(strlen(principal), 36);
+    ck_assert_uint_eq(strlen(tenant), 36);
+    json_decref(j);
+    /* Stable across replaces.  */
+    j = call_want("PUT", p,
+                  "{\"location\":\"westeurope\",\"identity\":{\"type\":\"systemassigned\","
+                  "\"principalId\":\"00000000-0000-0000-0000-000000000000\"}}",
+                  200, NULL);
+    ck_assert_str_eq(jstr(j, "identity.type"), "SystemAssigned");
+    ck_assert_str_eq(jstr(j, "identity.principalId"), principal);
+    ck_assert_str_eq(jstr(j, "identity.tenantId"), tenant);
+    json_decref(j);
+
+    j = call_want("PUT", p,
+                  "{\"location\":\"westeurope\",\"identity\":{\"type\":\"SystemAssigned, "
+                  "UserAssigned\",\"userAssignedIdentities\":{\"" UAI_ID "\":{}}}}",
+                  200, NULL);
+    ck_assert_str_eq(jstr(j, "identity.type"), "SystemAssigned,UserAssigned");
+    json_t *uai = jget(j, "identity.userAssignedIdentities");
+    ck_assert_uint_eq(json_object_size(uai), 1);
+    json_t *entry = json_object_get(uai, UAI_ID);
+    ck_assert_msg(entry && json_is_string(json_object_get(entry, "principalId")) &&
+                      json_is_string(json_object_get(entry, "clientId")),
+                  "user identity entry");
+    json_decref(j);
+
+    _cleanup_free_ char *before = etag_of(p);
+    static const char *const bad[] = {
+        "{\"location\":\"westeurope\",\"identity\":\"SystemAssigned\"}",
+        "{\"location\":\"westeurope\",\"identity\":{}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"Bogus\"}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":7}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"UserAssigned\"}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"UserAssigned\","
+        "\"userAssignedIdentities\":{}}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"UserAssigned\","
+        "\"userAssignedIdentities\":[\"" UAI_ID "\"]}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"UserAssigned\","
+        "\"userAssignedIdentities\":{\"not-an-id\":{}}}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"UserAssigned\","
+        "\"userAssignedIdentities\":{\"/subscriptions/" SUB "/resourceGroups/id/providers/"
+        "Microsoft.Compute/virtualMachines/vm1\":{}}}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"UserAssigned\","
+        "\"userAssignedIdentities\":{\"" UAI_ID "\":\"x\"}}}",
+        "{\"location\":\"westeurope\",\"identity\":{\"type\":\"SystemAssigned\","
+        "\"userAssignedIdentities\":{\"" UAI_ID "\":{}}}}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        tu_response_t r;
+        call("PUT", p, bad[i], &r);
+        ck_assert_msg(r.status == 400, "%s: want 400, got %ld %s", bad[i], r.status, r.body);
+        _cleanup_json_ json_t *e = tu_json(&r);
+        ck_assert_msg(sbx_str_has_prefix(jstr(e, "error.target"), "identity"), "%s: %s", bad[i],
+                      r.body);
+        tu_response_free(&r);
+    }
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+
+    /* None, and a PUT without identity, drop it.  */
+    j = call_want("PUT", p, "{\"location\":\"westeurope\",\"identity\":{\"type\":\"None\"}}", 200,
+                  NULL);
+    ck_assert_str_eq(jstr(j, "identity.type"), "None");
+    ck_assert_ptr_null(jget(j, "identity.principalId"));
+    json_decref(j);
+    j = call_want("PUT", p, "{\"location\":\"westeurope\"}", 200, NULL);
+    ck_assert_ptr_null(jget(j, "identity.principalId"));
+    json_decref(j);
+}
+END_TEST
+
+START_TEST(group_properties_validation)
+{
+    _cleanup_free_ char *p = gpath("props", "g1");
+    json_t *j = call_want("PUT", p,
+                          "{\"location\":\"westeurope\",\"properties\":{\"sandboxDefaults\":{"
+                          "\"image\":\"docker.io/library/python:3.12-slim\",\"cpu\":1.5,"
+                          "\"memoryMiB\":512,\"diskMiB\":1024,\"env\":{\"A_B\":\"c\"},"
+                          "\"idleTimeoutSeconds\":300,\"maxLifetimeSeconds\":3600,"
+                          "\"isolation\":\"process\"},\"scale\":{\"maxSandboxes\":5,"
+                          "\"readySandboxes\":2}}}",
+                          201, NULL);
+    ck_assert_str_eq(jstr(j, "properties.sandboxDefaults.image"), "docker.io/library/python:3.12-slim");
+    ck_assert_int_eq(json_integer_value(jget(j, "properties.scale.readySandboxes")), 2);
+    json_decref(j);
+    _cleanup_free_ char *before = etag_of(p);
+    static const char *const bad[] = {
+        "{\"sandboxDefaults\":[]}",
+        "{\"sandboxDefaults\":{\"cpu\":\"1\"}}",
+        "{\"sandboxDefaults\":{\"cpu\":0}}",
+        "{\"sandboxDefaults\":{\"cpu\":1000}}",
+        "{\"sandboxDefaults\":{\"memoryMiB\":1}}",
+        "{\"sandboxDefaults\":{\"memoryMiB\":256.5}}",
+        "{\"sandboxDefaults\":{\"memoryMiB\":true}}",
+        "{\"sandboxDefaults\":{\"image\":\"bad image\"}}",
+        "{\"sandboxDefaults\":{\"image\":\"../../etc\"}}",
+        "{\"sandboxDefaults\":{\"image\":\"\"}}",
+        "{\"sandboxDefaults\":{\"env\":{\"1BAD\":\"x\"}}}",
+        "{\"sandboxDefaults\":{\"env\":{\"A\":1}}}",
+        "{\"sandboxDefaults\":{\"env\":[]}}",
+        "{\"sandboxDefaults\":{\"isolation\":\"chroot\"}}",
+        "{\"sandboxDefaults\":{\"idleTimeoutSeconds\":-1}}",
+        "{\"scale\":7}",
+        "{\"scale\":{\"maxSandboxes\":-1}}",
+        "{\"scale\":{\"maxSandboxes\":1,\"readySandboxes\":2}}",
+        "{\"egressPolicy\":5}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        _cleanup_free_ char *body = xasprintf("{\"location\":\"westeurope\",\"properties\":%s}",
+                                              bad[i]);
+        tu_response_t r;
+        call("PUT", p, body, &r);
+        ck_assert_msg(r.status == 400, "%s: want 400, got %ld %s", bad[i], r.status, r.body);
+        _cleanup_json_ json_t *e = tu_json(&r);
+        ck_assert_msg(sbx_str_has_prefix(jstr(e, "error.target"), "properties"), "%s: %s",
+                      bad[i], r.body);
+        tu_response_free(&r);
+        _cleanup_free_ char *patch = xasprintf("{\"properties\":%s}", bad[i]);
+        call("PATCH", p, patch, &r);
+        ck_assert_msg(r.status == 400, "PATCH %s: want 400, got %ld", bad[i], r.status);
+        tu_response_free(&r);
+    }
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+    /* PATCH merges: scale changes, sandboxDefaults stay.  */
+    j = call_want("PATCH", p, "{\"properties\":{\"scale\":{\"maxSandboxes\":9}}}", 200, NULL);
+    ck_assert_int_eq(json_integer_value(jget(j, "properties.scale.maxSandboxes")), 9);
+    ck_assert_int_eq(json_integer_value(jget(j, "properties.sandboxDefaults.memoryMiB")), 512);
+    json_decref(j);
+}
+END_TEST
+
+/* ---- hostile input changes nothing ---- */
+
+static char *nested(size_t depth)
+{
+    size_t len = strlen("{\"location\":\"westeurope\",\"tags\":") + 2 * depth + 2;
+    char *s = xmalloc(len + 1);
+    char *o = s + sprintf(s, "{\"location\":\"westeurope\",\"tags\":");
+    memset(o, '[', depth);
+    memset(o + depth, ']', depth);
+    strcpy(o + 2 * depth, "}");
+    return s;
+}
+
+START_TEST(bad_input_changes_nothing)
+{
+    _cleanup_free_ char *p = gpath("hostile", "g1");
+    free(create_group(SUB, "hostile", "g1",
+                      "{\"location\":\"westeurope\",\"tags\":{\"keep\":\"me\"}}"));
+    _cleanup_free_ char *before = etag_of(p);
+
+    _cleanup_free_ char *deep = nested(100000);
+    _cleanup_free_ char *deep_props = NULL;
+    {
+        /* Deep but under the parser's own limit, inside a free-form spot.  */
+        size_t d = 1000;
+        char *s = xmalloc(200 + 2 * d);
+        char *o = s + sprintf(s, "{\"location\":\"westeurope\",\"properties\":{\"scale\":{\"x\":");
+        memset(o, '[', d);
+        memset(o + d, ']', d);
+        strcpy(o + 2 * d, "}}}");
+        deep_props = s;
+    }
+    static const char *const cases[] = {
+        "{\"location\":",
+        "{\"location\":\"westeurope\",}",
+        "{\"location\":\"westeurope\"} trailing",
+        "[{\"location\":\"westeurope\"}]",
+        "\"westeurope\"",
+        "null",
+        "{\"location\":\"westeurope\",\"tags\":\"k=v\"}",
+        "{\"location\":\"westeurope\",\"tags\":[\"k\"]}",
+        "{\"location\":\"westeurope\",\"properties\":[]}",
+        "{\"location\":\"westeurope\",\"properties\":\"x\"}",
+        "{\"location\":\"westeurope\",\"properties\":{\"sandboxDefaults\":{\"cpu\":\"2\"}}}",
+        "{\"location\":\"westeurope\",\"location\":\"eastus\"}",
+        "{\"location\":\"westeurope\",\"tags\":{\"a\":\"\\u0000\"}}",
+        "{\"location\":\"west\\ud800europe\"}",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        tu_response_t r;
+        call("PUT", p, cases[i], &r);
+        ck_assert_msg(r.status == 400, "%s: want 400, got %ld %s", cases[i], r.status, r.body);
+        tu_response_free(&r);
+        call("PATCH", p, cases[i], &r);
+        ck_assert_msg(r.status == 400, "PATCH %s: want 400, got %ld", cases[i], r.status);
+        tu_response_free(&r);
+    }
+    /* Bytes that are not UTF-8, a NUL byte, an empty body.  */
+    static const struct {
+        const char *b;
+        size_t n;
+    } raw[] = {
+        {"{\"location\":\"westeurope\",\"tags\":{\"a\":\"\xff\xfe\"}}", 0},
+        {"{\"location\":\"west\xc0\xaf" "europe\"}", 0},
+        {"{\"location\":\"westeurope\"}\0garbage", 33},
+        {"{\"location\":\"\xed\xa0\x80\"}", 0},
+        {"", 0},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(raw); i++) {
+        call_opts_t o = {.body = raw[i].b, .body_len = raw[i].n};
+        tu_response_t r;
+        call_ex("PUT", p, &o, &r);
+        want_error(&r, 400, "InvalidRequestContent");
+        tu_response_free(&r);
+    }
+    /* Nesting past the parser's limit, and deep junk in a free-form spot.  */
+    tu_response_t r;
+    call("PUT", p, deep, &r);
+    want_error(&r, 400, "InvalidRequestContent");
+    tu_response_free(&r);
+    call("PUT", p, deep_props, &r);
+    want_error(&r, 400, "InvalidRequestContent");
+    tu_response_free(&r);
+
+    /* Larger than 1 MiB: 413 (announced, and chunked).  */
+    size_t big_len = (1u << 20) + 100;
+    _cleanup_free_ char *big = xmalloc(big_len + 1);
+    memset(big, ' ', big_len);
+    memcpy(big, "{\"location\":\"westeurope\",\"tags\":{}", 34);
+    big[big_len - 1] = '}';
+    big[big_len] = '\0';
+    call("PUT", p, big, &r);
+    want_error(&r, 413, "RequestEntityTooLarge");
+    tu_response_free(&r);
+    call_opts_t chunked = {.body = big, .headers = {"Transfer-Encoding: chunked"}};
+    call_ex("PUT", p, &chunked, &r);
+    want_error(&r, 413, "RequestEntityTooLarge");
+    tu_response_free(&r);
+
+    /* A GET or DELETE with a body.  */
+    call("GET", p, "{}", &r);
+    want_error(&r, 400, "InvalidRequestContent");
+    tu_response_free(&r);
+    call("DELETE", p, "{}", &r);
+    want_error(&r, 400, "InvalidRequestContent");
+    tu_response_free(&r);
+
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+    json_t *j = call_want("GET", p, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "tags.keep"), "me");
+    ck_assert_str_eq(jstr(j, "location"), "westeurope");
+    json_decref(j);
+
+    /* None of that created anything either.  */
+    _cleanup_free_ char *fresh = gpath("hostile", "never");
+    call("PUT", fresh, "{\"location\":", &r);
+    tu_response_free(&r);
+    call("PUT", fresh, big, &r);
+    tu_response_free(&r);
+    call_error("GET", fresh, NULL, 404, "ResourceNotFound");
+}
+END_TEST
+
+/* ---- authentication ---- */
+
+START_TEST(authentication)
+{
+    _cleanup_free_ char *p = gpath("auth", "g1");
+    free(create_group(SUB, "auth", "g1", NULL));
+    tu_response_t r;
+    call_opts_t anon = {.no_auth = true};
+    call_ex("GET", p, &anon, &r);
+    want_error(&r, 401, "AuthenticationFailed");
+    _cleanup_free_ char *www = tu_header(&r, "WWW-Authenticate");
+    ck_assert_msg(www && sbx_str_has_prefix(www, "Bearer"), "WWW-Authenticate %s", www);
+    tu_response_free(&r);
+
+    call_opts_t wrong = {.token = "0123456789abcdef0123456789abcdef"};
+    call_ex("GET", p, &wrong, &r);
+    want_error(&r, 401, "InvalidAuthenticationToken");
+    tu_response_free(&r);
+    _cleanup_free_ char *prefix = xstrndup(srv.token, strlen(srv.token) - 1);
+    call_opts_t partial = {.token = prefix};
+    call_ex("GET", p, &partial, &r);
+    want_error(&r, 401, "InvalidAuthenticationToken");
+    tu_response_free(&r);
+    _cleanup_free_ char *longer = xasprintf("%sx", srv.token);
+    call_opts_t extra = {.token = longer};
+    call_ex("GET", p, &extra, &r);
+    want_error(&r, 401, "InvalidAuthenticationToken");
+    tu_response_free(&r);
+    _cleanup_free_ char *basic = xasprintf("Authorization: Basic %s", srv.token);
+    call_opts_t other_scheme = {.no_auth = true, .headers = {basic}};
+    call_ex("GET", p, &other_scheme, &r);
+    want_error(&r, 401, "InvalidAuthenticationToken");
+    tu_response_free(&r);
+
+    /* Unauthenticated writes write nothing.  */
+    _cleanup_free_ char *before = etag_of(p);
+    call_opts_t anon_put = {.no_auth = true, .body = "{\"location\":\"westeurope\"}"};
+    call_ex("PUT", p, &anon_put, &r);
+    ck_assert_int_eq(r.status, 401);
+    tu_response_free(&r);
+    call_ex("DELETE", p, &anon, &r);
+    ck_assert_int_eq(r.status, 401);
+    tu_response_free(&r);
+    _cleanup_free_ char *after = etag_of(p);
+    ck_assert_str_eq(before, after);
+
+    /* Health and the API description are public.  */
+    call_opts_t pub = {.no_auth = true, .raw = true};
+    ck_assert_int_eq(call_ex("GET", "/healthz", &pub, &r), 200);
+    tu_response_free(&r);
+    call_ex("GET", "/openapi.json", &pub, &r);
+    ck_assert_int_ne(r.status, 401);
+    tu_response_free(&r);
+}
+END_TEST
+
+static Suite *arm_suite(void)
+{
+    Suite *s = suite_create("arm");
+    TCase *routes = tcase_create("routes");
+    tcase_add_unchecked_fixture(routes, server_setup, server_teardown);
+    tcase_add_test(routes, group_lifecycle);
+    tcase_add_test(routes, operation_status_unknown);
+    tcase_add_test(routes, patch_missing_group);
+    tcase_add_test(routes, list_paging);
+    tcase_add_test(routes, vnet_connections);
+    tcase_add_test(routes, egress_policies);
+    tcase_add_test(routes, provider_operations_and_openapi);
+    suite_add_tcase(s, routes);
+
+    TCase *arm = tcase_create("behaviour");
+    tcase_add_unchecked_fixture(arm, server_setup, server_teardown);
+    tcase_add_test(arm, case_insensitive_paths);
+    tcase_add_test(arm, api_version_rules);
+    tcase_add_test(arm, unknown_routes_and_methods);
+    tcase_add_test(arm, content_type_rules);
+    tcase_add_test(arm, request_ids);
+    tcase_add_test(arm, etag_preconditions);
+    tcase_add_test(arm, system_data_kept);
+    tcase_add_test(arm, get_modify_put);
+    tcase_add_test(arm, environment_link_once);
+    tcase_add_test(arm, tag_limits);
+    tcase_add_test(arm, invalid_names);
+    tcase_add_test(arm, location_rules);
+    tcase_add_test(arm, identity_shapes);
+    tcase_add_test(arm, group_properties_validation);
+    suite_add_tcase(s, arm);
+
+    TCase *hostile = tcase_create("hostile");
+    tcase_add_unchecked_fixture(hostile, server_setup, server_teardown);
+    tcase_add_test(hostile, bad_input_changes_nothing);
+    tcase_add_test(hostile, authentication);
+    suite_add_tcase(s, hostile);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(arm_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}

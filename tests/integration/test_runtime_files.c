@@ -1,0 +1,253 @@
+/* test_runtime_files.c -- the files API on process-driver sandboxes: read,
+ * write, list and delete inside the sandbox's filesystem, and the path
+ * tricks (`..`, absolute and relative symlinks out, symlink/dir swaps
+ * racing us, FIFOs) that must never reach the host.  */
+#include <pthread.h>
+
+#include "tests/integration/test_runtime_fixture.h"
+
+START_TEST(test_runtime_files_basic)
+{
+    fx_create("fs-basic", NULL);
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_file_write(fx_rt, "fs-basic", "/tmp/a.txt", "hello", 5, &err) == 0, "%s",
+                  err.msg);
+    rt_exec_result_t r = fx_sh("fs-basic", "cat /tmp/a.txt; echo; stat -c %u /tmp/a.txt");
+    ck_assert_str_eq(r.out, "hello\n0\n");
+    rt_exec_result_done(&r);
+    /* Overwrite, and files the sandbox made.  */
+    ck_assert(rt_file_write(fx_rt, "fs-basic", "/tmp/a.txt", "hi", 2, &err) == 0);
+    r = fx_sh("fs-basic", "printf 'made inside' > /root/in.txt");
+    rt_exec_result_done(&r);
+    char *data;
+    size_t len;
+    ck_assert(rt_file_read(fx_rt, "fs-basic", "/tmp/a.txt", 0, &data, &len, &err) == 0);
+    ck_assert_uint_eq(len, 2);
+    ck_assert_str_eq(data, "hi");
+    free(data);
+    ck_assert(rt_file_read(fx_rt, "fs-basic", "root/in.txt", 0, &data, &len, &err) == 0);
+    ck_assert_str_eq(data, "made inside");
+    free(data);
+    /* Image files read through the overlay.  */
+    ck_assert(rt_file_read(fx_rt, "fs-basic", "/etc/image-marker", 0, &data, &len, &err) == 0);
+    ck_assert_str_eq(data, "image\n");
+    free(data);
+    /* Parents are made as needed, owned by the sandbox's root.  */
+    ck_assert_msg(rt_file_write(fx_rt, "fs-basic", "/work/deep/er/f.bin", "\0\1\2", 3, &err) == 0,
+                  "%s", err.msg);
+    r = fx_sh("fs-basic", "stat -c %u /work/deep; wc -c < /work/deep/er/f.bin");
+    ck_assert_str_eq(r.out, "0\n3\n");
+    rt_exec_result_done(&r);
+
+    rt_dirent_t *ents;
+    size_t n;
+    ck_assert(rt_file_list(fx_rt, "fs-basic", "/tmp", &ents, &n, &err) == 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(ents[0].name, "a.txt");
+    ck_assert_str_eq(ents[0].type, "file");
+    ck_assert_uint_eq(ents[0].size, 2);
+    ck_assert_uint_eq(ents[0].mode, 0644);
+    ck_assert_int_gt(ents[0].modified_ms, 0);
+    rt_dirents_free(ents, n);
+    ck_assert(rt_file_list(fx_rt, "fs-basic", "/", &ents, &n, &err) == 0);
+    bool saw_bin = false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ents[i].name, "bin") == 0)
+            saw_bin = strcmp(ents[i].type, "dir") == 0;
+    ck_assert(saw_bin);
+    rt_dirents_free(ents, n);
+    ck_assert(rt_file_list(fx_rt, "fs-basic", "/bin", &ents, &n, &err) == 0);
+    bool saw_link = false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ents[i].name, "sh") == 0)
+            saw_link = strcmp(ents[i].type, "symlink") == 0;
+    ck_assert(saw_link);
+    rt_dirents_free(ents, n);
+
+    /* Delete a file, then a whole tree.  */
+    ck_assert(rt_file_delete(fx_rt, "fs-basic", "/tmp/a.txt", &err) == 0);
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-basic", "/tmp/a.txt", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    ck_assert_int_eq(rt_file_delete(fx_rt, "fs-basic", "/tmp/a.txt", &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    ck_assert_msg(rt_file_delete(fx_rt, "fs-basic", "/work", &err) == 0, "%s", err.msg);
+    r = fx_sh("fs-basic", "ls /work 2>&1 >/dev/null | wc -l");
+    ck_assert_str_eq(r.out, "1\n");
+    rt_exec_result_done(&r);
+    /* Deleting an image file hides it in this sandbox only.  */
+    ck_assert(rt_file_delete(fx_rt, "fs-basic", "/etc/image-marker", &err) == 0);
+    _cleanup_free_ char *m = fx_path("etc/image-marker");
+    ck_assert_int_eq(access(m, F_OK), 0);
+}
+END_TEST
+
+START_TEST(test_runtime_files_bad_requests)
+{
+    rt_spec_t spec = {.disk_mib = 8};
+    fx_create("fs-bad", &spec);
+    sbx_error_t err = {0};
+    char *data;
+    size_t len;
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-bad", "", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+    ck_assert_int_eq(rt_file_delete(fx_rt, "fs-bad", "/", &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+    ck_assert_int_eq(rt_file_delete(fx_rt, "fs-bad", "/tmp/..", &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+    ck_assert_int_eq(rt_file_write(fx_rt, "fs-bad", "/", "x", 1, &err), -1);
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-bad", "/tmp", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+    ck_assert_int_eq(rt_file_read(fx_rt, "nope", "/tmp/x", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    rt_dirent_t *ents;
+    size_t n;
+    ck_assert_int_eq(rt_file_list(fx_rt, "fs-bad", "/etc/passwd", &ents, &n, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    /* Size limits: the read cap, and the sandbox's disk.  */
+    ck_assert(rt_file_write(fx_rt, "fs-bad", "/tmp/100", "0123456789012345678901234567890123456789"
+                                                         "0123456789012345678901234567890123456789"
+                                                         "01234567890123456789", 100, &err) == 0);
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-bad", "/tmp/100", 10, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_TOO_LARGE);
+    size_t big = 16 << 20;
+    char *blob = xcalloc(1, big);
+    ck_assert_int_eq(rt_file_write(fx_rt, "fs-bad", "/tmp/big", blob, big, &err), -1);
+    ck_assert_msg(err.code == SBX_ERR_TOO_LARGE, "%s", err.msg);
+    free(blob);
+    /* A FIFO planted by the sandbox does not hang us.  */
+    rt_exec_result_t r = fx_sh("fs-bad", "mkfifo /tmp/fifo && echo made");
+    ck_assert_str_eq(r.out, "made\n");
+    rt_exec_result_done(&r);
+    int64_t t0 = sbx_monotonic_ms();
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-bad", "/tmp/fifo", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+    ck_assert_int_eq(rt_file_write(fx_rt, "fs-bad", "/tmp/fifo", "x", 1, &err), -1);
+    ck_assert_int_lt(sbx_monotonic_ms() - t0, 1000);
+    /* The sandbox's /proc is not reachable from the host side.  */
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-bad", "/proc/self/status", 0, &data, &len, &err), -1);
+}
+END_TEST
+
+START_TEST(test_runtime_files_escapes)
+{
+    fx_create("fs-esc", NULL);
+    _cleanup_free_ char *marker = xasprintf("%s/host-marker", fx_dir);
+    sbx_error_t err = {0};
+    ck_assert(sbx_write_file_atomic(marker, "host secret\n", 12, 0644, &err) == 0);
+    char *data;
+    size_t len;
+    /* `..` stops at the sandbox's root: this is the sandbox's passwd.  */
+    ck_assert_msg(rt_file_read(fx_rt, "fs-esc", "../../../../etc/passwd", 0, &data, &len, &err) == 0,
+                  "%s", err.msg);
+    ck_assert_str_eq(data, "root:x:0:0:root:/root:/bin/sh\n");
+    free(data);
+    _cleanup_free_ char *dotdot = xasprintf("../../../../../..%s", marker);
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-esc", dotdot, 0, &data, &len, &err), -1);
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-esc", marker, 0, &data, &len, &err), -1);
+
+    /* Symlinks the sandbox plants: absolute to the host path, relative
+     * upwards, and to /.  */
+    _cleanup_free_ char *script = xasprintf(
+        "ln -s %s /tmp/abs && ln -s ../../../../../../../..%s /tmp/rel && ln -s / /tmp/root && "
+        "mkdir -p %s && ln -s %s /tmp/hostdir && echo ok", marker, marker, fx_dir, fx_dir);
+    rt_exec_result_t r = fx_sh("fs-esc", script);
+    ck_assert_str_eq(r.out, "ok\n");
+    rt_exec_result_done(&r);
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-esc", "/tmp/abs", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    ck_assert_int_eq(rt_file_read(fx_rt, "fs-esc", "/tmp/rel", 0, &data, &len, &err), -1);
+    ck_assert(rt_file_read(fx_rt, "fs-esc", "/tmp/root/etc/passwd", 0, &data, &len, &err) == 0);
+    ck_assert_str_eq(data, "root:x:0:0:root:/root:/bin/sh\n");
+    free(data);
+    /* Writing through a link naming a host directory lands in the
+     * sandbox's directory of that name.  */
+    ck_assert_msg(rt_file_write(fx_rt, "fs-esc", "/tmp/hostdir/planted", "x", 1, &err) == 0, "%s",
+                  err.msg);
+    _cleanup_free_ char *planted = xasprintf("%s/planted", fx_dir);
+    ck_assert_int_ne(access(planted, F_OK), 0);
+    _cleanup_free_ char *inside = xasprintf("cat %s/planted", fx_dir);
+    r = fx_sh("fs-esc", inside);
+    ck_assert_str_eq(r.out, "x");
+    rt_exec_result_done(&r);
+    /* Deleting through the links removes the link or inside files only.  */
+    ck_assert(rt_file_delete(fx_rt, "fs-esc", "/tmp/abs", &err) == 0);
+    ck_assert_int_eq(access(marker, F_OK), 0);
+    ck_assert_int_eq(rt_file_delete(fx_rt, "fs-esc", "/tmp/hostdir/host-marker", &err), -1);
+    ck_assert_int_eq(access(marker, F_OK), 0);
+    ck_assert(rt_file_delete(fx_rt, "fs-esc", "/tmp/root", &err) == 0); /* the link */
+    r = fx_sh("fs-esc", "ls /bin/busybox");
+    ck_assert_str_eq(r.out, "/bin/busybox\n");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
+struct swap_arg {
+    volatile bool stop;
+    int escapes;
+};
+
+static void *swap_writer(void *p)
+{
+    struct swap_arg *a = p;
+    _cleanup_free_ char *host = xasprintf("%s/swapped", fx_dir);
+    for (int i = 0; i < 300 && !a->stop; i++) {
+        char *data;
+        size_t len;
+        (void)rt_file_write(fx_rt, "fs-swap", "/tmp/s/swapped", "x", 1, NULL);
+        if (rt_file_read(fx_rt, "fs-swap", "/tmp/s/host-marker", 0, &data, &len, NULL) == 0) {
+            if (strcmp(data, "host secret\n") == 0)
+                a->escapes++;
+            free(data);
+        }
+        if (access(host, F_OK) == 0)
+            a->escapes++;
+    }
+    return NULL;
+}
+
+START_TEST(test_runtime_files_symlink_swap_race)
+{
+    fx_create("fs-swap", NULL);
+    _cleanup_free_ char *marker = xasprintf("%s/host-marker", fx_dir);
+    ck_assert(sbx_write_file_atomic(marker, "host secret\n", 12, 0644, NULL) == 0);
+    /* Inside: /tmp/s flips between a directory and a link to the host's
+     * directory of the marker, as fast as the shell goes.  */
+    _cleanup_free_ char *script = xasprintf(
+        "(i=0; while [ $i -lt 100000 ]; do mkdir -p /tmp/d; mv -T /tmp/d /tmp/s 2>/dev/null; "
+        "rm -rf /tmp/s; ln -s %s /tmp/s; rm -f /tmp/s; i=$((i+1)); done) >/dev/null 2>&1 & echo go",
+        fx_dir);
+    rt_exec_result_t r = fx_sh("fs-swap", script);
+    ck_assert_str_eq(r.out, "go\n");
+    rt_exec_result_done(&r);
+    struct swap_arg a = {0};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, swap_writer, &a), 0);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(a.escapes, 0);
+    _cleanup_free_ char *host = xasprintf("%s/swapped", fx_dir);
+    ck_assert_int_ne(access(host, F_OK), 0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("runtime_files");
+    TCase *tc = tcase_create("files");
+    tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_runtime_files_basic);
+    tcase_add_test(tc, test_runtime_files_bad_requests);
+    tcase_add_test(tc, test_runtime_files_escapes);
+    tcase_add_test(tc, test_runtime_files_symlink_swap_race);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,530 @@
+/* test_scheduler_e2e.c -- sandboxes end to end through the ARM API: the
+ * real sandboxd with its local sandbox-agent (and extra agents started by
+ * the test), over loopback, with real namespaces and cgroups.  */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "tests/testutil.h"
+
+#define SUB "00000000-0000-0000-0000-0000000000e2"
+#define TOKEN "e2e-test-token"
+#define API "?api-version=2026-07-01"
+
+typedef struct cluster {
+    char *dir, *data, *log;
+    pid_t pid;
+    int port;
+    char *base, *admin;
+} cluster_t;
+
+static char *g_root;    /* scratch */
+static char *g_image;   /* the default image layout sandboxd hands its agent */
+static bool g_python;   /* the image has python3 (the real default image) */
+static cluster_t g_c;
+
+static int run_sh(const char *cmd)
+{
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* ---- the cluster ---- */
+
+static char *read_token(const char *dir, const char *name)
+{
+    _cleanup_free_ char *path = xasprintf("%s/%s", dir, name);
+    char *t = NULL;
+    size_t n = 0;
+    if (sbx_read_file(path, &t, &n, NULL) < 0)
+        return NULL;
+    while (n > 0 && (t[n - 1] == '\n'))
+        t[--n] = '\0';
+    return t;
+}
+
+static long call(const char *method, const char *path, const char *body, json_t **out);
+
+static bool host_ready(const char *name)
+{
+    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s", g_c.base, name);
+    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
+    const char *hdrs[] = {auth, NULL};
+    tu_request_opts_t o = {.headers = hdrs};
+    tu_response_t r;
+    bool ok = false;
+    if (tu_http("GET", url, &o, &r) == 0 && r.status == 200) {
+        json_t *j = tu_json(&r);
+        ok = j && strcmp(json_string_value(json_object_get(j, "state")), "Ready") == 0;
+        json_decref(j);
+    }
+    tu_response_free(&r);
+    return ok;
+}
+
+static void cluster_start(cluster_t *c)
+{
+    c->port = tu_free_port();
+    free(c->base);
+    c->base = xasprintf("http://127.0.0.1:%d", c->port);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->port);
+    _cleanup_free_ char *bin = tu_bin("sandboxd");
+    _cleanup_free_ char *agent = tu_bin("sandbox-agent");
+    char *argv[] = {bin, "--listen", listen, "--data-dir", c->data, "--auth-token", TOKEN,
+                    "--default-image", g_image, "--agent-bin", agent, NULL};
+    c->pid = tu_spawn(argv, NULL, c->log);
+    ck_assert_msg(tu_wait_port(c->port, 20000), "sandboxd did not listen");
+    free(c->admin);
+    c->admin = read_token(c->data, "admin-token");
+    ck_assert_ptr_nonnull(c->admin);
+    int64_t deadline = sbx_monotonic_ms() + 20000;
+    while (!host_ready("local") && sbx_monotonic_ms() < deadline)
+        usleep(50000);
+    ck_assert_msg(host_ready("local"), "the local agent did not become Ready");
+}
+
+static void cluster_stop(cluster_t *c, bool kill9)
+{
+    if (c->pid <= 0)
+        return;
+    if (kill9) {
+        kill(c->pid, SIGKILL);
+        waitpid(c->pid, NULL, 0);
+    } else {
+        int st = tu_stop(c->pid, 30000);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "sandboxd did not exit 0");
+    }
+    c->pid = -1;
+}
+
+static void global_setup(void)
+{
+    g_root = tu_tmpdir("sbx-e2e");
+    const char *real = getenv("SBX_DEFAULT_IMAGE");
+    _cleanup_free_ char *index = real ? xasprintf("%s/index.json", real) : NULL;
+    if (index && access(index, R_OK) == 0) {
+        g_image = xstrdup(real);
+        g_python = true;
+    } else {
+        g_image = xasprintf("%s/busybox-layout", g_root);
+        _cleanup_free_ char *script = tu_src("tests/fixtures/make-busybox-layout.sh");
+        _cleanup_free_ char *cmd = xasprintf("'%s' '%s'", script, g_image);
+        ck_assert_int_eq(run_sh(cmd), 0);
+    }
+    g_c.dir = xstrdup(g_root);
+    g_c.data = xasprintf("%s/data", g_root);
+    g_c.log = xasprintf("%s/sandboxd.log", g_root);
+    cluster_start(&g_c);
+}
+
+static void global_teardown(void)
+{
+    cluster_stop(&g_c, false);
+    /* Sandboxes outlive sandboxd by design; the test's own go with it.  */
+    _cleanup_free_ char *cmd = xasprintf(
+        "for m in $(awk '{print $2}' /proc/mounts | grep '^%s' | sort -r); do umount -l $m; done",
+        g_root);
+    run_sh(cmd);
+    tu_rmdir(g_root);
+    free(g_root);
+    free(g_image);
+    free(g_c.dir);
+    free(g_c.data);
+    free(g_c.log);
+    free(g_c.base);
+    free(g_c.admin);
+}
+
+/* ---- calls ---- */
+
+static long call_ex(const char *method, const char *path, const char *body, size_t len,
+                    const char *ctype, tu_response_t *r)
+{
+    _cleanup_free_ char *url = xasprintf("%s%s", g_c.base, path);
+    const char *hdrs[] = {"Authorization: Bearer " TOKEN, NULL};
+    tu_request_opts_t o = {.headers = hdrs, .body = body, .body_len = len, .content_type = ctype,
+                           .timeout_ms = 60000};
+    if (tu_http(method, url, &o, r) < 0)
+        return -1;
+    return r->status;
+}
+
+static long call(const char *method, const char *path, const char *body, json_t **out)
+{
+    tu_response_t r;
+    long st = call_ex(method, path, body, 0, NULL, &r);
+    if (out)
+        *out = tu_json(&r);
+    tu_response_free(&r);
+    return st;
+}
+
+static char *group_path(const char *g)
+{
+    return xasprintf("/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/"
+                     "sandboxGroups/%s",
+                     g);
+}
+
+static char *sandbox_path(const char *g, const char *s, const char *suffix)
+{
+    _cleanup_free_ char *gp = group_path(g);
+    return xasprintf("%s/sandboxes/%s%s" API, gp, s, suffix ? suffix : "");
+}
+
+static void put_group(const char *g, const char *props)
+{
+    _cleanup_free_ char *gp = group_path(g);
+    _cleanup_free_ char *p = xasprintf("%s" API, gp);
+    _cleanup_free_ char *body = xasprintf("{\"location\":\"westus\",\"properties\":%s}",
+                                          props ? props : "{}");
+    long st = call("PUT", p, body, NULL);
+    ck_assert_msg(st == 201 || st == 200, "PUT group %s: %ld", g, st);
+}
+
+static const char *prop(json_t *j, const char *key)
+{
+    return json_string_value(json_object_get(json_object_get(j, "properties"), key));
+}
+
+/* Poll a sandbox until its provisioningState is final; returns its JSON.  */
+static json_t *wait_sandbox(const char *g, const char *s, int timeout_ms)
+{
+    _cleanup_free_ char *p = sandbox_path(g, s, NULL);
+    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
+    for (;;) {
+        json_t *j = NULL;
+        long st = call("GET", p, NULL, &j);
+        const char *ps = st == 200 ? prop(j, "provisioningState") : NULL;
+        if (ps && (strcmp(ps, "Succeeded") == 0 || strcmp(ps, "Failed") == 0))
+            return j;
+        json_decref(j);
+        if (sbx_monotonic_ms() > deadline)
+            return NULL;
+        usleep(20000);
+    }
+}
+
+static bool wait_gone(const char *path, int timeout_ms)
+{
+    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
+    while (sbx_monotonic_ms() < deadline) {
+        if (call("GET", path, NULL, NULL) == 404)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+static json_t *create_sandbox(const char *g, const char *s, const char *props)
+{
+    _cleanup_free_ char *p = sandbox_path(g, s, NULL);
+    _cleanup_free_ char *body = xasprintf("{\"properties\":%s}", props ? props : "{}");
+    long st = call("PUT", p, body, NULL);
+    ck_assert_msg(st == 201, "PUT sandbox %s: %ld", s, st);
+    json_t *j = wait_sandbox(g, s, 30000);
+    ck_assert_msg(j != NULL, "sandbox %s never finished provisioning", s);
+    return j;
+}
+
+static json_t *exec_sh(const char *g, const char *s, const char *script)
+{
+    _cleanup_free_ char *p = sandbox_path(g, s, "/exec");
+    json_t *cmd = json_pack("{s:[s,s,s]}", "command", "sh", "-c", script);
+    _cleanup_free_ char *body = json_dumps(cmd, JSON_COMPACT);
+    json_decref(cmd);
+    json_t *j = NULL;
+    long st = call("POST", p, body, &j);
+    ck_assert_msg(st == 200, "exec in %s: %ld", s, st);
+    return j;
+}
+
+/* What the host agent itself runs, asked with sandboxd's client certificate.  */
+static size_t agent_sandbox_count(void)
+{
+    _cleanup_free_ char *url = NULL;
+    {
+        _cleanup_free_ char *p = xasprintf("%s/admin/hosts/local", g_c.base);
+        _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
+        const char *hdrs[] = {auth, NULL};
+        tu_request_opts_t o = {.headers = hdrs};
+        tu_response_t r;
+        ck_assert_int_eq(tu_http("GET", p, &o, &r), 0);
+        json_t *j = tu_json(&r);
+        url = xasprintf("%s/v1/sandboxes", json_string_value(json_object_get(j, "url")));
+        json_decref(j);
+        tu_response_free(&r);
+    }
+    _cleanup_free_ char *ca = xasprintf("%s/pki/ca.pem", g_c.data);
+    _cleanup_free_ char *cert = xasprintf("%s/pki/client.pem", g_c.data);
+    _cleanup_free_ char *key = xasprintf("%s/pki/client.key", g_c.data);
+    tu_request_opts_t o = {.ca_file = ca, .cert_file = cert, .key_file = key};
+    tu_response_t r;
+    ck_assert_int_eq(tu_http("GET", url, &o, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    json_t *j = tu_json(&r);
+    size_t n = json_array_size(json_object_get(j, "value"));
+    json_decref(j);
+    tu_response_free(&r);
+    return n;
+}
+
+/* ---- tests ---- */
+
+START_TEST(test_scheduler_e2e_lifecycle)
+{
+    put_group("life", NULL);
+    size_t before = agent_sandbox_count();
+    json_t *sb = create_sandbox("life", "s1", "{\"env\":{\"GREETING\":\"hello\"}}");
+    ck_assert_str_eq(prop(sb, "provisioningState"), "Succeeded");
+    ck_assert_str_eq(prop(sb, "state"), "Running");
+    ck_assert_str_eq(prop(sb, "host"), "local");
+    ck_assert_ptr_nonnull(prop(sb, "createdAt"));
+    json_decref(sb);
+    ck_assert_uint_eq(agent_sandbox_count(), before + 1);
+
+    json_t *r = exec_sh("life", "s1", "echo $GREETING; echo oops >&2; exit 3");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "hello\n");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stderr")), "oops\n");
+    ck_assert_int_eq(json_integer_value(json_object_get(r, "exitCode")), 3);
+    ck_assert(json_is_false(json_object_get(r, "timedOut")));
+    json_decref(r);
+
+    if (g_python) {
+        r = exec_sh("life", "s1", "python3 -c 'print(6*7)'");
+        ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "42\n");
+        json_decref(r);
+    }
+
+    /* files: write, read back, list, delete */
+    _cleanup_free_ char *f = sandbox_path("life", "s1", "/files");
+    _cleanup_free_ char *fput = xasprintf("%s&path=/tmp/a.txt", f);
+    tu_response_t resp;
+    ck_assert_int_eq(call_ex("PUT", fput, "data\x01\x02", 6, "application/octet-stream", &resp),
+                     201);
+    tu_response_free(&resp);
+    ck_assert_int_eq(call_ex("GET", fput, NULL, 0, NULL, &resp), 200);
+    ck_assert_uint_eq(resp.body_len, 6);
+    ck_assert(memcmp(resp.body, "data\x01\x02", 6) == 0);
+    tu_response_free(&resp);
+    _cleanup_free_ char *flist = xasprintf("%s&path=/tmp&list=true", f);
+    json_t *l = NULL;
+    ck_assert_int_eq(call("GET", flist, NULL, &l), 200);
+    bool found = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(l, "value"), i, e) {
+        if (strcmp(json_string_value(json_object_get(e, "name")), "a.txt") == 0) {
+            found = true;
+            ck_assert_int_eq(json_integer_value(json_object_get(e, "size")), 6);
+        }
+    }
+    ck_assert(found);
+    json_decref(l);
+    r = exec_sh("life", "s1", "cat /tmp/a.txt | wc -c");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "6\n");
+    json_decref(r);
+    ck_assert_int_eq(call("DELETE", fput, NULL, NULL), 204);
+    ck_assert_int_eq(call("GET", fput, NULL, NULL), 404);
+
+    /* suspend / resume / exec resumes / stop / start */
+    _cleanup_free_ char *sus = sandbox_path("life", "s1", "/suspend");
+    _cleanup_free_ char *res = sandbox_path("life", "s1", "/resume");
+    _cleanup_free_ char *stop = sandbox_path("life", "s1", "/stop");
+    _cleanup_free_ char *start = sandbox_path("life", "s1", "/start");
+    json_t *j = NULL;
+    ck_assert_int_eq(call("POST", sus, "{}", &j), 200);
+    ck_assert_str_eq(prop(j, "state"), "Suspended");
+    json_decref(j);
+    ck_assert_int_eq(call("POST", res, "{}", &j), 200);
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    ck_assert_int_eq(call("POST", sus, "{}", NULL), 200);
+    r = exec_sh("life", "s1", "echo awake");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "awake\n");
+    json_decref(r);
+    r = exec_sh("life", "s1", "echo kept > /root/kept");
+    json_decref(r);
+    ck_assert_int_eq(call("POST", stop, "{}", &j), 200);
+    ck_assert_str_eq(prop(j, "state"), "Stopped");
+    json_decref(j);
+    ck_assert_int_eq(call("POST", start, "{}", &j), 200);
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    r = exec_sh("life", "s1", "cat /root/kept");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "kept\n");
+    json_decref(r);
+
+    /* delete: 202, then gone from storage and from the host */
+    _cleanup_free_ char *p = sandbox_path("life", "s1", NULL);
+    tu_response_t dr;
+    ck_assert_int_eq(call_ex("DELETE", p, NULL, 0, NULL, &dr), 202);
+    char *loc = tu_header(&dr, "Location");
+    ck_assert_ptr_nonnull(loc);
+    free(loc);
+    tu_response_free(&dr);
+    ck_assert(wait_gone(p, 20000));
+    ck_assert_uint_eq(agent_sandbox_count(), before);
+}
+END_TEST
+
+START_TEST(test_scheduler_e2e_bad_requests)
+{
+    put_group("bad", "{\"scale\":{\"maxSandboxes\":1}}");
+    json_t *sb = create_sandbox("bad", "only", NULL);
+    json_decref(sb);
+    json_t *j = NULL;
+    _cleanup_free_ char *second = sandbox_path("bad", "second", NULL);
+    ck_assert_int_eq(call("PUT", second, "{\"properties\":{}}", &j), 409);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                     "MaxSandboxesReached");
+    json_decref(j);
+    _cleanup_free_ char *bad = sandbox_path("bad", "x2", NULL);
+    ck_assert_int_eq(call("PUT", bad, "{\"properties\":{\"cpu\":\"lots\"}}", NULL), 400);
+    _cleanup_free_ char *exec = sandbox_path("bad", "only", "/exec");
+    ck_assert_int_eq(call("POST", exec, "{\"command\":\"notalist\"}", NULL), 400);
+    ck_assert_int_eq(call("POST", exec, "not json", NULL), 400);
+    tu_response_t r;
+    ck_assert_int_eq(call_ex("POST", exec, "{}", 2, "text/plain", &r), 415);
+    tu_response_free(&r);
+    _cleanup_free_ char *nope = sandbox_path("bad", "nope", "/exec");
+    ck_assert_int_eq(call("POST", nope, "{\"command\":[\"true\"]}", NULL), 404);
+    _cleanup_free_ char *verb = sandbox_path("bad", "only", "/explode");
+    ck_assert_int_eq(call("POST", verb, "{}", NULL), 404);
+    ck_assert_int_eq(call("GET", exec, NULL, NULL), 405);
+    _cleanup_free_ char *files = sandbox_path("bad", "only", "/files&path=../../etc/passwd");
+    long st = call("GET", files, NULL, NULL);
+    ck_assert_msg(st == 400 || st == 404, "path escape answered %ld", st);
+    /* deleting the group deletes its sandboxes on the host first */
+    size_t before = agent_sandbox_count();
+    _cleanup_free_ char *gp = group_path("bad");
+    _cleanup_free_ char *g = xasprintf("%s" API, gp);
+    ck_assert_int_eq(call("DELETE", g, NULL, NULL), 202);
+    ck_assert(wait_gone(g, 20000));
+    ck_assert_uint_eq(agent_sandbox_count(), before - 1);
+}
+END_TEST
+
+typedef struct creator {
+    int first, count;
+} creator_t;
+
+static void *create_many(void *arg)
+{
+    creator_t *c = arg;
+    for (int i = c->first; i < c->first + c->count; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "many-%03d", i);
+        _cleanup_free_ char *p = sandbox_path("many", name, NULL);
+        long st = call("PUT", p, "{\"properties\":{\"memoryMiB\":64,\"cpu\":0.1}}", NULL);
+        if (st != 201)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+START_TEST(test_scheduler_e2e_hundred_at_once)
+{
+    put_group("many", "{\"scale\":{\"maxSandboxes\":100}}");
+    size_t before = agent_sandbox_count();
+    pthread_t t[10];
+    creator_t c[10];
+    for (int i = 0; i < 10; i++) {
+        c[i] = (creator_t){i * 10, 10};
+        pthread_create(&t[i], NULL, create_many, &c[i]);
+    }
+    for (int i = 0; i < 10; i++) {
+        void *rv;
+        pthread_join(t[i], &rv);
+        ck_assert_ptr_null(rv);
+    }
+    for (int i = 0; i < 100; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "many-%03d", i);
+        json_t *j = wait_sandbox("many", name, 120000);
+        ck_assert_msg(j != NULL, "%s never finished", name);
+        ck_assert_msg(strcmp(prop(j, "state"), "Running") == 0, "%s: %s (%s)", name,
+                      prop(j, "state"), prop(j, "statusMessage"));
+        json_decref(j);
+    }
+    ck_assert_uint_eq(agent_sandbox_count(), before + 100);
+    _cleanup_free_ char *gp = group_path("many");
+    _cleanup_free_ char *g = xasprintf("%s" API, gp);
+    ck_assert_int_eq(call("DELETE", g, NULL, NULL), 202);
+    ck_assert(wait_gone(g, 120000));
+    ck_assert_uint_eq(agent_sandbox_count(), before);
+}
+END_TEST
+
+/* kill -9 sandboxd with creates in flight; after a restart every accepted
+ * operation ends, and storage and the host agree.  */
+START_TEST(test_scheduler_e2e_crash_restart)
+{
+    put_group("crash", NULL);
+    size_t before = agent_sandbox_count();
+    for (int i = 0; i < 8; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "c%d", i);
+        _cleanup_free_ char *p = sandbox_path("crash", name, NULL);
+        ck_assert_int_eq(call("PUT", p, "{\"properties\":{}}", NULL), 201);
+    }
+    cluster_stop(&g_c, true);
+    cluster_start(&g_c);
+    int running = 0;
+    for (int i = 0; i < 8; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "c%d", i);
+        json_t *j = wait_sandbox("crash", name, 60000);
+        ck_assert_msg(j != NULL, "%s never finished after the restart", name);
+        if (strcmp(prop(j, "provisioningState"), "Succeeded") == 0 &&
+            strcmp(prop(j, "state"), "Running") == 0)
+            running++;
+        else
+            fprintf(stderr, "%s: %s %s (%s)\n", name, prop(j, "provisioningState"),
+                    prop(j, "state"), prop(j, "statusMessage"));
+        json_decref(j);
+    }
+    ck_assert_int_eq(running, 8);
+    /* the reconcile pass has had time to remove anything unknown */
+    int64_t deadline = sbx_monotonic_ms() + 10000;
+    while (agent_sandbox_count() != before + 8 && sbx_monotonic_ms() < deadline)
+        usleep(100000);
+    ck_assert_uint_eq(agent_sandbox_count(), before + 8);
+    json_t *r = exec_sh("crash", "c3", "echo alive");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "alive\n");
+    json_decref(r);
+    _cleanup_free_ char *gp = group_path("crash");
+    _cleanup_free_ char *g = xasprintf("%s" API, gp);
+    ck_assert_int_eq(call("DELETE", g, NULL, NULL), 202);
+    ck_assert(wait_gone(g, 60000));
+    ck_assert_uint_eq(agent_sandbox_count(), before);
+}
+END_TEST
+
+static Suite *e2e_suite(void)
+{
+    Suite *s = suite_create("scheduler_e2e");
+    TCase *tc = tcase_create("e2e");
+    tcase_add_unchecked_fixture(tc, global_setup, global_teardown);
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_scheduler_e2e_lifecycle);
+    tcase_add_test(tc, test_scheduler_e2e_bad_requests);
+    tcase_add_test(tc, test_scheduler_e2e_hundred_at_once);
+    tcase_add_test(tc, test_scheduler_e2e_crash_restart);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(e2e_suite());
+    /* One sandboxd for all cases: no fork, so state carries across them.  */
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,698 @@
+/* test_storage.c -- the SQLite storage: migrations recorded once, resources
+ * (case-insensitive keys, etags, paging, descendants), transactions,
+ * operations, settings, and many writers at once.  */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "storage/storage.h"
+#include "tests/testutil.h"
+
+#define GROUPS "microsoft.app/sandboxgroups"
+#define VNETS "microsoft.app/sandboxgroups/vnetconnections"
+#define SANDBOXES "microsoft.app/sandboxgroups/sandboxes"
+#define SUB "00000000-aaaa-bbbb-cccc-000000000001"
+
+static char *tmp, *db_path;
+static st_db_t *db;
+
+static void setup(void)
+{
+    tmp = tu_tmpdir("sbx-storage");
+    ck_assert_ptr_nonnull(tmp);
+    db_path = xasprintf("%s/test.db", tmp);
+    sbx_error_t err = {0};
+    db = st_open(db_path, NULL, &err);
+    ck_assert_msg(db != NULL, "st_open: %s", err.msg);
+}
+
+static void teardown(void)
+{
+    st_close(db);
+    db = NULL;
+    tu_rmdir(tmp);
+    free(tmp);
+    free(db_path);
+}
+
+static char *group_id(const char *sub, const char *rg, const char *name)
+{
+    return xasprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.App/sandboxGroups/%s",
+                     sub, rg, name);
+}
+
+/* Write one resource in its own transaction; returns the new etag.  */
+static char *put(const char *id, const char *type, const char *name, const char *sub,
+                 const char *rg, const char *parent, const char *host, json_t *body)
+{
+    sbx_error_t err = {0};
+    st_tx_t *tx = st_begin(db, &err);
+    ck_assert_msg(tx != NULL, "begin: %s", err.msg);
+    st_resource_t r = {.id = (char *)id, .type = (char *)type, .name = (char *)name,
+                       .subscription = (char *)sub, .resource_group = (char *)rg,
+                       .parent_id = (char *)parent, .host_id = (char *)host,
+                       .body = body ? body : json_object()};
+    ck_assert_msg(st_tx_resource_put(tx, &r, &err) == 0, "put: %s", err.msg);
+    ck_assert_msg(st_commit(tx, &err) == 0, "commit: %s", err.msg);
+    json_decref(r.body);
+    return xstrdup(r.etag);
+}
+
+static char *put_group(const char *sub, const char *rg, const char *name)
+{
+    _cleanup_free_ char *id = group_id(sub, rg, name);
+    return put(id, GROUPS, name, sub, rg, NULL, NULL, json_pack("{s:s}", "name", name));
+}
+
+static bool exists(const char *id)
+{
+    st_resource_t r = {0};
+    sbx_error_t err = {0};
+    if (st_resource_get(db, id, &r, &err) == 0) {
+        st_resource_done(&r);
+        return true;
+    }
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    return false;
+}
+
+/* Rows of schema_migrations, read with a connection of our own.  */
+static int migrations_recorded(int64_t *last_applied_ms)
+{
+    sqlite3 *raw = NULL;
+    ck_assert_int_eq(sqlite3_open_v2(db_path, &raw, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    ck_assert_int_eq(sqlite3_prepare_v2(raw, "SELECT version, applied_ms FROM schema_migrations"
+                                             " ORDER BY version", -1, &q, NULL),
+                     SQLITE_OK);
+    int n = 0;
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        n++;
+        ck_assert_int_eq(sqlite3_column_int(q, 0), n); /* 1, 2, ... without gaps */
+        *last_applied_ms = sqlite3_column_int64(q, 1);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(raw);
+    return n;
+}
+
+static void raw_exec(const char *sql)
+{
+    sqlite3 *raw = NULL;
+    ck_assert_int_eq(sqlite3_open(db_path, &raw), SQLITE_OK);
+    char *msg = NULL;
+    ck_assert_msg(sqlite3_exec(raw, sql, NULL, NULL, &msg) == SQLITE_OK, "%s", msg);
+    sqlite3_close(raw);
+}
+
+/* ---- migrations ---- */
+
+START_TEST(migrations_recorded_once)
+{
+    int v = st_schema_version(db);
+    ck_assert_int_ge(v, 1);
+    int64_t applied = 0;
+    ck_assert_int_eq(migrations_recorded(&applied), v);
+    ck_assert_int_gt(applied, 0);
+    /* Reopening applies nothing again.  */
+    st_close(db);
+    sbx_error_t err = {0};
+    db = st_open(db_path, NULL, &err);
+    ck_assert_msg(db != NULL, "%s", err.msg);
+    ck_assert_int_eq(st_schema_version(db), v);
+    int64_t applied2 = 0;
+    ck_assert_int_eq(migrations_recorded(&applied2), v);
+    ck_assert_int_eq(applied2, applied);
+    /* Data written before a reopen is there after it.  */
+    free(put_group(SUB, "rg", "survivor"));
+    st_close(db);
+    db = st_open(db_path, NULL, &err);
+    ck_assert_msg(db != NULL, "%s", err.msg);
+    _cleanup_free_ char *id = group_id(SUB, "rg", "survivor");
+    ck_assert(exists(id));
+    _cleanup_free_ char *check = st_integrity_check(db);
+    ck_assert_str_eq(check, "ok");
+}
+END_TEST
+
+START_TEST(newer_schema_refused)
+{
+    int v = st_schema_version(db);
+    st_close(db);
+    db = NULL;
+    char sql[128];
+    snprintf(sql, sizeof(sql), "INSERT INTO schema_migrations VALUES (%d, 1)", v + 1);
+    raw_exec(sql);
+    sbx_error_t err = {0};
+    db = st_open(db_path, NULL, &err);
+    ck_assert_ptr_null(db);
+    ck_assert_msg(strstr(err.msg, "newer") != NULL, "%s", err.msg);
+}
+END_TEST
+
+START_TEST(open_failures)
+{
+    sbx_error_t err = {0};
+    _cleanup_free_ char *bad = xasprintf("%s/no/such/dir/x.db", tmp);
+    ck_assert_ptr_null(st_open(bad, NULL, &err));
+    ck_assert_str_ne(err.msg, "");
+    /* Not a database.  */
+    _cleanup_free_ char *junk = xasprintf("%s/junk.db", tmp);
+    char garbage[4096];
+    memset(garbage, 'J', sizeof(garbage));
+    ck_assert_int_eq(sbx_write_file_atomic(junk, garbage, sizeof(garbage), 0600, &err), 0);
+    sbx_error_clear(&err);
+    ck_assert_ptr_null(st_open(junk, NULL, &err));
+    ck_assert_str_ne(err.msg, "");
+    st_close(NULL);
+}
+END_TEST
+
+/* ---- resources ---- */
+
+START_TEST(put_get_roundtrip)
+{
+    _cleanup_free_ char *id = group_id(SUB, "MyRG", "MyGroup");
+    _cleanup_free_ char *etag = put(id, "Microsoft.App/sandboxGroups", "MyGroup", SUB, "MyRG",
+                                    NULL, "host-1", json_pack("{s:s,s:{s:i}}", "location", "x",
+                                                              "properties", "n", 7));
+    ck_assert_uint_gt(strlen(etag), 2);
+    ck_assert_int_eq(etag[0], '"');
+    ck_assert_int_eq(etag[strlen(etag) - 1], '"');
+
+    /* Any casing of the id finds it; the stored casing comes back.  */
+    _cleanup_free_ char *upper = xstrdup(id);
+    for (char *c = upper; *c; c++)
+        if (*c >= 'a' && *c <= 'z')
+            *c = (char)(*c - 'a' + 'A');
+    st_resource_t r = {0};
+    sbx_error_t err = {0};
+    ck_assert_int_eq(st_resource_get(db, upper, &r, &err), 0);
+    ck_assert_str_eq(r.id, id);
+    ck_assert_str_eq(r.name, "MyGroup");
+    ck_assert_str_eq(r.type, GROUPS);            /* lower-cased */
+    ck_assert_str_eq(r.resource_group, "myrg"); /* lower-cased */
+    ck_assert_str_eq(r.subscription, SUB);
+    ck_assert_ptr_null(r.parent_id);
+    ck_assert_str_eq(r.host_id, "host-1");
+    ck_assert_str_eq(r.etag, etag);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(r.body, "properties"),
+                                                        "n")),
+                     7);
+    ck_assert_int_gt(r.created_ms, 0);
+    ck_assert_int_eq(r.created_ms, r.updated_ms);
+    int64_t created = r.created_ms;
+    st_resource_done(&r);
+    st_resource_done(&r); /* done twice is harmless */
+
+    /* Missing: NOT_FOUND with ARM's code.  */
+    _cleanup_free_ char *other = group_id(SUB, "MyRG", "Other");
+    ck_assert_int_eq(st_resource_get(db, other, &r, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    ck_assert_str_eq(err.arm_code, "ResourceNotFound");
+
+    /* A rewrite keeps created_ms; updated_ms moves.  */
+    int64_t t0 = sbx_now_ms();
+    while (sbx_now_ms() < t0 + 3)
+        usleep(1000);
+    _cleanup_free_ char *etag2 = put(id, GROUPS, "MyGroup", SUB, "MyRG", NULL, NULL, NULL);
+    ck_assert_int_eq(st_resource_get(db, id, &r, &err), 0);
+    ck_assert_int_eq(r.created_ms, created);
+    ck_assert_int_gt(r.updated_ms, created);
+    ck_assert_ptr_null(r.host_id);
+    ck_assert_str_eq(r.etag, etag2);
+    st_resource_done(&r);
+}
+END_TEST
+
+START_TEST(etag_changes_on_every_write)
+{
+    _cleanup_free_ char *id = group_id(SUB, "rg", "g");
+    json_t *seen = json_object();
+    for (int i = 0; i < 20; i++) {
+        /* The same body every time: the etag still changes.  */
+        _cleanup_free_ char *etag = put(id, GROUPS, "g", SUB, "rg", NULL, NULL,
+                                        json_pack("{s:s}", "same", "body"));
+        ck_assert_msg(!json_object_get(seen, etag), "etag %s repeated", etag);
+        json_object_set_new(seen, etag, json_true());
+    }
+    json_decref(seen);
+}
+END_TEST
+
+START_TEST(tx_rollback_leaves_nothing)
+{
+    sbx_error_t err = {0};
+    _cleanup_free_ char *keep = put_group(SUB, "rg", "kept");
+    _cleanup_free_ char *kept_id = group_id(SUB, "rg", "kept");
+    _cleanup_free_ char *new_id = group_id(SUB, "rg", "never");
+    st_tx_t *tx = st_begin(db, &err);
+    ck_assert_ptr_nonnull(tx);
+    st_resource_t r = {.id = new_id, .type = GROUPS, .name = "never", .subscription = SUB,
+                       .resource_group = "rg", .body = json_object()};
+    ck_assert_int_eq(st_tx_resource_put(tx, &r, &err), 0);
+    json_decref(r.body);
+    ck_assert_int_eq(st_tx_resource_delete(tx, kept_id, &err), 0);
+    ck_assert_int_eq(st_tx_kv_put(tx, "k", "v", &err), 0);
+    st_operation_t op = {.id = "11111111-2222-3333-4444-555555555555", .resource_id = new_id,
+                         .kind = "create", .status = "InProgress", .location = "x",
+                         .subscription = SUB, .start_ms = 1};
+    ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
+    /* The transaction sees its own writes; others do not yet.  */
+    st_resource_t in_tx = {0};
+    ck_assert_int_eq(st_tx_resource_get(tx, new_id, &in_tx, &err), 0);
+    st_resource_done(&in_tx);
+    ck_assert_int_eq(st_tx_resource_get(tx, kept_id, &in_tx, &err), -1);
+    ck_assert(!exists(new_id));
+    ck_assert(exists(kept_id));
+    st_rollback(tx);
+
+    ck_assert(!exists(new_id));
+    ck_assert(exists(kept_id));
+    char *v = NULL;
+    ck_assert_int_eq(st_kv_get(db, "k", &v, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    st_operation_t got = {0};
+    ck_assert_int_eq(st_operation_get(db, op.id, &got, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    st_rollback(NULL);
+
+    /* The connection went back to the pool in a usable state.  */
+    for (int i = 0; i < 20; i++) {
+        tx = st_begin(db, &err);
+        ck_assert_ptr_nonnull(tx);
+        st_rollback(tx);
+    }
+    _cleanup_free_ char *after = put_group(SUB, "rg", "after");
+    ck_assert_ptr_nonnull(after);
+}
+END_TEST
+
+/* Page through a query; every row once, in key order, pages <= limit.  */
+static size_t list_all(st_list_query_t q, size_t limit, json_t *names)
+{
+    q.limit = limit;
+    size_t total = 0, pages = 0;
+    char *after = NULL;
+    char last_key[512] = "";
+    for (;;) {
+        q.after = after;
+        st_list_t l = {0};
+        sbx_error_t err = {0};
+        ck_assert_msg(st_resource_list(db, &q, &l, &err) == 0, "list: %s", err.msg);
+        ck_assert_uint_le(l.n, limit);
+        for (size_t i = 0; i < l.n; i++) {
+            _cleanup_free_ char *key = xstrdup(l.items[i].id);
+            sbx_str_lower(key);
+            ck_assert_msg(strcmp(key, last_key) > 0, "%s not after %s", key, last_key);
+            snprintf(last_key, sizeof(last_key), "%s", key);
+            ck_assert_msg(!json_object_get(names, l.items[i].name), "%s twice",
+                          l.items[i].name);
+            json_object_set_new(names, l.items[i].name, json_true());
+        }
+        total += l.n;
+        free(after);
+        after = l.next ? xstrdup(l.next) : NULL;
+        if (l.next)
+            ck_assert_uint_eq(l.n, limit);
+        st_list_done(&l);
+        ck_assert_uint_lt(++pages, 100);
+        if (!after)
+            break;
+    }
+    return total;
+}
+
+START_TEST(list_filters_and_paging)
+{
+    /* 23 groups in sub A (rg1: 13, rg2: 10) and 4 in sub B.  */
+    const char *sub_b = "00000000-aaaa-bbbb-cccc-00000000000b";
+    for (int i = 0; i < 23; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), i % 3 ? "g%02d" : "G%02d", i);
+        free(put_group(SUB, i < 13 ? "rg1" : "RG2", name));
+    }
+    for (int i = 0; i < 4; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "b%d", i);
+        free(put_group(sub_b, "rg1", name));
+    }
+    /* A child is not a group.  */
+    _cleanup_free_ char *g0 = group_id(SUB, "rg1", "G00");
+    _cleanup_free_ char *v = xasprintf("%s/vnetConnections/v", g0);
+    free(put(v, VNETS, "v", SUB, "rg1", g0, NULL, NULL));
+
+    size_t limits[] = {1, 5, 13, 22, 23, 100};
+    for (size_t i = 0; i < ARRAY_SIZE(limits); i++) {
+        json_t *names = json_object();
+        ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS, .subscription = SUB},
+                                   limits[i], names),
+                          23);
+        json_decref(names);
+    }
+    json_t *names = json_object();
+    ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS, .subscription = SUB,
+                                                 .resource_group = "rg2"},
+                               4, names),
+                      10);
+    json_decref(names);
+    names = json_object();
+    ck_assert_uint_eq(list_all((st_list_query_t){.type = "Microsoft.App/SandboxGroups",
+                                                 .subscription = "00000000-AAAA-BBBB-CCCC-00000000000B",
+                                                 .resource_group = "RG1"},
+                               2, names),
+                      4);
+    json_decref(names);
+    names = json_object();
+    ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS}, 7, names), 27);
+    json_decref(names);
+    names = json_object();
+    ck_assert_uint_eq(list_all((st_list_query_t){.type = VNETS, .parent_id = g0}, 10, names), 1);
+    json_decref(names);
+    names = json_object();
+    ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS, .subscription = "nobody"}, 10,
+                               names),
+                      0);
+    json_decref(names);
+
+    size_t n = 0;
+    sbx_error_t err = {0};
+    ck_assert_int_eq(st_resource_count(db, GROUPS, NULL, &n, &err), 0);
+    ck_assert_uint_eq(n, 27);
+    ck_assert_int_eq(st_resource_count(db, VNETS, g0, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_int_eq(st_resource_count(db, VNETS, "/nothing", &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+START_TEST(list_by_host)
+{
+    _cleanup_free_ char *g = group_id(SUB, "rg", "g");
+    free(put_group(SUB, "rg", "g"));
+    for (int i = 0; i < 6; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "s%d", i);
+        _cleanup_free_ char *id = xasprintf("%s/sandboxes/%s", g, name);
+        free(put(id, SANDBOXES, name, SUB, "rg", g, i % 2 ? "host-a" : "host-b", NULL));
+    }
+    json_t *names = json_object();
+    ck_assert_uint_eq(list_all((st_list_query_t){.type = SANDBOXES, .host_id = "host-a"}, 2,
+                               names),
+                      3);
+    ck_assert_ptr_nonnull(json_object_get(names, "s1"));
+    ck_assert_ptr_null(json_object_get(names, "s0"));
+    json_decref(names);
+}
+END_TEST
+
+START_TEST(delete_children_only_descendants)
+{
+    sbx_error_t err = {0};
+    /* Names chosen so that a prefix match would take siblings along:
+     * "g1" vs "g10", "g1-x", "g1.x".  */
+    const char *groups[] = {"g1", "g10", "g1-x", "g1.x", "g0"};
+    for (size_t i = 0; i < ARRAY_SIZE(groups); i++) {
+        _cleanup_free_ char *gid = group_id(SUB, "rg", groups[i]);
+        free(put_group(SUB, "rg", groups[i]));
+        _cleanup_free_ char *child = xasprintf("%s/vnetConnections/v", gid);
+        free(put(child, VNETS, "v", SUB, "rg", gid, NULL, NULL));
+        _cleanup_free_ char *sb = xasprintf("%s/sandboxes/s", gid);
+        free(put(sb, SANDBOXES, "s", SUB, "rg", gid, NULL, NULL));
+    }
+    _cleanup_free_ char *g1 = group_id(SUB, "rg", "g1");
+    /* A grandchild, too.  */
+    _cleanup_free_ char *grand = xasprintf("%s/sandboxes/s/things/t", g1);
+    _cleanup_free_ char *sb1 = xasprintf("%s/sandboxes/s", g1);
+    free(put(grand, "microsoft.app/sandboxgroups/sandboxes/things", "t", SUB, "rg", sb1, NULL,
+             NULL));
+
+    _cleanup_free_ char *upper = xstrdup(g1);
+    sbx_str_lower(upper);
+    for (char *c = upper; *c; c++)
+        if (*c >= 'a' && *c <= 'z')
+            *c = (char)(*c - 'a' + 'A');
+    st_tx_t *tx = st_begin(db, &err);
+    ck_assert_int_eq(st_tx_resource_delete_children(tx, upper, &err), 0);
+    ck_assert_int_eq(st_tx_resource_delete(tx, upper, &err), 0);
+    ck_assert_int_eq(st_commit(tx, &err), 0);
+
+    ck_assert(!exists(g1));
+    ck_assert(!exists(sb1));
+    ck_assert(!exists(grand));
+    _cleanup_free_ char *v1 = xasprintf("%s/vnetConnections/v", g1);
+    ck_assert(!exists(v1));
+    for (size_t i = 1; i < ARRAY_SIZE(groups); i++) {
+        _cleanup_free_ char *gid = group_id(SUB, "rg", groups[i]);
+        _cleanup_free_ char *child = xasprintf("%s/vnetConnections/v", gid);
+        _cleanup_free_ char *sb = xasprintf("%s/sandboxes/s", gid);
+        ck_assert_msg(exists(gid) && exists(child) && exists(sb), "%s lost its tree",
+                      groups[i]);
+    }
+    /* Deleting what is not there is fine.  */
+    tx = st_begin(db, &err);
+    ck_assert_int_eq(st_tx_resource_delete(tx, g1, &err), 0);
+    ck_assert_int_eq(st_tx_resource_delete_children(tx, g1, &err), 0);
+    ck_assert_int_eq(st_commit(tx, &err), 0);
+}
+END_TEST
+
+/* ---- operations ---- */
+
+static void put_op(const char *id, const char *status, int64_t start, int64_t next_attempt)
+{
+    sbx_error_t err = {0};
+    st_tx_t *tx = st_begin(db, &err);
+    ck_assert_ptr_nonnull(tx);
+    st_operation_t op = {.resource_id = "/subscriptions/x/r", .kind = "create",
+                         .status = (char *)status, .location = "westeurope", .subscription = SUB,
+                         .start_ms = start, .next_attempt_ms = next_attempt, .attempts = 2};
+    snprintf(op.id, sizeof(op.id), "%s", id);
+    if (strcmp(status, "InProgress") != 0)
+        op.end_ms = start + 1;
+    ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
+    ck_assert_int_eq(st_commit(tx, &err), 0);
+}
+
+START_TEST(operations_due)
+{
+    put_op("op-late", "InProgress", 300, 0);
+    put_op("op-first", "InProgress", 100, 500);
+    put_op("op-future", "InProgress", 50, 5000);
+    put_op("op-done", "Succeeded", 10, 0);
+    put_op("op-failed", "Failed", 20, 0);
+    put_op("op-second", "InProgress", 200, 1000);
+
+    st_operation_t *ops = NULL;
+    size_t n = 0;
+    sbx_error_t err = {0};
+    ck_assert_int_eq(st_operations_due(db, 1000, 10, &ops, &n, &err), 0);
+    ck_assert_uint_eq(n, 3);
+    ck_assert_str_eq(ops[0].id, "op-first"); /* oldest first */
+    ck_assert_str_eq(ops[1].id, "op-second");
+    ck_assert_str_eq(ops[2].id, "op-late");
+    ck_assert_str_eq(ops[0].status, "InProgress");
+    ck_assert_int_eq(ops[0].attempts, 2);
+    ck_assert_int_eq(ops[0].end_ms, 0);
+    st_operations_free(ops, n);
+
+    ck_assert_int_eq(st_operations_due(db, 1000, 2, &ops, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    st_operations_free(ops, n);
+    ck_assert_int_eq(st_operations_due(db, 1000, 0, &ops, &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+    st_operations_free(ops, n);
+    ck_assert_int_eq(st_operations_due(db, 0, 10, &ops, &n, &err), 0);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(ops[0].id, "op-late");
+    st_operations_free(ops, n);
+
+    /* Finishing one takes it out.  */
+    put_op("op-first", "Succeeded", 100, 0);
+    ck_assert_int_eq(st_operations_due(db, 1000, 10, &ops, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    st_operations_free(ops, n);
+}
+END_TEST
+
+START_TEST(operation_roundtrip)
+{
+    sbx_error_t err = {0};
+    st_tx_t *tx = st_begin(db, &err);
+    st_operation_t op = {.id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+                         .resource_id = "/subscriptions/S/resourceGroups/R/x",
+                         .kind = "delete", .status = "Failed", .location = "westeurope",
+                         .subscription = SUB, .start_ms = 1000, .end_ms = 2000,
+                         .attempts = 5, .next_attempt_ms = 3000};
+    op.error = json_pack("{s:s,s:s,s:i}", "code", "HostDown", "message", "gone", "httpStatus",
+                         503);
+    op.payload = json_pack("{s:[i,i]}", "work", 1, 2);
+    ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
+    st_operation_t in_tx = {0};
+    ck_assert_int_eq(st_tx_operation_get(tx, op.id, &in_tx, &err), 0);
+    st_operation_done(&in_tx);
+    ck_assert_int_eq(st_commit(tx, &err), 0);
+
+    st_operation_t got = {0};
+    ck_assert_int_eq(st_operation_get(db, op.id, &got, &err), 0);
+    ck_assert_str_eq(got.id, op.id);
+    ck_assert_str_eq(got.resource_id, op.resource_id);
+    ck_assert_str_eq(got.kind, "delete");
+    ck_assert_str_eq(got.status, "Failed");
+    ck_assert_str_eq(got.location, "westeurope");
+    ck_assert_str_eq(got.subscription, SUB);
+    ck_assert(json_equal(got.error, op.error));
+    ck_assert(json_equal(got.payload, op.payload));
+    ck_assert_int_eq(got.start_ms, 1000);
+    ck_assert_int_eq(got.end_ms, 2000);
+    ck_assert_int_eq(got.attempts, 5);
+    ck_assert_int_eq(got.next_attempt_ms, 3000);
+    st_operation_done(&got);
+    st_operation_done(&got);
+    json_decref(op.error);
+    json_decref(op.payload);
+
+    ck_assert_int_eq(st_operation_get(db, "nope", &got, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    ck_assert_str_eq(err.arm_code, "OperationNotFound");
+}
+END_TEST
+
+START_TEST(settings)
+{
+    sbx_error_t err = {0};
+    char *v = NULL;
+    ck_assert_int_eq(st_kv_get(db, "signing_key", &v, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    for (int i = 0; i < 2; i++) {
+        st_tx_t *tx = st_begin(db, &err);
+        ck_assert_int_eq(st_tx_kv_put(tx, "signing_key", i ? "second" : "first", &err), 0);
+        ck_assert_int_eq(st_commit(tx, &err), 0);
+    }
+    ck_assert_int_eq(st_kv_get(db, "signing_key", &v, &err), 0);
+    ck_assert_str_eq(v, "second");
+    free(v);
+}
+END_TEST
+
+/* ---- many writers ---- */
+
+typedef struct writer {
+    int idx;
+    int ok;
+} writer_t;
+
+static void *write_many(void *arg)
+{
+    writer_t *w = arg;
+    for (int i = 0; i < 25; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "t%d-%d", w->idx, i);
+        _cleanup_free_ char *id = group_id(SUB, "threads", name);
+        sbx_error_t err = {0};
+        st_tx_t *tx = st_begin(db, &err);
+        if (!tx)
+            continue;
+        st_resource_t r = {.id = id, .type = GROUPS, .name = name, .subscription = SUB,
+                           .resource_group = "threads", .body = json_object()};
+        size_t n = 0;
+        int rc = st_tx_resource_count(tx, GROUPS, NULL, &n, &err);
+        if (rc == 0)
+            rc = st_tx_resource_put(tx, &r, &err);
+        json_decref(r.body);
+        if (rc == 0 && st_commit(tx, &err) == 0)
+            w->ok++;
+        else if (rc != 0)
+            st_rollback(tx);
+        /* and a read between writes */
+        st_resource_t back = {0};
+        if (st_resource_get(db, id, &back, &err) == 0)
+            st_resource_done(&back);
+    }
+    return NULL;
+}
+
+START_TEST(concurrent_writers)
+{
+    /* More threads than connections: callers wait for one, nobody fails.  */
+    st_close(db);
+    sbx_error_t err = {0};
+    st_options_t opts = {.pool_size = 3, .synchronous_full = true};
+    db = st_open(db_path, &opts, &err);
+    ck_assert_ptr_nonnull(db);
+    enum { THREADS = 8 };
+    pthread_t th[THREADS];
+    writer_t w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (writer_t){.idx = i};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, write_many, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(w[i].ok, 25);
+    }
+    size_t n = 0;
+    ck_assert_int_eq(st_resource_count(db, GROUPS, NULL, &n, &err), 0);
+    ck_assert_uint_eq(n, THREADS * 25);
+    _cleanup_free_ char *check = st_integrity_check(db);
+    ck_assert_str_eq(check, "ok");
+}
+END_TEST
+
+/* Hostile bytes in ids and bodies are data, never SQL.  */
+START_TEST(hostile_values_are_data)
+{
+    const char *name = "x'); DROP TABLE resources; --";
+    _cleanup_free_ char *id = group_id(SUB, "rg", name);
+    _cleanup_free_ char *etag = put(id, GROUPS, name, SUB, "rg", NULL, NULL,
+                                    json_pack("{s:s}", "q", "\"'%_\\"));
+    st_resource_t r = {0};
+    sbx_error_t err = {0};
+    ck_assert_int_eq(st_resource_get(db, id, &r, &err), 0);
+    ck_assert_str_eq(r.name, name);
+    ck_assert_str_eq(json_string_value(json_object_get(r.body, "q")), "\"'%_\\");
+    st_resource_done(&r);
+    /* A continuation token is just a key to compare with.  */
+    st_list_t l = {0};
+    st_list_query_t q = {.type = GROUPS, .after = "' OR 1=1 --", .limit = 5};
+    ck_assert_int_eq(st_resource_list(db, &q, &l, &err), 0);
+    st_list_done(&l);
+    /* LIKE wildcards in a parent id match nothing extra.  */
+    size_t n = 0;
+    ck_assert_int_eq(st_resource_count(db, GROUPS, "%", &n, &err), 0);
+    ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+static Suite *storage_suite(void)
+{
+    Suite *s = suite_create("storage");
+    TCase *tc = tcase_create("storage");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, migrations_recorded_once);
+    tcase_add_test(tc, newer_schema_refused);
+    tcase_add_test(tc, open_failures);
+    tcase_add_test(tc, put_get_roundtrip);
+    tcase_add_test(tc, etag_changes_on_every_write);
+    tcase_add_test(tc, tx_rollback_leaves_nothing);
+    tcase_add_test(tc, list_filters_and_paging);
+    tcase_add_test(tc, list_by_host);
+    tcase_add_test(tc, delete_children_only_descendants);
+    tcase_add_test(tc, operations_due);
+    tcase_add_test(tc, operation_roundtrip);
+    tcase_add_test(tc, settings);
+    tcase_add_test(tc, concurrent_writers);
+    tcase_add_test(tc, hostile_values_are_data);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(storage_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
