@@ -219,7 +219,8 @@ json_t *api_envelope(const st_resource_t *r)
 {
     json_t *out = json_pack("{s:s,s:s,s:s}", "id", r->id, "name", r->name, "type", "");
     json_t *type = json_object_get(r->body, "type");
-    json_object_set(out, "type", type ? type : json_string(""));
+    if (type)
+        json_object_set(out, "type", type);
     const char *key;
     json_t *v;
     /* Keys starting with '_' are the server's own bookkeeping.  */
@@ -251,10 +252,12 @@ bool api_arm_id_valid(const char *id, const char *required_type)
     char *save = NULL;
     size_t n = 0;
     char *segs[32];
-    for (char *t = strtok_r(copy, "/", &save); t && n < ARRAY_SIZE(segs);
-         t = strtok_r(NULL, "/", &save))
+    char *t = strtok_r(copy, "/", &save);
+    for (; t && n < ARRAY_SIZE(segs); t = strtok_r(NULL, "/", &save))
         segs[n++] = t;
-    bool ok = n >= 8 && n % 2 == 0 && strcasecmp(segs[2], "resourceGroups") == 0 &&
+    /* t left over: more segments than we keep, so segs[n - 2] would not
+     * be the id's real type.  */
+    bool ok = !t && n >= 8 && n % 2 == 0 && strcasecmp(segs[2], "resourceGroups") == 0 &&
               strcasecmp(segs[4], "providers") == 0;
     if (ok && required_type)
         ok = strcasecmp(segs[n - 2], required_type) == 0;

@@ -80,7 +80,7 @@ void api_resource_get(api_t *api, const route_t *rt, const api_kind_t *k,
         return;
     }
     const char *inm = http_header(req, "If-None-Match");
-    if (inm && strcmp(inm, r.etag) == 0) {
+    if (inm && (strcmp(inm, "*") == 0 || strcmp(inm, r.etag) == 0)) {
         http_add_header(res, "ETag", "%s", r.etag);
         http_reply_empty(res, 304);
     } else {

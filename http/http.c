@@ -357,6 +357,12 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, sbx_err
         if (close_br)
             *close_br = '\0';
     }
+    /* getaddrinfo takes "99999" and wraps it to a 16-bit port silently.  */
+    char *end;
+    errno = 0;
+    unsigned long pnum = strtoul(port, &end, 10);
+    if (!*port || *end || errno || pnum > 65535 || !(*port >= '0' && *port <= '9'))
+        return sbx_error_set(err, SBX_ERR_INVALID, "listen address '%s': bad port", listen);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
     struct addrinfo *ai = NULL;

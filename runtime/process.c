@@ -231,6 +231,9 @@ static _Noreturn void init_child(const struct init_prep *p)
 {
     int rep = p->report_w;
     char go = 0;
+    /* Until execve we are a copy of the agent, its secrets included: keep
+     * /proc/<pid>/mem and ptrace away from us (execve resets this).  */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     close(p->go_w);
     close(p->report_r);
     if (read(p->go_r, &go, 1) != 1 || go != 'g')
@@ -644,6 +647,8 @@ struct exec_prep {
 static _Noreturn void exec_command(const struct exec_prep *p)
 {
     int rep = p->report_w;
+    /* Visible to the sandbox from here, and still a copy of the agent.  */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (setsid() < 0)
         child_fail(rep, STEP_SETSID);
     if (dup2(p->in_r, 0) < 0 || dup2(p->out_w, 1) < 0 || dup2(p->err_w, 2) < 0)
@@ -677,6 +682,7 @@ static _Noreturn void exec_command(const struct exec_prep *p)
  * namespace.  */
 static _Noreturn void exec_enter(const struct exec_prep *p)
 {
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     for (int i = 0; i < p->n_cg; i++)
         if (write(p->cg_fds[i], "0", 1) != 1)
             child_fail(p->report_w, STEP_CGROUP);
@@ -863,10 +869,14 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
     if (n != (ssize_t)sizeof cmd) {
         struct child_report r = {0, EIO};
         cmd = -1;
-        if (read(rp[0], &r, sizeof r) == (ssize_t)sizeof r)
-            report_error(err, "exec", &r);
-        else
+        if (read(rp[0], &r, sizeof r) != (ssize_t)sizeof r)
             sbx_error_set(err, SBX_ERR_INTERNAL, "exec: the sandbox is gone");
+        else if (r.step == STEP_SETNS && r.err == ESRCH)
+            sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", id);
+        else if (r.step == STEP_FORK && r.err == EAGAIN)
+            sbx_error_set(err, SBX_ERR_UNAVAILABLE, "sandbox %s is at its process limit", id);
+        else
+            report_error(err, "exec", &r);
         goto out;
     }
     pidfd = sys_pidfd_open(cmd);

@@ -753,11 +753,12 @@ int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
             break;
         rt_state_t s = sb->state;
         pthread_rwlock_unlock(&sb->lock);
-        if (s != RT_STATE_SUSPENDED && s != RT_STATE_RUNNING) {
+        if (s != RT_STATE_SUSPENDED) {
             sandbox_unref(sb);
-            return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is %s", id, rt_state_name(s));
+            return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is %s", id,
+                                 s == RT_STATE_RUNNING ? "not running" : rt_state_name(s));
         }
-        if (transition(rt, id, s == RT_STATE_SUSPENDED ? OP_RESUME : OP_START, err) < 0) {
+        if (transition(rt, id, OP_RESUME, err) < 0) {
             sandbox_unref(sb);
             return -1;
         }

@@ -34,6 +34,9 @@ struct sched {
     /* operation ids being worked on, so two workers never take one */
     char (*busy)[37];
     size_t n_busy, cap_busy;
+    /* held from choosing a host to recording the choice, and while the
+     * loads are rebuilt, so a rebuild never sees half a placement */
+    pthread_mutex_t place_lock;
     host_load_t *loads;
     size_t n_loads;
     /* pooled curl handles keep TLS sessions to agents alive */

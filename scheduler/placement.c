@@ -39,6 +39,7 @@ void placement_add(sched_t *s, const char *host, double cpu, double memory_mib, 
 /* Recount what every host holds from the sandboxes in storage.  */
 void placement_rebuild(sched_t *s)
 {
+    pthread_mutex_lock(&s->place_lock);
     host_load_t *loads = NULL;
     size_t n = 0;
     st_list_query_t q = {.type = SANDBOX_TYPE, .limit = 1000};
@@ -74,6 +75,7 @@ void placement_rebuild(sched_t *s)
     s->loads = loads;
     s->n_loads = n;
     pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->place_lock);
 }
 
 static bool has_driver(const json_t *info, const char *driver)

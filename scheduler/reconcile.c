@@ -108,8 +108,7 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
      * list: comparing the two would undo that write.  */
     if (sb->updated_ms >= seen_ms)
         return;
-    json_t *seen = json_object_get(agent_by_id, rid);
-    json_object_del(agent_by_id, rid); /* what remains afterwards is unknown to storage */
+    _cleanup_json_ json_t *seen = json_incref(json_object_get(agent_by_id, rid));
     const char *state = json_string_value(json_object_get(props, "state"));
     if (!seen) {
         if (state && strcmp(state, "Failed") != 0) {

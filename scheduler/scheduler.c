@@ -48,6 +48,7 @@ sched_t *sched_new(const sched_config_t *cfg, st_db_t *db, sbx_error_t *err)
         s->cfg.agent_timeout_ms = 60000;
     s->db = db;
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->place_lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->rwake, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -100,6 +101,7 @@ void sched_free(sched_t *s)
     free(s->busy);
     free(s->loads);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->place_lock);
     pthread_cond_destroy(&s->wake);
     pthread_cond_destroy(&s->rwake);
     curl_global_cleanup();

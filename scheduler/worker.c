@@ -179,6 +179,9 @@ static void retry_later(sched_t *s, st_operation_t *op, const char *why)
     sbx_log(SBX_LOG_WARN, MODULE_NAME, "operation %s attempt %d: %s", op->id, op->attempts, why);
 }
 
+static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const char *env,
+                            char **host, sbx_error_t *err);
+
 /* Write the host and runtime id down before calling the agent, so a crash
  * between the two calls the same host with the same id again.  */
 static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *err)
@@ -189,6 +192,16 @@ static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *
     }
     _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, sb);
     _cleanup_free_ char *env = sandbox_environment(s->db, sb);
+    pthread_mutex_lock(&s->place_lock);
+    int ret = placement_record(s, sb, spec, env, host, err);
+    pthread_mutex_unlock(&s->place_lock);
+    return ret;
+}
+
+/* Choose a host and write the choice down (caller holds place_lock).  */
+static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const char *env,
+                            char **host, sbx_error_t *err)
+{
     double cpu = json_number_value(json_object_get(spec, "cpu"));
     double mem = json_number_value(json_object_get(spec, "memoryMiB"));
     if (placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), cpu, mem,

@@ -756,12 +756,17 @@ START_TEST(content_type_rules)
         want_error(&r, 415, "UnsupportedMediaType");
         tu_response_free(&r);
     }
+    /* No Content-Type at all.  */
+    call_opts_t none = {.body = "{\"location\":\"westeurope\"}", .content_type = ""};
+    tu_response_t r;
+    call_ex("PUT", p, &none, &r);
+    want_error(&r, 415, "UnsupportedMediaType");
+    tu_response_free(&r);
     _cleanup_free_ char *after = etag_of(p);
     ck_assert_str_eq(before, after);
     /* Parameters and case do not matter.  */
     call_opts_t ok = {.body = "{\"location\":\"westeurope\"}",
                       .content_type = "Application/JSON; charset=utf-8"};
-    tu_response_t r;
     ck_assert_int_eq(call_ex("PUT", p, &ok, &r), 200);
     tu_response_free(&r);
 }
@@ -838,6 +843,15 @@ START_TEST(etag_preconditions)
     _cleanup_free_ char *inm = xasprintf("If-None-Match: %s", etag2);
     call_opts_t get = {.headers = {inm}};
     ck_assert_int_eq(call_ex("GET", p, &get, &r), 304);
+    _cleanup_free_ char *etag304 = tu_header(&r, "ETag");
+    ck_assert_str_eq(etag304, etag2);
+    ck_assert_uint_eq(r.body_len, 0);
+    tu_response_free(&r);
+    call_opts_t get_any = {.headers = {"If-None-Match: *"}};
+    ck_assert_int_eq(call_ex("GET", p, &get_any, &r), 304);
+    tu_response_free(&r);
+    call_opts_t get_other = {.headers = {"If-None-Match: \"something-else\""}};
+    ck_assert_int_eq(call_ex("GET", p, &get_other, &r), 200);
     tu_response_free(&r);
 
     _cleanup_free_ char *hdr2 = xasprintf("If-Match: %s", etag2);

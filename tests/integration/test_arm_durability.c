@@ -109,6 +109,7 @@ static long get(const char *path, char **etag, char **body)
 typedef struct racer {
     int idx;
     const char *path, *if_match;
+    bool if_none_match; /* If-None-Match: * instead of If-Match */
     pthread_barrier_t *go;
     long status;
 } racer_t;
@@ -118,7 +119,8 @@ static void *race(void *arg)
     racer_t *r = arg;
     _cleanup_free_ char *body =
         xasprintf("{\"location\":\"westeurope\",\"tags\":{\"winner\":\"%d\"}}", r->idx);
-    _cleanup_free_ char *hdr = xasprintf("If-Match: %s", r->if_match);
+    _cleanup_free_ char *hdr = r->if_none_match ? xstrdup("If-None-Match: *")
+                                                : xasprintf("If-Match: %s", r->if_match);
     pthread_barrier_wait(r->go);
     tu_response_t res;
     r->status = call("PUT", r->path, body, hdr, &res);
@@ -171,6 +173,34 @@ START_TEST(if_match_race)
         ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "tags"), "winner")),
                          want);
     }
+}
+END_TEST
+
+/* Sixteen creators of one new group with If-None-Match: *: one 201.  */
+START_TEST(if_none_match_create_race)
+{
+    _cleanup_free_ char *p = gpath("race", "created-once");
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, RACERS);
+    racer_t racers[RACERS];
+    pthread_t th[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        racers[i] = (racer_t){.idx = i, .path = p, .if_none_match = true, .go = &go};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, race, &racers[i]), 0);
+    }
+    int created = 0, refused = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(th[i], NULL);
+        if (racers[i].status == 201)
+            created++;
+        else if (racers[i].status == 412)
+            refused++;
+        else
+            ck_abort_msg("racer %d: status %ld", i, racers[i].status);
+    }
+    pthread_barrier_destroy(&go);
+    ck_assert_msg(created == 1 && refused == RACERS - 1, "%d created, %d refused", created,
+                  refused);
 }
 END_TEST
 
@@ -347,6 +377,39 @@ START_TEST(kill9_under_load)
 }
 END_TEST
 
+/* SIGTERM while writers are busy: in-flight requests finish, the process
+ * exits 0, and what was acknowledged is there.  */
+START_TEST(sigterm_under_load)
+{
+    atomic_int total = 0;
+    writer_t *w = xcalloc(WRITERS, sizeof(*w));
+    pthread_t th[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        w[i].idx = i;
+        w[i].acked_total = &total;
+        ck_assert_int_eq(pthread_create(&th[i], NULL, write_load, &w[i]), 0);
+    }
+    int64_t deadline = sbx_monotonic_ms() + 20000;
+    while (atomic_load(&total) < 100 && sbx_monotonic_ms() < deadline)
+        usleep(2000);
+    stop_server();
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(w[i].other, 0);
+    }
+    start_server();
+    for (int i = 0; i < WRITERS; i++)
+        for (int k = 0; k < w[i].n_acked; k++) {
+            char name[32];
+            snprintf(name, sizeof(name), "w%d-%d", i, w[i].acked[k]);
+            _cleanup_free_ char *p = gpath("load", name);
+            ck_assert_msg(get(p, NULL, NULL) == 200, "acknowledged %s is gone", name);
+        }
+    stop_server();
+    free(w);
+}
+END_TEST
+
 static Suite *durability_suite(void)
 {
     Suite *s = suite_create("arm_durability");
@@ -354,8 +417,10 @@ static Suite *durability_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, if_match_race);
+    tcase_add_test(tc, if_none_match_create_race);
     tcase_add_test(tc, restart_keeps_everything);
     tcase_add_test(tc, kill9_under_load);
+    tcase_add_test(tc, sigterm_under_load);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -103,6 +103,12 @@ START_TEST(test_runtime_isolation_syscalls_refused)
     ck_assert_int_eq(json_integer_value(json_object_get(j, "init_module")), EPERM);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "ptrace_pid1")), EPERM);
     json_decref(j);
+    /* System calls of the other x86 ABIs, which the filter does not
+     * describe, end the process.  */
+    j = fx_probe("iso-sys", "abi", NULL, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "x32")), SIGSYS);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "i386")), SIGSYS);
+    json_decref(j);
 
     /* Nor can it trace a sibling process.  */
     rt_exec_result_t r = fx_sh("iso-sys", "sleep 60 & echo $!");

@@ -172,6 +172,17 @@ START_TEST(test_runtime_lifecycle_stop_start)
     ck_assert_str_eq(r.out, "kept\n0\n");
     rt_exec_result_done(&r);
     ck_assert_int_ne(init_pid_of("lc-stop"), init);
+
+    /* Its init killed behind our back: exec says so, and it is Stopped.  */
+    ck_assert_int_eq(kill(init_pid_of("lc-stop"), SIGKILL), 0);
+    while (fx_pid_alive(init_pid_of("lc-stop")))
+        usleep(1000);
+    char *argv[] = {"true", NULL};
+    ck_assert_int_eq(rt_exec(fx_rt, "lc-stop", &(rt_exec_request_t){.argv = argv}, &r, &err), -1);
+    ck_assert_msg(err.code == SBX_ERR_CONFLICT, "%s", err.msg);
+    ck_assert(rt_get(fx_rt, "lc-stop", &info, &err) == 0);
+    ck_assert_int_eq(info.state, RT_STATE_STOPPED);
+    ck_assert_str_eq(info.message, "sandbox init exited");
 }
 END_TEST
 

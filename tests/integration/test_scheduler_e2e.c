@@ -75,7 +75,11 @@ static void cluster_start(cluster_t *c)
     _cleanup_free_ char *agent = tu_bin("sandbox-agent");
     char *argv[] = {bin, "--listen", listen, "--data-dir", c->data, "--auth-token", TOKEN,
                     "--default-image", g_image, "--agent-bin", agent, NULL};
-    c->pid = tu_spawn(argv, NULL, c->log);
+    /* The local agent inherits this: its cgroups stay apart from other
+     * tests' agents running at the same time.  */
+    _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-e2e-%d", (int)getpid());
+    char *env[] = {cg, NULL};
+    c->pid = tu_spawn(argv, env, c->log);
     ck_assert_msg(tu_wait_port(c->port, 20000), "sandboxd did not listen");
     free(c->admin);
     c->admin = read_token(c->data, "admin-token");
@@ -120,8 +124,11 @@ static void global_setup(void)
     cluster_start(&g_c);
 }
 
+static void extras_down(void);
+
 static void global_teardown(void)
 {
+    extras_down();
     cluster_stop(&g_c, false);
     /* Sandboxes outlive sandboxd by design; the test's own go with it.  */
     _cleanup_free_ char *cmd = xasprintf(
@@ -504,6 +511,190 @@ START_TEST(test_scheduler_e2e_crash_restart)
 }
 END_TEST
 
+/* ---- extra hosts ---- */
+
+typedef struct extra_agent {
+    char name[16];
+    char *data, *log;
+    int port;
+    pid_t pid;
+} extra_agent_t;
+
+static void extra_start(extra_agent_t *a)
+{
+    _cleanup_free_ char *bin = tu_bin("sandbox-agent");
+    _cleanup_free_ char *ca = xasprintf("%s/pki/ca.pem", g_c.data);
+    _cleanup_free_ char *cert = xasprintf("%s/pki/agent.pem", g_c.data);
+    _cleanup_free_ char *key = xasprintf("%s/pki/agent.key", g_c.data);
+    _cleanup_free_ char *cg = xasprintf("sbx-e2e-%d-%s", (int)getpid(), a->name);
+    if (!a->port)
+        a->port = tu_free_port();
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", a->port);
+    char *argv[] = {bin, "--listen", listen, "--data-dir", a->data, "--ca", ca, "--cert", cert,
+                    "--key", key, "--environment", "e2e-pool", "--cgroup-parent", cg,
+                    "--default-image", g_image, NULL};
+    a->pid = tu_spawn(argv, NULL, a->log);
+    ck_assert(tu_wait_port(a->port, 20000));
+}
+
+static void extra_register(extra_agent_t *a)
+{
+    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s", g_c.base, a->name);
+    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
+    _cleanup_free_ char *body =
+        xasprintf("{\"url\":\"https://127.0.0.1:%d\",\"environment\":\"e2e-pool\"}", a->port);
+    const char *hdrs[] = {auth, NULL};
+    tu_request_opts_t o = {.headers = hdrs, .body = body};
+    tu_response_t r;
+    ck_assert_int_eq(tu_http("PUT", url, &o, &r), 0);
+    ck_assert_msg(r.status == 201 || r.status == 200, "register %s: %ld", a->name, r.status);
+    tu_response_free(&r);
+    int64_t deadline = sbx_monotonic_ms() + 10000;
+    while (!host_ready(a->name) && sbx_monotonic_ms() < deadline)
+        usleep(50000);
+    ck_assert(host_ready(a->name));
+}
+
+static void admin_post(const char *host, const char *action)
+{
+    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s/%s", g_c.base, host, action);
+    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
+    const char *hdrs[] = {auth, NULL};
+    tu_request_opts_t o = {.headers = hdrs};
+    tu_response_t r;
+    ck_assert_int_eq(tu_http("POST", url, &o, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    tu_response_free(&r);
+}
+
+static extra_agent_t g_extra[3];
+
+static void extras_up(void)
+{
+    for (int i = 0; i < 3; i++) {
+        extra_agent_t *a = &g_extra[i];
+        if (a->pid > 0)
+            continue;
+        snprintf(a->name, sizeof(a->name), "h%d", i + 1);
+        if (!a->data) {
+            a->data = xasprintf("%s/%s", g_root, a->name);
+            a->log = xasprintf("%s/%s.log", g_root, a->name);
+        }
+        extra_start(a);
+        extra_register(a);
+    }
+}
+
+#define POOL_ENV "{\"environmentId\":\"/subscriptions/" SUB "/resourceGroups/rg/providers/" \
+                 "Microsoft.App/managedEnvironments/e2e-pool\"}"
+
+START_TEST(test_scheduler_e2e_spread_over_hosts)
+{
+    extras_up();
+    put_group("pool", POOL_ENV);
+    int per_host[3] = {0};
+    for (int i = 0; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "p%d", i);
+        json_t *j = create_sandbox("pool", name, "{\"cpu\":0.1,\"memoryMiB\":64}");
+        ck_assert_str_eq(prop(j, "state"), "Running");
+        const char *host = prop(j, "host");
+        ck_assert_msg(host && host[0] == 'h', "placed outside the pool: %s", host);
+        per_host[host[1] - '1']++;
+        json_decref(j);
+    }
+    /* Spread: every host gets some, none gets half.  */
+    for (int i = 0; i < 3; i++)
+        ck_assert_msg(per_host[i] >= 1 && per_host[i] <= 3, "host h%d got %d of 6", i + 1,
+                      per_host[i]);
+    /* a drained host takes nothing new */
+    admin_post("h1", "drain");
+    json_t *j = create_sandbox("pool", "p6", "{\"cpu\":0.1,\"memoryMiB\":64}");
+    ck_assert_str_ne(prop(j, "host"), "h1");
+    json_decref(j);
+    admin_post("h1", "ready");
+}
+END_TEST
+
+/* A host that dies: its sandboxes are reported Failed within the bound
+ * (5 s without health, plus a pass); back, they are Running again and the
+ * host takes new work.  */
+START_TEST(test_scheduler_e2e_host_dies_and_returns)
+{
+    extras_up();
+    put_group("dying", POOL_ENV);
+    admin_post("h2", "drain");
+    admin_post("h3", "drain");
+    json_t *j = create_sandbox("dying", "d1", "{\"cpu\":0.1,\"memoryMiB\":64}");
+    ck_assert_str_eq(prop(j, "host"), "h1");
+    json_decref(j);
+    kill(g_extra[0].pid, SIGKILL);
+    waitpid(g_extra[0].pid, NULL, 0);
+    g_extra[0].pid = -1;
+    int64_t killed = sbx_monotonic_ms();
+    _cleanup_free_ char *p = sandbox_path("dying", "d1", NULL);
+    const char *state = NULL;
+    json_t *cur = NULL;
+    while (sbx_monotonic_ms() - killed < 15000) {
+        json_decref(cur);
+        cur = NULL;
+        ck_assert_int_eq(call("GET", p, NULL, &cur), 200);
+        state = prop(cur, "state");
+        if (state && strcmp(state, "Failed") == 0)
+            break;
+        usleep(100000);
+    }
+    ck_assert_msg(state && strcmp(state, "Failed") == 0, "not reported Failed in 15 s");
+    ck_assert_ptr_nonnull(strstr(prop(cur, "statusMessage"), "stopped answering"));
+    json_decref(cur);
+    ck_assert_int_lt(sbx_monotonic_ms() - killed, 9000);
+    extra_start(&g_extra[0]); /* same port and data dir */
+    int64_t deadline = sbx_monotonic_ms() + 15000;
+    while (!host_ready("h1") && sbx_monotonic_ms() < deadline)
+        usleep(100000);
+    ck_assert(host_ready("h1"));
+    cur = NULL;
+    deadline = sbx_monotonic_ms() + 10000;
+    do {
+        json_decref(cur);
+        cur = NULL;
+        call("GET", p, NULL, &cur);
+        state = prop(cur, "state");
+        if (state && strcmp(state, "Running") == 0)
+            break;
+        usleep(100000);
+    } while (sbx_monotonic_ms() < deadline);
+    if (!state || strcmp(state, "Running") != 0) {
+        _cleanup_free_ char *cmd = xasprintf("grep -v '\"access\"' '%s' | tail -30; tail -5 '%s'",
+                                             g_c.log, g_extra[0].log);
+        run_sh(cmd);
+    }
+    ck_assert_msg(state && strcmp(state, "Running") == 0, "the sandbox did not come back: %s",
+                  state);
+    json_decref(cur);
+    json_t *r = exec_sh("dying", "d1", "echo back");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "back\n");
+    json_decref(r);
+    j = create_sandbox("dying", "d2", "{\"cpu\":0.1,\"memoryMiB\":64}");
+    ck_assert_str_eq(prop(j, "host"), "h1");
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    admin_post("h2", "ready");
+    admin_post("h3", "ready");
+}
+END_TEST
+
+static void extras_down(void)
+{
+    for (int i = 0; i < 3; i++) {
+        if (g_extra[i].pid > 0)
+            tu_stop(g_extra[i].pid, 20000);
+        free(g_extra[i].data);
+        free(g_extra[i].log);
+    }
+}
+
 static Suite *e2e_suite(void)
 {
     Suite *s = suite_create("scheduler_e2e");
@@ -514,6 +705,8 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_bad_requests);
     tcase_add_test(tc, test_scheduler_e2e_hundred_at_once);
     tcase_add_test(tc, test_scheduler_e2e_crash_restart);
+    tcase_add_test(tc, test_scheduler_e2e_spread_over_hosts);
+    tcase_add_test(tc, test_scheduler_e2e_host_dies_and_returns);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -11,6 +11,8 @@
  *   memhog MIB           allocate and touch MIB MiB, 1 MiB at a time
  *   forkbomb SECONDS     fork as fast as it can; children sleep forever
  *   spin SECONDS         burn CPU
+ *   abi                  x32 and i386 (int 0x80) system calls: the
+ *                        signal that ended a child trying each
  *
  * Exit status 0 unless the arguments are wrong.  */
 #ifndef _GNU_SOURCE
@@ -268,6 +270,31 @@ static int cmd_spin(double seconds)
     return 0;
 }
 
+/* Run one system call of another ABI in a child; the signal it died of
+ * (0 when it survived).  */
+static int other_abi(int which)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        long r;
+        if (which == 0) {
+            r = syscall(0x40000000L | SYS_getpid);
+        } else {
+            __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+        }
+        _exit(r < 0 ? 1 : 0);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    return WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+}
+
+static int cmd_abi(void)
+{
+    printf("{\"x32\":%d,\"i386\":%d}\n", other_abi(0), other_abi(1));
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -289,6 +316,8 @@ int main(int argc, char **argv)
         return cmd_memhog(atol(argv[2]));
     if (!strcmp(c, "forkbomb") && argc == 3)
         return cmd_forkbomb(atof(argv[2]));
+    if (!strcmp(c, "abi"))
+        return cmd_abi();
     if (!strcmp(c, "spin") && argc == 3)
         return cmd_spin(atof(argv[2]));
     fprintf(stderr, "probe: unknown command\n");

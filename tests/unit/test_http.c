@@ -1,0 +1,403 @@
+/* test_http.c -- the HTTP front end in-process: request collection (bodies
+ * with NUL bytes, percent-decoded paths, queries, headers), body caps
+ * announced and chunked, request-id headers, and the reply builders.  */
+#include <microhttpd.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "http/http.h"
+#include "tests/testutil.h"
+
+static http_server_t *server;
+static char base[64];
+static int handled;
+
+static void on_query(void *ud, const char *key, const char *value)
+{
+    json_object_set_new(ud, key, json_string(value));
+}
+
+/* Reports what it received; a few paths exercise the reply builders.  */
+static void handler(void *ctx, const http_request_t *req, http_response_t *res)
+{
+    __atomic_add_fetch(&handled, 1, __ATOMIC_SEQ_CST);
+    if (strcmp(req->path, "/nothing") == 0)
+        return; /* sets no status: the front end answers 500 */
+    if (strcmp(req->path, "/bad-utf8") == 0) {
+        http_reply_error(res, 418, "Teapot", "bytes \xff\xfe here");
+        return;
+    }
+    if (strcmp(req->path, "/sbx-error") == 0) {
+        sbx_error_t err = {0};
+        sbx_error_arm(&err, SBX_ERR_CONFLICT, "Clash", "it clashed");
+        sbx_error_target(&err, "properties.x");
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    if (strcmp(req->path, "/generic-error") == 0) {
+        sbx_error_t err = {0};
+        sbx_error_set(&err, SBX_ERR_TOO_LARGE, "too big");
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    if (strcmp(req->path, "/bytes") == 0) {
+        char *data = xmalloc(5);
+        memcpy(data, "a\0b\0c", 5);
+        http_reply_bytes(res, 200, "application/octet-stream", data, 5);
+        return;
+    }
+    if (strcmp(req->path, "/many-headers") == 0) {
+        for (int i = 0; i < 40; i++)
+            http_add_header(res, "X-Many", "%d", i);
+        http_reply_empty(res, 204);
+        return;
+    }
+    if (strcmp(req->path, "/replaced") == 0) {
+        /* A handler may change its mind; the first body is freed.  */
+        http_reply_json(res, 200, json_pack("{s:s}", "first", "x"));
+        http_reply_error(res, 409, "Second", "second %d", 2);
+        return;
+    }
+    json_t *q = json_object();
+    size_t nq = http_query_each(req, on_query, q);
+    const char *xt = http_header(req, "x-test");
+    unsigned sum = 0;
+    for (size_t i = 0; i < req->body_len; i++)
+        sum = sum * 31 + (unsigned char)req->body[i];
+    json_t *path = json_string(req->path);
+    json_t *reply = json_pack("{s:s,s:o,s:I,s:I,s:o,s:I,s:s,s:s,s:b}", "method", req->method,
+                              "path", path ? path : json_string("(invalid)"), "bodyLen",
+                              (json_int_t)req->body_len, "sum", (json_int_t)sum, "query", q,
+                              "nquery", (json_int_t)nq, "xTest", xt ? xt : "", "scheme",
+                              http_scheme(req), "terminated",
+                              req->body[req->body_len] == '\0');
+    const char *one = http_query(req, "one");
+    if (one)
+        json_object_set_new(reply, "one", json_string(one));
+    http_add_header(res, "X-Custom", "v-%d", 7);
+    http_reply_json(res, 200, reply);
+}
+
+static size_t body_limit(void *ctx, const char *method, const char *path)
+{
+    return strcmp(path, "/big") == 0 ? 64 * 1024 : 1024;
+}
+
+static void setup(void)
+{
+    http_config_t cfg = {.name = "test", .listen = "127.0.0.1:0", .max_body = 1024,
+                         .body_limit = body_limit};
+    sbx_error_t err = {0};
+    server = http_server_start(&cfg, handler, NULL, &err);
+    ck_assert_msg(server != NULL, "%s", err.msg);
+    ck_assert_int_gt(http_server_port(server), 0);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", http_server_port(server));
+    handled = 0;
+}
+
+static void teardown(void)
+{
+    http_server_stop(server);
+    server = NULL;
+}
+
+static long req(const char *method, const char *path, const tu_request_opts_t *o,
+                tu_response_t *r)
+{
+    _cleanup_free_ char *url = xasprintf("%s%s", base, path);
+    ck_assert_msg(tu_http(method, url, o, r) == 0, "%s %s: no response", method, path);
+    _cleanup_free_ char *rid = tu_header(r, "x-ms-request-id");
+    ck_assert_msg(rid && strlen(rid) == 36, "no request id on %s", path);
+    return r->status;
+}
+
+static json_t *req_json(const char *method, const char *path, const tu_request_opts_t *o)
+{
+    tu_response_t r;
+    ck_assert_int_eq(req(method, path, o, &r), 200);
+    json_t *j = tu_json(&r);
+    ck_assert_ptr_nonnull(j);
+    tu_response_free(&r);
+    return j;
+}
+
+static const char *jstr(json_t *j, const char *k)
+{
+    const char *s = json_string_value(json_object_get(j, k));
+    return s ? s : "(none)";
+}
+
+START_TEST(request_collected)
+{
+    const char body[] = "bi\0nary\0body";
+    const char *hdrs[] = {"X-Test: hello", NULL};
+    tu_request_opts_t o = {.body = body, .body_len = sizeof(body),
+                           .content_type = "application/octet-stream", .headers = hdrs};
+    json_t *j = req_json("PUT", "/some/path%20x?one=1&two=a%26b&empty=", &o);
+    ck_assert_str_eq(jstr(j, "method"), "PUT");
+    ck_assert_str_eq(jstr(j, "path"), "/some/path x");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "bodyLen")), sizeof(body));
+    unsigned sum = 0;
+    for (size_t i = 0; i < sizeof(body); i++)
+        sum = sum * 31 + (unsigned char)body[i];
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "sum")), sum);
+    ck_assert(json_is_true(json_object_get(j, "terminated")));
+    ck_assert_str_eq(jstr(j, "xTest"), "hello");
+    ck_assert_str_eq(jstr(j, "one"), "1");
+    json_t *q = json_object_get(j, "query");
+    ck_assert_str_eq(jstr(q, "two"), "a&b");
+    ck_assert_str_eq(jstr(q, "empty"), "");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "nquery")), 3);
+    ck_assert_str_eq(jstr(j, "scheme"), "http");
+    json_decref(j);
+
+    /* No body: an empty, terminated one.  */
+    j = req_json("GET", "/", NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "bodyLen")), 0);
+    ck_assert(json_is_true(json_object_get(j, "terminated")));
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "nquery")), 0);
+    json_decref(j);
+
+    tu_response_t r;
+    req("GET", "/", NULL, &r);
+    _cleanup_free_ char *custom = tu_header(&r, "X-Custom");
+    ck_assert_str_eq(custom, "v-7");
+    _cleanup_free_ char *ct = tu_header(&r, "Content-Type");
+    ck_assert_str_eq(ct, "application/json; charset=utf-8");
+    tu_response_free(&r);
+}
+END_TEST
+
+START_TEST(request_ids)
+{
+    tu_response_t r;
+    req("GET", "/", NULL, &r);
+    _cleanup_free_ char *rid = tu_header(&r, "x-ms-request-id");
+    _cleanup_free_ char *corr = tu_header(&r, "x-ms-correlation-request-id");
+    ck_assert_ptr_null(tu_header(&r, "x-ms-client-request-id"));
+    ck_assert_str_eq(corr, rid); /* none sent: our own id */
+    tu_response_free(&r);
+
+    const char *hdrs[] = {"x-ms-client-request-id: client-1",
+                          "x-ms-correlation-request-id: corr-1", NULL};
+    tu_request_opts_t o = {.headers = hdrs};
+    req("GET", "/", &o, &r);
+    _cleanup_free_ char *echo = tu_header(&r, "x-ms-client-request-id");
+    _cleanup_free_ char *corr2 = tu_header(&r, "x-ms-correlation-request-id");
+    _cleanup_free_ char *rid2 = tu_header(&r, "x-ms-request-id");
+    ck_assert_str_eq(echo, "client-1");
+    ck_assert_str_eq(corr2, "corr-1");
+    ck_assert_str_ne(rid, rid2);
+    tu_response_free(&r);
+
+    /* An oversized client id is not echoed.  */
+    char longid[400];
+    memset(longid, 'c', sizeof(longid));
+    memcpy(longid, "x-ms-client-request-id: ", 24);
+    longid[sizeof(longid) - 1] = '\0';
+    const char *hdrs2[] = {longid, NULL};
+    o.headers = hdrs2;
+    req("GET", "/", &o, &r);
+    ck_assert_ptr_null(tu_header(&r, "x-ms-client-request-id"));
+    tu_response_free(&r);
+}
+END_TEST
+
+START_TEST(body_limits)
+{
+    tu_response_t r;
+    char *body = xmalloc(70 * 1024);
+    memset(body, 'b', 70 * 1024);
+    /* Exactly at the cap is fine; one more byte is not.  */
+    tu_request_opts_t o = {.body = body, .body_len = 1024, .content_type = "text/plain"};
+    ck_assert_int_eq(req("PUT", "/x", &o, &r), 200);
+    tu_response_free(&r);
+    o.body_len = 1025;
+    ck_assert_int_eq(req("PUT", "/x", &o, &r), 413);
+    _cleanup_json_ json_t *e = tu_json(&r);
+    ck_assert_str_eq(jstr(json_object_get(e, "error"), "code"), "RequestEntityTooLarge");
+    tu_response_free(&r);
+    /* The same without Content-Length (chunked): counted as it arrives.  */
+    const char *chunked[] = {"Transfer-Encoding: chunked", NULL};
+    o.headers = chunked;
+    o.body_len = 5000;
+    ck_assert_int_eq(req("PUT", "/x", &o, &r), 413);
+    tu_response_free(&r);
+    o.body_len = 1000;
+    ck_assert_int_eq(req("PUT", "/x", &o, &r), 200);
+    tu_response_free(&r);
+    /* A per-path limit.  */
+    o.headers = NULL;
+    o.body_len = 60 * 1024;
+    ck_assert_int_eq(req("PUT", "/big", &o, &r), 200);
+    tu_response_free(&r);
+    o.body_len = 70 * 1024;
+    ck_assert_int_eq(req("PUT", "/big", &o, &r), 413);
+    tu_response_free(&r);
+    o.headers = chunked;
+    ck_assert_int_eq(req("PUT", "/big", &o, &r), 413);
+    tu_response_free(&r);
+    free(body);
+    /* Refused bodies never reached the handler.  */
+    ck_assert_int_eq(__atomic_load_n(&handled, __ATOMIC_SEQ_CST), 3);
+}
+END_TEST
+
+START_TEST(bogus_content_length)
+{
+    /* Content-Length that is not a number: refused before the handler.  */
+    const char *hdrs[] = {"Content-Length: 12abc", NULL};
+    tu_request_opts_t o = {.headers = hdrs};
+    tu_response_t r;
+    _cleanup_free_ char *url = xasprintf("%s/x", base);
+    if (tu_http("GET", url, &o, &r) == 0) {
+        ck_assert_int_ge(r.status, 400);
+        tu_response_free(&r);
+    } else {
+        tu_response_free(&r);
+    }
+    ck_assert_int_eq(__atomic_load_n(&handled, __ATOMIC_SEQ_CST), 0);
+}
+END_TEST
+
+START_TEST(reply_builders)
+{
+    tu_response_t r;
+    ck_assert_int_eq(req("GET", "/nothing", NULL, &r), 500);
+    tu_response_free(&r);
+
+    ck_assert_int_eq(req("GET", "/bad-utf8", NULL, &r), 418);
+    _cleanup_json_ json_t *e = tu_json(&r);
+    ck_assert_ptr_nonnull(e);
+    json_t *err = json_object_get(e, "error");
+    ck_assert_str_eq(jstr(err, "code"), "Teapot");
+    ck_assert(json_is_string(json_object_get(err, "message")));
+    tu_response_free(&r);
+
+    ck_assert_int_eq(req("GET", "/sbx-error", NULL, &r), 409);
+    _cleanup_json_ json_t *e2 = tu_json(&r);
+    err = json_object_get(e2, "error");
+    ck_assert_str_eq(jstr(err, "code"), "Clash");
+    ck_assert_str_eq(jstr(err, "message"), "it clashed");
+    ck_assert_str_eq(jstr(err, "target"), "properties.x");
+    tu_response_free(&r);
+
+    ck_assert_int_eq(req("GET", "/generic-error", NULL, &r), 413);
+    _cleanup_json_ json_t *e3 = tu_json(&r);
+    err = json_object_get(e3, "error");
+    ck_assert_str_eq(jstr(err, "code"), "RequestEntityTooLarge");
+    ck_assert_ptr_null(json_object_get(err, "target"));
+    tu_response_free(&r);
+
+    ck_assert_int_eq(req("GET", "/bytes", NULL, &r), 200);
+    ck_assert_uint_eq(r.body_len, 5);
+    ck_assert_mem_eq(r.body, "a\0b\0c", 5);
+    _cleanup_free_ char *ct = tu_header(&r, "Content-Type");
+    ck_assert_str_eq(ct, "application/octet-stream");
+    tu_response_free(&r);
+
+    ck_assert_int_eq(req("GET", "/many-headers", NULL, &r), 204);
+    ck_assert_uint_eq(r.body_len, 0);
+    tu_response_free(&r);
+
+    ck_assert_int_eq(req("GET", "/replaced", NULL, &r), 409);
+    _cleanup_json_ json_t *e4 = tu_json(&r);
+    ck_assert_str_eq(jstr(json_object_get(e4, "error"), "code"), "Second");
+    tu_response_free(&r);
+
+    /* HEAD: headers only.  */
+    ck_assert_int_eq(req("HEAD", "/", NULL, &r), 200);
+    ck_assert_uint_eq(r.body_len, 0);
+    tu_response_free(&r);
+}
+END_TEST
+
+START_TEST(response_headers_capped)
+{
+    /* Directly: more headers than the response holds are dropped, not
+     * written past the array.  */
+    http_response_t res = {0};
+    for (int i = 0; i < 100; i++)
+        http_add_header(&res, "X-N", "%d", i);
+    ck_assert_uint_eq(res.n_headers, ARRAY_SIZE(res.headers));
+    ck_assert_str_eq(res.headers[0].value, "0");
+    for (size_t i = 0; i < res.n_headers; i++) {
+        free(res.headers[i].name);
+        free(res.headers[i].value);
+    }
+    http_reply_json(&res, 200, json_pack("{s:i}", "a", 1));
+    ck_assert_int_eq(res.status, 200);
+    ck_assert_str_eq(res.body, "{\"a\":1}");
+    http_reply_empty(&res, 204); /* frees the previous body */
+    ck_assert_ptr_null(res.body);
+    ck_assert_uint_eq(res.body_len, 0);
+}
+END_TEST
+
+START_TEST(listen_errors)
+{
+    static const char *const bad[] = {"nope", "127.0.0.1:notaport", "no.such.host.invalid:80",
+                                      "127.0.0.1:99999"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        http_config_t cfg = {.name = "t", .listen = bad[i]};
+        sbx_error_t err = {0};
+        http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
+        ck_assert_msg(s == NULL, "%s accepted", bad[i]);
+        ck_assert_str_ne(err.msg, "");
+    }
+    /* A port in use.  */
+    char taken[64];
+    snprintf(taken, sizeof(taken), "127.0.0.1:%d", http_server_port(server));
+    http_config_t cfg = {.name = "t", .listen = taken};
+    sbx_error_t err = {0};
+    ck_assert_ptr_null(http_server_start(&cfg, handler, NULL, &err));
+    http_server_stop(NULL);
+}
+END_TEST
+
+START_TEST(thread_pool_mode)
+{
+    /* With the access log on, and a path that is not UTF-8 in it.  */
+    http_config_t cfg = {.name = "pool", .listen = "127.0.0.1:0", .thread_pool = 2,
+                         .access_log = true};
+    sbx_error_t err = {0};
+    http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    snprintf(base, sizeof(base), "http://127.0.0.1:%d", http_server_port(s));
+    for (int i = 0; i < 20; i++) {
+        json_t *j = req_json("POST", "/pool", &(tu_request_opts_t){.body = "{}"});
+        ck_assert_int_eq(json_integer_value(json_object_get(j, "bodyLen")), 2);
+        json_decref(j);
+    }
+    json_t *j = req_json("GET", "/%FF%FE", NULL);
+    ck_assert_str_eq(jstr(j, "path"), "(invalid)");
+    json_decref(j);
+    http_server_stop(s);
+}
+END_TEST
+
+static Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("http");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, request_collected);
+    tcase_add_test(tc, request_ids);
+    tcase_add_test(tc, body_limits);
+    tcase_add_test(tc, bogus_content_length);
+    tcase_add_test(tc, reply_builders);
+    tcase_add_test(tc, response_headers_capped);
+    tcase_add_test(tc, listen_errors);
+    tcase_add_test(tc, thread_pool_mode);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(http_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
