@@ -18,6 +18,12 @@ typedef struct api api_t;
 #define API_PROVIDER "Microsoft.App"
 #define API_VERSION_LATEST "2026-07-01"
 
+/* Stored types the scheduler also reads.  Warm-pool members are kept as
+ * hidden children of their group (no route serves them).  */
+#define API_SANDBOX_TYPE "microsoft.app/sandboxgroups/sandboxes"
+#define API_GROUP_TYPE "microsoft.app/sandboxgroups"
+#define API_POOL_TYPE "microsoft.app/sandboxgroups/poolsandboxes"
+
 /* What the scheduler lends the API: sandbox actions that need a host answer
  * at once (exec, files) and a nudge when new operations are queued.  All
  * optional; without them sandbox actions answer 503.  */

@@ -61,6 +61,10 @@ typedef struct api_kind {
     void (*action)(api_t *api, const route_t *rt, const http_request_t *req,
                    http_response_t *res);
     bool needs_work_on_delete;
+    /* Optional: turn a new resource into a ready one from a warm pool, in
+     * the same transaction; true when it did (next is updated).  */
+    bool (*claim_warm)(api_t *api, st_tx_t *tx, const st_resource_t *parent,
+                       st_resource_t *next);
     /* Optional: a new child may be refused by a quota of its parent.  */
     int (*check_quota)(api_t *api, st_tx_t *tx, const st_resource_t *parent, sbx_error_t *err);
 } api_kind_t;

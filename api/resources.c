@@ -265,6 +265,16 @@ static int write_operation(put_ctx_t *c, const char *kind, char op_id[37], sbx_e
     return st_tx_operation_put(c->tx, &op, err);
 }
 
+/* A new sandbox that a warm pool can serve needs no work at all.  Always
+ * true: it only decides whether work remains.  */
+static bool claim_warm(put_ctx_t *c)
+{
+    if (!c->have_old && c->work && c->k->claim_warm &&
+        c->k->claim_warm(c->api, c->tx, &c->parent, &c->next))
+        c->work = false;
+    return true;
+}
+
 static int validate_names(const route_t *rt, const api_kind_t *k, sbx_error_t *err)
 {
     if (!api_resource_group_valid(rt->rg))
@@ -293,7 +303,7 @@ static void put_or_patch(api_t *api, const route_t *rt, const api_kind_t *k,
         api_check_preconditions(req, c.have_old ? c.old.etag : NULL, &err) < 0 ||
         build_resource(&c, in, &err) < 0 ||
         (!c.have_old && k->check_quota && k->check_quota(api, c.tx, &c.parent, &err) < 0) ||
-        st_tx_resource_put(c.tx, &c.next, &err) < 0 ||
+        !claim_warm(&c) || st_tx_resource_put(c.tx, &c.next, &err) < 0 ||
         ((k->async_put || c.work) &&
          write_operation(&c, c.have_old ? "update" : "create", op_id, &err) < 0)) {
         put_ctx_done(&c);

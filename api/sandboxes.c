@@ -121,7 +121,62 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
     st_resource_done(&r);
 }
 
+/* Only a sandbox that asks for nothing but the group's defaults can be a
+ * warm-pool member, which was started from exactly those.  */
+static bool pool_eligible(const json_t *props)
+{
+    static const char *const own[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
+                                       "isolation", "identity"};
+    for (size_t i = 0; i < ARRAY_SIZE(own); i++)
+        if (json_object_get(props, own[i]))
+            return false;
+    return true;
+}
+
+static bool sandbox_claim_warm(api_t *api, st_tx_t *tx, const st_resource_t *parent,
+                               st_resource_t *next)
+{
+    json_t *props = json_object_get(next->body, "properties");
+    if (!pool_eligible(props))
+        return false;
+    /* Candidates come from the last committed state; each is checked again
+     * inside this (write) transaction, so two creates never take one.  */
+    st_list_query_t q = {.type = API_POOL_TYPE, .parent_id = parent->id, .limit = 16};
+    st_list_t l = {0};
+    if (st_resource_list(api->db, &q, &l, NULL) < 0)
+        return false;
+    bool claimed = false;
+    for (size_t i = 0; i < l.n && !claimed; i++) {
+        st_resource_t m = {0};
+        if (st_tx_resource_get(tx, l.items[i].id, &m, NULL) < 0)
+            continue;
+        json_t *mp = json_object_get(m.body, "properties");
+        const char *state = json_string_value(json_object_get(mp, "state"));
+        if (state && strcmp(state, "Ready") == 0 && m.host_id &&
+            st_tx_resource_delete(tx, m.id, NULL) == 0) {
+            const char *keep[] = {"_runtimeId", "_cpu", "_memoryMiB"};
+            for (size_t k = 0; k < ARRAY_SIZE(keep); k++)
+                json_object_set(next->body, keep[k], json_object_get(m.body, keep[k]));
+            char now[32];
+            sbx_time_format(sbx_now_ms(), now, sizeof(now));
+            json_object_set_new(props, "state", json_string("Running"));
+            json_object_set_new(props, "host", json_string(m.host_id));
+            json_object_set_new(props, "createdAt", json_string(now));
+            json_object_set_new(props, "lastActivityAt", json_string(now));
+            json_object_set_new(props, "statusMessage", json_string(""));
+            json_object_set_new(props, "provisioningState", json_string("Succeeded"));
+            free(next->host_id);
+            next->host_id = xstrdup(m.host_id);
+            claimed = true;
+        }
+        st_resource_done(&m);
+    }
+    st_list_done(&l);
+    return claimed;
+}
+
 const api_kind_t api_kind_sandbox = {
+    .claim_warm = sandbox_claim_warm,
     .segment = "sandboxes",
     .type = API_PROVIDER "/sandboxGroups/sandboxes",
     .type_key = "microsoft.app/sandboxgroups/sandboxes",

@@ -283,6 +283,8 @@ bool sbx_utf8_valid(const char *str, size_t len)
 
 int sbx_mkdir_p(const char *path, mode_t mode, sbx_error_t *err)
 {
+    if (!*path) /* the loop below starts one past the first byte */
+        return sbx_error_set(err, SBX_ERR_INVALID, "mkdir: empty path");
     _cleanup_free_ char *p = xstrdup(path);
     for (char *s = p + 1; *s; s++) {
         if (*s != '/')

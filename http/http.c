@@ -227,8 +227,12 @@ static int verify_client_cert(request_state_t *st)
     if (!ci || !ci->tls_session)
         return -1;
     gnutls_session_t session = (gnutls_session_t)ci->tls_session;
+    /* The certificate must be meant for clients: a server certificate from
+     * the same CA (another host's agent) must not pass as a caller.  */
     unsigned status = 0;
-    if (gnutls_certificate_verify_peers2(session, &status) < 0 || status != 0)
+    gnutls_typed_vdata_st purpose = {GNUTLS_DT_KEY_PURPOSE_OID,
+                                     (unsigned char *)GNUTLS_KP_TLS_WWW_CLIENT, 0};
+    if (gnutls_certificate_verify_peers(session, &purpose, 1, &status) < 0 || status != 0)
         return -1;
     unsigned n = 0;
     const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &n);
@@ -249,6 +253,24 @@ static int verify_client_cert(request_state_t *st)
     return 0;
 }
 
+static enum MHD_Result find_nul_escape(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value)
+{
+    bool *found = cls;
+    if ((key && strstr(key, "%00")) || (value && strstr(value, "%00")))
+        *found = true;
+    return MHD_YES;
+}
+
+/* The unescape callback leaves "%00" literal; a URL that carries one is
+ * refused as a whole, so no handler ever sees a name or path cut short.  */
+static bool url_has_nul_escape(struct MHD_Connection *conn, const char *path)
+{
+    bool found = strstr(path, "%00") != NULL;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, find_nul_escape, &found);
+    return found;
+}
+
 static request_state_t *request_begin(http_server_t *s, struct MHD_Connection *conn,
                                       const char *url, const char *method)
 {
@@ -257,10 +279,12 @@ static request_state_t *request_begin(http_server_t *s, struct MHD_Connection *c
     st->req.conn = conn;
     st->req.method = method;
     st->req.path = url;
-    st->req.raw_url = url;
+    st->req.raw_url = url; /* libmicrohttpd hands over the decoded path only */
     st->scheme = s->cfg.tls_cert_pem ? "https" : "http";
     sbx_uuid(st->req.request_id);
-    st->limit = s->cfg.body_limit ? s->cfg.body_limit(s->ctx, method, url) : s->cfg.max_body;
+    st->limit = s->cfg.body_limit ? s->cfg.body_limit(s->ctx, method, url) : 0;
+    if (st->limit == 0)
+        st->limit = s->cfg.max_body;
     return st;
 }
 
@@ -303,6 +327,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (s->client_ca && verify_client_cert(st) < 0)
             return reply_error_now(s, st, 403, "ClientCertificateRequired",
                                    "a client certificate signed by the trusted CA is required");
+        if (url_has_nul_escape(conn, url))
+            return reply_error_now(s, st, 400, "InvalidUrl",
+                                   "NUL characters (%00) are not allowed in URLs");
         if (content_length_over(st))
             return reply_error_now(s, st, 413, "RequestEntityTooLarge",
                                    "the request body is larger than allowed");
@@ -375,6 +402,38 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, sbx_err
     return 0;
 }
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decoding of paths and query values, as MHD's own except that
+ * "%00" stays as it is: decoded, the NUL would silently cut the string, so
+ * ".../sandboxGroups/a%00b" would act on "a".  Left literal, it makes the
+ * name invalid instead.  */
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hex_value(r[1])) >= 0 && (lo = hex_value(r[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -409,6 +468,8 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 120, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 4096, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_keep_nul,
+                                        NULL};
     if (cfg->thread_pool)
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->thread_pool, NULL};
     if (cfg->tls_cert_pem) {

@@ -12,7 +12,7 @@ typedef struct http_server http_server_t;
 typedef struct http_request {
     const char *method;
     const char *path;        /* percent-decoded path, without the query */
-    const char *raw_url;     /* as received */
+    const char *raw_url;     /* same as path: libmicrohttpd keeps no undecoded copy */
     const char *body;        /* NUL-terminated; may contain NULs */
     size_t body_len;
     char request_id[37];

@@ -102,11 +102,6 @@ static char *cg_dir(const rt_cgroups_t *cg, int i, const char *id, const char *s
     return xasprintf("%s/%s/%s", base, cg->parent, id);
 }
 
-char *rt_cg_path(const rt_cgroups_t *cg, const char *id)
-{
-    return cg_dir(cg, RT_CG_PIDS, id, NULL);
-}
-
 static int mkdir_ok(const char *path)
 {
     return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
@@ -362,20 +357,6 @@ int rt_cg_kill(const rt_cgroups_t *cg, const char *id, const char *sub, int time
                                  id);
         usleep(2000);
     }
-}
-
-int rt_cg_count(const rt_cgroups_t *cg, const char *id)
-{
-    _cleanup_free_ char *dir = cg_dir(cg, cg->v2 ? 0 : RT_CG_FREEZER, id, NULL);
-    _cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
-    FILE *f = fopen(p, "re");
-    if (!f)
-        return -1;
-    int n = 0, pid;
-    while (fscanf(f, "%d", &pid) == 1)
-        n++;
-    fclose(f);
-    return n;
 }
 
 static bool v2_frozen(const char *dir)

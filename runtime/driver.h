@@ -99,10 +99,6 @@ int rt_cg_freeze(const rt_cgroups_t *cg, const char *id, bool frozen, sbx_error_
 bool rt_cg_is_frozen(const rt_cgroups_t *cg, const char *id);
 void rt_cg_usage(const rt_cgroups_t *cg, const char *id, uint64_t *memory_bytes,
                  uint64_t *cpu_us);
-/* Number of processes in the sandbox's cgroup (-1 on error).  */
-int rt_cg_count(const rt_cgroups_t *cg, const char *id);
-/* Path of the sandbox's cgroup in the pids (v1) or unified (v2) hierarchy.  */
-char *rt_cg_path(const rt_cgroups_t *cg, const char *id);
 
 /* ---- seccomp (seccomp.c) --------------------------------------------- */
 
@@ -132,9 +128,6 @@ struct rt_runtime {
  * its root; release both with rt_sandbox_root_close.  */
 int rt_sandbox_root_open(rt_runtime_t *rt, const char *id, rt_sandbox_t **sb, sbx_error_t *err);
 void rt_sandbox_root_close(rt_sandbox_t *sb, int fd);
-
-/* Persist the sandbox's record (called with sb->lock held).  */
-int rt_sandbox_save(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
 
 /* ---- drivers ---------------------------------------------------------- */
 

@@ -105,7 +105,7 @@ static void sandbox_unref(rt_sandbox_t *sb)
     free(sb);
 }
 
-int rt_sandbox_save(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
+static int rt_sandbox_save(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
     json_t *env = sb->env ? json_incref(sb->env) : json_object();
     _cleanup_json_ json_t *j = json_pack(

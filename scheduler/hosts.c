@@ -33,9 +33,19 @@ static bool label_valid(const char *s)
     return true;
 }
 
+/* Warm-pool members of a host that is gone are forgotten; the pool keeper
+ * starts others on hosts that answer.  */
+static void forget_pool_members(sched_t *s, const char *host)
+{
+    const char *params[] = {host};
+    st_query(s->db, "DELETE FROM resources WHERE type = '" POOL_TYPE "' AND host_id = ?1",
+             params, 1, NULL, NULL, NULL);
+}
+
 /* Sandboxes of a host that is gone: Failed, with the reason.  */
 static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
 {
+    forget_pool_members(s, host);
     st_list_query_t q = {.type = SANDBOX_TYPE, .host_id = host, .limit = 1000};
     st_list_t l = {0};
     char when[32];

@@ -7,8 +7,11 @@
 #include "scheduler/scheduler.h"
 
 #define MODULE_NAME "scheduler"
-#define SANDBOX_TYPE "microsoft.app/sandboxgroups/sandboxes"
-#define GROUP_TYPE "microsoft.app/sandboxgroups"
+#include "api/api.h"
+
+#define SANDBOX_TYPE API_SANDBOX_TYPE
+#define GROUP_TYPE API_GROUP_TYPE
+#define POOL_TYPE API_POOL_TYPE
 
 /* What one host has promised to sandboxes, kept in memory and rebuilt from
  * storage at start and by every reconcile pass.  */
@@ -77,7 +80,15 @@ void busy_release(sched_t *s, const char *op_id);
 void *reconciler_main(void *arg);
 void sched_reconcile_once(sched_t *s);
 
+/* pool.c */
+void pool_keep(sched_t *s);
+void pool_start_on_host(sched_t *s, const st_resource_t *member);
+
 /* sandbox spec helpers (worker.c) */
+char *group_environment(const st_resource_t *group);
+/* Destroy a sandbox (or pool member) on its host: 0 when it is gone or its
+ * host cannot be asked, -1 (why filled) when the call should be retried.  */
+int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size_t why_len);
 json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox);
 const char *sandbox_runtime_id(const st_resource_t *sandbox);
 double sandbox_cpu(const st_resource_t *sandbox);

@@ -36,13 +36,31 @@ void placement_add(sched_t *s, const char *host, double cpu, double memory_mib, 
     pthread_mutex_unlock(&s->lock);
 }
 
-/* Recount what every host holds from the sandboxes in storage.  */
+static void count_type(sched_t *s, const char *type, host_load_t **loads_io, size_t *n_io);
+
+/* Recount what every host holds from the sandboxes (and warm-pool members)
+ * in storage.  */
 void placement_rebuild(sched_t *s)
 {
     pthread_mutex_lock(&s->place_lock);
     host_load_t *loads = NULL;
     size_t n = 0;
-    st_list_query_t q = {.type = SANDBOX_TYPE, .limit = 1000};
+    const char *types[] = {SANDBOX_TYPE, POOL_TYPE};
+    for (size_t t = 0; t < ARRAY_SIZE(types); t++)
+        count_type(s, types[t], &loads, &n);
+    pthread_mutex_lock(&s->lock);
+    free(s->loads);
+    s->loads = loads;
+    s->n_loads = n;
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->place_lock);
+}
+
+static void count_type(sched_t *s, const char *type, host_load_t **loads_io, size_t *n_io)
+{
+    host_load_t *loads = *loads_io;
+    size_t n = *n_io;
+    st_list_query_t q = {.type = type, .limit = 1000};
     st_list_t l = {0};
     char *after = NULL;
     do {
@@ -70,12 +88,9 @@ void placement_rebuild(sched_t *s)
         after = l.next ? xstrdup(l.next) : NULL;
         st_list_done(&l);
     } while (after);
-    pthread_mutex_lock(&s->lock);
-    free(s->loads);
-    s->loads = loads;
-    s->n_loads = n;
-    pthread_mutex_unlock(&s->lock);
-    pthread_mutex_unlock(&s->place_lock);
+    free(after);
+    *loads_io = loads;
+    *n_io = n;
 }
 
 static bool has_driver(const json_t *info, const char *driver)

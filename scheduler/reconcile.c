@@ -174,10 +174,36 @@ static bool runtime_id_known(sched_t *s, const char *rid)
     const char *params[] = {rid};
     size_t n = 0;
     st_query(s->db,
-             "SELECT 1 FROM resources WHERE type = '" SANDBOX_TYPE
-             "' AND json_extract(body, '$._runtimeId') = ?1",
+             "SELECT 1 FROM resources WHERE type IN ('" SANDBOX_TYPE "', '" POOL_TYPE
+             "') AND json_extract(body, '$._runtimeId') = ?1",
              params, 1, on_count, &n, NULL);
     return n > 0;
+}
+
+/* Warm-pool members on a host: a Ready one the host lost is forgotten (the
+ * pool keeper starts another); the rest are accounted for.  */
+static int reconcile_pool_members(sched_t *s, const st_host_t *h, json_t *by_id, int64_t seen_ms)
+{
+    st_list_query_t q = {.type = POOL_TYPE, .host_id = h->name, .limit = 1000};
+    st_list_t l = {0};
+    if (st_resource_list(s->db, &q, &l, NULL) < 0)
+        return -1;
+    for (size_t i = 0; i < l.n; i++) {
+        st_resource_t *m = &l.items[i];
+        const char *rid = sandbox_runtime_id(m);
+        const char *state =
+            json_string_value(json_object_get(json_object_get(m->body, "properties"), "state"));
+        if (rid && json_object_get(by_id, rid)) {
+            json_object_del(by_id, rid);
+        } else if (state && strcmp(state, "Ready") == 0 && m->updated_ms < seen_ms) {
+            st_tx_t *tx = st_begin(s->db, NULL);
+            if (tx && st_tx_resource_delete(tx, m->id, NULL) == 0)
+                st_commit(TAKE_PTR(tx), NULL);
+            st_rollback(tx);
+        }
+    }
+    st_list_done(&l);
+    return 0;
 }
 
 static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
@@ -207,6 +233,8 @@ static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
         st_list_done(&l);
     } while (after);
     free(after);
+    if (complete && reconcile_pool_members(s, h, by_id, seen_ms) < 0)
+        complete = false;
     if (complete) {
         const char *rid;
         json_t *v;
@@ -233,6 +261,7 @@ void sched_reconcile_once(sched_t *s)
             reconcile_host(s, &hosts[i], now);
     st_hosts_free(hosts, n);
     placement_rebuild(s);
+    pool_keep(s);
 }
 
 void *reconciler_main(void *arg)

@@ -107,22 +107,24 @@ json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox)
     return spec;
 }
 
-/* The environment label of a sandbox's group: the environment's name, or
- * "default" for a group linked to none.  */
+/* The environment label of a group: its environment's name, or "default"
+ * for a group linked to none.  */
+char *group_environment(const st_resource_t *group)
+{
+    const char *env = json_string_value(json_object_get(props_of(group), "environmentId"));
+    const char *slash = env ? strrchr(env, '/') : NULL;
+    char *label = xstrdup(slash && slash[1] ? slash + 1 : "default");
+    sbx_str_lower(label);
+    return label;
+}
+
 static char *sandbox_environment(st_db_t *db, const st_resource_t *sandbox)
 {
     st_resource_t group = {0};
-    char *label = NULL;
-    if (sandbox->parent_id && st_resource_get(db, sandbox->parent_id, &group, NULL) == 0) {
-        const char *env = json_string_value(json_object_get(props_of(&group), "environmentId"));
-        const char *slash = env ? strrchr(env, '/') : NULL;
-        if (slash && slash[1])
-            label = xstrdup(slash + 1);
-    }
+    if (!sandbox->parent_id || st_resource_get(db, sandbox->parent_id, &group, NULL) < 0)
+        return xstrdup("default");
+    char *label = group_environment(&group);
     st_resource_done(&group);
-    if (!label)
-        label = xstrdup("default");
-    sbx_str_lower(label);
     return label;
 }
 
@@ -150,8 +152,6 @@ int sandbox_update_props(st_db_t *db, const char *id, json_t *patch, const char 
 }
 
 /* ---- operation steps ---- */
-
-typedef enum { STEP_DONE, STEP_RETRY } step_t;
 
 static void finish(sched_t *s, const st_operation_t *op, bool ok, const char *code,
                    const char *msg, json_t *patch)
@@ -307,15 +307,13 @@ static void run_sandbox_create(sched_t *s, st_operation_t *op)
     st_resource_done(&sb);
 }
 
-/* Destroy one sandbox on its host.  A host that is Down or gone cannot be
- * asked; the reconcile pass destroys the sandbox when the host returns.  */
-static step_t destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size_t why_len)
+int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size_t why_len)
 {
     const char *rid = sandbox_runtime_id(sb);
     st_host_t h = {0};
     if (!sb->host_id || !rid || host_find(s, sb->host_id, &h) < 0)
-        return STEP_DONE;
-    step_t step = STEP_DONE;
+        return 0;
+    int ret = 0;
     if (strcmp(h.state, "Down") != 0) {
         _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
         agent_reply_t r;
@@ -323,14 +321,14 @@ static step_t destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, si
                        &r) < 0 || (r.status != 204 && r.status != 200 && r.status != 404)) {
             snprintf(why, why_len, "host '%s' did not destroy the sandbox: %s", h.name,
                      r.status ? "error reply" : r.error);
-            step = STEP_RETRY;
+            ret = -1;
         }
         agent_reply_done(&r);
     }
-    if (step == STEP_DONE)
+    if (ret == 0)
         placement_add(s, sb->host_id, sandbox_cpu(sb), sandbox_memory(sb), -1);
     st_host_done(&h);
-    return step;
+    return ret;
 }
 
 static void run_sandbox_delete(sched_t *s, st_operation_t *op)
@@ -341,26 +339,46 @@ static void run_sandbox_delete(sched_t *s, st_operation_t *op)
         finish(s, op, true, NULL, NULL, NULL);
         return;
     }
-    if (destroy_on_host(s, &sb, why, sizeof(why)) == STEP_RETRY)
+    if (sandbox_destroy_on_host(s, &sb, why, sizeof(why)) < 0)
         retry_later(s, op, why);
     else
         finish(s, op, true, NULL, NULL, NULL);
     st_resource_done(&sb);
 }
 
+static int delete_children(sched_t *s, const st_operation_t *op, const char *type, char *why,
+                           size_t why_len, bool *retry, bool *more);
+
 static void run_group_delete(sched_t *s, st_operation_t *op)
 {
-    st_list_query_t q = {.type = SANDBOX_TYPE, .parent_id = op->resource_id, .limit = 1000};
-    st_list_t l = {0};
     char why[512] = "";
-    bool retry = false;
-    if (st_resource_list(s->db, &q, &l, NULL) < 0) {
-        retry_later(s, op, "storage is busy");
-        return;
-    }
+    bool retry = false, more = false;
+    const char *types[] = {SANDBOX_TYPE, POOL_TYPE};
+    for (size_t t = 0; t < ARRAY_SIZE(types); t++)
+        if (delete_children(s, op, types[t], why, sizeof(why), &retry, &more) < 0) {
+            retry_later(s, op, "storage is busy");
+            return;
+        }
+    if (retry)
+        retry_later(s, op, why);
+    else if (more)
+        sched_notify(s); /* the next batch; the operation stays due */
+    else
+        finish(s, op, true, NULL, NULL, NULL);
+}
+
+/* Destroy one batch of a group's children of one type on their hosts and
+ * remove their rows.  */
+static int delete_children(sched_t *s, const st_operation_t *op, const char *type, char *why,
+                           size_t why_len, bool *retry, bool *more)
+{
+    st_list_query_t q = {.type = type, .parent_id = op->resource_id, .limit = 1000};
+    st_list_t l = {0};
+    if (st_resource_list(s->db, &q, &l, NULL) < 0)
+        return -1;
     for (size_t i = 0; i < l.n; i++) {
-        if (destroy_on_host(s, &l.items[i], why, sizeof(why)) == STEP_RETRY) {
-            retry = true;
+        if (sandbox_destroy_on_host(s, &l.items[i], why, why_len) < 0) {
+            *retry = true;
             continue;
         }
         st_tx_t *tx = st_begin(s->db, NULL);
@@ -368,14 +386,9 @@ static void run_group_delete(sched_t *s, st_operation_t *op)
             st_commit(TAKE_PTR(tx), NULL);
         st_rollback(tx);
     }
-    bool more = l.next != NULL;
+    *more = *more || l.next != NULL;
     st_list_done(&l);
-    if (retry)
-        retry_later(s, op, why);
-    else if (more)
-        sched_notify(s); /* the next batch; the operation stays due */
-    else
-        finish(s, op, true, NULL, NULL, NULL);
+    return 0;
 }
 
 static void run_operation(sched_t *s, st_operation_t *op)

@@ -1,22 +1,63 @@
 #!/bin/sh
 # Builds sandboxd with AddressSanitizer and UndefinedBehaviorSanitizer and
-# runs every test: Check unit and integration tests (ctest), then the
-# OpenAPI checks and the conformance of recorded replies.
+# runs every test: the Check unit and integration tests (ctest), the Azure
+# SDK for JS against the real server, then the OpenAPI checks and the
+# conformance of every reply the tests recorded.  Ends with one line
+# "N passed, N failed" over all of them.
 set -eu
 cd "$(dirname "$0")/.."
+root=$PWD
 scripts/install-deps.sh --test
-if [ -x scripts/build-default-image.sh ]; then
-    scripts/build-default-image.sh build/default-image
-fi
+scripts/build-default-image.sh build/default-image
+
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DSBX_SANITIZE=ON >/dev/null
 cmake --build build-test -j"$(nproc)" >/dev/null
-traffic="$PWD/build-test/traffic.jsonl"
+
+traffic="$root/build-test/traffic.jsonl"
 rm -f "$traffic"
 export SBX_TRAFFIC_LOG="$traffic"
-export SBX_DEFAULT_IMAGE="$PWD/build/default-image"
-(cd build-test && ctest --output-on-failure -j2 --timeout 600)
-if [ -x scripts/check-openapi.sh ]; then
-    scripts/check-openapi.sh "$traffic"
+export SBX_DEFAULT_IMAGE="$root/build/default-image"
+log="$root/build-test/test-summary.log"
+: >"$log"
+
+passed=0
+failed=0
+count() { # name status
+    if [ "$2" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    echo "$1: $([ "$2" -eq 0 ] && echo ok || echo FAILED)" >>"$log"
+}
+
+# ctest: every Check program is one test.
+set +e
+(cd build-test && ctest --output-on-failure -j2 --timeout 900) | tee "$root/build-test/ctest.log"
+set -e
+total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' build-test/ctest.log | tail -1)
+bad=$(sed -n 's/.* \([0-9]*\) tests failed out of.*/\1/p' build-test/ctest.log | tail -1)
+total=${total:-0}
+bad=${bad:-1}
+passed=$((passed + total - bad))
+failed=$((failed + bad))
+
+# The unmodified Azure SDK for JS against the real server over HTTPS.
+if [ -x tests/sdk/run.sh ]; then
+    set +e
+    tests/sdk/run.sh "$root/build-test"
+    count "Azure SDK for JS" $?
+    set -e
 fi
+
+# The OpenAPI description, its examples, ARM lint, and every recorded reply.
+set +e
+scripts/check-openapi.sh "$traffic" | tee "$root/build-test/openapi.log"
+set -e
+op=$(tail -1 build-test/openapi.log)
+p=$(echo "$op" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+f=$(echo "$op" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+passed=$((passed + ${p:-0}))
+failed=$((failed + ${f:-1}))
+
+cat "$log"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

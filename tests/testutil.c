@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -300,19 +301,53 @@ json_t *tu_json(const tu_response_t *r)
 
 /* ---- a sandboxd for tests ---- */
 
+/* Up when the port answers while the process lives; false when it exited
+ * (the port was probably taken) or timed out.  */
 static bool server_up(tu_server_t *s, int timeout_ms)
 {
     int64_t deadline = sbx_monotonic_ms() + timeout_ms;
     while (sbx_monotonic_ms() < deadline) {
         int status;
         if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-            s->pid = -1; /* exited: the port was probably taken */
+            s->pid = -1;
             return false;
         }
         if (tu_wait_port(s->port, 20))
             return true;
     }
     return false;
+}
+
+/* The port could belong to another test's server that took it first: ours
+ * accepts our token.  */
+static bool server_is_ours(const tu_server_t *s)
+{
+    if (!s->token)
+        return true;
+    _cleanup_free_ char *url =
+        xasprintf("%s/providers/Microsoft.App/operations?api-version=2026-07-01", s->base);
+    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", s->token);
+    const char *hdrs[] = {auth, NULL};
+    tu_request_opts_t o = {.headers = hdrs, .timeout_ms = 10000};
+    tu_response_t r;
+    bool ours = tu_http("GET", url, &o, &r) == 0 && r.status != 401;
+    tu_response_free(&r);
+    return ours;
+}
+
+static void read_token(tu_server_t *s, const char *auth_token)
+{
+    free(s->token);
+    s->token = NULL;
+    if (auth_token) {
+        s->token = xstrdup(auth_token);
+        return;
+    }
+    _cleanup_free_ char *path = xasprintf("%s/dev-token", s->data_dir);
+    size_t len = 0;
+    if (sbx_read_file(path, &s->token, &len, NULL) == 0)
+        while (len > 0 && (s->token[len - 1] == '\n' || s->token[len - 1] == '\r'))
+            s->token[--len] = '\0';
 }
 
 int tu_server_start(tu_server_t *s, const char *data_dir, const char *const *extra_args)
@@ -339,28 +374,18 @@ int tu_server_start(tu_server_t *s, const char *data_dir, const char *const *ext
         free(s->log);
         s->log = xasprintf("%s.log", s->data_dir);
         s->pid = tu_spawn((char *const *)argv, NULL, s->log);
-        if (s->pid > 0 && server_up(s, 20000))
-            break;
+        if (s->pid > 0 && server_up(s, 20000)) {
+            free(s->base);
+            s->base = xasprintf("http://127.0.0.1:%d", s->port);
+            read_token(s, auth_token);
+            if (server_is_ours(s))
+                return 0;
+        }
         if (s->pid > 0)
             tu_stop(s->pid, 5000);
         s->pid = -1;
     }
-    if (s->pid <= 0)
-        return -1;
-    free(s->base);
-    s->base = xasprintf("http://127.0.0.1:%d", s->port);
-    free(s->token);
-    s->token = NULL;
-    if (auth_token) {
-        s->token = xstrdup(auth_token);
-    } else {
-        _cleanup_free_ char *path = xasprintf("%s/dev-token", s->data_dir);
-        size_t len = 0;
-        if (sbx_read_file(path, &s->token, &len, NULL) == 0)
-            while (len > 0 && (s->token[len - 1] == '\n' || s->token[len - 1] == '\r'))
-                s->token[--len] = '\0';
-    }
-    return 0;
+    return -1;
 }
 
 int tu_server_stop(tu_server_t *s)

@@ -201,6 +201,7 @@ typedef struct call_opts {
     size_t body_len;
     const char *content_type;
     const char *cert_dir; /* client certificate from this dir; NULL: g_certs */
+    const char *cert_name; /* "client" (default) or "agent": which pair to present */
     bool no_cert;
     bool plain_http;
     long timeout_ms;
@@ -210,8 +211,10 @@ static int call_ex(const char *method, const char *path, const call_opts_t *o, t
 {
     const char *dir = o->cert_dir ? o->cert_dir : g_certs;
     _cleanup_free_ char *ca = path_in(g_certs, "ca.pem");
-    _cleanup_free_ char *cert = path_in(dir, "client.pem");
-    _cleanup_free_ char *key = path_in(dir, "client.key");
+    _cleanup_free_ char *cert_file = xasprintf("%s.pem", o->cert_name ? o->cert_name : "client");
+    _cleanup_free_ char *key_file = xasprintf("%s.key", o->cert_name ? o->cert_name : "client");
+    _cleanup_free_ char *cert = path_in(dir, cert_file);
+    _cleanup_free_ char *key = path_in(dir, key_file);
     _cleanup_free_ char *url = xasprintf("%s://127.0.0.1:%d%s", o->plain_http ? "http" : "https",
                                          g_agent.port, path);
     tu_request_opts_t t = {
@@ -386,6 +389,13 @@ START_TEST(test_agent_client_cert_required)
 
     call_opts_t other = {.cert_dir = g_other};
     ck_assert_int_eq(call_ex("GET", "/v1/sandboxes", &other, &r), 0);
+    ck_assert_int_eq(r.status, 403);
+    tu_response_free(&r);
+
+    /* A server certificate from the trusted CA (another host's agent) is
+     * not a client certificate.  */
+    call_opts_t server_cert = {.cert_name = "agent"};
+    ck_assert_int_eq(call_ex("GET", "/v1/sandboxes", &server_cert, &r), 0);
     ck_assert_int_eq(r.status, 403);
     tu_response_free(&r);
 
@@ -702,7 +712,7 @@ START_TEST(test_agent_bad_file_requests)
     expect_error("GET", "/v1/sandboxes/files-1/files?path=", NULL, 400, "InvalidPath");
     expect_error("GET", "/v1/sandboxes/files-1/files?path=etc/passwd", NULL, 400, "InvalidPath");
     expect_error("GET", "/v1/sandboxes/files-1/files?path=/etc/passwd%00.txt", NULL, 400,
-                 "InvalidPath");
+                 "InvalidUrl");
     expect_error("PUT", "/v1/sandboxes/files-1/files?path=relative", "x", 400, "InvalidPath");
     expect_error("GET", "/v1/sandboxes/files-1/files?path=/etc&list=yes", NULL, 400,
                  "InvalidRequestContent");

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "storage/storage.h"
 #include "tests/testutil.h"
 
 #define SUB "0b4f8a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -306,6 +307,84 @@ START_TEST(operation_status_unknown)
              "/subscriptions/%s/providers/Microsoft.App/locations/westeurope/operationStatuses/%s",
              SUB_LIST, op);
     call_error("GET", path, NULL, 404, "OperationNotFound");
+}
+END_TEST
+
+/* Operations the scheduler would leave behind, written straight into the
+ * server's database (WAL lets a second process write), then polled.  */
+static void write_operation(const char *id, const char *status, json_t *error)
+{
+    _cleanup_free_ char *path = xasprintf("%s/sandboxd.db", srv.data_dir);
+    sbx_error_t err = {0};
+    st_db_t *db = st_open(path, NULL, &err);
+    ck_assert_msg(db != NULL, "%s", err.msg);
+    st_tx_t *tx = st_begin(db, &err);
+    ck_assert_ptr_nonnull(tx);
+    st_operation_t op = {.resource_id = "/subscriptions/" SUB "/resourceGroups/ops/providers/"
+                                        "Microsoft.App/sandboxGroups/g",
+                         .kind = "update", .status = (char *)status, .location = "westeurope",
+                         .subscription = SUB, .start_ms = sbx_now_ms() - 1000, .error = error};
+    snprintf(op.id, sizeof(op.id), "%s", id);
+    if (strcmp(status, "InProgress") != 0)
+        op.end_ms = sbx_now_ms();
+    ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
+    ck_assert_int_eq(st_commit(tx, &err), 0);
+    st_close(db);
+    json_decref(error);
+}
+
+static char *op_path(const char *kind, const char *id)
+{
+    return xasprintf("/subscriptions/%s/providers/Microsoft.App/locations/West%%20Europe/%s/%s",
+                     SUB, kind, id);
+}
+
+START_TEST(operation_states)
+{
+    const char *running = "11111111-0000-4000-8000-000000000001";
+    const char *failed = "11111111-0000-4000-8000-000000000002";
+    const char *failed_plain = "11111111-0000-4000-8000-000000000003";
+    write_operation(running, "InProgress", NULL);
+    write_operation(failed, "Failed",
+                    json_pack("{s:s,s:s,s:i}", "code", "HostUnavailable", "message", "no host",
+                              "httpStatus", 503));
+    write_operation(failed_plain, "Failed", NULL);
+
+    _cleanup_free_ char *st_running = op_path("operationStatuses", running);
+    tu_response_t r;
+    ck_assert_int_eq(call("GET", st_running, NULL, &r), 200);
+    _cleanup_free_ char *retry = tu_header(&r, "Retry-After");
+    ck_assert_msg(retry && atoi(retry) >= 1, "Retry-After %s", retry);
+    json_t *j = tu_json(&r);
+    tu_response_free(&r);
+    ck_assert_str_eq(jstr(j, "status"), "InProgress");
+    ck_assert_str_eq(jstr(j, "name"), running);
+    ck_assert(json_is_string(jget(j, "startTime")));
+    ck_assert_ptr_null(jget(j, "endTime"));
+    ck_assert_ptr_null(jget(j, "error"));
+    json_decref(j);
+
+    _cleanup_free_ char *res_running = op_path("operationResults", running);
+    ck_assert_int_eq(call("GET", res_running, NULL, &r), 202);
+    _cleanup_free_ char *loc = tu_header(&r, "Location");
+    _cleanup_free_ char *retry2 = tu_header(&r, "Retry-After");
+    tu_response_free(&r);
+    ck_assert_msg(loc && sbx_str_has_prefix(loc, srv.base) && strstr(loc, running), "Location %s",
+                  loc);
+    ck_assert_msg(retry2 && atoi(retry2) >= 1, "Retry-After %s", retry2);
+
+    _cleanup_free_ char *st_failed = op_path("operationStatuses", failed);
+    j = call_want("GET", st_failed, NULL, 200, NULL);
+    ck_assert_str_eq(jstr(j, "status"), "Failed");
+    ck_assert_str_eq(jstr(j, "error.code"), "HostUnavailable");
+    ck_assert_str_eq(jstr(j, "error.message"), "no host");
+    ck_assert_ptr_null(jget(j, "error.httpStatus"));
+    ck_assert(json_is_string(jget(j, "endTime")));
+    json_decref(j);
+    _cleanup_free_ char *res_failed = op_path("operationResults", failed);
+    call_error("GET", res_failed, NULL, 503, "HostUnavailable");
+    _cleanup_free_ char *res_plain = op_path("operationResults", failed_plain);
+    call_error("GET", res_plain, NULL, 500, "OperationFailed");
 }
 END_TEST
 
@@ -1096,6 +1175,15 @@ START_TEST(invalid_names)
     memcpy(rg90, "a.b_c(d)", 8);
     _cleanup_free_ char *edge = gpath(rg90, n63);
     json_decref(call_want("PUT", edge, "{\"location\":\"westeurope\"}", 201, NULL));
+    /* An encoded NUL does not cut the name short: no group "a" appears.  */
+    _cleanup_free_ char *nul = gpath("names", "a%00b");
+    tu_response_t r;
+    ck_assert_int_eq(call("PUT", nul, "{\"location\":\"westeurope\"}", &r), 400);
+    tu_response_free(&r);
+    _cleanup_free_ char *just_a = gpath("names", "a");
+    call_error("GET", just_a, NULL, 404, "ResourceNotFound");
+    ck_assert_int_eq(call("DELETE", nul, NULL, &r), 400);
+    tu_response_free(&r);
     /* A bad group name in a child's path.  */
     _cleanup_free_ char *c = child_path("names", "bad_group", "egressPolicies", "e1");
     call_error("PUT", c, "{\"properties\":{}}", 400, "InvalidResourceName");
@@ -1455,6 +1543,7 @@ static Suite *arm_suite(void)
     tcase_add_unchecked_fixture(routes, server_setup, server_teardown);
     tcase_add_test(routes, group_lifecycle);
     tcase_add_test(routes, operation_status_unknown);
+    tcase_add_test(routes, operation_states);
     tcase_add_test(routes, patch_missing_group);
     tcase_add_test(routes, list_paging);
     tcase_add_test(routes, vnet_connections);

@@ -204,6 +204,70 @@ START_TEST(if_none_match_create_race)
 }
 END_TEST
 
+/* Children created while their parent is deleted: either the child is
+ * refused or it goes with the parent; none is left behind.  */
+typedef struct child_racer {
+    const char *group;
+    int idx;
+    pthread_barrier_t *go;
+    long status;
+} child_racer_t;
+
+static void *race_child(void *arg)
+{
+    child_racer_t *c = arg;
+    _cleanup_free_ char *p = c->idx < 0 ? xstrdup(c->group)
+                                        : xasprintf("%s/vnetConnections/v%d", c->group, c->idx);
+    pthread_barrier_wait(c->go);
+    tu_response_t r;
+    if (c->idx < 0)
+        c->status = call("DELETE", p, NULL, NULL, &r);
+    else
+        c->status = call("PUT", p,
+                         "{\"properties\":{\"subnetId\":\"/subscriptions/" SUB "/resourceGroups/"
+                         "n/providers/Microsoft.Network/virtualNetworks/v/subnets/s\"}}",
+                         NULL, &r);
+    if (c->status >= 0)
+        tu_response_free(&r);
+    return NULL;
+}
+
+START_TEST(children_vs_parent_delete)
+{
+    enum { CHILDREN = 8 };
+    _cleanup_free_ char *g = gpath("orphans", "g");
+    for (int round = 0; round < 4; round++) {
+        tu_response_t r;
+        ck_assert_int_eq(call("PUT", g, "{\"location\":\"westeurope\"}", NULL, &r), 201);
+        tu_response_free(&r);
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, CHILDREN + 1);
+        child_racer_t racers[CHILDREN + 1];
+        pthread_t th[CHILDREN + 1];
+        for (int i = 0; i <= CHILDREN; i++) {
+            /* the deleter starts in the middle of the pack */
+            int idx = i == CHILDREN / 2 ? -1 : i;
+            racers[i] = (child_racer_t){.group = g, .idx = idx, .go = &go};
+            ck_assert_int_eq(pthread_create(&th[i], NULL, race_child, &racers[i]), 0);
+        }
+        for (int i = 0; i <= CHILDREN; i++) {
+            pthread_join(th[i], NULL);
+            long st = racers[i].status;
+            if (racers[i].idx < 0)
+                ck_assert_int_eq(st, 202);
+            else
+                ck_assert_msg(st == 201 || st == 404, "child %d: %ld", racers[i].idx, st);
+        }
+        pthread_barrier_destroy(&go);
+        ck_assert_int_eq(get(g, NULL, NULL), 404);
+        for (int i = 0; i <= CHILDREN; i++) {
+            _cleanup_free_ char *c = xasprintf("%s/vnetConnections/v%d", g, i);
+            ck_assert_msg(get(c, NULL, NULL) == 404, "round %d: v%d outlived its group", round, i);
+        }
+    }
+}
+END_TEST
+
 /* ---- restart ---- */
 
 START_TEST(restart_keeps_everything)
@@ -418,6 +482,7 @@ static Suite *durability_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, if_match_race);
     tcase_add_test(tc, if_none_match_create_race);
+    tcase_add_test(tc, children_vs_parent_delete);
     tcase_add_test(tc, restart_keeps_everything);
     tcase_add_test(tc, kill9_under_load);
     tcase_add_test(tc, sigterm_under_load);

@@ -46,6 +46,7 @@ static char *read_token(const char *dir, const char *name)
 }
 
 static long call(const char *method, const char *path, const char *body, json_t **out);
+static bool wait_gone(const char *path, int timeout_ms);
 
 static bool host_ready(const char *name)
 {
@@ -126,8 +127,31 @@ static void global_setup(void)
 
 static void extras_down(void);
 
+/* Delete every group the tests left, so no sandbox outlives the test.  */
+static void delete_all_groups(void)
+{
+    _cleanup_free_ char *list = xasprintf("/subscriptions/" SUB "/resourceGroups/rg/providers/"
+                                          "Microsoft.App/sandboxGroups" API);
+    json_t *j = NULL;
+    if (call("GET", list, NULL, &j) != 200) {
+        json_decref(j);
+        return;
+    }
+    size_t i;
+    json_t *g;
+    json_array_foreach(json_object_get(j, "value"), i, g) {
+        _cleanup_free_ char *p =
+            xasprintf("%s" API, json_string_value(json_object_get(g, "id")));
+        call("DELETE", p, NULL, NULL);
+        wait_gone(p, 60000);
+    }
+    json_decref(j);
+}
+
 static void global_teardown(void)
 {
+    if (g_c.pid > 0)
+        delete_all_groups();
     extras_down();
     cluster_stop(&g_c, false);
     /* Sandboxes outlive sandboxd by design; the test's own go with it.  */
@@ -695,6 +719,89 @@ static void extras_down(void)
     }
 }
 
+/* idleTimeoutSeconds suspends, the next exec resumes; maxLifetimeSeconds
+ * deletes.  */
+START_TEST(test_scheduler_e2e_idle_and_lifetime)
+{
+    put_group("timers", "{\"sandboxDefaults\":{\"idleTimeoutSeconds\":1}}");
+    json_t *j = create_sandbox("timers", "idle", NULL);
+    json_decref(j);
+    _cleanup_free_ char *p = sandbox_path("timers", "idle", NULL);
+    const char *state = NULL;
+    int64_t deadline = sbx_monotonic_ms() + 10000;
+    json_t *cur = NULL;
+    do {
+        json_decref(cur);
+        cur = NULL;
+        ck_assert_int_eq(call("GET", p, NULL, &cur), 200);
+        state = prop(cur, "state");
+        if (state && strcmp(state, "Suspended") == 0)
+            break;
+        usleep(100000);
+    } while (sbx_monotonic_ms() < deadline);
+    ck_assert_msg(state && strcmp(state, "Suspended") == 0, "idle sandbox not suspended: %s",
+                  state);
+    json_decref(cur);
+    json_t *r = exec_sh("timers", "idle", "echo resumed");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "resumed\n");
+    json_decref(r);
+
+    j = create_sandbox("timers", "short", "{\"maxLifetimeSeconds\":2,\"idleTimeoutSeconds\":0}");
+    json_decref(j);
+    _cleanup_free_ char *sp = sandbox_path("timers", "short", NULL);
+    ck_assert_msg(wait_gone(sp, 10000), "sandbox past its lifetime was not deleted");
+}
+END_TEST
+
+static bool wait_agent_count(size_t want, int timeout_ms)
+{
+    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
+    while (agent_sandbox_count() != want && sbx_monotonic_ms() < deadline)
+        usleep(50000);
+    return agent_sandbox_count() == want;
+}
+
+/* scale.readySandboxes keeps started sandboxes; a create that asks for
+ * nothing but the defaults takes one and is Running in its 201.  */
+START_TEST(test_scheduler_e2e_warm_pool)
+{
+    size_t before = agent_sandbox_count();
+    put_group("warm", "{\"scale\":{\"readySandboxes\":2,\"maxSandboxes\":10}}");
+    ck_assert_msg(wait_agent_count(before + 2, 20000), "the pool was not filled");
+    _cleanup_free_ char *p = sandbox_path("warm", "w1", NULL);
+    json_t *j = NULL;
+    tu_response_t r;
+    ck_assert_int_eq(call_ex("PUT", p, "{\"properties\":{}}", 0, NULL, &r), 201);
+    j = tu_json(&r);
+    tu_response_free(&r);
+    ck_assert_str_eq(prop(j, "provisioningState"), "Succeeded");
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    json_t *out = exec_sh("warm", "w1", "echo warm");
+    ck_assert_str_eq(json_string_value(json_object_get(out, "stdout")), "warm\n");
+    json_decref(out);
+    /* the pool is refilled: w1 plus two ready ones */
+    ck_assert_msg(wait_agent_count(before + 3, 20000), "the pool was not refilled");
+    /* asking for more than the defaults is a cold start */
+    _cleanup_free_ char *p2 = sandbox_path("warm", "w2", NULL);
+    ck_assert_int_eq(call_ex("PUT", p2, "{\"properties\":{\"memoryMiB\":128}}", 0, NULL, &r),
+                     201);
+    j = tu_json(&r);
+    tu_response_free(&r);
+    ck_assert_str_eq(prop(j, "provisioningState"), "InProgress");
+    json_decref(j);
+    j = wait_sandbox("warm", "w2", 30000);
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    /* deleting the group takes the pool with it */
+    _cleanup_free_ char *gp = group_path("warm");
+    _cleanup_free_ char *g = xasprintf("%s" API, gp);
+    ck_assert_int_eq(call("DELETE", g, NULL, NULL), 202);
+    ck_assert(wait_gone(g, 30000));
+    ck_assert_msg(wait_agent_count(before, 10000), "pool members outlived their group");
+}
+END_TEST
+
 static Suite *e2e_suite(void)
 {
     Suite *s = suite_create("scheduler_e2e");
@@ -707,6 +814,8 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_crash_restart);
     tcase_add_test(tc, test_scheduler_e2e_spread_over_hosts);
     tcase_add_test(tc, test_scheduler_e2e_host_dies_and_returns);
+    tcase_add_test(tc, test_scheduler_e2e_idle_and_lifetime);
+    tcase_add_test(tc, test_scheduler_e2e_warm_pool);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -313,6 +313,11 @@ START_TEST(mkdir_p)
     _cleanup_free_ char *through = in_tmp("file/sub");
     ck_assert_int_eq(sbx_mkdir_p(through, 0700, &err), -1);
     ck_assert_ptr_nonnull(strstr(err.msg, "file/sub"));
+    /* Degenerate paths.  */
+    ck_assert_int_eq(sbx_mkdir_p("/", 0700, &err), 0);
+    sbx_error_clear(&err);
+    ck_assert_int_eq(sbx_mkdir_p("", 0700, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_INVALID);
 }
 END_TEST
 

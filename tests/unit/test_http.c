@@ -168,6 +168,26 @@ START_TEST(request_collected)
 }
 END_TEST
 
+/* Percent-decoding never yields a NUL that would cut a path or value
+ * short: a URL with "%00" anywhere is refused before the handler.  */
+START_TEST(percent_decoding)
+{
+    json_t *j = req_json("GET", "/a%25b/%41%42%4/%zz?w=%41&p=a%2Fb+c", NULL);
+    ck_assert_str_eq(jstr(j, "path"), "/a%b/AB%4/%zz");
+    json_t *q = json_object_get(j, "query");
+    ck_assert_str_eq(jstr(q, "w"), "A");
+    ck_assert_str_eq(jstr(q, "p"), "a/b c");
+    json_decref(j);
+    const char *with_nul[] = {"/a%00b", "/x?v=%00x", "/x?k%00=v", "/%00"};
+    for (size_t i = 0; i < ARRAY_SIZE(with_nul); i++) {
+        tu_response_t r;
+        ck_assert_int_eq(req("GET", with_nul[i], NULL, &r), 400);
+        tu_response_free(&r);
+    }
+    ck_assert_int_eq(__atomic_load_n(&handled, __ATOMIC_SEQ_CST), 1);
+}
+END_TEST
+
 START_TEST(request_ids)
 {
     tu_response_t r;
@@ -382,6 +402,7 @@ static Suite *http_suite(void)
     TCase *tc = tcase_create("http");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, request_collected);
+    tcase_add_test(tc, percent_decoding);
     tcase_add_test(tc, request_ids);
     tcase_add_test(tc, body_limits);
     tcase_add_test(tc, bogus_content_length);

@@ -1,0 +1,169 @@
+/* pool.c -- warm pools: for a group whose scale.readySandboxes is N, keep N
+ * sandboxes started from the group's defaults, as hidden rows of type
+ * API_POOL_TYPE.  A create that asks for nothing but the defaults takes
+ * one in its own transaction (api/sandboxes.c), so it is Running the moment
+ * it is accepted.  Members whose spec no longer matches the group's
+ * defaults are destroyed and replaced.  Runs in the reconcile thread.  */
+#include "scheduler/internal.h"
+
+#include <string.h>
+
+#include "api/api.h"
+
+#define MAX_STARTS_PER_PASS 4
+#define STUCK_MS 30000
+
+static json_t *props_of(const st_resource_t *r)
+{
+    return json_object_get(r->body, "properties");
+}
+
+static void delete_row(sched_t *s, const char *id)
+{
+    st_tx_t *tx = st_begin(s->db, NULL);
+    if (tx && st_tx_resource_delete(tx, id, NULL) == 0)
+        st_commit(TAKE_PTR(tx), NULL);
+    st_rollback(tx);
+}
+
+static void destroy_member(sched_t *s, const st_resource_t *m)
+{
+    char why[256];
+    if (sandbox_destroy_on_host(s, m, why, sizeof(why)) == 0)
+        delete_row(s, m->id);
+}
+
+/* The agent spec a sandbox with no properties of its own gets in group g.  */
+static json_t *default_spec(sched_t *s, const st_resource_t *g)
+{
+    st_resource_t fake = {.parent_id = g->id, .body = json_pack("{s:{}}", "properties")};
+    json_t *spec = sandbox_agent_spec(s->db, &fake);
+    json_decref(fake.body);
+    return spec;
+}
+
+/* Place, record, then start one member; the row is written first so a
+ * crash leaves a row the next pass finishes or removes.  */
+static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
+{
+    char rid[37];
+    sbx_uuid(rid);
+    double cpu = json_number_value(json_object_get(spec, "cpu"));
+    double mem = json_number_value(json_object_get(spec, "memoryMiB"));
+    _cleanup_free_ char *env = group_environment(g);
+    char *host = NULL;
+    sbx_error_t err = {0};
+    st_resource_t m = {0};
+    pthread_mutex_lock(&s->place_lock);
+    int ret = placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), cpu,
+                               mem, &host, &err);
+    if (ret == 0) {
+        m.id = xasprintf("%s/poolSandboxes/%s", g->id, rid);
+        m.type = xstrdup(API_POOL_TYPE);
+        m.name = xstrdup(rid);
+        m.subscription = xstrdup(g->subscription);
+        m.resource_group = xstrdup(g->resource_group);
+        m.parent_id = xstrdup(g->id);
+        m.host_id = xstrdup(host);
+        m.body = json_pack("{s:s,s:s,s:f,s:f,s:O,s:{s:s,s:s}}", "type", "pool", "_runtimeId",
+                           rid, "_cpu", cpu, "_memoryMiB", mem, "_spec", spec, "properties",
+                           "state", "Starting", "host", host);
+        st_tx_t *tx = st_begin(s->db, &err);
+        ret = tx ? st_tx_resource_put(tx, &m, &err) : -1;
+        if (ret == 0)
+            ret = st_commit(TAKE_PTR(tx), &err);
+        st_rollback(tx);
+        if (ret == 0)
+            placement_add(s, host, cpu, mem, +1);
+    }
+    pthread_mutex_unlock(&s->place_lock);
+    if (ret == 0)
+        pool_start_on_host(s, &m);
+    else
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "warm pool of %s: %s", g->name, err.msg);
+    free(host);
+    st_resource_done(&m);
+}
+
+/* PUT the member on its host (idempotent) and mark it Ready, or drop it.  */
+void pool_start_on_host(sched_t *s, const st_resource_t *m)
+{
+    st_host_t h = {0};
+    if (!m->host_id || host_find(s, m->host_id, &h) < 0) {
+        delete_row(s, m->id);
+        return;
+    }
+    const char *rid = json_string_value(json_object_get(m->body, "_runtimeId"));
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
+    _cleanup_free_ char *body = json_dumps(json_object_get(m->body, "_spec"), JSON_COMPACT);
+    agent_reply_t r;
+    bool ok = agent_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body),
+                         s->cfg.agent_timeout_ms, &r) == 0 &&
+              (r.status == 200 || r.status == 201);
+    agent_reply_done(&r);
+    st_host_done(&h);
+    if (!ok) {
+        destroy_member(s, m);
+        return;
+    }
+    st_tx_t *tx = st_begin(s->db, NULL);
+    st_resource_t cur = {0};
+    if (tx && st_tx_resource_get(tx, m->id, &cur, NULL) == 0) {
+        json_object_set_new(props_of(&cur), "state", json_string("Ready"));
+        if (st_tx_resource_put(tx, &cur, NULL) == 0)
+            st_commit(TAKE_PTR(tx), NULL);
+    }
+    st_rollback(tx);
+    st_resource_done(&cur);
+}
+
+static void keep_group(sched_t *s, const st_resource_t *g, int64_t now)
+{
+    json_t *gp = props_of(g);
+    const char *ps = json_string_value(json_object_get(gp, "provisioningState"));
+    json_t *want_j = json_object_get(json_object_get(gp, "scale"), "readySandboxes");
+    size_t want = json_is_integer(want_j) ? (size_t)json_integer_value(want_j) : 0;
+    if (ps && strcmp(ps, "Deleting") == 0)
+        want = 0;
+    _cleanup_json_ json_t *spec = default_spec(s, g);
+    st_list_query_t q = {.type = API_POOL_TYPE, .parent_id = g->id, .limit = 1000};
+    st_list_t l = {0};
+    if (st_resource_list(s->db, &q, &l, NULL) < 0)
+        return;
+    size_t have = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        st_resource_t *m = &l.items[i];
+        const char *state = json_string_value(json_object_get(props_of(m), "state"));
+        bool stale = !json_equal(json_object_get(m->body, "_spec"), spec);
+        if (stale || have >= want) {
+            destroy_member(s, m);
+        } else if (state && strcmp(state, "Starting") == 0 && now - m->updated_ms > STUCK_MS) {
+            pool_start_on_host(s, m); /* a start a crash interrupted */
+            have++;
+        } else {
+            have++;
+        }
+    }
+    st_list_done(&l);
+    for (size_t started = 0; have < want && started < MAX_STARTS_PER_PASS; started++, have++)
+        start_member(s, g, spec);
+}
+
+void pool_keep(sched_t *s)
+{
+    st_list_query_t q = {.type = API_GROUP_TYPE, .limit = 500};
+    st_list_t l = {0};
+    char *after = NULL;
+    int64_t now = sbx_now_ms();
+    do {
+        q.after = after;
+        if (st_resource_list(s->db, &q, &l, NULL) < 0)
+            break;
+        for (size_t i = 0; i < l.n; i++)
+            keep_group(s, &l.items[i], now);
+        free(after);
+        after = l.next ? xstrdup(l.next) : NULL;
+        st_list_done(&l);
+    } while (after);
+    free(after);
+}
