@@ -116,7 +116,7 @@ static int check(sbx_config_t *cfg, sbx_error_t *err)
     if ((v = getenv("SANDBOXD_MAX_BODY")) && *v &&
         parse_size(v, "SANDBOXD_MAX_BODY", 1024, 64 << 20, &cfg->max_body, err) < 0)
         return -1;
-    size_t threads;
+    size_t threads = 0;
     if ((v = getenv("SANDBOXD_THREADS")) && *v) {
         if (parse_size(v, "SANDBOXD_THREADS", 0, 256, &threads, err) < 0)
             return -1;
@@ -137,7 +137,7 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
     optind = 1;
     opterr = 0;
     int c;
-    size_t n;
+    size_t n = 0;
     while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (c) {
         case O_LISTEN: set_str(&cfg->listen, optarg); break;

@@ -647,6 +647,20 @@ START_TEST(egress_policies)
     tu_response_free(&r);
     call_error("GET", p2, NULL, 404, "ResourceNotFound");
 
+    /* Fields the description does not name are not stored or served.  */
+    _cleanup_free_ char *p3 = child_path("egress", "g1", "egressPolicies", "three");
+    j = call_want("PUT", p3,
+                  "{\"properties\":{\"junk\":1,\"rules\":[{\"name\":\"r\",\"action\":\"Allow\","
+                  "\"fqdns\":[\"a.example\"],\"extra\":{\"x\":1},\"cidrs\":null}]}}",
+                  201, NULL);
+    json_t *rule = json_array_get(jget(j, "properties.rules"), 0);
+    ck_assert_ptr_null(json_object_get(rule, "extra"));
+    ck_assert(!json_object_get(rule, "cidrs") || json_is_null(json_object_get(rule, "cidrs")));
+    ck_assert_str_eq(json_string_value(json_array_get(json_object_get(rule, "fqdns"), 0)),
+                     "a.example");
+    ck_assert_ptr_null(jget(j, "properties.junk"));
+    json_decref(j);
+
     /* A group names its default policy; the name must be a valid name.  */
     _cleanup_free_ char *g = gpath("egress", "g1");
     j = call_want("PUT", g, "{\"location\":\"westeurope\",\"properties\":{\"egressPolicy\":\"web\"}}",
@@ -1348,6 +1362,20 @@ START_TEST(group_properties_validation)
     }
     _cleanup_free_ char *after = etag_of(p);
     ck_assert_str_eq(before, after);
+    /* Fields the description does not name are dropped, not echoed.  */
+    j = call_want("PATCH", p,
+                  "{\"properties\":{\"junk\":true,\"scale\":{\"maxSandboxes\":4,\"x\":[1]},"
+                  "\"sandboxDefaults\":{\"cpu\":1,\"y\":{}}}}",
+                  200, NULL);
+    ck_assert_ptr_null(jget(j, "properties.junk"));
+    ck_assert_ptr_null(jget(j, "properties.scale.x"));
+    ck_assert_ptr_null(jget(j, "properties.sandboxDefaults.y"));
+    ck_assert_int_eq(json_integer_value(jget(j, "properties.scale.maxSandboxes")), 4);
+    json_decref(j);
+    json_decref(call_want("PUT", p,
+                          "{\"location\":\"westeurope\",\"properties\":{\"sandboxDefaults\":{"
+                          "\"memoryMiB\":512}}}",
+                          200, NULL));
     /* PATCH merges: scale changes, sandboxDefaults stay.  */
     j = call_want("PATCH", p, "{\"properties\":{\"scale\":{\"maxSandboxes\":9}}}", 200, NULL);
     ck_assert_int_eq(json_integer_value(jget(j, "properties.scale.maxSandboxes")), 9);
