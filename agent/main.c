@@ -123,8 +123,11 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     if (!(a->api = agent_api_new(&ac, err)))
         return -1;
 
+    /* The scheduler polls these every second.  */
+    static const char *const quiet[] = {"/v1/health", "/v1/sandboxes", NULL};
     http_config_t hc = {
         .name = "sandbox-agent",
+        .quiet_paths = quiet,
         .listen = cfg->listen,
         .tls_cert_pem = a->cert,
         .tls_key_pem = a->key,

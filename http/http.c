@@ -169,6 +169,10 @@ static void access_log(const http_server_t *s, const request_state_t *st, int st
 {
     if (!s->cfg.access_log)
         return;
+    if (status < 300 && strcmp(st->req.method, "GET") == 0)
+        for (const char *const *q = s->cfg.quiet_paths; q && *q; q++)
+            if (strcmp(st->req.path, *q) == 0)
+                return;
     char when[32];
     sbx_time_format(sbx_now_ms(), when, sizeof(when));
     double ms = (double)(sbx_monotonic_us() - st->start_us) / 1000.0;

@@ -70,6 +70,9 @@ typedef struct http_config {
     size_t max_body;           /* default 1 MiB */
     unsigned thread_pool;      /* 0: one thread per connection */
     bool access_log;
+    /* Successful GETs of these exact paths are not access-logged (health
+     * checks and polls that would drown the log); NULL-terminated.  */
+    const char *const *quiet_paths;
     http_body_limit_fn body_limit;
 } http_config_t;
 
