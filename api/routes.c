@@ -1,6 +1,7 @@
 /* routes.c -- matches an ARM request path to a route.  Segment names
- * compare case-insensitively; a doubled leading slash (sent by some SDK
- * versions) and one trailing slash are accepted.  */
+ * compare case-insensitively; repeated slashes (a doubled leading one from
+ * some SDK versions, an empty parent path from generic clients) and a
+ * trailing slash are accepted.  */
 #include "api/internal.h"
 
 #include <string.h>
@@ -18,8 +19,10 @@ static int split(const char *path, route_t *rt)
     while (*p) {
         const char *slash = strchr(p, '/');
         size_t len = slash ? (size_t)(slash - p) : strlen(p);
-        if (len == 0) /* an empty segment in the middle: no ARM path has one */
-            return -1;
+        if (len == 0) { /* "a//b": ARM's front door collapses it, and so do we */
+            p++;
+            continue;
+        }
         if (rt->n == ARRAY_SIZE(rt->segs))
             return -1;
         rt->segs[rt->n++] = xstrndup(p, len);

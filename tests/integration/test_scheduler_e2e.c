@@ -316,6 +316,15 @@ START_TEST(test_scheduler_e2e_lifecycle)
     ck_assert_ptr_nonnull(prop(sb, "createdAt"));
     json_decref(sb);
     ck_assert_uint_eq(agent_sandbox_count(), before + 1);
+    _cleanup_free_ char *gp = group_path("life");
+    _cleanup_free_ char *list = xasprintf("%s/sandboxes" API, gp);
+    json_t *all = NULL;
+    ck_assert_int_eq(call("GET", list, NULL, &all), 200);
+    ck_assert_uint_eq(json_array_size(json_object_get(all, "value")), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_array_get(json_object_get(all, "value"), 0), "name")),
+                     "s1");
+    json_decref(all);
 
     json_t *r = exec_sh("life", "s1", "echo $GREETING; echo oops >&2; exit 3");
     ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "hello\n");
