@@ -113,6 +113,14 @@ static void put_ctx_done(put_ctx_t *c)
     free(c->location);
 }
 
+static bool is_deleting(const st_resource_t *r)
+{
+    const char *ps = r ? json_string_value(json_object_get(json_object_get(r->body, "properties"),
+                                                           "provisioningState"))
+                       : NULL;
+    return ps && strcmp(ps, "Deleting") == 0;
+}
+
 static int load_parent_and_old(put_ctx_t *c, sbx_error_t *err)
 {
     if (c->k != &api_kind_group) {
@@ -130,6 +138,10 @@ static int load_parent_and_old(put_ctx_t *c, sbx_error_t *err)
         c->have_old = true;
     else if (err->code != SBX_ERR_NOT_FOUND)
         return -1;
+    if (is_deleting(c->have_old ? &c->old : NULL) ||
+        is_deleting(c->have_parent ? &c->parent : NULL))
+        return sbx_error_arm(err, SBX_ERR_CONFLICT, "ResourceDeleting",
+                             "The resource or its sandbox group is being deleted.");
     if (c->patch && !c->have_old)
         return sbx_error_arm(err, SBX_ERR_NOT_FOUND, "ResourceNotFound",
                              "The Resource '%s/%s' under resource group '%s' was not found.",
