@@ -143,7 +143,7 @@ static json_t *known_fields(json_t *v, const char *which)
 {
     static const char *const defaults[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
                                            "idleTimeoutSeconds", "maxLifetimeSeconds",
-                                           "isolation", "egressPolicy"};
+                                           "isolation"};
     static const char *const scale[] = {"maxSandboxes", "readySandboxes"};
     bool is_defaults = strcmp(which, "sandboxDefaults") == 0;
     if (!json_is_object(v) || (!is_defaults && strcmp(which, "scale") != 0))

@@ -29,6 +29,7 @@ typedef struct request_state {
     char *body;
     size_t len, cap, limit;
     bool too_large;
+    size_t discarded; /* bytes of a refused body read and dropped */
     int64_t start_us;
     char *cert_subject;
     const char *scheme;
@@ -292,21 +293,42 @@ static request_state_t *request_begin(http_server_t *s, struct MHD_Connection *c
     return st;
 }
 
-static bool content_length_over(const request_state_t *st)
+/* A refused body up to this size is still read (and dropped) before the
+ * 413 goes out: answering while the client is still sending and then
+ * closing makes the kernel reset the connection, and the client sees a
+ * broken connection instead of the answer.  Larger ones are cut off.  */
+#define DISCARD_MAX (8u << 20)
+
+typedef enum {
+    BODY_FITS,
+    BODY_DRAIN,  /* too large: read and drop it, then answer 413 */
+    BODY_REFUSE, /* too large: answer 413 now */
+} body_verdict_t;
+
+static body_verdict_t content_length_verdict(const request_state_t *st)
 {
     const char *cl = http_header(&st->req, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!cl)
-        return false;
+        return BODY_FITS;
     char *end;
     errno = 0;
     unsigned long long n = strtoull(cl, &end, 10);
-    return errno != 0 || *end != '\0' || n > st->limit;
+    if (errno != 0 || *end != '\0')
+        return BODY_REFUSE;
+    if (n <= st->limit)
+        return BODY_FITS;
+    /* A client waiting for "100 Continue" has not sent the body yet.  */
+    const char *expect = http_header(&st->req, MHD_HTTP_HEADER_EXPECT);
+    if (expect && strcasecmp(expect, "100-continue") == 0)
+        return BODY_REFUSE;
+    return n <= DISCARD_MAX ? BODY_DRAIN : BODY_REFUSE;
 }
 
 static void body_append(request_state_t *st, const char *data, size_t n)
 {
     if (st->too_large || n > st->limit - st->len) {
         st->too_large = true;
+        st->discarded += n;
         return;
     }
     if (st->len + n + 1 > st->cap) {
@@ -334,14 +356,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (url_has_nul_escape(conn, url))
             return reply_error_now(s, st, 400, "InvalidUrl",
                                    "NUL characters (%00) are not allowed in URLs");
-        if (content_length_over(st))
+        body_verdict_t v = content_length_verdict(st);
+        if (v == BODY_REFUSE)
             return reply_error_now(s, st, 413, "RequestEntityTooLarge",
                                    "the request body is larger than allowed");
+        st->too_large = v == BODY_DRAIN; /* answered once the body is in */
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
         body_append(st, upload_data, *upload_data_size);
         *upload_data_size = 0;
+        if (st->too_large && st->discarded > DISCARD_MAX)
+            return reply_error_now(s, st, 413, "RequestEntityTooLarge",
+                                   "the request body is larger than allowed");
         return MHD_YES;
     }
     if (st->too_large)

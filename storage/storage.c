@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define BUSY_TIMEOUT_MS 10000
 #define DEFAULT_POOL 8
@@ -121,6 +122,12 @@ struct st_db {
     pthread_cond_t cond;
     conn_t *free_list;
     unsigned open_conns;
+    /* Writers queue here before they take a pooled connection.  Waiting
+     * inside BEGIN IMMEDIATE instead would hold a connection that the
+     * writer ahead may need for a read of its own (a pool of N deadlocks
+     * on N+1 writers until the busy timeout), and SQLite's busy handler
+     * sleeps in coarse steps where a mutex hands over at once.  */
+    pthread_mutex_t write_lock;
 };
 
 struct st_tx {
@@ -281,6 +288,7 @@ st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err)
         s->opts.pool_size = DEFAULT_POOL;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
+    pthread_mutex_init(&s->write_lock, NULL);
     conn_t *c = pool_get(s, err);
     if (!c) {
         st_close(s);
@@ -306,6 +314,7 @@ void st_close(st_db_t *s)
     }
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->write_lock);
     free(s->path);
     free(s);
 }
@@ -548,12 +557,23 @@ static int step_done(conn_t *c, sqlite3_stmt *q, const char *what, sbx_error_t *
 
 st_tx_t *st_begin(st_db_t *db, sbx_error_t *err)
 {
-    conn_t *c = pool_get(db, err);
-    if (!c)
+    /* As long as SQLite would wait for another writer, then give up.  */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += BUSY_TIMEOUT_MS / 1000;
+    if (pthread_mutex_timedlock(&db->write_lock, &until) != 0) {
+        sbx_error_set(err, SBX_ERR_UNAVAILABLE, "storage: begin: the database is busy");
         return NULL;
+    }
+    conn_t *c = pool_get(db, err);
+    if (!c) {
+        pthread_mutex_unlock(&db->write_lock);
+        return NULL;
+    }
     sqlite3_stmt *q = stmt(c, Q_BEGIN, err);
     if (!q || step_done(c, q, "begin", err) < 0) {
         pool_put(db, c);
+        pthread_mutex_unlock(&db->write_lock);
         return NULL;
     }
     st_tx_t *tx = xcalloc(1, sizeof(*tx));
@@ -571,6 +591,7 @@ int st_commit(st_tx_t *tx, sbx_error_t *err)
         return -1;
     }
     pool_put(tx->db, tx->c);
+    pthread_mutex_unlock(&tx->db->write_lock);
     free(tx);
     return 0;
 }
@@ -585,6 +606,7 @@ void st_rollback(st_tx_t *tx)
             step_done(tx->c, q, "rollback", NULL);
     }
     pool_put(tx->db, tx->c);
+    pthread_mutex_unlock(&tx->db->write_lock);
     free(tx);
 }
 
@@ -815,9 +837,16 @@ int st_tx_kv_put(st_tx_t *tx, const char *key, const char *value, sbx_error_t *e
 int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams,
              st_row_fn row, void *ud, sbx_error_t *err)
 {
+    /* A statement that writes queues with the other writers (st_begin).  */
+    bool writes = strncasecmp(sql, "SELECT", 6) != 0;
+    if (writes)
+        pthread_mutex_lock(&db->write_lock);
     conn_t *c = pool_get(db, err);
-    if (!c)
+    if (!c) {
+        if (writes)
+            pthread_mutex_unlock(&db->write_lock);
         return -1;
+    }
     sqlite3_stmt *q = NULL;
     int ret = 0;
     if (sqlite3_prepare_v2(c->db, sql, -1, &q, NULL) != SQLITE_OK) {
@@ -839,5 +868,7 @@ int st_query(st_db_t *db, const char *sql, const char *const *params, size_t npa
     }
     sqlite3_finalize(q);
     pool_put(db, c);
+    if (writes)
+        pthread_mutex_unlock(&db->write_lock);
     return ret;
 }

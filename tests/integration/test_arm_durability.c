@@ -119,8 +119,8 @@ static void *race(void *arg)
     racer_t *r = arg;
     _cleanup_free_ char *body =
         xasprintf("{\"location\":\"westeurope\",\"tags\":{\"winner\":\"%d\"}}", r->idx);
-    _cleanup_free_ char *hdr = r->if_none_match ? xstrdup("If-None-Match: *")
-                                                : xasprintf("If-Match: %s", r->if_match);
+    _cleanup_free_ char *hdr =
+        r->if_none_match ? xstrdup("If-None-Match: *") : xasprintf("If-Match: %s", r->if_match);
     pthread_barrier_wait(r->go);
     tu_response_t res;
     r->status = call("PUT", r->path, body, hdr, &res);
@@ -216,8 +216,8 @@ typedef struct child_racer {
 static void *race_child(void *arg)
 {
     child_racer_t *c = arg;
-    _cleanup_free_ char *p = c->idx < 0 ? xstrdup(c->group)
-                                        : xasprintf("%s/vnetConnections/v%d", c->group, c->idx);
+    _cleanup_free_ char *p =
+        c->idx < 0 ? xstrdup(c->group) : xasprintf("%s/vnetConnections/v%d", c->group, c->idx);
     pthread_barrier_wait(c->go);
     tu_response_t r;
     if (c->idx < 0)
@@ -265,6 +265,53 @@ START_TEST(children_vs_parent_delete)
             ck_assert_msg(get(c, NULL, NULL) == 404, "round %d: v%d outlived its group", round, i);
         }
     }
+}
+END_TEST
+
+/* Many creates at once that each read outside their transaction (a new
+ * sandbox looks for a warm-pool member): all succeed, none waits for the
+ * storage busy timeout.  */
+typedef struct creator {
+    const char *group;
+    int idx;
+    pthread_barrier_t *go;
+    long status;
+} creator_t;
+
+static void *create_sandbox(void *arg)
+{
+    creator_t *c = arg;
+    _cleanup_free_ char *p = xasprintf("%s/sandboxes/s%d", c->group, c->idx);
+    pthread_barrier_wait(c->go);
+    tu_response_t r;
+    c->status = call("PUT", p, "{\"properties\":{}}", NULL, &r);
+    if (c->status >= 0)
+        tu_response_free(&r);
+    return NULL;
+}
+
+START_TEST(concurrent_sandbox_creates)
+{
+    enum { CREATORS = 16 };
+    _cleanup_free_ char *g = gpath("burst", "g");
+    tu_response_t r;
+    ck_assert_int_eq(call("PUT", g, "{\"location\":\"westeurope\"}", NULL, &r), 201);
+    tu_response_free(&r);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, CREATORS);
+    creator_t c[CREATORS];
+    pthread_t th[CREATORS];
+    int64_t t0 = sbx_monotonic_ms();
+    for (int i = 0; i < CREATORS; i++) {
+        c[i] = (creator_t){.group = g, .idx = i, .go = &go};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, create_sandbox, &c[i]), 0);
+    }
+    for (int i = 0; i < CREATORS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_msg(c[i].status == 201, "sandbox %d: %ld", i, c[i].status);
+    }
+    pthread_barrier_destroy(&go);
+    ck_assert_int_lt(sbx_monotonic_ms() - t0, 5000);
 }
 END_TEST
 
@@ -372,8 +419,8 @@ static void *write_load(void *arg)
         snprintf(name, sizeof(name), "w%d-%d", w->idx, seq);
         _cleanup_free_ char *p = gpath("load", name);
         tu_response_t r;
-        long st = call("PUT", p, "{\"location\":\"westeurope\",\"tags\":{\"load\":\"1\"}}", NULL,
-                       &r);
+        long st =
+            call("PUT", p, "{\"location\":\"westeurope\",\"tags\":{\"load\":\"1\"}}", NULL, &r);
         if (st < 0)
             break; /* the server is gone */
         tu_response_free(&r);
@@ -483,6 +530,7 @@ static Suite *durability_suite(void)
     tcase_add_test(tc, if_match_race);
     tcase_add_test(tc, if_none_match_create_race);
     tcase_add_test(tc, children_vs_parent_delete);
+    tcase_add_test(tc, concurrent_sandbox_creates);
     tcase_add_test(tc, restart_keeps_everything);
     tcase_add_test(tc, kill9_under_load);
     tcase_add_test(tc, sigterm_under_load);

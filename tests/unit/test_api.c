@@ -22,12 +22,12 @@ static char *repeat(char c, size_t n)
 
 START_TEST(name_rules)
 {
-    static const char *const ok[] = {"a", "A", "0", "g1", "my-group", "a-b-c", "9lives",
-                                     "UPPER-lower-123"};
+    static const char *const ok[] = {"a",        "A",     "0",      "g1",
+                                     "my-group", "a-b-c", "9lives", "UPPER-lower-123"};
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
         ck_assert_msg(api_name_valid(ok[i]), "%s should be valid", ok[i]);
-    static const char *const bad[] = {"", "-a", "a_b", "a.b", "a b", "a/b", "a\\b", "caf\xc3\xa9",
-                                      "a\tb", "a%20", "*", "a\n"};
+    static const char *const bad[] = {"",     "-a",          "a_b",  "a.b",  "a b", "a/b",
+                                      "a\\b", "caf\xc3\xa9", "a\tb", "a%20", "*",   "a\n"};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
         ck_assert_msg(!api_name_valid(bad[i]), "'%s' should be invalid", bad[i]);
     _cleanup_free_ char *n63 = repeat('x', 63), *n64 = repeat('x', 64);
@@ -43,8 +43,8 @@ START_TEST(resource_group_rules)
     static const char *const ok[] = {"rg", "RG-1", "my_rg", "my.rg", "rg(1)", "-rg", "_", "("};
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
         ck_assert_msg(api_resource_group_valid(ok[i]), "%s should be valid", ok[i]);
-    static const char *const bad[] = {"", "rg.", "r g", "rg/x", "rg;", "rg?", "rg#", "caf\xc3\xa9",
-                                      "rg\x01", "."};
+    static const char *const bad[] = {"",    "rg.", "r g",         "rg/x",   "rg;",
+                                      "rg?", "rg#", "caf\xc3\xa9", "rg\x01", "."};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
         ck_assert_msg(!api_resource_group_valid(bad[i]), "'%s' should be invalid", bad[i]);
     _cleanup_free_ char *r90 = repeat('r', 90), *r91 = repeat('r', 91);
@@ -58,7 +58,8 @@ END_TEST
 START_TEST(route_matching)
 {
     route_t rt;
-    const char *g = "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g1";
+    const char *g =
+        "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g1";
     ck_assert_int_eq(route_parse(g, &rt), 0);
     ck_assert_int_eq(rt.kind, R_GROUP);
     ck_assert_str_eq(rt.sub, SUB);
@@ -80,6 +81,20 @@ START_TEST(route_matching)
         route_done(&rt);
     }
 
+    /* Repeated slashes anywhere collapse, as at ARM's front door.  */
+    const char *slashes[] = {
+        "/subscriptions/" SUB "//resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g",
+        "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g//",
+        "///subscriptions//" SUB "/resourceGroups///rg/providers/Microsoft.App/sandboxGroups/g",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(slashes); i++) {
+        ck_assert_msg(route_parse(slashes[i], &rt) == 0, "%s", slashes[i]);
+        ck_assert_int_eq(rt.kind, R_GROUP);
+        ck_assert_str_eq(rt.rg, "rg");
+        ck_assert_str_eq(rt.group, "g");
+        route_done(&rt);
+    }
+
     static const struct {
         const char *path;
         route_kind_t kind;
@@ -90,11 +105,14 @@ START_TEST(route_matching)
         {"/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups",
          R_GROUPS_BY_RG},
         {"/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g/"
-         "vnetConnections", R_CHILD_LIST},
+         "vnetConnections",
+         R_CHILD_LIST},
         {"/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g/"
-         "egressPolicies/e", R_CHILD},
+         "egressPolicies/e",
+         R_CHILD},
         {"/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g/"
-         "sandboxes/s/exec", R_CHILD_ACTION},
+         "sandboxes/s/exec",
+         R_CHILD_ACTION},
         {"/subscriptions/" SUB "/providers/Microsoft.App/locations/westeurope/operationStatuses/x",
          R_OP_STATUS},
         {"/subscriptions/" SUB "/providers/Microsoft.App/locations/westeurope/operationResults/x",
@@ -122,8 +140,6 @@ START_TEST(route_matching)
         "//",
         "/subscriptions",
         "/subscriptions/" SUB,
-        "/subscriptions/" SUB "//resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g",
-        "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g//",
         "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.Web/sandboxGroups/g",
         "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g/nope",
         /* vnetConnections have no actions */
@@ -172,10 +188,10 @@ START_TEST(arm_ids)
         NULL,
         "",
         "subscriptions/s/resourceGroups/r/providers/p/t/n",
-        "/subscriptions/s/resourceGroups/r/providers/p/t",    /* odd */
-        "/subscriptions/s/resourceGroups/r/providers/p",      /* too short */
-        "/subscriptions/s/groups/r/providers/p/t/n",          /* not resourceGroups */
-        "/subscriptions/s/resourceGroups/r/prov/p/t/n",       /* not providers */
+        "/subscriptions/s/resourceGroups/r/providers/p/t", /* odd */
+        "/subscriptions/s/resourceGroups/r/providers/p",   /* too short */
+        "/subscriptions/s/groups/r/providers/p/t/n",       /* not resourceGroups */
+        "/subscriptions/s/resourceGroups/r/prov/p/t/n",    /* not providers */
         "/subscriptions/s/resourceGroups/r/providers/p/t/n?x",
         "/subscriptions/s/resourceGroups/r/providers/p/t/n#x",
         "/subscriptions/s/resourceGroups/r/providers/p/t/n\"",
@@ -226,14 +242,10 @@ START_TEST(tags)
     ck_assert_int_eq(api_validate_tags(t, &err), 0);
     json_decref(t);
     json_t *bad[] = {
-        json_pack("{s:s}", k513, "v"),
-        json_pack("{s:s}", "k", v257),
-        json_pack("{s:i}", "k", 1),
-        json_pack("{s:n}", "k"),
-        json_pack("{s:s}", "", "v"),
-        json_pack("{s:s}", "a<b", "v"),
-        json_pack("{s:s}", "a?b", "v"),
-        json_pack("{s:s}", "a%b", "v"),
+        json_pack("{s:s}", k513, "v"),  json_pack("{s:s}", "k", v257),
+        json_pack("{s:i}", "k", 1),     json_pack("{s:n}", "k"),
+        json_pack("{s:s}", "", "v"),    json_pack("{s:s}", "a<b", "v"),
+        json_pack("{s:s}", "a?b", "v"), json_pack("{s:s}", "a%b", "v"),
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         sbx_error_clear(&err);
@@ -295,11 +307,12 @@ END_TEST
 
 START_TEST(envelope)
 {
-    st_resource_t r = {.id = "/subscriptions/s/resourceGroups/r/providers/Microsoft.App/sandboxGroups/G",
-                       .name = "G"};
-    r.body = json_pack("{s:s,s:s,s:{s:s},s:s}", "type", "Microsoft.App/sandboxGroups",
-                       "location", "westeurope", "properties", "provisioningState", "Succeeded",
-                       "_internal", "secret");
+    st_resource_t r = {
+        .id = "/subscriptions/s/resourceGroups/r/providers/Microsoft.App/sandboxGroups/G",
+        .name = "G"};
+    r.body = json_pack("{s:s,s:s,s:{s:s},s:s}", "type", "Microsoft.App/sandboxGroups", "location",
+                       "westeurope", "properties", "provisioningState", "Succeeded", "_internal",
+                       "secret");
     json_t *e = api_envelope(&r);
     ck_assert_str_eq(json_string_value(json_object_get(e, "id")), r.id);
     ck_assert_str_eq(json_string_value(json_object_get(e, "name")), "G");
@@ -370,12 +383,8 @@ START_TEST(env_and_images)
     ck_assert_int_eq(api_validate_env(ok, "env", &err), 0);
     json_decref(ok);
     json_t *bad[] = {
-        json_pack("{s:s}", "1A", "v"),
-        json_pack("{s:s}", "A-B", "v"),
-        json_pack("{s:s}", "", "v"),
-        json_pack("{s:s}", "A=B", "v"),
-        json_pack("{s:i}", "A", 1),
-        json_pack("[s]", "A"),
+        json_pack("{s:s}", "1A", "v"),  json_pack("{s:s}", "A-B", "v"), json_pack("{s:s}", "", "v"),
+        json_pack("{s:s}", "A=B", "v"), json_pack("{s:i}", "A", 1),     json_pack("[s]", "A"),
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         ck_assert_msg(api_validate_env(bad[i], "env", &err) == -1, "case %zu", i);
@@ -387,12 +396,11 @@ START_TEST(env_and_images)
     json_decref(nul);
 
     static const char *const images[] = {"python:3.12", "docker.io/library/alpine",
-                                         "ghcr.io/o/r@sha256:abc", "localhost:5000/x/y:tag",
-                                         "a+b"};
+                                         "ghcr.io/o/r@sha256:abc", "localhost:5000/x/y:tag", "a+b"};
     for (size_t i = 0; i < ARRAY_SIZE(images); i++)
         ck_assert_msg(api_image_ref_valid(images[i]), "%s", images[i]);
-    static const char *const bad_images[] = {"", "/abs", "-opt", ".hidden", "a/../b", "a b",
-                                             "a\nb", "a;b", "a$b", "caf\xc3\xa9"};
+    static const char *const bad_images[] = {"",    "/abs", "-opt", ".hidden", "a/../b",
+                                             "a b", "a\nb", "a;b",  "a$b",     "caf\xc3\xa9"};
     for (size_t i = 0; i < ARRAY_SIZE(bad_images); i++)
         ck_assert_msg(!api_image_ref_valid(bad_images[i]), "%s", bad_images[i]);
     _cleanup_free_ char *long_ref = repeat('a', 513);
@@ -504,9 +512,12 @@ static void put_resource(const char *id, const char *parent, json_t *props)
     sbx_error_t err = {0};
     st_tx_t *tx = st_begin(db, &err);
     ck_assert_ptr_nonnull(tx);
-    st_resource_t r = {.id = (char *)id, .type = parent ? "microsoft.app/sandboxgroups/sandboxes"
-                                                        : "microsoft.app/sandboxgroups",
-                       .name = "n", .subscription = SUB, .resource_group = "rg",
+    st_resource_t r = {.id = (char *)id,
+                       .type = parent ? "microsoft.app/sandboxgroups/sandboxes"
+                                      : "microsoft.app/sandboxgroups",
+                       .name = "n",
+                       .subscription = SUB,
+                       .resource_group = "rg",
                        .parent_id = (char *)parent};
     r.body = json_pack("{s:o}", "properties", props);
     ck_assert_int_eq(st_tx_resource_put(tx, &r, &err), 0);
@@ -518,8 +529,11 @@ static void put_operation(const char *op_id, const char *resource_id, const char
 {
     sbx_error_t err = {0};
     st_tx_t *tx = st_begin(db, &err);
-    st_operation_t op = {.resource_id = (char *)resource_id, .kind = (char *)kind,
-                         .status = "InProgress", .location = "westeurope", .subscription = SUB,
+    st_operation_t op = {.resource_id = (char *)resource_id,
+                         .kind = (char *)kind,
+                         .status = "InProgress",
+                         .location = "westeurope",
+                         .subscription = SUB,
                          .start_ms = sbx_now_ms()};
     snprintf(op.id, sizeof(op.id), "%s", op_id);
     ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
@@ -539,11 +553,12 @@ static json_t *props_of(const char *id)
 
 START_TEST(operation_finish)
 {
-    const char *g = "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g";
+    const char *g =
+        "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g";
     _cleanup_free_ char *s = xasprintf("%s/sandboxes/s", g);
     put_resource(g, NULL, json_pack("{s:s}", "provisioningState", "InProgress"));
-    put_resource(s, g, json_pack("{s:s,s:s}", "provisioningState", "InProgress", "state",
-                                 "Pending"));
+    put_resource(s, g,
+                 json_pack("{s:s,s:s}", "provisioningState", "InProgress", "state", "Pending"));
     put_operation("op-create", s, "create");
     sbx_error_t err = {0};
 
@@ -572,9 +587,8 @@ START_TEST(operation_finish)
 
     /* Failure: Failed with the code and message.  */
     put_operation("op-update", s, "update");
-    ck_assert_int_eq(api_operation_finish(db, "op-update", false, "HostDown", "no host", NULL,
-                                          &err),
-                     0);
+    ck_assert_int_eq(
+        api_operation_finish(db, "op-update", false, "HostDown", "no host", NULL, &err), 0);
     p = props_of(s);
     ck_assert_str_eq(json_string_value(json_object_get(p, "provisioningState")), "Failed");
     json_decref(p);

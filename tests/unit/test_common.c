@@ -30,8 +30,7 @@ static char *in_tmp(const char *rel)
 static void write_text(const char *path, const char *text)
 {
     sbx_error_t err = {0};
-    ck_assert_msg(sbx_write_file_atomic(path, text, strlen(text), 0644, &err) == 0, "%s",
-                  err.msg);
+    ck_assert_msg(sbx_write_file_atomic(path, text, strlen(text), 0644, &err) == 0, "%s", err.msg);
 }
 
 static bool exists(const char *path)
@@ -122,16 +121,16 @@ START_TEST(utf8_valid_inputs)
     static const char *const ok[] = {
         "",
         "plain ascii",
-        "caf\xc3\xa9",                 /* U+00E9 */
-        "\xc2\x80",                    /* U+0080, smallest 2-byte */
-        "\xdf\xbf",                    /* U+07FF */
-        "\xe0\xa0\x80",                /* U+0800, smallest 3-byte */
-        "\xed\x9f\xbf",                /* U+D7FF, just below the surrogates */
-        "\xee\x80\x80",                /* U+E000, just above */
-        "\xef\xbf\xbf",                /* U+FFFF */
-        "\xf0\x90\x80\x80",            /* U+10000, smallest 4-byte */
-        "\xf0\x9f\x98\x80",            /* an emoji */
-        "\xf4\x8f\xbf\xbf",            /* U+10FFFF, the last code point */
+        "caf\xc3\xa9",      /* U+00E9 */
+        "\xc2\x80",         /* U+0080, smallest 2-byte */
+        "\xdf\xbf",         /* U+07FF */
+        "\xe0\xa0\x80",     /* U+0800, smallest 3-byte */
+        "\xed\x9f\xbf",     /* U+D7FF, just below the surrogates */
+        "\xee\x80\x80",     /* U+E000, just above */
+        "\xef\xbf\xbf",     /* U+FFFF */
+        "\xf0\x90\x80\x80", /* U+10000, smallest 4-byte */
+        "\xf0\x9f\x98\x80", /* an emoji */
+        "\xf4\x8f\xbf\xbf", /* U+10FFFF, the last code point */
         "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
     };
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
@@ -161,10 +160,10 @@ START_TEST(utf8_invalid_inputs)
         "\xfc\x84\x80\x80\x80\x80",
         "\xfe",
         "\xff",
-        "\xc3",                 /* truncated at the end */
+        "\xc3", /* truncated at the end */
         "\xe2\x82",
         "\xf0\x9f\x98",
-        "\xc3(",                /* continuation missing */
+        "\xc3(", /* continuation missing */
         "\xe2(\xa1",
         "\xf0\x9f(\x80",
         "ok then \xc3\xa9\xc3",
@@ -224,7 +223,7 @@ START_TEST(uuids)
         else
             ck_assert_msg(strchr("0123456789abcdef", a[i]), "char %d of %s", i, a);
     }
-    ck_assert_int_eq(a[14], '4');                  /* version 4 */
+    ck_assert_int_eq(a[14], '4');                 /* version 4 */
     ck_assert_ptr_nonnull(strchr("89ab", a[19])); /* RFC 4122 variant */
 }
 END_TEST

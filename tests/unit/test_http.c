@@ -69,8 +69,7 @@ static void handler(void *ctx, const http_request_t *req, http_response_t *res)
                               "path", path ? path : json_string("(invalid)"), "bodyLen",
                               (json_int_t)req->body_len, "sum", (json_int_t)sum, "query", q,
                               "nquery", (json_int_t)nq, "xTest", xt ? xt : "", "scheme",
-                              http_scheme(req), "terminated",
-                              req->body[req->body_len] == '\0');
+                              http_scheme(req), "terminated", req->body[req->body_len] == '\0');
     const char *one = http_query(req, "one");
     if (one)
         json_object_set_new(reply, "one", json_string(one));
@@ -85,8 +84,8 @@ static size_t body_limit(void *ctx, const char *method, const char *path)
 
 static void setup(void)
 {
-    http_config_t cfg = {.name = "test", .listen = "127.0.0.1:0", .max_body = 1024,
-                         .body_limit = body_limit};
+    http_config_t cfg = {
+        .name = "test", .listen = "127.0.0.1:0", .max_body = 1024, .body_limit = body_limit};
     sbx_error_t err = {0};
     server = http_server_start(&cfg, handler, NULL, &err);
     ck_assert_msg(server != NULL, "%s", err.msg);
@@ -101,8 +100,7 @@ static void teardown(void)
     server = NULL;
 }
 
-static long req(const char *method, const char *path, const tu_request_opts_t *o,
-                tu_response_t *r)
+static long req(const char *method, const char *path, const tu_request_opts_t *o, tu_response_t *r)
 {
     _cleanup_free_ char *url = xasprintf("%s%s", base, path);
     ck_assert_msg(tu_http(method, url, o, r) == 0, "%s %s: no response", method, path);
@@ -131,8 +129,10 @@ START_TEST(request_collected)
 {
     const char body[] = "bi\0nary\0body";
     const char *hdrs[] = {"X-Test: hello", NULL};
-    tu_request_opts_t o = {.body = body, .body_len = sizeof(body),
-                           .content_type = "application/octet-stream", .headers = hdrs};
+    tu_request_opts_t o = {.body = body,
+                           .body_len = sizeof(body),
+                           .content_type = "application/octet-stream",
+                           .headers = hdrs};
     json_t *j = req_json("PUT", "/some/path%20x?one=1&two=a%26b&empty=", &o);
     ck_assert_str_eq(jstr(j, "method"), "PUT");
     ck_assert_str_eq(jstr(j, "path"), "/some/path x");
@@ -198,8 +198,8 @@ START_TEST(request_ids)
     ck_assert_str_eq(corr, rid); /* none sent: our own id */
     tu_response_free(&r);
 
-    const char *hdrs[] = {"x-ms-client-request-id: client-1",
-                          "x-ms-correlation-request-id: corr-1", NULL};
+    const char *hdrs[] = {"x-ms-client-request-id: client-1", "x-ms-correlation-request-id: corr-1",
+                          NULL};
     tu_request_opts_t o = {.headers = hdrs};
     req("GET", "/", &o, &r);
     _cleanup_free_ char *echo = tu_header(&r, "x-ms-client-request-id");
@@ -260,6 +260,35 @@ START_TEST(body_limits)
     free(body);
     /* Refused bodies never reached the handler.  */
     ck_assert_int_eq(__atomic_load_n(&handled, __ATOMIC_SEQ_CST), 3);
+}
+END_TEST
+
+/* A client still sending a refused body gets the 413, not a reset
+ * connection: the rest of the body is read and dropped first.  */
+START_TEST(refused_body_answered_cleanly)
+{
+    size_t len = 512 * 1024;
+    char *body = xmalloc(len);
+    memset(body, 'x', len);
+    for (int i = 0; i < 30; i++) {
+        tu_request_opts_t o = {.body = body, .body_len = len, .content_type = "text/plain"};
+        tu_response_t r;
+        _cleanup_free_ char *url = xasprintf("%s/x", base);
+        ck_assert_msg(tu_http("PUT", url, &o, &r) == 0, "round %d: no answer", i);
+        ck_assert_int_eq(r.status, 413);
+        tu_response_free(&r);
+    }
+    /* A client that waits for "100 Continue" is answered before it sends.  */
+    const char *expect[] = {"Expect: 100-continue", NULL};
+    tu_request_opts_t o = {
+        .body = body, .body_len = len, .content_type = "text/plain", .headers = expect};
+    tu_response_t r;
+    _cleanup_free_ char *url = xasprintf("%s/x", base);
+    ck_assert_int_eq(tu_http("PUT", url, &o, &r), 0);
+    ck_assert_int_eq(r.status, 413);
+    tu_response_free(&r);
+    free(body);
+    ck_assert_int_eq(__atomic_load_n(&handled, __ATOMIC_SEQ_CST), 0);
 }
 END_TEST
 
@@ -378,8 +407,8 @@ END_TEST
 START_TEST(thread_pool_mode)
 {
     /* With the access log on, and a path that is not UTF-8 in it.  */
-    http_config_t cfg = {.name = "pool", .listen = "127.0.0.1:0", .thread_pool = 2,
-                         .access_log = true};
+    http_config_t cfg = {
+        .name = "pool", .listen = "127.0.0.1:0", .thread_pool = 2, .access_log = true};
     sbx_error_t err = {0};
     http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
     ck_assert_msg(s != NULL, "%s", err.msg);
@@ -405,6 +434,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, percent_decoding);
     tcase_add_test(tc, request_ids);
     tcase_add_test(tc, body_limits);
+    tcase_add_test(tc, refused_body_answered_cleanly);
     tcase_add_test(tc, bogus_content_length);
     tcase_add_test(tc, reply_builders);
     tcase_add_test(tc, response_headers_capped);

@@ -49,9 +49,13 @@ static char *put(const char *id, const char *type, const char *name, const char 
     sbx_error_t err = {0};
     st_tx_t *tx = st_begin(db, &err);
     ck_assert_msg(tx != NULL, "begin: %s", err.msg);
-    st_resource_t r = {.id = (char *)id, .type = (char *)type, .name = (char *)name,
-                       .subscription = (char *)sub, .resource_group = (char *)rg,
-                       .parent_id = (char *)parent, .host_id = (char *)host,
+    st_resource_t r = {.id = (char *)id,
+                       .type = (char *)type,
+                       .name = (char *)name,
+                       .subscription = (char *)sub,
+                       .resource_group = (char *)rg,
+                       .parent_id = (char *)parent,
+                       .host_id = (char *)host,
                        .body = body ? body : json_object()};
     ck_assert_msg(st_tx_resource_put(tx, &r, &err) == 0, "put: %s", err.msg);
     ck_assert_msg(st_commit(tx, &err) == 0, "commit: %s", err.msg);
@@ -83,8 +87,10 @@ static int migrations_recorded(int64_t *last_applied_ms)
     sqlite3 *raw = NULL;
     ck_assert_int_eq(sqlite3_open_v2(db_path, &raw, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
     sqlite3_stmt *q = NULL;
-    ck_assert_int_eq(sqlite3_prepare_v2(raw, "SELECT version, applied_ms FROM schema_migrations"
-                                             " ORDER BY version", -1, &q, NULL),
+    ck_assert_int_eq(sqlite3_prepare_v2(raw,
+                                        "SELECT version, applied_ms FROM schema_migrations"
+                                        " ORDER BY version",
+                                        -1, &q, NULL),
                      SQLITE_OK);
     int n = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {
@@ -174,9 +180,9 @@ END_TEST
 START_TEST(put_get_roundtrip)
 {
     _cleanup_free_ char *id = group_id(SUB, "MyRG", "MyGroup");
-    _cleanup_free_ char *etag = put(id, "Microsoft.App/sandboxGroups", "MyGroup", SUB, "MyRG",
-                                    NULL, "host-1", json_pack("{s:s,s:{s:i}}", "location", "x",
-                                                              "properties", "n", 7));
+    _cleanup_free_ char *etag =
+        put(id, "Microsoft.App/sandboxGroups", "MyGroup", SUB, "MyRG", NULL, "host-1",
+            json_pack("{s:s,s:{s:i}}", "location", "x", "properties", "n", 7));
     ck_assert_uint_gt(strlen(etag), 2);
     ck_assert_int_eq(etag[0], '"');
     ck_assert_int_eq(etag[strlen(etag) - 1], '"');
@@ -191,15 +197,14 @@ START_TEST(put_get_roundtrip)
     ck_assert_int_eq(st_resource_get(db, upper, &r, &err), 0);
     ck_assert_str_eq(r.id, id);
     ck_assert_str_eq(r.name, "MyGroup");
-    ck_assert_str_eq(r.type, GROUPS);            /* lower-cased */
+    ck_assert_str_eq(r.type, GROUPS);           /* lower-cased */
     ck_assert_str_eq(r.resource_group, "myrg"); /* lower-cased */
     ck_assert_str_eq(r.subscription, SUB);
     ck_assert_ptr_null(r.parent_id);
     ck_assert_str_eq(r.host_id, "host-1");
     ck_assert_str_eq(r.etag, etag);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(r.body, "properties"),
-                                                        "n")),
-                     7);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(r.body, "properties"), "n")), 7);
     ck_assert_int_gt(r.created_ms, 0);
     ck_assert_int_eq(r.created_ms, r.updated_ms);
     int64_t created = r.created_ms;
@@ -232,8 +237,8 @@ START_TEST(etag_changes_on_every_write)
     json_t *seen = json_object();
     for (int i = 0; i < 20; i++) {
         /* The same body every time: the etag still changes.  */
-        _cleanup_free_ char *etag = put(id, GROUPS, "g", SUB, "rg", NULL, NULL,
-                                        json_pack("{s:s}", "same", "body"));
+        _cleanup_free_ char *etag =
+            put(id, GROUPS, "g", SUB, "rg", NULL, NULL, json_pack("{s:s}", "same", "body"));
         ck_assert_msg(!json_object_get(seen, etag), "etag %s repeated", etag);
         json_object_set_new(seen, etag, json_true());
     }
@@ -249,15 +254,23 @@ START_TEST(tx_rollback_leaves_nothing)
     _cleanup_free_ char *new_id = group_id(SUB, "rg", "never");
     st_tx_t *tx = st_begin(db, &err);
     ck_assert_ptr_nonnull(tx);
-    st_resource_t r = {.id = new_id, .type = GROUPS, .name = "never", .subscription = SUB,
-                       .resource_group = "rg", .body = json_object()};
+    st_resource_t r = {.id = new_id,
+                       .type = GROUPS,
+                       .name = "never",
+                       .subscription = SUB,
+                       .resource_group = "rg",
+                       .body = json_object()};
     ck_assert_int_eq(st_tx_resource_put(tx, &r, &err), 0);
     json_decref(r.body);
     ck_assert_int_eq(st_tx_resource_delete(tx, kept_id, &err), 0);
     ck_assert_int_eq(st_tx_kv_put(tx, "k", "v", &err), 0);
-    st_operation_t op = {.id = "11111111-2222-3333-4444-555555555555", .resource_id = new_id,
-                         .kind = "create", .status = "InProgress", .location = "x",
-                         .subscription = SUB, .start_ms = 1};
+    st_operation_t op = {.id = "11111111-2222-3333-4444-555555555555",
+                         .resource_id = new_id,
+                         .kind = "create",
+                         .status = "InProgress",
+                         .location = "x",
+                         .subscription = SUB,
+                         .start_ms = 1};
     ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
     /* The transaction sees its own writes; others do not yet.  */
     st_resource_t in_tx = {0};
@@ -307,8 +320,7 @@ static size_t list_all(st_list_query_t q, size_t limit, json_t *names)
             sbx_str_lower(key);
             ck_assert_msg(strcmp(key, last_key) > 0, "%s not after %s", key, last_key);
             snprintf(last_key, sizeof(last_key), "%s", key);
-            ck_assert_msg(!json_object_get(names, l.items[i].name), "%s twice",
-                          l.items[i].name);
+            ck_assert_msg(!json_object_get(names, l.items[i].name), "%s twice", l.items[i].name);
             json_object_set_new(names, l.items[i].name, json_true());
         }
         total += l.n;
@@ -346,23 +358,23 @@ START_TEST(list_filters_and_paging)
     size_t limits[] = {1, 5, 13, 22, 23, 100};
     for (size_t i = 0; i < ARRAY_SIZE(limits); i++) {
         json_t *names = json_object();
-        ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS, .subscription = SUB},
-                                   limits[i], names),
-                          23);
+        ck_assert_uint_eq(
+            list_all((st_list_query_t){.type = GROUPS, .subscription = SUB}, limits[i], names), 23);
         json_decref(names);
     }
     json_t *names = json_object();
-    ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS, .subscription = SUB,
-                                                 .resource_group = "rg2"},
-                               4, names),
-                      10);
+    ck_assert_uint_eq(
+        list_all((st_list_query_t){.type = GROUPS, .subscription = SUB, .resource_group = "rg2"}, 4,
+                 names),
+        10);
     json_decref(names);
     names = json_object();
-    ck_assert_uint_eq(list_all((st_list_query_t){.type = "Microsoft.App/SandboxGroups",
-                                                 .subscription = "00000000-AAAA-BBBB-CCCC-00000000000B",
-                                                 .resource_group = "RG1"},
-                               2, names),
-                      4);
+    ck_assert_uint_eq(
+        list_all((st_list_query_t){.type = "Microsoft.App/SandboxGroups",
+                                   .subscription = "00000000-AAAA-BBBB-CCCC-00000000000B",
+                                   .resource_group = "RG1"},
+                 2, names),
+        4);
     json_decref(names);
     names = json_object();
     ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS}, 7, names), 27);
@@ -371,9 +383,8 @@ START_TEST(list_filters_and_paging)
     ck_assert_uint_eq(list_all((st_list_query_t){.type = VNETS, .parent_id = g0}, 10, names), 1);
     json_decref(names);
     names = json_object();
-    ck_assert_uint_eq(list_all((st_list_query_t){.type = GROUPS, .subscription = "nobody"}, 10,
-                               names),
-                      0);
+    ck_assert_uint_eq(
+        list_all((st_list_query_t){.type = GROUPS, .subscription = "nobody"}, 10, names), 0);
     json_decref(names);
 
     size_t n = 0;
@@ -398,8 +409,7 @@ START_TEST(list_by_host)
         free(put(id, SANDBOXES, name, SUB, "rg", g, i % 2 ? "host-a" : "host-b", NULL));
     }
     json_t *names = json_object();
-    ck_assert_uint_eq(list_all((st_list_query_t){.type = SANDBOXES, .host_id = "host-a"}, 2,
-                               names),
+    ck_assert_uint_eq(list_all((st_list_query_t){.type = SANDBOXES, .host_id = "host-a"}, 2, names),
                       3);
     ck_assert_ptr_nonnull(json_object_get(names, "s1"));
     ck_assert_ptr_null(json_object_get(names, "s0"));
@@ -447,8 +457,7 @@ START_TEST(delete_children_only_descendants)
         _cleanup_free_ char *gid = group_id(SUB, "rg", groups[i]);
         _cleanup_free_ char *child = xasprintf("%s/vnetConnections/v", gid);
         _cleanup_free_ char *sb = xasprintf("%s/sandboxes/s", gid);
-        ck_assert_msg(exists(gid) && exists(child) && exists(sb), "%s lost its tree",
-                      groups[i]);
+        ck_assert_msg(exists(gid) && exists(child) && exists(sb), "%s lost its tree", groups[i]);
     }
     /* Deleting what is not there is fine.  */
     tx = st_begin(db, &err);
@@ -465,9 +474,14 @@ static void put_op(const char *id, const char *status, int64_t start, int64_t ne
     sbx_error_t err = {0};
     st_tx_t *tx = st_begin(db, &err);
     ck_assert_ptr_nonnull(tx);
-    st_operation_t op = {.resource_id = "/subscriptions/x/r", .kind = "create",
-                         .status = (char *)status, .location = "westeurope", .subscription = SUB,
-                         .start_ms = start, .next_attempt_ms = next_attempt, .attempts = 2};
+    st_operation_t op = {.resource_id = "/subscriptions/x/r",
+                         .kind = "create",
+                         .status = (char *)status,
+                         .location = "westeurope",
+                         .subscription = SUB,
+                         .start_ms = start,
+                         .next_attempt_ms = next_attempt,
+                         .attempts = 2};
     snprintf(op.id, sizeof(op.id), "%s", id);
     if (strcmp(status, "InProgress") != 0)
         op.end_ms = start + 1;
@@ -522,11 +536,15 @@ START_TEST(operation_roundtrip)
     st_tx_t *tx = st_begin(db, &err);
     st_operation_t op = {.id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
                          .resource_id = "/subscriptions/S/resourceGroups/R/x",
-                         .kind = "delete", .status = "Failed", .location = "westeurope",
-                         .subscription = SUB, .start_ms = 1000, .end_ms = 2000,
-                         .attempts = 5, .next_attempt_ms = 3000};
-    op.error = json_pack("{s:s,s:s,s:i}", "code", "HostDown", "message", "gone", "httpStatus",
-                         503);
+                         .kind = "delete",
+                         .status = "Failed",
+                         .location = "westeurope",
+                         .subscription = SUB,
+                         .start_ms = 1000,
+                         .end_ms = 2000,
+                         .attempts = 5,
+                         .next_attempt_ms = 3000};
+    op.error = json_pack("{s:s,s:s,s:i}", "code", "HostDown", "message", "gone", "httpStatus", 503);
     op.payload = json_pack("{s:[i,i]}", "work", 1, 2);
     ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
     st_operation_t in_tx = {0};
@@ -576,6 +594,98 @@ START_TEST(settings)
 }
 END_TEST
 
+/* ---- hosts ---- */
+
+START_TEST(host_registry)
+{
+    sbx_error_t err = {0};
+    st_host_t h = {.name = "Host-B",
+                   .url = "https://10.0.0.2:9443",
+                   .environment = "Pool-A",
+                   .state = "Ready",
+                   .last_seen_ms = 1000,
+                   .created_ms = 500};
+    h.info = json_pack("{s:i,s:[s]}", "cpus", 8, "drivers", "process");
+    ck_assert_msg(st_host_put(db, &h, &err) == 0, "%s", err.msg);
+    json_decref(h.info);
+    st_host_t a = {.name = "host-a",
+                   .url = "https://10.0.0.1:9443",
+                   .environment = "default",
+                   .state = "Down"};
+    ck_assert_int_eq(st_host_put(db, &a, &err), 0);
+
+    st_host_t got = {0};
+    ck_assert_int_eq(st_host_get(db, "HOST-B", &got, &err), 0);
+    ck_assert_str_eq(got.name, "host-b");
+    ck_assert_str_eq(got.environment, "pool-a");
+    ck_assert_str_eq(got.url, "https://10.0.0.2:9443");
+    ck_assert_str_eq(got.state, "Ready");
+    ck_assert_int_eq(json_integer_value(json_object_get(got.info, "cpus")), 8);
+    ck_assert_int_eq(got.last_seen_ms, 1000);
+    ck_assert_int_eq(got.created_ms, 500);
+    st_host_done(&got);
+
+    /* An update keeps the creation time.  */
+    h = (st_host_t){.name = "host-b",
+                    .url = "https://10.0.0.3:9443",
+                    .environment = "pool-a",
+                    .state = "Draining",
+                    .last_seen_ms = 2000,
+                    .created_ms = 999};
+    ck_assert_int_eq(st_host_put(db, &h, &err), 0);
+    ck_assert_int_eq(st_host_get(db, "host-b", &got, &err), 0);
+    ck_assert_str_eq(got.state, "Draining");
+    ck_assert_str_eq(got.url, "https://10.0.0.3:9443");
+    ck_assert_int_eq(got.created_ms, 500);
+    ck_assert_int_eq(got.last_seen_ms, 2000);
+    ck_assert(json_is_object(got.info));
+    st_host_done(&got);
+
+    st_host_t *all = NULL;
+    size_t n = 0;
+    ck_assert_int_eq(st_host_list(db, &all, &n, &err), 0);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(all[0].name, "host-a");
+    ck_assert_str_eq(all[1].name, "host-b");
+    st_hosts_free(all, n);
+
+    ck_assert_int_eq(st_host_delete(db, "HOST-A", &err), 0);
+    ck_assert_int_eq(st_host_get(db, "host-a", &got, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    ck_assert_int_eq(st_host_delete(db, "host-a", &err), 0); /* again: fine */
+}
+END_TEST
+
+static void count_rows(void *ud, int ncols, const char *const *cols)
+{
+    (*(int *)ud)++;
+}
+
+START_TEST(adhoc_queries)
+{
+    sbx_error_t err = {0};
+    free(put_group(SUB, "rg", "q1"));
+    free(put_group(SUB, "rg", "q2"));
+    int rows = 0;
+    const char *params[] = {GROUPS};
+    ck_assert_int_eq(st_query(db, "SELECT name FROM resources WHERE type = ?1", params, 1,
+                              count_rows, &rows, &err),
+                     0);
+    ck_assert_int_eq(rows, 2);
+    /* Values are bound, never spliced.  */
+    rows = 0;
+    const char *evil[] = {"x' OR '1'='1"};
+    ck_assert_int_eq(st_query(db, "SELECT name FROM resources WHERE type = ?1", evil, 1, count_rows,
+                              &rows, &err),
+                     0);
+    ck_assert_int_eq(rows, 0);
+    ck_assert_int_eq(st_query(db, "SELECT nonsense FROM nowhere", NULL, 0, NULL, NULL, &err), -1);
+    ck_assert_str_ne(err.msg, "");
+    /* The pool survives the failed statement.  */
+    free(put_group(SUB, "rg", "q3"));
+}
+END_TEST
+
 /* ---- many writers ---- */
 
 typedef struct writer {
@@ -594,8 +704,12 @@ static void *write_many(void *arg)
         st_tx_t *tx = st_begin(db, &err);
         if (!tx)
             continue;
-        st_resource_t r = {.id = id, .type = GROUPS, .name = name, .subscription = SUB,
-                           .resource_group = "threads", .body = json_object()};
+        st_resource_t r = {.id = id,
+                           .type = GROUPS,
+                           .name = name,
+                           .subscription = SUB,
+                           .resource_group = "threads",
+                           .body = json_object()};
         size_t n = 0;
         int rc = st_tx_resource_count(tx, GROUPS, NULL, &n, &err);
         if (rc == 0)
@@ -640,13 +754,57 @@ START_TEST(concurrent_writers)
 }
 END_TEST
 
+/* A writer that reads outside its transaction while more writers than
+ * pooled connections queue behind it: the read gets a connection (the
+ * queued writers hold none), so nothing stalls until the busy timeout.  */
+static void *queued_writer(void *arg)
+{
+    int *ok = arg;
+    sbx_error_t err = {0};
+    st_tx_t *tx = st_begin(db, &err);
+    if (tx && st_commit(tx, &err) == 0)
+        *ok = 1;
+    return NULL;
+}
+
+START_TEST(writer_reads_while_writers_queue)
+{
+    st_close(db);
+    sbx_error_t err = {0};
+    st_options_t opts = {.pool_size = 2};
+    db = st_open(db_path, &opts, &err);
+    ck_assert_ptr_nonnull(db);
+    free(put_group(SUB, "rg", "g"));
+    _cleanup_free_ char *id = group_id(SUB, "rg", "g");
+
+    st_tx_t *tx = st_begin(db, &err);
+    ck_assert_ptr_nonnull(tx);
+    enum { WAITERS = 4 };
+    pthread_t th[WAITERS];
+    int ok[WAITERS] = {0};
+    for (int i = 0; i < WAITERS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, queued_writer, &ok[i]), 0);
+    usleep(100000); /* let them queue; the assertion below does not depend on it */
+    int64_t t0 = sbx_monotonic_ms();
+    st_resource_t r = {0};
+    ck_assert_int_eq(st_resource_get(db, id, &r, &err), 0);
+    st_resource_done(&r);
+    ck_assert_int_lt(sbx_monotonic_ms() - t0, 2000);
+    ck_assert_int_eq(st_commit(tx, &err), 0);
+    for (int i = 0; i < WAITERS; i++) {
+        pthread_join(th[i], NULL);
+        ck_assert_int_eq(ok[i], 1);
+    }
+}
+END_TEST
+
 /* Hostile bytes in ids and bodies are data, never SQL.  */
 START_TEST(hostile_values_are_data)
 {
     const char *name = "x'); DROP TABLE resources; --";
     _cleanup_free_ char *id = group_id(SUB, "rg", name);
-    _cleanup_free_ char *etag = put(id, GROUPS, name, SUB, "rg", NULL, NULL,
-                                    json_pack("{s:s}", "q", "\"'%_\\"));
+    _cleanup_free_ char *etag =
+        put(id, GROUPS, name, SUB, "rg", NULL, NULL, json_pack("{s:s}", "q", "\"'%_\\"));
     st_resource_t r = {0};
     sbx_error_t err = {0};
     ck_assert_int_eq(st_resource_get(db, id, &r, &err), 0);
@@ -682,7 +840,10 @@ static Suite *storage_suite(void)
     tcase_add_test(tc, operations_due);
     tcase_add_test(tc, operation_roundtrip);
     tcase_add_test(tc, settings);
+    tcase_add_test(tc, host_registry);
+    tcase_add_test(tc, adhoc_queries);
     tcase_add_test(tc, concurrent_writers);
+    tcase_add_test(tc, writer_reads_while_writers_queue);
     tcase_add_test(tc, hostile_values_are_data);
     suite_add_tcase(s, tc);
     return s;
