@@ -107,6 +107,16 @@ json_t *api_parse_body(const http_request_t *req, sbx_error_t *err)
     return j;
 }
 
+/* ARM's tag limits count characters, not bytes.  */
+static size_t utf8_chars(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
 int api_validate_tags(const json_t *tags, sbx_error_t *err)
 {
     if (!tags || json_is_null(tags))
@@ -122,12 +132,12 @@ int api_validate_tags(const json_t *tags, sbx_error_t *err)
         if (!json_is_string(v))
             return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidTags",
                                  "The value of tag '%.64s' must be a string.", key);
-        size_t klen = strlen(key);
+        size_t klen = utf8_chars(key, strlen(key));
         if (klen == 0 || klen > MAX_TAG_KEY || strpbrk(key, "<>%&\\?/"))
             return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidTags",
                                  "Tag names must be 1-%d characters without <>%%&\\?/.",
                                  MAX_TAG_KEY);
-        if (json_string_length(v) > MAX_TAG_VALUE)
+        if (utf8_chars(json_string_value(v), json_string_length(v)) > MAX_TAG_VALUE)
             return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidTags",
                                  "The value of tag '%.64s' is longer than %d characters.", key,
                                  MAX_TAG_VALUE);

@@ -102,6 +102,12 @@ static json_t *default_domain(const char *env_id)
     const char *name = strrchr(env_id, '/');
     _cleanup_free_ char *lower = xstrdup(name ? name + 1 : env_id);
     sbx_str_lower(lower);
+    /* A DNS label: what is not a letter, digit or hyphen becomes one.  */
+    for (char *p = lower; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-'))
+            *p = '-';
+    if (strlen(lower) > 63)
+        lower[63] = '\0';
     _cleanup_free_ char *d = xasprintf("%s.%s", lower, DEFAULT_DOMAIN_SUFFIX);
     return json_string(d);
 }

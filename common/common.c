@@ -401,6 +401,11 @@ void sbx_log_set_level(sbx_log_level_t level)
     log_level = level;
 }
 
+sbx_log_level_t sbx_log_get_level(void)
+{
+    return log_level;
+}
+
 void sbx_log_json(json_t *line)
 {
     char *s = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(6));

@@ -119,6 +119,7 @@ int sbx_rm_rf(const char *path, sbx_error_t *err);
  * shipped as they are.  */
 typedef enum { SBX_LOG_DEBUG, SBX_LOG_INFO, SBX_LOG_WARN, SBX_LOG_ERROR } sbx_log_level_t;
 void sbx_log_set_level(sbx_log_level_t level);
+sbx_log_level_t sbx_log_get_level(void);
 void sbx_log(sbx_log_level_t level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Write one pre-built JSON object as a log line (takes no reference).  */

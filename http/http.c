@@ -168,7 +168,8 @@ static void response_done(http_response_t *res)
 
 static void access_log(const http_server_t *s, const request_state_t *st, int status)
 {
-    if (!s->cfg.access_log)
+    /* Access lines are info lines: a log level above info silences them.  */
+    if (!s->cfg.access_log || sbx_log_get_level() > SBX_LOG_INFO)
         return;
     if (status < 300 && strcmp(st->req.method, "GET") == 0)
         for (const char *const *q = s->cfg.quiet_paths; q && *q; q++)
