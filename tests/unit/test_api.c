@@ -258,6 +258,18 @@ START_TEST(tags)
     ck_assert_int_eq(api_validate_tags(arr, &err), -1);
     ck_assert_str_eq(err.target, "tags");
     json_decref(arr);
+
+    /* Limits count characters: 256 two-byte characters fit, 257 do not.  */
+    char wide[2 * (MAX_TAG_VALUE + 1) + 1] = "";
+    for (int i = 0; i < MAX_TAG_VALUE; i++)
+        strcat(wide, "\xc3\xa9");
+    t = json_pack("{s:s}", "k", wide);
+    ck_assert_int_eq(api_validate_tags(t, &err), 0);
+    json_decref(t);
+    strcat(wide, "\xc3\xa9");
+    t = json_pack("{s:s}", "k", wide);
+    ck_assert_int_eq(api_validate_tags(t, &err), -1);
+    json_decref(t);
 }
 END_TEST
 
