@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <uuid/uuid.h>
@@ -219,11 +220,27 @@ void sbx_time_format(int64_t ms, char *buf, size_t len)
     snprintf(buf, len, "%s.%03dZ", base, (int)rem);
 }
 
+/* From getrandom(2) bytes: libuuid re-seeds and locks on every call, which
+ * shows up at one id per request.  */
 void sbx_uuid(char out[37])
 {
-    uuid_t u;
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, out);
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        uuid_t u;
+        uuid_generate_random(u);
+        memcpy(b, u, sizeof(b));
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *o++ = '-';
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 15];
+    }
+    *o = '\0';
 }
 
 bool sbx_str_ieq(const char *a, const char *b)

@@ -40,13 +40,14 @@ bad=${bad:-1}
 passed=$((passed + total - bad))
 failed=$((failed + bad))
 
-# The unmodified Azure SDK for JS against the real server over HTTPS.
-if [ -x tests/sdk/run.sh ]; then
-    set +e
-    tests/sdk/run.sh "$root/build-test"
-    count "Azure SDK for JS" $?
-    set -e
-fi
+# Real ARM clients against the real server over HTTPS: the unmodified
+# Azure SDK for JS, and the Azure CLI's `az rest`.
+set +e
+tests/sdk/run.sh "$root/build-test"
+count "Azure SDK for JS" $?
+tests/sdk/az.sh "$root/build-test"
+count "Azure CLI (az rest)" $?
+set -e
 
 # The OpenAPI description, its examples, ARM lint, and every recorded reply.
 set +e

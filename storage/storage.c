@@ -9,7 +9,9 @@
 #include <time.h>
 
 #define BUSY_TIMEOUT_MS 10000
-#define DEFAULT_POOL 8
+/* Enough that readers rarely wait for a connection (one per HTTP thread
+ * would be ideal; connections are cheap until they cache pages).  */
+#define DEFAULT_POOL 32
 
 /* Numbered migrations; each runs once, in order, in its own transaction,
  * and is recorded in schema_migrations.  Never edit a released one: add
@@ -128,6 +130,11 @@ struct st_db {
      * on N+1 writers until the busy timeout), and SQLite's busy handler
      * sleeps in coarse steps where a mutex hands over at once.  */
     pthread_mutex_t write_lock;
+    /* WAL checkpoints run here, not inside whichever commit crosses the
+     * auto-checkpoint size while every other writer waits behind it.  */
+    pthread_t checkpointer;
+    pthread_cond_t checkpoint_cond;
+    bool checkpointing, stopping;
 };
 
 struct st_tx {
@@ -178,7 +185,9 @@ static conn_t *conn_open(st_db_t *s, sbx_error_t *err)
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
     const char *sync = s->opts.synchronous_full ? "PRAGMA synchronous=FULL;"
                                                 : "PRAGMA synchronous=NORMAL;";
-    if (exec_sql(c->db, "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;", err) < 0 ||
+    if (exec_sql(c->db,
+                 "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
+                 err) < 0 ||
         exec_sql(c->db, sync, err) < 0) {
         conn_free(c);
         return NULL;
@@ -278,6 +287,35 @@ static int migrate(sqlite3 *db, sbx_error_t *err)
     return 0;
 }
 
+#define CHECKPOINT_INTERVAL_MS 500
+
+/* A PASSIVE checkpoint never blocks readers or the writer; it copies what
+ * it can, and the WAL restarts once a checkpoint has caught up.  */
+static void *checkpoint_main(void *arg)
+{
+    st_db_t *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += CHECKPOINT_INTERVAL_MS * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&s->checkpoint_cond, &s->lock, &ts);
+        if (s->stopping)
+            break;
+        pthread_mutex_unlock(&s->lock);
+        conn_t *c = pool_get(s, NULL);
+        if (c) {
+            sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+            pool_put(s, c);
+        }
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
 st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err)
 {
     st_db_t *s = xcalloc(1, sizeof(*s));
@@ -289,6 +327,7 @@ st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err)
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
+    pthread_cond_init(&s->checkpoint_cond, NULL);
     conn_t *c = pool_get(s, err);
     if (!c) {
         st_close(s);
@@ -300,6 +339,8 @@ st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err)
         st_close(s);
         return NULL;
     }
+    if (pthread_create(&s->checkpointer, NULL, checkpoint_main, s) == 0)
+        s->checkpointing = true;
     return s;
 }
 
@@ -307,6 +348,19 @@ void st_close(st_db_t *s)
 {
     if (!s)
         return;
+    if (s->checkpointing) {
+        pthread_mutex_lock(&s->lock);
+        s->stopping = true;
+        pthread_cond_broadcast(&s->checkpoint_cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->checkpointer, NULL);
+        /* Fold the WAL into the database before closing.  */
+        conn_t *c = pool_get(s, NULL);
+        if (c) {
+            sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+            pool_put(s, c);
+        }
+    }
     while (s->free_list) {
         conn_t *c = s->free_list;
         s->free_list = c->next;
@@ -315,6 +369,7 @@ void st_close(st_db_t *s)
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->write_lock);
+    pthread_cond_destroy(&s->checkpoint_cond);
     free(s->path);
     free(s);
 }

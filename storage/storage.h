@@ -16,7 +16,7 @@ typedef struct st_tx st_tx_t;
 
 typedef struct st_options {
     bool synchronous_full; /* fsync every commit (power-loss durable); default NORMAL */
-    unsigned pool_size;    /* connections; 0: 8 */
+    unsigned pool_size;    /* connections; 0: 32 */
 } st_options_t;
 
 st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err);

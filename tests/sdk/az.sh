@@ -8,10 +8,10 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin_dir=${1:-${SBX_BIN_DIR:-}}
-[ -n "$bin_dir" ] && [ -x "$bin_dir/sandboxd" ] || {
+if [ -z "$bin_dir" ] || [ ! -x "$bin_dir/sandboxd" ]; then
     echo "usage: $0 BUILD_DIR (the directory holding sandboxd)" >&2
     exit 2
-}
+fi
 command -v az >/dev/null || { echo "$0: the Azure CLI (Debian package azure-cli) is missing" >&2; exit 2; }
 
 work=$(mktemp -d)
