@@ -8,6 +8,7 @@
 #include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +16,9 @@
 
 struct http_server {
     struct MHD_Daemon *daemon;
+    pthread_mutex_t apart_lock;
+    pthread_cond_t apart_done;
+    unsigned apart_running; /* requests on threads of their own */
     http_config_t cfg;
     char *tls_cert, *tls_key, *client_ca;
     http_handler_fn handler;
@@ -33,6 +37,10 @@ typedef struct request_state {
     int64_t start_us;
     char *cert_subject;
     const char *scheme;
+    http_server_t *server;
+    bool apart;        /* handed to a thread of its own */
+    bool apart_done;   /* that thread filled res and resumed the connection */
+    http_response_t res;
 } request_state_t;
 
 /* ---- request accessors ---- */
@@ -370,6 +378,44 @@ static void body_append(request_state_t *st, const char *data, size_t n)
     st->len += n;
 }
 
+static void *apart_main(void *arg)
+{
+    request_state_t *st = arg;
+    http_server_t *s = st->server;
+    s->handler(s->ctx, &st->req, &st->res);
+    pthread_mutex_lock(&s->apart_lock);
+    st->apart_done = true;
+    MHD_resume_connection(st->req.conn);
+    s->apart_running--;
+    pthread_cond_broadcast(&s->apart_done);
+    pthread_mutex_unlock(&s->apart_lock);
+    return NULL;
+}
+
+/* Suspend the connection and run the handler on a thread of its own; the
+ * connection is resumed, and on_access called again, when it is done.  */
+static int run_apart(http_server_t *s, request_state_t *st)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    st->server = s;
+    st->apart = true;
+    pthread_mutex_lock(&s->apart_lock);
+    MHD_suspend_connection(st->req.conn);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, apart_main, st);
+    pthread_attr_destroy(&attr);
+    if (rc == 0)
+        s->apart_running++;
+    else {
+        MHD_resume_connection(st->req.conn);
+        st->apart = false;
+    }
+    pthread_mutex_unlock(&s->apart_lock);
+    return rc == 0 ? 0 : -1;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -403,11 +449,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (st->too_large)
         return reply_error_now(s, st, 413, "RequestEntityTooLarge",
                                "the request body is larger than allowed");
+    if (st->apart) /* resumed: the thread has filled st->res */
+        return send_response(s, st, &st->res);
     if (!st->body)
         st->body = xcalloc(1, 1);
     st->body[st->len] = '\0';
     st->req.body = st->body;
     st->req.body_len = st->len;
+    if (s->cfg.thread_pool && s->cfg.run_apart && s->cfg.run_apart(s->ctx, &st->req) &&
+        run_apart(s, st) == 0)
+        return MHD_YES;
 
     http_response_t res = {0};
     s->handler(s->ctx, &st->req, &res);
@@ -422,6 +473,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request_state_t *st = *con_cls;
     if (!st)
         return;
+    response_done(&st->res);
     free(st->body);
     free(st->cert_subject);
     free(st);
@@ -517,7 +569,11 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
     s->handler = handler;
     s->ctx = ctx;
 
+    pthread_mutex_init(&s->apart_lock, NULL);
+    pthread_cond_init(&s->apart_done, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (cfg->thread_pool && cfg->run_apart)
+        flags |= MHD_ALLOW_SUSPEND_RESUME;
     flags |= cfg->thread_pool ? MHD_USE_EPOLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -568,8 +624,15 @@ void http_server_stop(http_server_t *s)
         return;
     if (s->daemon) {
         MHD_quiesce_daemon(s->daemon);
+        /* Requests on threads of their own finish and are answered first.  */
+        pthread_mutex_lock(&s->apart_lock);
+        while (s->apart_running > 0)
+            pthread_cond_wait(&s->apart_done, &s->apart_lock);
+        pthread_mutex_unlock(&s->apart_lock);
         MHD_stop_daemon(s->daemon);
     }
+    pthread_mutex_destroy(&s->apart_lock);
+    pthread_cond_destroy(&s->apart_done);
     free(s->tls_cert);
     free(s->tls_key);
     free(s->client_ca);

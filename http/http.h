@@ -74,6 +74,11 @@ typedef struct http_config {
      * checks and polls that would drown the log); NULL-terminated.  */
     const char *const *quiet_paths;
     http_body_limit_fn body_limit;
+    /* With a thread pool: requests for which this returns true run on a
+     * thread of their own while their connection is suspended, so a slow
+     * one (an exec, a write waiting for SQLite) never holds up the event
+     * threads that serve everyone else.  NULL: none.  */
+    bool (*run_apart)(void *ctx, const http_request_t *req);
 } http_config_t;
 
 http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handler, void *ctx,

@@ -27,8 +27,9 @@ static const char usage[] =
     "                         (SANDBOXD_MICROVM_EMULATION=1)\n"
     "  --sync-full            fsync every commit (SANDBOXD_SYNC_FULL=1)\n"
     "  --max-body BYTES       largest JSON request body (SANDBOXD_MAX_BODY; 1048576)\n"
-    "  --threads N            HTTP worker threads; 0 = one per connection\n"
-    "                         (SANDBOXD_THREADS; default 0)\n"
+    "  --threads N            HTTP event threads (epoll) for reads; writes and sandbox\n"
+    "                         actions run on threads of their own; 0 = a thread per\n"
+    "                         connection (SANDBOXD_THREADS; default 1)\n"
     "  --log-level LEVEL      debug, info, warn or error (SANDBOXD_LOG_LEVEL)\n"
     "  --help, --version\n";
 
@@ -131,6 +132,7 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
     cfg->listen = xstrdup("127.0.0.1:8080");
     cfg->data_dir = xstrdup("sandboxd-data");
     cfg->max_body = 1024 * 1024;
+    cfg->threads = 1;
     from_env(cfg);
     if (check(cfg, err) < 0)
         return -1;

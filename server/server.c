@@ -80,6 +80,17 @@ static size_t body_limit(void *ctx, const char *method, const char *path)
     return routes_body_limit(r, method, path);
 }
 
+/* Reads are quick and run on the event threads; writes (which queue for
+ * SQLite's one writer) and sandbox actions (which wait for a host) run on
+ * threads of their own.  */
+static bool run_apart(void *ctx, const http_request_t *req)
+{
+    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
+        return true;
+    size_t n = strlen(req->path);
+    return n >= 6 && strcasecmp(req->path + n - 6, "/files") == 0;
+}
+
 static void handle(void *ctx, const http_request_t *req, http_response_t *res)
 {
     routes_handle(ctx, req, res);
@@ -160,6 +171,7 @@ int sbx_server_run(const sbx_config_t *cfg)
         .thread_pool = cfg->threads,
         .access_log = true,
         .body_limit = body_limit,
+        .run_apart = run_apart,
     };
     http_server_t *http = http_server_start(&hcfg, handle, routes, &err);
     if (!http) {

@@ -16,7 +16,7 @@ typedef struct sbx_config {
     bool microvm_emulation;
     bool sync_full;      /* fsync every commit */
     size_t max_body;
-    unsigned threads;    /* 0: a thread per connection */
+    unsigned threads;    /* event threads; 0: a thread per connection */
     char *agent_bin;     /* sandbox-agent to start locally; default: beside sandboxd */
     char *log_level;
     char *admin_token;   /* for the host admin API; NULL: written to data-dir */
