@@ -723,6 +723,7 @@ const ERROR_CODES = [
   ['PropertyCannotChange', 409, 'a PUT changes a property that is fixed once the resource exists'],
   ['InvalidResourceLocation', 409, 'a PUT changes the location of an existing resource'],
   ['ResourceDeleting', 409, 'the resource or its sandbox group is being deleted'],
+  ['SandboxFailed', 409, 'the sandbox failed (its statusMessage says why); delete it and create another'],
   ['SandboxNotReady', 409, 'the sandbox is still being created'],
   ['SandboxDeleting', 409, 'the sandbox is being deleted'],
   ['SandboxConflict', 409, 'the sandbox\'s host holds a different sandbox under its ID'],

@@ -21,6 +21,12 @@ static int sandbox_host(sched_t *s, const st_resource_t *sb, st_host_t *h, http_
                          "The sandbox is still being created; retry when its state is Running.");
         return -1;
     }
+    if (state && strcmp(state, "Failed") == 0) {
+        const char *why = json_string_value(json_object_get(props, "statusMessage"));
+        http_reply_error(res, 409, "SandboxFailed", "The sandbox failed: %s",
+                         why && *why ? why : "no detail");
+        return -1;
+    }
     if (host_find(s, sb->host_id, h) < 0 || strcmp(h->state, "Down") == 0) {
         http_reply_error(res, 503, "HostUnavailable",
                          "The sandbox's host '%s' is not answering.", sb->host_id);

@@ -255,6 +255,15 @@ int sched_local_agent_start(sched_t *s, const sched_local_agent_config_t *cfg, s
     la->data_dir = xstrdup(cfg->data_dir);
     la->pki_dir = xstrdup(cfg->pki_dir);
     la->default_image = cfg->default_image ? xstrdup(cfg->default_image) : NULL;
+    if (!la->default_image) {
+        /* The build puts the embedded default image beside the binaries.  */
+        char *dir = sibling_binary("default-image");
+        _cleanup_free_ char *index = xasprintf("%s/index.json", dir);
+        if (access(index, R_OK) == 0)
+            la->default_image = dir;
+        else
+            free(dir);
+    }
     g_local = la;
     if (access(la->bin, X_OK) < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "local agent '%s'", la->bin);

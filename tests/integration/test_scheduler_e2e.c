@@ -438,6 +438,22 @@ START_TEST(test_scheduler_e2e_bad_requests)
     _cleanup_free_ char *files = sandbox_path("bad", "only", "/files&path=../../etc/passwd");
     long st = call("GET", files, NULL, NULL);
     ck_assert_msg(st == 400 || st == 404, "path escape answered %ld", st);
+    /* an image that cannot be had fails the create, with the reason */
+    put_group("failing", NULL);
+    _cleanup_free_ char *fp = sandbox_path("failing", "f1", NULL);
+    ck_assert_int_eq(call("PUT", fp, "{\"properties\":{\"image\":\"no-such/image:1\"}}", NULL),
+                     201);
+    j = wait_sandbox("failing", "f1", 30000);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
+    ck_assert_str_eq(prop(j, "state"), "Failed");
+    ck_assert_ptr_nonnull(strstr(prop(j, "statusMessage"), "no-such/image"));
+    json_decref(j);
+    _cleanup_free_ char *fexec = sandbox_path("failing", "f1", "/exec");
+    ck_assert_int_eq(call("POST", fexec, "{\"command\":[\"true\"]}", &j), 409);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                     "SandboxFailed");
+    json_decref(j);
     /* deleting the group deletes its sandboxes on the host first */
     size_t before = agent_sandbox_count();
     _cleanup_free_ char *gp = group_path("bad");
