@@ -181,6 +181,14 @@ int rt_cg_create(const rt_cgroups_t *cg, const char *id, const rt_cg_limits_t *l
     snprintf(val, sizeof val, "%llu", (unsigned long long)lim->memory_bytes);
     if (set_v1(cg, RT_CG_MEMORY, id, "memory.limit_in_bytes", val, err) < 0)
         return -1;
+    /* The limit above bounds RAM only: without this one a sandbox could
+     * spill into the host's swap without bound.  Absent when the kernel
+     * does not account swap (then there is none to spill into either).  */
+    _cleanup_free_ char *memsw = xasprintf("%s/%s/%s/memory.memsw.limit_in_bytes",
+                                           cg->v1[RT_CG_MEMORY], cg->parent, id);
+    if (access(memsw, F_OK) == 0 &&
+        set_v1(cg, RT_CG_MEMORY, id, "memory.memsw.limit_in_bytes", val, err) < 0)
+        return -1;
     snprintf(val, sizeof val, "%u", lim->pids_max);
     if (set_v1(cg, RT_CG_PIDS, id, "pids.max", val, err) < 0)
         return -1;

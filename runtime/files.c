@@ -18,6 +18,9 @@
 #include "runtime/driver.h"
 
 #define MAX_DELETE_DEPTH 256
+/* A sandbox can fill a directory with millions of names; listing them all
+ * would cost the agent gigabytes.  */
+#define MAX_LIST_ENTRIES 100000
 
 static int resolve(int rootfd, const char *path, int flags, mode_t mode)
 {
@@ -336,6 +339,13 @@ int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t
         struct stat st;
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
             continue; /* removed meanwhile */
+        if (count == MAX_LIST_ENTRIES) {
+            closedir(d);
+            rt_dirents_free(ents, count);
+            sbx_error_set(err, SBX_ERR_TOO_LARGE, "list %s: more than %d entries", path,
+                          MAX_LIST_ENTRIES);
+            goto out;
+        }
         if (count == cap)
             ents = xrealloc(ents, (cap *= 2) * sizeof *ents);
         rt_dirent_t *e = &ents[count++];

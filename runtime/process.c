@@ -215,8 +215,10 @@ static int child_mount_dev(void)
         return -1;
     if (mount("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=65536k") < 0)
         return -1;
+    /* Ptys come from one host-wide pool (kernel.pty.max, 3072 beyond the
+     * host's reserve): without max=, one sandbox could take them all.  */
     if (mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620") < 0)
+              "newinstance,ptmxmode=0666,mode=0620,max=64") < 0)
         return -1;
     if (symlink("/proc/self/fd", "dev/fd") < 0 || symlink("/proc/self/fd/0", "dev/stdin") < 0 ||
         symlink("/proc/self/fd/1", "dev/stdout") < 0 ||

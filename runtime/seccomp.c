@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <termios.h>
 
 #include <seccomp.h>
@@ -59,6 +60,14 @@ int rt_seccomp_build(struct sock_fprog *out, sbx_error_t *err)
         r = rule(ctx, EPERM, "clone", 1, &newuser);
     if (r == 0)
         r = rule(ctx, ENOSYS, "clone3", 0, NULL);
+    /* vsock is not network-namespaced: on a VM host it reaches the
+     * hypervisor's services (CID 2), and a socket bound in one sandbox
+     * takes connections meant for the host or other sandboxes.  Refused
+     * as if the kernel had no vsock.  The kernel reads the domain as an
+     * int: compare the low 32 bits only, or high bits would slip past.  */
+    struct scmp_arg_cmp vsock = SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_VSOCK);
+    if (r == 0)
+        r = rule(ctx, EAFNOSUPPORT, "socket", 1, &vsock);
     /* Pushing input into a terminal another process reads.  */
     struct scmp_arg_cmp sti = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI);
     struct scmp_arg_cmp linux_ioctl = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCLINUX);

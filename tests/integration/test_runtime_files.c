@@ -128,6 +128,27 @@ START_TEST(test_runtime_files_bad_requests)
 }
 END_TEST
 
+/* A directory the sandbox filled with a huge number of names cannot make
+ * a listing eat the agent's memory.  */
+START_TEST(test_runtime_files_list_bounded)
+{
+    fx_create("fs-many", NULL);
+    json_t *j = fx_probe("fs-many", "touchmany", "/tmp", "100001");
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "made")), 100001);
+    json_decref(j);
+    rt_dirent_t *ents = NULL;
+    size_t n = 0;
+    sbx_error_t err = {0};
+    ck_assert_int_eq(rt_file_list(fx_rt, "fs-many", "/tmp", &ents, &n, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_TOO_LARGE);
+    /* At the bound it still lists.  */
+    ck_assert(rt_file_delete(fx_rt, "fs-many", "/tmp/f0", &err) == 0);
+    ck_assert_msg(rt_file_list(fx_rt, "fs-many", "/tmp", &ents, &n, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(n, 100000);
+    rt_dirents_free(ents, n);
+}
+END_TEST
+
 START_TEST(test_runtime_files_escapes)
 {
     fx_create("fs-esc", NULL);
@@ -237,6 +258,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_files_basic);
     tcase_add_test(tc, test_runtime_files_bad_requests);
+    tcase_add_test(tc, test_runtime_files_list_bounded);
     tcase_add_test(tc, test_runtime_files_escapes);
     tcase_add_test(tc, test_runtime_files_symlink_swap_race);
     suite_add_tcase(s, tc);

@@ -92,7 +92,7 @@ START_TEST(test_runtime_isolation_syscalls_refused)
         "init_module", "finit_module", "delete_module", "bpf", "keyctl", "add_key",
         "unshare_user", "unshare_net", "clone_newuser", "setns", "perf_event_open",
         "userfaultfd", "open_by_handle_at", "swapon", "reboot", "acct", "io_uring_setup",
-        "mknod",
+        "mknod", "socket_vsock", "socket_vsock_high",
     };
     for (size_t i = 0; i < ARRAY_SIZE(must_fail); i++) {
         json_t *v = json_object_get(j, must_fail[i]);
@@ -102,6 +102,9 @@ START_TEST(test_runtime_isolation_syscalls_refused)
     ck_assert_int_eq(json_integer_value(json_object_get(j, "mount")), EPERM);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "init_module")), EPERM);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "ptrace_pid1")), EPERM);
+    /* vsock, which no network namespace confines, is as if absent.  */
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "socket_vsock")), EAFNOSUPPORT);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "socket_vsock_high")), EAFNOSUPPORT);
     json_decref(j);
     /* System calls of the other x86 ABIs, which the filter does not
      * describe, end the process.  */
@@ -233,6 +236,16 @@ START_TEST(test_runtime_isolation_memory_hog)
     rt_spec_t spec = {.memory_mib = 64};
     fx_create("iso-hog", &spec);
     fx_create("iso-calm2", NULL);
+    /* cgroup v1: swap counts against the limit too (the host may have
+     * swap the memory limit alone would let it fill).  */
+    _cleanup_free_ char *memsw = xasprintf("/sys/fs/cgroup/memory/%s/iso-hog/memory.memsw.limit_in_bytes",
+                                           fx_cgroot);
+    if (access(memsw, F_OK) == 0) {
+        _cleanup_free_ char *lim = NULL;
+        size_t len;
+        ck_assert(sbx_read_file(memsw, &lim, &len, NULL) == 0);
+        ck_assert_msg(strtoull(lim, NULL, 10) == 64ull << 20, "memsw limit %s", lim);
+    }
     char *argv[] = {"/bin/probe", "memhog", "1024", NULL};
     rt_exec_result_t r = fx_execv("iso-hog", argv, 20000);
     /* The kernel's OOM killer ends it inside its cgroup.  */
@@ -273,6 +286,11 @@ START_TEST(test_runtime_isolation_between_sandboxes)
     r = fx_sh("iso-a", "cat /tmp/a-file");
     ck_assert_str_eq(r.out, "a-private\n");
     rt_exec_result_done(&r);
+    /* Nor take every pty of the host's shared pool (kernel.pty.max), which
+     * the others draw from too: its devpts has a limit of its own.  */
+    j = fx_probe("iso-b", "ptys", NULL, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "opened")), 64);
+    json_decref(j);
     /* Different host users outside.  */
     pid_t b_init = host_pid_of("iso-b", "sandbox-init");
     pid_t a_init = host_pid_of("iso-a", "sandbox-init");

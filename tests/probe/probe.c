@@ -11,6 +11,8 @@
  *   memhog MIB           allocate and touch MIB MiB, 1 MiB at a time
  *   forkbomb SECONDS     fork as fast as it can; children sleep forever
  *   spin SECONDS         burn CPU
+ *   touchmany DIR N      create N empty files f0..f<N-1> in DIR
+ *   ptys                 open /dev/ptmx until it fails; how many it got
  *   abi                  x32 and i386 (int 0x80) system calls: the
  *                        signal that ended a child trying each
  *
@@ -33,6 +35,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/swap.h>
 #include <sys/syscall.h>
@@ -165,6 +168,9 @@ static int cmd_syscalls(void)
     TRY("io_uring_setup", syscall(SYS_io_uring_setup, 1, NULL));
     TRY("sethostname_ns", sethostname("x", 1));
     TRY("mknod", mknod("/tmp/probe-null", S_IFCHR | 0666, makedev(1, 3)));
+    TRY("socket_vsock", socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    /* The kernel reads an int: high bits must not get past the filter.  */
+    TRY("socket_vsock_high", syscall(SYS_socket, (long)AF_VSOCK | (1L << 32), SOCK_STREAM, 0));
     TRY("setuid_host_root", setuid(65534) < 0 ? -1 : setuid(0));
     printf("}\n");
     return 0;
@@ -260,6 +266,31 @@ static int cmd_forkbomb(double seconds)
     return 0;
 }
 
+static int cmd_touchmany(const char *dir, long n)
+{
+    long made = 0;
+    char name[64];
+    for (; made < n; made++) {
+        snprintf(name, sizeof name, "%s/f%ld", dir, made);
+        int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        if (fd < 0)
+            break;
+        close(fd);
+    }
+    printf("{\"made\":%ld}\n", made);
+    return 0;
+}
+
+static int cmd_ptys(void)
+{
+    long n = 0;
+    int fd;
+    while (n < 100000 && (fd = open("/dev/ptmx", O_RDWR | O_NOCTTY)) >= 0)
+        n++;
+    printf("{\"opened\":%ld,\"errno\":%d}\n", n, errno);
+    return 0;
+}
+
 static int cmd_spin(double seconds)
 {
     double end = now_s() + seconds;
@@ -318,6 +349,10 @@ int main(int argc, char **argv)
         return cmd_forkbomb(atof(argv[2]));
     if (!strcmp(c, "abi"))
         return cmd_abi();
+    if (!strcmp(c, "touchmany") && argc == 4)
+        return cmd_touchmany(argv[2], atol(argv[3]));
+    if (!strcmp(c, "ptys"))
+        return cmd_ptys();
     if (!strcmp(c, "spin") && argc == 3)
         return cmd_spin(atof(argv[2]));
     fprintf(stderr, "probe: unknown command\n");
