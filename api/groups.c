@@ -56,7 +56,8 @@ int api_validate_sandbox_shape(const json_t *in, const char *prefix, sbx_error_t
     if (api_get_int(in, "memoryMiB", t, 32, 262144, &present, &n, err) < 0)
         return -1;
     snprintf(t, sizeof(t), "%s.diskMiB", prefix);
-    if (api_get_int(in, "diskMiB", t, 16, 1048576, &present, &n, err) < 0)
+    /* The writable layer is a tmpfs (RAM) on the host: keep it within reason.  */
+    if (api_get_int(in, "diskMiB", t, 16, 65536, &present, &n, err) < 0)
         return -1;
     snprintf(t, sizeof(t), "%s.idleTimeoutSeconds", prefix);
     if (api_get_int(in, "idleTimeoutSeconds", t, 0, 30 * 86400, &present, &n, err) < 0)

@@ -186,7 +186,7 @@ function sandboxShape() {
     image: { type: 'string', maxLength: 512, description: 'OCI image reference; without one anywhere, the embedded default image (a POSIX shell and python3) is used.' },
     cpu: { type: 'number', format: 'double', minimum: 0.05, maximum: 64, description: 'CPU cores (decimal, e.g. 0.5).' },
     memoryMiB: { type: 'integer', format: 'int32', minimum: 32, maximum: 262144, description: 'Memory limit in MiB.' },
-    diskMiB: { type: 'integer', format: 'int32', minimum: 16, maximum: 1048576, description: 'Writable disk limit in MiB.' },
+    diskMiB: { type: 'integer', format: 'int32', minimum: 16, maximum: 65536, description: 'Writable disk limit in MiB (the writable layer lives in host memory).' },
     env: stringMap('Environment variables (at most 256; values at most 32768 characters).'),
     idleTimeoutSeconds: { type: 'integer', format: 'int32', minimum: 0, maximum: 2592000, description: 'Seconds without activity after which a sandbox is suspended; 0 turns auto-suspend off.' },
     maxLifetimeSeconds: { type: 'integer', format: 'int32', minimum: 0, maximum: 31536000, description: 'Seconds after which a sandbox is stopped, whatever it does; 0 means no limit.' },
