@@ -227,6 +227,11 @@ static int build_properties(put_ctx_t *c, const json_t *in, json_t *body, sbx_er
     }
     c->work = c->k->needs_work_on_put && c->k->needs_work_on_put(out, old_props);
     const char *state = c->work ? (c->have_old ? "Updating" : "InProgress") : "Succeeded";
+    /* A replace that needs no host work changes metadata only: a sandbox
+     * still being created, or one that failed, stays so.  */
+    json_t *old_ps = json_object_get(old_props, "provisioningState");
+    if (!c->work && c->have_old && c->k->needs_work_on_put && json_is_string(old_ps))
+        state = json_string_value(old_ps);
     json_object_set_new(out, "provisioningState", json_string(state));
     json_object_set_new(body, "properties", out);
     return 0;
@@ -244,6 +249,15 @@ static int build_resource(put_ctx_t *c, const json_t *in, sbx_error_t *err)
                                                     : NULL,
                                         c->api->cfg.principal, sbx_now_ms()));
     if (c->have_old) {
+        /* The server's own bookkeeping ('_' keys: a sandbox's runtime id
+         * and limits) survives a replace; without it the scheduler would
+         * no longer know the sandbox its host runs, and destroy it.  */
+        const char *key;
+        json_t *v;
+        json_object_foreach(c->old.body, key, v) {
+            if (key[0] == '_')
+                json_object_set(body, key, v);
+        }
         c->next.id = xstrdup(c->old.id);
         c->next.name = xstrdup(c->old.name);
         c->next.created_ms = c->old.created_ms;

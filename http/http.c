@@ -18,7 +18,8 @@ struct http_server {
     struct MHD_Daemon *daemon;
     pthread_mutex_t apart_lock;
     pthread_cond_t apart_done;
-    unsigned apart_running; /* requests on threads of their own */
+    unsigned apart_running; /* requests run apart and not yet completed */
+    bool stopping;          /* no more of them: http_server_stop waits for the last */
     http_config_t cfg;
     char *tls_cert, *tls_key, *client_ca;
     http_handler_fn handler;
@@ -386,8 +387,6 @@ static void *apart_main(void *arg)
     pthread_mutex_lock(&s->apart_lock);
     st->apart_done = true;
     MHD_resume_connection(st->req.conn);
-    s->apart_running--;
-    pthread_cond_broadcast(&s->apart_done);
     pthread_mutex_unlock(&s->apart_lock);
     return NULL;
 }
@@ -399,8 +398,16 @@ static int run_apart(http_server_t *s, request_state_t *st)
     pthread_attr_t attr;
     pthread_t t;
     st->server = s;
-    st->apart = true;
     pthread_mutex_lock(&s->apart_lock);
+    /* Once stopping, a request on a connection kept alive runs on its
+     * event thread, which MHD_stop_daemon joins: a thread of its own
+     * started now would outlive the server, and its suspended connection
+     * would be one MHD_stop_daemon refuses to find.  */
+    if (s->stopping) {
+        pthread_mutex_unlock(&s->apart_lock);
+        return -1;
+    }
+    st->apart = true;
     MHD_suspend_connection(st->req.conn);
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -473,6 +480,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request_state_t *st = *con_cls;
     if (!st)
         return;
+    /* A request run apart counts until libmicrohttpd has taken its
+     * connection back and finished it: stopping the daemon while one is
+     * still suspended (or only marked for resumption) aborts.  */
+    if (st->apart) {
+        pthread_mutex_lock(&st->server->apart_lock);
+        st->server->apart_running--;
+        pthread_cond_broadcast(&st->server->apart_done);
+        pthread_mutex_unlock(&st->server->apart_lock);
+    }
     response_done(&st->res);
     free(st->body);
     free(st->cert_subject);
@@ -623,13 +639,20 @@ void http_server_stop(http_server_t *s)
     if (!s)
         return;
     if (s->daemon) {
-        MHD_quiesce_daemon(s->daemon);
+        /* Quiescing hands the listening socket over to us: closed only
+         * after MHD_stop_daemon (its threads may still look at it), and
+         * closed, or the port stays bound with connections queueing that
+         * nobody will ever answer.  */
+        MHD_socket listen_fd = MHD_quiesce_daemon(s->daemon);
         /* Requests on threads of their own finish and are answered first.  */
         pthread_mutex_lock(&s->apart_lock);
+        s->stopping = true;
         while (s->apart_running > 0)
             pthread_cond_wait(&s->apart_done, &s->apart_lock);
         pthread_mutex_unlock(&s->apart_lock);
         MHD_stop_daemon(s->daemon);
+        if (listen_fd != MHD_INVALID_SOCKET)
+            close(listen_fd);
     }
     pthread_mutex_destroy(&s->apart_lock);
     pthread_cond_destroy(&s->apart_done);

@@ -66,6 +66,8 @@ struct clone3_args {
 };
 
 /* fork-like clone3: returns 0 in the child.  */
+#define INIT_REPORT_TIMEOUT_MS 10000
+
 static pid_t sys_clone3(uint64_t flags, int *pidfd)
 {
     struct clone3_args a = {.flags = flags | CLONE_PIDFD,
@@ -148,6 +150,19 @@ static int child_drop_privileges(int cap_last)
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
     return (int)syscall(SYS_capset, &hdr, data);
+}
+
+/* Root of the sandbox's user namespace, for this thread only.  glibc's
+ * setgroups/setresgid/setresuid would signal every thread of the agent,
+ * and a child made by raw clone3 of a multithreaded process waits for
+ * threads it does not have, forever: use the raw system calls.  */
+static int child_become_root(int rep)
+{
+    if (syscall(SYS_setgroups, 0, NULL) < 0)
+        child_fail(rep, STEP_SETGROUPS);
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0)
+        child_fail(rep, STEP_SETGID);
+    return syscall(SYS_setresuid, 0, 0, 0) < 0 ? -1 : 0;
 }
 
 static void child_reset_signals(void)
@@ -252,11 +267,7 @@ static _Noreturn void init_child(const struct init_prep *p)
      * can be walked; the sandbox's root user cannot.  */
     if (mount(p->root, p->root, NULL, MS_BIND | MS_REC, NULL) < 0 || chdir(p->root) < 0)
         child_fail(rep, STEP_ROOT);
-    if (setgroups(0, NULL) < 0)
-        child_fail(rep, STEP_SETGROUPS);
-    if (setresgid(0, 0, 0) < 0)
-        child_fail(rep, STEP_SETGID);
-    if (setresuid(0, 0, 0) < 0)
+    if (child_become_root(rep) < 0)
         child_fail(rep, STEP_SETUID);
     if (sethostname(p->hostname, strlen(p->hostname)) < 0)
         child_fail(rep, STEP_HOSTNAME);
@@ -507,6 +518,18 @@ static int proc_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     }
     struct child_report r;
     ssize_t n;
+    /* The init reports a failure or closes the pipe at exec; one that does
+     * neither in time is killed rather than left holding the runtime.  */
+    struct pollfd pfd = {.fd = prep.report_r, .events = POLLIN};
+    int pr;
+    do
+        pr = poll(&pfd, 1, INIT_REPORT_TIMEOUT_MS);
+    while (pr < 0 && errno == EINTR);
+    if (pr == 0) {
+        sbx_error_set(err, SBX_ERR_INTERNAL, "sandbox init did not start within %d ms",
+                      INIT_REPORT_TIMEOUT_MS);
+        goto out;
+    }
     do
         n = read(prep.report_r, &r, sizeof r);
     while (n < 0 && errno == EINTR);
@@ -656,11 +679,7 @@ static _Noreturn void exec_command(const struct exec_prep *p)
     if (dup2(p->in_r, 0) < 0 || dup2(p->out_w, 1) < 0 || dup2(p->err_w, 2) < 0)
         child_fail(rep, STEP_STDIO);
     child_reset_signals();
-    if (setgroups(0, NULL) < 0)
-        child_fail(rep, STEP_SETGROUPS);
-    if (setresgid(0, 0, 0) < 0)
-        child_fail(rep, STEP_SETGID);
-    if (setresuid(0, 0, 0) < 0)
+    if (child_become_root(rep) < 0)
         child_fail(rep, STEP_SETUID);
     if (chdir(p->cwd) < 0)
         child_fail(rep, STEP_CWD);

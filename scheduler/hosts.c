@@ -80,7 +80,8 @@ static void check_one(sched_t *s, st_host_t *h)
     agent_reply_done(&r);
     const char *was = h->state;
     const char *next = was;
-    if (ok && json_is_object(info)) {
+    ok = ok && json_is_object(info);
+    if (ok) {
         json_decref(h->info);
         h->info = info;
         h->last_seen_ms = now;
@@ -92,14 +93,19 @@ static void check_one(sched_t *s, st_host_t *h)
             next = "Down";
     }
     bool changed = strcmp(next, was) != 0;
-    if (changed) {
-        sbx_log(SBX_LOG_WARN, MODULE_NAME, "host %s: %s -> %s", h->name, was, next);
-        free(h->state);
-        h->state = xstrdup(next);
-    }
-    if (ok || changed)
-        st_host_put(s->db, h, NULL);
-    if (changed && strcmp(next, "Down") == 0)
+    if (!ok && !changed)
+        return;
+    /* h was read before the health call: the row may have been drained,
+     * re-registered or removed since, and writing h back would undo that. */
+    _cleanup_free_ char *now_state = NULL;
+    if (st_host_report(s->db, h->name, ok ? h->info : NULL, h->last_seen_ms, was, next,
+                       &now_state, NULL) < 0 ||
+        !changed || strcmp(now_state, next) != 0)
+        return;
+    sbx_log(SBX_LOG_WARN, MODULE_NAME, "host %s: %s -> %s", h->name, was, next);
+    free(h->state);
+    h->state = xstrdup(next);
+    if (strcmp(next, "Down") == 0)
         fail_host_sandboxes(s, h->name, "stopped answering its health checks");
 }
 

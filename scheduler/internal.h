@@ -61,6 +61,15 @@ int agent_call(sched_t *s, const char *base_url, const char *method, const char 
                int timeout_ms, agent_reply_t *out);
 json_t *agent_reply_json(const agent_reply_t *r);
 
+/* What an agent reports, checked (worker.c): a known state or NULL; a
+ * timestamp string or NULL (borrowed); a message cut to a sane length (new
+ * reference) or NULL.  An agent's bytes are stored and served, so nothing
+ * else of them is taken.  */
+#define AGENT_MESSAGE_MAX 1024
+const char *agent_state(const json_t *reply);
+json_t *agent_time(const json_t *reply, const char *key);
+json_t *agent_message(const json_t *reply);
+
 /* hosts.c */
 int hosts_check_all(sched_t *s);
 int host_find(sched_t *s, const char *name, st_host_t *out);

@@ -115,10 +115,10 @@ static void call_lifecycle(sched_t *s, const st_host_t *h, const st_resource_t *
         return;
     }
     json_t *reply = agent_reply_json(&r);
-    const char *state = json_string_value(json_object_get(reply, "state"));
+    const char *state = agent_state(reply);
     json_t *patch = json_pack("{s:s,s:s}", "state", state ? state : "Running", "statusMessage", "");
-    json_t *last = json_object_get(reply, "lastActivityAt");
-    if (json_is_string(last))
+    json_t *last = agent_time(reply, "lastActivityAt");
+    if (last)
         json_object_set(patch, "lastActivityAt", last);
     sbx_error_t err = {0};
     st_resource_t now = {0};

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#define UNKNOWN_PER_PASS 16
+
 typedef struct agent_view {
     json_t *by_id; /* runtime id -> agent's sandbox object */
 } agent_view_t;
@@ -119,10 +121,12 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
         }
         return;
     }
-    const char *actual = json_string_value(json_object_get(seen, "state"));
-    json_t *last = json_object_get(seen, "lastActivityAt");
+    const char *actual = agent_state(seen);
+    if (actual && strcmp(actual, "Creating") == 0)
+        actual = "Starting";
+    json_t *last = agent_time(seen, "lastActivityAt");
     if (actual && (!state || strcmp(actual, state) != 0 ||
-                   !json_equal(last, json_object_get(props, "lastActivityAt")))) {
+                   (last && !json_equal(last, json_object_get(props, "lastActivityAt"))))) {
         json_t *patch = json_pack("{s:s}", "state", actual);
         if (json_is_string(last))
             json_object_set(patch, "lastActivityAt", last);
@@ -236,11 +240,15 @@ static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
     if (complete && reconcile_pool_members(s, h, by_id, seen_ms) < 0)
         complete = false;
     if (complete) {
+        /* A few a pass: each costs a scan of the table and a call, and a
+         * host that reports floods of ids must not stall the loop every
+         * other host depends on.  The rest wait for the next passes.  */
         const char *rid;
         json_t *v;
         void *tmp;
+        size_t looked = 0;
         json_object_foreach_safe(by_id, tmp, rid, v) {
-            if (runtime_id_known(s, rid))
+            if (looked++ >= UNKNOWN_PER_PASS || runtime_id_known(s, rid))
                 json_object_del(by_id, rid);
         }
         destroy_unknown(s, h, by_id);

@@ -237,21 +237,64 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
     return ret;
 }
 
+/* ---- what agents report ---- */
+
+const char *agent_state(const json_t *reply)
+{
+    static const char *const states[] = {"Creating",  "Starting", "Running",  "Suspending",
+                                         "Suspended", "Resuming", "Stopping", "Stopped",
+                                         "Failed"};
+    const char *st = json_string_value(json_object_get(reply, "state"));
+    for (size_t i = 0; st && i < ARRAY_SIZE(states); i++)
+        if (strcmp(st, states[i]) == 0)
+            return states[i];
+    return NULL;
+}
+
+json_t *agent_time(const json_t *reply, const char *key)
+{
+    json_t *v = json_object_get(reply, key);
+    const char *t = json_string_value(v);
+    if (!t || json_string_length(v) > 40)
+        return NULL;
+    for (const char *p = t; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || strchr("-:.TZ+", *p)))
+            return NULL;
+    return v;
+}
+
+json_t *agent_message(const json_t *reply)
+{
+    json_t *v = json_object_get(reply, "message");
+    const char *m = json_string_value(v);
+    if (!m)
+        return NULL;
+    size_t n = strlen(m);
+    if (n <= AGENT_MESSAGE_MAX)
+        return json_string(m);
+    n = AGENT_MESSAGE_MAX; /* cut at a character boundary */
+    while (n > 0 && ((unsigned char)m[n] & 0xC0) == 0x80)
+        n--;
+    return json_stringn(m, n);
+}
+
 static json_t *props_from_agent(const json_t *reply, const char *host)
 {
-    const char *state = json_string_value(json_object_get(reply, "state"));
+    const char *state = agent_state(reply);
     if (!state || strcmp(state, "Creating") == 0)
         state = "Starting";
     json_t *patch = json_pack("{s:s,s:s,s:s}", "state", state, "host", host, "statusMessage", "");
     const char *keys[] = {"createdAt", "lastActivityAt"};
     for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-        json_t *v = json_object_get(reply, keys[i]);
-        if (json_is_string(v))
+        json_t *v = agent_time(reply, keys[i]);
+        if (v)
             json_object_set(patch, keys[i], v);
     }
-    const char *msg = json_string_value(json_object_get(reply, "message"));
-    if (msg && *msg)
-        json_object_set_new(patch, "statusMessage", json_string(msg));
+    json_t *msg = agent_message(reply);
+    if (msg && json_string_length(msg) > 0)
+        json_object_set_new(patch, "statusMessage", msg);
+    else
+        json_decref(msg);
     return patch;
 }
 
@@ -391,11 +434,21 @@ static int delete_children(sched_t *s, const st_operation_t *op, const char *typ
     return 0;
 }
 
+/* A sandbox's id continues ".../sandboxGroups/{group}/sandboxes/{name}";
+ * "/sandboxes/" elsewhere (a resource group of that name) does not count.  */
+static bool is_sandbox_id(const char *id)
+{
+    _cleanup_free_ char *lower = xstrdup(id);
+    sbx_str_lower(lower);
+    const char *g = strstr(lower, "/providers/microsoft.app/sandboxgroups/");
+    const char *rest = g ? strchr(g + strlen("/providers/microsoft.app/sandboxgroups/"), '/')
+                         : NULL;
+    return rest && sbx_str_has_prefix(rest, "/sandboxes/");
+}
+
 static void run_operation(sched_t *s, st_operation_t *op)
 {
-    _cleanup_free_ char *lower = xstrdup(op->resource_id);
-    sbx_str_lower(lower);
-    bool sandbox = strstr(lower, "/sandboxes/") != NULL;
+    bool sandbox = is_sandbox_id(op->resource_id);
     if (sandbox && strcmp(op->kind, "create") == 0)
         run_sandbox_create(s, op);
     else if (sandbox && strcmp(op->kind, "delete") == 0)
@@ -421,9 +474,19 @@ void *worker_main(void *arg)
             for (size_t i = 0; i < n; i++) {
                 if (!busy_claim(s, ops[i].id))
                     continue;
-                run_operation(s, &ops[i]);
+                /* The batch was read before the claim: another worker may
+                 * have run this operation meanwhile (finished it, or put it
+                 * off with a backoff), and running the old copy would redo
+                 * it or write its stale row back.  */
+                st_operation_t cur = {0};
+                if (st_operation_get(s->db, ops[i].id, &cur, NULL) == 0 &&
+                    strcmp(cur.status, "InProgress") == 0 &&
+                    cur.next_attempt_ms <= sbx_now_ms()) {
+                    run_operation(s, &cur);
+                    ran++;
+                }
+                st_operation_done(&cur);
                 busy_release(s, ops[i].id);
-                ran++;
             }
         }
         st_operations_free(ops, n);

@@ -173,6 +173,10 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
     }
     if (optind < argc)
         return sbx_error_set(err, SBX_ERR_INVALID, "unexpected argument '%s'", argv[optind]);
+    /* An empty token would let "Authorization: Bearer " in.  */
+    if ((cfg->auth_token && !*cfg->auth_token) || (cfg->admin_token && !*cfg->admin_token))
+        return sbx_error_set(err, SBX_ERR_INVALID, "--auth-token and --admin-token must not be "
+                             "empty");
     if (!cfg->tls_cert != !cfg->tls_key)
         return sbx_error_set(err, SBX_ERR_INVALID, "--tls-cert and --tls-key go together");
     if (cfg->log_level && strcmp(cfg->log_level, "debug") && strcmp(cfg->log_level, "info") &&

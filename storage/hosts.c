@@ -41,6 +41,34 @@ int st_host_put(st_db_t *db, const st_host_t *h, sbx_error_t *err)
                     params, ARRAY_SIZE(params), NULL, NULL, err);
 }
 
+static void on_state_row(void *ud, int ncols, const char *const *c)
+{
+    char **state = ud;
+    if (ncols >= 1 && c[0] && !*state)
+        *state = xstrdup(c[0]);
+}
+
+int st_host_report(st_db_t *db, const char *name, const json_t *info, int64_t last_seen_ms,
+                   const char *was, const char *next, char **state_out, sbx_error_t *err)
+{
+    char seen[24];
+    snprintf(seen, sizeof(seen), "%lld", (long long)last_seen_ms);
+    _cleanup_free_ char *info_s = info ? json_dumps(info, JSON_COMPACT) : NULL;
+    const char *params[] = {name, info_s, seen, was, next};
+    char *state = NULL;
+    int r = st_query(db,
+                     "UPDATE hosts SET info = coalesce(?2, info),"
+                     " last_seen_ms = CASE WHEN ?2 IS NULL THEN last_seen_ms ELSE ?3 END,"
+                     " state = CASE WHEN state = ?4 THEN ?5 ELSE state END"
+                     " WHERE name = lower(?1) RETURNING state",
+                     params, ARRAY_SIZE(params), on_state_row, &state, err);
+    if (r == 0 && state_out)
+        *state_out = state ? state : xstrdup("");
+    else
+        free(state);
+    return r;
+}
+
 typedef struct host_rows {
     st_host_t *items;
     size_t n, cap;

@@ -116,6 +116,13 @@ int st_host_put(st_db_t *db, const st_host_t *h, sbx_error_t *err);
 int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err);
 int st_host_list(st_db_t *db, st_host_t **out, size_t *n, sbx_error_t *err);
 int st_host_delete(st_db_t *db, const char *name, sbx_error_t *err);
+/* A health check's result, in one statement: info and last_seen_ms (when
+ * info is not NULL), and the state moved from `was` to `next` only if the
+ * row still says `was`, so a drain or a removal made meanwhile stands.
+ * Never creates the row.  *state_out (may be NULL) gets the state after
+ * it, "" when the host is gone (owned).  */
+int st_host_report(st_db_t *db, const char *name, const json_t *info, int64_t last_seen_ms,
+                   const char *was, const char *next, char **state_out, sbx_error_t *err);
 
 /* Run a one-off statement with text parameters on a pooled connection
  * (for rarely used queries of other storage files).  */

@@ -1671,6 +1671,27 @@ START_TEST(authentication)
     _cleanup_free_ char *after = etag_of(p);
     ck_assert_str_eq(before, after);
 
+    /* An empty token is refused at start, so "Bearer " alone never passes.  */
+    const char *flags[] = {"--auth-token", "--admin-token"};
+    for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+        _cleanup_free_ char *bin = tu_bin("sandboxd");
+        _cleanup_free_ char *dir = xasprintf("%s/empty-token-%zu", tmp, i);
+        char listen[32];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", tu_free_port());
+        char *argv[] = {bin, "--listen", listen, "--data-dir", dir, "--no-local-agent",
+                        (char *)flags[i], "", NULL};
+        pid_t pid = tu_spawn(argv, NULL, NULL);
+        int status = 0;
+        bool exited = false;
+        int64_t until = sbx_monotonic_ms() + 10000;
+        while (!(exited = waitpid(pid, &status, WNOHANG) == pid) && sbx_monotonic_ms() < until)
+            usleep(10000);
+        if (!exited)
+            status = tu_stop(pid, 5000);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 2,
+                      "sandboxd %s '' was not refused (status 0x%x)", flags[i], status);
+    }
+
     /* Health and the API description are public.  */
     call_opts_t pub = {.no_auth = true, .raw = true};
     ck_assert_int_eq(call_ex("GET", "/healthz", &pub, &r), 200);

@@ -827,6 +827,72 @@ START_TEST(test_scheduler_e2e_warm_pool)
 }
 END_TEST
 
+/* A PUT of an existing sandbox (GET-modify-PUT, as the Azure CLI and
+ * Terraform do) changes metadata only: the sandbox keeps running on its
+ * host through the reconcile passes that follow.  */
+START_TEST(test_scheduler_e2e_replace_keeps_sandbox)
+{
+    put_group("again", NULL);
+    size_t before = agent_sandbox_count();
+    json_t *j = create_sandbox("again", "s1", "{\"idleTimeoutSeconds\":600}");
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    _cleanup_free_ char *p = sandbox_path("again", "s1", NULL);
+    ck_assert_int_eq(call("PUT", p, "{\"properties\":{\"idleTimeoutSeconds\":600}}", &j), 200);
+    ck_assert_str_eq(prop(j, "provisioningState"), "Succeeded");
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    /* Three reconcile passes: the host's sandbox must stay known.  */
+    int64_t until = sbx_monotonic_ms() + 3000;
+    while (sbx_monotonic_ms() < until) {
+        ck_assert_uint_eq(agent_sandbox_count(), before + 1);
+        ck_assert_int_eq(call("GET", p, NULL, &j), 200);
+        ck_assert_str_eq(prop(j, "state"), "Running");
+        json_decref(j);
+        usleep(100000);
+    }
+    json_t *r = exec_sh("again", "s1", "echo still here");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "still here\n");
+    json_decref(r);
+    ck_assert_int_eq(call("DELETE", p, NULL, NULL), 202);
+    ck_assert(wait_gone(p, 30000));
+    /* Deleted through its runtime id, not left to the reconcile pass.  */
+    ck_assert_uint_eq(agent_sandbox_count(), before);
+}
+END_TEST
+
+/* A group's delete destroys its sandboxes before the group goes, whatever
+ * its resource group is called (here "sandboxes").  */
+START_TEST(test_scheduler_e2e_group_delete_in_rg_named_sandboxes)
+{
+    size_t before = agent_sandbox_count();
+    const char *gp = "/subscriptions/" SUB "/resourceGroups/sandboxes/providers/Microsoft.App/"
+                     "sandboxGroups/odd";
+    _cleanup_free_ char *g = xasprintf("%s" API, gp);
+    ck_assert_int_eq(call("PUT", g, "{\"location\":\"westus\"}", NULL), 201);
+    _cleanup_free_ char *sp = xasprintf("%s/sandboxes/s1" API, gp);
+    ck_assert_int_eq(call("PUT", sp, "{\"properties\":{}}", NULL), 201);
+    int64_t until = sbx_monotonic_ms() + 30000;
+    json_t *j = NULL;
+    const char *ps = NULL;
+    do {
+        json_decref(j);
+        j = NULL;
+        ck_assert_int_eq(call("GET", sp, NULL, &j), 200);
+        ps = prop(j, "provisioningState");
+        if (ps && strcmp(ps, "InProgress") != 0)
+            break;
+        usleep(20000);
+    } while (sbx_monotonic_ms() < until);
+    ck_assert_str_eq(ps, "Succeeded");
+    json_decref(j);
+    ck_assert_uint_eq(agent_sandbox_count(), before + 1);
+    ck_assert_int_eq(call("DELETE", g, NULL, NULL), 202);
+    ck_assert(wait_gone(g, 30000));
+    ck_assert_uint_eq(agent_sandbox_count(), before);
+}
+END_TEST
+
 static Suite *e2e_suite(void)
 {
     Suite *s = suite_create("scheduler_e2e");
@@ -841,6 +907,8 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_host_dies_and_returns);
     tcase_add_test(tc, test_scheduler_e2e_idle_and_lifetime);
     tcase_add_test(tc, test_scheduler_e2e_warm_pool);
+    tcase_add_test(tc, test_scheduler_e2e_replace_keeps_sandbox);
+    tcase_add_test(tc, test_scheduler_e2e_group_delete_in_rg_named_sandboxes);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -1,7 +1,9 @@
 /* test_http.c -- the HTTP front end in-process: request collection (bodies
  * with NUL bytes, percent-decoded paths, queries, headers), body caps
  * announced and chunked, request-id headers, and the reply builders.  */
+#include <curl/curl.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -425,10 +427,97 @@ START_TEST(thread_pool_mode)
 }
 END_TEST
 
+/* ---- requests on threads of their own, and stopping under load ---- */
+
+static bool all_apart(void *ctx, const http_request_t *req)
+{
+    return true;
+}
+
+static void apart_handler(void *ctx, const http_request_t *req, http_response_t *res)
+{
+    usleep(200);
+    http_reply_json(res, 200, json_pack("{s:s}", "path", req->path));
+}
+
+typedef struct hammer {
+    char url[96];
+    bool *stop;
+    int ok, bad;
+} hammer_t;
+
+static size_t discard(char *p, size_t size, size_t n, void *ud)
+{
+    return size * n;
+}
+
+/* One keep-alive connection sending requests back to back.  */
+static void *hammer_main(void *arg)
+{
+    hammer_t *h = arg;
+    CURL *c = curl_easy_init();
+    curl_easy_setopt(c, CURLOPT_URL, h->url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    while (!__atomic_load_n(h->stop, __ATOMIC_SEQ_CST)) {
+        long status = 0;
+        if (curl_easy_perform(c) == CURLE_OK &&
+            curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
+            h->ok++;
+        else if (status != 0)
+            h->bad++;
+        else
+            usleep(1000); /* the server is gone: wait for the test to end */
+    }
+    curl_easy_cleanup(c);
+    return NULL;
+}
+
+START_TEST(apart_requests_survive_stop)
+{
+    /* Stopping while kept-alive connections keep sending: a request that
+     * arrives after the stop began must neither start a thread that
+     * outlives the server nor leave a connection suspended.  */
+    for (int round = 0; round < 25; round++) {
+        http_config_t cfg = {.name = "apart", .listen = "127.0.0.1:0", .thread_pool = 1,
+                             .run_apart = all_apart};
+        sbx_error_t err = {0};
+        http_server_t *s = http_server_start(&cfg, apart_handler, NULL, &err);
+        ck_assert_msg(s != NULL, "%s", err.msg);
+        bool stop = false;
+        hammer_t h[4];
+        pthread_t t[4];
+        for (int i = 0; i < 4; i++) {
+            h[i] = (hammer_t){.stop = &stop};
+            snprintf(h[i].url, sizeof(h[i].url), "http://127.0.0.1:%d/r%d",
+                     http_server_port(s), i);
+            ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_main, &h[i]), 0);
+        }
+        int64_t until = sbx_monotonic_ms() + 5000;
+        while (h[0].ok + h[1].ok + h[2].ok + h[3].ok < 40 && sbx_monotonic_ms() < until)
+            usleep(1000);
+        int port = http_server_port(s);
+        http_server_stop(s);
+        __atomic_store_n(&stop, true, __ATOMIC_SEQ_CST);
+        /* Stopped means not listening: no connection queues unanswered.  */
+        ck_assert_msg(!tu_wait_port(port, 100), "port %d still accepts connections", port);
+        int ok = 0;
+        for (int i = 0; i < 4; i++) {
+            pthread_join(t[i], NULL);
+            ck_assert_int_eq(h[i].bad, 0);
+            ok += h[i].ok;
+        }
+        ck_assert_int_ge(ok, 40);
+    }
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
+    tcase_set_timeout(tc, 30); /* apart_requests_survive_stop starts 25 servers */
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, request_collected);
     tcase_add_test(tc, percent_decoding);
@@ -440,6 +529,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, response_headers_capped);
     tcase_add_test(tc, listen_errors);
     tcase_add_test(tc, thread_pool_mode);
+    tcase_add_test(tc, apart_requests_survive_stop);
     suite_add_tcase(s, tc);
     return s;
 }

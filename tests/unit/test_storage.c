@@ -656,6 +656,55 @@ START_TEST(host_registry)
 }
 END_TEST
 
+/* A health check's report moves the state only from what it saw, and
+ * never brings back a removed host.  */
+START_TEST(host_health_report)
+{
+    sbx_error_t err = {0};
+    st_host_t h = {.name = "h1", .url = "https://10.0.0.1:9443", .environment = "default",
+                   .state = "Ready", .last_seen_ms = 1000, .created_ms = 500};
+    ck_assert_int_eq(st_host_put(db, &h, &err), 0);
+    json_t *info = json_pack("{s:i}", "cpus", 4);
+    char *state = NULL;
+
+    /* Seen Ready, still Ready: info and last_seen written.  */
+    ck_assert_int_eq(st_host_report(db, "H1", info, 2000, "Ready", "Ready", &state, &err), 0);
+    ck_assert_str_eq(state, "Ready");
+    free(state);
+    st_host_t got = {0};
+    ck_assert_int_eq(st_host_get(db, "h1", &got, &err), 0);
+    ck_assert_int_eq(got.last_seen_ms, 2000);
+    ck_assert_int_eq(json_integer_value(json_object_get(got.info, "cpus")), 4);
+    st_host_done(&got);
+
+    /* Drained meanwhile: a report that saw Ready does not undo the drain,
+     * and a failed check (no info) keeps info and last_seen.  */
+    h.state = "Draining";
+    ck_assert_int_eq(st_host_put(db, &h, &err), 0);
+    ck_assert_int_eq(st_host_report(db, "h1", info, 3000, "Ready", "Ready", &state, &err), 0);
+    ck_assert_str_eq(state, "Draining");
+    free(state);
+    ck_assert_int_eq(st_host_report(db, "h1", NULL, 9999, "Ready", "Down", &state, &err), 0);
+    ck_assert_str_eq(state, "Draining");
+    free(state);
+    ck_assert_int_eq(st_host_get(db, "h1", &got, &err), 0);
+    ck_assert_str_eq(got.state, "Draining");
+    ck_assert_int_eq(got.last_seen_ms, 3000);
+    st_host_done(&got);
+    ck_assert_int_eq(st_host_report(db, "h1", NULL, 0, "Draining", "Down", &state, &err), 0);
+    ck_assert_str_eq(state, "Down");
+    free(state);
+
+    /* Removed meanwhile: the report brings nothing back.  */
+    ck_assert_int_eq(st_host_delete(db, "h1", &err), 0);
+    ck_assert_int_eq(st_host_report(db, "h1", info, 4000, "Down", "Ready", &state, &err), 0);
+    ck_assert_str_eq(state, "");
+    free(state);
+    ck_assert_int_eq(st_host_get(db, "h1", &got, &err), -1);
+    json_decref(info);
+}
+END_TEST
+
 static void count_rows(void *ud, int ncols, const char *const *cols)
 {
     (*(int *)ud)++;
@@ -841,6 +890,7 @@ static Suite *storage_suite(void)
     tcase_add_test(tc, operation_roundtrip);
     tcase_add_test(tc, settings);
     tcase_add_test(tc, host_registry);
+    tcase_add_test(tc, host_health_report);
     tcase_add_test(tc, adhoc_queries);
     tcase_add_test(tc, concurrent_writers);
     tcase_add_test(tc, writer_reads_while_writers_queue);
