@@ -150,6 +150,15 @@ static int load_parent_and_old(put_ctx_t *c, sbx_error_t *err)
     return 0;
 }
 
+/* Locations end up in operation URLs: letters, digits, spaces, hyphens.  */
+static bool location_chars_valid(const char *loc)
+{
+    for (const char *p = loc; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != ' ' && *p != '-')
+            return false;
+    return true;
+}
+
 static int build_location(put_ctx_t *c, const json_t *in, json_t *body, sbx_error_t *err)
 {
     if (!c->k->tracked) {
@@ -164,8 +173,10 @@ static int build_location(put_ctx_t *c, const json_t *in, json_t *body, sbx_erro
     if (!loc || json_is_null(loc))
         return sbx_error_arm(err, SBX_ERR_INVALID, "LocationRequired",
                              "The location property is required for this definition.");
-    if (!json_is_string(loc) || json_string_length(loc) == 0 || json_string_length(loc) > 64)
-        return api_invalid(err, "location", "'location' must be a non-empty string.");
+    if (!json_is_string(loc) || json_string_length(loc) == 0 || json_string_length(loc) > 64 ||
+        !location_chars_valid(json_string_value(loc)))
+        return api_invalid(err, "location",
+                           "'location' must be 1-64 letters, digits, spaces or hyphens.");
     c->location = api_normalize_location(json_string_value(loc));
     if (old_loc) {
         _cleanup_free_ char *was = api_normalize_location(json_string_value(old_loc));
@@ -366,10 +377,29 @@ void api_resource_patch(api_t *api, const route_t *rt, const api_kind_t *k,
 
 static bool has_children_needing_work(st_tx_t *tx, const st_resource_t *r, sbx_error_t *err)
 {
-    size_t n = 0;
-    if (st_tx_resource_count(tx, api_kind_sandbox.type_key, r->id, &n, err) < 0)
-        return false;
-    return n > 0;
+    size_t n = 0, pool = 0;
+    if (st_tx_resource_count(tx, api_kind_sandbox.type_key, r->id, &n, err) < 0 ||
+        st_tx_resource_count(tx, API_POOL_TYPE, r->id, &pool, err) < 0)
+        return true; /* when in doubt, let the scheduler look */
+    return n + pool > 0;
+}
+
+static void on_operation_id(void *ud, int ncols, const char *const *cols)
+{
+    if (ncols > 0 && cols[0])
+        snprintf(ud, 37, "%s", cols[0]);
+}
+
+/* The delete operation in progress for a resource, if there is one.  */
+static bool find_delete_operation(api_t *api, const char *resource_id, char out[37])
+{
+    const char *params[] = {resource_id};
+    out[0] = '\0';
+    st_query(api->db,
+             "SELECT id FROM operations WHERE resource_id = ?1 AND kind = 'delete'"
+             " AND status = 'InProgress' LIMIT 1",
+             params, 1, on_operation_id, out, NULL);
+    return out[0] != '\0';
 }
 
 void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,
@@ -404,6 +434,17 @@ void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,
         loc = json_string_value(json_object_get(parent.body, "location"));
     }
     _cleanup_free_ char *nloc = api_normalize_location(loc ? loc : "local");
+    /* Deleting already: answer with the delete that is under way, rather
+     * than queue a second one.  */
+    char running[37] = "";
+    if (is_deleting(&r) && find_delete_operation(api, r.id, running)) {
+        st_rollback(tx);
+        api_add_async_headers(res, req, rt->sub, nloc, running, true);
+        http_reply_empty(res, 202);
+        st_resource_done(&parent);
+        st_resource_done(&r);
+        return;
+    }
     bool work = k->needs_work_on_delete ||
                 (k == &api_kind_group && has_children_needing_work(tx, &r, &err));
     st_operation_t op = {.resource_id = r.id, .kind = "delete",

@@ -379,6 +379,10 @@ static void body_append(request_state_t *st, const char *data, size_t n)
     st->len += n;
 }
 
+/* Past this many requests on threads of their own, more run on the event
+ * threads: slower for everyone, but no unbounded thread count.  */
+#define MAX_APART 512
+
 static void *apart_main(void *arg)
 {
     request_state_t *st = arg;
@@ -403,7 +407,7 @@ static int run_apart(http_server_t *s, request_state_t *st)
      * event thread, which MHD_stop_daemon joins: a thread of its own
      * started now would outlive the server, and its suspended connection
      * would be one MHD_stop_daemon refuses to find.  */
-    if (s->stopping) {
+    if (s->stopping || s->apart_running >= MAX_APART) {
         pthread_mutex_unlock(&s->apart_lock);
         return -1;
     }

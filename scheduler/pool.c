@@ -95,7 +95,12 @@ void pool_start_on_host(sched_t *s, const st_resource_t *m)
     }
     const char *rid = json_string_value(json_object_get(m->body, "_runtimeId"));
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
-    _cleanup_free_ char *body = json_dumps(json_object_get(m->body, "_spec"), JSON_COMPACT);
+    json_t *spec = json_object_get(m->body, "_spec");
+    if (!json_is_object(spec)) { /* not a row this code wrote */
+        delete_row(s, m->id);
+        return;
+    }
+    _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
     agent_reply_t r;
     bool ok = agent_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body),
                          s->cfg.agent_timeout_ms, &r) == 0 &&

@@ -43,7 +43,7 @@ static void pass_reply(http_response_t *res, agent_reply_t *r)
                          r->error);
         return;
     }
-    if (r->status >= 500) {
+    if (r->status >= 500 || r->status < 200 || (r->status >= 300 && r->status < 400)) {
         http_reply_error(res, 502, "HostCallFailed", "The sandbox's host failed (%ld).",
                          r->status);
         return;

@@ -256,6 +256,25 @@ static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
     json_decref(by_id);
 }
 
+#define OPERATION_KEEP_MS (24LL * 3600 * 1000)
+#define OPERATION_SWEEP_MS (60LL * 1000)
+
+/* Finished operations are kept a day (clients poll them for minutes at
+ * most), then swept, at most once a minute.  */
+static void forget_old_operations(sched_t *s, int64_t now)
+{
+    static int64_t last;
+    if (now - last < OPERATION_SWEEP_MS)
+        return;
+    last = now;
+    char cutoff[24];
+    snprintf(cutoff, sizeof(cutoff), "%lld", (long long)(now - OPERATION_KEEP_MS));
+    const char *params[] = {cutoff};
+    st_query(s->db,
+             "DELETE FROM operations WHERE status != 'InProgress' AND end_ms < CAST(?1 AS INTEGER)",
+             params, 1, NULL, NULL, NULL);
+}
+
 void sched_reconcile_once(sched_t *s)
 {
     hosts_check_all(s);
@@ -270,6 +289,7 @@ void sched_reconcile_once(sched_t *s)
     st_hosts_free(hosts, n);
     placement_rebuild(s);
     pool_keep(s);
+    forget_old_operations(s, now);
 }
 
 void *reconciler_main(void *arg)

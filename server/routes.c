@@ -98,6 +98,12 @@ static bool bearer_matches(const http_request_t *req, const char *expected)
     return strlen(got) == n && CRYPTO_memcmp(got, expected, n) == 0;
 }
 
+bool routes_authenticated(const routes_t *r, const http_request_t *req)
+{
+    return !r->auth_token || bearer_matches(req, r->auth_token) ||
+           (r->admin_token && bearer_matches(req, r->admin_token));
+}
+
 static bool authenticated(routes_t *r, const http_request_t *req, http_response_t *res)
 {
     if (!r->auth_token || bearer_matches(req, r->auth_token))

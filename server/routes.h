@@ -21,6 +21,9 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err);
 int routes_start_background(routes_t *r, sbx_error_t *err);
 void routes_free(routes_t *r);
 void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res);
+/* Whether the request carries a token that would be accepted (the ARM or
+ * the admin one).  */
+bool routes_authenticated(const routes_t *r, const http_request_t *req);
 size_t routes_body_limit(const routes_t *r, const char *method, const char *path);
 
 int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *err);

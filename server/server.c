@@ -85,6 +85,9 @@ static size_t body_limit(void *ctx, const char *method, const char *path)
  * threads of their own.  */
 static bool run_apart(void *ctx, const http_request_t *req)
 {
+    /* An unauthenticated request is answered at once, on the event thread.  */
+    if (!routes_authenticated(ctx, req))
+        return false;
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
         return true;
     size_t n = strlen(req->path);

@@ -398,12 +398,22 @@ START_TEST(test_scheduler_e2e_lifecycle)
     ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "kept\n");
     json_decref(r);
 
-    /* delete: 202, then gone from storage and from the host */
+    /* delete: 202, then gone from storage and from the host; a second
+     * DELETE while it runs answers with the same operation */
     _cleanup_free_ char *p = sandbox_path("life", "s1", NULL);
     tu_response_t dr;
     ck_assert_int_eq(call_ex("DELETE", p, NULL, 0, NULL, &dr), 202);
     char *loc = tu_header(&dr, "Location");
     ck_assert_ptr_nonnull(loc);
+    tu_response_free(&dr);
+    long again = call_ex("DELETE", p, NULL, 0, NULL, &dr);
+    if (again == 202) {
+        char *loc2 = tu_header(&dr, "Location");
+        ck_assert_str_eq(loc2, loc);
+        free(loc2);
+    } else {
+        ck_assert_int_eq(again, 204); /* it was already gone */
+    }
     free(loc);
     tu_response_free(&dr);
     ck_assert(wait_gone(p, 20000));
@@ -438,6 +448,12 @@ START_TEST(test_scheduler_e2e_bad_requests)
     _cleanup_free_ char *files = sandbox_path("bad", "only", "/files&path=../../etc/passwd");
     long st = call("GET", files, NULL, NULL);
     ck_assert_msg(st == 400 || st == 404, "path escape answered %ld", st);
+    /* locations end up in URLs: only letters, digits, spaces, hyphens */
+    _cleanup_free_ char *bad_loc_g = group_path("badloc");
+    _cleanup_free_ char *bad_loc = xasprintf("%s" API, bad_loc_g);
+    ck_assert_int_eq(call("PUT", bad_loc, "{\"location\":\"west/us?x\"}", NULL), 400);
+    ck_assert_int_eq(call("PUT", bad_loc, "{\"location\":\"west\\r\\nus\"}", NULL), 400);
+    ck_assert_int_eq(call("GET", bad_loc, NULL, NULL), 404);
     /* an image that cannot be had fails the create, with the reason */
     put_group("failing", NULL);
     _cleanup_free_ char *fp = sandbox_path("failing", "f1", NULL);
