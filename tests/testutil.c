@@ -16,6 +16,15 @@
 
 extern char **environ;
 
+int tu_run(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? 0 : 1;
+}
+
 char *tu_tmpdir(const char *prefix)
 {
     const char *base = getenv("TMPDIR");

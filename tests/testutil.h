@@ -8,6 +8,10 @@
 
 #include "common/common.h"
 
+/* Run a suite (fork mode as Check's environment says) and return the
+ * process exit code: 0 when every test passed.  */
+int tu_run(Suite *s);
+
 /* A fresh directory under $TMPDIR (or /tmp); removed by tu_rmdir.  */
 char *tu_tmpdir(const char *prefix);
 void tu_rmdir(const char *dir);
