@@ -15,6 +15,12 @@ static const char *const reported[] = {"state", "host", "createdAt", "lastActivi
 static const char *const immutable[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
                                         "isolation", "identity"};
 
+static bool provisioning_failed(const json_t *props)
+{
+    const char *ps = json_string_value(json_object_get(props, "provisioningState"));
+    return ps && strcmp(ps, "Failed") == 0;
+}
+
 static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
                             const json_t *in, const json_t *old, bool patch, json_t **out,
                             sbx_error_t *err)
@@ -46,6 +52,11 @@ static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent
             return sbx_error_target(err, immutable[i]);
         }
     }
+    if (provisioning_failed(old)) {
+        /* ARM's way to retry a failed resource is to PUT it again.  */
+        json_object_set_new(props, "state", json_string("Pending"));
+        return 0;
+    }
     for (size_t i = 0; i < ARRAY_SIZE(reported); i++) {
         json_t *v = json_object_get(old, reported[i]);
         if (v)
@@ -54,9 +65,11 @@ static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent
     return 0;
 }
 
+/* A replace with the same spec changes only metadata, unless the sandbox
+ * failed: then it is made again.  */
 static bool sandbox_needs_work(const json_t *props, const json_t *old)
 {
-    return old == NULL; /* a replace with the same spec changes only its metadata */
+    return old == NULL || provisioning_failed(old);
 }
 
 static int sandbox_quota(api_t *api, st_tx_t *tx, const st_resource_t *parent, sbx_error_t *err)

@@ -449,7 +449,8 @@ static bool is_sandbox_id(const char *id)
 static void run_operation(sched_t *s, st_operation_t *op)
 {
     bool sandbox = is_sandbox_id(op->resource_id);
-    if (sandbox && strcmp(op->kind, "create") == 0)
+    /* An update of a sandbox is a failed one made again (a re-PUT).  */
+    if (sandbox && (strcmp(op->kind, "create") == 0 || strcmp(op->kind, "update") == 0))
         run_sandbox_create(s, op);
     else if (sandbox && strcmp(op->kind, "delete") == 0)
         run_sandbox_delete(s, op);

@@ -470,6 +470,16 @@ START_TEST(test_scheduler_e2e_bad_requests)
     ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
                      "SandboxFailed");
     json_decref(j);
+    /* PUT again: ARM's retry; it runs again (and fails again, same image) */
+    ck_assert_int_eq(call("PUT", fp, "{\"properties\":{\"image\":\"no-such/image:1\"}}", &j),
+                     200);
+    ck_assert_str_eq(prop(j, "provisioningState"), "Updating");
+    ck_assert_str_eq(prop(j, "state"), "Pending");
+    json_decref(j);
+    j = wait_sandbox("failing", "f1", 30000);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
+    json_decref(j);
     /* deleting the group deletes its sandboxes on the host first */
     size_t before = agent_sandbox_count();
     _cleanup_free_ char *gp = group_path("bad");
