@@ -41,6 +41,13 @@ struct sched {
      * loads are rebuilt, so a rebuild never sees half a placement */
     pthread_mutex_t place_lock;
     host_load_t *loads;
+    /* agent calls in flight per host, so one slow host cannot hold every
+     * worker (host_slot_take / host_slot_give) */
+    struct host_slots {
+        char name[64];
+        unsigned busy;
+    } *slots;
+    size_t n_slots;
     size_t n_loads;
     /* pooled curl handles keep TLS sessions to agents alive */
     void **curl_pool;
@@ -73,6 +80,10 @@ json_t *agent_message(const json_t *reply);
 /* hosts.c */
 int hosts_check_all(sched_t *s);
 int host_find(sched_t *s, const char *name, st_host_t *out);
+
+/* worker.c: at most workers - 1 lifecycle calls in flight per host.  */
+bool host_slot_take(sched_t *s, const char *host);
+void host_slot_give(sched_t *s, const char *host);
 
 /* placement.c */
 int placement_choose(sched_t *s, const char *environment, const char *driver, double cpu,

@@ -100,6 +100,7 @@ void sched_free(sched_t *s)
     free(s->workers);
     free(s->busy);
     free(s->loads);
+    free(s->slots);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->place_lock);
     pthread_cond_destroy(&s->wake);

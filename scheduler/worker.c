@@ -43,6 +43,39 @@ void busy_release(sched_t *s, const char *op_id)
     pthread_mutex_unlock(&s->lock);
 }
 
+static struct host_slots *slot_of(sched_t *s, const char *host)
+{
+    for (size_t i = 0; i < s->n_slots; i++)
+        if (strcasecmp(s->slots[i].name, host) == 0)
+            return &s->slots[i];
+    s->slots = xrealloc(s->slots, (s->n_slots + 1) * sizeof(*s->slots));
+    struct host_slots *h = &s->slots[s->n_slots++];
+    memset(h, 0, sizeof(*h));
+    snprintf(h->name, sizeof(h->name), "%s", host);
+    return h;
+}
+
+bool host_slot_take(sched_t *s, const char *host)
+{
+    unsigned limit = s->cfg.workers > 1 ? s->cfg.workers - 1 : 1;
+    pthread_mutex_lock(&s->lock);
+    struct host_slots *h = slot_of(s, host);
+    bool ok = h->busy < limit;
+    if (ok)
+        h->busy++;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+void host_slot_give(sched_t *s, const char *host)
+{
+    pthread_mutex_lock(&s->lock);
+    struct host_slots *h = slot_of(s, host);
+    if (h->busy > 0)
+        h->busy--;
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* ---- sandbox helpers ---- */
 
 static json_t *props_of(const st_resource_t *r)
@@ -307,21 +340,28 @@ static const char *agent_error_message(const agent_reply_t *r, char *buf, size_t
     return buf;
 }
 
-static void run_sandbox_create(sched_t *s, st_operation_t *op)
+/* Returns false when the operation was put off because its host already
+ * has as many calls in flight as it may (it stays due, untouched).  */
+static bool run_sandbox_create(sched_t *s, st_operation_t *op)
 {
     sbx_error_t err = {0};
     st_resource_t sb = {0};
     if (st_resource_get(s->db, op->resource_id, &sb, &err) < 0) {
         finish(s, op, false, "ResourceNotFound", "The sandbox was deleted while it was created.",
                NULL);
-        return;
+        return true;
     }
     _cleanup_free_ char *host = NULL;
     st_host_t h = {0};
     if (assign_host(s, &sb, &host, &err) < 0 || host_find(s, host, &h) < 0) {
         retry_later(s, op, err.msg[0] ? err.msg : "the sandbox's host is no longer registered");
         st_resource_done(&sb);
-        return;
+        return true;
+    }
+    if (!host_slot_take(s, host)) {
+        st_host_done(&h);
+        st_resource_done(&sb);
+        return false;
     }
     _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, &sb);
     _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
@@ -346,8 +386,10 @@ static void run_sandbox_create(sched_t *s, st_operation_t *op)
         json_decref(patch);
     }
     agent_reply_done(&r);
+    host_slot_give(s, host);
     st_host_done(&h);
     st_resource_done(&sb);
+    return true;
 }
 
 int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size_t why_len)
@@ -446,18 +488,20 @@ static bool is_sandbox_id(const char *id)
     return rest && sbx_str_has_prefix(rest, "/sandboxes/");
 }
 
-static void run_operation(sched_t *s, st_operation_t *op)
+/* Returns false when nothing was done (the operation was put off).  */
+static bool run_operation(sched_t *s, st_operation_t *op)
 {
     bool sandbox = is_sandbox_id(op->resource_id);
     /* An update of a sandbox is a failed one made again (a re-PUT).  */
     if (sandbox && (strcmp(op->kind, "create") == 0 || strcmp(op->kind, "update") == 0))
-        run_sandbox_create(s, op);
-    else if (sandbox && strcmp(op->kind, "delete") == 0)
+        return run_sandbox_create(s, op);
+    if (sandbox && strcmp(op->kind, "delete") == 0)
         run_sandbox_delete(s, op);
     else if (!sandbox && strcmp(op->kind, "delete") == 0)
         run_group_delete(s, op);
     else
         finish(s, op, true, NULL, NULL, NULL); /* nothing to do on hosts */
+    return true;
 }
 
 void *worker_main(void *arg)
@@ -483,8 +527,8 @@ void *worker_main(void *arg)
                 if (st_operation_get(s->db, ops[i].id, &cur, NULL) == 0 &&
                     strcmp(cur.status, "InProgress") == 0 &&
                     cur.next_attempt_ms <= sbx_now_ms()) {
-                    run_operation(s, &cur);
-                    ran++;
+                    if (run_operation(s, &cur))
+                        ran++;
                 }
                 st_operation_done(&cur);
                 busy_release(s, ops[i].id);
