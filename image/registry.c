@@ -254,9 +254,11 @@ static void setup(reg_ctx_t *ctx, const char *url, sink_t *k, struct curl_slist 
     curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
-    /* No total timeout (layers can be large); a stalled transfer ends.  */
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    /* A trickling registry must not hold a create open: slower than
+     * 10 KB/s for 30 s ends a transfer, and none lasts past 30 minutes.  */
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 10240L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 1800L);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "sandboxd/" SBX_VERSION);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
