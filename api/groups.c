@@ -173,7 +173,7 @@ static int group_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, 
     *out = props;
     if (environment_rule(in, old, patch, props, err) < 0)
         return -1;
-    const char *ext[] = {"sandboxDefaults", "scale", "egressPolicy"};
+    const char *ext[] = {"sandboxDefaults", "scale", "egressPolicy", "hostFailurePolicy"};
     for (size_t i = 0; i < ARRAY_SIZE(ext); i++) {
         json_t *v = in ? json_object_get(in, ext[i]) : NULL;
         if (!v && patch && old)
@@ -193,6 +193,12 @@ static int group_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, 
         return -1;
     bool present;
     const char *policy;
+    if (api_get_string(props, "hostFailurePolicy", "properties.hostFailurePolicy", 16, &present,
+                       &policy, err) < 0)
+        return -1;
+    if (present && strcmp(policy, "Fail") != 0 && strcmp(policy, "Recreate") != 0)
+        return api_invalid(err, "properties.hostFailurePolicy",
+                           "'properties.hostFailurePolicy' must be Fail or Recreate.");
     if (api_get_string(props, "egressPolicy", "properties.egressPolicy", 63, &present, &policy,
                        err) < 0)
         return -1;

@@ -179,6 +179,11 @@ const ISOLATION = enumOf('Isolation', [
   ['microvm', 'A KVM microVM: hardware isolation.'],
 ], 'How a sandbox is isolated from its host.');
 
+const HOST_FAILURE_POLICY = enumOf('HostFailurePolicy', [
+  ['Fail', 'Sandboxes of a host that stops answering become Failed (the default); they come back if the host does.'],
+  ['Recreate', 'Sandboxes of a host that stops answering are made again, fresh, on another host.'],
+], 'What happens to the sandboxes of a host that stops answering.');
+
 // What a sandbox is made of, as a group's defaults or a sandbox's own properties; the bounds
 // are the ones the server enforces.
 function sandboxShape() {
@@ -223,6 +228,7 @@ const DEFINITIONS = {
       sandboxDefaults: ext({ $ref: '#/definitions/SandboxDefaults', description: 'Defaults for the sandboxes of the group, used where a sandbox does not say otherwise.' }),
       scale: ext({ $ref: '#/definitions/SandboxGroupScale', description: 'Limits and warm pool of the group.' }),
       egressPolicy: ext({ type: 'string', maxLength: 63, description: 'Name of a child egress policy applied to sandboxes that name none; without one, sandboxes reach nothing outside themselves.' }),
+      hostFailurePolicy: def('HostFailurePolicy'),
     },
   },
   SandboxGroupProvisioningState: provisioningState('SandboxGroup'),
@@ -248,6 +254,7 @@ const DEFINITIONS = {
       sandboxDefaults: ext({ $ref: '#/definitions/SandboxDefaults', description: 'Defaults for the sandboxes of the group.' }),
       scale: ext({ $ref: '#/definitions/SandboxGroupScale', description: 'Limits and warm pool of the group.' }),
       egressPolicy: ext({ type: 'string', maxLength: 63, description: 'Name of a child egress policy applied by default.' }),
+      hostFailurePolicy: def('HostFailurePolicy'),
     },
   },
   SandboxGroupListResult: listResult('SandboxGroup'),
@@ -265,6 +272,7 @@ const DEFINITIONS = {
     },
   }),
   Isolation: ext(ISOLATION),
+  HostFailurePolicy: ext(HOST_FAILURE_POLICY),
 
   VnetConnection: {
     description: 'A virtual network connection associated with a SandboxGroup.',

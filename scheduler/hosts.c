@@ -42,7 +42,59 @@ static void forget_pool_members(sched_t *s, const char *host)
              params, 1, NULL, NULL, NULL);
 }
 
-/* Sandboxes of a host that is gone: Failed, with the reason.  */
+/* A group with hostFailurePolicy "Recreate" gets its sandboxes of a lost
+ * host made again elsewhere (fresh: what they had written is gone with the
+ * host); the old copy is destroyed if that host comes back.  Returns
+ * whether the sandbox was queued for that.  */
+static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *why)
+{
+    st_resource_t group = {0};
+    if (!sb->parent_id || st_resource_get(s->db, sb->parent_id, &group, NULL) < 0)
+        return false;
+    json_t *gp = json_object_get(group.body, "properties");
+    const char *policy = json_string_value(json_object_get(gp, "hostFailurePolicy"));
+    const char *loc = json_string_value(json_object_get(group.body, "location"));
+    bool queued = false;
+    if (policy && strcmp(policy, "Recreate") == 0) {
+        _cleanup_free_ char *nloc = xstrdup(loc ? loc : "local");
+        char *o = nloc;
+        for (const char *p = nloc; *p; p++)
+            if (*p != ' ')
+                *o++ = (char)tolower((unsigned char)*p);
+        *o = '\0';
+        st_tx_t *tx = st_begin(s->db, NULL);
+        st_resource_t cur = {0};
+        if (tx && st_tx_resource_get(tx, sb->id, &cur, NULL) == 0) {
+            json_t *props = json_object_get(cur.body, "properties");
+            _cleanup_free_ char *msg = xasprintf("recreating: %s", why);
+            json_object_del(cur.body, "_runtimeId");
+            json_object_set_new(props, "state", json_string("Pending"));
+            json_object_set_new(props, "statusMessage", json_string(msg));
+            json_object_set_new(props, "provisioningState", json_string("Updating"));
+            json_object_del(props, "host");
+            free(cur.host_id);
+            cur.host_id = NULL;
+            st_operation_t op = {.resource_id = cur.id, .kind = "update",
+                                 .status = "InProgress", .location = nloc,
+                                 .subscription = cur.subscription, .start_ms = sbx_now_ms()};
+            sbx_uuid(op.id);
+            if (st_tx_resource_put(tx, &cur, NULL) == 0 &&
+                st_tx_operation_put(tx, &op, NULL) == 0 && st_commit(TAKE_PTR(tx), NULL) == 0)
+                queued = true;
+        }
+        st_rollback(tx);
+        st_resource_done(&cur);
+    }
+    st_resource_done(&group);
+    if (queued) {
+        placement_add(s, sb->host_id, sandbox_cpu(sb), sandbox_memory(sb), -1);
+        sched_notify(s);
+    }
+    return queued;
+}
+
+/* Sandboxes of a host that is gone: Failed, with the reason (or made again
+ * elsewhere, when their group asks for it).  */
 static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
 {
     forget_pool_members(s, host);
@@ -59,6 +111,8 @@ static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
             if (state && strcmp(state, "Failed") == 0)
                 continue;
             _cleanup_free_ char *msg = xasprintf("host '%s' %s at %s", host, why, when);
+            if (recreate_elsewhere(s, &l.items[i], msg))
+                continue;
             json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
             sandbox_update_props(s->db, l.items[i].id, patch, NULL, NULL);
             json_decref(patch);

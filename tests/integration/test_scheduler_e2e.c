@@ -274,11 +274,18 @@ static json_t *exec_sh(const char *g, const char *s, const char *script)
 }
 
 /* What the host agent itself runs, asked with sandboxd's client certificate.  */
+static size_t host_sandbox_count(const char *host);
+
 static size_t agent_sandbox_count(void)
+{
+    return host_sandbox_count("local");
+}
+
+static size_t host_sandbox_count(const char *host)
 {
     _cleanup_free_ char *url = NULL;
     {
-        _cleanup_free_ char *p = xasprintf("%s/admin/hosts/local", g_c.base);
+        _cleanup_free_ char *p = xasprintf("%s/admin/hosts/%s", g_c.base, host);
         _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
         const char *hdrs[] = {auth, NULL};
         tu_request_opts_t o = {.headers = hdrs};
@@ -760,6 +767,80 @@ START_TEST(test_scheduler_e2e_host_dies_and_returns)
 }
 END_TEST
 
+/* How many sandboxes storage places on a host (the admin API's count).  */
+static size_t placed_on(const char *host)
+{
+    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s", g_c.base, host);
+    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
+    const char *hdrs[] = {auth, NULL};
+    tu_request_opts_t o = {.headers = hdrs};
+    tu_response_t r;
+    ck_assert_int_eq(tu_http("GET", url, &o, &r), 0);
+    json_t *j = tu_json(&r);
+    size_t n = (size_t)json_integer_value(json_object_get(j, "sandboxes"));
+    json_decref(j);
+    tu_response_free(&r);
+    return n;
+}
+
+/* hostFailurePolicy Recreate: the sandboxes of a host that dies are made
+ * again on another host of the pool.  */
+START_TEST(test_scheduler_e2e_recreate_on_host_failure)
+{
+    extras_up();
+    put_group("phoenix", "{\"environmentId\":\"/subscriptions/" SUB "/resourceGroups/rg/providers/"
+                         "Microsoft.App/managedEnvironments/e2e-pool\","
+                         "\"hostFailurePolicy\":\"Recreate\"}");
+    admin_post("h2", "drain");
+    admin_post("h3", "drain");
+    json_t *j = create_sandbox("phoenix", "r1", "{\"cpu\":0.1,\"memoryMiB\":64}");
+    ck_assert_str_eq(prop(j, "host"), "h1");
+    json_decref(j);
+    admin_post("h2", "ready");
+    kill(g_extra[0].pid, SIGKILL);
+    waitpid(g_extra[0].pid, NULL, 0);
+    g_extra[0].pid = -1;
+    _cleanup_free_ char *p = sandbox_path("phoenix", "r1", NULL);
+    int64_t deadline = sbx_monotonic_ms() + 20000;
+    const char *host = NULL, *state = NULL;
+    json_t *cur = NULL;
+    do {
+        json_decref(cur);
+        cur = NULL;
+        call("GET", p, NULL, &cur);
+        host = prop(cur, "host");
+        state = prop(cur, "state");
+        if (host && strcmp(host, "h2") == 0 && state && strcmp(state, "Running") == 0)
+            break;
+        usleep(100000);
+    } while (sbx_monotonic_ms() < deadline);
+    ck_assert_msg(host && strcmp(host, "h2") == 0 && state && strcmp(state, "Running") == 0,
+                  "not recreated on h2: host %s, state %s", host, state);
+    json_decref(cur);
+    json_t *r = exec_sh("phoenix", "r1", "echo reborn");
+    ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "reborn\n");
+    json_decref(r);
+    /* h1 comes back: its stale copy is destroyed, the sandbox stays on h2 */
+    extra_start(&g_extra[0]);
+    deadline = sbx_monotonic_ms() + 15000;
+    while (!host_ready("h1") && sbx_monotonic_ms() < deadline)
+        usleep(100000);
+    ck_assert(host_ready("h1"));
+    admin_post("h3", "ready");
+    j = NULL;
+    ck_assert_int_eq(call("GET", p, NULL, &j), 200);
+    ck_assert_str_eq(prop(j, "host"), "h2");
+    json_decref(j);
+    /* whatever h1 still ran that storage no longer places there (r1's old
+     * copy) is destroyed: h1 runs exactly what storage places on it */
+    size_t keep = placed_on("h1");
+    deadline = sbx_monotonic_ms() + 10000;
+    while (host_sandbox_count("h1") > keep && sbx_monotonic_ms() < deadline)
+        usleep(100000);
+    ck_assert_uint_eq(host_sandbox_count("h1"), keep);
+}
+END_TEST
+
 static void extras_down(void)
 {
     for (int i = 0; i < 3; i++) {
@@ -931,6 +1012,7 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_crash_restart);
     tcase_add_test(tc, test_scheduler_e2e_spread_over_hosts);
     tcase_add_test(tc, test_scheduler_e2e_host_dies_and_returns);
+    tcase_add_test(tc, test_scheduler_e2e_recreate_on_host_failure);
     tcase_add_test(tc, test_scheduler_e2e_idle_and_lifetime);
     tcase_add_test(tc, test_scheduler_e2e_warm_pool);
     tcase_add_test(tc, test_scheduler_e2e_replace_keeps_sandbox);
