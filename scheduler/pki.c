@@ -10,8 +10,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
-#define VALID_DAYS 825
+#define VALID_DAYS 825       /* leaf certificates */
+#define CA_VALID_DAYS 3650   /* the CA */
+#define RENEW_DAYS 30        /* reissue what expires sooner than this */
 
 static int write_key(const char *path, EVP_PKEY *key, sbx_error_t *err)
 {
@@ -65,7 +68,7 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
     BN_free(bn);
     X509_set_version(c, 2);
     X509_gmtime_adj(X509_getm_notBefore(c), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(c), (long)VALID_DAYS * 86400);
+    X509_gmtime_adj(X509_getm_notAfter(c), (long)(ca ? CA_VALID_DAYS : VALID_DAYS) * 86400);
     X509_set_pubkey(c, key);
     X509_NAME *name = X509_get_subject_name(c);
     X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"sandboxd", -1, -1, 0);
@@ -108,12 +111,29 @@ static EVP_PKEY *read_key(const char *path)
     return k;
 }
 
+/* True when the certificate (or the file holding it) will not do for
+ * another RENEW_DAYS.  */
+static bool expires_soon(X509 *c)
+{
+    time_t cutoff = time(NULL) + (time_t)RENEW_DAYS * 86400;
+    return !c || X509_cmp_time(X509_get0_notAfter(c), &cutoff) < 0;
+}
+
+static bool file_expires_soon(const char *path)
+{
+    X509 *c = read_cert(path);
+    bool soon = expires_soon(c);
+    X509_free(c);
+    return soon;
+}
+
 static int issue(const char *dir, const char *name, const char *cn, X509 *ca, EVP_PKEY *ca_key,
                  bool server, bool client, sbx_error_t *err)
 {
     _cleanup_free_ char *cert_path = xasprintf("%s/%s.pem", dir, name);
     _cleanup_free_ char *key_path = xasprintf("%s/%s.key", dir, name);
-    if (access(cert_path, R_OK) == 0 && access(key_path, R_OK) == 0)
+    /* Certificates are renewed at the start that finds them near their end.  */
+    if (access(key_path, R_OK) == 0 && !file_expires_soon(cert_path))
         return 0;
     EVP_PKEY *key = EVP_EC_gen("P-256");
     X509 *cert = key ? make_cert(key, cn, ca, ca_key, false, server, client) : NULL;
@@ -136,7 +156,7 @@ int pki_ensure(const char *dir, sbx_error_t *err)
     X509 *ca = read_cert(ca_path);
     EVP_PKEY *ca_key = read_key(ca_key_path);
     int ret = 0;
-    if (!ca || !ca_key) {
+    if (!ca || !ca_key || expires_soon(ca)) {
         X509_free(ca);
         EVP_PKEY_free(ca_key);
         ca_key = EVP_EC_gen("P-256");
