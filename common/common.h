@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -93,6 +94,8 @@ void sbx_json_decrefp(json_t **j);
 int64_t sbx_now_ms(void);      /* wall clock, ms since the epoch */
 int64_t sbx_monotonic_ms(void); /* monotonic clock, ms */
 int64_t sbx_monotonic_us(void);
+/* The wall-clock time ms milliseconds from now, for pthread timed waits.  */
+struct timespec sbx_deadline_in(int64_t ms);
 /* RFC 3339 UTC with milliseconds: "2026-11-23T15:33:15.123Z"; buf >= 32 bytes.  */
 void sbx_time_format(int64_t ms, char *buf, size_t len);
 

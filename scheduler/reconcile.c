@@ -299,11 +299,7 @@ void *reconciler_main(void *arg)
         sched_reconcile_once(s);
         pthread_mutex_lock(&s->lock);
         if (!s->stopping) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t ns = ts.tv_nsec + (int64_t)s->cfg.reconcile_interval_ms * 1000000;
-            ts.tv_sec += ns / 1000000000;
-            ts.tv_nsec = ns % 1000000000;
+            struct timespec ts = sbx_deadline_in(s->cfg.reconcile_interval_ms);
             pthread_cond_timedwait(&s->rwake, &s->lock, &ts);
         }
         bool stop = s->stopping;

@@ -273,11 +273,7 @@ int sched_local_agent_start(sched_t *s, const sched_local_agent_config_t *cfg, s
     pthread_mutex_lock(&s->lock);
     int64_t deadline = sbx_monotonic_ms() + LOCAL_READY_MS + 1000;
     while (!la->ready && sbx_monotonic_ms() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        struct timespec ts = sbx_deadline_in(100);
         pthread_cond_timedwait(&s->rwake, &s->lock, &ts);
     }
     bool ready = la->ready;

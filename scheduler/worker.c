@@ -539,11 +539,7 @@ void *worker_main(void *arg)
             continue;
         pthread_mutex_lock(&s->lock);
         if (!s->stopping && s->pending_wakeups == 0) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += IDLE_WAIT_MS * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
+            struct timespec ts = sbx_deadline_in(IDLE_WAIT_MS);
             pthread_cond_timedwait(&s->wake, &s->lock, &ts);
         }
         if (s->pending_wakeups > 0)

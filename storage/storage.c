@@ -296,11 +296,7 @@ static void *checkpoint_main(void *arg)
     st_db_t *s = arg;
     pthread_mutex_lock(&s->lock);
     while (!s->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += CHECKPOINT_INTERVAL_MS * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
+        struct timespec ts = sbx_deadline_in(CHECKPOINT_INTERVAL_MS);
         pthread_cond_timedwait(&s->checkpoint_cond, &s->lock, &ts);
         if (s->stopping)
             break;
@@ -613,9 +609,7 @@ static int step_done(conn_t *c, sqlite3_stmt *q, const char *what, sbx_error_t *
 st_tx_t *st_begin(st_db_t *db, sbx_error_t *err)
 {
     /* As long as SQLite would wait for another writer, then give up.  */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += BUSY_TIMEOUT_MS / 1000;
+    struct timespec until = sbx_deadline_in(BUSY_TIMEOUT_MS);
     if (pthread_mutex_timedlock(&db->write_lock, &until) != 0) {
         sbx_error_set(err, SBX_ERR_UNAVAILABLE, "storage: begin: the database is busy");
         return NULL;

@@ -41,6 +41,24 @@ static bool exists(const char *path)
 
 /* ---- errors ---- */
 
+/* A deadline is normalised (nanoseconds below a second) and as far ahead
+ * as asked, whole seconds and remainders alike.  */
+START_TEST(deadlines)
+{
+    const int64_t cases[] = {0, 1, 999, 1000, 1500, 10000, 123456};
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        struct timespec d = sbx_deadline_in(cases[i]);
+        ck_assert(d.tv_nsec >= 0 && d.tv_nsec < 1000000000L);
+        int64_t ahead_ms =
+            ((int64_t)d.tv_sec - now.tv_sec) * 1000 + (d.tv_nsec - now.tv_nsec) / 1000000;
+        ck_assert_msg(ahead_ms >= cases[i] - 5 && ahead_ms <= cases[i] + 50, "%lld ms: %lld",
+                      (long long)cases[i], (long long)ahead_ms);
+    }
+}
+END_TEST
+
 START_TEST(errors)
 {
     sbx_error_t err = {0};
@@ -425,6 +443,7 @@ static Suite *common_suite(void)
     TCase *tc = tcase_create("common");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, errors);
+    tcase_add_test(tc, deadlines);
     tcase_add_test(tc, error_codes_map_to_http);
     tcase_add_test(tc, utf8_valid_inputs);
     tcase_add_test(tc, utf8_invalid_inputs);
