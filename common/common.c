@@ -454,6 +454,12 @@ void sbx_log(sbx_log_level_t level, const char *module, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    /* Messages quote what hosts and clients sent; JSON needs UTF-8, so
+     * anything else (or a sequence cut by the buffer) is shown as '?'.  */
+    if (!sbx_utf8_valid(msg, strlen(msg)))
+        for (char *p = msg; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
     sbx_time_format(sbx_now_ms(), when, sizeof(when));
     json_t *line = json_pack("{s:s,s:s,s:s,s:s}", "time", when, "level", names[level], "module",
                              module, "msg", msg);

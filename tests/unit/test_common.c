@@ -59,6 +59,28 @@ START_TEST(deadlines)
 }
 END_TEST
 
+/* A log line is written even when its message is not UTF-8.  */
+START_TEST(log_lines_survive_bad_bytes)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fds[1], STDERR_FILENO);
+    sbx_log(SBX_LOG_ERROR, "test", "bytes \xff\xfe from a host");
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fds[1]);
+    char buf[512] = "";
+    ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    ck_assert_int_gt(n, 0);
+    json_t *j = json_loads(buf, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "msg")), "bytes ?? from a host");
+    json_decref(j);
+}
+END_TEST
+
 START_TEST(errors)
 {
     sbx_error_t err = {0};
@@ -444,6 +466,7 @@ static Suite *common_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, errors);
     tcase_add_test(tc, deadlines);
+    tcase_add_test(tc, log_lines_survive_bad_bytes);
     tcase_add_test(tc, error_codes_map_to_http);
     tcase_add_test(tc, utf8_valid_inputs);
     tcase_add_test(tc, utf8_invalid_inputs);
