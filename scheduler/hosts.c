@@ -95,32 +95,34 @@ static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *
 
 /* Sandboxes of a host that is gone: Failed, with the reason (or made again
  * elsewhere, when their group asks for it).  */
+typedef struct host_lost {
+    sched_t *s;
+    const char *host, *why;
+    char when[32];
+} host_lost_t;
+
+static void fail_sandbox(void *ud, const st_resource_t *sb)
+{
+    host_lost_t *c = ud;
+    json_t *props = json_object_get(sb->body, "properties");
+    const char *state = json_string_value(json_object_get(props, "state"));
+    if (state && strcmp(state, "Failed") == 0)
+        return;
+    _cleanup_free_ char *msg = xasprintf("host '%s' %s at %s", c->host, c->why, c->when);
+    if (recreate_elsewhere(c->s, sb, msg))
+        return;
+    json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
+    sandbox_update_props(c->s->db, sb->id, patch, NULL, NULL);
+    json_decref(patch);
+}
+
 static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
 {
     forget_pool_members(s, host);
+    host_lost_t c = {.s = s, .host = host, .why = why};
+    sbx_time_format(sbx_now_ms(), c.when, sizeof(c.when));
     st_list_query_t q = {.type = SANDBOX_TYPE, .host_id = host, .limit = 1000};
-    st_list_t l = {0};
-    char when[32];
-    sbx_time_format(sbx_now_ms(), when, sizeof(when));
-    do {
-        if (st_resource_list(s->db, &q, &l, NULL) < 0)
-            return;
-        for (size_t i = 0; i < l.n; i++) {
-            json_t *props = json_object_get(l.items[i].body, "properties");
-            const char *state = json_string_value(json_object_get(props, "state"));
-            if (state && strcmp(state, "Failed") == 0)
-                continue;
-            _cleanup_free_ char *msg = xasprintf("host '%s' %s at %s", host, why, when);
-            if (recreate_elsewhere(s, &l.items[i], msg))
-                continue;
-            json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
-            sandbox_update_props(s->db, l.items[i].id, patch, NULL, NULL);
-            json_decref(patch);
-        }
-        free((char *)q.after);
-        q.after = l.next ? xstrdup(l.next) : NULL;
-        st_list_done(&l);
-    } while (q.after);
+    st_resource_each(s->db, &q, fail_sandbox, &c, NULL);
 }
 
 static void check_one(sched_t *s, st_host_t *h)

@@ -56,41 +56,37 @@ void placement_rebuild(sched_t *s)
     pthread_mutex_unlock(&s->place_lock);
 }
 
+typedef struct load_count {
+    host_load_t *loads;
+    size_t n;
+} load_count_t;
+
+static void count_one(void *ud, const st_resource_t *r)
+{
+    load_count_t *c = ud;
+    if (!r->host_id)
+        return;
+    size_t k = 0;
+    while (k < c->n && strcasecmp(c->loads[k].name, r->host_id) != 0)
+        k++;
+    if (k == c->n) {
+        c->loads = xrealloc(c->loads, (c->n + 1) * sizeof(*c->loads));
+        memset(&c->loads[c->n], 0, sizeof(*c->loads));
+        snprintf(c->loads[c->n].name, sizeof(c->loads[c->n].name), "%s", r->host_id);
+        c->n++;
+    }
+    c->loads[k].cpu += sandbox_cpu(r);
+    c->loads[k].memory_mib += sandbox_memory(r);
+    c->loads[k].sandboxes++;
+}
+
 static void count_type(sched_t *s, const char *type, host_load_t **loads_io, size_t *n_io)
 {
-    host_load_t *loads = *loads_io;
-    size_t n = *n_io;
+    load_count_t c = {*loads_io, *n_io};
     st_list_query_t q = {.type = type, .limit = 1000};
-    st_list_t l = {0};
-    char *after = NULL;
-    do {
-        q.after = after;
-        if (st_resource_list(s->db, &q, &l, NULL) < 0)
-            break;
-        for (size_t i = 0; i < l.n; i++) {
-            const char *host = l.items[i].host_id;
-            if (!host)
-                continue;
-            size_t k = 0;
-            while (k < n && strcasecmp(loads[k].name, host) != 0)
-                k++;
-            if (k == n) {
-                loads = xrealloc(loads, (n + 1) * sizeof(*loads));
-                memset(&loads[n], 0, sizeof(*loads));
-                snprintf(loads[n].name, sizeof(loads[n].name), "%s", host);
-                n++;
-            }
-            loads[k].cpu += sandbox_cpu(&l.items[i]);
-            loads[k].memory_mib += sandbox_memory(&l.items[i]);
-            loads[k].sandboxes++;
-        }
-        free(after);
-        after = l.next ? xstrdup(l.next) : NULL;
-        st_list_done(&l);
-    } while (after);
-    free(after);
-    *loads_io = loads;
-    *n_io = n;
+    st_resource_each(s->db, &q, count_one, &c, NULL);
+    *loads_io = c.loads;
+    *n_io = c.n;
 }
 
 static bool has_driver(const json_t *info, const char *driver)

@@ -18,19 +18,11 @@ static json_t *props_of(const st_resource_t *r)
     return json_object_get(r->body, "properties");
 }
 
-static void delete_row(sched_t *s, const char *id)
-{
-    st_tx_t *tx = st_begin(s->db, NULL);
-    if (tx && st_tx_resource_delete(tx, id, NULL) == 0)
-        st_commit(TAKE_PTR(tx), NULL);
-    st_rollback(tx);
-}
-
 static void destroy_member(sched_t *s, const st_resource_t *m)
 {
     char why[256];
     if (sandbox_destroy_on_host(s, m, why, sizeof(why)) == 0)
-        delete_row(s, m->id);
+        st_resource_delete(s->db, m->id, NULL);
 }
 
 /* The agent spec a sandbox with no properties of its own gets in group g.  */
@@ -90,14 +82,14 @@ void pool_start_on_host(sched_t *s, const st_resource_t *m)
 {
     st_host_t h = {0};
     if (!m->host_id || host_find(s, m->host_id, &h) < 0) {
-        delete_row(s, m->id);
+        st_resource_delete(s->db, m->id, NULL);
         return;
     }
     const char *rid = json_string_value(json_object_get(m->body, "_runtimeId"));
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
     json_t *spec = json_object_get(m->body, "_spec");
     if (!json_is_object(spec)) { /* not a row this code wrote */
-        delete_row(s, m->id);
+        st_resource_delete(s->db, m->id, NULL);
         return;
     }
     _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
@@ -154,21 +146,20 @@ static void keep_group(sched_t *s, const st_resource_t *g, int64_t now)
         start_member(s, g, spec);
 }
 
+typedef struct keep_pass {
+    sched_t *s;
+    int64_t now;
+} keep_pass_t;
+
+static void keep_one(void *ud, const st_resource_t *g)
+{
+    keep_pass_t *p = ud;
+    keep_group(p->s, g, p->now);
+}
+
 void pool_keep(sched_t *s)
 {
+    keep_pass_t p = {s, sbx_now_ms()};
     st_list_query_t q = {.type = API_GROUP_TYPE, .limit = 500};
-    st_list_t l = {0};
-    char *after = NULL;
-    int64_t now = sbx_now_ms();
-    do {
-        q.after = after;
-        if (st_resource_list(s->db, &q, &l, NULL) < 0)
-            break;
-        for (size_t i = 0; i < l.n; i++)
-            keep_group(s, &l.items[i], now);
-        free(after);
-        after = l.next ? xstrdup(l.next) : NULL;
-        st_list_done(&l);
-    } while (after);
-    free(after);
+    st_resource_each(s->db, &q, keep_one, &p, NULL);
 }

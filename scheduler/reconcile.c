@@ -200,14 +200,29 @@ static int reconcile_pool_members(sched_t *s, const st_host_t *h, json_t *by_id,
         if (rid && json_object_get(by_id, rid)) {
             json_object_del(by_id, rid);
         } else if (state && strcmp(state, "Ready") == 0 && m->updated_ms < seen_ms) {
-            st_tx_t *tx = st_begin(s->db, NULL);
-            if (tx && st_tx_resource_delete(tx, m->id, NULL) == 0)
-                st_commit(TAKE_PTR(tx), NULL);
-            st_rollback(tx);
+            st_resource_delete(s->db, m->id, NULL);
         }
     }
     st_list_done(&l);
     return 0;
+}
+
+typedef struct host_pass {
+    sched_t *s;
+    const st_host_t *h;
+    json_t *by_id;
+    int64_t seen_ms, now;
+} host_pass_t;
+
+/* One stored sandbox of the host; what remains in by_id afterwards is
+ * what storage does not know.  */
+static void reconcile_one(void *ud, const st_resource_t *sb)
+{
+    host_pass_t *p = ud;
+    const char *rid = sandbox_runtime_id(sb);
+    reconcile_sandbox(p->s, p->h, sb, p->by_id, p->seen_ms, p->now);
+    if (rid)
+        json_object_del(p->by_id, rid);
 }
 
 static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
@@ -216,27 +231,9 @@ static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
     json_t *by_id = fetch_agent_sandboxes(s, h);
     if (!by_id)
         return;
+    host_pass_t p = {s, h, by_id, seen_ms, now};
     st_list_query_t q = {.type = SANDBOX_TYPE, .host_id = h->name, .limit = 500};
-    st_list_t l = {0};
-    char *after = NULL;
-    bool complete = true;
-    do {
-        q.after = after;
-        if (st_resource_list(s->db, &q, &l, NULL) < 0) {
-            complete = false;
-            break;
-        }
-        for (size_t i = 0; i < l.n; i++) {
-            const char *rid = sandbox_runtime_id(&l.items[i]);
-            reconcile_sandbox(s, h, &l.items[i], by_id, seen_ms, now);
-            if (rid)
-                json_object_del(by_id, rid);
-        }
-        free(after);
-        after = l.next ? xstrdup(l.next) : NULL;
-        st_list_done(&l);
-    } while (after);
-    free(after);
+    bool complete = st_resource_each(s->db, &q, reconcile_one, &p, NULL) == 0;
     if (complete && reconcile_pool_members(s, h, by_id, seen_ms) < 0)
         complete = false;
     if (complete) {

@@ -466,10 +466,7 @@ static int delete_children(sched_t *s, const st_operation_t *op, const char *typ
             *retry = true;
             continue;
         }
-        st_tx_t *tx = st_begin(s->db, NULL);
-        if (tx && st_tx_resource_delete(tx, l.items[i].id, NULL) == 0)
-            st_commit(TAKE_PTR(tx), NULL);
-        st_rollback(tx);
+        st_resource_delete(s->db, l.items[i].id, NULL);
     }
     *more = *more || l.next != NULL;
     st_list_done(&l);

@@ -568,6 +568,29 @@ int st_resource_list(st_db_t *db, const st_list_query_t *lq, st_list_t *out, sbx
     return 0;
 }
 
+int st_resource_each(st_db_t *db, const st_list_query_t *q, st_resource_fn fn, void *ud,
+                     sbx_error_t *err)
+{
+    st_list_query_t page = *q;
+    char *after = q->after ? xstrdup(q->after) : NULL;
+    int ret = 0;
+    do {
+        st_list_t l = {0};
+        page.after = after;
+        if (st_resource_list(db, &page, &l, err) < 0) {
+            ret = -1;
+            break;
+        }
+        for (size_t i = 0; i < l.n; i++)
+            fn(ud, &l.items[i]);
+        free(after);
+        after = l.next ? xstrdup(l.next) : NULL;
+        st_list_done(&l);
+    } while (after);
+    free(after);
+    return ret;
+}
+
 static int count_conn(conn_t *c, const char *type, const char *parent_id, size_t *out,
                       sbx_error_t *err)
 {
@@ -704,6 +727,18 @@ int st_tx_resource_delete(st_tx_t *tx, const char *id, sbx_error_t *err)
     _cleanup_free_ char *key = lower_dup(id);
     bind_text(q, 1, key);
     return step_done(tx->c, q, "delete resource", err);
+}
+
+int st_resource_delete(st_db_t *db, const char *id, sbx_error_t *err)
+{
+    st_tx_t *tx = st_begin(db, err);
+    if (!tx)
+        return -1;
+    if (st_tx_resource_delete(tx, id, err) < 0) {
+        st_rollback(tx);
+        return -1;
+    }
+    return st_commit(tx, err);
 }
 
 int st_tx_resource_delete_children(st_tx_t *tx, const char *parent_id, sbx_error_t *err)

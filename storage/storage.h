@@ -60,6 +60,14 @@ void st_list_done(st_list_t *l);
 /* Reads outside a transaction see the latest committed state.  */
 int st_resource_get(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t *err);
 int st_resource_list(st_db_t *db, const st_list_query_t *q, st_list_t *out, sbx_error_t *err);
+/* Every row a query matches, a page at a time (q->limit rows; 0: 100),
+ * from q->after on.  Each page is read before fn sees its rows, so fn may
+ * write.  Returns -1 when a page could not be read.  */
+typedef void (*st_resource_fn)(void *ud, const st_resource_t *r);
+int st_resource_each(st_db_t *db, const st_list_query_t *q, st_resource_fn fn, void *ud,
+                     sbx_error_t *err);
+/* Delete one resource in a transaction of its own.  */
+int st_resource_delete(st_db_t *db, const char *id, sbx_error_t *err);
 int st_resource_count(st_db_t *db, const char *type, const char *parent_id, size_t *out,
                       sbx_error_t *err);
 

@@ -336,6 +336,38 @@ static size_t list_all(st_list_query_t q, size_t limit, json_t *names)
     return total;
 }
 
+static void count_and_delete(void *ud, const st_resource_t *r)
+{
+    json_t *seen = ud;
+    ck_assert_msg(!json_object_get(seen, r->name), "%s twice", r->name);
+    json_object_set_new(seen, r->name, json_true());
+    sbx_error_t err = {0};
+    ck_assert_msg(st_resource_delete(db, r->id, &err) == 0, "delete: %s", err.msg);
+}
+
+/* st_resource_each visits every row once across pages, even while its
+ * callback deletes the rows it is given.  */
+START_TEST(each_across_pages_while_writing)
+{
+    for (int i = 0; i < 23; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "e%02d", i);
+        free(put_group(SUB, "each", name));
+    }
+    json_t *seen = json_object();
+    st_list_query_t q = {.type = GROUPS, .resource_group = "each", .limit = 5};
+    sbx_error_t err = {0};
+    ck_assert_int_eq(st_resource_each(db, &q, count_and_delete, seen, &err), 0);
+    ck_assert_uint_eq(json_object_size(seen), 23);
+    json_decref(seen);
+    size_t left = 99;
+    _cleanup_free_ char *probe = group_id(SUB, "each", "e07");
+    ck_assert(!exists(probe));
+    ck_assert_int_eq(st_resource_count(db, GROUPS, NULL, &left, &err), 0);
+    ck_assert_uint_eq(left, 0);
+}
+END_TEST
+
 START_TEST(list_filters_and_paging)
 {
     /* 23 groups in sub A (rg1: 13, rg2: 10) and 4 in sub B.  */
@@ -878,6 +910,7 @@ static Suite *storage_suite(void)
     TCase *tc = tcase_create("storage");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, migrations_recorded_once);
+    tcase_add_test(tc, each_across_pages_while_writing);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, open_failures);
     tcase_add_test(tc, put_get_roundtrip);
