@@ -48,20 +48,29 @@ static char *read_token(const char *dir, const char *name)
 static long call(const char *method, const char *path, const char *body, json_t **out);
 static bool wait_gone(const char *path, int timeout_ms);
 
-static bool host_ready(const char *name)
+/* A call to the admin API: /admin/hosts followed by `path`, with the
+ * admin token.  Returns the status (-1 without an answer).  */
+static long admin_call(const char *method, const char *path, const char *body, json_t **out)
 {
-    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s", g_c.base, name);
+    _cleanup_free_ char *url = xasprintf("%s/admin/hosts%s", g_c.base, path);
     _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
     const char *hdrs[] = {auth, NULL};
-    tu_request_opts_t o = {.headers = hdrs};
+    tu_request_opts_t o = {.headers = hdrs, .body = body};
     tu_response_t r;
-    bool ok = false;
-    if (tu_http("GET", url, &o, &r) == 0 && r.status == 200) {
-        json_t *j = tu_json(&r);
-        ok = j && strcmp(json_string_value(json_object_get(j, "state")), "Ready") == 0;
-        json_decref(j);
-    }
+    long status = tu_http(method, url, &o, &r) == 0 ? r.status : -1;
+    if (out)
+        *out = status > 0 ? tu_json(&r) : NULL;
     tu_response_free(&r);
+    return status;
+}
+
+static bool host_ready(const char *name)
+{
+    _cleanup_free_ char *path = xasprintf("/%s", name);
+    json_t *j = NULL;
+    bool ok = admin_call("GET", path, NULL, &j) == 200 &&
+              strcmp(json_string_value(json_object_get(j, "state")), "Ready") == 0;
+    json_decref(j);
     return ok;
 }
 
@@ -283,19 +292,12 @@ static size_t agent_sandbox_count(void)
 
 static size_t host_sandbox_count(const char *host)
 {
-    _cleanup_free_ char *url = NULL;
-    {
-        _cleanup_free_ char *p = xasprintf("%s/admin/hosts/%s", g_c.base, host);
-        _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
-        const char *hdrs[] = {auth, NULL};
-        tu_request_opts_t o = {.headers = hdrs};
-        tu_response_t r;
-        ck_assert_int_eq(tu_http("GET", p, &o, &r), 0);
-        json_t *j = tu_json(&r);
-        url = xasprintf("%s/v1/sandboxes", json_string_value(json_object_get(j, "url")));
-        json_decref(j);
-        tu_response_free(&r);
-    }
+    _cleanup_free_ char *path = xasprintf("/%s", host);
+    json_t *h = NULL;
+    ck_assert_int_eq(admin_call("GET", path, NULL, &h), 200);
+    _cleanup_free_ char *url =
+        xasprintf("%s/v1/sandboxes", json_string_value(json_object_get(h, "url")));
+    json_decref(h);
     _cleanup_free_ char *ca = xasprintf("%s/pki/ca.pem", g_c.data);
     _cleanup_free_ char *cert = xasprintf("%s/pki/client.pem", g_c.data);
     _cleanup_free_ char *key = xasprintf("%s/pki/client.key", g_c.data);
@@ -622,16 +624,11 @@ static void extra_start(extra_agent_t *a)
 
 static void extra_register(extra_agent_t *a)
 {
-    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s", g_c.base, a->name);
-    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
+    _cleanup_free_ char *path = xasprintf("/%s", a->name);
     _cleanup_free_ char *body =
         xasprintf("{\"url\":\"https://127.0.0.1:%d\",\"environment\":\"e2e-pool\"}", a->port);
-    const char *hdrs[] = {auth, NULL};
-    tu_request_opts_t o = {.headers = hdrs, .body = body};
-    tu_response_t r;
-    ck_assert_int_eq(tu_http("PUT", url, &o, &r), 0);
-    ck_assert_msg(r.status == 201 || r.status == 200, "register %s: %ld", a->name, r.status);
-    tu_response_free(&r);
+    long st = admin_call("PUT", path, body, NULL);
+    ck_assert_msg(st == 201 || st == 200, "register %s: %ld", a->name, st);
     int64_t deadline = sbx_monotonic_ms() + 10000;
     while (!host_ready(a->name) && sbx_monotonic_ms() < deadline)
         usleep(50000);
@@ -640,14 +637,8 @@ static void extra_register(extra_agent_t *a)
 
 static void admin_post(const char *host, const char *action)
 {
-    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s/%s", g_c.base, host, action);
-    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
-    const char *hdrs[] = {auth, NULL};
-    tu_request_opts_t o = {.headers = hdrs};
-    tu_response_t r;
-    ck_assert_int_eq(tu_http("POST", url, &o, &r), 0);
-    ck_assert_int_eq(r.status, 200);
-    tu_response_free(&r);
+    _cleanup_free_ char *path = xasprintf("/%s/%s", host, action);
+    ck_assert_int_eq(admin_call("POST", path, NULL, NULL), 200);
 }
 
 static extra_agent_t g_extra[3];
@@ -770,16 +761,11 @@ END_TEST
 /* How many sandboxes storage places on a host (the admin API's count).  */
 static size_t placed_on(const char *host)
 {
-    _cleanup_free_ char *url = xasprintf("%s/admin/hosts/%s", g_c.base, host);
-    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", g_c.admin);
-    const char *hdrs[] = {auth, NULL};
-    tu_request_opts_t o = {.headers = hdrs};
-    tu_response_t r;
-    ck_assert_int_eq(tu_http("GET", url, &o, &r), 0);
-    json_t *j = tu_json(&r);
+    _cleanup_free_ char *path = xasprintf("/%s", host);
+    json_t *j = NULL;
+    ck_assert_int_eq(admin_call("GET", path, NULL, &j), 200);
     size_t n = (size_t)json_integer_value(json_object_get(j, "sandboxes"));
     json_decref(j);
-    tu_response_free(&r);
     return n;
 }
 
