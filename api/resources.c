@@ -384,24 +384,6 @@ static bool has_children_needing_work(st_tx_t *tx, const st_resource_t *r, sbx_e
     return n + pool > 0;
 }
 
-static void on_operation_id(void *ud, int ncols, const char *const *cols)
-{
-    if (ncols > 0 && cols[0])
-        snprintf(ud, 37, "%s", cols[0]);
-}
-
-/* The delete operation in progress for a resource, if there is one.  */
-static bool find_delete_operation(api_t *api, const char *resource_id, char out[37])
-{
-    const char *params[] = {resource_id};
-    out[0] = '\0';
-    st_query(api->db,
-             "SELECT id FROM operations WHERE resource_id = ?1 AND kind = 'delete'"
-             " AND status = 'InProgress' LIMIT 1",
-             params, 1, on_operation_id, out, NULL);
-    return out[0] != '\0';
-}
-
 void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,
                          const http_request_t *req, http_response_t *res)
 {
@@ -437,7 +419,7 @@ void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,
     /* Deleting already: answer with the delete that is under way, rather
      * than queue a second one.  */
     char running[37] = "";
-    if (is_deleting(&r) && find_delete_operation(api, r.id, running)) {
+    if (is_deleting(&r) && st_operation_find(api->db, r.id, "delete", "InProgress", running)) {
         st_rollback(tx);
         api_add_async_headers(res, req, rt->sub, nloc, running, true);
         http_reply_empty(res, 202);

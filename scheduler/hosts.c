@@ -37,9 +37,7 @@ static bool label_valid(const char *s)
  * starts others on hosts that answer.  */
 static void forget_pool_members(sched_t *s, const char *host)
 {
-    const char *params[] = {host};
-    st_query(s->db, "DELETE FROM resources WHERE type = '" POOL_TYPE "' AND host_id = ?1",
-             params, 1, NULL, NULL, NULL);
+    st_resource_delete_by_host(s->db, POOL_TYPE, host, NULL);
 }
 
 /* A group with hostFailurePolicy "Recreate" gets its sandboxes of a lost

@@ -168,20 +168,10 @@ static void destroy_unknown(sched_t *s, const st_host_t *h, json_t *unknown)
     }
 }
 
-static void on_count(void *ud, int ncols, const char *const *cols)
-{
-    (*(size_t *)ud)++;
-}
-
 static bool runtime_id_known(sched_t *s, const char *rid)
 {
-    const char *params[] = {rid};
-    size_t n = 0;
-    st_query(s->db,
-             "SELECT 1 FROM resources WHERE type IN ('" SANDBOX_TYPE "', '" POOL_TYPE
-             "') AND json_extract(body, '$._runtimeId') = ?1",
-             params, 1, on_count, &n, NULL);
-    return n > 0;
+    return st_resource_field_exists(s->db, SANDBOX_TYPE, "$._runtimeId", rid) ||
+           st_resource_field_exists(s->db, POOL_TYPE, "$._runtimeId", rid);
 }
 
 /* Warm-pool members on a host: a Ready one the host lost is forgotten (the
@@ -264,12 +254,7 @@ static void forget_old_operations(sched_t *s, int64_t now)
     if (now - last < OPERATION_SWEEP_MS)
         return;
     last = now;
-    char cutoff[24];
-    snprintf(cutoff, sizeof(cutoff), "%lld", (long long)(now - OPERATION_KEEP_MS));
-    const char *params[] = {cutoff};
-    st_query(s->db,
-             "DELETE FROM operations WHERE status != 'InProgress' AND end_ms < CAST(?1 AS INTEGER)",
-             params, 1, NULL, NULL, NULL);
+    st_operations_sweep(s->db, now - OPERATION_KEEP_MS, NULL);
 }
 
 void sched_reconcile_once(sched_t *s)

@@ -1,6 +1,7 @@
-/* hosts.c -- the host registry table.  Few rows, rarely written, so plain
+/* hosts.c -- the host registry table, and the lookups by value the
+ * scheduler and the API need.  Few rows, rarely written, so plain
  * statements through st_query are enough.  */
-#include "storage/storage.h"
+#include "storage/internal.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -129,4 +130,55 @@ int st_host_delete(st_db_t *db, const char *name, sbx_error_t *err)
 {
     const char *params[] = {name};
     return st_query(db, "DELETE FROM hosts WHERE name = lower(?1)", params, 1, NULL, NULL, err);
+}
+
+/* ---- lookups by value ---- */
+
+static void on_first_column(void *ud, int ncols, const char *const *cols)
+{
+    if (ncols > 0 && cols[0])
+        snprintf(ud, 37, "%s", cols[0]);
+}
+
+bool st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
+                              const char *value)
+{
+    char found[37] = "";
+    const char *params[] = {type, json_path, value};
+    st_query(db,
+             "SELECT 1 FROM resources WHERE type = lower(?1) AND json_extract(body, ?2) = ?3"
+             " LIMIT 1",
+             params, 3, on_first_column, found, NULL);
+    return found[0] != '\0';
+}
+
+int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_id,
+                               sbx_error_t *err)
+{
+    const char *params[] = {type, host_id};
+    return st_query(db, "DELETE FROM resources WHERE type = lower(?1) AND host_id = ?2", params,
+                    2, NULL, NULL, err);
+}
+
+bool st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
+                       const char *status, char out[37])
+{
+    const char *params[] = {resource_id, kind, status};
+    out[0] = '\0';
+    st_query(db,
+             "SELECT id FROM operations WHERE resource_id = ?1 AND kind = ?2 AND status = ?3"
+             " LIMIT 1",
+             params, 3, on_first_column, out, NULL);
+    return out[0] != '\0';
+}
+
+int st_operations_sweep(st_db_t *db, int64_t ended_before_ms, sbx_error_t *err)
+{
+    char cutoff[24];
+    snprintf(cutoff, sizeof(cutoff), "%lld", (long long)ended_before_ms);
+    const char *params[] = {cutoff};
+    return st_query(db,
+                    "DELETE FROM operations WHERE status != 'InProgress'"
+                    " AND end_ms < CAST(?1 AS INTEGER)",
+                    params, 1, NULL, NULL, err);
 }

@@ -1,6 +1,6 @@
 /* storage.c -- SQLite storage: migrations, a connection pool, resources,
  * operations and settings.  */
-#include "storage/storage.h"
+#include "storage/internal.h"
 
 #include <pthread.h>
 #include <sqlite3.h>

@@ -132,11 +132,18 @@ int st_host_delete(st_db_t *db, const char *name, sbx_error_t *err);
 int st_host_report(st_db_t *db, const char *name, const json_t *info, int64_t last_seen_ms,
                    const char *was, const char *next, char **state_out, sbx_error_t *err);
 
-/* Run a one-off statement with text parameters on a pooled connection
- * (for rarely used queries of other storage files).  */
-typedef void (*st_row_fn)(void *ud, int ncols, const char *const *cols);
-int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams,
-             st_row_fn row, void *ud, sbx_error_t *err);
+/* Lookups the scheduler and the API make by value rather than by key.  */
+/* Whether a resource of `type` has the JSON value at `json_path` (e.g.
+ * "$._runtimeId") equal to value.  */
+bool st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
+                              const char *value);
+int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_id,
+                               sbx_error_t *err);
+/* The id of an operation on resource_id of that kind and status, if any.  */
+bool st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
+                       const char *status, char out[37]);
+/* Forget finished operations that ended before the given time.  */
+int st_operations_sweep(st_db_t *db, int64_t ended_before_ms, sbx_error_t *err);
 
 /* Small key/value table for settings the server keeps (signing keys...).  */
 int st_kv_get(st_db_t *db, const char *key, char **value, sbx_error_t *err);

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "storage/storage.h"
+#include "storage/internal.h"
 #include "tests/testutil.h"
 
 #define GROUPS "microsoft.app/sandboxgroups"
@@ -365,6 +365,38 @@ START_TEST(each_across_pages_while_writing)
     ck_assert(!exists(probe));
     ck_assert_int_eq(st_resource_count(db, GROUPS, NULL, &left, &err), 0);
     ck_assert_uint_eq(left, 0);
+}
+END_TEST
+
+static void put_op(const char *id, const char *status, int64_t start, int64_t next_attempt);
+
+/* The lookups by value the scheduler and the API use.  */
+START_TEST(lookups_by_value)
+{
+    const char *t = "microsoft.app/sandboxgroups/sandboxes";
+    _cleanup_free_ char *g = group_id(SUB, "look", "g");
+    _cleanup_free_ char *a = xasprintf("%s/sandboxes/a", g), *b = xasprintf("%s/sandboxes/b", g);
+    free(put(a, t, "a", SUB, "look", g, "h1", json_pack("{s:s}", "_runtimeId", "rid-a")));
+    free(put(b, t, "b", SUB, "look", g, "h2", json_pack("{s:s}", "_runtimeId", "rid-b")));
+    ck_assert(st_resource_field_exists(db, t, "$._runtimeId", "rid-a"));
+    ck_assert(!st_resource_field_exists(db, t, "$._runtimeId", "rid-c"));
+    ck_assert(!st_resource_field_exists(db, GROUPS, "$._runtimeId", "rid-a"));
+    sbx_error_t err = {0};
+    ck_assert_int_eq(st_resource_delete_by_host(db, t, "h1", &err), 0);
+    ck_assert(!exists(a));
+    ck_assert(exists(b));
+
+    put_op("op-done", "Succeeded", 1000, 0);
+    put_op("op-running", "InProgress", 2000, 0);
+    char id[37];
+    ck_assert(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id));
+    ck_assert_str_eq(id, "op-running");
+    ck_assert(!st_operation_find(db, "/subscriptions/x/r", "delete", "InProgress", id));
+    ck_assert_int_eq(st_operations_sweep(db, 5000, &err), 0);
+    st_operation_t op = {0};
+    ck_assert_int_eq(st_operation_get(db, "op-done", &op, &err), -1);
+    ck_assert_int_eq(st_operation_get(db, "op-running", &op, &err), 0);
+    st_operation_done(&op);
 }
 END_TEST
 
@@ -911,6 +943,7 @@ static Suite *storage_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, migrations_recorded_once);
     tcase_add_test(tc, each_across_pages_while_writing);
+    tcase_add_test(tc, lookups_by_value);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, open_failures);
     tcase_add_test(tc, put_get_roundtrip);
