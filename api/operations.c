@@ -132,15 +132,17 @@ int api_operation_finish(st_db_t *db, const char *op_id, bool ok, const char *er
         return -1;
     st_operation_t op = {0};
     st_resource_t r = {0};
+    bool have_r = false;
+    const char *ps = NULL;
     int ret = st_tx_operation_get(tx, op_id, &op, err);
     if (ret == 0 && strcmp(op.status, "InProgress") != 0)
         goto done; /* finished already: finishing twice is harmless */
-    bool have_r = ret == 0 && st_tx_resource_get(tx, op.resource_id, &r, NULL) == 0;
+    have_r = ret == 0 && st_tx_resource_get(tx, op.resource_id, &r, NULL) == 0;
     /* A create that ends after a DELETE was accepted leaves the resource to
      * the delete: it must not read Succeeded again.  */
-    const char *ps = have_r ? json_string_value(json_object_get(
-                                  json_object_get(r.body, "properties"), "provisioningState"))
-                            : NULL;
+    if (have_r)
+        ps = json_string_value(
+            json_object_get(json_object_get(r.body, "properties"), "provisioningState"));
     if (have_r && strcmp(op.kind, "delete") != 0 && ps && strcmp(ps, "Deleting") == 0)
         have_r = false;
     if (ret == 0 && have_r) {

@@ -74,6 +74,90 @@ static int exec_true(rt_runtime_t *rt, const char *id, sbx_error_t *err)
     return code == 0 ? 0 : sbx_error_set(err, SBX_ERR_INTERNAL, "true exited %d", code);
 }
 
+/* 1. create-to-first-exec.  */
+static int bench_first_exec(rt_runtime_t *rt, const char *rootfs, int rounds, int64_t *lat,
+                            sbx_error_t *err)
+{
+    for (int i = 0; i < rounds; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "lat-%d", i);
+        rt_spec_t spec = {.id = id, .rootfs = rootfs};
+        int64_t t0 = sbx_monotonic_us();
+        int r = rt_create(rt, &spec, NULL, err);
+        if (r == 0)
+            r = exec_true(rt, id, err);
+        lat[i] = sbx_monotonic_us() - t0;
+        rt_destroy(rt, id, NULL);
+        if (r < 0)
+            return -1;
+    }
+    printf("create-to-first-exec median: %.2f ms (%d rounds)\n", median_ms(lat, (size_t)rounds),
+           rounds);
+    return 0;
+}
+
+/* 2. exec round trip.  */
+static int bench_round_trip(rt_runtime_t *rt, const char *rootfs, int execs, int64_t *lat,
+                            sbx_error_t *err)
+{
+    rt_spec_t spec = {.id = "rtt", .rootfs = rootfs};
+    if (rt_create(rt, &spec, NULL, err) < 0)
+        return -1;
+    int r = 0;
+    for (int i = 0; i < execs && r == 0; i++) {
+        int64_t t0 = sbx_monotonic_us();
+        r = exec_true(rt, "rtt", err);
+        lat[i] = sbx_monotonic_us() - t0;
+    }
+    rt_destroy(rt, "rtt", NULL);
+    if (r == 0)
+        printf("exec round trip median: %.2f ms (%d execs)\n", median_ms(lat, (size_t)execs),
+               execs);
+    return r;
+}
+
+/* 3. density: N idle sandboxes; returns 0 when all N were made.  */
+static int bench_density(rt_runtime_t *rt, const char *rootfs, int density)
+{
+    sbx_error_t err = {0};
+    uint64_t before = mem_available_kib();
+    int64_t t0 = sbx_monotonic_ms();
+    int made = 0;
+    for (; made < density; made++) {
+        char id[32];
+        snprintf(id, sizeof id, "idle-%d", made);
+        rt_spec_t s = {.id = id, .rootfs = rootfs};
+        if (rt_create(rt, &s, NULL, &err) < 0) {
+            fprintf(stderr, "runtime_bench: sandbox %d: %s\n", made, err.msg);
+            break;
+        }
+    }
+    int64_t took = sbx_monotonic_ms() - t0;
+    uint64_t after = mem_available_kib();
+    rt_info_t *infos;
+    size_t n;
+    uint64_t charged = 0;
+    if (rt_list(rt, &infos, &n, &err) == 0) {
+        for (size_t i = 0; i < n; i++)
+            charged += infos[i].memory_used_bytes;
+        free(infos);
+    }
+    if (made > 0) {
+        printf("density: %d idle sandboxes in %.1f s; host memory per sandbox: %.0f KiB "
+               "(MemAvailable drop), cgroup-charged: %.0f KiB\n",
+               made, (double)took / 1000.0, ((double)before - (double)after) / made,
+               (double)charged / 1024.0 / made);
+    }
+    t0 = sbx_monotonic_ms();
+    for (int i = 0; i < made; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "idle-%d", i);
+        rt_destroy(rt, id, NULL);
+    }
+    printf("destroyed %d sandboxes in %.1f s\n", made, (double)(sbx_monotonic_ms() - t0) / 1000.0);
+    return made == density ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     int density = 500, rounds = 30, execs = 200;
@@ -110,79 +194,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "runtime_bench: %s\n", err.msg);
         return 1;
     }
-    int rc = 1;
     int64_t *lat = xcalloc((size_t)(rounds > execs ? rounds : execs) + 1, sizeof *lat);
-
-    /* 1. create-to-first-exec.  */
-    for (int i = 0; i < rounds; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "lat-%d", i);
-        rt_spec_t spec = {.id = id, .rootfs = rootfs};
-        int64_t t0 = sbx_monotonic_us();
-        if (rt_create(rt, &spec, NULL, &err) < 0 || exec_true(rt, id, &err) < 0) {
-            fprintf(stderr, "runtime_bench: %s\n", err.msg);
-            goto out;
-        }
-        lat[i] = sbx_monotonic_us() - t0;
-        rt_destroy(rt, id, NULL);
-    }
-    printf("create-to-first-exec median: %.2f ms (%d rounds)\n", median_ms(lat, (size_t)rounds),
-           rounds);
-
-    /* 2. exec round trip.  */
-    rt_spec_t spec = {.id = "rtt", .rootfs = rootfs};
-    if (rt_create(rt, &spec, NULL, &err) < 0)
-        goto fail;
-    for (int i = 0; i < execs; i++) {
-        int64_t t0 = sbx_monotonic_us();
-        if (exec_true(rt, "rtt", &err) < 0)
-            goto fail;
-        lat[i] = sbx_monotonic_us() - t0;
-    }
-    printf("exec round trip median: %.2f ms (%d execs)\n", median_ms(lat, (size_t)execs), execs);
-    rt_destroy(rt, "rtt", NULL);
-
-    /* 3. density: N idle sandboxes.  */
-    uint64_t before = mem_available_kib();
-    int64_t t0 = sbx_monotonic_ms();
-    int made = 0;
-    for (; made < density; made++) {
-        char id[32];
-        snprintf(id, sizeof id, "idle-%d", made);
-        rt_spec_t s = {.id = id, .rootfs = rootfs};
-        if (rt_create(rt, &s, NULL, &err) < 0) {
-            fprintf(stderr, "runtime_bench: sandbox %d: %s\n", made, err.msg);
-            break;
-        }
-    }
-    int64_t took = sbx_monotonic_ms() - t0;
-    uint64_t after = mem_available_kib();
-    rt_info_t *infos;
-    size_t n;
-    uint64_t charged = 0;
-    if (rt_list(rt, &infos, &n, &err) == 0) {
-        for (size_t i = 0; i < n; i++)
-            charged += infos[i].memory_used_bytes;
-        free(infos);
-    }
-    if (made > 0) {
-        printf("density: %d idle sandboxes in %.1f s; host memory per sandbox: %.0f KiB "
-               "(MemAvailable drop), cgroup-charged: %.0f KiB\n",
-               made, (double)took / 1000.0, ((double)before - (double)after) / made,
-               (double)charged / 1024.0 / made);
-    }
-    t0 = sbx_monotonic_ms();
-    for (int i = 0; i < made; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "idle-%d", i);
-        rt_destroy(rt, id, NULL);
-    }
-    printf("destroyed %d sandboxes in %.1f s\n", made, (double)(sbx_monotonic_ms() - t0) / 1000.0);
-    rc = made == density ? 0 : 1;
-    goto out;
-fail:
-    fprintf(stderr, "runtime_bench: %s\n", err.msg);
-out:
+    int rc = 1;
+    if (bench_first_exec(rt, rootfs, rounds, lat, &err) == 0 &&
+        bench_round_trip(rt, rootfs, execs, lat, &err) == 0)
+        rc = bench_density(rt, rootfs, density);
+    else
+        fprintf(stderr, "runtime_bench: %s\n", err.msg);
     free(lat);
     rt_close(rt);
     const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};

@@ -164,6 +164,8 @@ int img_ref_parse_full(const char *ref, img_ref_t *out, sbx_error_t *err)
             return sbx_error_set(err, SBX_ERR_INVALID, "image reference has a bad character");
 
     _cleanup_free_ char *rest = xstrdup(ref);
+    char *last_slash, *colon, *slash;
+    const char *repo;
     char *at = strchr(rest, '@');
     if (at) {
         *at = '\0';
@@ -171,8 +173,8 @@ int img_ref_parse_full(const char *ref, img_ref_t *out, sbx_error_t *err)
             goto bad;
         out->digest = xstrdup(at + 1);
     }
-    char *last_slash = strrchr(rest, '/');
-    char *colon = strrchr(rest, ':');
+    last_slash = strrchr(rest, '/');
+    colon = strrchr(rest, ':');
     if (colon && (!last_slash || colon > last_slash)) {
         *colon = '\0';
         if (!tag_valid(colon + 1))
@@ -183,8 +185,8 @@ int img_ref_parse_full(const char *ref, img_ref_t *out, sbx_error_t *err)
     if (!out->digest && !out->tag)
         out->tag = xstrdup("latest");
 
-    char *slash = strchr(rest, '/');
-    const char *repo = rest;
+    slash = strchr(rest, '/');
+    repo = rest;
     if (slash && looks_like_host(rest, (size_t)(slash - rest))) {
         *slash = '\0';
         if (!host_valid(rest))

@@ -345,6 +345,7 @@ static int fetch_token(reg_ctx_t *ctx, const char *challenge, sbx_error_t *err)
     sink_t k = {.max = MAX_TOKEN_REPLY};
     long status = 0;
     json_t *j = NULL;
+    const char *token = NULL;
     if (!realm_allowed(ctx, ch.realm, &plain_http)) {
         sbx_error_set(err, SBX_ERR_FORBIDDEN, "registry %s sends us to an untrusted token realm",
                       ctx->ref->registry);
@@ -359,7 +360,7 @@ static int fetch_token(reg_ctx_t *ctx, const char *challenge, sbx_error_t *err)
         goto out;
     }
     j = json_loadb(k.buf ? k.buf : "", k.len, 0, NULL);
-    const char *token = json_string_value(json_object_get(j, "token"));
+    token = json_string_value(json_object_get(j, "token"));
     if (!token)
         token = json_string_value(json_object_get(j, "access_token"));
     if (!token || !token_valid(token)) {

@@ -280,6 +280,15 @@ int rt_cg_attach(const rt_cgroups_t *cg, const char *id, pid_t pid, sbx_error_t 
     return 0;
 }
 
+/* Open dir/cgroup.procs for writing, making dir first when `make`.  */
+static int exec_procs_open(const char *dir, bool make)
+{
+    if (make && mkdir(dir, 0755) < 0)
+        return -1;
+    _cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
+    return open(p, O_WRONLY | O_CLOEXEC);
+}
+
 int rt_cg_exec_open(const rt_cgroups_t *cg, const char *id, const char *sub, int *fds, int *n,
                     sbx_error_t *err)
 {
@@ -291,20 +300,15 @@ int rt_cg_exec_open(const rt_cgroups_t *cg, const char *id, const char *sub, int
         _cleanup_free_ char *dir = cg_dir(cg, i, id, child ? sub : NULL);
         if (!dir)
             continue;
-        if (child && mkdir(dir, 0755) < 0)
-            goto fail;
-        _cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
-        int fd = open(p, O_WRONLY | O_CLOEXEC);
-        if (fd < 0)
-            goto fail;
+        int fd = exec_procs_open(dir, child);
+        if (fd < 0) {
+            sbx_error_errno(err, SBX_ERR_INTERNAL, "exec cgroup %s", dir);
+            for (int j = 0; j < *n; j++)
+                close(fds[j]);
+            *n = 0;
+            return -1;
+        }
         fds[(*n)++] = fd;
-        continue;
-    fail:
-        sbx_error_errno(err, SBX_ERR_INTERNAL, "exec cgroup %s", dir);
-        for (int j = 0; j < *n; j++)
-            close(fds[j]);
-        *n = 0;
-        return -1;
     }
     return 0;
 }

@@ -202,16 +202,19 @@ int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void
     if (root < 0)
         return -1;
     int ret = -1;
-    if (mkdir_parents(root, parent, sb->host_uid, err) < 0)
-        goto out;
     int flags = O_WRONLY | O_NONBLOCK | O_NOCTTY;
     bool created = false;
-    _cleanup_close_ int fd = resolve(root, path, flags, 0);
+    _cleanup_close_ int fd = -1;
+    struct stat st;
+    const char *p = data;
+    size_t left = len;
+    if (mkdir_parents(root, parent, sb->host_uid, err) < 0)
+        goto out;
+    fd = resolve(root, path, flags, 0);
     if (fd < 0 && errno == ENOENT) {
         fd = resolve(root, path, flags | O_CREAT | O_EXCL, 0644);
         created = fd >= 0;
     }
-    struct stat st;
     if (fd < 0) {
         path_error(err, "write", path);
         goto out;
@@ -229,8 +232,6 @@ int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void
         path_error(err, "write", path);
         goto out;
     }
-    const char *p = data;
-    size_t left = len;
     while (left > 0) {
         ssize_t w = write(fd, p, left);
         if (w < 0 && errno == EINTR)
@@ -322,6 +323,9 @@ int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t
     if (root < 0)
         return -1;
     int ret = -1;
+    size_t count = 0, cap = 16;
+    rt_dirent_t *ents = NULL;
+    struct dirent *de;
     int fd = resolve(root, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (!d) {
@@ -330,9 +334,7 @@ int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t
             close(fd);
         goto out;
     }
-    size_t count = 0, cap = 16;
-    rt_dirent_t *ents = xcalloc(cap, sizeof *ents);
-    struct dirent *de;
+    ents = xcalloc(cap, sizeof *ents);
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;

@@ -495,6 +495,9 @@ static int proc_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     };
     int pidfd = -1, ret = -1;
     pid_t pid = -1;
+    struct child_report r;
+    ssize_t n;
+    struct pollfd pfd = {.fd = prep.report_r, .events = POLLIN};
     if (prep.null_fd < 0) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "open /dev/null");
         goto out;
@@ -516,11 +519,8 @@ static int proc_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         sbx_error_errno(err, SBX_ERR_INTERNAL, "start sandbox init");
         goto out;
     }
-    struct child_report r;
-    ssize_t n;
     /* The init reports a failure or closes the pipe at exec; one that does
      * neither in time is killed rather than left holding the runtime.  */
-    struct pollfd pfd = {.fd = prep.report_r, .events = POLLIN};
     int pr;
     do
         pr = poll(&pfd, 1, INIT_REPORT_TIMEOUT_MS);
@@ -849,6 +849,15 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
         cap = RT_MAX_OUTPUT_CAP;
     ob.cap = eb.cap = cap;
     bool have_cg = false;
+    ssize_t n;
+    const char *stdin_p = req->stdin_data;
+    size_t stdin_left = req->stdin_data ? req->stdin_len : 0;
+    int timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : RT_DEFAULT_TIMEOUT_MS;
+    int64_t deadline = t0 + timeout_ms, exited_at = 0, hard_end = 0;
+    bool exited = false, report_eof = false;
+    struct child_report rep = {0, 0};
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
 
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
         pipe2(pp, O_CLOEXEC) < 0 || pipe2(rp, O_CLOEXEC) < 0) {
@@ -886,7 +895,7 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
     /* The command has joined the sandbox (or failed to): from here on it
      * runs on its own and stop/destroy may go on.  */
     pthread_rwlock_unlock(&sb->lock);
-    ssize_t n = read(pp[0], &cmd, sizeof cmd);
+    n = read(pp[0], &cmd, sizeof cmd);
     if (n != (ssize_t)sizeof cmd) {
         struct child_report r = {0, EIO};
         cmd = -1;
@@ -908,20 +917,12 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
 
     /* Feed stdin, collect stdout and stderr, watch the command, the
      * report pipe and the clock.  */
-    const char *stdin_p = req->stdin_data;
-    size_t stdin_left = req->stdin_data ? req->stdin_len : 0;
     if (!stdin_left)
         close(TAKE_FD(in[1]));
     else
         (void)fcntl(in[1], F_SETFL, O_NONBLOCK);
     (void)fcntl(o[0], F_SETFL, O_NONBLOCK);
     (void)fcntl(e[0], F_SETFL, O_NONBLOCK);
-    int timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : RT_DEFAULT_TIMEOUT_MS;
-    int64_t deadline = t0 + timeout_ms, exited_at = 0, hard_end = 0;
-    bool exited = false, report_eof = false;
-    struct child_report rep = {0, 0};
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
     for (;;) {
         int64_t now = sbx_monotonic_ms();
         if (exited && ((ob.eof && eb.eof) || now >= exited_at + GRACE_AFTER_EXIT_MS))

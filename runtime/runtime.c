@@ -346,6 +346,8 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
     if (cfg->cgroup_root && (!*cfg->cgroup_root || strchr(cfg->cgroup_root, '/') ||
                              strcmp(cfg->cgroup_root, "..") == 0 || strcmp(cfg->cgroup_root, ".") == 0))
         return sbx_error_set(err, SBX_ERR_INVALID, "invalid cgroup root name"), NULL;
+    _cleanup_free_ char *lock = NULL, *last = NULL;
+    size_t len;
     rt_runtime_t *rt = xcalloc(1, sizeof *rt);
     pthread_mutex_init(&rt->mu, NULL);
     rt->init_memfd = -1;
@@ -357,7 +359,7 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
     rt->cfg.cgroup_root = NULL;
     if (sbx_mkdir_p(rt->sandboxes_dir, 0700, err) < 0)
         goto fail;
-    _cleanup_free_ char *lock = xasprintf("%s/lock", rt->state_dir);
+    lock = xasprintf("%s/lock", rt->state_dir);
     rt->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (rt->lock_fd < 0) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "open %s", lock);
@@ -373,8 +375,6 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
     rt->init_memfd = init_memfd_create(err);
     if (rt->init_memfd < 0)
         goto fail;
-    _cleanup_free_ char *last = NULL;
-    size_t len;
     rt->cap_last = 40;
     if (sbx_read_file("/proc/sys/kernel/cap_last_cap", &last, &len, NULL) == 0)
         rt->cap_last = atoi(last);

@@ -2,7 +2,9 @@
 # Builds sandboxd with AddressSanitizer and UndefinedBehaviorSanitizer and
 # runs every test: the Check unit and integration tests (ctest), the Azure
 # SDK for JS against the real server, then the OpenAPI checks and the
-# conformance of every reply the tests recorded.  Ends with one line
+# conformance of every reply the tests recorded.  Then the Check tests once
+# more against the release build users run (sanitizers can hide what it
+# hits), and a warning-free build with clang.  Ends with one line
 # "N passed, N failed" over all of them.
 set -eu
 cd "$(dirname "$0")/.."
@@ -30,15 +32,19 @@ count() { # name status
 }
 
 # ctest: every Check program is one test.
-set +e
-(cd build-test && ctest --output-on-failure -j2 --timeout 900) | tee "$root/build-test/ctest.log"
-set -e
-total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' build-test/ctest.log | tail -1)
-bad=$(sed -n 's/.* \([0-9]*\) tests failed out of.*/\1/p' build-test/ctest.log | tail -1)
-total=${total:-0}
-bad=${bad:-1}
-passed=$((passed + total - bad))
-failed=$((failed + bad))
+run_ctest() { # build-dir
+    set +e
+    (cd "$1" && ctest --output-on-failure -j2 --timeout 900) | tee "$1/ctest.log"
+    set -e
+    total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "$1/ctest.log" | tail -1)
+    bad=$(sed -n 's/.* \([0-9]*\) tests failed out of.*/\1/p' "$1/ctest.log" | tail -1)
+    total=${total:-0}
+    bad=${bad:-1}
+    passed=$((passed + total - bad))
+    failed=$((failed + bad))
+    echo "ctest in $1: $((total - bad)) of $total passed" >>"$log"
+}
+run_ctest build-test
 
 # Real ARM clients against the real server over HTTPS: the unmodified
 # Azure SDK for JS, and the Azure CLI's `az rest`.
@@ -58,6 +64,21 @@ p=$(echo "$op" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
 f=$(echo "$op" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
 passed=$((passed + ${p:-0}))
 failed=$((failed + ${f:-1}))
+
+# The release build (what scripts/run.sh builds), tests included.
+unset SBX_TRAFFIC_LOG
+cmake -S . -B build-release -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-release -j"$(nproc)" >/dev/null
+run_ctest build-release
+
+# clang, every warning an error as with GCC.
+set +e
+cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    >/dev/null && cmake --build build-clang -j"$(nproc)" >build-clang/build.log 2>&1
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || tail -40 build-clang/build.log
+count "clang build" "$rc"
 
 cat "$log"
 echo "$passed passed, $failed failed"

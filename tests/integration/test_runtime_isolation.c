@@ -110,7 +110,10 @@ START_TEST(test_runtime_isolation_syscalls_refused)
      * describe, end the process.  */
     j = fx_probe("iso-sys", "abi", NULL, NULL);
     ck_assert_int_eq(json_integer_value(json_object_get(j, "x32")), SIGSYS);
-    ck_assert_int_eq(json_integer_value(json_object_get(j, "i386")), SIGSYS);
+    /* A kernel built without 32-bit emulation faults on int 0x80 before
+     * any filter runs: as safe, and what some hosts do.  */
+    int i386 = (int)json_integer_value(json_object_get(j, "i386"));
+    ck_assert_msg(i386 == SIGSYS || i386 == SIGSEGV, "i386 system call ended by signal %d", i386);
     json_decref(j);
 
     /* Nor can it trace a sibling process.  */
