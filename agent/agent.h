@@ -24,6 +24,7 @@ typedef struct agent_config {
     bool microvm_emulation;
     char *cgroup_parent; /* parent cgroup of every sandbox; NULL: the runtime's */
     unsigned max_sandboxes; /* 0: the runtime derives it */
+    uint32_t uid_start, uid_count; /* host uids for sandboxes; count 0: the runtime picks */
     sbx_log_level_t log_level;
 } agent_config_t;
 

@@ -25,6 +25,7 @@ enum {
     OPT_DEFAULT_IMAGE,
     OPT_MAX_SANDBOXES,
     OPT_CGROUP_PARENT,
+    OPT_UID_RANGE,
     OPT_LOG_LEVEL,
     OPT_HELP,
     OPT_VERSION,
@@ -59,7 +60,11 @@ static const struct flag {
      "SANDBOX_AGENT_MAX_SANDBOXES", "N", "sandbox slots (default: derived from memory)"},
     {{"cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT},
      "SANDBOX_AGENT_CGROUP_PARENT", "NAME",
-     "parent cgroup of the sandboxes (default sandboxd); one per agent on a host"},
+     "parent cgroup of the sandboxes (default sandboxd-<hash of the data dir>); one per "
+     "agent on a host"},
+    {{"uid-range", required_argument, NULL, OPT_UID_RANGE}, "SANDBOX_AGENT_UID_RANGE",
+     "START:COUNT", "host uids for the sandboxes, COUNT a multiple of 65536 (default: a free "
+     "range of this host, kept across restarts)"},
     {{"log-level", required_argument, NULL, OPT_LOG_LEVEL}, "SANDBOX_AGENT_LOG_LEVEL", "LEVEL",
      "debug, info, warn or error (default info)"},
     {{"help", no_argument, NULL, OPT_HELP}, NULL, NULL, "show this help and exit"},
@@ -117,6 +122,30 @@ static int parse_max_sandboxes(const char *v, unsigned *out, sbx_error_t *err)
     return 0;
 }
 
+/* "START:COUNT", both decimal; the runtime checks the range itself.  */
+static int parse_uid_range(const char *v, uint32_t *start, uint32_t *count, sbx_error_t *err)
+{
+    char *colon, *end;
+    unsigned long s = 0, c = 0;
+    bool ok = isdigit((unsigned char)v[0]);
+    if (ok) {
+        errno = 0;
+        s = strtoul(v, &colon, 10);
+        ok = !errno && *colon == ':' && isdigit((unsigned char)colon[1]) && s <= UINT32_MAX;
+    }
+    if (ok) {
+        c = strtoul(colon + 1, &end, 10);
+        ok = !errno && !*end && c <= UINT32_MAX;
+    }
+    if (!ok)
+        return sbx_error_set(err, SBX_ERR_INVALID, "uid-range: '%s' is not START:COUNT", v);
+    if (rt_uid_range_check((uint32_t)s, (uint32_t)c, err) < 0)
+        return sbx_error_wrap(err, "uid-range"), -1;
+    *start = (uint32_t)s;
+    *count = (uint32_t)c;
+    return 0;
+}
+
 static int parse_log_level(const char *v, sbx_log_level_t *out, sbx_error_t *err)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
@@ -147,6 +176,7 @@ static int apply(agent_config_t *cfg, int opt, const char *name, const char *v, 
     case OPT_INSECURE_HTTP: return parse_bool(name, v ? v : "1", &cfg->insecure_http, err);
     case OPT_MICROVM_EMULATION: return parse_bool(name, v ? v : "1", &cfg->microvm_emulation, err);
     case OPT_MAX_SANDBOXES: return parse_max_sandboxes(v, &cfg->max_sandboxes, err);
+    case OPT_UID_RANGE: return parse_uid_range(v, &cfg->uid_start, &cfg->uid_count, err);
     case OPT_LOG_LEVEL: return parse_log_level(v, &cfg->log_level, err);
     }
     return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);

@@ -114,9 +114,15 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     rt_config_t rc = {.state_dir = state,
                       .cgroup_root = cfg->cgroup_parent,
                       .max_sandboxes = cfg->max_sandboxes,
+                      .uid_start = cfg->uid_start,
+                      .uid_count = cfg->uid_count,
                       .allow_microvm_emulation = cfg->microvm_emulation};
     if (!(a->rt = rt_open(&rc, err)))
         return sbx_error_wrap(err, "runtime"), -1;
+    rt_health_t h;
+    if (rt_health(a->rt, &h, NULL) == 0)
+        sbx_log(SBX_LOG_INFO, MODULE, "sandboxes use host uids %u+%u and cgroup parent %s",
+                h.uid_start, h.uid_count, h.cgroup_parent);
 
     agent_api_config_t ac = {.rt = a->rt, .img = a->img, .data_dir = cfg->data_dir,
                              .environment = cfg->environment};

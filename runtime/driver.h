@@ -19,11 +19,18 @@
 #define RT_MAX_OUTPUT_CAP (64 * 1024 * 1024)
 
 /* Every sandbox gets its own range of host uids and gids, 65536 long;
- * uid 0 inside is RT_UID_BASE + slot * RT_UID_RANGE outside.  The base sits
- * far above the ranges distributions hand out in /etc/subuid.  */
+ * uid 0 inside is rt->uid_start + slot * RT_UID_RANGE outside.  Each
+ * runtime holds a range of its own on the host (claims.c): given by the
+ * operator, kept from an earlier run, or the first free one from
+ * RT_UID_BASE, far above the ranges distributions hand out in
+ * /etc/subuid.  RT_UID_END bounds every range ((uid_t)-1 is no uid).  */
 #define RT_UID_BASE 0x40000000u
+#define RT_UID_END 0xffffffffu
 #define RT_UID_RANGE 0x10000u
 #define RT_MAX_SLOTS 16384u
+#define RT_MIN_AUTO_SLOTS 256u
+/* Host-wide claims of uid ranges and cgroup parents, one file each.  */
+#define RT_CLAIM_DIR "/var/lib/sandboxd-host"
 
 typedef struct rt_driver_ops rt_driver_ops_t;
 
@@ -106,6 +113,16 @@ void rt_cg_usage(const rt_cgroups_t *cg, const char *id, uint64_t *memory_bytes,
  * that a forked child installs with prctl (no allocation after fork).  */
 int rt_seccomp_build(struct sock_fprog *out, sbx_error_t *err);
 
+/* ---- host-wide claims (claims.c) -------------------------------------- */
+
+/* Take this runtime's uid range and cgroup parent (rt->uid_start,
+ * rt->n_slots, rt->cg_parent) and hold them until rt_claims_release;
+ * SBX_ERR_CONFLICT when another runtime of the host holds or keeps what
+ * the configuration names.  cgroup_parent NULL: the default.  Needs
+ * rt->cfg, state_dir and sandboxes_dir, and the state dir's lock.  */
+int rt_claims_take(rt_runtime_t *rt, const char *cgroup_parent, sbx_error_t *err);
+void rt_claims_release(rt_runtime_t *rt);
+
 /* ---- the runtime ------------------------------------------------------ */
 
 struct rt_runtime {
@@ -116,6 +133,10 @@ struct rt_runtime {
     struct sock_fprog seccomp;
     int init_memfd; /* the sandbox init binary, sealed */
     int lock_fd;
+    int uid_claim_fd, cg_claim_fd;
+    uid_t uid_start;  /* this runtime's host uid range ... */
+    unsigned n_slots; /* ... of n_slots * RT_UID_RANGE uids */
+    char *cg_parent;
     int cap_last;
 
     pthread_mutex_t mu; /* guards sbs and slots */

@@ -149,9 +149,14 @@ static rt_sandbox_t *sandbox_load(rt_runtime_t *rt, const char *id, sbx_error_t 
     rt_state_t st;
     const rt_driver_ops_t *ops = driver_find(driver);
     if (strcmp(jid, id) != 0 || !ops || state_parse(state, &st) < 0 || slot < 0 ||
-        slot >= RT_MAX_SLOTS || uid != (json_int_t)(RT_UID_BASE + (uint64_t)slot * RT_UID_RANGE) ||
-        (env && !json_is_object(env)))
+        slot >= RT_MAX_SLOTS || (env && !json_is_object(env)))
         return sbx_error_set(err, SBX_ERR_INTERNAL, "%s: inconsistent record", path), NULL;
+    if (slot >= rt->n_slots || uid != (json_int_t)(rt->uid_start + (uint64_t)slot * RT_UID_RANGE))
+        return sbx_error_set(err, SBX_ERR_INTERNAL,
+                             "%s: host uid %lld is not slot %lld of this runtime's range %u+%u",
+                             path, (long long)uid, (long long)slot, (unsigned)rt->uid_start,
+                             rt->n_slots * RT_UID_RANGE),
+               NULL;
     rt_sandbox_t *sb = sandbox_new(rt, id);
     sb->ops = ops;
     sb->rootfs = xstrdup(rootfs);
@@ -212,7 +217,7 @@ static void registry_remove(rt_runtime_t *rt, rt_sandbox_t *sb)
 
 static int slot_alloc_locked(rt_runtime_t *rt, unsigned *out)
 {
-    for (unsigned s = 0; s < RT_MAX_SLOTS; s++) {
+    for (unsigned s = 0; s < rt->n_slots; s++) {
         if (!(rt->slots[s / 8] & (1u << (s % 8)))) {
             *out = s;
             return 0;
@@ -344,19 +349,24 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
     if (!cfg || !cfg->state_dir || !*cfg->state_dir)
         return sbx_error_set(err, SBX_ERR_INVALID, "runtime needs a state directory"), NULL;
     if (cfg->cgroup_root && (!*cfg->cgroup_root || strchr(cfg->cgroup_root, '/') ||
-                             strcmp(cfg->cgroup_root, "..") == 0 || strcmp(cfg->cgroup_root, ".") == 0))
+                             strlen(cfg->cgroup_root) > 63 || strcmp(cfg->cgroup_root, "..") == 0 ||
+                             strcmp(cfg->cgroup_root, ".") == 0))
         return sbx_error_set(err, SBX_ERR_INVALID, "invalid cgroup root name"), NULL;
+    if ((cfg->uid_count || cfg->uid_start) &&
+        rt_uid_range_check(cfg->uid_start, cfg->uid_count, err) < 0)
+        return NULL;
     _cleanup_free_ char *lock = NULL, *last = NULL;
     size_t len;
     rt_runtime_t *rt = xcalloc(1, sizeof *rt);
     pthread_mutex_init(&rt->mu, NULL);
     rt->init_memfd = -1;
     rt->lock_fd = -1;
+    rt->uid_claim_fd = rt->cg_claim_fd = -1;
     rt->state_dir = xstrdup(cfg->state_dir);
     rt->sandboxes_dir = xasprintf("%s/sandboxes", cfg->state_dir);
     rt->cfg = *cfg;
     rt->cfg.state_dir = rt->state_dir;
-    rt->cfg.cgroup_root = NULL;
+    rt->cfg.cgroup_root = NULL; /* not ours; rt_claims_take copies it to cg_parent */
     if (sbx_mkdir_p(rt->sandboxes_dir, 0700, err) < 0)
         goto fail;
     lock = xasprintf("%s/lock", rt->state_dir);
@@ -370,7 +380,8 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
                       rt->state_dir);
         goto fail;
     }
-    if (rt_cg_detect(&rt->cg, cfg->cgroup_root, err) < 0 || rt_seccomp_build(&rt->seccomp, err) < 0)
+    if (rt_claims_take(rt, cfg->cgroup_root, err) < 0 ||
+        rt_cg_detect(&rt->cg, rt->cg_parent, err) < 0 || rt_seccomp_build(&rt->seccomp, err) < 0)
         goto fail;
     rt->init_memfd = init_memfd_create(err);
     if (rt->init_memfd < 0)
@@ -398,6 +409,7 @@ void rt_close(rt_runtime_t *rt)
     free(rt->seccomp.filter);
     if (rt->init_memfd >= 0)
         close(rt->init_memfd);
+    rt_claims_release(rt);
     if (rt->lock_fd >= 0)
         close(rt->lock_fd);
     pthread_mutex_destroy(&rt->mu);
@@ -422,7 +434,10 @@ int rt_health(rt_runtime_t *rt, rt_health_t *out, sbx_error_t *err)
         uint64_t s = out->memory_total_mib / 32;
         slots = s > RT_MAX_SLOTS ? RT_MAX_SLOTS : (unsigned)s;
     }
-    out->slots_total = slots;
+    out->slots_total = slots < rt->n_slots ? slots : rt->n_slots;
+    out->uid_start = rt->uid_start;
+    out->uid_count = rt->n_slots * RT_UID_RANGE;
+    snprintf(out->cgroup_parent, sizeof out->cgroup_parent, "%s", rt->cg_parent);
     pthread_mutex_lock(&rt->mu);
     out->slots_used = (unsigned)rt->n_sbs;
     for (size_t i = 0; i < rt->n_sbs; i++) {
@@ -511,7 +526,7 @@ int rt_create(rt_runtime_t *rt, const rt_spec_t *spec, rt_info_t *out, sbx_error
     sb->pids_max = spec->pids_max ? spec->pids_max : RT_DEFAULT_PIDS_MAX;
     sb->env = spec->env ? json_deep_copy(spec->env) : NULL;
     sb->slot = slot;
-    sb->host_uid = RT_UID_BASE + slot * RT_UID_RANGE;
+    sb->host_uid = rt->uid_start + slot * RT_UID_RANGE;
     sb->created_ms = sbx_now_ms();
     atomic_store(&sb->last_activity_ms, sb->created_ms);
     sb->state = RT_STATE_CREATING;

@@ -29,8 +29,13 @@ const char *rt_state_name(rt_state_t s); /* "Creating", "Running", ... */
 
 typedef struct rt_config {
     const char *state_dir;   /* sandboxes' state, roots and writable layers */
-    const char *cgroup_root; /* parent cgroup name, e.g. "sandboxd"; NULL: default */
+    const char *cgroup_root; /* parent cgroup name; NULL: kept from an earlier run, or
+                              * "sandboxd-<hash of the state dir>" */
     unsigned max_sandboxes;  /* slots reported in health; 0: derived from memory */
+    /* Host uids for the sandboxes, uid_count a multiple of 65536 (one
+     * range per sandbox); uid_count 0: kept from an earlier run, or the
+     * first range no other runtime of the host holds.  */
+    uint32_t uid_start, uid_count;
     bool allow_microvm_emulation;
 } rt_config_t;
 
@@ -94,6 +99,8 @@ typedef struct rt_health {
     uint64_t memory_total_mib, memory_allocated_mib;
     unsigned slots_total, slots_used;
     const char *drivers[4]; /* names of usable drivers, NULL-terminated */
+    uint32_t uid_start, uid_count; /* the host uids this runtime holds */
+    char cgroup_parent[64];
 } rt_health_t;
 
 /* Open the runtime; finds sandboxes left by an earlier agent process and
@@ -130,5 +137,7 @@ int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t
 void rt_dirents_free(rt_dirent_t *d, size_t n);
 
 bool rt_id_valid(const char *id);
+/* A uid range an operator may give (rt_config_t uid_start, uid_count).  */
+int rt_uid_range_check(uint32_t start, uint32_t count, sbx_error_t *err);
 
 #endif

@@ -215,6 +215,38 @@ START_TEST(test_agent_api_body_limits)
 }
 END_TEST
 
+/* --uid-range START:COUNT gives the runtime its host uids; anything but
+ * whole sandboxes' worth, clear of the host's users, is refused.  */
+START_TEST(test_agent_config_uid_range)
+{
+    char *argv[] = {"sandbox-agent", "--insecure-http", "--uid-range", "1879048192:131072", NULL};
+    agent_config_t cfg;
+    agent_config_action_t action;
+    sbx_error_t err = {0};
+    ck_assert_msg(parse(&cfg, argv, NULL, &action, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(cfg.uid_start, 1879048192u);
+    ck_assert_uint_eq(cfg.uid_count, 131072u);
+    agent_config_done(&cfg);
+    char *envp[] = {"SANDBOX_AGENT_UID_RANGE=2147483648:65536", NULL};
+    char *plain[] = {"sandbox-agent", "--insecure-http", NULL};
+    ck_assert_msg(parse(&cfg, plain, envp, &action, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(cfg.uid_start, 2147483648u);
+    agent_config_done(&cfg);
+    ck_assert_msg(parse(&cfg, plain, NULL, &action, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(cfg.uid_count, 0); /* the runtime picks */
+    agent_config_done(&cfg);
+    const char *bad[] = {"abc", "1879048192", "1879048192:", ":65536", "1879048192:1000",
+                         "0:65536", "-1:65536", "1879048192:-65536", "0x70000000:65536",
+                         "4294901760:65536", "99999999999:65536", "1879048192:65536x"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        char *a[] = {"sandbox-agent", "--insecure-http", "--uid-range", (char *)bad[i], NULL};
+        ck_assert_msg(parse(&cfg, a, NULL, &action, &err) < 0, "%s accepted", bad[i]);
+        ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+        agent_config_done(&cfg);
+    }
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("agent_config");
@@ -223,6 +255,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_agent_config_env);
     tcase_add_test(tc, test_agent_config_refusals);
     tcase_add_test(tc, test_agent_config_loopback);
+    tcase_add_test(tc, test_agent_config_uid_range);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_checked_fixture(tc, api_setup, api_teardown);

@@ -416,13 +416,76 @@ START_TEST(test_runtime_isolation_default_image_python)
 }
 END_TEST
 
-static void add_allow_list_tests(Suite *s)
+/* ---- two runtimes on one host --------------------------------------------- */
+
+static rt_runtime_t *rt2;
+static char *rt2_cg;
+
+static void rt2_cleanup(void)
+{
+    if (rt2) {
+        rt_destroy(rt2, "iso-other", NULL);
+        rt_close(rt2);
+        rt2 = NULL;
+    }
+    const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};
+    for (size_t i = 0; rt2_cg && i < ARRAY_SIZE(ctrls); i++) {
+        _cleanup_free_ char *p =
+            xasprintf("/sys/fs/cgroup/%s%s%s", ctrls[i], *ctrls[i] ? "/" : "", rt2_cg);
+        (void)rmdir(p);
+    }
+    free(rt2_cg);
+    rt2_cg = NULL;
+}
+
+/* The first host uid of a sandbox's range, as its own uid_map shows.  */
+static unsigned long host_uid_base(rt_runtime_t *rt, const char *id)
+{
+    char *argv[] = {"cat", "/proc/self/uid_map", NULL};
+    rt_exec_request_t req = {.argv = argv, .timeout_ms = 10000};
+    rt_exec_result_t r;
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_exec(rt, id, &req, &r, &err) == 0, "%s", err.msg);
+    unsigned long inside = 1, outside = 0, count = 0;
+    ck_assert_msg(sscanf(r.out, "%lu %lu %lu", &inside, &outside, &count) == 3, "'%s'", r.out);
+    ck_assert_uint_eq(inside, 0);
+    ck_assert_uint_eq(count, 65536);
+    rt_exec_result_done(&r);
+    return outside;
+}
+
+/* Two agents on one host (two runtimes on different state dirs) give
+ * their sandboxes different host uids, not both the same first slot.  */
+START_TEST(test_runtime_isolation_two_runtimes_disjoint_uids)
+{
+    atexit(rt2_cleanup);
+    fx_create("iso-first", NULL);
+    _cleanup_free_ char *state2 = xasprintf("%s/state2", fx_dir);
+    rt2_cg = xasprintf("%s-other", fx_cgroot);
+    rt_config_t cfg = {.state_dir = state2, .cgroup_root = rt2_cg};
+    sbx_error_t err = {0};
+    rt2 = rt_open(&cfg, &err);
+    ck_assert_msg(rt2 != NULL, "second runtime: %s", err.msg);
+    rt_spec_t spec = {.id = "iso-other", .rootfs = fx_rootfs};
+    ck_assert_msg(rt_create(rt2, &spec, NULL, &err) == 0, "%s", err.msg);
+    unsigned long a = host_uid_base(fx_rt, "iso-first"), b = host_uid_base(rt2, "iso-other");
+    ck_assert_msg(a + 65536 <= b || b + 65536 <= a, "host uids %lu and %lu overlap", a, b);
+    rt2_cleanup();
+}
+END_TEST
+
+static void add_host_tests(Suite *s)
 {
     TCase *tc = tcase_create("allow_list");
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_isolation_unlisted_syscalls);
     tcase_add_test(tc, test_runtime_isolation_default_image_python);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("runtimes");
+    tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_runtime_isolation_two_runtimes_disjoint_uids);
     suite_add_tcase(s, tc);
 }
 
@@ -440,7 +503,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_isolation_memory_hog);
     tcase_add_test(tc, test_runtime_isolation_between_sandboxes);
     suite_add_tcase(s, tc);
-    add_allow_list_tests(s);
+    add_host_tests(s);
     return s;
 }
 

@@ -96,6 +96,146 @@ START_TEST(test_runtime_unknown_sandbox)
 }
 END_TEST
 
+/* ---- host-wide claims: uid ranges and cgroup parents ------------------------ */
+
+static rt_runtime_t *open_at(const char *dir, const char *cg, uint32_t start, uint32_t count,
+                             sbx_error_t *err)
+{
+    rt_config_t cfg = {.state_dir = dir, .cgroup_root = cg, .uid_start = start, .uid_count = count};
+    return rt_open(&cfg, err);
+}
+
+static rt_health_t health_of(rt_runtime_t *rt)
+{
+    rt_health_t h;
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_health(rt, &h, &err) == 0, "%s", err.msg);
+    return h;
+}
+
+static bool ranges_overlap(const rt_health_t *a, const rt_health_t *b)
+{
+    return (uint64_t)a->uid_start < (uint64_t)b->uid_start + b->uid_count &&
+           (uint64_t)b->uid_start < (uint64_t)a->uid_start + a->uid_count;
+}
+
+/* Two runtimes of one host, opened at once on different state dirs, get
+ * disjoint uid ranges and cgroup parents of their own.  */
+START_TEST(test_runtime_claims_disjoint)
+{
+    char *a_dir = tu_tmpdir("sbx-rtu"), *b_dir = tu_tmpdir("sbx-rtu");
+    sbx_error_t err = {0};
+    rt_runtime_t *a = open_at(a_dir, NULL, 0, 0, &err);
+    ck_assert_msg(a != NULL, "%s", err.msg);
+    rt_runtime_t *b = open_at(b_dir, NULL, 0, 0, &err);
+    ck_assert_msg(b != NULL, "%s", err.msg);
+    rt_health_t ha = health_of(a), hb = health_of(b);
+    ck_assert(!ranges_overlap(&ha, &hb));
+    ck_assert_uint_ge(ha.uid_start, 0x40000000u);
+    ck_assert_uint_ge(ha.uid_count, 256u * 65536u);
+    ck_assert_uint_eq(ha.uid_count % 65536u, 0);
+    ck_assert_uint_le(ha.slots_total, ha.uid_count / 65536u);
+    ck_assert_str_ne(ha.cgroup_parent, hb.cgroup_parent);
+    ck_assert(strncmp(ha.cgroup_parent, "sandboxd-", 9) == 0);
+    ck_assert(strncmp(hb.cgroup_parent, "sandboxd-", 9) == 0);
+    /* Recorded in the state dir for the next start.  */
+    _cleanup_free_ char *rec = xasprintf("%s/claims.json", a_dir);
+    ck_assert_int_eq(access(rec, R_OK), 0);
+    rt_close(a);
+    rt_close(b);
+    tu_rmdir(a_dir);
+    tu_rmdir(b_dir);
+    free(a_dir);
+    free(b_dir);
+}
+END_TEST
+
+/* A runtime reopened on its state dir keeps its range and parent, and
+ * while it is down (its sandboxes keep running) nobody takes them.  */
+START_TEST(test_runtime_claims_kept)
+{
+    char *a_dir = tu_tmpdir("sbx-rtu"), *b_dir = tu_tmpdir("sbx-rtu");
+    sbx_error_t err = {0};
+    rt_runtime_t *a = open_at(a_dir, NULL, 0, 0, &err);
+    ck_assert_msg(a != NULL, "%s", err.msg);
+    rt_health_t before = health_of(a);
+    rt_close(a);
+    rt_runtime_t *b = open_at(b_dir, NULL, 0, 0, &err);
+    ck_assert_msg(b != NULL, "%s", err.msg);
+    rt_health_t hb = health_of(b);
+    ck_assert(!ranges_overlap(&before, &hb));
+    a = open_at(a_dir, NULL, 0, 0, &err);
+    ck_assert_msg(a != NULL, "%s", err.msg);
+    rt_health_t after = health_of(a);
+    ck_assert_uint_eq(after.uid_start, before.uid_start);
+    ck_assert_uint_eq(after.uid_count, before.uid_count);
+    ck_assert_str_eq(after.cgroup_parent, before.cgroup_parent);
+    rt_close(a);
+    rt_close(b);
+    tu_rmdir(a_dir);
+    tu_rmdir(b_dir);
+    free(a_dir);
+    free(b_dir);
+}
+END_TEST
+
+/* A range or parent another runtime holds, or keeps while it is down, is
+ * refused with a clear error; once its state dir is gone it is free.  */
+START_TEST(test_runtime_claims_conflict)
+{
+    char *a_dir = tu_tmpdir("sbx-rtu"), *c_dir = tu_tmpdir("sbx-rtu");
+    sbx_error_t err = {0};
+    rt_runtime_t *a = open_at(a_dir, NULL, 0, 0, &err);
+    ck_assert_msg(a != NULL, "%s", err.msg);
+    rt_health_t ha = health_of(a);
+    uint32_t inside = ha.uid_start + 65536u;
+    ck_assert_ptr_null(open_at(c_dir, NULL, inside, 65536u, &err));
+    ck_assert_int_eq(err.code, SBX_ERR_CONFLICT);
+    ck_assert_msg(strstr(err.msg, "overlaps") && strstr(err.msg, "running"), "%s", err.msg);
+    ck_assert_ptr_null(open_at(c_dir, ha.cgroup_parent, 0, 0, &err));
+    ck_assert_int_eq(err.code, SBX_ERR_CONFLICT);
+    ck_assert_msg(strstr(err.msg, ha.cgroup_parent), "%s", err.msg);
+    /* Down, but its record keeps them.  */
+    rt_close(a);
+    ck_assert_ptr_null(open_at(c_dir, NULL, inside, 65536u, &err));
+    ck_assert_int_eq(err.code, SBX_ERR_CONFLICT);
+    ck_assert_msg(strstr(err.msg, "records"), "%s", err.msg);
+    /* Gone: free for anyone.  */
+    tu_rmdir(a_dir);
+    rt_runtime_t *c = open_at(c_dir, ha.cgroup_parent, inside, 65536u, &err);
+    ck_assert_msg(c != NULL, "%s", err.msg);
+    rt_health_t hc = health_of(c);
+    ck_assert_uint_eq(hc.uid_start, inside);
+    ck_assert_uint_eq(hc.uid_count, 65536u);
+    ck_assert_uint_le(hc.slots_total, 1);
+    rt_close(c);
+    tu_rmdir(c_dir);
+    free(a_dir);
+    free(c_dir);
+}
+END_TEST
+
+START_TEST(test_runtime_uid_range_invalid)
+{
+    char *dir = tu_tmpdir("sbx-rtu");
+    const uint32_t bad[][2] = {
+        {0x50000000u, 1000},        /* not whole sandboxes */
+        {0, 65536},                 /* host root */
+        {4096, 65536},              /* the host's own users */
+        {0xffff0000u, 65536},       /* would include (uid_t)-1 */
+        {0x50000000u, 0},           /* a start with no count */
+        {0x40000000u, 16385u << 16} /* more than RT_MAX_SLOTS sandboxes */
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        sbx_error_t err = {0};
+        ck_assert_ptr_null(open_at(dir, NULL, bad[i][0], bad[i][1], &err));
+        ck_assert_msg(err.code == SBX_ERR_INVALID, "%u+%u: %s", bad[i][0], bad[i][1], err.msg);
+    }
+    tu_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -104,6 +244,12 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_state_names);
     tcase_add_test(tc, test_runtime_open_bad_config);
     tcase_add_test(tc, test_runtime_unknown_sandbox);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("claims");
+    tcase_add_test(tc, test_runtime_claims_disjoint);
+    tcase_add_test(tc, test_runtime_claims_kept);
+    tcase_add_test(tc, test_runtime_claims_conflict);
+    tcase_add_test(tc, test_runtime_uid_range_invalid);
     suite_add_tcase(s, tc);
     return s;
 }
