@@ -419,7 +419,8 @@ void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,
     /* Deleting already: answer with the delete that is under way, rather
      * than queue a second one.  */
     char running[37] = "";
-    if (is_deleting(&r) && st_operation_find(api->db, r.id, "delete", "InProgress", running)) {
+    if (is_deleting(&r) &&
+        st_operation_find(api->db, r.id, "delete", "InProgress", running, NULL) == 1) {
         st_rollback(tx);
         api_add_async_headers(res, req, rt->sub, nloc, running, true);
         http_reply_empty(res, 202);

@@ -168,10 +168,21 @@ static void destroy_unknown(sched_t *s, const st_host_t *h, json_t *unknown)
     }
 }
 
-static bool runtime_id_known(sched_t *s, const char *rid)
+/* 1 when storage knows the runtime id, 0 when it does not, -1 when it
+ * could not tell (and the sandbox must be left alone).  */
+static int runtime_id_known(sched_t *s, const char *rid)
 {
-    return st_resource_field_exists(s->db, SANDBOX_TYPE, "$._runtimeId", rid) ||
-           st_resource_field_exists(s->db, POOL_TYPE, "$._runtimeId", rid);
+    const char *types[] = {SANDBOX_TYPE, POOL_TYPE};
+    for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+        sbx_error_t err = {0};
+        int r = st_resource_field_exists(s->db, types[i], "$._runtimeId", rid, &err);
+        if (r < 0)
+            sbx_log(SBX_LOG_WARN, MODULE_NAME, "runtime id %s: %s; left alone this pass", rid,
+                    err.msg);
+        if (r != 0)
+            return r;
+    }
+    return 0;
 }
 
 /* Warm-pool members on a host: a Ready one the host lost is forgotten (the
@@ -235,7 +246,9 @@ static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
         void *tmp;
         size_t looked = 0;
         json_object_foreach_safe(by_id, tmp, rid, v) {
-            if (looked++ >= UNKNOWN_PER_PASS || runtime_id_known(s, rid))
+            /* Only what storage says it does not know is destroyed: a
+             * lookup that failed is no answer.  */
+            if (looked++ >= UNKNOWN_PER_PASS || runtime_id_known(s, rid) != 0)
                 json_object_del(by_id, rid);
         }
         destroy_unknown(s, h, by_id);

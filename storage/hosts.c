@@ -140,15 +140,16 @@ static void on_first_column(void *ud, int ncols, const char *const *cols)
         snprintf(ud, 37, "%s", cols[0]);
 }
 
-bool st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
-                              const char *value)
+int st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
+                             const char *value, sbx_error_t *err)
 {
     char found[37] = "";
     const char *params[] = {type, json_path, value};
-    st_query(db,
-             "SELECT 1 FROM resources WHERE type = lower(?1) AND json_extract(body, ?2) = ?3"
-             " LIMIT 1",
-             params, 3, on_first_column, found, NULL);
+    if (st_query(db,
+                 "SELECT 1 FROM resources WHERE type = lower(?1) AND json_extract(body, ?2) = ?3"
+                 " LIMIT 1",
+                 params, 3, on_first_column, found, err) < 0)
+        return -1;
     return found[0] != '\0';
 }
 
@@ -160,15 +161,18 @@ int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_i
                     2, NULL, NULL, err);
 }
 
-bool st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
-                       const char *status, char out[37])
+int st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
+                      const char *status, char out[37], sbx_error_t *err)
 {
     const char *params[] = {resource_id, kind, status};
     out[0] = '\0';
-    st_query(db,
-             "SELECT id FROM operations WHERE resource_id = ?1 AND kind = ?2 AND status = ?3"
-             " LIMIT 1",
-             params, 3, on_first_column, out, NULL);
+    if (st_query(db,
+                 "SELECT id FROM operations WHERE resource_id = ?1 AND kind = ?2 AND status = ?3"
+                 " LIMIT 1",
+                 params, 3, on_first_column, out, err) < 0) {
+        out[0] = '\0';
+        return -1;
+    }
     return out[0] != '\0';
 }
 

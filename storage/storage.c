@@ -135,6 +135,9 @@ struct st_db {
     pthread_t checkpointer;
     pthread_cond_t checkpoint_cond;
     bool checkpointing, stopping;
+    /* st_fault_inject: st_query statements containing this fail */
+    pthread_mutex_t fault_lock;
+    char *fault;
 };
 
 struct st_tx {
@@ -323,6 +326,7 @@ st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err)
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
+    pthread_mutex_init(&s->fault_lock, NULL);
     pthread_cond_init(&s->checkpoint_cond, NULL);
     conn_t *c = pool_get(s, err);
     if (!c) {
@@ -365,6 +369,8 @@ void st_close(st_db_t *s)
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->write_lock);
+    pthread_mutex_destroy(&s->fault_lock);
+    free(s->fault);
     pthread_cond_destroy(&s->checkpoint_cond);
     free(s->path);
     free(s);
@@ -918,9 +924,27 @@ int st_tx_kv_put(st_tx_t *tx, const char *key, const char *value, sbx_error_t *e
 
 /* ---- ad-hoc queries ---- */
 
+void st_fault_inject(st_db_t *db, const char *sql_part)
+{
+    pthread_mutex_lock(&db->fault_lock);
+    free(db->fault);
+    db->fault = sql_part ? xstrdup(sql_part) : NULL;
+    pthread_mutex_unlock(&db->fault_lock);
+}
+
+static bool fault_matches(st_db_t *db, const char *sql)
+{
+    pthread_mutex_lock(&db->fault_lock);
+    bool hit = db->fault && strstr(sql, db->fault);
+    pthread_mutex_unlock(&db->fault_lock);
+    return hit;
+}
+
 int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams,
              st_row_fn row, void *ud, sbx_error_t *err)
 {
+    if (fault_matches(db, sql))
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "storage: query: injected fault");
     /* A statement that writes queues with the other writers (st_begin).  */
     bool writes = strncasecmp(sql, "SELECT", 6) != 0;
     if (writes)

@@ -132,18 +132,28 @@ int st_host_delete(st_db_t *db, const char *name, sbx_error_t *err);
 int st_host_report(st_db_t *db, const char *name, const json_t *info, int64_t last_seen_ms,
                    const char *was, const char *next, char **state_out, sbx_error_t *err);
 
-/* Lookups the scheduler and the API make by value rather than by key.  */
+/* Lookups the scheduler and the API make by value rather than by key.
+ * They answer 1 (found), 0 (absent) or -1 (storage could not tell; err
+ * filled): a caller that acts on "absent" (the reconciler destroys what
+ * storage does not know) must not act on -1.  */
 /* Whether a resource of `type` has the JSON value at `json_path` (e.g.
  * "$._runtimeId") equal to value.  */
-bool st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
-                              const char *value);
+int st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
+                             const char *value, sbx_error_t *err);
 int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_id,
                                sbx_error_t *err);
-/* The id of an operation on resource_id of that kind and status, if any.  */
-bool st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
-                       const char *status, char out[37]);
+/* The id of an operation on resource_id of that kind and status, if any
+ * (out is "" unless 1 is returned).  */
+int st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
+                      const char *status, char out[37], sbx_error_t *err);
 /* Forget finished operations that ended before the given time.  */
 int st_operations_sweep(st_db_t *db, int64_t ended_before_ms, sbx_error_t *err);
+
+/* Testing: from now on every lookup and registry statement (those above
+ * that go through one-off SQL) whose SQL text contains sql_part fails as a
+ * storage error would; NULL stops it.  For tests that must show what a
+ * caller does when storage fails; never called by the servers.  */
+void st_fault_inject(st_db_t *db, const char *sql_part);
 
 /* Small key/value table for settings the server keeps (signing keys...).  */
 int st_kv_get(st_db_t *db, const char *key, char **value, sbx_error_t *err);

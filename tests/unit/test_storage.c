@@ -378,10 +378,10 @@ START_TEST(lookups_by_value)
     _cleanup_free_ char *a = xasprintf("%s/sandboxes/a", g), *b = xasprintf("%s/sandboxes/b", g);
     free(put(a, t, "a", SUB, "look", g, "h1", json_pack("{s:s}", "_runtimeId", "rid-a")));
     free(put(b, t, "b", SUB, "look", g, "h2", json_pack("{s:s}", "_runtimeId", "rid-b")));
-    ck_assert(st_resource_field_exists(db, t, "$._runtimeId", "rid-a"));
-    ck_assert(!st_resource_field_exists(db, t, "$._runtimeId", "rid-c"));
-    ck_assert(!st_resource_field_exists(db, GROUPS, "$._runtimeId", "rid-a"));
     sbx_error_t err = {0};
+    ck_assert_int_eq(st_resource_field_exists(db, t, "$._runtimeId", "rid-a", &err), 1);
+    ck_assert_int_eq(st_resource_field_exists(db, t, "$._runtimeId", "rid-c", &err), 0);
+    ck_assert_int_eq(st_resource_field_exists(db, GROUPS, "$._runtimeId", "rid-a", &err), 0);
     ck_assert_int_eq(st_resource_delete_by_host(db, t, "h1", &err), 0);
     ck_assert(!exists(a));
     ck_assert(exists(b));
@@ -389,14 +389,44 @@ START_TEST(lookups_by_value)
     put_op("op-done", "Succeeded", 1000, 0);
     put_op("op-running", "InProgress", 2000, 0);
     char id[37];
-    ck_assert(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id));
+    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id,
+                                       &err), 1);
     ck_assert_str_eq(id, "op-running");
-    ck_assert(!st_operation_find(db, "/subscriptions/x/r", "delete", "InProgress", id));
+    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "delete", "InProgress", id,
+                                       &err), 0);
     ck_assert_int_eq(st_operations_sweep(db, 5000, &err), 0);
     st_operation_t op = {0};
     ck_assert_int_eq(st_operation_get(db, "op-done", &op, &err), -1);
     ck_assert_int_eq(st_operation_get(db, "op-running", &op, &err), 0);
     st_operation_done(&op);
+}
+END_TEST
+
+/* A lookup that storage cannot answer says so (-1 with an error), rather
+ * than "absent", on which the reconciler would destroy a live sandbox.  */
+START_TEST(lookups_by_value_report_errors)
+{
+    const char *t = "microsoft.app/sandboxgroups/sandboxes";
+    _cleanup_free_ char *g = group_id(SUB, "lookerr", "g");
+    _cleanup_free_ char *a = xasprintf("%s/sandboxes/a", g);
+    free(put(a, t, "a", SUB, "lookerr", g, "h1", json_pack("{s:s}", "_runtimeId", "rid-e")));
+    sbx_error_t err = {0};
+    /* A real SQL error: a JSON path SQLite refuses.  */
+    ck_assert_int_eq(st_resource_field_exists(db, t, "$[", "rid-e", &err), -1);
+    ck_assert_str_ne(err.msg, "");
+    /* A storage failure (busy, I/O) on the lookup the reconciler makes.  */
+    st_fault_inject(db, "json_extract");
+    memset(&err, 0, sizeof(err));
+    ck_assert_int_eq(st_resource_field_exists(db, t, "$._runtimeId", "rid-e", &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_UNAVAILABLE);
+    ck_assert_int_eq(st_resource_field_exists(db, t, "$._runtimeId", "rid-none", NULL), -1);
+    st_fault_inject(db, "FROM operations");
+    char id[37] = "x";
+    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id,
+                                       NULL), -1);
+    ck_assert_str_eq(id, "");
+    st_fault_inject(db, NULL);
+    ck_assert_int_eq(st_resource_field_exists(db, t, "$._runtimeId", "rid-e", &err), 1);
 }
 END_TEST
 
@@ -943,6 +973,7 @@ static Suite *storage_suite(void)
     tcase_add_test(tc, migrations_recorded_once);
     tcase_add_test(tc, each_across_pages_while_writing);
     tcase_add_test(tc, lookups_by_value);
+    tcase_add_test(tc, lookups_by_value_report_errors);
     tcase_add_test(tc, newer_schema_refused);
     tcase_add_test(tc, open_failures);
     tcase_add_test(tc, put_get_roundtrip);
