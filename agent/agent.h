@@ -25,6 +25,9 @@ typedef struct agent_config {
     char *cgroup_parent; /* parent cgroup of every sandbox; NULL: the runtime's */
     unsigned max_sandboxes; /* 0: the runtime derives it */
     uint32_t uid_start, uid_count; /* host uids for sandboxes; count 0: the runtime picks */
+    /* capacity reported at most (0: the host's): resources kept back */
+    double capacity_cpu;
+    uint64_t capacity_memory_mib, capacity_disk_mib, capacity_pids;
     sbx_log_level_t log_level;
 } agent_config_t;
 

@@ -337,13 +337,18 @@ static void get_health(agent_api_t *api, http_response_t *res)
     json_t *drivers = json_array();
     for (size_t i = 0; i < ARRAY_SIZE(h.drivers) && h.drivers[i]; i++)
         json_array_append_new(drivers, json_cstr(h.drivers[i]));
-    json_t *j = json_pack("{s:s,s:s,s:s,s:o,s:{s:f,s:I,s:I},s:{s:f,s:I,s:I}}", "status", "ok",
-                          "version", SBX_VERSION, "environment", api->environment, "drivers",
-                          drivers, "capacity", "cpu", h.cpu_total, "memoryMiB",
-                          (json_int_t)h.memory_total_mib, "sandboxes", (json_int_t)h.slots_total,
-                          "usage", "cpu", h.cpu_allocated, "memoryMiB",
-                          (json_int_t)h.memory_allocated_mib, "sandboxes",
-                          (json_int_t)h.slots_used);
+    /* capacity is what the scheduler admits sandboxes against (pids: the
+     * share of the kernel's pid_max they may hold together); usage sums
+     * the limits of the sandboxes here.  */
+    json_t *j = json_pack(
+        "{s:s,s:s,s:s,s:o,s:{s:f,s:I,s:I,s:I,s:I},s:{s:f,s:I,s:I,s:I,s:I},s:{s:I,s:I}}",
+        "status", "ok", "version", SBX_VERSION, "environment", api->environment, "drivers",
+        drivers, "capacity", "cpu", h.cpu_total, "memoryMiB", (json_int_t)h.memory_total_mib,
+        "diskMiB", (json_int_t)h.disk_total_mib, "pids", (json_int_t)h.pids_total, "sandboxes",
+        (json_int_t)h.slots_total, "usage", "cpu", h.cpu_allocated, "memoryMiB",
+        (json_int_t)h.memory_allocated_mib, "diskMiB", (json_int_t)h.disk_allocated_mib, "pids",
+        (json_int_t)h.pids_allocated, "sandboxes", (json_int_t)h.slots_used, "kernel", "pidMax",
+        (json_int_t)h.pid_max, "threadsMax", (json_int_t)h.threads_max);
     if (!j)
         return http_reply_error(res, 500, "InternalServerError", "cannot encode health");
     http_reply_json(res, 200, j);

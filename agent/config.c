@@ -24,6 +24,10 @@ enum {
     OPT_MICROVM_EMULATION,
     OPT_DEFAULT_IMAGE,
     OPT_MAX_SANDBOXES,
+    OPT_CAPACITY_CPU,
+    OPT_CAPACITY_MEMORY,
+    OPT_CAPACITY_DISK,
+    OPT_CAPACITY_PIDS,
     OPT_CGROUP_PARENT,
     OPT_UID_RANGE,
     OPT_LOG_LEVEL,
@@ -58,6 +62,16 @@ static const struct flag {
      "DIR", "OCI layout of the default image (default DATA_DIR/../default-image)"},
     {{"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
      "SANDBOX_AGENT_MAX_SANDBOXES", "N", "sandbox slots (default: derived from memory)"},
+    {{"capacity-cpu", required_argument, NULL, OPT_CAPACITY_CPU}, "SANDBOX_AGENT_CAPACITY_CPU",
+     "CORES", "report at most this many cores (keep the rest for the host)"},
+    {{"capacity-memory-mib", required_argument, NULL, OPT_CAPACITY_MEMORY},
+     "SANDBOX_AGENT_CAPACITY_MEMORY_MIB", "MIB", "report at most this much memory"},
+    {{"capacity-disk-mib", required_argument, NULL, OPT_CAPACITY_DISK},
+     "SANDBOX_AGENT_CAPACITY_DISK_MIB", "MIB",
+     "report at most this much for writable layers (tmpfs: RAM)"},
+    {{"capacity-pids", required_argument, NULL, OPT_CAPACITY_PIDS},
+     "SANDBOX_AGENT_CAPACITY_PIDS", "N",
+     "report at most this many pids for all sandboxes (default 3/4 of pid_max)"},
     {{"cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT},
      "SANDBOX_AGENT_CGROUP_PARENT", "NAME",
      "parent cgroup of the sandboxes (default sandboxd-<hash of the data dir>); one per "
@@ -146,6 +160,30 @@ static int parse_uid_range(const char *v, uint32_t *start, uint32_t *count, sbx_
     return 0;
 }
 
+/* A capacity cap: a positive number (cores may be fractional).  */
+static int parse_capacity(const char *name, const char *v, bool fraction, double *out,
+                          sbx_error_t *err)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (!isdigit((unsigned char)v[0]) || *end || errno || !(d > 0 && d <= 1e12) ||
+        (!fraction && d != (double)(uint64_t)d))
+        return sbx_error_set(err, SBX_ERR_INVALID, "%s: '%s' is not a positive %s", name, v,
+                             fraction ? "number" : "integer");
+    *out = d;
+    return 0;
+}
+
+static int parse_capacity_u64(const char *name, const char *v, uint64_t *out, sbx_error_t *err)
+{
+    double d;
+    if (parse_capacity(name, v, false, &d, err) < 0)
+        return -1;
+    *out = (uint64_t)d;
+    return 0;
+}
+
 static int parse_log_level(const char *v, sbx_log_level_t *out, sbx_error_t *err)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
@@ -177,6 +215,10 @@ static int apply(agent_config_t *cfg, int opt, const char *name, const char *v, 
     case OPT_MICROVM_EMULATION: return parse_bool(name, v ? v : "1", &cfg->microvm_emulation, err);
     case OPT_MAX_SANDBOXES: return parse_max_sandboxes(v, &cfg->max_sandboxes, err);
     case OPT_UID_RANGE: return parse_uid_range(v, &cfg->uid_start, &cfg->uid_count, err);
+    case OPT_CAPACITY_CPU: return parse_capacity(name, v, true, &cfg->capacity_cpu, err);
+    case OPT_CAPACITY_MEMORY: return parse_capacity_u64(name, v, &cfg->capacity_memory_mib, err);
+    case OPT_CAPACITY_DISK: return parse_capacity_u64(name, v, &cfg->capacity_disk_mib, err);
+    case OPT_CAPACITY_PIDS: return parse_capacity_u64(name, v, &cfg->capacity_pids, err);
     case OPT_LOG_LEVEL: return parse_log_level(v, &cfg->log_level, err);
     }
     return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);

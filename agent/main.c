@@ -116,6 +116,10 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
                       .max_sandboxes = cfg->max_sandboxes,
                       .uid_start = cfg->uid_start,
                       .uid_count = cfg->uid_count,
+                      .capacity_cpu = cfg->capacity_cpu,
+                      .capacity_memory_mib = cfg->capacity_memory_mib,
+                      .capacity_disk_mib = cfg->capacity_disk_mib,
+                      .capacity_pids = cfg->capacity_pids,
                       .allow_microvm_emulation = cfg->microvm_emulation};
     if (!(a->rt = rt_open(&rc, err)))
         return sbx_error_wrap(err, "runtime"), -1;

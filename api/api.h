@@ -37,10 +37,16 @@ typedef struct api_hooks {
                          const http_request_t *req, http_response_t *res);
 } api_hooks_t;
 
+#define API_MAX_DISK_MIB 16384
+
 typedef struct api_config {
     const char *principal; /* systemData.createdBy for requests; default "sandboxd" */
     size_t page_size;      /* default list page size; default 100 */
     unsigned max_sandboxes_default; /* when a group sets none; 0: 100 */
+    /* Largest diskMiB a sandbox (or sandboxDefaults) may ask for; 0:
+     * API_MAX_DISK_MIB.  The writable layer is tmpfs, RAM on its host;
+     * placement also refuses one whose memory plus disk no host holds.  */
+    unsigned max_disk_mib;
     const char *openapi_json; /* served at /openapi.json; may be NULL */
 } api_config_t;
 

@@ -37,8 +37,10 @@ bool api_image_ref_valid(const char *ref)
 }
 
 /* The sandbox shape shared by sandboxDefaults and a sandbox's properties.  */
-int api_validate_sandbox_shape(const json_t *in, const char *prefix, sbx_error_t *err)
+int api_validate_sandbox_shape(const api_t *api, const json_t *in, const char *prefix,
+                               sbx_error_t *err)
 {
+    json_int_t max_disk = api->cfg.max_disk_mib ? api->cfg.max_disk_mib : API_MAX_DISK_MIB;
     char t[96];
     bool present;
     const char *s = NULL;
@@ -56,8 +58,9 @@ int api_validate_sandbox_shape(const json_t *in, const char *prefix, sbx_error_t
     if (api_get_int(in, "memoryMiB", t, 32, 262144, &present, &n, err) < 0)
         return -1;
     snprintf(t, sizeof(t), "%s.diskMiB", prefix);
-    /* The writable layer is a tmpfs (RAM) on the host: keep it within reason.  */
-    if (api_get_int(in, "diskMiB", t, 16, 65536, &present, &n, err) < 0)
+    /* The writable layer is a tmpfs (RAM) on the host: keep it within the
+     * operator's bound.  */
+    if (api_get_int(in, "diskMiB", t, 16, max_disk, &present, &n, err) < 0)
         return -1;
     snprintf(t, sizeof(t), "%s.idleTimeoutSeconds", prefix);
     if (api_get_int(in, "idleTimeoutSeconds", t, 0, 30 * 86400, &present, &n, err) < 0)
@@ -186,7 +189,8 @@ static int group_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, 
     if (defaults && !json_is_object(defaults))
         return api_invalid(err, "properties.sandboxDefaults",
                            "'properties.sandboxDefaults' must be an object.");
-    if (defaults && api_validate_sandbox_shape(defaults, "properties.sandboxDefaults", err) < 0)
+    if (defaults &&
+        api_validate_sandbox_shape(api, defaults, "properties.sandboxDefaults", err) < 0)
         return -1;
     json_t *scale = json_object_get(props, "scale");
     if (scale && validate_scale(scale, err) < 0)

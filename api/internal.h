@@ -106,7 +106,8 @@ int api_get_string(const json_t *obj, const char *key, const char *target, size_
 int api_invalid(sbx_error_t *err, const char *target, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool api_image_ref_valid(const char *ref);
-int api_validate_sandbox_shape(const json_t *in, const char *prefix, sbx_error_t *err);
+int api_validate_sandbox_shape(const api_t *api, const json_t *in, const char *prefix,
+                               sbx_error_t *err);
 int api_validate_env(const json_t *env, const char *target, sbx_error_t *err);
 int api_validate_identity(api_t *api, const json_t *in, const json_t *old, json_t **out,
                           sbx_error_t *err);

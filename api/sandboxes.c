@@ -27,7 +27,7 @@ static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent
 {
     json_t *props = json_object();
     *out = props;
-    if (in && api_validate_sandbox_shape(in, "properties", err) < 0)
+    if (in && api_validate_sandbox_shape(api, in, "properties", err) < 0)
         return -1;
     bool present;
     const char *ident = NULL;
@@ -167,7 +167,8 @@ static bool sandbox_claim_warm(api_t *api, st_tx_t *tx, const st_resource_t *par
         const char *state = json_string_value(json_object_get(mp, "state"));
         if (state && strcmp(state, "Ready") == 0 && m.host_id &&
             st_tx_resource_delete(tx, m.id, NULL) == 0) {
-            const char *keep[] = {"_runtimeId", "_cpu", "_memoryMiB"};
+            /* the member's place on its host, as admission counted it */
+            const char *keep[] = {"_runtimeId", "_cpu", "_memoryMiB", "_diskMiB", "_pids"};
             for (size_t k = 0; k < ARRAY_SIZE(keep); k++)
                 json_object_set(next->body, keep[k], json_object_get(m.body, keep[k]));
             char now[32];

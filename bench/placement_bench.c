@@ -33,9 +33,9 @@ int main(void)
         snprintf(name, sizeof(name), "h%02d", i);
         snprintf(url, sizeof(url), "https://10.0.0.%d:9443", i + 1);
         st_host_t h = {.name = name, .url = url, .environment = "default", .state = "Ready",
-                       .info = json_pack("{s:[s],s:{s:i,s:i,s:i}}", "drivers", "process",
-                                         "capacity", "cpu", 16, "memoryMiB", 65536, "sandboxes",
-                                         500),
+                       .info = json_pack("{s:[s],s:{s:i,s:i,s:i,s:i}}", "drivers", "process",
+                                         "capacity", "cpu", 16, "memoryMiB", 65536, "pids",
+                                         1 << 20, "sandboxes", 500),
                        .last_seen_ms = sbx_now_ms()};
         st_host_put(db, &h, NULL);
         json_decref(h.info);
@@ -48,11 +48,12 @@ int main(void)
     for (int i = 0; i < SANDBOXES; i++) {
         int64_t t0 = sbx_monotonic_us();
         char *host = NULL;
-        if (placement_choose(s, "default", "process", 0.5, 256, &host, &err) < 0) {
+        sched_need_t need = {.cpu = 0.5, .memory_mib = 256, .disk_mib = 256, .pids = 1024};
+        if (placement_choose(s, "default", "process", &need, &host, &err) < 0) {
             fprintf(stderr, "placement %d: %s\n", i, err.msg);
             return 1;
         }
-        placement_add(s, host, 0.5, 256, +1);
+        placement_add(s, host, &need, +1);
         per_host[atoi(host + 1)]++;
         free(host);
         t[i] = (double)(sbx_monotonic_us() - t0) / 1000.0;

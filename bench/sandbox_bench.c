@@ -275,8 +275,11 @@ int main(int argc, char **argv)
     pid_t pid = fork();
     if (pid == 0) {
         freopen(log, "w", stderr);
+        /* -n sandboxes at once on one machine: past what admission
+         * allows by default on a small one (2 cores, pid_max 32768).  */
         execl(bin, bin, "--listen", listen, "--data-dir", data, "--auth-token", TOKEN,
-              "--default-image", image, "--log-level", "warn", (char *)NULL);
+              "--default-image", image, "--log-level", "warn", "--overcommit-cpu", "64",
+              "--overcommit-pids", "8", (char *)NULL);
         _exit(127);
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -418,15 +418,46 @@ void rt_close(rt_runtime_t *rt)
     free(rt);
 }
 
+static uint64_t read_proc_number(const char *path)
+{
+    char buf[32] = "";
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, buf, sizeof(buf) - 1) <= 0)
+        return 0;
+    return strtoull(buf, NULL, 10);
+}
+
+static uint64_t at_most(uint64_t have, uint64_t cap)
+{
+    return cap && cap < have ? cap : have;
+}
+
+/* What the host has, cut to what the operator lets sandboxes have.  */
+static void health_totals(const rt_runtime_t *rt, rt_health_t *out)
+{
+    struct sysinfo si;
+    uint64_t ram = sysinfo(&si) == 0 ? (uint64_t)si.totalram * si.mem_unit / (1024 * 1024) : 0;
+    out->memory_total_mib = at_most(ram, rt->cfg.capacity_memory_mib);
+    /* The writable layers are tmpfs: RAM, never more than sandboxes get.  */
+    out->disk_total_mib = at_most(out->memory_total_mib, rt->cfg.capacity_disk_mib);
+    out->cpu_total = (double)sysconf(_SC_NPROCESSORS_ONLN);
+    if (rt->cfg.capacity_cpu > 0 && rt->cfg.capacity_cpu < out->cpu_total)
+        out->cpu_total = rt->cfg.capacity_cpu;
+    /* Every task of every sandbox takes a pid (and a thread) of the whole
+     * host, nested pid namespaces or not: the rest is left to the host's
+     * own processes and the agent's helpers.  */
+    out->pid_max = read_proc_number("/proc/sys/kernel/pid_max");
+    out->threads_max = read_proc_number("/proc/sys/kernel/threads-max");
+    uint64_t tasks = at_most(out->pid_max, out->threads_max);
+    out->pids_total = at_most(tasks * RT_PIDS_SHARE_PERCENT / 100, rt->cfg.capacity_pids);
+}
+
 int rt_health(rt_runtime_t *rt, rt_health_t *out, sbx_error_t *err)
 {
     if (!rt || !out)
         return sbx_error_set(err, SBX_ERR_INVALID, "rt_health: missing argument");
     memset(out, 0, sizeof *out);
-    struct sysinfo si;
-    if (sysinfo(&si) == 0)
-        out->memory_total_mib = (uint64_t)si.totalram * si.mem_unit / (1024 * 1024);
-    out->cpu_total = (double)sysconf(_SC_NPROCESSORS_ONLN);
+    health_totals(rt, out);
     unsigned slots = rt->cfg.max_sandboxes;
     if (!slots) {
         /* An idle sandbox costs well under a MiB; a slot per 32 MiB
@@ -447,6 +478,8 @@ int rt_health(rt_runtime_t *rt, rt_health_t *out, sbx_error_t *err)
         if (st == RT_STATE_RUNNING || st == RT_STATE_SUSPENDED || st == RT_STATE_CREATING) {
             out->cpu_allocated += sb->cpu;
             out->memory_allocated_mib += sb->memory_mib;
+            out->disk_allocated_mib += sb->disk_mib;
+            out->pids_allocated += sb->pids_max;
         }
     }
     pthread_mutex_unlock(&rt->mu);

@@ -37,6 +37,11 @@ typedef struct rt_config {
      * first range no other runtime of the host holds.  */
     uint32_t uid_start, uid_count;
     bool allow_microvm_emulation;
+    /* The most health reports as the host's capacity (0: what the host
+     * has), so an operator keeps the rest of the machine for other work.
+     * The scheduler admits sandboxes against these.  */
+    double capacity_cpu;
+    uint64_t capacity_memory_mib, capacity_disk_mib, capacity_pids;
 } rt_config_t;
 
 typedef struct rt_spec {
@@ -94,9 +99,17 @@ typedef struct rt_dirent {
     int64_t modified_ms;
 } rt_dirent_t;
 
+/* Capacity (totals) and what the sandboxes here are promised (their
+ * limits).  disk is the writable layers' tmpfs, so its total is memory;
+ * pids_total is the share of the kernel's pid_max (and threads-max) that
+ * sandboxes may hold together (RT_PIDS_SHARE_PERCENT of it).  */
+#define RT_PIDS_SHARE_PERCENT 75
 typedef struct rt_health {
     double cpu_total, cpu_allocated;
     uint64_t memory_total_mib, memory_allocated_mib;
+    uint64_t disk_total_mib, disk_allocated_mib;
+    uint64_t pids_total, pids_allocated;
+    uint64_t pid_max, threads_max; /* the kernel's, as read */
     unsigned slots_total, slots_used;
     const char *drivers[4]; /* names of usable drivers, NULL-terminated */
     uint32_t uid_start, uid_count; /* the host uids this runtime holds */

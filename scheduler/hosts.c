@@ -85,7 +85,9 @@ static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *
     }
     st_resource_done(&group);
     if (queued) {
-        placement_add(s, sb->host_id, sandbox_cpu(sb), sandbox_memory(sb), -1);
+        sched_need_t need;
+        sandbox_need(sb, &need);
+        placement_add(s, sb->host_id, &need, -1);
         sched_notify(s);
     }
     return queued;
@@ -175,9 +177,9 @@ int hosts_check_all(sched_t *s)
     return 0;
 }
 
-int host_find(sched_t *s, const char *name, st_host_t *out)
+int host_find(sched_t *s, const char *name, st_host_t *out, sbx_error_t *err)
 {
-    return st_host_get(s->db, name, out, NULL);
+    return st_host_get(s->db, name, out, err);
 }
 
 int sched_host_register(sched_t *s, const char *name, const char *url, const char *environment,

@@ -13,12 +13,22 @@
 #define GROUP_TYPE API_GROUP_TYPE
 #define POOL_TYPE API_POOL_TYPE
 
+/* What a sandbox is promised on its host: its limits, which admission
+ * counts against the host's capacity times the overcommit ratios.  */
+typedef struct sched_need {
+    double cpu, memory_mib, disk_mib, pids;
+} sched_need_t;
+
+/* The pids limit an agent gives every sandbox (the runtime's default; the
+ * agent API takes none), counted by admission.  */
+#define SANDBOX_PIDS 1024
+#define SANDBOX_DISK_MIB 1024 /* when neither the sandbox nor its group say */
+
 /* What one host has promised to sandboxes, kept in memory and rebuilt from
  * storage at start and by every reconcile pass.  */
 typedef struct host_load {
     char name[64];
-    double cpu;
-    double memory_mib;
+    sched_need_t used;
     unsigned sandboxes;
 } host_load_t;
 
@@ -79,16 +89,25 @@ json_t *agent_message(const json_t *reply);
 
 /* hosts.c */
 int hosts_check_all(sched_t *s);
-int host_find(sched_t *s, const char *name, st_host_t *out);
+int host_find(sched_t *s, const char *name, st_host_t *out, sbx_error_t *err);
 
 /* worker.c: at most workers - 1 lifecycle calls in flight per host.  */
 bool host_slot_take(sched_t *s, const char *host);
 void host_slot_give(sched_t *s, const char *host);
 
-/* placement.c */
-int placement_choose(sched_t *s, const char *environment, const char *driver, double cpu,
-                     double memory_mib, char **host_out, sbx_error_t *err);
-void placement_add(sched_t *s, const char *host, double cpu, double memory_mib, int sign);
+/* placement.c: choose the least loaded host of the environment that
+ * offers the driver and has room for need on the sums of what it already
+ * holds (caller holds place_lock until placement_add records the choice).
+ * A refusal is -1 with err's ARM code one of PLACE_*: the first two may
+ * pass later (wait), the last two never will (fail now); any other error
+ * is storage's.  */
+#define PLACE_NO_HOST "NoHostAvailable"
+#define PLACE_NO_ROOM "InsufficientCapacity"
+#define PLACE_NO_DRIVER "IsolationNotOffered"
+#define PLACE_TOO_LARGE "SandboxTooLarge"
+int placement_choose(sched_t *s, const char *environment, const char *driver,
+                     const sched_need_t *need, char **host_out, sbx_error_t *err);
+void placement_add(sched_t *s, const char *host, const sched_need_t *need, int sign);
 void placement_rebuild(sched_t *s);
 
 /* worker.c */
@@ -109,10 +128,18 @@ char *group_environment(const st_resource_t *group);
 /* Destroy a sandbox (or pool member) on its host: 0 when it is gone or its
  * host cannot be asked, -1 (why filled) when the call should be retried.  */
 int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size_t why_len);
-json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox);
+/* The agent's create request, with the group's and the server's defaults
+ * filled in; NULL (err filled) when the group could not be read.  */
+json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox, sbx_error_t *err);
+/* The same for a sandbox of `group` (which may be NULL: no group).  */
+json_t *sandbox_agent_spec_in(const st_resource_t *group, const st_resource_t *sandbox);
 const char *sandbox_runtime_id(const st_resource_t *sandbox);
-double sandbox_cpu(const st_resource_t *sandbox);
-double sandbox_memory(const st_resource_t *sandbox);
+/* What a placed sandbox holds on its host (recorded at placement), and
+ * what an agent spec asks for.  */
+void sandbox_need(const st_resource_t *sandbox, sched_need_t *out);
+void spec_need(const json_t *spec, sched_need_t *out);
+/* Record a placement's need in the row's bookkeeping ('_' keys).  */
+void sandbox_need_store(json_t *body, const sched_need_t *need);
 /* Update a sandbox's reported properties in one transaction.  */
 int sandbox_update_props(st_db_t *db, const char *id, json_t *patch, const char *host_id,
                          sbx_error_t *err);

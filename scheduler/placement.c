@@ -1,15 +1,26 @@
-/* placement.c -- where a new sandbox runs.  Candidates are Ready hosts of
- * the group's environment that report the sandbox's driver, have a free
- * slot (the agent derives its slot count from its memory) and at least as
- * many cores and as much memory as the sandbox's limits.  Limits are caps,
- * not reservations (an idle sandbox uses almost nothing), so they do not
- * fill a host up; they weigh it: the candidate with the lowest load, the
- * largest of its cpu share, memory share and slot share after placing,
- * wins, which spreads sandboxes across hosts.  */
+/* placement.c -- where a new sandbox runs, and whether it may run at all.
+ * Candidates are Ready hosts of the group's environment that report the
+ * sandbox's driver.  Admission is on sums: the cpu, memory, disk and pids
+ * limits of the sandboxes a host holds, plus the new one's, must stay
+ * within what the host reports times the operator's overcommit ratio, and
+ * a slot must be free.  Among the hosts with room the least loaded wins
+ * (the largest of its shares after placing), which spreads sandboxes.  */
 #include "scheduler/internal.h"
 
 #include <string.h>
 
+enum { R_CPU, R_MEMORY, R_DISK, R_PIDS, R_SLOTS, R_N };
+
+/* Key in the health report's "capacity", and how an amount reads.  */
+static const struct resource {
+    const char *key, *unit, *noun;
+} resources[R_N] = {
+    [R_CPU] = {"cpu", "cpu", NULL},
+    [R_MEMORY] = {"memoryMiB", "MiB", "memory"},
+    [R_DISK] = {"diskMiB", "MiB", "disk"},
+    [R_PIDS] = {"pids", "pids", NULL},
+    [R_SLOTS] = {"sandboxes", "slots", NULL},
+};
 
 static host_load_t *load_of(sched_t *s, const char *host)
 {
@@ -23,12 +34,19 @@ static host_load_t *load_of(sched_t *s, const char *host)
     return l;
 }
 
-void placement_add(sched_t *s, const char *host, double cpu, double memory_mib, int sign)
+static void need_add(sched_need_t *to, const sched_need_t *n, int sign)
+{
+    to->cpu += sign * n->cpu;
+    to->memory_mib += sign * n->memory_mib;
+    to->disk_mib += sign * n->disk_mib;
+    to->pids += sign * n->pids;
+}
+
+void placement_add(sched_t *s, const char *host, const sched_need_t *need, int sign)
 {
     pthread_mutex_lock(&s->lock);
     host_load_t *l = load_of(s, host);
-    l->cpu += sign * cpu;
-    l->memory_mib += sign * memory_mib;
+    need_add(&l->used, need, sign);
     if (sign > 0)
         l->sandboxes++;
     else if (l->sandboxes > 0)
@@ -61,6 +79,9 @@ typedef struct load_count {
     size_t n;
 } load_count_t;
 
+/* Every placed sandbox counts, whatever its state: a stopped or failed
+ * one can start again on the same host, so it keeps its share until it is
+ * deleted.  */
 static void count_one(void *ud, const st_resource_t *r)
 {
     load_count_t *c = ud;
@@ -75,8 +96,9 @@ static void count_one(void *ud, const st_resource_t *r)
         snprintf(c->loads[c->n].name, sizeof(c->loads[c->n].name), "%s", r->host_id);
         c->n++;
     }
-    c->loads[k].cpu += sandbox_cpu(r);
-    c->loads[k].memory_mib += sandbox_memory(r);
+    sched_need_t need;
+    sandbox_need(r, &need);
+    need_add(&c->loads[k].used, &need, +1);
     c->loads[k].sandboxes++;
 }
 
@@ -89,68 +111,260 @@ static void count_type(sched_t *s, const char *type, host_load_t **loads_io, siz
     *n_io = c.n;
 }
 
-static bool has_driver(const json_t *info, const char *driver)
+/* ---- admission ---- */
+
+/* 1 when the host reports the driver, 0 when it does not, -1 when it has
+ * not reported its drivers yet.  */
+static int has_driver(const json_t *info, const char *driver)
+{
+    json_t *list = json_object_get(info, "drivers");
+    if (!json_is_array(list))
+        return -1;
+    size_t i;
+    json_t *d;
+    json_array_foreach(list, i, d) {
+        if (json_is_string(d) && strcmp(json_string_value(d), driver) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static double reported(const json_t *info, const char *key)
+{
+    json_t *v = json_object_get(json_object_get(info, "capacity"), key);
+    double d = json_is_number(v) ? json_number_value(v) : 0;
+    return d > 0 ? d : 0;
+}
+
+/* What a host may promise in all, per resource: its reported capacity
+ * times the ratio; -1 where it reports none (not limited).  */
+static void host_budget(const sched_t *s, const json_t *info, double budget[R_N])
+{
+    const double ratio[R_N] = {s->cfg.overcommit_cpu, s->cfg.overcommit_memory,
+                               s->cfg.overcommit_disk, s->cfg.overcommit_pids, 1.0};
+    for (int r = 0; r < R_N; r++) {
+        double cap = reported(info, resources[r].key);
+        /* An agent that reports no disk: its writable layers are RAM.  */
+        if (r == R_DISK && cap == 0)
+            cap = reported(info, "memoryMiB");
+        budget[r] = cap > 0 ? cap * ratio[r] : -1;
+    }
+}
+
+static void need_vector(const sched_need_t *n, double v[R_N])
+{
+    v[R_CPU] = n->cpu;
+    v[R_MEMORY] = n->memory_mib;
+    v[R_DISK] = n->disk_mib;
+    v[R_PIDS] = n->pids;
+    v[R_SLOTS] = 1;
+}
+
+static void used_vector(const host_load_t *l, double v[R_N])
+{
+    need_vector(&l->used, v);
+    v[R_SLOTS] = l->sandboxes;
+}
+
+/* What every host of the environment said, for the verdict and its
+ * message.  R_N stands for "memory plus disk above the host's RAM".  */
+typedef struct tally {
+    size_t in_env, reported, offer, ready, never;
+    size_t never_by[R_N + 1], short_by[R_N];
+    double biggest[R_N + 1];  /* largest budget of a host offering the driver */
+    double most_free[R_N];    /* largest free amount on a Ready candidate */
+    char offered[96];         /* drivers the environment's hosts offer */
+    double best;
+    const char *chosen;
+} tally_t;
+
+static void note_offered(tally_t *t, const json_t *info)
 {
     size_t i;
     json_t *d;
     json_array_foreach(json_object_get(info, "drivers"), i, d) {
-        if (json_is_string(d) && strcmp(json_string_value(d), driver) == 0)
-            return true;
+        const char *name = json_string_value(d);
+        if (!name || strlen(name) > 16 || strstr(t->offered, name))
+            continue;
+        size_t len = strlen(t->offered);
+        snprintf(t->offered + len, sizeof(t->offered) - len, "%s%s", len ? ", " : "", name);
     }
-    return false;
 }
 
-static double capacity(const json_t *info, const char *key)
+/* Could this host, empty, ever take the sandbox?  Counts the first
+ * reason it could not.  */
+static bool tally_never(tally_t *t, const json_t *info, const double budget[R_N],
+                        const double need[R_N])
 {
-    json_t *v = json_object_get(json_object_get(info, "capacity"), key);
-    return json_is_number(v) ? json_number_value(v) : 0;
+    int why = -1;
+    for (int r = 0; r < R_N && why < 0; r++)
+        if (budget[r] >= 0 && need[r] > budget[r])
+            why = r;
+    /* The writable layer is tmpfs: a sandbox that fills its memory and its
+     * disk holds both in RAM, which no ratio makes larger.  */
+    double ram = reported(info, "memoryMiB");
+    if (why < 0 && ram > 0 && need[R_MEMORY] + need[R_DISK] > ram)
+        why = R_N;
+    for (int r = 0; r < R_N; r++)
+        if (budget[r] > t->biggest[r])
+            t->biggest[r] = budget[r];
+    if (ram > t->biggest[R_N])
+        t->biggest[R_N] = ram;
+    if (why >= 0) {
+        t->never++;
+        t->never_by[why]++;
+    }
+    return why < 0;
 }
 
-int placement_choose(sched_t *s, const char *environment, const char *driver, double cpu,
-                     double memory_mib, char **host_out, sbx_error_t *err)
+/* A Ready candidate: has it room, and how loaded would it be?  */
+static void tally_candidate(tally_t *t, const st_host_t *h, const host_load_t *l,
+                            const double budget[R_N], const double need[R_N])
+{
+    double used[R_N];
+    used_vector(l, used);
+    bool fits = true;
+    double load = 0;
+    for (int r = 0; r < R_N; r++) {
+        if (budget[r] < 0)
+            continue;
+        double free_now = budget[r] - used[r];
+        if (free_now > t->most_free[r])
+            t->most_free[r] = free_now;
+        if (used[r] + need[r] > budget[r] * (1 + 1e-9)) {
+            fits = false;
+            t->short_by[r]++;
+        } else if ((used[r] + need[r]) / budget[r] > load) {
+            load = (used[r] + need[r]) / budget[r];
+        }
+    }
+    if (fits && load < t->best) {
+        t->best = load;
+        t->chosen = h->name;
+    }
+}
+
+static int most_counted(const size_t *counts, int n)
+{
+    int best = 0;
+    for (int r = 1; r < n; r++)
+        if (counts[r] > counts[best])
+            best = r;
+    return best;
+}
+
+/* A figure as a person writes it: at most two decimals, none trailing.  */
+static const char *num(double v, char buf[32])
+{
+    snprintf(buf, 32, "%.2f", v > -0.005 && v < 0.005 ? 0.0 : v);
+    char *dot = strchr(buf, '.');
+    if (dot) {
+        char *end = buf + strlen(buf);
+        while (end > dot && (end[-1] == '0' || end[-1] == '.'))
+            *--end = '\0';
+    }
+    return buf;
+}
+
+static void amount(int r, double v, char *buf, size_t len)
+{
+    const struct resource *res = &resources[r];
+    char n[32];
+    snprintf(buf, len, "%s %s%s%s", num(v, n), res->unit, res->noun ? " of " : "",
+             res->noun ? res->noun : "");
+}
+
+/* Why no host takes the sandbox, as the error the worker acts on.  */
+static int refusal(const tally_t *t, const char *env, const char *driver, const double need[R_N],
+                   sbx_error_t *err)
+{
+    char want[64], have[64], n1[32], n2[32];
+    if (t->in_env == 0)
+        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_HOST,
+                             "no host is registered in environment '%s'", env);
+    if (t->offer == 0 && t->reported == t->in_env)
+        return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_NO_DRIVER,
+                             "no host in environment '%s' offers the '%s' isolation (they "
+                             "offer: %s)",
+                             env, driver, t->offered[0] ? t->offered : "none");
+    if (t->offer > 0 && t->never == t->offer) {
+        /* Name a reason that holds for every host.  */
+        if (t->biggest[R_N] > 0 && need[R_MEMORY] + need[R_DISK] > t->biggest[R_N])
+            return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_TOO_LARGE,
+                                 "memoryMiB plus diskMiB (%s MiB) is more than the memory of "
+                                 "any host in environment '%s' (largest: %s MiB); the "
+                                 "writable layer is held in memory",
+                                 num(need[R_MEMORY] + need[R_DISK], n1), env,
+                                 num(t->biggest[R_N], n2));
+        for (int r = 0; r < R_N; r++) {
+            if (!t->never_by[r] || need[r] <= t->biggest[r])
+                continue;
+            amount(r, need[r], want, sizeof(want));
+            return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_TOO_LARGE,
+                                 "no host in environment '%s' can ever hold %s (largest: %s %s)",
+                                 env, want, num(t->biggest[r], n1), resources[r].unit);
+        }
+        return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_TOO_LARGE,
+                             "no host in environment '%s' can ever hold %s cpu, %s MiB of "
+                             "memory and %s MiB of disk together",
+                             env, num(need[R_CPU], n1), num(need[R_MEMORY], n2),
+                             num(need[R_DISK], have));
+    }
+    if (t->ready == 0)
+        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_HOST,
+                             "no Ready host in environment '%s' offers the '%s' isolation", env,
+                             driver);
+    int r = most_counted(t->short_by, R_N);
+    if (t->short_by[r] == 0) /* the Ready hosts are all too small */
+        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_HOST,
+                             "no Ready host in environment '%s' is large enough for it", env);
+    if (r == R_SLOTS)
+        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_ROOM,
+                             "no host in environment '%s' has a free sandbox slot", env);
+    amount(r, need[r], want, sizeof(want));
+    snprintf(have, sizeof(have), "%s %s", num(t->most_free[r] > 0 ? t->most_free[r] : 0, n1),
+             resources[r].unit);
+    return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_ROOM,
+                         "no host in environment '%s' has %s free (largest free: %s)", env, want,
+                         have);
+}
+
+int placement_choose(sched_t *s, const char *environment, const char *driver,
+                     const sched_need_t *need, char **host_out, sbx_error_t *err)
 {
     st_host_t *hosts = NULL;
     size_t n = 0;
     if (st_host_list(s->db, &hosts, &n, err) < 0)
         return -1;
-    double best = 1e300;
-    const char *chosen = NULL;
-    size_t candidates = 0;
+    double want[R_N];
+    need_vector(need, want);
+    tally_t t = {.best = 1e300};
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < n; i++) {
         st_host_t *h = &hosts[i];
-        if (strcmp(h->state, "Ready") != 0 || strcasecmp(h->environment, environment) != 0 ||
-            !has_driver(h->info, driver))
+        if (strcasecmp(h->environment, environment) != 0)
             continue;
-        candidates++;
-        double cap_cpu = capacity(h->info, "cpu"), cap_mem = capacity(h->info, "memoryMiB");
-        double slots = capacity(h->info, "sandboxes");
-        host_load_t *l = load_of(s, h->name);
-        if ((cap_cpu > 0 && cpu > cap_cpu) || (cap_mem > 0 && memory_mib > cap_mem) ||
-            (slots > 0 && l->sandboxes + 1 > slots))
+        t.in_env++;
+        int offers = has_driver(h->info, driver);
+        if (offers >= 0)
+            t.reported++;
+        note_offered(&t, h->info);
+        if (offers <= 0)
             continue;
-        double cpu_share = cap_cpu > 0 ? (l->cpu + cpu) / cap_cpu : 1.0;
-        double mem_share = cap_mem > 0 ? (l->memory_mib + memory_mib) / cap_mem : 1.0;
-        double slot_share = slots > 0 ? (l->sandboxes + 1) / slots : 0.0;
-        double load = cpu_share > mem_share ? cpu_share : mem_share;
-        if (slot_share > load)
-            load = slot_share;
-        if (load < best) {
-            best = load;
-            chosen = h->name;
-        }
+        t.offer++;
+        double budget[R_N];
+        host_budget(s, h->info, budget);
+        bool could = tally_never(&t, h->info, budget, want);
+        if (strcmp(h->state, "Ready") != 0)
+            continue;
+        t.ready++;
+        if (could)
+            tally_candidate(&t, h, load_of(s, h->name), budget, want);
     }
-    if (chosen)
-        *host_out = xstrdup(chosen);
+    if (t.chosen)
+        *host_out = xstrdup(t.chosen);
     pthread_mutex_unlock(&s->lock);
+    int ret = t.chosen ? 0 : refusal(&t, environment, driver, want, err);
     st_hosts_free(hosts, n);
-    if (chosen)
-        return 0;
-    if (candidates == 0)
-        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, "NoHostAvailable",
-                             "No ready host in environment '%s' offers the '%s' isolation.",
-                             environment, driver);
-    return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, "InsufficientCapacity",
-                         "No host in environment '%s' has room for %.2f cpu and %.0f MiB.",
-                         environment, cpu, memory_mib);
+    return ret;
 }

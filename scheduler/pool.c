@@ -25,11 +25,13 @@ static void destroy_member(sched_t *s, const st_resource_t *m)
         st_resource_delete(s->db, m->id, NULL);
 }
 
-/* The agent spec a sandbox with no properties of its own gets in group g.  */
-static json_t *default_spec(sched_t *s, const st_resource_t *g)
+/* The agent spec a sandbox with no properties of its own gets in group g
+ * (from g as read, so no second read can fail and make every member look
+ * stale).  */
+static json_t *default_spec(const st_resource_t *g)
 {
     st_resource_t fake = {.parent_id = g->id, .body = json_pack("{s:{}}", "properties")};
-    json_t *spec = sandbox_agent_spec(s->db, &fake);
+    json_t *spec = sandbox_agent_spec_in(g, &fake);
     json_decref(fake.body);
     return spec;
 }
@@ -40,15 +42,15 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
 {
     char rid[37];
     sbx_uuid(rid);
-    double cpu = json_number_value(json_object_get(spec, "cpu"));
-    double mem = json_number_value(json_object_get(spec, "memoryMiB"));
+    sched_need_t need;
+    spec_need(spec, &need);
     _cleanup_free_ char *env = group_environment(g);
     char *host = NULL;
     sbx_error_t err = {0};
     st_resource_t m = {0};
     pthread_mutex_lock(&s->place_lock);
-    int ret = placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), cpu,
-                               mem, &host, &err);
+    int ret = placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need,
+                               &host, &err);
     if (ret == 0) {
         m.id = xasprintf("%s/poolSandboxes/%s", g->id, rid);
         m.type = xstrdup(API_POOL_TYPE);
@@ -57,22 +59,22 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
         m.resource_group = xstrdup(g->resource_group);
         m.parent_id = xstrdup(g->id);
         m.host_id = xstrdup(host);
-        m.body = json_pack("{s:s,s:s,s:f,s:f,s:O,s:{s:s,s:s}}", "type", "pool", "_runtimeId",
-                           rid, "_cpu", cpu, "_memoryMiB", mem, "_spec", spec, "properties",
-                           "state", "Starting", "host", host);
+        m.body = json_pack("{s:s,s:s,s:O,s:{s:s,s:s}}", "type", "pool", "_runtimeId", rid,
+                           "_spec", spec, "properties", "state", "Starting", "host", host);
+        sandbox_need_store(m.body, &need);
         st_tx_t *tx = st_begin(s->db, &err);
         ret = tx ? st_tx_resource_put(tx, &m, &err) : -1;
         if (ret == 0)
             ret = st_commit(TAKE_PTR(tx), &err);
         st_rollback(tx);
         if (ret == 0)
-            placement_add(s, host, cpu, mem, +1);
+            placement_add(s, host, &need, +1);
     }
     pthread_mutex_unlock(&s->place_lock);
     if (ret == 0)
         pool_start_on_host(s, &m);
-    else
-        sbx_log(SBX_LOG_WARN, MODULE_NAME, "warm pool of %s: %s", g->name, err.msg);
+    else /* a full environment is the usual reason: said once a pass at most */
+        sbx_log(SBX_LOG_INFO, MODULE_NAME, "warm pool of %s: %s", g->name, err.msg);
     free(host);
     st_resource_done(&m);
 }
@@ -81,8 +83,12 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
 void pool_start_on_host(sched_t *s, const st_resource_t *m)
 {
     st_host_t h = {0};
-    if (!m->host_id || host_find(s, m->host_id, &h) < 0) {
-        st_resource_delete(s->db, m->id, NULL);
+    sbx_error_t err = {0};
+    if (!m->host_id || host_find(s, m->host_id, &h, &err) < 0) {
+        /* Storage that could not answer is no reason to drop the member:
+         * the next pass finds it Starting and tries again.  */
+        if (!m->host_id || err.code == SBX_ERR_NOT_FOUND)
+            st_resource_delete(s->db, m->id, NULL);
         return;
     }
     const char *rid = json_string_value(json_object_get(m->body, "_runtimeId"));
@@ -122,7 +128,7 @@ static void keep_group(sched_t *s, const st_resource_t *g, int64_t now)
     size_t want = json_is_integer(want_j) ? (size_t)json_integer_value(want_j) : 0;
     if (ps && strcmp(ps, "Deleting") == 0)
         want = 0;
-    _cleanup_json_ json_t *spec = default_spec(s, g);
+    _cleanup_json_ json_t *spec = default_spec(g);
     st_list_query_t q = {.type = API_POOL_TYPE, .parent_id = g->id, .limit = 1000};
     st_list_t l = {0};
     if (st_resource_list(s->db, &q, &l, NULL) < 0)

@@ -27,7 +27,7 @@ static int sandbox_host(sched_t *s, const st_resource_t *sb, st_host_t *h, http_
                          why && *why ? why : "no detail");
         return -1;
     }
-    if (host_find(s, sb->host_id, h) < 0 || strcmp(h->state, "Down") == 0) {
+    if (host_find(s, sb->host_id, h, NULL) < 0 || strcmp(h->state, "Down") == 0) {
         http_reply_error(res, 503, "HostUnavailable",
                          "The sandbox's host '%s' is not answering.", sb->host_id);
         return -1;

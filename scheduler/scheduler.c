@@ -46,6 +46,16 @@ sched_t *sched_new(const sched_config_t *cfg, st_db_t *db, sbx_error_t *err)
         s->cfg.max_attempts = 5;
     if (!s->cfg.agent_timeout_ms)
         s->cfg.agent_timeout_ms = 60000;
+    if (!(s->cfg.overcommit_cpu > 0))
+        s->cfg.overcommit_cpu = 4.0;
+    if (!(s->cfg.overcommit_memory > 0))
+        s->cfg.overcommit_memory = 1.0;
+    if (!(s->cfg.overcommit_disk > 0))
+        s->cfg.overcommit_disk = 4.0;
+    if (!(s->cfg.overcommit_pids > 0))
+        s->cfg.overcommit_pids = 1.0;
+    if (s->cfg.placement_wait_ms <= 0)
+        s->cfg.placement_wait_ms = 600000;
     s->db = db;
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->place_lock, NULL);

@@ -6,8 +6,11 @@
  *
  * Policies (docs/scheduler.md has the long form):
  * - placement: Ready hosts of the group's environment that report the
- *   sandbox's driver and have room for its cpu and memory (with 10%
- *   headroom) and a free slot; among them the least loaded (spread).
+ *   sandbox's driver, with room on the sums of cpu, memory, disk and pids
+ *   limits of their sandboxes (capacity times the overcommit ratios) and a
+ *   free slot; among them the least loaded (spread).  A create with no
+ *   such host waits (Pending, statusMessage saying why) up to
+ *   placement_wait_ms, or fails at once when no host could ever take it.
  * - a host that has not answered its health check for host_down_ms is Down;
  *   its sandboxes become Failed with a statusMessage saying so.
  * - every lifecycle call to an agent is retried with backoff; an operation
@@ -31,6 +34,15 @@ typedef struct sched_config {
     int reconcile_interval_ms;  /* 0: 1000 */
     int max_attempts;           /* 0: 5 */
     int agent_timeout_ms;       /* lifecycle calls; 0: 60000 */
+    /* Admission: the sums of the limits of a host's sandboxes stay within
+     * its reported capacity times these ratios (0: the defaults below).  */
+    double overcommit_cpu;      /* 0: 4.0 (cpu is shared, not lost) */
+    double overcommit_memory;   /* 0: 1.0 */
+    double overcommit_disk;     /* 0: 4.0 (tmpfs pages are charged to memory) */
+    double overcommit_pids;     /* 0: 1.0 */
+    /* How long a create waits for a host with room before it fails; 0:
+     * 600000 (10 minutes).  */
+    int placement_wait_ms;
 } sched_config_t;
 
 sched_t *sched_new(const sched_config_t *cfg, st_db_t *db, sbx_error_t *err);

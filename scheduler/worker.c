@@ -95,31 +95,40 @@ static json_t *effective(const json_t *props, const json_t *defaults, const char
     return v ? v : json_object_get(defaults, key);
 }
 
-static json_t *group_defaults(st_db_t *db, const st_resource_t *sandbox, st_resource_t *group)
+static double body_number(const st_resource_t *r, const char *key, double dflt)
 {
-    if (!sandbox->parent_id || st_resource_get(db, sandbox->parent_id, group, NULL) < 0)
-        return NULL;
-    return json_object_get(props_of(group), "sandboxDefaults");
+    json_t *v = json_object_get(r->body, key);
+    return json_is_number(v) ? json_number_value(v) : dflt;
 }
 
-double sandbox_cpu(const st_resource_t *sandbox)
+void sandbox_need(const st_resource_t *sandbox, sched_need_t *out)
 {
-    json_t *v = json_object_get(sandbox->body, "_cpu");
-    return json_is_number(v) ? json_number_value(v) : 1.0;
+    out->cpu = body_number(sandbox, "_cpu", 1.0);
+    out->memory_mib = body_number(sandbox, "_memoryMiB", 256.0);
+    /* Rows placed before disk and pids were counted hold the defaults.  */
+    out->disk_mib = body_number(sandbox, "_diskMiB", SANDBOX_DISK_MIB);
+    out->pids = body_number(sandbox, "_pids", SANDBOX_PIDS);
 }
 
-double sandbox_memory(const st_resource_t *sandbox)
+void spec_need(const json_t *spec, sched_need_t *out)
 {
-    json_t *v = json_object_get(sandbox->body, "_memoryMiB");
-    return json_is_number(v) ? json_number_value(v) : 256.0;
+    out->cpu = json_number_value(json_object_get(spec, "cpu"));
+    out->memory_mib = json_number_value(json_object_get(spec, "memoryMiB"));
+    out->disk_mib = json_number_value(json_object_get(spec, "diskMiB"));
+    out->pids = SANDBOX_PIDS;
 }
 
-/* The agent's create request, with group defaults and server defaults
- * filled in.  */
-json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox)
+void sandbox_need_store(json_t *body, const sched_need_t *need)
 {
-    st_resource_t group = {0};
-    json_t *defaults = group_defaults(db, sandbox, &group);
+    json_object_set_new(body, "_cpu", json_real(need->cpu));
+    json_object_set_new(body, "_memoryMiB", json_real(need->memory_mib));
+    json_object_set_new(body, "_diskMiB", json_real(need->disk_mib));
+    json_object_set_new(body, "_pids", json_real(need->pids));
+}
+
+json_t *sandbox_agent_spec_in(const st_resource_t *group, const st_resource_t *sandbox)
+{
+    json_t *defaults = group ? json_object_get(props_of(group), "sandboxDefaults") : NULL;
     json_t *props = props_of(sandbox);
     json_t *image = effective(props, defaults, "image");
     json_t *cpu = effective(props, defaults, "cpu");
@@ -131,11 +140,40 @@ json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox)
                              iso ? json_string_value(iso) : "process", "cpu",
                              cpu ? json_number_value(cpu) : 1.0, "memoryMiB",
                              (json_int_t)(mem ? json_number_value(mem) : 256), "diskMiB",
-                             (json_int_t)(disk ? json_number_value(disk) : 1024));
+                             (json_int_t)(disk ? json_number_value(disk) : SANDBOX_DISK_MIB));
     json_t *env = json_object();
     json_object_update(env, json_object_get(defaults, "env"));
     json_object_update(env, json_object_get(props, "env"));
     json_object_set_new(spec, "env", env);
+    return spec;
+}
+
+/* The sandbox's group: 1 read into *group, 0 when it has none or it is
+ * gone (its sandboxes are being deleted with it: server defaults do), -1
+ * when storage could not read it, which must not pass for "no group" or
+ * the sandbox would start from the wrong image, limits and environment.  */
+static int read_group(st_db_t *db, const st_resource_t *sandbox, st_resource_t *group,
+                      sbx_error_t *err)
+{
+    if (!sandbox->parent_id)
+        return 0;
+    sbx_error_t gerr = {0};
+    if (st_resource_get(db, sandbox->parent_id, group, &gerr) == 0)
+        return 1;
+    if (gerr.code == SBX_ERR_NOT_FOUND)
+        return 0;
+    if (err)
+        *err = gerr;
+    return -1;
+}
+
+json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox, sbx_error_t *err)
+{
+    st_resource_t group = {0};
+    int have = read_group(db, sandbox, &group, err);
+    if (have < 0)
+        return NULL;
+    json_t *spec = sandbox_agent_spec_in(have ? &group : NULL, sandbox);
     st_resource_done(&group);
     return spec;
 }
@@ -148,16 +186,6 @@ char *group_environment(const st_resource_t *group)
     const char *slash = env ? strrchr(env, '/') : NULL;
     char *label = xstrdup(slash && slash[1] ? slash + 1 : "default");
     sbx_str_lower(label);
-    return label;
-}
-
-static char *sandbox_environment(st_db_t *db, const st_resource_t *sandbox)
-{
-    st_resource_t group = {0};
-    if (!sandbox->parent_id || st_resource_get(db, sandbox->parent_id, &group, NULL) < 0)
-        return xstrdup("default");
-    char *label = group_environment(&group);
-    st_resource_done(&group);
     return label;
 }
 
@@ -194,6 +222,14 @@ static void finish(sched_t *s, const st_operation_t *op, bool ok, const char *co
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "operation %s: %s", op->id, err.msg);
 }
 
+static void op_store(sched_t *s, const st_operation_t *op)
+{
+    st_tx_t *tx = st_begin(s->db, NULL);
+    if (tx && st_tx_operation_put(tx, op, NULL) == 0)
+        st_commit(TAKE_PTR(tx), NULL);
+    st_rollback(tx);
+}
+
 static void retry_later(sched_t *s, st_operation_t *op, const char *why)
 {
     op->attempts++;
@@ -205,11 +241,59 @@ static void retry_later(sched_t *s, st_operation_t *op, const char *why)
     }
     int64_t backoff = 500LL << (op->attempts < 6 ? op->attempts : 6);
     op->next_attempt_ms = sbx_now_ms() + (backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS);
-    st_tx_t *tx = st_begin(s->db, NULL);
-    if (tx && st_tx_operation_put(tx, op, NULL) == 0)
-        st_commit(TAKE_PTR(tx), NULL);
-    st_rollback(tx);
+    op_store(s, op);
     sbx_log(SBX_LOG_WARN, MODULE_NAME, "operation %s attempt %d: %s", op->id, op->attempts, why);
+}
+
+/* ---- placement ---- */
+
+#define PLACEMENT_RETRY_MS 1000
+#define WAITING_PREFIX "waiting for a host with room: "
+
+static bool arm_code_is(const sbx_error_t *e, const char *code)
+{
+    return strcmp(e->arm_code, code) == 0;
+}
+
+static bool refused_for_now(const sbx_error_t *e)
+{
+    return arm_code_is(e, PLACE_NO_HOST) || arm_code_is(e, PLACE_NO_ROOM);
+}
+
+static bool refused_for_good(const sbx_error_t *e)
+{
+    return arm_code_is(e, PLACE_NO_DRIVER) || arm_code_is(e, PLACE_TOO_LARGE);
+}
+
+/* No host takes the sandbox.  It waits, Pending with a statusMessage that
+ * says why, and is tried again every second (room frees as sandboxes go)
+ * until placement_wait_ms have passed since the request; then, or at once
+ * when no host could ever take it, the create fails.  Waiting costs no
+ * attempt: attempts count failed calls to hosts.  */
+static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_t *sb,
+                              const sbx_error_t *e)
+{
+    int64_t now = sbx_now_ms();
+    bool for_good = refused_for_good(e);
+    if (for_good || now - op->start_ms >= s->cfg.placement_wait_ms) {
+        _cleanup_free_ char *msg =
+            for_good ? xstrdup(e->msg)
+                     : xasprintf("no host had room within %d s: %s",
+                                 (s->cfg.placement_wait_ms + 999) / 1000, e->msg);
+        json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
+        finish(s, op, false, e->arm_code, msg, patch);
+        json_decref(patch);
+        return;
+    }
+    _cleanup_free_ char *msg = xasprintf(WAITING_PREFIX "%s", e->msg);
+    const char *was = json_string_value(json_object_get(props_of(sb), "statusMessage"));
+    if (!was || strcmp(was, msg) != 0) {
+        json_t *patch = json_pack("{s:s,s:s}", "state", "Pending", "statusMessage", msg);
+        sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+        json_decref(patch);
+    }
+    op->next_attempt_ms = now + PLACEMENT_RETRY_MS;
+    op_store(s, op);
 }
 
 static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const char *env,
@@ -223,8 +307,13 @@ static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *
         *host = xstrdup(sb->host_id);
         return 0;
     }
-    _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, sb);
-    _cleanup_free_ char *env = sandbox_environment(s->db, sb);
+    st_resource_t group = {0};
+    int have = read_group(s->db, sb, &group, err);
+    if (have < 0)
+        return -1;
+    _cleanup_json_ json_t *spec = sandbox_agent_spec_in(have ? &group : NULL, sb);
+    _cleanup_free_ char *env = have ? group_environment(&group) : xstrdup("default");
+    st_resource_done(&group);
     pthread_mutex_lock(&s->place_lock);
     int ret = placement_record(s, sb, spec, env, host, err);
     pthread_mutex_unlock(&s->place_lock);
@@ -235,10 +324,10 @@ static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *
 static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const char *env,
                             char **host, sbx_error_t *err)
 {
-    double cpu = json_number_value(json_object_get(spec, "cpu"));
-    double mem = json_number_value(json_object_get(spec, "memoryMiB"));
-    if (placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), cpu, mem,
-                         host, err) < 0)
+    sched_need_t need;
+    spec_need(spec, &need);
+    if (placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need, host,
+                         err) < 0)
         return -1;
     char rid[37];
     sbx_uuid(rid);
@@ -246,11 +335,14 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
     st_resource_t cur = {0};
     int ret = tx ? st_tx_resource_get(tx, sb->id, &cur, err) : -1;
     if (ret == 0) {
+        json_t *props = props_of(&cur);
+        const char *msg = json_string_value(json_object_get(props, "statusMessage"));
         json_object_set_new(cur.body, "_runtimeId", json_string(rid));
-        json_object_set_new(cur.body, "_cpu", json_real(cpu));
-        json_object_set_new(cur.body, "_memoryMiB", json_real(mem));
-        json_object_set_new(props_of(&cur), "state", json_string("Starting"));
-        json_object_set_new(props_of(&cur), "host", json_string(*host));
+        sandbox_need_store(cur.body, &need);
+        json_object_set_new(props, "state", json_string("Starting"));
+        json_object_set_new(props, "host", json_string(*host));
+        if (msg && sbx_str_has_prefix(msg, WAITING_PREFIX))
+            json_object_set_new(props, "statusMessage", json_string(""));
         free(cur.host_id);
         cur.host_id = xstrdup(*host);
         ret = st_tx_resource_put(tx, &cur, err);
@@ -259,7 +351,7 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
         ret = st_commit(TAKE_PTR(tx), err);
     st_rollback(tx);
     if (ret == 0) {
-        placement_add(s, *host, cpu, mem, +1);
+        placement_add(s, *host, &need, +1);
         st_resource_done(sb);
         *sb = cur;
     } else {
@@ -347,14 +439,25 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
     sbx_error_t err = {0};
     st_resource_t sb = {0};
     if (st_resource_get(s->db, op->resource_id, &sb, &err) < 0) {
-        finish(s, op, false, "ResourceNotFound", "The sandbox was deleted while it was created.",
-               NULL);
+        if (err.code == SBX_ERR_NOT_FOUND)
+            finish(s, op, false, "ResourceNotFound",
+                   "The sandbox was deleted while it was created.", NULL);
+        else
+            retry_later(s, op, err.msg);
         return true;
     }
     _cleanup_free_ char *host = NULL;
     st_host_t h = {0};
-    if (assign_host(s, &sb, &host, &err) < 0 || host_find(s, host, &h) < 0) {
-        retry_later(s, op, err.msg[0] ? err.msg : "the sandbox's host is no longer registered");
+    if (assign_host(s, &sb, &host, &err) < 0) {
+        if (refused_for_now(&err) || refused_for_good(&err))
+            placement_refused(s, op, &sb, &err);
+        else
+            retry_later(s, op, err.msg);
+        st_resource_done(&sb);
+        return true;
+    }
+    if (host_find(s, host, &h, NULL) < 0) {
+        retry_later(s, op, "the sandbox's host is no longer registered");
         st_resource_done(&sb);
         return true;
     }
@@ -363,7 +466,14 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
         st_resource_done(&sb);
         return false;
     }
-    _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, &sb);
+    _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, &sb, &err);
+    if (!spec) {
+        retry_later(s, op, err.msg);
+        host_slot_give(s, host);
+        st_host_done(&h);
+        st_resource_done(&sb);
+        return true;
+    }
     _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sandbox_runtime_id(&sb));
     agent_reply_t r;
@@ -396,8 +506,15 @@ int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size
 {
     const char *rid = sandbox_runtime_id(sb);
     st_host_t h = {0};
-    if (!sb->host_id || !rid || host_find(s, sb->host_id, &h) < 0)
+    sbx_error_t err = {0};
+    if (!sb->host_id || !rid)
         return 0;
+    if (st_host_get(s->db, sb->host_id, &h, &err) < 0) {
+        if (err.code == SBX_ERR_NOT_FOUND)
+            return 0;
+        snprintf(why, why_len, "%s", err.msg); /* storage: ask again later */
+        return -1;
+    }
     int ret = 0;
     if (strcmp(h.state, "Down") != 0) {
         _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
@@ -410,8 +527,11 @@ int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size
         }
         agent_reply_done(&r);
     }
-    if (ret == 0)
-        placement_add(s, sb->host_id, sandbox_cpu(sb), sandbox_memory(sb), -1);
+    if (ret == 0) {
+        sched_need_t need;
+        sandbox_need(sb, &need);
+        placement_add(s, sb->host_id, &need, -1);
+    }
     st_host_done(&h);
     return ret;
 }
@@ -420,8 +540,12 @@ static void run_sandbox_delete(sched_t *s, st_operation_t *op)
 {
     st_resource_t sb = {0};
     char why[512] = "";
-    if (st_resource_get(s->db, op->resource_id, &sb, NULL) < 0) {
-        finish(s, op, true, NULL, NULL, NULL);
+    sbx_error_t err = {0};
+    if (st_resource_get(s->db, op->resource_id, &sb, &err) < 0) {
+        if (err.code == SBX_ERR_NOT_FOUND)
+            finish(s, op, true, NULL, NULL, NULL);
+        else
+            retry_later(s, op, err.msg);
         return;
     }
     if (sandbox_destroy_on_host(s, &sb, why, sizeof(why)) < 0)

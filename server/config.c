@@ -30,13 +30,27 @@ static const char usage[] =
     "  --threads N            HTTP event threads (epoll) for reads; writes and sandbox\n"
     "                         actions run on threads of their own; 0 = a thread per\n"
     "                         connection (SANDBOXD_THREADS; default 1)\n"
+    "  --overcommit-cpu R     admit sandboxes while the sum of their cpu limits on a\n"
+    "                         host is at most R times its cores (SANDBOXD_OVERCOMMIT_CPU;\n"
+    "                         default 4)\n"
+    "  --overcommit-memory R  the same for memoryMiB against its RAM\n"
+    "                         (SANDBOXD_OVERCOMMIT_MEMORY; default 1)\n"
+    "  --overcommit-disk R    the same for diskMiB (tmpfs) against its RAM\n"
+    "                         (SANDBOXD_OVERCOMMIT_DISK; default 4)\n"
+    "  --overcommit-pids R    the same for pids against its pid budget\n"
+    "                         (SANDBOXD_OVERCOMMIT_PIDS; default 1)\n"
+    "  --placement-timeout S  a create waits S seconds for a host with room, then\n"
+    "                         fails (SANDBOXD_PLACEMENT_TIMEOUT; default 600)\n"
+    "  --max-disk-mib MIB     largest diskMiB a sandbox may ask for\n"
+    "                         (SANDBOXD_MAX_DISK_MIB; default 16384)\n"
     "  --log-level LEVEL      debug, info, warn or error (SANDBOXD_LOG_LEVEL)\n"
     "  --help, --version\n";
 
 enum {
     O_LISTEN = 256, O_DATA_DIR, O_TLS_CERT, O_TLS_KEY, O_AUTH_TOKEN, O_NO_AUTH, O_ADMIN_TOKEN,
     O_NO_LOCAL_AGENT, O_AGENT_BIN, O_DEFAULT_IMAGE, O_MICROVM, O_SYNC_FULL, O_MAX_BODY,
-    O_THREADS, O_LOG_LEVEL, O_HELP, O_VERSION,
+    O_THREADS, O_LOG_LEVEL, O_HELP, O_VERSION, O_OC_CPU, O_OC_MEMORY, O_OC_DISK, O_OC_PIDS,
+    O_PLACEMENT_TIMEOUT, O_MAX_DISK,
 };
 
 static const struct option options[] = {
@@ -55,6 +69,12 @@ static const struct option options[] = {
     {"max-body", required_argument, NULL, O_MAX_BODY},
     {"threads", required_argument, NULL, O_THREADS},
     {"log-level", required_argument, NULL, O_LOG_LEVEL},
+    {"overcommit-cpu", required_argument, NULL, O_OC_CPU},
+    {"overcommit-memory", required_argument, NULL, O_OC_MEMORY},
+    {"overcommit-disk", required_argument, NULL, O_OC_DISK},
+    {"overcommit-pids", required_argument, NULL, O_OC_PIDS},
+    {"placement-timeout", required_argument, NULL, O_PLACEMENT_TIMEOUT},
+    {"max-disk-mib", required_argument, NULL, O_MAX_DISK},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -83,6 +103,67 @@ static int parse_size(const char *s, const char *what, size_t min, size_t max, s
     *out = (size_t)v;
     return 0;
 }
+
+/* An overcommit ratio: how many times its capacity a host may promise.  */
+static int parse_ratio(const char *s, const char *what, double *out, sbx_error_t *err)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= 0.1 && v <= 100))
+        return sbx_error_set(err, SBX_ERR_INVALID, "%s must be a number from 0.1 to 100", what);
+    *out = v;
+    return 0;
+}
+
+static int parse_unsigned(const char *s, const char *what, size_t min, size_t max,
+                          unsigned *out, sbx_error_t *err)
+{
+    size_t v;
+    if (parse_size(s, what, min, max, &v, err) < 0)
+        return -1;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static const char *option_name(int opt)
+{
+    for (size_t i = 0; options[i].name; i++)
+        if (options[i].val == opt)
+            return options[i].name;
+    return "option";
+}
+
+#define PLACEMENT_TIMEOUT_MAX (7 * 86400)
+#define MAX_DISK_MIB_LIMIT 65536 /* the OpenAPI maximum */
+
+/* The admission settings, by option, from a flag or SANDBOXD_* (name).  */
+static int set_admission(sbx_config_t *cfg, int opt, const char *name, const char *v,
+                         sbx_error_t *err)
+{
+    switch (opt) {
+    case O_OC_CPU: return parse_ratio(v, name, &cfg->overcommit_cpu, err);
+    case O_OC_MEMORY: return parse_ratio(v, name, &cfg->overcommit_memory, err);
+    case O_OC_DISK: return parse_ratio(v, name, &cfg->overcommit_disk, err);
+    case O_OC_PIDS: return parse_ratio(v, name, &cfg->overcommit_pids, err);
+    case O_PLACEMENT_TIMEOUT:
+        return parse_unsigned(v, name, 1, PLACEMENT_TIMEOUT_MAX, &cfg->placement_timeout_s, err);
+    case O_MAX_DISK:
+        return parse_unsigned(v, name, 16, MAX_DISK_MIB_LIMIT, &cfg->max_disk_mib, err);
+    }
+    return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);
+}
+
+static const struct {
+    const char *var;
+    int opt;
+} admission_env[] = {
+    {"SANDBOXD_OVERCOMMIT_CPU", O_OC_CPU},
+    {"SANDBOXD_OVERCOMMIT_MEMORY", O_OC_MEMORY},
+    {"SANDBOXD_OVERCOMMIT_DISK", O_OC_DISK},
+    {"SANDBOXD_OVERCOMMIT_PIDS", O_OC_PIDS},
+    {"SANDBOXD_PLACEMENT_TIMEOUT", O_PLACEMENT_TIMEOUT},
+    {"SANDBOXD_MAX_DISK_MIB", O_MAX_DISK},
+};
 
 static void from_env(sbx_config_t *cfg)
 {
@@ -117,6 +198,10 @@ static int check(sbx_config_t *cfg, sbx_error_t *err)
     if ((v = getenv("SANDBOXD_MAX_BODY")) && *v &&
         parse_size(v, "SANDBOXD_MAX_BODY", 1024, 64 << 20, &cfg->max_body, err) < 0)
         return -1;
+    for (size_t i = 0; i < ARRAY_SIZE(admission_env); i++)
+        if ((v = getenv(admission_env[i].var)) && *v &&
+            set_admission(cfg, admission_env[i].opt, admission_env[i].var, v, err) < 0)
+            return -1;
     size_t threads = 0;
     if ((v = getenv("SANDBOXD_THREADS")) && *v) {
         if (parse_size(v, "SANDBOXD_THREADS", 0, 256, &threads, err) < 0)
@@ -163,6 +248,15 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
             if (parse_size(optarg, "--threads", 0, 256, &n, err) < 0)
                 return -1;
             cfg->threads = (unsigned)n;
+            break;
+        case O_OC_CPU:
+        case O_OC_MEMORY:
+        case O_OC_DISK:
+        case O_OC_PIDS:
+        case O_PLACEMENT_TIMEOUT:
+        case O_MAX_DISK:
+            if (set_admission(cfg, c, option_name(c), optarg, err) < 0)
+                return -1;
             break;
         case O_HELP: fputs(usage, stdout); return 1;
         case O_VERSION: printf("sandboxd %s\n", SBX_VERSION); return 1;

@@ -42,13 +42,20 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
     r->ca = xasprintf("%s/ca.pem", r->pki_dir);
     r->cert = xasprintf("%s/client.pem", r->pki_dir);
     r->key = xasprintf("%s/client.key", r->pki_dir);
-    sched_config_t scfg = {.ca_file = r->ca, .cert_file = r->cert, .key_file = r->key};
+    const sbx_config_t *cfg = rc->cfg;
+    sched_config_t scfg = {.ca_file = r->ca, .cert_file = r->cert, .key_file = r->key,
+                           .overcommit_cpu = cfg->overcommit_cpu,
+                           .overcommit_memory = cfg->overcommit_memory,
+                           .overcommit_disk = cfg->overcommit_disk,
+                           .overcommit_pids = cfg->overcommit_pids,
+                           .placement_wait_ms = (int)cfg->placement_timeout_s * 1000};
     r->sched = sched_new(&scfg, db, err);
     if (!r->sched) {
         routes_free(r);
         return NULL;
     }
-    api_config_t acfg = {.principal = "dev-token", .openapi_json = rc->openapi_json};
+    api_config_t acfg = {.principal = "dev-token", .openapi_json = rc->openapi_json,
+                         .max_disk_mib = cfg->max_disk_mib};
     api_hooks_t hooks = {.ctx = r->sched, .operations_queued = on_queued,
                          .sandbox_call = on_sandbox_call};
     r->api = api_new(&acfg, db, &hooks);

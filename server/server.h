@@ -21,6 +21,10 @@ typedef struct sbx_config {
     char *log_level;
     char *admin_token;   /* for the host admin API; NULL: written to data-dir */
     char *default_image; /* OCI layout of the embedded default image */
+    /* admission (docs/scheduler.md); 0: the scheduler's defaults */
+    double overcommit_cpu, overcommit_memory, overcommit_disk, overcommit_pids;
+    unsigned placement_timeout_s; /* a create waits this long for room */
+    unsigned max_disk_mib;        /* largest diskMiB the API accepts */
 } sbx_config_t;
 
 /* Parse argv and SANDBOXD_* variables (flags win).  Returns 0 to run, 1 when

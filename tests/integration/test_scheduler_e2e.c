@@ -12,6 +12,9 @@
 #define SUB "00000000-0000-0000-0000-0000000000e2"
 #define TOKEN "e2e-test-token"
 #define API "?api-version=2026-07-01"
+#define E2E_OVERCOMMIT_PIDS "8"
+#define E2E_OVERCOMMIT_CPU "64"
+#define E2E_PLACEMENT_TIMEOUT "10" /* seconds */
 
 typedef struct cluster {
     char *dir, *data, *log;
@@ -88,7 +91,16 @@ static void cluster_start(cluster_t *c)
     /* The local agent inherits this: its cgroups stay apart from other
      * tests' agents running at the same time.  */
     _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-e2e-%d", (int)getpid());
-    char *env[] = {cg, NULL};
+    /* A test machine's pid_max (32768 here) budgets 24 sandboxes of 1,024
+     * pids and its 2 cores 8 of a core; the hundred-at-once case needs
+     * more, so the cluster overcommits both, as an operator who knows its
+     * sandboxes use little may.  Creates that find no room fail after
+     * E2E_PLACEMENT_TIMEOUT.  Set in the environment, which sandboxd
+     * reads too, so this test also runs against builds without the flags
+     * (and shows what they lacked).  */
+    char *env[] = {cg, "SANDBOXD_OVERCOMMIT_PIDS=" E2E_OVERCOMMIT_PIDS,
+                   "SANDBOXD_OVERCOMMIT_CPU=" E2E_OVERCOMMIT_CPU,
+                   "SANDBOXD_PLACEMENT_TIMEOUT=" E2E_PLACEMENT_TIMEOUT, NULL};
     c->pid = tu_spawn(argv, env, c->log);
     ck_assert_msg(tu_wait_port(c->port, 20000), "sandboxd did not listen");
     free(c->admin);
@@ -135,6 +147,7 @@ static void global_setup(void)
 }
 
 static void extras_down(void);
+static void small_hosts_down(void);
 
 /* Delete every group the tests left, so no sandbox outlives the test.  */
 static void delete_all_groups(void)
@@ -162,6 +175,7 @@ static void global_teardown(void)
     if (g_c.pid > 0)
         delete_all_groups();
     extras_down();
+    small_hosts_down();
     cluster_stop(&g_c, false);
     /* Sandboxes outlive sandboxd by design; the test's own go with it.  */
     _cleanup_free_ char *cmd = xasprintf(
@@ -510,7 +524,8 @@ static void *create_many(void *arg)
         char name[32];
         snprintf(name, sizeof(name), "many-%03d", i);
         _cleanup_free_ char *p = sandbox_path("many", name, NULL);
-        long st = call("PUT", p, "{\"properties\":{\"memoryMiB\":64,\"cpu\":0.1}}", NULL);
+        long st = call("PUT", p,
+                       "{\"properties\":{\"memoryMiB\":64,\"cpu\":0.1,\"diskMiB\":64}}", NULL);
         if (st != 201)
             return (void *)1;
     }
@@ -986,6 +1001,208 @@ START_TEST(test_scheduler_e2e_group_delete_in_rg_named_sandboxes)
 }
 END_TEST
 
+/* ---- admission: hosts that report small capacities ---- */
+
+static extra_agent_t g_small[2];
+
+/* An agent in environment env whose health reports what `cap` (a
+ * SANDBOX_AGENT_CAPACITY_*=N setting) leaves of this machine.  */
+static void small_host(extra_agent_t *a, const char *name, const char *env, const char *cap)
+{
+    if (a->pid > 0)
+        return;
+    snprintf(a->name, sizeof(a->name), "%s", name);
+    if (!a->data) {
+        a->data = xasprintf("%s/%s", g_root, a->name);
+        a->log = xasprintf("%s/%s.log", g_root, a->name);
+    }
+    _cleanup_free_ char *bin = tu_bin("sandbox-agent");
+    _cleanup_free_ char *ca = xasprintf("%s/pki/ca.pem", g_c.data);
+    _cleanup_free_ char *cert = xasprintf("%s/pki/agent.pem", g_c.data);
+    _cleanup_free_ char *key = xasprintf("%s/pki/agent.key", g_c.data);
+    _cleanup_free_ char *cg = xasprintf("sbx-e2e-%d-%s", (int)getpid(), a->name);
+    a->port = tu_free_port();
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", a->port);
+    char *argv[] = {bin, "--listen", listen, "--data-dir", a->data, "--ca", ca, "--cert", cert,
+                    "--key", key, "--environment", (char *)env, "--cgroup-parent", cg,
+                    "--default-image", g_image, NULL};
+    char *envp[] = {(char *)cap, NULL};
+    a->pid = tu_spawn(argv, envp, a->log);
+    ck_assert(tu_wait_port(a->port, 20000));
+    _cleanup_free_ char *path = xasprintf("/%s", a->name);
+    _cleanup_free_ char *body =
+        xasprintf("{\"url\":\"https://127.0.0.1:%d\",\"environment\":\"%s\"}", a->port, env);
+    long st = admin_call("PUT", path, body, NULL);
+    ck_assert_msg(st == 201 || st == 200, "register %s: %ld", a->name, st);
+    int64_t deadline = sbx_monotonic_ms() + 10000;
+    while (!host_ready(a->name) && sbx_monotonic_ms() < deadline)
+        usleep(50000);
+    ck_assert(host_ready(a->name));
+}
+
+static void small_hosts_down(void)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(g_small); i++) {
+        if (g_small[i].pid > 0)
+            tu_stop(g_small[i].pid, 20000);
+        free(g_small[i].data);
+        free(g_small[i].log);
+    }
+}
+
+#define ENV_OF(e) "{\"environmentId\":\"/subscriptions/" SUB "/resourceGroups/rg/providers/" \
+                  "Microsoft.App/managedEnvironments/" e "\"}"
+
+static void put_sandbox(const char *g, const char *s, const char *props)
+{
+    _cleanup_free_ char *p = sandbox_path(g, s, NULL);
+    _cleanup_free_ char *body = xasprintf("{\"properties\":%s}", props);
+    long st = call("PUT", p, body, NULL);
+    ck_assert_msg(st == 201, "PUT sandbox %s: %ld", s, st);
+}
+
+/* Poll a sandbox until property key contains want; its JSON, or NULL.  */
+static json_t *wait_prop(const char *g, const char *s, const char *key, const char *want,
+                         int timeout_ms)
+{
+    _cleanup_free_ char *p = sandbox_path(g, s, NULL);
+    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
+    do {
+        json_t *j = NULL;
+        const char *v = call("GET", p, NULL, &j) == 200 ? prop(j, key) : NULL;
+        if (v && strstr(v, want))
+            return j;
+        json_decref(j);
+        usleep(50000);
+    } while (sbx_monotonic_ms() < deadline);
+    return NULL;
+}
+
+static void delete_sandbox(const char *g, const char *s)
+{
+    _cleanup_free_ char *p = sandbox_path(g, s, NULL);
+    ck_assert_int_eq(call("DELETE", p, NULL, NULL), 202);
+    ck_assert(wait_gone(p, 30000));
+}
+
+static void delete_group(const char *g)
+{
+    _cleanup_free_ char *gp = group_path(g);
+    _cleanup_free_ char *p = xasprintf("%s" API, gp);
+    ck_assert_int_eq(call("DELETE", p, NULL, NULL), 202);
+    ck_assert(wait_gone(p, 60000));
+}
+
+/* Two sandboxes whose memory fits a host alone but not together: the
+ * second waits Pending saying so, runs once the first is deleted; a third
+ * that never gets room fails after the bound.  */
+START_TEST(test_scheduler_e2e_admission_memory_sums)
+{
+    small_host(&g_small[0], "s1", "e2e-small", "SANDBOX_AGENT_CAPACITY_MEMORY_MIB=1000");
+    put_group("small", ENV_OF("e2e-small"));
+    const char *spec = "{\"cpu\":0.1,\"memoryMiB\":600,\"diskMiB\":64}";
+    json_t *j = create_sandbox("small", "m1", spec);
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    ck_assert_str_eq(prop(j, "host"), "s1");
+    json_decref(j);
+    put_sandbox("small", "m2", spec);
+    j = wait_prop("small", "m2", "statusMessage", "memory", 10000);
+    ck_assert_msg(j != NULL, "m2 does not wait for memory");
+    ck_assert_str_eq(prop(j, "state"), "Pending");
+    ck_assert_str_eq(prop(j, "provisioningState"), "InProgress");
+    ck_assert_msg(strstr(prop(j, "statusMessage"), "largest free: 400 MiB"), "%s",
+                  prop(j, "statusMessage"));
+    json_decref(j);
+    delete_sandbox("small", "m1");
+    j = wait_sandbox("small", "m2", 8000);
+    ck_assert_msg(j != NULL, "m2 did not start once m1 was gone");
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    ck_assert_str_eq(prop(j, "statusMessage"), "");
+    json_decref(j);
+    int64_t put_at = sbx_monotonic_ms();
+    put_sandbox("small", "m3", spec);
+    j = wait_sandbox("small", "m3", 30000);
+    ck_assert_msg(j != NULL, "m3 neither ran nor failed");
+    ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
+    ck_assert_str_eq(prop(j, "state"), "Failed");
+    const char *msg = prop(j, "statusMessage");
+    ck_assert_msg(strstr(msg, "within " E2E_PLACEMENT_TIMEOUT " s") && strstr(msg, "memory"),
+                  "%s", msg);
+    ck_assert_int_ge(sbx_monotonic_ms() - put_at, atoi(E2E_PLACEMENT_TIMEOUT) * 1000 - 1000);
+    json_decref(j);
+    delete_group("small");
+}
+END_TEST
+
+/* The pids limits of a host's sandboxes are budgeted: two fit this
+ * host's pid budget, the third waits until one goes.  */
+START_TEST(test_scheduler_e2e_admission_pids)
+{
+    /* 300 times the cluster's overcommit of 8: 2,400 pids, two sandboxes
+     * of 1,024 */
+    small_host(&g_small[1], "s2", "e2e-pids", "SANDBOX_AGENT_CAPACITY_PIDS=300");
+    put_group("pidsg", ENV_OF("e2e-pids"));
+    const char *spec = "{\"cpu\":0.1,\"memoryMiB\":64,\"diskMiB\":64}";
+    for (int i = 1; i <= 2; i++) {
+        char name[8];
+        snprintf(name, sizeof(name), "p%d", i);
+        json_t *j = create_sandbox("pidsg", name, spec);
+        ck_assert_str_eq(prop(j, "state"), "Running");
+        json_decref(j);
+    }
+    put_sandbox("pidsg", "p3", spec);
+    json_t *j = wait_prop("pidsg", "p3", "statusMessage", "pids", 10000);
+    ck_assert_msg(j != NULL, "p3 does not wait for pids");
+    ck_assert_str_eq(prop(j, "state"), "Pending");
+    json_decref(j);
+    delete_sandbox("pidsg", "p1");
+    j = wait_sandbox("pidsg", "p3", 8000);
+    ck_assert_msg(j != NULL, "p3 did not start once p1 was gone");
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    json_decref(j);
+    delete_group("pidsg");
+}
+END_TEST
+
+/* What no host could ever take fails at once, saying why; a diskMiB past
+ * the server's maximum is refused by the API.  */
+START_TEST(test_scheduler_e2e_admission_fails_fast)
+{
+    small_host(&g_small[0], "s1", "e2e-small", "SANDBOX_AGENT_CAPACITY_MEMORY_MIB=1000");
+    put_group("never", NULL);
+    int64_t t0 = sbx_monotonic_ms();
+    put_sandbox("never", "gv", "{\"isolation\":\"gvisor\"}");
+    json_t *j = wait_sandbox("never", "gv", 8000);
+    ck_assert_msg(j != NULL, "a gvisor sandbox stayed Pending");
+    ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
+    ck_assert_str_eq(prop(j, "state"), "Failed");
+    ck_assert_msg(strstr(prop(j, "statusMessage"), "offers the 'gvisor' isolation"), "%s",
+                  prop(j, "statusMessage"));
+    ck_assert_int_lt(sbx_monotonic_ms() - t0, 5000);
+    json_decref(j);
+
+    put_group("tiny", ENV_OF("e2e-small"));
+    put_sandbox("tiny", "big", "{\"memoryMiB\":600,\"diskMiB\":1024}");
+    j = wait_sandbox("tiny", "big", 8000);
+    ck_assert_msg(j != NULL, "a sandbox larger than every host stayed Pending");
+    ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
+    ck_assert_msg(strstr(prop(j, "statusMessage"), "memoryMiB plus diskMiB"), "%s",
+                  prop(j, "statusMessage"));
+    json_decref(j);
+
+    _cleanup_free_ char *p = sandbox_path("never", "huge", NULL);
+    j = NULL;
+    ck_assert_int_eq(call("PUT", p, "{\"properties\":{\"memoryMiB\":32,\"diskMiB\":65536}}", &j),
+                     400);
+    json_t *e = json_object_get(j, "error");
+    ck_assert_str_eq(json_string_value(json_object_get(e, "target")), "properties.diskMiB");
+    json_decref(j);
+    delete_group("never");
+    delete_group("tiny");
+}
+END_TEST
+
 static Suite *e2e_suite(void)
 {
     Suite *s = suite_create("scheduler_e2e");
@@ -1003,6 +1220,9 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_warm_pool);
     tcase_add_test(tc, test_scheduler_e2e_replace_keeps_sandbox);
     tcase_add_test(tc, test_scheduler_e2e_group_delete_in_rg_named_sandboxes);
+    tcase_add_test(tc, test_scheduler_e2e_admission_memory_sums);
+    tcase_add_test(tc, test_scheduler_e2e_admission_pids);
+    tcase_add_test(tc, test_scheduler_e2e_admission_fails_fast);
     suite_add_tcase(s, tc);
     return s;
 }
