@@ -54,22 +54,28 @@ void placement_add(sched_t *s, const char *host, const sched_need_t *need, int s
     pthread_mutex_unlock(&s->lock);
 }
 
-static void count_type(sched_t *s, const char *type, host_load_t **loads_io, size_t *n_io);
+static int count_type(sched_t *s, const char *type, host_load_t **loads_io, size_t *n_io);
 
 /* Recount what every host holds from the sandboxes (and warm-pool members)
- * in storage.  */
+ * in storage.  A count storage could not finish would undercount, and
+ * admit more than hosts hold: the loads kept until then stay.  */
 void placement_rebuild(sched_t *s)
 {
     pthread_mutex_lock(&s->place_lock);
     host_load_t *loads = NULL;
     size_t n = 0;
     const char *types[] = {SANDBOX_TYPE, POOL_TYPE};
-    for (size_t t = 0; t < ARRAY_SIZE(types); t++)
-        count_type(s, types[t], &loads, &n);
+    int ret = 0;
+    for (size_t t = 0; t < ARRAY_SIZE(types) && ret == 0; t++)
+        ret = count_type(s, types[t], &loads, &n);
     pthread_mutex_lock(&s->lock);
-    free(s->loads);
-    s->loads = loads;
-    s->n_loads = n;
+    if (ret == 0) {
+        free(s->loads);
+        s->loads = loads;
+        s->n_loads = n;
+    } else {
+        free(loads);
+    }
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_unlock(&s->place_lock);
 }
@@ -102,13 +108,17 @@ static void count_one(void *ud, const st_resource_t *r)
     c->loads[k].sandboxes++;
 }
 
-static void count_type(sched_t *s, const char *type, host_load_t **loads_io, size_t *n_io)
+static int count_type(sched_t *s, const char *type, host_load_t **loads_io, size_t *n_io)
 {
     load_count_t c = {*loads_io, *n_io};
     st_list_query_t q = {.type = type, .limit = 1000};
-    st_resource_each(s->db, &q, count_one, &c, NULL);
+    sbx_error_t err = {0};
+    int ret = st_resource_each(s->db, &q, count_one, &c, &err);
+    if (ret < 0)
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "host loads not recounted: %s", err.msg);
     *loads_io = c.loads;
     *n_io = c.n;
+    return ret;
 }
 
 /* ---- admission ---- */
