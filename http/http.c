@@ -1,5 +1,7 @@
 /* http.c -- libmicrohttpd front end: request collection, body caps, TLS with
- * optional client-certificate verification, request ids and access logs.  */
+ * optional client-certificate verification, request ids and access logs,
+ * admission of slow requests, and the connection limits and header deadline
+ * that keep slow or idle clients from crowding out the rest.  */
 #include "http/http.h"
 
 #include <arpa/inet.h>
@@ -11,8 +13,33 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 
 #define DEFAULT_MAX_BODY (1024 * 1024)
+#define DEFAULT_MAX_IN_FLIGHT 1024
+#define DEFAULT_MAX_IN_FLIGHT_PER_CLIENT 256
+#define DEFAULT_MAX_CONNECTIONS 4096
+#define DEFAULT_HEADER_TIMEOUT_MS 10000
+/* Seconds a client told 429 or 503 waits before trying again.  */
+#define RETRY_AFTER_S 1
+#define CLIENT_BUCKETS 256
+
+/* A client's admitted requests (see admit).  */
+typedef struct client_slot {
+    struct client_slot *next;
+    unsigned n;
+    char key[];
+} client_slot_t;
+
+/* A connection, from accept to close.  While it waits for a request head
+ * it is in the server's list of such connections, oldest first.  */
+typedef struct conn_state {
+    struct conn_state *prev, *next;
+    bool waiting;
+    int64_t since_us; /* accepted, or its previous response sent */
+    MHD_socket fd;
+} conn_state_t;
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -20,6 +47,19 @@ struct http_server {
     pthread_cond_t apart_done;
     unsigned apart_running; /* requests run apart and not yet completed */
     bool stopping;          /* no more of them: http_server_stop waits for the last */
+    /* Admission, under apart_lock: requests admitted and not completed, in
+     * all and per client.  */
+    unsigned in_flight;
+    client_slot_t *clients[CLIENT_BUCKETS];
+    /* Connections, under conn_lock: how many are open, and those waiting
+     * for a request head, oldest first; the sweeper closes those past the
+     * header deadline.  */
+    pthread_mutex_t conn_lock;
+    pthread_cond_t conn_wake;
+    unsigned n_conns, shed_at;
+    conn_state_t *heads_first, *heads_last;
+    pthread_t sweeper;
+    bool sweeper_running, sweeper_stop;
     http_config_t cfg;
     char *tls_cert, *tls_key, *client_ca;
     http_handler_fn handler;
@@ -42,6 +82,8 @@ typedef struct request_state {
     bool apart;        /* handed to a thread of its own */
     bool apart_done;   /* that thread filled res and resumed the connection */
     http_response_t res;
+    conn_state_t *conn;   /* its connection's state */
+    client_slot_t *slot;  /* admitted: counted against this client */
 } request_state_t;
 
 /* ---- request accessors ---- */
@@ -261,6 +303,34 @@ static enum MHD_Result reply_error_now(http_server_t *s, request_state_t *st, in
     return r;
 }
 
+/* An error the client should retry later (429, 503): with Retry-After, and
+ * when the server is going away, on a new connection.  */
+static enum MHD_Result reply_retry_later(http_server_t *s, request_state_t *st, int status,
+                                         const char *code, const char *msg, bool close)
+{
+    http_response_t res = {0};
+    http_reply_error(&res, status, code, "%s", msg);
+    http_add_header(&res, "Retry-After", "%d", RETRY_AFTER_S);
+    if (close)
+        http_add_header(&res, "Connection", "close");
+    enum MHD_Result r = send_response(s, st, &res);
+    response_done(&res);
+    return r;
+}
+
+/* An error after which the connection is closed: what else the client sent
+ * on it cannot be trusted to start where we think it does.  */
+static enum MHD_Result reply_and_close(http_server_t *s, request_state_t *st, int status,
+                                       const char *code, const char *msg)
+{
+    http_response_t res = {0};
+    http_reply_error(&res, status, code, "%s", msg);
+    http_add_header(&res, "Connection", "close");
+    enum MHD_Result r = send_response(s, st, &res);
+    response_done(&res);
+    return r;
+}
+
 /* With a client CA configured, only peers whose certificate chains to it
  * get an answer; everyone else gets 403 before any handler runs.  */
 static int verify_client_cert(request_state_t *st)
@@ -314,10 +384,243 @@ static bool url_has_nul_escape(struct MHD_Connection *conn, const char *path)
     return found;
 }
 
+typedef struct framing {
+    unsigned content_length, transfer_encoding;
+    const char *te;
+    bool bad_name;
+} framing_t;
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    framing_t *f = cls;
+    if (strpbrk(key, " \t"))
+        f->bad_name = true;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        f->content_length++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->transfer_encoding++;
+        f->te = value;
+    }
+    return MHD_YES;
+}
+
+/* Whether the body's length could be read two ways: Content-Length and
+ * Transfer-Encoding together, either twice, a transfer coding other than
+ * plain "chunked" (libmicrohttpd would read such a body to the end of the
+ * connection), Transfer-Encoding before HTTP/1.1, or whitespace in a header
+ * name ("Transfer-Encoding : chunked" is not the header to us, and may be
+ * to a proxy).  A proxy in front that reads the other length than we do
+ * would take the rest of the body for a request of its own (request
+ * smuggling), so such requests are refused, as RFC 9112 section 6.1 asks.  */
+static bool framing_ambiguous(struct MHD_Connection *conn, const char *version)
+{
+    framing_t f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.bad_name || f.content_length > 1 || f.transfer_encoding > 1)
+        return true;
+    if (f.transfer_encoding == 0)
+        return false;
+    return f.content_length > 0 || !f.te || strcasecmp(f.te, "chunked") != 0 ||
+           strcmp(version, MHD_HTTP_VERSION_1_1) != 0;
+}
+
+/* ---- connections: the header deadline and shedding ---- */
+
+static void heads_remove(http_server_t *s, conn_state_t *c)
+{
+    if (!c->waiting)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->heads_first = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        s->heads_last = c->prev;
+    c->prev = c->next = NULL;
+    c->waiting = false;
+}
+
+/* The connection starts waiting for a request head now.  */
+static void heads_append(http_server_t *s, conn_state_t *c)
+{
+    heads_remove(s, c);
+    c->since_us = sbx_monotonic_us();
+    c->prev = s->heads_last;
+    if (s->heads_last)
+        s->heads_last->next = c;
+    else {
+        s->heads_first = c;
+        pthread_cond_signal(&s->conn_wake); /* the sweeper may sleep unbounded */
+    }
+    s->heads_last = c;
+    c->waiting = true;
+}
+
+/* Make libmicrohttpd close a connection: after shutdown its next read sees
+ * the end and it closes the connection on its own thread.  The fd is still
+ * the connection's: libmicrohttpd closes it only after NOTIFY_CLOSED, which
+ * takes the connection out of the list under conn_lock, held here.  */
+static void heads_cut(http_server_t *s, conn_state_t *c)
+{
+    heads_remove(s, c);
+    if (c->fd != MHD_INVALID_SOCKET)
+        shutdown(c->fd, SHUT_RDWR);
+}
+
+/* libmicrohttpd's own timeout is for idleness: a client sending a header
+ * line every few seconds would hold its connection for ever.  This closes
+ * connections whose request head is not complete by the deadline.  */
+static void *sweeper_main(void *arg)
+{
+    http_server_t *s = arg;
+    int64_t limit_us = (int64_t)s->cfg.header_timeout_ms * 1000;
+    pthread_mutex_lock(&s->conn_lock);
+    while (!s->sweeper_stop) {
+        int64_t now = sbx_monotonic_us();
+        while (s->heads_first && now - s->heads_first->since_us >= limit_us)
+            heads_cut(s, s->heads_first);
+        if (s->heads_first) {
+            int64_t wait_ms = (s->heads_first->since_us + limit_us - now) / 1000 + 1;
+            struct timespec until = sbx_deadline_in(wait_ms);
+            pthread_cond_timedwait(&s->conn_wake, &s->conn_lock, &until);
+        } else {
+            pthread_cond_wait(&s->conn_wake, &s->conn_lock);
+        }
+    }
+    pthread_mutex_unlock(&s->conn_lock);
+    return NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    http_server_t *s = cls;
+    conn_state_t *c = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        c = xcalloc(1, sizeof(*c));
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        c->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
+        *socket_context = c;
+        pthread_mutex_lock(&s->conn_lock);
+        s->n_conns++;
+        /* Near the limit, the connection that has waited longest for a
+         * request head makes room: a client that sends its request at
+         * once always gets in, however many others only trickle.  */
+        if (s->n_conns > s->shed_at && s->heads_first)
+            heads_cut(s, s->heads_first);
+        heads_append(s, c);
+        pthread_mutex_unlock(&s->conn_lock);
+        return;
+    }
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->conn_lock);
+    heads_remove(s, c);
+    s->n_conns--;
+    pthread_mutex_unlock(&s->conn_lock);
+    free(c);
+    *socket_context = NULL;
+}
+
+/* The request head is in: the connection no longer waits for one.  */
+static conn_state_t *head_complete(http_server_t *s, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_state_t *c = ci ? ci->socket_context : NULL;
+    if (c) {
+        pthread_mutex_lock(&s->conn_lock);
+        heads_remove(s, c);
+        pthread_mutex_unlock(&s->conn_lock);
+    }
+    return c;
+}
+
+/* ---- admission of slow requests ---- */
+
+static void client_address(struct MHD_Connection *conn, char *out, size_t size)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    out[0] = '\0';
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out,
+                  (socklen_t)size);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out,
+                  (socklen_t)size);
+}
+
+static unsigned key_hash(const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % CLIENT_BUCKETS;
+}
+
+typedef enum { ADMITTED, SERVER_BUSY, CLIENT_BUSY } admission_t;
+
+/* Count a slow request against the server's and its client's bound, or
+ * say which one it is over.  Released in on_completed.  */
+static admission_t admit(http_server_t *s, request_state_t *st)
+{
+    char key[160];
+    if (!s->cfg.client_key || !s->cfg.client_key(s->ctx, &st->req, key, sizeof(key) - 1)) {
+        memcpy(key, "address ", 8);
+        client_address(st->req.conn, key + 8, sizeof(key) - 8);
+    }
+    key[sizeof(key) - 1] = '\0';
+    client_slot_t **bucket = &s->clients[key_hash(key)];
+    admission_t verdict = SERVER_BUSY;
+    pthread_mutex_lock(&s->apart_lock);
+    if (s->in_flight < s->cfg.max_in_flight) {
+        client_slot_t *c = *bucket;
+        while (c && strcmp(c->key, key) != 0)
+            c = c->next;
+        if (!c) {
+            size_t n = strlen(key) + 1;
+            c = xcalloc(1, sizeof(*c) + n);
+            memcpy(c->key, key, n);
+            c->next = *bucket;
+            *bucket = c;
+        }
+        verdict = CLIENT_BUSY;
+        if (c->n < s->cfg.max_in_flight_per_client) {
+            c->n++;
+            s->in_flight++;
+            st->slot = c;
+            verdict = ADMITTED;
+        }
+    }
+    pthread_mutex_unlock(&s->apart_lock);
+    return verdict;
+}
+
+/* Under apart_lock.  */
+static void release(http_server_t *s, client_slot_t *slot)
+{
+    s->in_flight--;
+    if (--slot->n > 0)
+        return;
+    for (client_slot_t **pp = &s->clients[key_hash(slot->key)]; *pp; pp = &(*pp)->next)
+        if (*pp == slot) {
+            *pp = slot->next;
+            break;
+        }
+    free(slot);
+}
+
 static request_state_t *request_begin(http_server_t *s, struct MHD_Connection *conn,
                                       const char *url, const char *method)
 {
     request_state_t *st = xcalloc(1, sizeof(*st));
+    st->conn = head_complete(s, conn);
     st->start_us = sbx_monotonic_us();
     st->req.conn = conn;
     st->req.method = method;
@@ -379,10 +682,6 @@ static void body_append(request_state_t *st, const char *data, size_t n)
     st->len += n;
 }
 
-/* Past this many requests on threads of their own, more run on the event
- * threads: slower for everyone, but no unbounded thread count.  */
-#define MAX_APART 512
-
 static void *apart_main(void *arg)
 {
     request_state_t *st = arg;
@@ -396,18 +695,18 @@ static void *apart_main(void *arg)
 }
 
 /* Suspend the connection and run the handler on a thread of its own; the
- * connection is resumed, and on_access called again, when it is done.  */
+ * connection is resumed, and on_access called again, when it is done.
+ * Admission bounds how many such threads there are.  */
 static int run_apart(http_server_t *s, request_state_t *st)
 {
     pthread_attr_t attr;
     pthread_t t;
     st->server = s;
     pthread_mutex_lock(&s->apart_lock);
-    /* Once stopping, a request on a connection kept alive runs on its
-     * event thread, which MHD_stop_daemon joins: a thread of its own
-     * started now would outlive the server, and its suspended connection
-     * would be one MHD_stop_daemon refuses to find.  */
-    if (s->stopping || s->apart_running >= MAX_APART) {
+    /* Once stopping, a thread of its own started now would outlive the
+     * server, and its suspended connection would be one MHD_stop_daemon
+     * refuses to find: such a request is refused (503).  */
+    if (s->stopping) {
         pthread_mutex_unlock(&s->apart_lock);
         return -1;
     }
@@ -439,6 +738,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (s->client_ca && verify_client_cert(st) < 0)
             return reply_error_now(s, st, 403, "ClientCertificateRequired",
                                    "a client certificate signed by the trusted CA is required");
+        if (framing_ambiguous(conn, version))
+            return reply_and_close(s, st, 400, "InvalidRequest",
+                                   "the request's length is ambiguous: Content-Length with "
+                                   "Transfer-Encoding, either twice, a Transfer-Encoding other "
+                                   "than chunked, or whitespace in a header name");
         if (url_has_nul_escape(conn, url))
             return reply_error_now(s, st, 400, "InvalidUrl",
                                    "NUL characters (%00) are not allowed in URLs");
@@ -467,9 +771,23 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     st->body[st->len] = '\0';
     st->req.body = st->body;
     st->req.body_len = st->len;
-    if (s->cfg.thread_pool && s->cfg.run_apart && s->cfg.run_apart(s->ctx, &st->req) &&
-        run_apart(s, st) == 0)
-        return MHD_YES;
+    if (s->cfg.run_apart && s->cfg.run_apart(s->ctx, &st->req)) {
+        /* A slow request never runs on an event thread, where it would
+         * hold up every connection that thread serves.  */
+        admission_t a = admit(s, st);
+        if (a != ADMITTED)
+            return reply_retry_later(s, st, 429, "TooManyRequests",
+                                     a == CLIENT_BUSY
+                                         ? "too many requests of this client are in progress"
+                                         : "too many requests are in progress",
+                                     false);
+        if (s->cfg.thread_pool && run_apart(s, st) < 0)
+            return reply_retry_later(s, st, 503, "ServiceUnavailable",
+                                     "the server is stopping or out of threads", true);
+        if (s->cfg.thread_pool)
+            return MHD_YES;
+        /* A thread per connection: this is the connection's own.  */
+    }
 
     http_response_t res = {0};
     s->handler(s->ctx, &st->req, &res);
@@ -487,11 +805,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     /* A request run apart counts until libmicrohttpd has taken its
      * connection back and finished it: stopping the daemon while one is
      * still suspended (or only marked for resumption) aborts.  */
-    if (st->apart) {
-        pthread_mutex_lock(&st->server->apart_lock);
-        st->server->apart_running--;
-        pthread_cond_broadcast(&st->server->apart_done);
-        pthread_mutex_unlock(&st->server->apart_lock);
+    http_server_t *s = cls;
+    if (st->apart || st->slot) {
+        pthread_mutex_lock(&s->apart_lock);
+        if (st->apart) {
+            s->apart_running--;
+            pthread_cond_broadcast(&s->apart_done);
+        }
+        if (st->slot)
+            release(s, st->slot);
+        pthread_mutex_unlock(&s->apart_lock);
+    }
+    /* A connection kept alive waits for its next request head now.  */
+    if (st->conn) {
+        pthread_mutex_lock(&s->conn_lock);
+        heads_append(s, st->conn);
+        pthread_mutex_unlock(&s->conn_lock);
     }
     response_done(&st->res);
     free(st->body);
@@ -532,6 +861,47 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, sbx_err
     memcpy(ss, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
     return 0;
+}
+
+bool http_host_is_loopback(const char *host)
+{
+    char buf[INET6_ADDRSTRLEN + 2];
+    size_t n = strlen(host);
+    if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
+        if (n - 2 >= sizeof(buf))
+            return false;
+        memcpy(buf, host + 1, n - 2);
+        buf[n - 2] = '\0';
+        host = buf;
+    }
+    if (strcasecmp(host, "localhost") == 0)
+        return true;
+    struct in_addr a4;
+    struct in6_addr a6;
+    /* inet_pton takes only the dotted quad: "127.1", "0x7f.0.0.1" and
+     * "127.0.0.1.evil.com" are names, not addresses.  */
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) ||
+               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
+}
+
+bool http_listen_is_loopback(const char *listen)
+{
+    _cleanup_free_ char *host = xstrdup(listen);
+    char *colon = strrchr(host, ':');
+    if (!colon || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+        return false;
+    *colon = '\0';
+    /* An IPv6 address needs its brackets here, or its last group would
+     * have been taken for the port.  */
+    if (host[0] != '[' && strchr(host, ':'))
+        return false;
+    if (host[0] == '[' && host[strlen(host) - 1] != ']')
+        return false;
+    return http_host_is_loopback(host);
 }
 
 static int hex_value(char c)
@@ -576,6 +946,43 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     sbx_log(SBX_LOG_DEBUG, "http", "%s", msg);
 }
 
+/* Every connection is a file descriptor: the soft limit goes up to the
+ * hard one, and the connection limit down to what that leaves after room
+ * for the process's other files (each request in flight may hold a socket
+ * of its own to a host, and a file or two).  */
+static void limits_init(http_server_t *s)
+{
+    http_config_t *c = &s->cfg;
+    if (!c->max_in_flight)
+        c->max_in_flight = DEFAULT_MAX_IN_FLIGHT;
+    if (!c->max_in_flight_per_client)
+        c->max_in_flight_per_client = DEFAULT_MAX_IN_FLIGHT_PER_CLIENT;
+    if (!c->max_connections)
+        c->max_connections = DEFAULT_MAX_CONNECTIONS;
+    if (!c->header_timeout_ms)
+        c->header_timeout_ms = DEFAULT_HEADER_TIMEOUT_MS;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        rlim_t reserve = 256 + (c->run_apart ? 2 * (rlim_t)c->max_in_flight : 0);
+        rlim_t room = rl.rlim_cur > 2 * reserve ? rl.rlim_cur - reserve : rl.rlim_cur / 2;
+        if (rl.rlim_cur != RLIM_INFINITY && c->max_connections > room) {
+            sbx_log(SBX_LOG_WARN, "http",
+                    "%s: %u connections need more files than RLIMIT_NOFILE (%llu) allows; "
+                    "serving at most %llu", c->name ? c->name : "http", c->max_connections,
+                    (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+            c->max_connections = (unsigned)room;
+        }
+    }
+    /* Shedding starts a sixteenth below the limit, so there is room to
+     * accept the connection that makes it happen.  */
+    s->shed_at = c->max_connections - c->max_connections / 16;
+}
+
 http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handler, void *ctx,
                                  sbx_error_t *err)
 {
@@ -588,23 +995,37 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
         s->cfg.max_body = DEFAULT_MAX_BODY;
     s->handler = handler;
     s->ctx = ctx;
+    limits_init(s);
 
     pthread_mutex_init(&s->apart_lock, NULL);
     pthread_cond_init(&s->apart_done, NULL);
+    pthread_mutex_init(&s->conn_lock, NULL);
+    pthread_cond_init(&s->conn_wake, NULL);
+    if (pthread_create(&s->sweeper, NULL, sweeper_main, s) != 0) {
+        sbx_error_set(err, SBX_ERR_INTERNAL, "cannot start a thread");
+        http_server_stop(s);
+        return NULL;
+    }
+    s->sweeper_running = true;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (cfg->thread_pool && cfg->run_apart)
         flags |= MHD_ALLOW_SUSPEND_RESUME;
     flags |= cfg->thread_pool ? MHD_USE_EPOLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    struct MHD_OptionItem opts[16];
+    struct MHD_OptionItem opts[20];
     size_t n = 0;
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, &ss};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, s};
     /* An idle connection (a slow client before its request is in) is closed
      * after 30 s; a request being handled is not idle.  */
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 30, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 4096, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
+                                        NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s};
+    if (cfg->max_connections_per_address)
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                                            cfg->max_connections_per_address, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_keep_nul,
                                         NULL};
@@ -660,8 +1081,17 @@ void http_server_stop(http_server_t *s)
         if (listen_fd != MHD_INVALID_SOCKET)
             close(listen_fd);
     }
+    if (s->sweeper_running) {
+        pthread_mutex_lock(&s->conn_lock);
+        s->sweeper_stop = true;
+        pthread_cond_signal(&s->conn_wake);
+        pthread_mutex_unlock(&s->conn_lock);
+        pthread_join(s->sweeper, NULL);
+    }
     pthread_mutex_destroy(&s->apart_lock);
     pthread_cond_destroy(&s->apart_done);
+    pthread_mutex_destroy(&s->conn_lock);
+    pthread_cond_destroy(&s->conn_wake);
     free(s->tls_cert);
     free(s->tls_key);
     free(s->client_ca);

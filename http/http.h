@@ -79,7 +79,41 @@ typedef struct http_config {
      * one (an exec, a write waiting for SQLite) never holds up the event
      * threads that serve everyone else.  NULL: none.  */
     bool (*run_apart)(void *ctx, const http_request_t *req);
+
+    /* Admission of the requests run_apart picks (in either threading
+     * mode): at most max_in_flight of them at once, at most
+     * max_in_flight_per_client of those for one client.  Beyond either, the
+     * request is answered 429 TooManyRequests with Retry-After at once,
+     * without running.  0: 1024 and 256.  */
+    unsigned max_in_flight;
+    unsigned max_in_flight_per_client;
+    /* Names the client a request is counted against (e.g. which bearer
+     * token it carries): writes a NUL-terminated name into key and returns
+     * true, or returns false to count it against the client's address.
+     * NULL: always the address.  */
+    bool (*client_key)(void *ctx, const http_request_t *req, char *key, size_t size);
+
+    /* Connections: at most max_connections open (0: 4096; lowered to what
+     * RLIMIT_NOFILE allows), at most max_connections_per_address from one
+     * client address (0: no cap).  A request head (TLS handshake, request
+     * line and headers) must be complete within header_timeout_ms of the
+     * connection being accepted or of the previous response (0: 10 s), or
+     * the connection is closed; near max_connections the connections that
+     * have waited longest for a request head are closed first, so a client
+     * that sends its request promptly is always served.  */
+    unsigned max_connections;
+    unsigned max_connections_per_address;
+    unsigned header_timeout_ms;
 } http_config_t;
+
+/* Whether host (a name or an address literal, IPv6 with or without
+ * brackets) is a loopback address: 127.0.0.0/8, ::1 or ::ffff:127.x.y.z
+ * parsed as an address, or exactly "localhost" (any case).  No other name
+ * counts: it would be resolved later, and could resolve anywhere.  */
+bool http_host_is_loopback(const char *host);
+/* The same for "host:port" ("[v6]:port"); false when it is not of that
+ * form.  */
+bool http_listen_is_loopback(const char *listen);
 
 http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handler, void *ctx,
                                  sbx_error_t *err);

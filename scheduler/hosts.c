@@ -17,9 +17,36 @@ static bool url_valid(const char *url)
             return false;
     if (sbx_str_has_prefix(url, "https://"))
         return strlen(url) > 8;
-    /* Plain HTTP only to an agent on this machine (tests, development).  */
-    return sbx_str_has_prefix(url, "http://127.") || sbx_str_has_prefix(url, "http://[::1]") ||
-           sbx_str_has_prefix(url, "http://localhost:");
+    /* Plain HTTP only to an agent on this machine (tests, development):
+     * the host is parsed, never matched by prefix ("http://127.evil.com",
+     * "http://127.0.0.1@evil.com").  */
+    if (!sbx_str_has_prefix(url, "http://"))
+        return false;
+    const char *authority = url + 7;
+    size_t n = strcspn(authority, "/?#");
+    _cleanup_free_ char *hostport = xstrndup(authority, n);
+    if (strchr(hostport, '@')) /* user info: the host is what follows it */
+        return false;
+    /* "host", "host:port", "[v6]" or "[v6]:port".  */
+    char *end = hostport[0] == '[' ? strchr(hostport, ']') : strrchr(hostport, ':');
+    if (hostport[0] == '[') {
+        if (!end)
+            return false;
+        end++;
+    }
+    if (end && *end == ':') {
+        const char *port = end + 1;
+        if (!*port || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port))
+            return false;
+        if (atoi(port) > 65535)
+            return false;
+        *end = '\0';
+    } else if (end && *end) {
+        return false;
+    }
+    if (hostport[0] != '[' && strchr(hostport, ':'))
+        return false;
+    return http_host_is_loopback(hostport);
 }
 
 static bool label_valid(const char *s)

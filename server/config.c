@@ -43,6 +43,22 @@ static const char usage[] =
     "                         fails (SANDBOXD_PLACEMENT_TIMEOUT; default 600)\n"
     "  --max-disk-mib MIB     largest diskMiB a sandbox may ask for\n"
     "                         (SANDBOXD_MAX_DISK_MIB; default 16384)\n"
+    "  --max-in-flight N      writes and sandbox actions in progress at once; more are\n"
+    "                         answered 429 with Retry-After (SANDBOXD_MAX_IN_FLIGHT;\n"
+    "                         default 1024)\n"
+    "  --max-in-flight-per-client N\n"
+    "                         of those, per bearer token (per client address without\n"
+    "                         one) (SANDBOXD_MAX_IN_FLIGHT_PER_CLIENT; default 256)\n"
+    "  --max-connections N    open connections (SANDBOXD_MAX_CONNECTIONS; default\n"
+    "                         16384, lowered to what RLIMIT_NOFILE allows)\n"
+    "  --max-connections-per-address N\n"
+    "                         open connections from one client address; 0: no cap,\n"
+    "                         for use behind a proxy (SANDBOXD_MAX_CONNECTIONS_PER_ADDRESS;\n"
+    "                         default 256)\n"
+    "  --header-timeout SECONDS\n"
+    "                         a request's line and headers must arrive within this of\n"
+    "                         connecting (or of the previous response), or the\n"
+    "                         connection is closed (SANDBOXD_HEADER_TIMEOUT; default 10)\n"
     "  --log-level LEVEL      debug, info, warn or error (SANDBOXD_LOG_LEVEL)\n"
     "  --help, --version\n";
 
@@ -51,6 +67,8 @@ enum {
     O_NO_LOCAL_AGENT, O_AGENT_BIN, O_DEFAULT_IMAGE, O_MICROVM, O_SYNC_FULL, O_MAX_BODY,
     O_THREADS, O_LOG_LEVEL, O_HELP, O_VERSION, O_OC_CPU, O_OC_MEMORY, O_OC_DISK, O_OC_PIDS,
     O_PLACEMENT_TIMEOUT, O_MAX_DISK,
+    O_MAX_IN_FLIGHT, O_MAX_IN_FLIGHT_PER_CLIENT, O_MAX_CONNECTIONS,
+    O_MAX_CONNECTIONS_PER_ADDRESS, O_HEADER_TIMEOUT,
 };
 
 static const struct option options[] = {
@@ -75,6 +93,11 @@ static const struct option options[] = {
     {"overcommit-pids", required_argument, NULL, O_OC_PIDS},
     {"placement-timeout", required_argument, NULL, O_PLACEMENT_TIMEOUT},
     {"max-disk-mib", required_argument, NULL, O_MAX_DISK},
+    {"max-in-flight", required_argument, NULL, O_MAX_IN_FLIGHT},
+    {"max-in-flight-per-client", required_argument, NULL, O_MAX_IN_FLIGHT_PER_CLIENT},
+    {"max-connections", required_argument, NULL, O_MAX_CONNECTIONS},
+    {"max-connections-per-address", required_argument, NULL, O_MAX_CONNECTIONS_PER_ADDRESS},
+    {"header-timeout", required_argument, NULL, O_HEADER_TIMEOUT},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {NULL, 0, NULL, 0},
@@ -165,6 +188,37 @@ static const struct {
     {"SANDBOXD_MAX_DISK_MIB", O_MAX_DISK},
 };
 
+/* The numeric limits: flag, variable, range and field.  */
+static const struct limit_flag {
+    int opt;
+    const char *flag, *var;
+    size_t min, max;
+    size_t off;
+} limit_flags[] = {
+    {O_MAX_IN_FLIGHT, "--max-in-flight", "SANDBOXD_MAX_IN_FLIGHT", 1, 65536,
+     offsetof(sbx_config_t, max_in_flight)},
+    {O_MAX_IN_FLIGHT_PER_CLIENT, "--max-in-flight-per-client",
+     "SANDBOXD_MAX_IN_FLIGHT_PER_CLIENT", 1, 65536,
+     offsetof(sbx_config_t, max_in_flight_per_client)},
+    {O_MAX_CONNECTIONS, "--max-connections", "SANDBOXD_MAX_CONNECTIONS", 16, 1 << 20,
+     offsetof(sbx_config_t, max_connections)},
+    {O_MAX_CONNECTIONS_PER_ADDRESS, "--max-connections-per-address",
+     "SANDBOXD_MAX_CONNECTIONS_PER_ADDRESS", 0, 1 << 20,
+     offsetof(sbx_config_t, max_connections_per_address)},
+    {O_HEADER_TIMEOUT, "--header-timeout", "SANDBOXD_HEADER_TIMEOUT", 1, 3600,
+     offsetof(sbx_config_t, header_timeout)},
+};
+
+static int set_limit(sbx_config_t *cfg, const struct limit_flag *l, const char *what,
+                     const char *v, sbx_error_t *err)
+{
+    size_t n;
+    if (parse_size(v, what, l->min, l->max, &n, err) < 0)
+        return -1;
+    *(unsigned *)(void *)((char *)cfg + l->off) = (unsigned)n;
+    return 0;
+}
+
 static void from_env(sbx_config_t *cfg)
 {
     static const struct {
@@ -208,6 +262,10 @@ static int check(sbx_config_t *cfg, sbx_error_t *err)
             return -1;
         cfg->threads = (unsigned)threads;
     }
+    for (size_t i = 0; i < ARRAY_SIZE(limit_flags); i++)
+        if ((v = getenv(limit_flags[i].var)) && *v &&
+            set_limit(cfg, &limit_flags[i], limit_flags[i].var, v, err) < 0)
+            return -1;
     return 0;
 }
 
@@ -218,6 +276,11 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
     cfg->data_dir = xstrdup("sandboxd-data");
     cfg->max_body = 1024 * 1024;
     cfg->threads = 1;
+    cfg->max_in_flight = 1024;
+    cfg->max_in_flight_per_client = 256;
+    cfg->max_connections = 16384;
+    cfg->max_connections_per_address = 256;
+    cfg->header_timeout = 10;
     from_env(cfg);
     if (check(cfg, err) < 0)
         return -1;
@@ -257,6 +320,16 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_MAX_DISK:
             if (set_admission(cfg, c, option_name(c), optarg, err) < 0)
                 return -1;
+            break;
+        case O_MAX_IN_FLIGHT:
+        case O_MAX_IN_FLIGHT_PER_CLIENT:
+        case O_MAX_CONNECTIONS:
+        case O_MAX_CONNECTIONS_PER_ADDRESS:
+        case O_HEADER_TIMEOUT:
+            for (size_t i = 0; i < ARRAY_SIZE(limit_flags); i++)
+                if (limit_flags[i].opt == c &&
+                    set_limit(cfg, &limit_flags[i], limit_flags[i].flag, optarg, err) < 0)
+                    return -1;
             break;
         case O_HELP: fputs(usage, stdout); return 1;
         case O_VERSION: printf("sandboxd %s\n", SBX_VERSION); return 1;

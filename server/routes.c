@@ -111,6 +111,15 @@ bool routes_authenticated(const routes_t *r, const http_request_t *req)
            (r->admin_token && bearer_matches(req, r->admin_token));
 }
 
+const char *routes_token_name(const routes_t *r, const http_request_t *req)
+{
+    if (r->auth_token && bearer_matches(req, r->auth_token))
+        return "token";
+    if (r->admin_token && bearer_matches(req, r->admin_token))
+        return "admin-token";
+    return NULL;
+}
+
 static bool authenticated(routes_t *r, const http_request_t *req, http_response_t *res)
 {
     if (!r->auth_token || bearer_matches(req, r->auth_token))

@@ -24,6 +24,9 @@ void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res)
 /* Whether the request carries a token that would be accepted (the ARM or
  * the admin one).  */
 bool routes_authenticated(const routes_t *r, const http_request_t *req);
+/* Which token the request carries: "token" (the ARM one), "admin-token", or
+ * NULL for none that would be accepted.  */
+const char *routes_token_name(const routes_t *r, const http_request_t *req);
 size_t routes_body_limit(const routes_t *r, const char *method, const char *path);
 
 int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *err);

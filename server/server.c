@@ -58,12 +58,6 @@ int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *e
     return 0;
 }
 
-static bool loopback_listen(const char *listen)
-{
-    return sbx_str_has_prefix(listen, "127.") || sbx_str_has_prefix(listen, "[::1]") ||
-           sbx_str_has_prefix(listen, "localhost:");
-}
-
 static void set_log_level(const char *level)
 {
     if (!level)
@@ -92,6 +86,17 @@ static bool run_apart(void *ctx, const http_request_t *req)
         return true;
     size_t n = strlen(req->path);
     return n >= 6 && strcasecmp(req->path + n - 6, "/files") == 0;
+}
+
+/* Slow requests are counted per token; without one (--no-auth), per client
+ * address.  */
+static bool client_key(void *ctx, const http_request_t *req, char *key, size_t size)
+{
+    const char *name = routes_token_name(ctx, req);
+    if (!name)
+        return false;
+    snprintf(key, size, "%s", name);
+    return true;
 }
 
 static void handle(void *ctx, const http_request_t *req, http_response_t *res)
@@ -123,7 +128,9 @@ int sbx_server_run(const sbx_config_t *cfg)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (cfg->no_auth && !loopback_listen(cfg->listen)) {
+    /* The listen address as written, parsed: "127.example.com" is a name
+     * that may resolve anywhere.  */
+    if (cfg->no_auth && !http_listen_is_loopback(cfg->listen)) {
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "--no-auth is allowed on loopback addresses only");
         return 2;
     }
@@ -175,6 +182,12 @@ int sbx_server_run(const sbx_config_t *cfg)
         .access_log = true,
         .body_limit = body_limit,
         .run_apart = run_apart,
+        .client_key = client_key,
+        .max_in_flight = cfg->max_in_flight,
+        .max_in_flight_per_client = cfg->max_in_flight_per_client,
+        .max_connections = cfg->max_connections,
+        .max_connections_per_address = cfg->max_connections_per_address,
+        .header_timeout_ms = cfg->header_timeout * 1000,
     };
     http_server_t *http = http_server_start(&hcfg, handle, routes, &err);
     if (!http) {

@@ -17,6 +17,10 @@ typedef struct sbx_config {
     bool sync_full;      /* fsync every commit */
     size_t max_body;
     unsigned threads;    /* event threads; 0: a thread per connection */
+    /* Admission and connection limits (see http_config_t).  */
+    unsigned max_in_flight, max_in_flight_per_client;
+    unsigned max_connections, max_connections_per_address;
+    unsigned header_timeout; /* seconds */
     char *agent_bin;     /* sandbox-agent to start locally; default: beside sandboxd */
     char *log_level;
     char *admin_token;   /* for the host admin API; NULL: written to data-dir */

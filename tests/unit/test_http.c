@@ -465,6 +465,8 @@ static void *hammer_main(void *arg)
         if (curl_easy_perform(c) == CURLE_OK &&
             curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200)
             h->ok++;
+        else if (status == 503)
+            usleep(1000); /* arrived once the stop began: refused, not run */
         else if (status != 0)
             h->bad++;
         else
