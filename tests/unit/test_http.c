@@ -1,11 +1,17 @@
 /* test_http.c -- the HTTP front end in-process: request collection (bodies
  * with NUL bytes, percent-decoded paths, queries, headers), body caps
- * announced and chunked, request-id headers, and the reply builders.  */
+ * announced and chunked, request-id headers, the reply builders, admission
+ * of slow requests, the header deadline, connection limits, ambiguous
+ * framing and the loopback address checks.  */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <microhttpd.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "http/http.h"
 #include "tests/testutil.h"
@@ -515,6 +521,413 @@ START_TEST(apart_requests_survive_stop)
 }
 END_TEST
 
+/* ---- raw connections ---- */
+
+/* A TCP connection to 127.0.0.1:port from the local address `from` (NULL:
+ * any); -1 when it cannot be made.  */
+static int raw_connect(int port, const char *from)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    if (from) {
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        inet_pton(AF_INET, from, &a.sin_addr);
+        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+            close(fd);
+            return -1;
+        }
+    }
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool raw_send(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    return send(fd, s, n, MSG_NOSIGNAL) == (ssize_t)n;
+}
+
+/* Read what arrives within timeout_ms into buf (terminated); *closed says
+ * whether the server closed (or reset) the connection by then.  */
+static size_t raw_read(int fd, char *buf, size_t size, int timeout_ms, bool *closed)
+{
+    size_t len = 0;
+    int64_t until = sbx_monotonic_ms() + timeout_ms;
+    *closed = false;
+    for (;;) {
+        int64_t left = until - sbx_monotonic_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        ssize_t r = recv(fd, buf + len, size - 1 - len, 0);
+        if (r <= 0) {
+            *closed = true;
+            break;
+        }
+        len += (size_t)r;
+        if (len == size - 1)
+            break;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+/* Whether the server closes the connection within timeout_ms.  */
+static bool raw_closed_within(int fd, int timeout_ms)
+{
+    char buf[4096];
+    bool closed = false;
+    int64_t until = sbx_monotonic_ms() + timeout_ms;
+    while (!closed && sbx_monotonic_ms() < until)
+        raw_read(fd, buf, sizeof(buf), (int)(until - sbx_monotonic_ms()), &closed);
+    return closed;
+}
+
+/* ---- ambiguous framing ---- */
+
+/* Two readings of where the body ends (Content-Length or chunked) would
+ * let what follows the body pass for a request of its own behind a proxy
+ * that takes the other reading: refused with 400, and the connection
+ * closed so nothing after it is read as a request.  */
+START_TEST(ambiguous_framing_refused)
+{
+    static const char *const heads[] = {
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Length: 5\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n"
+        "Content-Length: 5\r\n\r\n",
+        "POST /x HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    };
+    /* Five bytes, or an empty chunked body, then a second request.  */
+    const char *rest = "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (size_t i = 0; i < ARRAY_SIZE(heads); i++) {
+        int fd = raw_connect(http_server_port(server), NULL);
+        ck_assert_int_ge(fd, 0);
+        _cleanup_free_ char *msg = xasprintf("%s%s", heads[i], rest);
+        ck_assert(raw_send(fd, msg));
+        char buf[8192];
+        bool closed = false;
+        raw_read(fd, buf, sizeof(buf), 3000, &closed);
+        close(fd);
+        ck_assert_msg(strncmp(buf, "HTTP/1.1 400", 12) == 0, "case %zu answered: %.80s", i,
+                      buf);
+        ck_assert_msg(strstr(buf, "\"InvalidRequest\""), "case %zu: %s", i, buf);
+        ck_assert_msg(closed, "case %zu: connection left open", i);
+        /* One answer only: the second request was never read.  */
+        ck_assert_ptr_null(strstr(buf + 12, "HTTP/1.1"));
+    }
+    ck_assert_int_eq(__atomic_load_n(&handled, __ATOMIC_SEQ_CST), 0);
+
+    /* Unambiguous requests still run: chunked alone, Content-Length alone.  */
+    const char *good[] = {
+        "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "2\r\nhi\r\n0\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(good); i++) {
+        int fd = raw_connect(http_server_port(server), NULL);
+        ck_assert(raw_send(fd, good[i]));
+        char buf[8192];
+        bool closed = false;
+        raw_read(fd, buf, sizeof(buf), 1000, &closed);
+        close(fd);
+        ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "good %zu: %.80s", i, buf);
+        ck_assert_ptr_nonnull(strstr(buf, "\"bodyLen\":2"));
+    }
+}
+END_TEST
+
+/* ---- admission of slow requests ---- */
+
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_open;
+static int gate_waiting;
+
+/* POSTs wait until the gate opens; anything else answers at once.  */
+static void gate_handler(void *ctx, const http_request_t *req, http_response_t *res)
+{
+    if (strcmp(req->method, "POST") == 0) {
+        pthread_mutex_lock(&gate_lock);
+        gate_waiting++;
+        pthread_cond_broadcast(&gate_cond);
+        while (!gate_open)
+            pthread_cond_wait(&gate_cond, &gate_lock);
+        gate_waiting--;
+        pthread_mutex_unlock(&gate_lock);
+    }
+    http_reply_json(res, 200, json_pack("{s:s}", "path", req->path));
+}
+
+static bool posts_apart(void *ctx, const http_request_t *req)
+{
+    return strcmp(req->method, "POST") == 0;
+}
+
+static bool client_from_header(void *ctx, const http_request_t *req, char *key, size_t size)
+{
+    const char *c = http_header(req, "X-Client");
+    if (!c)
+        return false;
+    snprintf(key, size, "%s", c);
+    return true;
+}
+
+typedef struct slow_call {
+    char url[96], client[64];
+    long status;
+    pthread_t t;
+} slow_call_t;
+
+static void *slow_call_main(void *arg)
+{
+    slow_call_t *c = arg;
+    const char *hdrs[] = {c->client, NULL};
+    tu_request_opts_t o = {.body = "{}", .headers = hdrs, .timeout_ms = 20000};
+    tu_response_t r;
+    c->status = tu_http("POST", c->url, &o, &r) == 0 ? r.status : -1;
+    tu_response_free(&r);
+    return NULL;
+}
+
+static void gate_wait_for(int n)
+{
+    int64_t until = sbx_monotonic_ms() + 10000;
+    pthread_mutex_lock(&gate_lock);
+    while (gate_waiting < n && sbx_monotonic_ms() < until) {
+        struct timespec ts = sbx_deadline_in(50);
+        pthread_cond_timedwait(&gate_cond, &gate_lock, &ts);
+    }
+    int got = gate_waiting;
+    pthread_mutex_unlock(&gate_lock);
+    ck_assert_int_eq(got, n);
+}
+
+/* A request past a bound is answered 429 at once, never queued behind the
+ * slow ones nor run on an event thread.  */
+static void expect_429(int port, const char *client, const char *why)
+{
+    _cleanup_free_ char *url = xasprintf("http://127.0.0.1:%d/more", port);
+    _cleanup_free_ char *hdr = xasprintf("X-Client: %s", client);
+    const char *hdrs[] = {hdr, NULL};
+    tu_request_opts_t o = {.body = "{}", .headers = hdrs, .timeout_ms = 3000};
+    tu_response_t r;
+    int64_t t0 = sbx_monotonic_ms();
+    ck_assert_int_eq(tu_http("POST", url, &o, &r), 0);
+    ck_assert_int_lt(sbx_monotonic_ms() - t0, 1000);
+    ck_assert_int_eq(r.status, 429);
+    _cleanup_free_ char *retry = tu_header(&r, "Retry-After");
+    ck_assert_ptr_nonnull(retry);
+    ck_assert_int_ge(atoi(retry), 1);
+    _cleanup_json_ json_t *e = tu_json(&r);
+    ck_assert_str_eq(jstr(json_object_get(e, "error"), "code"), "TooManyRequests");
+    ck_assert_ptr_nonnull(strstr(jstr(json_object_get(e, "error"), "message"), why));
+    tu_response_free(&r);
+}
+
+START_TEST(slow_requests_admitted_within_bounds)
+{
+    /* Event threads (epoll) and a thread per connection alike.  */
+    const unsigned pools[] = {1, 0};
+    for (size_t m = 0; m < ARRAY_SIZE(pools); m++) {
+        gate_open = false;
+        http_config_t cfg = {.name = "admit", .listen = "127.0.0.1:0", .thread_pool = pools[m],
+                             .run_apart = posts_apart, .client_key = client_from_header,
+                             .max_in_flight = 6, .max_in_flight_per_client = 4};
+        sbx_error_t err = {0};
+        http_server_t *s = http_server_start(&cfg, gate_handler, NULL, &err);
+        ck_assert_msg(s != NULL, "%s", err.msg);
+        int port = http_server_port(s);
+        slow_call_t calls[6];
+        for (int i = 0; i < 6; i++) {
+            snprintf(calls[i].url, sizeof(calls[i].url), "http://127.0.0.1:%d/slow%d", port, i);
+            snprintf(calls[i].client, sizeof(calls[i].client), "X-Client: %s", i < 4 ? "a" : "b");
+        }
+        for (int i = 0; i < 4; i++)
+            ck_assert_int_eq(pthread_create(&calls[i].t, NULL, slow_call_main, &calls[i]), 0);
+        gate_wait_for(4);
+        expect_429(port, "a", "of this client");
+        for (int i = 4; i < 6; i++)
+            ck_assert_int_eq(pthread_create(&calls[i].t, NULL, slow_call_main, &calls[i]), 0);
+        gate_wait_for(6);
+        expect_429(port, "c", "too many requests are in progress");
+        /* Reads still answer at once.  */
+        _cleanup_free_ char *url = xasprintf("http://127.0.0.1:%d/read", port);
+        tu_response_t r;
+        int64_t t0 = sbx_monotonic_ms();
+        ck_assert_int_eq(tu_http("GET", url, &(tu_request_opts_t){.timeout_ms = 2000}, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_int_lt(sbx_monotonic_ms() - t0, 500);
+        tu_response_free(&r);
+
+        pthread_mutex_lock(&gate_lock);
+        gate_open = true;
+        pthread_cond_broadcast(&gate_cond);
+        pthread_mutex_unlock(&gate_lock);
+        for (int i = 0; i < 6; i++) {
+            pthread_join(calls[i].t, NULL);
+            ck_assert_int_eq(calls[i].status, 200);
+        }
+        /* Finished requests no longer count.  */
+        for (int i = 0; i < 6; i++) {
+            calls[i].status = 0;
+            ck_assert_int_eq(pthread_create(&calls[i].t, NULL, slow_call_main, &calls[i]), 0);
+        }
+        for (int i = 0; i < 6; i++) {
+            pthread_join(calls[i].t, NULL);
+            ck_assert_int_eq(calls[i].status, 200);
+        }
+        http_server_stop(s);
+    }
+}
+END_TEST
+
+/* ---- connections ---- */
+
+static http_server_t *limits_server(unsigned max_conns, unsigned per_address, unsigned head_ms)
+{
+    http_config_t cfg = {.name = "limits", .listen = "127.0.0.1:0", .thread_pool = 1,
+                         .max_connections = max_conns,
+                         .max_connections_per_address = per_address,
+                         .header_timeout_ms = head_ms};
+    sbx_error_t err = {0};
+    http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    return s;
+}
+
+/* A GET on a new connection answered within ms.  */
+static void get_within(int port, int ms)
+{
+    _cleanup_free_ char *url = xasprintf("http://127.0.0.1:%d/", port);
+    tu_response_t r;
+    int64_t t0 = sbx_monotonic_ms();
+    int rc = tu_http("GET", url, &(tu_request_opts_t){.timeout_ms = ms}, &r);
+    int64_t took = sbx_monotonic_ms() - t0;
+    ck_assert_msg(rc == 0 && r.status == 200, "GET unanswered after %lld ms",
+                  (long long)took);
+    tu_response_free(&r);
+}
+
+/* The request head must be complete within the deadline, however steadily
+ * it trickles in; a kept-alive connection gets the same time for its next
+ * one.  */
+START_TEST(header_deadline)
+{
+    http_server_t *s = limits_server(0, 0, 600);
+    int port = http_server_port(s);
+    int fd = raw_connect(port, NULL);
+    ck_assert_int_ge(fd, 0);
+    ck_assert(raw_send(fd, "GET / HTTP/1.1\r\n"));
+    int64_t t0 = sbx_monotonic_ms();
+    bool closed = false;
+    while (!closed && sbx_monotonic_ms() - t0 < 5000) {
+        char buf[256];
+        raw_send(fd, "X-Slow: 1\r\n");
+        raw_read(fd, buf, sizeof(buf), 100, &closed);
+    }
+    int64_t took = sbx_monotonic_ms() - t0;
+    close(fd);
+    ck_assert_msg(closed, "a trickling request head kept its connection for 5 s");
+    ck_assert_int_ge(took, 500);
+    ck_assert_int_lt(took, 2000);
+
+    /* Kept alive after an answer: closed when no next request comes.  */
+    fd = raw_connect(port, NULL);
+    ck_assert(raw_send(fd, "GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
+    char buf[4096];
+    raw_read(fd, buf, sizeof(buf), 300, &closed);
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 200", 12) == 0, "%.80s", buf);
+    ck_assert(!closed);
+    ck_assert(raw_closed_within(fd, 2000));
+    close(fd);
+    http_server_stop(s);
+}
+END_TEST
+
+/* Connections that never finish a request head cannot keep a client that
+ * sends one from being served: near the limit the oldest of them go.  */
+START_TEST(waiting_connections_shed_at_limit)
+{
+    http_server_t *s = limits_server(64, 0, 30000);
+    int port = http_server_port(s);
+    int fds[150];
+    for (int i = 0; i < 150; i++) {
+        char from[32];
+        snprintf(from, sizeof(from), "127.0.1.%d", 1 + i % 200);
+        fds[i] = raw_connect(port, from);
+        ck_assert_int_ge(fds[i], 0);
+        raw_send(fds[i], "GET / HTTP/1.1\r\n");
+    }
+    get_within(port, 1000);
+    /* The first ones were closed to make room.  */
+    ck_assert(raw_closed_within(fds[0], 1000));
+    for (int i = 0; i < 150; i++)
+        close(fds[i]);
+    http_server_stop(s);
+}
+END_TEST
+
+START_TEST(connections_capped_per_address)
+{
+    http_server_t *s = limits_server(0, 4, 30000);
+    int port = http_server_port(s);
+    int fds[5];
+    for (int i = 0; i < 5; i++) {
+        fds[i] = raw_connect(port, "127.0.2.9");
+        ck_assert_int_ge(fds[i], 0);
+        raw_send(fds[i], "GET / HTTP/1.1\r\n");
+    }
+    ck_assert_msg(raw_closed_within(fds[4], 2000), "a fifth connection from one address");
+    ck_assert(!raw_closed_within(fds[0], 200));
+    get_within(port, 1000); /* from 127.0.0.1 */
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
+    http_server_stop(s);
+}
+END_TEST
+
+/* ---- loopback addresses ---- */
+
+START_TEST(loopback_parsed_not_prefixed)
+{
+    static const char *const yes[] = {"127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost",
+                                      "LocalHost", "::ffff:127.0.0.1", "[0:0:0:0:0:0:0:1]"};
+    static const char *const no[] = {"127.example.com", "127.0.0.1.evil.com", "localhost.evil.com",
+                                     "127.1", "0x7f.0.0.1", "128.0.0.1", "0.0.0.0", "::", "[::]",
+                                     "::2", "", "[::1", "127.0.0.1 ", "evil.com"};
+    for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
+        ck_assert_msg(http_host_is_loopback(yes[i]), "%s", yes[i]);
+    for (size_t i = 0; i < ARRAY_SIZE(no); i++)
+        ck_assert_msg(!http_host_is_loopback(no[i]), "%s", no[i]);
+    ck_assert(http_listen_is_loopback("127.0.0.1:8080"));
+    ck_assert(http_listen_is_loopback("[::1]:8080"));
+    ck_assert(http_listen_is_loopback("localhost:1"));
+    ck_assert(!http_listen_is_loopback("127.example.com:8080"));
+    ck_assert(!http_listen_is_loopback("127.0.0.1.evil.com:8080"));
+    ck_assert(!http_listen_is_loopback("localhost.evil.com:1"));
+    ck_assert(!http_listen_is_loopback("::1:8080"));
+    ck_assert(!http_listen_is_loopback("127.0.0.1"));
+    ck_assert(!http_listen_is_loopback("127.0.0.1:"));
+    ck_assert(!http_listen_is_loopback("127.0.0.1:80x"));
+    ck_assert(!http_listen_is_loopback("[::1:80"));
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -532,6 +945,12 @@ static Suite *http_suite(void)
     tcase_add_test(tc, listen_errors);
     tcase_add_test(tc, thread_pool_mode);
     tcase_add_test(tc, apart_requests_survive_stop);
+    tcase_add_test(tc, ambiguous_framing_refused);
+    tcase_add_test(tc, slow_requests_admitted_within_bounds);
+    tcase_add_test(tc, header_deadline);
+    tcase_add_test(tc, waiting_connections_shed_at_limit);
+    tcase_add_test(tc, connections_capped_per_address);
+    tcase_add_test(tc, loopback_parsed_not_prefixed);
     suite_add_tcase(s, tc);
     return s;
 }
