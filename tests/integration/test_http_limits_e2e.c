@@ -143,6 +143,12 @@ static void global_teardown(void)
         "for m in $(awk '{print $2}' /proc/mounts | grep '^%s' | sort -r); do umount -l $m; done",
         g_root);
     run_sh(cmd);
+    /* The agent's cgroup parents, empty once its sandbox is gone.  */
+    _cleanup_free_ char *cg = xasprintf(
+        "for d in /sys/fs/cgroup/*/sbx-limits-%d; do [ -d $d ] && "
+        "find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; true",
+        (int)getpid());
+    run_sh(cg);
     tu_rmdir(g_root);
     free(g_root);
     free(g_image);
