@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -65,6 +66,30 @@ struct http_server {
     http_handler_fn handler;
     void *ctx;
     int port;
+    struct http_pipe *pipes; /* response pipes being sent, under apart_lock */
+    bool pipes_stopping;     /* http_server_stop cut them all */
+};
+
+/* A bounded ring between a thread and a connection.  For a response the
+ * thread produces and the connection consumes; for a streamed request body
+ * the connection produces and the handler's thread consumes.  The
+ * connection's side never blocks an event thread: it suspends the
+ * connection and the other side resumes it (with one thread per
+ * connection, it waits on cv instead).  */
+struct http_pipe {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char *buf;
+    size_t cap, head, used;
+    bool eof;      /* the producer has no more */
+    int error;     /* an errno once either side gave up */
+    bool started;  /* a request body: the handler asked for it */
+    int refs;
+    struct MHD_Connection *conn;
+    bool pool;      /* event threads: suspend rather than wait */
+    bool suspended; /* conn is suspended waiting for the other side */
+    http_server_t *server; /* a response pipe: listed in server->pipes */
+    struct http_pipe *next, *prev;
 };
 
 /* Per-request state, from the first call of the access handler to the
@@ -84,6 +109,15 @@ typedef struct request_state {
     http_response_t res;
     conn_state_t *conn;   /* its connection's state */
     client_slot_t *slot;  /* admitted: counted against this client */
+    /* stream_body requests: the connection and the handler's thread each
+     * hold a reference; the body goes through body_pipe.  */
+    atomic_int refs;
+    bool streaming;
+    bool handler_done; /* under body_pipe->mu */
+    bool sent;
+    uint64_t received;
+    size_t body_pos; /* http_body_read of a collected body */
+    struct http_pipe *body_pipe;
 } request_state_t;
 
 /* ---- request accessors ---- */
@@ -128,8 +162,11 @@ const char *http_scheme(const http_request_t *req)
 
 /* ---- response builders ---- */
 
+static void stream_release(http_response_t *res);
+
 static void response_reset(http_response_t *res)
 {
+    stream_release(res);
     free(res->body);
     res->body = NULL;
     res->body_len = 0;
@@ -208,6 +245,7 @@ void http_add_header(http_response_t *res, const char *name, const char *fmt, ..
 
 static void response_done(http_response_t *res)
 {
+    stream_release(res);
     free(res->body);
     for (size_t i = 0; i < res->n_headers; i++) {
         free(res->headers[i].name);
@@ -268,10 +306,15 @@ static void access_log(const http_server_t *s, const request_state_t *st, int st
     }
 }
 
+static struct MHD_Response *stream_response(http_server_t *s, request_state_t *st,
+                                            http_response_t *res);
+
 static enum MHD_Result send_response(http_server_t *s, request_state_t *st, http_response_t *res)
 {
-    struct MHD_Response *r = MHD_create_response_from_buffer(res->body_len, res->body,
-                                                             MHD_RESPMEM_MUST_FREE);
+    st->sent = true;
+    struct MHD_Response *r = res->stream_read ? stream_response(s, st, res)
+                                              : MHD_create_response_from_buffer(
+                                                    res->body_len, res->body, MHD_RESPMEM_MUST_FREE);
     if (!r)
         return MHD_NO;
     res->body = NULL; /* MHD frees it now */
@@ -620,7 +663,9 @@ static request_state_t *request_begin(http_server_t *s, struct MHD_Connection *c
                                       const char *url, const char *method)
 {
     request_state_t *st = xcalloc(1, sizeof(*st));
+    st->server = s;
     st->conn = head_complete(s, conn);
+    atomic_init(&st->refs, 1);
     st->start_us = sbx_monotonic_us();
     st->req.conn = conn;
     st->req.method = method;
@@ -726,6 +771,434 @@ static int run_apart(http_server_t *s, request_state_t *st)
     return rc == 0 ? 0 : -1;
 }
 
+
+/* ---- streaming: pipes, streamed responses, streamed request bodies ---- */
+
+/* A streamed request body goes through a buffer this large.  */
+#define BODY_PIPE_CAP (256u << 10)
+
+http_pipe_t *http_pipe_new(size_t capacity)
+{
+    http_pipe_t *p = xcalloc(1, sizeof(*p));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->cap = capacity ? capacity : BODY_PIPE_CAP;
+    p->buf = xmalloc(p->cap);
+    p->refs = 2;
+    return p;
+}
+
+static void pipe_unref(http_pipe_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool last = --p->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p->buf);
+    free(p);
+}
+
+/* Copy into the ring what fits; under mu.  */
+static size_t pipe_put(http_pipe_t *p, const char *data, size_t n)
+{
+    size_t done = 0;
+    while (done < n && p->used < p->cap) {
+        size_t tail = (p->head + p->used) % p->cap;
+        size_t room = p->cap - p->used;
+        size_t chunk = p->cap - tail < room ? p->cap - tail : room;
+        if (chunk > n - done)
+            chunk = n - done;
+        memcpy(p->buf + tail, data + done, chunk);
+        p->used += chunk;
+        done += chunk;
+    }
+    if (done)
+        pthread_cond_broadcast(&p->cv);
+    return done;
+}
+
+static size_t pipe_take(http_pipe_t *p, char *out, size_t n)
+{
+    size_t done = 0;
+    while (done < n && p->used > 0) {
+        size_t chunk = p->cap - p->head < p->used ? p->cap - p->head : p->used;
+        if (chunk > n - done)
+            chunk = n - done;
+        memcpy(out + done, p->buf + p->head, chunk);
+        p->head = (p->head + chunk) % p->cap;
+        p->used -= chunk;
+        done += chunk;
+    }
+    if (done)
+        pthread_cond_broadcast(&p->cv);
+    return done;
+}
+
+/* The connection's side waits for the other: suspend it (event threads)
+ * or return false so the caller waits on cv (a thread per connection).
+ * Under mu, which is also held by whoever resumes, so no wake-up is lost.  */
+static bool pipe_suspend(http_pipe_t *p)
+{
+    if (!p->pool)
+        return false;
+    p->suspended = true;
+    MHD_suspend_connection(p->conn);
+    return true;
+}
+
+/* The other side made progress: let the connection go on.  Under mu.  A
+ * suspended connection cannot have been closed, so conn is still valid.  */
+static void pipe_wake_conn(http_pipe_t *p)
+{
+    pthread_cond_broadcast(&p->cv);
+    if (p->suspended) {
+        p->suspended = false;
+        MHD_resume_connection(p->conn);
+    }
+}
+
+int http_pipe_write(http_pipe_t *p, const void *data, size_t n)
+{
+    const char *d = data;
+    pthread_mutex_lock(&p->mu);
+    while (n > 0) {
+        if (p->error) {
+            pthread_mutex_unlock(&p->mu);
+            return -1;
+        }
+        size_t k = pipe_put(p, d, n);
+        d += k;
+        n -= k;
+        if (k)
+            pipe_wake_conn(p);
+        else
+            pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+void http_pipe_close(http_pipe_t *p, bool complete)
+{
+    pthread_mutex_lock(&p->mu);
+    p->eof = true;
+    if (!complete && !p->error)
+        p->error = EIO;
+    pipe_wake_conn(p);
+    pthread_mutex_unlock(&p->mu);
+    pipe_unref(p);
+}
+
+/* The response's side is gone: a producer still writing gets -1.  */
+void http_pipe_abandon(http_pipe_t *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (!p->error)
+        p->error = ECONNABORTED;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pipe_unref(p);
+}
+
+static ssize_t pipe_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_pipe_t *p = cls;
+    (void)pos;
+    ssize_t ret;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->error) {
+            ret = MHD_CONTENT_READER_END_WITH_ERROR;
+        } else if (p->used) {
+            ret = (ssize_t)pipe_take(p, buf, max);
+        } else if (p->eof) {
+            ret = MHD_CONTENT_READER_END_OF_STREAM;
+        } else if (pipe_suspend(p)) {
+            ret = 0; /* called again once resumed */
+        } else {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ret;
+}
+
+static void pipe_reader_free(void *cls)
+{
+    http_pipe_t *p = cls;
+    http_server_t *s = p->server;
+    if (s) {
+        pthread_mutex_lock(&s->apart_lock);
+        if (p->prev)
+            p->prev->next = p->next;
+        else
+            s->pipes = p->next;
+        if (p->next)
+            p->next->prev = p->prev;
+        pthread_mutex_unlock(&s->apart_lock);
+    }
+    http_pipe_abandon(p);
+}
+
+void http_reply_stream(http_response_t *res, int status, const char *content_type, uint64_t size,
+                       ssize_t (*read)(void *ud, uint64_t pos, char *buf, size_t max),
+                       void (*free_fn)(void *ud), void *ud)
+{
+    response_reset(res);
+    res->status = status;
+    res->content_type = content_type;
+    res->stream_read = read;
+    res->stream_free = free_fn;
+    res->stream_ud = ud;
+    res->stream_size = size;
+}
+
+void http_reply_pipe(http_response_t *res, int status, const char *content_type, uint64_t size,
+                     http_pipe_t *p)
+{
+    http_reply_stream(res, status, content_type, size, pipe_reader, pipe_reader_free, p);
+    res->pipe = p;
+}
+
+/* A stream never handed to libmicrohttpd is released here.  */
+static void stream_release(http_response_t *res)
+{
+    if (res->stream_read && res->stream_free)
+        res->stream_free(res->stream_ud);
+    res->stream_read = NULL;
+    res->stream_free = NULL;
+    res->stream_ud = NULL;
+    res->pipe = NULL;
+}
+
+static struct MHD_Response *stream_response(http_server_t *s, request_state_t *st,
+                                            http_response_t *res)
+{
+    http_pipe_t *p = res->pipe;
+    if (p) {
+        /* Listed, so http_server_stop can cut it: a connection suspended
+         * for it would make MHD_stop_daemon abort.  */
+        pthread_mutex_lock(&s->apart_lock);
+        pthread_mutex_lock(&p->mu);
+        p->conn = st->req.conn;
+        p->pool = s->cfg.thread_pool != 0;
+        p->server = s;
+        if (s->pipes_stopping && !p->error)
+            p->error = ECONNABORTED;
+        pthread_mutex_unlock(&p->mu);
+        p->next = s->pipes;
+        if (s->pipes)
+            s->pipes->prev = p;
+        s->pipes = p;
+        pthread_mutex_unlock(&s->apart_lock);
+    }
+    uint64_t size = res->stream_size == HTTP_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : res->stream_size;
+    struct MHD_Response *r = MHD_create_response_from_callback(size, 64 * 1024, res->stream_read,
+                                                               res->stream_ud, res->stream_free);
+    if (r) { /* MHD calls stream_free from now on */
+        res->stream_read = NULL;
+        res->stream_free = NULL;
+        res->pipe = NULL;
+    }
+    return r;
+}
+
+/* Cut every response pipe still being sent, so no connection stays
+ * suspended waiting for a producer.  */
+static void pipes_stop(http_server_t *s)
+{
+    pthread_mutex_lock(&s->apart_lock);
+    s->pipes_stopping = true;
+    for (http_pipe_t *p = s->pipes; p; p = p->next) {
+        pthread_mutex_lock(&p->mu);
+        if (!p->error)
+            p->error = ECONNABORTED;
+        pipe_wake_conn(p);
+        pthread_mutex_unlock(&p->mu);
+    }
+    pthread_mutex_unlock(&s->apart_lock);
+}
+
+ssize_t http_body_read(const http_request_t *req, void *buf, size_t n)
+{
+    request_state_t *st = (request_state_t *)req;
+    if (!st->streaming) {
+        size_t left = req->body_len - st->body_pos;
+        size_t k = left < n ? left : n;
+        memcpy(buf, req->body + st->body_pos, k);
+        st->body_pos += k;
+        return (ssize_t)k;
+    }
+    http_pipe_t *p = st->body_pipe;
+    ssize_t ret;
+    pthread_mutex_lock(&p->mu);
+    p->started = true;
+    for (;;) {
+        if (p->used) {
+            ret = (ssize_t)pipe_take(p, buf, n);
+        } else if (p->error) {
+            errno = p->error;
+            ret = -1;
+        } else if (p->eof) {
+            ret = 0;
+        } else {
+            pipe_wake_conn(p);
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        break;
+    }
+    pipe_wake_conn(p); /* room again */
+    pthread_mutex_unlock(&p->mu);
+    return ret;
+}
+
+static void request_free(request_state_t *st);
+
+static void request_unref(request_state_t *st)
+{
+    if (atomic_fetch_sub(&st->refs, 1) == 1)
+        request_free(st);
+}
+
+static void *stream_main(void *arg)
+{
+    request_state_t *st = arg;
+    http_server_t *s = st->server;
+    s->handler(s->ctx, &st->req, &st->res);
+    http_pipe_t *p = st->body_pipe;
+    pthread_mutex_lock(&p->mu);
+    st->handler_done = true;
+    pipe_wake_conn(p);
+    pthread_mutex_unlock(&p->mu);
+    request_unref(st);
+    return NULL;
+}
+
+/* First call of a stream_body request: the handler starts on a thread of
+ * its own, and the connection waits until it asks for the body.  */
+static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
+{
+    pthread_attr_t attr;
+    pthread_t t;
+    st->server = s;
+    st->body_pipe = http_pipe_new(BODY_PIPE_CAP);
+    st->body_pipe->refs = 1; /* st's alone */
+    st->body_pipe->conn = st->req.conn;
+    st->body_pipe->pool = s->cfg.thread_pool != 0;
+    /* Admitted like every request run apart: a client uploading to many
+     * files at once is bounded as one running many execs is.  */
+    admission_t a = admit(s, st);
+    if (a != ADMITTED)
+        return reply_retry_later(s, st, 429, "TooManyRequests",
+                                 a == CLIENT_BUSY
+                                     ? "too many requests of this client are in progress"
+                                     : "too many requests are in progress",
+                                 true);
+    pthread_mutex_lock(&s->apart_lock);
+    int rc = -1;
+    if (!s->stopping) {
+        st->streaming = st->apart = true;
+        atomic_store(&st->refs, 2);
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&t, &attr, stream_main, st);
+        pthread_attr_destroy(&attr);
+        if (rc == 0) {
+            s->apart_running++;
+        } else {
+            st->streaming = st->apart = false;
+            atomic_store(&st->refs, 1);
+        }
+    }
+    pthread_mutex_unlock(&s->apart_lock);
+    if (rc != 0)
+        return reply_retry_later(s, st, 503, "ServiceUnavailable",
+                                 "the server is stopping or out of threads", true);
+    http_pipe_t *p = st->body_pipe;
+    pthread_mutex_lock(&p->mu);
+    while (!p->started && !st->handler_done && !pipe_suspend(p))
+        pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return MHD_YES;
+}
+
+/* Later calls: body bytes go into the pipe while there is room; the rest
+ * waits in libmicrohttpd's buffer, the connection suspended.  Once the
+ * body is in and the handler done, its response goes out.  */
+static enum MHD_Result stream_access(http_server_t *s, request_state_t *st,
+                                     const char *upload_data, size_t *upload_data_size)
+{
+    http_pipe_t *p = st->body_pipe;
+    pthread_mutex_lock(&p->mu);
+    if (st->sent) {
+        *upload_data_size = 0;
+        pthread_mutex_unlock(&p->mu);
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        for (;;) {
+            if (st->handler_done || p->error) {
+                st->discarded += *upload_data_size;
+                *upload_data_size = 0;
+                break;
+            }
+            if (*upload_data_size > st->limit - st->received) {
+                p->error = EFBIG;
+                pthread_cond_broadcast(&p->cv);
+                continue;
+            }
+            size_t k = pipe_put(p, upload_data, *upload_data_size);
+            st->received += k;
+            upload_data += k;
+            *upload_data_size -= k;
+            if (*upload_data_size == 0)
+                break;
+            if (pipe_suspend(p)) {
+                pthread_mutex_unlock(&p->mu);
+                return MHD_YES; /* the rest is offered again once resumed */
+            }
+            pthread_cond_wait(&p->cv, &p->mu);
+        }
+        /* A refused body is read and dropped up to a bound, as for
+         * collected bodies, then the answer goes out.  */
+        bool now = st->handler_done && st->discarded > DISCARD_MAX;
+        pthread_mutex_unlock(&p->mu);
+        return now ? send_response(s, st, &st->res) : MHD_YES;
+    }
+    if (!p->eof) {
+        p->eof = true;
+        pthread_cond_broadcast(&p->cv);
+    }
+    while (!st->handler_done) {
+        if (pipe_suspend(p)) {
+            pthread_mutex_unlock(&p->mu);
+            return MHD_YES;
+        }
+        pthread_cond_wait(&p->cv, &p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    st->len = st->received;
+    return send_response(s, st, &st->res);
+}
+
+/* The connection is finished (answered, or the client went away): the
+ * handler, if still reading, gets ECONNABORTED.  */
+static void stream_completed(request_state_t *st)
+{
+    http_pipe_t *p = st->body_pipe;
+    pthread_mutex_lock(&p->mu);
+    if (!p->eof && !p->error)
+        p->error = ECONNABORTED;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **con_cls)
@@ -751,8 +1224,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return reply_error_now(s, st, 413, "RequestEntityTooLarge",
                                    "the request body is larger than allowed");
         st->too_large = v == BODY_DRAIN; /* answered once the body is in */
+        if (v == BODY_FITS && s->cfg.stream_body && s->cfg.stream_body(s->ctx, &st->req))
+            return stream_start(s, st);
         return MHD_YES;
     }
+    if (st->streaming)
+        return stream_access(s, st, upload_data, upload_data_size);
     if (*upload_data_size > 0) {
         body_append(st, upload_data, *upload_data_size);
         *upload_data_size = 0;
@@ -802,10 +1279,29 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request_state_t *st = *con_cls;
     if (!st)
         return;
-    /* A request run apart counts until libmicrohttpd has taken its
-     * connection back and finished it: stopping the daemon while one is
-     * still suspended (or only marked for resumption) aborts.  */
+    *con_cls = NULL;
     http_server_t *s = cls;
+    /* A connection kept alive waits for its next request head now (its
+     * state is the connection's: done with here, whoever frees st).  */
+    if (st->conn) {
+        pthread_mutex_lock(&s->conn_lock);
+        heads_append(s, st->conn);
+        pthread_mutex_unlock(&s->conn_lock);
+        st->conn = NULL;
+    }
+    if (st->streaming)
+        stream_completed(st);
+    request_unref(st);
+}
+
+static void request_free(request_state_t *st)
+{
+    /* A request run apart counts until libmicrohttpd has taken its
+     * connection back and finished it (and, streamed, until its handler's
+     * thread is done too): stopping the daemon while one is still
+     * suspended (or only marked for resumption) aborts.  Its admission
+     * lasts as long.  */
+    http_server_t *s = st->server;
     if (st->apart || st->slot) {
         pthread_mutex_lock(&s->apart_lock);
         if (st->apart) {
@@ -816,17 +1312,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             release(s, st->slot);
         pthread_mutex_unlock(&s->apart_lock);
     }
-    /* A connection kept alive waits for its next request head now.  */
-    if (st->conn) {
-        pthread_mutex_lock(&s->conn_lock);
-        heads_append(s, st->conn);
-        pthread_mutex_unlock(&s->conn_lock);
-    }
     response_done(&st->res);
+    if (st->body_pipe)
+        pipe_unref(st->body_pipe);
     free(st->body);
     free(st->cert_subject);
     free(st);
-    *con_cls = NULL;
 }
 
 /* ---- daemon ---- */
@@ -1008,8 +1499,8 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
     }
     s->sweeper_running = true;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-    if (cfg->thread_pool && cfg->run_apart)
-        flags |= MHD_ALLOW_SUSPEND_RESUME;
+    if (cfg->thread_pool)
+        flags |= MHD_ALLOW_SUSPEND_RESUME; /* run apart, and streams */
     flags |= cfg->thread_pool ? MHD_USE_EPOLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -1077,6 +1568,7 @@ void http_server_stop(http_server_t *s)
         while (s->apart_running > 0)
             pthread_cond_wait(&s->apart_done, &s->apart_lock);
         pthread_mutex_unlock(&s->apart_lock);
+        pipes_stop(s);
         MHD_stop_daemon(s->daemon);
         if (listen_fd != MHD_INVALID_SOCKET)
             close(listen_fd);

@@ -5,6 +5,8 @@
 #ifndef SBX_HTTP_H
 #define SBX_HTTP_H
 
+#include <sys/types.h>
+
 #include "common/common.h"
 
 typedef struct http_server http_server_t;
@@ -31,6 +33,13 @@ typedef struct http_response {
     const char *content_type;
     http_header_t headers[16];
     size_t n_headers;
+    /* A body produced while it is sent (http_reply_stream, http_reply_pipe)
+     * instead of `body`; owned until sent.  */
+    ssize_t (*stream_read)(void *ud, uint64_t pos, char *buf, size_t max);
+    void (*stream_free)(void *ud);
+    void *stream_ud;
+    uint64_t stream_size;
+    struct http_pipe *pipe;
 } http_response_t;
 
 /* A header of the request (case-insensitive) or NULL.  */
@@ -56,6 +65,45 @@ void http_reply_error(http_response_t *res, int status, const char *code, const 
 void http_reply_sbx_error(http_response_t *res, const sbx_error_t *err);
 void http_add_header(http_response_t *res, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* ---- streaming ---- */
+
+/* Up to n bytes of the request body (> 0), 0 at its end, or -1 with errno
+ * EFBIG (past the body limit) or ECONNABORTED (the client went away or the
+ * server stops).  Blocks until bytes arrive.  Works for collected bodies
+ * too.  With stream_body, once it has been called the handler must not use
+ * req's header or query accessors: the connection may be gone.  */
+ssize_t http_body_read(const http_request_t *req, void *buf, size_t n);
+
+#define HTTP_STREAM_END (-1)   /* the body is complete */
+#define HTTP_STREAM_ERROR (-2) /* cut the connection: the client sees a short body */
+#define HTTP_SIZE_UNKNOWN UINT64_MAX
+/* A body produced while it is sent: read(ud, pos, buf, max) returns up to
+ * max bytes at offset pos, HTTP_STREAM_END or HTTP_STREAM_ERROR; it runs on
+ * the thread serving the connection and must not block for long.  free_fn
+ * (may be NULL) is called once when the response is gone, sent or not.
+ * size is the Content-Length or HTTP_SIZE_UNKNOWN (chunked).  */
+void http_reply_stream(http_response_t *res, int status, const char *content_type, uint64_t size,
+                       ssize_t (*read)(void *ud, uint64_t pos, char *buf, size_t max),
+                       void (*free_fn)(void *ud), void *ud);
+
+/* A bounded byte pipe from a producer thread into a response body, with
+ * back-pressure both ways: the producer blocks while it is full, the
+ * connection waits (suspended, not holding an event thread) while it is
+ * empty.  Made with two references, the producer's and the response's.  */
+typedef struct http_pipe http_pipe_t;
+http_pipe_t *http_pipe_new(size_t capacity);
+/* All n bytes, or -1 once the response is gone (client away, server
+ * stopping): stop producing then.  */
+int http_pipe_write(http_pipe_t *p, const void *data, size_t n);
+/* The producer is done: complete false cuts the response short.  Drops the
+ * producer's reference.  */
+void http_pipe_close(http_pipe_t *p, bool complete);
+/* The response's side: reply with the pipe's bytes (takes its reference),
+ * or give it up without replying from it.  */
+void http_reply_pipe(http_response_t *res, int status, const char *content_type, uint64_t size,
+                     http_pipe_t *p);
+void http_pipe_abandon(http_pipe_t *p);
 
 typedef void (*http_handler_fn)(void *ctx, const http_request_t *req, http_response_t *res);
 /* Largest body accepted for this request; the default is cfg->max_body.  */
@@ -104,6 +152,12 @@ typedef struct http_config {
     unsigned max_connections;
     unsigned max_connections_per_address;
     unsigned header_timeout_ms;
+    /* Requests for which this returns true (asked once the headers are in)
+     * do not have their body collected: the handler starts at once on a
+     * thread of its own and reads the body with http_body_read while it
+     * arrives, through a bounded buffer.  The body limit still holds.
+     * NULL: none.  */
+    bool (*stream_body)(void *ctx, const http_request_t *req);
 } http_config_t;
 
 /* Whether host (a name or an address literal, IPv6 with or without

@@ -144,6 +144,22 @@ int rt_file_read(rt_runtime_t *rt, const char *id, const char *path, size_t max,
                  char **data, size_t *len, sbx_error_t *err);
 int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void *data,
                   size_t len, sbx_error_t *err);
+/* Open a regular file for reading (the caller closes *fd); *size is its
+ * size when opened.  Fails with TOO_LARGE past max (0: no bound).  */
+int rt_file_open(rt_runtime_t *rt, const char *id, const char *path, uint64_t max, int *fd,
+                 uint64_t *size, sbx_error_t *err);
+/* Up to n bytes into buf: > 0, 0 at the end, or -1 (errno EFBIG: too
+ * large; anything else: the source failed) to abandon the write.  */
+typedef ssize_t (*rt_read_fn)(void *ud, void *buf, size_t n);
+/* Write path from `read`, a chunk at a time, without holding it in memory.
+ * The bytes go to a new file beside path, renamed over it at the end, so a
+ * failed write leaves no partial file; they are written by a process in the
+ * sandbox's memory cgroup, so the sandbox's memory pays for them (its tmpfs
+ * writable layer is RAM).  `expected` is the announced size or UINT64_MAX.
+ * A sandbox whose memory or disk cannot hold the bytes gives TOO_LARGE with
+ * ARM code SandboxStorageFull.  *written gets the size written.  */
+int rt_file_write_stream(rt_runtime_t *rt, const char *id, const char *path, uint64_t expected,
+                         rt_read_fn read, void *ud, uint64_t *written, sbx_error_t *err);
 int rt_file_delete(rt_runtime_t *rt, const char *id, const char *path, sbx_error_t *err);
 int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t **out,
                  size_t *n, sbx_error_t *err);
