@@ -70,6 +70,11 @@ typedef struct agent_call {
     const char *query_list; /* ?list=, or NULL */
     const char *body;
     size_t body_len;
+    /* A file upload's body, read while it arrives (http_body_read); NULL:
+     * body and body_len.  body_size is its announced size or UINT64_MAX.  */
+    ssize_t (*body_read)(void *ud, void *buf, size_t n);
+    void *body_ud;
+    uint64_t body_size;
 } agent_call_t;
 
 void agent_api_call(agent_api_t *api, const agent_call_t *call, http_response_t *res);
@@ -78,6 +83,8 @@ void agent_api_call(agent_api_t *api, const agent_call_t *call, http_response_t 
  * agent_api_t.  */
 void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_t *res);
 size_t agent_api_body_limit(void *ctx, const char *method, const char *path);
+/* http_config_t.stream_body: file uploads are written while they arrive.  */
+bool agent_api_stream_body(void *ctx, const http_request_t *req);
 
 /* Limits the API enforces; agent/README.md documents them.  */
 #define AGENT_MAX_JSON_BODY (1024 * 1024)

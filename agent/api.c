@@ -719,6 +719,35 @@ static json_t *dirents_json(const rt_dirent_t *d, size_t n)
     return json_pack("{s:o}", "value", value);
 }
 
+/* A download is sent from the open file a chunk at a time; the size is
+ * the one it had when opened (a file the sandbox grows meanwhile is cut
+ * there, one it shrinks ends the connection early).  */
+typedef struct file_stream {
+    int fd;
+    uint64_t size;
+} file_stream_t;
+
+static ssize_t file_stream_read(void *ud, uint64_t pos, char *buf, size_t max)
+{
+    file_stream_t *f = ud;
+    if (pos >= f->size)
+        return HTTP_STREAM_END;
+    if (max > f->size - pos)
+        max = (size_t)(f->size - pos);
+    ssize_t n;
+    do
+        n = pread(f->fd, buf, max, (off_t)pos);
+    while (n < 0 && errno == EINTR);
+    return n > 0 ? n : HTTP_STREAM_ERROR;
+}
+
+static void file_stream_free(void *ud)
+{
+    file_stream_t *f = ud;
+    close(f->fd);
+    free(f);
+}
+
 static void get_file(agent_api_t *api, const char *id, const char *path, bool list,
                      http_response_t *res)
 {
@@ -732,11 +761,43 @@ static void get_file(agent_api_t *api, const char *id, const char *path, bool li
         rt_dirents_free(d, n);
         return http_reply_json(res, 200, j);
     }
-    char *data = NULL;
-    size_t len = 0;
-    if (rt_file_read(api->rt, id, path, AGENT_MAX_FILE_BODY, &data, &len, &err) < 0)
+    file_stream_t *f = xcalloc(1, sizeof(*f));
+    if (rt_file_open(api->rt, id, path, AGENT_MAX_FILE_BODY, &f->fd, &f->size, &err) < 0) {
+        free(f);
         return reply_file_error(res, &err, id);
-    http_reply_bytes(res, 200, "application/octet-stream", data, len);
+    }
+    http_reply_stream(res, 200, "application/octet-stream", f->size, file_stream_read,
+                      file_stream_free, f);
+}
+
+typedef struct mem_body {
+    const char *p;
+    size_t left;
+} mem_body_t;
+
+static ssize_t mem_body_read(void *ud, void *buf, size_t n)
+{
+    mem_body_t *m = ud;
+    size_t k = m->left < n ? m->left : n;
+    memcpy(buf, m->p, k);
+    m->p += k;
+    m->left -= k;
+    return (ssize_t)k;
+}
+
+static void put_file(agent_api_t *api, const char *id, const agent_call_t *c, const char *path,
+                     http_response_t *res)
+{
+    mem_body_t m = {c->body ? c->body : "", c->body ? c->body_len : 0};
+    rt_read_fn read_fn = c->body_read ? c->body_read : mem_body_read;
+    void *ud = c->body_read ? c->body_ud : &m;
+    uint64_t size = c->body_read ? c->body_size : c->body_len;
+    uint64_t written = 0;
+    sbx_error_t err = {0};
+    if (rt_file_write_stream(api->rt, id, path, size, read_fn, ud, &written, &err) < 0)
+        return reply_file_error(res, &err, id);
+    http_reply_json(res, 201, json_pack("{s:o,s:I}", "path", json_cstr(path), "size",
+                                        (json_int_t)written));
 }
 
 static void files(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res)
@@ -761,12 +822,8 @@ static void files(agent_api_t *api, const char *id, const agent_call_t *c, http_
 
     if (strcmp(c->method, "GET") == 0)
         return get_file(api, id, path, list, res);
-    if (strcmp(c->method, "PUT") == 0) {
-        if (rt_file_write(api->rt, id, path, c->body ? c->body : "", c->body_len, &err) < 0)
-            return reply_file_error(res, &err, id);
-        return http_reply_json(res, 201, json_pack("{s:o,s:I}", "path", json_cstr(path), "size",
-                                                   (json_int_t)c->body_len));
-    }
+    if (strcmp(c->method, "PUT") == 0)
+        return put_file(api, id, c, path, res);
     if (rt_file_delete(api->rt, id, path, &err) < 0 && err.code != SBX_ERR_NOT_FOUND)
         return reply_file_error(res, &err, id);
     http_reply_empty(res, 204);
@@ -907,6 +964,11 @@ void agent_api_call(agent_api_t *api, const agent_call_t *c, http_response_t *re
  * HTTP glue and lifetime
  * ====================================================================== */
 
+static ssize_t request_body_read(void *ud, void *buf, size_t n)
+{
+    return http_body_read(ud, buf, n);
+}
+
 void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_t *res)
 {
     agent_call_t c = {
@@ -915,12 +977,43 @@ void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_
         .query_list = http_query(req, "list"),
         .body = req->body,
         .body_len = req->body_len,
+        .body_size = UINT64_MAX,
     };
     /* The length tells an embedded %00 apart from the end of the value.  */
     if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &c.query_path,
                                       &c.query_path_len) != MHD_YES)
         c.query_path = NULL;
+    /* A streamed body: the connection (and the values it holds) may be gone
+     * once reading starts, so what is needed afterwards is copied.  */
+    _cleanup_free_ char *path = NULL, *list = NULL;
+    if (!req->body) {
+        if (c.query_path) {
+            path = xmalloc(c.query_path_len + 1);
+            memcpy(path, c.query_path, c.query_path_len);
+            path[c.query_path_len] = '\0';
+            c.query_path = path;
+        }
+        if (c.query_list)
+            c.query_list = list = xstrdup(c.query_list);
+        const char *cl = http_header(req, "Content-Length");
+        char *end;
+        if (cl && *cl) {
+            errno = 0;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (!errno && !*end)
+                c.body_size = n;
+        }
+        c.body_read = request_body_read;
+        c.body_ud = (void *)req;
+    }
     agent_api_call(ctx, &c, res);
+}
+
+bool agent_api_stream_body(void *ctx, const http_request_t *req)
+{
+    route_t r;
+    route_parse(req->path, &r);
+    return r.kind == ROUTE_FILES && strcmp(req->method, "PUT") == 0;
 }
 
 size_t agent_api_body_limit(void *ctx, const char *method, const char *path)

@@ -145,6 +145,7 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
         .max_body = AGENT_MAX_JSON_BODY,
         .access_log = true,
         .body_limit = agent_api_body_limit,
+        .stream_body = agent_api_stream_body,
     };
     if (!(a->http = http_server_start(&hc, agent_api_http_handler, a->api, err)))
         return -1;

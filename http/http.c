@@ -113,10 +113,12 @@ typedef struct request_state {
      * hold a reference; the body goes through body_pipe.  */
     atomic_int refs;
     bool streaming;
+    bool body_phase;   /* past the call for the headers (repeated after a resume) */
     bool handler_done; /* under body_pipe->mu */
     bool sent;
     uint64_t received;
     size_t body_pos; /* http_body_read of a collected body */
+    char *method, *path; /* streamed: copies that outlive the connection */
     struct http_pipe *body_pipe;
 } request_state_t;
 
@@ -1080,6 +1082,25 @@ static void *stream_main(void *arg)
     return NULL;
 }
 
+/* The connection reads no body until the handler asks for it.  A call
+ * for the headers that suspends the connection is made again, with no
+ * data, once it is resumed: only one that returns moves on to the body.  */
+static enum MHD_Result stream_wait_start(request_state_t *st)
+{
+    http_pipe_t *p = st->body_pipe;
+    pthread_mutex_lock(&p->mu);
+    while (!p->started && !st->handler_done) {
+        if (pipe_suspend(p)) {
+            pthread_mutex_unlock(&p->mu);
+            return MHD_YES;
+        }
+        pthread_cond_wait(&p->cv, &p->mu);
+    }
+    st->body_phase = true;
+    pthread_mutex_unlock(&p->mu);
+    return MHD_YES;
+}
+
 /* First call of a stream_body request: the handler starts on a thread of
  * its own, and the connection waits until it asks for the body.  */
 static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
@@ -1087,6 +1108,8 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
     pthread_attr_t attr;
     pthread_t t;
     st->server = s;
+    st->req.method = st->method = xstrdup(st->req.method);
+    st->req.path = st->req.raw_url = st->path = xstrdup(st->req.path);
     st->body_pipe = http_pipe_new(BODY_PIPE_CAP);
     st->body_pipe->refs = 1; /* st's alone */
     st->body_pipe->conn = st->req.conn;
@@ -1120,12 +1143,7 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
     if (rc != 0)
         return reply_retry_later(s, st, 503, "ServiceUnavailable",
                                  "the server is stopping or out of threads", true);
-    http_pipe_t *p = st->body_pipe;
-    pthread_mutex_lock(&p->mu);
-    while (!p->started && !st->handler_done && !pipe_suspend(p))
-        pthread_cond_wait(&p->cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-    return MHD_YES;
+    return stream_wait_start(st);
 }
 
 /* Later calls: body bytes go into the pipe while there is room; the rest
@@ -1134,6 +1152,8 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
 static enum MHD_Result stream_access(http_server_t *s, request_state_t *st,
                                      const char *upload_data, size_t *upload_data_size)
 {
+    if (!st->body_phase && *upload_data_size == 0)
+        return stream_wait_start(st);
     http_pipe_t *p = st->body_pipe;
     pthread_mutex_lock(&p->mu);
     if (st->sent) {
@@ -1165,9 +1185,10 @@ static enum MHD_Result stream_access(http_server_t *s, request_state_t *st,
             }
             pthread_cond_wait(&p->cv, &p->mu);
         }
-        /* A refused body is read and dropped up to a bound, as for
-         * collected bodies, then the answer goes out.  */
-        bool now = st->handler_done && st->discarded > DISCARD_MAX;
+        /* A body the handler did not take is read and dropped, so the
+         * client, still sending, gets the answer instead of a reset; but
+         * not past the body limit by more than DISCARD_MAX.  */
+        bool now = st->handler_done && st->received + st->discarded > st->limit + DISCARD_MAX;
         pthread_mutex_unlock(&p->mu);
         return now ? send_response(s, st, &st->res) : MHD_YES;
     }
@@ -1316,6 +1337,8 @@ static void request_free(request_state_t *st)
     if (st->body_pipe)
         pipe_unref(st->body_pipe);
     free(st->body);
+    free(st->method);
+    free(st->path);
     free(st->cert_subject);
     free(st);
 }

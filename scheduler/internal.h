@@ -62,6 +62,9 @@ struct sched {
     /* pooled curl handles keep TLS sessions to agents alive */
     void **curl_pool;
     size_t n_curl, cap_curl;
+    /* file downloads still streaming from an agent on threads of their
+     * own (agent_call_download), under lock; sched_free waits for them */
+    unsigned downloads;
 };
 
 /* agent_client.c: one HTTP call to a host agent.  */
@@ -77,6 +80,21 @@ int agent_call(sched_t *s, const char *base_url, const char *method, const char 
                const char *query, const char *content_type, const char *body, size_t body_len,
                int timeout_ms, agent_reply_t *out);
 json_t *agent_reply_json(const agent_reply_t *r);
+/* A call whose request body is read while it is sent: read(ud, buf, n)
+ * as http_body_read; size is the body's length or UINT64_MAX (chunked).
+ * *read_errno gets the errno of a failed read (the call then fails).  */
+int agent_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
+                      const char *query, uint64_t size,
+                      ssize_t (*read)(void *ud, void *buf, size_t n), void *ud,
+                      int *read_errno, agent_reply_t *out);
+/* A GET whose reply body streams into `pipe` from a thread of its own.
+ * Returns once the agent's status is known: a 2xx reply keeps flowing into
+ * the pipe (out->body stays empty, *length is its Content-Length or
+ * UINT64_MAX), and the caller hands the pipe to its response; any other is
+ * read whole (bounded) into out, and the caller abandons the pipe.  The
+ * pipe's producer side belongs to the call.  */
+int agent_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
+                        http_pipe_t *pipe, uint64_t *length, agent_reply_t *out);
 
 /* What an agent reports, checked (worker.c): a known state or NULL; a
  * timestamp string or NULL (borrowed); a message cut to a sane length (new

@@ -1,9 +1,11 @@
 /* proxy.c -- sandbox actions through the sandbox's host: exec and files
- * pass through (the agent validates and answers), suspend, resume, stop and
- * start also record the new state.  */
+ * pass through (the agent validates and answers; file bodies stream both
+ * ways through bounded buffers), suspend, resume, stop and start also
+ * record the new state.  */
 #include "scheduler/internal.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -35,6 +37,12 @@ static int sandbox_host(sched_t *s, const st_resource_t *sb, st_host_t *h, http_
     return 0;
 }
 
+static const char *reply_type(const agent_reply_t *r)
+{
+    const char *ct = r->content_type ? r->content_type : "application/octet-stream";
+    return strstr(ct, "json") ? "application/json; charset=utf-8" : "application/octet-stream";
+}
+
 /* The agent's reply becomes ours; its failures become ARM errors.  */
 static void pass_reply(http_response_t *res, agent_reply_t *r)
 {
@@ -48,12 +56,9 @@ static void pass_reply(http_response_t *res, agent_reply_t *r)
                          r->status);
         return;
     }
-    const char *ct = r->content_type ? r->content_type : "application/octet-stream";
     /* The agent's error codes are stable and shared; its 404 for the
      * sandbox itself means the host lost it.  */
-    http_reply_bytes(res, (int)r->status, strstr(ct, "json") ? "application/json; charset=utf-8"
-                                                             : "application/octet-stream",
-                     TAKE_PTR(r->body), r->body_len);
+    http_reply_bytes(res, (int)r->status, reply_type(r), TAKE_PTR(r->body), r->body_len);
 }
 
 static int exec_timeout_ms(const http_request_t *req)
@@ -78,6 +83,57 @@ static void call_exec(sched_t *s, const st_host_t *h, const char *rid, const htt
     agent_reply_done(&r);
 }
 
+/* What a file download's bytes wait in between the agent and the client:
+ * the agent is paused while it is full, the client while it is empty.  */
+#define FILES_PIPE_CAP (256u << 10)
+
+static void files_download(sched_t *s, const st_host_t *h, const char *path, const char *query,
+                           http_response_t *res)
+{
+    http_pipe_t *pipe = http_pipe_new(FILES_PIPE_CAP);
+    uint64_t length;
+    agent_reply_t r;
+    agent_call_download(s, h->url, path, query, pipe, &length, &r);
+    if (r.status >= 200 && r.status < 300)
+        http_reply_pipe(res, (int)r.status, reply_type(&r), length, pipe);
+    else {
+        http_pipe_abandon(pipe);
+        pass_reply(res, &r);
+    }
+    agent_reply_done(&r);
+}
+
+static ssize_t request_body_read(void *ud, void *buf, size_t n)
+{
+    return http_body_read(ud, buf, n);
+}
+
+static void files_upload(sched_t *s, const st_host_t *h, const char *path, const char *query,
+                         const http_request_t *req, http_response_t *res)
+{
+    uint64_t size = UINT64_MAX;
+    const char *cl = http_header(req, "Content-Length");
+    if (cl && *cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (!errno && !*end)
+            size = n;
+    }
+    /* From the first read on, req's headers and query are off limits: the
+     * client may be gone.  */
+    agent_reply_t r;
+    int read_errno = 0;
+    agent_call_upload(s, h->url, "PUT", path, query, size, request_body_read, (void *)req,
+                      &read_errno, &r);
+    if (read_errno == EFBIG)
+        http_reply_error(res, 413, "RequestEntityTooLarge",
+                         "The request body is larger than allowed.");
+    else
+        pass_reply(res, &r);
+    agent_reply_done(&r);
+}
+
 static void call_files(sched_t *s, const st_host_t *h, const char *rid, const http_request_t *req,
                        http_response_t *res)
 {
@@ -94,10 +150,13 @@ static void call_files(sched_t *s, const st_host_t *h, const char *rid, const ht
     curl_free(enc);
     curl_free(enc_list);
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/files", rid);
-    bool put = strcmp(req->method, "PUT") == 0;
+    if (strcmp(req->method, "GET") == 0)
+        return files_download(s, h, path, query, res);
+    if (strcmp(req->method, "PUT") == 0)
+        return files_upload(s, h, path, query, req, res);
     agent_reply_t r;
-    agent_call(s, h->url, req->method, path, query, "application/octet-stream",
-               put ? req->body : NULL, put ? req->body_len : 0, 120000, &r);
+    agent_call(s, h->url, req->method, path, query, "application/octet-stream", NULL, 0, 120000,
+               &r);
     pass_reply(res, &r);
     agent_reply_done(&r);
 }

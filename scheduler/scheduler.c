@@ -104,6 +104,15 @@ void sched_free(sched_t *s)
     if (s->started)
         pthread_join(s->reconciler, NULL);
     local_agent_stop(s);
+    /* Downloads see their client gone once the HTTP server stopped, and
+     * their transfer aborts at its next progress check.  */
+    pthread_mutex_lock(&s->lock);
+    while (s->downloads > 0) {
+        pthread_mutex_unlock(&s->lock);
+        usleep(5000);
+        pthread_mutex_lock(&s->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
     for (size_t i = 0; i < s->n_curl; i++)
         curl_easy_cleanup(s->curl_pool[i]);
     free(s->curl_pool);

@@ -99,6 +99,15 @@ static bool client_key(void *ctx, const http_request_t *req, char *key, size_t s
     return true;
 }
 
+/* File uploads are passed on to the host while they arrive, never held
+ * whole; an unauthenticated one is answered without reading it.  */
+static bool stream_body(void *ctx, const http_request_t *req)
+{
+    size_t n = strlen(req->path);
+    return strcmp(req->method, "PUT") == 0 && n >= 6 &&
+           strcasecmp(req->path + n - 6, "/files") == 0 && routes_authenticated(ctx, req);
+}
+
 static void handle(void *ctx, const http_request_t *req, http_response_t *res)
 {
     routes_handle(ctx, req, res);
@@ -188,6 +197,7 @@ int sbx_server_run(const sbx_config_t *cfg)
         .max_connections = cfg->max_connections,
         .max_connections_per_address = cfg->max_connections_per_address,
         .header_timeout_ms = cfg->header_timeout * 1000,
+        .stream_body = stream_body,
     };
     http_server_t *http = http_server_start(&hcfg, handle, routes, &err);
     if (!http) {
