@@ -250,6 +250,116 @@ START_TEST(test_runtime_files_symlink_swap_race)
 }
 END_TEST
 
+/* A stream of `size` bytes of 'z' that fails with fail_errno after
+ * fail_after bytes (0: never).  */
+typedef struct zsrc {
+    uint64_t size, fail_after, done;
+    int fail_errno;
+} zsrc_t;
+
+static ssize_t zsrc_read(void *ud, void *buf, size_t n)
+{
+    zsrc_t *z = ud;
+    if (z->fail_after && z->done >= z->fail_after) {
+        errno = z->fail_errno;
+        return -1;
+    }
+    size_t k = z->size - z->done < n ? (size_t)(z->size - z->done) : n;
+    memset(buf, 'z', k);
+    z->done += k;
+    return (ssize_t)k;
+}
+
+/* Names in /tmp that are not `keep`: temporary upload files left behind.  */
+static size_t tmp_strays(const char *id, const char *keep)
+{
+    rt_dirent_t *ents;
+    size_t n, strays = 0;
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_file_list(fx_rt, id, "/tmp", &ents, &n, &err) == 0, "%s", err.msg);
+    for (size_t i = 0; i < n; i++)
+        if (!keep || strcmp(ents[i].name, keep) != 0)
+            strays++;
+    rt_dirents_free(ents, n);
+    return strays;
+}
+
+/* The files API writes with the sandbox's memory, not the agent's: a file
+ * larger than the sandbox's memory is refused (announced or not), with a
+ * clear error and nothing left behind, and what is written shows in the
+ * sandbox's memory use.  */
+START_TEST(test_runtime_files_write_charged)
+{
+    rt_spec_t spec = {.memory_mib = 32};
+    fx_create("fs-charge", &spec);
+    sbx_error_t err = {0};
+    size_t big = 40 << 20;
+    char *blob = xcalloc(1, big);
+    ck_assert_int_eq(rt_file_write(fx_rt, "fs-charge", "/tmp/big", blob, big, &err), -1);
+    free(blob);
+    ck_assert_int_eq(err.code, SBX_ERR_TOO_LARGE);
+    ck_assert_str_eq(err.arm_code, "SandboxStorageFull");
+    /* Unannounced: the writer fills the sandbox's memory and is stopped.  */
+    zsrc_t z = {.size = 40 << 20};
+    uint64_t written = 0;
+    memset(&err, 0, sizeof err);
+    ck_assert_int_eq(rt_file_write_stream(fx_rt, "fs-charge", "/tmp/big", UINT64_MAX, zsrc_read, &z,
+                                          &written, &err),
+                     -1);
+    ck_assert_msg(err.code == SBX_ERR_TOO_LARGE, "%s", err.msg);
+    ck_assert_str_eq(err.arm_code, "SandboxStorageFull");
+    ck_assert_uint_eq(tmp_strays("fs-charge", NULL), 0);
+    /* What fits is written, and the sandbox pays for it.  */
+    rt_info_t before, after;
+    ck_assert(rt_get(fx_rt, "fs-charge", &before, &err) == 0);
+    z = (zsrc_t){.size = 12 << 20};
+    ck_assert_msg(rt_file_write_stream(fx_rt, "fs-charge", "/tmp/ok", UINT64_MAX, zsrc_read, &z,
+                                       &written, &err) == 0,
+                  "%s", err.msg);
+    ck_assert_uint_eq(written, 12 << 20);
+    ck_assert(rt_get(fx_rt, "fs-charge", &after, &err) == 0);
+    ck_assert_msg(after.memory_used_bytes >= before.memory_used_bytes + (10 << 20),
+                  "memory %llu -> %llu", (unsigned long long)before.memory_used_bytes,
+                  (unsigned long long)after.memory_used_bytes);
+    rt_exec_result_t r = fx_sh("fs-charge", "wc -c < /tmp/ok; stat -c %u /tmp/ok");
+    ck_assert_str_eq(r.out, "12582912\n0\n");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
+/* A write whose source fails half-way (a client that went away) leaves no
+ * partial file: the file it was to replace keeps its content, and a new
+ * one never appears.  */
+START_TEST(test_runtime_files_write_interrupted)
+{
+    fx_create("fs-cut", NULL);
+    sbx_error_t err = {0};
+    ck_assert(rt_file_write(fx_rt, "fs-cut", "/tmp/keep", "old", 3, &err) == 0);
+    zsrc_t z = {.size = 8 << 20, .fail_after = 1 << 20, .fail_errno = ECONNABORTED};
+    ck_assert_int_eq(rt_file_write_stream(fx_rt, "fs-cut", "/tmp/keep", 8 << 20, zsrc_read, &z,
+                                          NULL, &err),
+                     -1);
+    z = (zsrc_t){.size = 8 << 20, .fail_after = 1 << 20, .fail_errno = EFBIG};
+    ck_assert_int_eq(rt_file_write_stream(fx_rt, "fs-cut", "/tmp/new", UINT64_MAX, zsrc_read, &z,
+                                          NULL, &err),
+                     -1);
+    ck_assert_int_eq(err.code, SBX_ERR_TOO_LARGE);
+    char *data;
+    size_t len;
+    ck_assert(rt_file_read(fx_rt, "fs-cut", "/tmp/keep", 0, &data, &len, &err) == 0);
+    ck_assert_str_eq(data, "old");
+    free(data);
+    ck_assert_uint_eq(tmp_strays("fs-cut", "keep"), 0);
+    /* A full replace keeps the owner and mode of the file it replaces.  */
+    rt_exec_result_t r = fx_sh("fs-cut", "chmod 600 /tmp/keep && echo ok");
+    rt_exec_result_done(&r);
+    ck_assert(rt_file_write(fx_rt, "fs-cut", "/tmp/keep", "new!", 4, &err) == 0);
+    r = fx_sh("fs-cut", "cat /tmp/keep; stat -c ' %a %u' /tmp/keep");
+    ck_assert_str_eq(r.out, "new! 600 0\n");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("runtime_files");
@@ -261,6 +371,8 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_files_list_bounded);
     tcase_add_test(tc, test_runtime_files_escapes);
     tcase_add_test(tc, test_runtime_files_symlink_swap_race);
+    tcase_add_test(tc, test_runtime_files_write_charged);
+    tcase_add_test(tc, test_runtime_files_write_interrupted);
     suite_add_tcase(s, tc);
     return s;
 }
