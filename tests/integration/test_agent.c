@@ -869,6 +869,113 @@ START_TEST(test_agent_insecure_http)
 }
 END_TEST
 
+/* A streamed upload straight to the agent: `size` bytes of 'a', chunked
+ * or with a Content-Length; returns the status, the reply in body.  */
+typedef struct gen {
+    uint64_t size, done;
+} gen_t;
+
+static size_t gen_read(char *buf, size_t size, size_t n, void *ud)
+{
+    gen_t *g = ud;
+    size_t k = size * n;
+    if (k > g->size - g->done)
+        k = (size_t)(g->size - g->done);
+    memset(buf, 'a', k);
+    g->done += k;
+    return k;
+}
+
+static size_t keep_reply(char *p, size_t size, size_t n, void *ud)
+{
+    char *out = ud;
+    size_t have = strlen(out), k = size * n;
+    if (have + k < 1024) {
+        memcpy(out + have, p, k);
+        out[have + k] = '\0';
+    }
+    return size * n;
+}
+
+static long put_stream(const char *path, uint64_t size, bool chunked, char body[1024])
+{
+    _cleanup_free_ char *ca = path_in(g_certs, "ca.pem");
+    _cleanup_free_ char *cert = path_in(g_certs, "client.pem");
+    _cleanup_free_ char *key = path_in(g_certs, "client.key");
+    _cleanup_free_ char *url = xasprintf("https://127.0.0.1:%d%s", g_agent.port, path);
+    gen_t g = {size, 0};
+    body[0] = '\0';
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+    if (chunked)
+        h = curl_slist_append(h, "Transfer-Encoding: chunked");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, gen_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, &g);
+    if (!chunked)
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+    curl_easy_setopt(c, CURLOPT_SSLCERT, cert);
+    curl_easy_setopt(c, CURLOPT_SSLKEY, key);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_reply);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+    long status = -1;
+    if (curl_easy_perform(c) == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    return status;
+}
+
+/* Uploads are written while they arrive, chunked or not, and cost the
+ * sandbox's memory: more than a sandbox's memoryMiB is 413
+ * SandboxStorageFull and leaves no file; a chunked upload past the cap is
+ * 413 too; what fits reads back whole.  */
+START_TEST(test_agent_files_streamed)
+{
+    json_decref(create_sandbox("stream-1", "{\"memoryMiB\":32}", 201));
+    char body[1024];
+    long st = put_stream("/v1/sandboxes/stream-1/files?path=/tmp/big", 40u << 20, false, body);
+    ck_assert_msg(st == 413 && strstr(body, "SandboxStorageFull"), "%ld %s", st, body);
+    st = put_stream("/v1/sandboxes/stream-1/files?path=/tmp/big", 40u << 20, true, body);
+    ck_assert_msg(st == 413 && strstr(body, "SandboxStorageFull"), "%ld %s", st, body);
+    json_decref(create_sandbox("stream-2", NULL, 201));
+    st = put_stream("/v1/sandboxes/stream-2/files?path=/tmp/big", (64u << 20) + 1, true, body);
+    ck_assert_msg(st == 413 && strstr(body, "RequestEntityTooLarge"), "%ld %s", st, body);
+    json_t *j = NULL;
+    ck_assert_int_eq(call("GET", "/v1/sandboxes/stream-2/files?path=/tmp&list=true", NULL, &j),
+                     200);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "value")), 0);
+    json_decref(j);
+    ck_assert_int_eq(call("DELETE", "/v1/sandboxes/stream-2", NULL, NULL), 204);
+    ck_assert_int_eq(call("GET", "/v1/sandboxes/stream-1/files?path=/tmp&list=true", NULL, &j),
+                     200);
+    ck_assert_uint_eq(json_array_size(json_object_get(j, "value")), 0);
+    json_decref(j);
+
+    uint64_t size = (3u << 20) + 5;
+    st = put_stream("/v1/sandboxes/stream-1/files?path=/tmp/ok", size, true, body);
+    ck_assert_msg(st == 201, "%ld %s", st, body);
+    j = json_loads(body, 0, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "size")), (json_int_t)size);
+    json_decref(j);
+    tu_response_t r;
+    call_opts_t o = {0};
+    ck_assert_int_eq(call_ex("GET", "/v1/sandboxes/stream-1/files?path=/tmp/ok", &o, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_eq(r.body_len, size);
+    bool all_a = true;
+    for (size_t i = 0; i < r.body_len; i++)
+        all_a = all_a && r.body[i] == 'a';
+    ck_assert(all_a);
+    tu_response_free(&r);
+    ck_assert_int_eq(call("DELETE", "/v1/sandboxes/stream-1", NULL, NULL), 204);
+}
+END_TEST
+
 static Suite *agent_suite(void)
 {
     Suite *s = suite_create("agent");
@@ -886,6 +993,7 @@ static Suite *agent_suite(void)
     tcase_add_test(tc, test_agent_exec_results);
     tcase_add_test(tc, test_agent_restart_keeps_sandboxes);
     tcase_add_test(tc, test_agent_insecure_http);
+    tcase_add_test(tc, test_agent_files_streamed);
     suite_add_tcase(s, tc);
     return s;
 }
