@@ -341,6 +341,8 @@ static void write_operation(const char *id, const char *status, json_t *error)
     snprintf(op.id, sizeof(op.id), "%s", id);
     if (strcmp(status, "InProgress") != 0)
         op.end_ms = sbx_now_ms();
+    else /* the server's workers must leave it running while it is polled */
+        op.next_attempt_ms = sbx_now_ms() + 3600 * 1000;
     ck_assert_int_eq(st_tx_operation_put(tx, &op, &err), 0);
     ck_assert_int_eq(st_commit(tx, &err), 0);
     st_close(db);
