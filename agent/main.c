@@ -68,6 +68,22 @@ static int read_pem(const char *what, const char *path, char **out, sbx_error_t 
     return 0;
 }
 
+/* The data directory holds sandbox specs (their env, secrets included) and
+ * state: 0700, made so when it existed with wider bits.  */
+static int private_dir(const char *dir, sbx_error_t *err)
+{
+    struct stat st;
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return sbx_error_set(err, SBX_ERR_INVALID, "data-dir '%s' is not a directory", dir);
+    if ((st.st_mode & 07777) == 0700)
+        return 0;
+    sbx_log(SBX_LOG_WARN, MODULE, "data directory '%s' had mode %04o; setting 0700", dir,
+            (unsigned)(st.st_mode & 07777));
+    if (chmod(dir, 0700) < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "chmod '%s'", dir);
+    return 0;
+}
+
 typedef struct agent {
     char *ca, *cert, *key;
     img_store_t *img;
@@ -93,7 +109,7 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
                                 read_pem("--cert", cfg->cert_file, &a->cert, err) < 0 ||
                                 read_pem("--key", cfg->key_file, &a->key, err) < 0))
         return -1;
-    if (sbx_mkdir_p(cfg->data_dir, 0700, err) < 0)
+    if (sbx_mkdir_p(cfg->data_dir, 0700, err) < 0 || private_dir(cfg->data_dir, err) < 0)
         return -1;
     if (cfg->default_image) {
         struct stat st;
@@ -154,6 +170,11 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
 
 int main(int argc, char **argv)
 {
+    /* A fixed umask, not the caller's (sandboxd runs with 077): the agent
+     * builds image trees and sandbox files whose modes must be the ones
+     * images and clients ask for, and its own state is private by explicit
+     * modes (0600 files, 0700 directories) under a 0700 data directory.  */
+    umask(022);
     agent_config_t cfg;
     agent_config_action_t action;
     sbx_error_t err = {0};

@@ -48,6 +48,9 @@ typedef struct api_config {
      * placement also refuses one whose memory plus disk no host holds.  */
     unsigned max_disk_mib;
     const char *openapi_json; /* served at /openapi.json; may be NULL */
+    /* API_SECRET_KEY_LEN bytes that seal secureEnv values in storage;
+     * NULL: secureEnv is refused.  */
+    const unsigned char *secret_key;
 } api_config_t;
 
 api_t *api_new(const api_config_t *cfg, st_db_t *db, const api_hooks_t *hooks);
@@ -61,6 +64,18 @@ void api_handle(api_t *api, const http_request_t *req, http_response_t *res);
  * properties; a Succeeded delete removes the resource.  */
 int api_operation_finish(st_db_t *db, const char *op_id, bool ok, const char *err_code,
                          const char *err_msg, json_t *props_patch, sbx_error_t *err);
+
+/* Write-only values (a sandbox's secureEnv) are stored sealed with
+ * AES-256-GCM: "v1:" and base64 of nonce, ciphertext and tag.  The sealed
+ * text of a sandbox is its body's "_secureEnv"; its names are served as
+ * properties.secureEnvNames, its values never.  */
+#define API_SECRET_KEY_LEN 32
+#define API_SECURE_ENV_KEY "_secureEnv"
+char *api_secret_seal(const unsigned char key[API_SECRET_KEY_LEN], const json_t *obj,
+                      sbx_error_t *err);
+/* The JSON object sealed in `sealed` (new reference), or NULL.  */
+json_t *api_secret_open(const unsigned char key[API_SECRET_KEY_LEN], const char *sealed,
+                        sbx_error_t *err);
 
 /* The served JSON of a stored resource (the ARM envelope).  */
 json_t *api_resource_json(const st_resource_t *r);

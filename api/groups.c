@@ -176,6 +176,11 @@ static int group_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, 
     *out = props;
     if (environment_rule(in, old, patch, props, err) < 0)
         return -1;
+    /* Defaults are served and copied into warm-pool specs: no place for
+     * write-only values.  */
+    if (json_object_get(json_object_get(in, "sandboxDefaults"), "secureEnv"))
+        return api_invalid(err, "properties.sandboxDefaults.secureEnv",
+                           "secureEnv is set per sandbox, not in sandboxDefaults.");
     const char *ext[] = {"sandboxDefaults", "scale", "egressPolicy", "hostFailurePolicy"};
     for (size_t i = 0; i < ARRAY_SIZE(ext); i++) {
         json_t *v = in ? json_object_get(in, ext[i]) : NULL;

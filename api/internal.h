@@ -65,6 +65,12 @@ typedef struct api_kind {
      * the same transaction; true when it did (next is updated).  */
     bool (*claim_warm)(api_t *api, st_tx_t *tx, const st_resource_t *parent,
                        st_resource_t *next);
+    /* Optional: write-only input (a sandbox's secureEnv) into the server's
+     * private part of the body being built ('_' keys, never served), given
+     * the input properties (may be NULL) and the stored body (NULL on
+     * create).  Runs after validate, on the properties it built.  */
+    int (*build_private)(api_t *api, const json_t *in, const json_t *old_body, json_t *body,
+                         sbx_error_t *err);
     /* Optional: a new child may be refused by a quota of its parent.  */
     int (*check_quota)(api_t *api, st_tx_t *tx, const st_resource_t *parent, sbx_error_t *err);
 } api_kind_t;

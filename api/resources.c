@@ -259,14 +259,21 @@ static int build_resource(put_ctx_t *c, const json_t *in, sbx_error_t *err)
                         api_system_data(c->have_old ? json_object_get(c->old.body, "systemData")
                                                     : NULL,
                                         c->api->cfg.principal, sbx_now_ms()));
+    json_t *in_props = json_object_get(in, "properties");
+    if (c->k->build_private &&
+        c->k->build_private(c->api, json_is_object(in_props) ? in_props : NULL,
+                            c->have_old ? c->old.body : NULL, body, err) < 0)
+        return -1;
     if (c->have_old) {
         /* The server's own bookkeeping ('_' keys: a sandbox's runtime id
          * and limits) survives a replace; without it the scheduler would
-         * no longer know the sandbox its host runs, and destroy it.  */
+         * no longer know the sandbox its host runs, and destroy it.  What
+         * build_private set (or removed) stands.  */
         const char *key;
         json_t *v;
         json_object_foreach(c->old.body, key, v) {
-            if (key[0] == '_')
+            if (key[0] == '_' && !json_object_get(body, key) &&
+                !(c->k->build_private && strcmp(key, API_SECURE_ENV_KEY) == 0))
                 json_object_set(body, key, v);
         }
         c->next.id = xstrdup(c->old.id);

@@ -65,6 +65,92 @@ static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent
     return 0;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static json_t *sorted_names(const json_t *obj)
+{
+    size_t n = json_object_size(obj), i = 0;
+    _cleanup_free_ const char **keys = xcalloc(n + 1, sizeof(*keys));
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)obj, k, v)
+        keys[i++] = k;
+    qsort(keys, n, sizeof(*keys), cmp_str);
+    json_t *names = json_array();
+    for (i = 0; i < n; i++)
+        json_array_append_new(names, json_string(keys[i]));
+    return names;
+}
+
+static int secure_env_changed(sbx_error_t *err)
+{
+    sbx_error_arm(err, SBX_ERR_CONFLICT, "PropertyCannotChange",
+                  "'properties.secureEnv' of an existing sandbox cannot change; create a new "
+                  "sandbox instead.");
+    return sbx_error_target(err, "properties.secureEnv");
+}
+
+/* secureEnv is write-only: stored sealed (API_SECURE_ENV_KEY), served as
+ * its names only (secureEnvNames).  Absent or null keeps what is stored, so
+ * a GET-modify-PUT never wipes it; an object replaces it, which on an
+ * existing sandbox must give the same values (the environment is fixed at
+ * creation, as for env); {} means none.  A name in both env and secureEnv
+ * is refused rather than one silently winning.  */
+static int sandbox_private(api_t *api, const json_t *in, const json_t *old_body, json_t *body,
+                           sbx_error_t *err)
+{
+    json_t *props = json_object_get(body, "properties");
+    json_t *given = json_object_get(in, "secureEnv");
+    json_t *old_sealed = json_object_get(old_body, API_SECURE_ENV_KEY);
+    if (!json_is_string(old_sealed))
+        old_sealed = NULL;
+    if (!given || json_is_null(given)) {
+        json_t *names = json_object_get(json_object_get(old_body, "properties"), "secureEnvNames");
+        if (old_sealed)
+            json_object_set(body, API_SECURE_ENV_KEY, old_sealed);
+        if (old_sealed && names)
+            json_object_set(props, "secureEnvNames", names);
+        return 0;
+    }
+    if (api_validate_env(given, "properties.secureEnv", err) < 0)
+        return -1;
+    const char *k;
+    json_t *v;
+    json_object_foreach(given, k, v) {
+        if (json_object_get(json_object_get(props, "env"), k))
+            return api_invalid(err, "properties.secureEnv",
+                               "'%.64s' is in both 'env' and 'secureEnv'; name it once.", k);
+    }
+    if (json_object_size(given) > 0 && !api->cfg.secret_key)
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                             "This server has no secrets key; secureEnv cannot be stored.");
+    if (old_sealed) {
+        if (!api->cfg.secret_key)
+            return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "This server has no secrets key.");
+        _cleanup_json_ json_t *stored =
+            api_secret_open(api->cfg.secret_key, json_string_value(old_sealed), err);
+        if (!stored)
+            return -1;
+        if (!json_equal(stored, given))
+            return secure_env_changed(err);
+        json_object_set(body, API_SECURE_ENV_KEY, old_sealed);
+    } else if (json_object_size(given) > 0) {
+        if (old_body)
+            return secure_env_changed(err);
+        char *sealed = api_secret_seal(api->cfg.secret_key, given, err);
+        if (!sealed)
+            return -1;
+        json_object_set_new(body, API_SECURE_ENV_KEY, json_string(sealed));
+        free(sealed);
+    }
+    if (json_object_size(given) > 0)
+        json_object_set_new(props, "secureEnvNames", sorted_names(given));
+    return 0;
+}
+
 /* A replace with the same spec changes only metadata, unless the sandbox
  * failed: then it is made again.  */
 static bool sandbox_needs_work(const json_t *props, const json_t *old)
@@ -150,7 +236,8 @@ static bool sandbox_claim_warm(api_t *api, st_tx_t *tx, const st_resource_t *par
                                st_resource_t *next)
 {
     json_t *props = json_object_get(next->body, "properties");
-    if (!pool_eligible(props))
+    /* A pool member was started without this sandbox's secrets.  */
+    if (!pool_eligible(props) || json_object_get(next->body, API_SECURE_ENV_KEY))
         return false;
     /* Candidates come from the last committed state; each is checked again
      * inside this (write) transaction, so two creates never take one.  */
@@ -197,6 +284,7 @@ const api_kind_t api_kind_sandbox = {
     .async_put = true,
     .validate = sandbox_validate,
     .needs_work_on_put = sandbox_needs_work,
+    .build_private = sandbox_private,
     .needs_work_on_delete = true,
     .check_quota = sandbox_quota,
     .action = sandbox_action,

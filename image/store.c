@@ -145,7 +145,7 @@ int img_blob_writer_commit(img_blob_writer_t *w, sbx_error_t *err)
         return sbx_error_set(err, SBX_ERR_INVALID, "blob digest mismatch: expected %s, got %s",
                              w->digest, got);
     _cleanup_free_ char *path = img_blob_path(w->s, w->digest);
-    if (fchmod(w->fd, 0644) < 0 || fsync(w->fd) < 0 || rename(w->tmp, path) < 0)
+    if (fchmod(w->fd, 0600) < 0 || fsync(w->fd) < 0 || rename(w->tmp, path) < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "store blob %s", w->digest);
     w->tmp = (free(w->tmp), NULL);
     return 0;
@@ -226,7 +226,7 @@ static int ref_write(img_store_t *s, const char *key, const char *digest, sbx_er
     _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
     if (!text)
         abort();
-    return sbx_write_file_atomic(path, text, strlen(text), 0644, err);
+    return sbx_write_file_atomic(path, text, strlen(text), 0600, err);
 }
 
 /* ---- unpacking ---- */

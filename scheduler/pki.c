@@ -3,6 +3,8 @@
  * loopback hop is mutually authenticated TLS.  */
 #include "scheduler/pki.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
@@ -16,25 +18,60 @@
 #define CA_VALID_DAYS 3650   /* the CA */
 #define RENEW_DAYS 30        /* reissue what expires sooner than this */
 
+/* A new file for `path`, 0600 from its creation whatever the umask (the
+ * old one, if any, is replaced).  */
+static FILE *create_private(const char *path, sbx_error_t *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST && unlink(path) == 0)
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 || fchmod(fd, 0600) < 0) {
+        sbx_error_errno(err, SBX_ERR_INTERNAL, "create '%s'", path);
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        sbx_error_errno(err, SBX_ERR_INTERNAL, "create '%s'", path);
+        close(fd);
+    }
+    return f;
+}
+
 static int write_key(const char *path, EVP_PKEY *key, sbx_error_t *err)
 {
-    FILE *f = fopen(path, "wx");
-    if (!f && errno == EEXIST && unlink(path) == 0)
-        f = fopen(path, "wx");
+    FILE *f = create_private(path, err);
     if (!f)
-        return sbx_error_errno(err, SBX_ERR_INTERNAL, "create '%s'", path);
-    fchmod(fileno(f), 0600);
+        return -1;
     int ok = PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
     return fclose(f) == 0 && ok ? 0 : sbx_error_set(err, SBX_ERR_INTERNAL, "write '%s'", path);
 }
 
 static int write_cert(const char *path, X509 *cert, sbx_error_t *err)
 {
-    FILE *f = fopen(path, "w");
+    FILE *f = create_private(path, err);
     if (!f)
-        return sbx_error_errno(err, SBX_ERR_INTERNAL, "create '%s'", path);
+        return -1;
     int ok = PEM_write_X509(f, cert);
     return fclose(f) == 0 && ok ? 0 : sbx_error_set(err, SBX_ERR_INTERNAL, "write '%s'", path);
+}
+
+/* Files an older version wrote with the umask's bits are narrowed.  */
+static int narrow_modes(const char *dir, sbx_error_t *err)
+{
+    static const char *const names[] = {"ca.pem", "ca.key", "agent.pem", "agent.key",
+                                        "client.pem", "client.key"};
+    if (chmod(dir, 0700) < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "chmod '%s'", dir);
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        _cleanup_free_ char *p = xasprintf("%s/%s", dir, names[i]);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) != 0600 &&
+            chmod(p, 0600) < 0)
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "chmod '%s'", p);
+    }
+    return 0;
 }
 
 static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
@@ -149,7 +186,7 @@ static int issue(const char *dir, const char *name, const char *cn, X509 *ca, EV
 
 int pki_ensure(const char *dir, sbx_error_t *err)
 {
-    if (sbx_mkdir_p(dir, 0700, err) < 0)
+    if (sbx_mkdir_p(dir, 0700, err) < 0 || narrow_modes(dir, err) < 0)
         return -1;
     _cleanup_free_ char *ca_path = xasprintf("%s/ca.pem", dir);
     _cleanup_free_ char *ca_key_path = xasprintf("%s/ca.key", dir);

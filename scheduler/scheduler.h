@@ -43,6 +43,7 @@ typedef struct sched_config {
     /* How long a create waits for a host with room before it fails; 0:
      * 600000 (10 minutes).  */
     int placement_wait_ms;
+    const unsigned char *secret_key; /* opens sealed secureEnv (api.h); may be NULL */
 } sched_config_t;
 
 sched_t *sched_new(const sched_config_t *cfg, st_db_t *db, sbx_error_t *err);

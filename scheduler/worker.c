@@ -432,6 +432,22 @@ static const char *agent_error_message(const agent_reply_t *r, char *buf, size_t
     return buf;
 }
 
+/* secureEnv, opened only here, on its way to the host: into the spec's env
+ * (the API refused a name in both).  */
+static int spec_add_secrets(sched_t *s, const st_resource_t *sb, json_t *spec, sbx_error_t *err)
+{
+    const char *sealed = json_string_value(json_object_get(sb->body, API_SECURE_ENV_KEY));
+    if (!sealed)
+        return 0;
+    if (!s->cfg.secret_key)
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "no secrets key to open secureEnv");
+    _cleanup_json_ json_t *secrets = api_secret_open(s->cfg.secret_key, sealed, err);
+    if (!secrets)
+        return -1;
+    json_object_update(json_object_get(spec, "env"), secrets);
+    return 0;
+}
+
 /* Returns false when the operation was put off because its host already
  * has as many calls in flight as it may (it stays due, untouched).  */
 static bool run_sandbox_create(sched_t *s, st_operation_t *op)
@@ -467,8 +483,14 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
         return false;
     }
     _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, &sb, &err);
-    if (!spec) {
-        retry_later(s, op, err.msg);
+    if (!spec || spec_add_secrets(s, &sb, spec, &err) < 0) {
+        if (!spec) {
+            retry_later(s, op, err.msg);
+        } else {
+            json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", err.msg);
+            finish(s, op, false, "SandboxCreateFailed", err.msg, patch);
+            json_decref(patch);
+        }
         host_slot_give(s, host);
         st_host_done(&h);
         st_resource_done(&sb);

@@ -48,14 +48,15 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
                            .overcommit_memory = cfg->overcommit_memory,
                            .overcommit_disk = cfg->overcommit_disk,
                            .overcommit_pids = cfg->overcommit_pids,
-                           .placement_wait_ms = (int)cfg->placement_timeout_s * 1000};
+                           .placement_wait_ms = (int)cfg->placement_timeout_s * 1000,
+                           .secret_key = rc->secret_key};
     r->sched = sched_new(&scfg, db, err);
     if (!r->sched) {
         routes_free(r);
         return NULL;
     }
     api_config_t acfg = {.principal = "dev-token", .openapi_json = rc->openapi_json,
-                         .max_disk_mib = cfg->max_disk_mib};
+                         .max_disk_mib = cfg->max_disk_mib, .secret_key = rc->secret_key};
     api_hooks_t hooks = {.ctx = r->sched, .operations_queued = on_queued,
                          .sandbox_call = on_sandbox_call};
     r->api = api_new(&acfg, db, &hooks);

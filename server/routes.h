@@ -14,6 +14,7 @@ typedef struct routes_config {
     const char *auth_token;  /* NULL: no authentication */
     const char *admin_token;
     const char *openapi_json;
+    const unsigned char *secret_key; /* API_SECRET_KEY_LEN bytes; outlives the routes */
 } routes_config_t;
 
 routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err);

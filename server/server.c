@@ -3,6 +3,7 @@
  * clean shutdown on SIGTERM/SIGINT.  */
 #include "server/server.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -31,12 +32,50 @@ static int read_pem(const char *path, char **out, sbx_error_t *err)
     return 0;
 }
 
+/* Take group and other bits off a file or directory sandboxd keeps: one
+ * left by an older version, or made by hand with a wide umask.  */
+static int tighten(const char *path, mode_t want, sbx_error_t *err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : sbx_error_errno(err, SBX_ERR_INTERNAL, "stat '%s'", path);
+    if (S_ISLNK(st.st_mode))
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "'%s' is a symbolic link", path);
+    if ((st.st_mode & 07777) == want)
+        return 0;
+    sbx_log(SBX_LOG_WARN, MODULE_NAME, "'%s' had mode %04o; setting %04o", path,
+            (unsigned)(st.st_mode & 07777), (unsigned)want);
+    if (chmod(path, want) < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "chmod '%s'", path);
+    return 0;
+}
+
+/* The data directory holds the database, keys and tokens: 0700, made so
+ * when it already existed with wider bits.  */
+static int data_dir_prepare(const char *dir, sbx_error_t *err)
+{
+    if (sbx_mkdir_p(dir, 0700, err) < 0)
+        return -1;
+    struct stat st;
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "'%s' is not a directory", dir);
+    if ((st.st_mode & 07777) != 0700) {
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "data directory '%s' had mode %04o; setting 0700",
+                dir, (unsigned)(st.st_mode & 07777));
+        if (chmod(dir, 0700) < 0)
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "chmod '%s'", dir);
+    }
+    return 0;
+}
+
 /* A token file in the data directory: read it, or create it with 32 random
  * bytes (hex) readable by the owner only.  */
 int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *err)
 {
     _cleanup_free_ char *path = xasprintf("%s/%s", dir, name);
     size_t len;
+    if (tighten(path, 0600, err) < 0)
+        return -1;
     if (sbx_read_file(path, out, &len, NULL) == 0) {
         while (len > 0 && ((*out)[len - 1] == '\n' || (*out)[len - 1] == '\r'))
             (*out)[--len] = '\0';
@@ -55,6 +94,30 @@ int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *e
     if (sbx_write_file_atomic(path, line, strlen(line), 0600, err) < 0)
         return -1;
     *out = xstrdup(hex);
+    return 0;
+}
+
+/* The key that seals secureEnv values in the database: 32 random bytes in
+ * DATA_DIR/secrets.key (0600), made at the first start.  Losing it loses
+ * the stored secrets, never more.  */
+static int secrets_key(const char *dir, unsigned char key[API_SECRET_KEY_LEN], sbx_error_t *err)
+{
+    _cleanup_free_ char *hex = NULL;
+    if (sbx_token_file(dir, "secrets.key", &hex, err) < 0)
+        return -1;
+    bool ok = strlen(hex) == 2 * API_SECRET_KEY_LEN;
+    for (size_t i = 0; ok && i < API_SECRET_KEY_LEN; i++) {
+        unsigned v;
+        ok = sscanf(hex + 2 * i, "%2x", &v) == 1 && isxdigit((unsigned char)hex[2 * i]) &&
+             isxdigit((unsigned char)hex[2 * i + 1]);
+        key[i] = (unsigned char)v;
+    }
+    OPENSSL_cleanse(hex, strlen(hex));
+    if (!ok)
+        return sbx_error_set(err, SBX_ERR_INTERNAL,
+                             "%s/secrets.key is not 64 hex digits; restore it from a backup "
+                             "(secureEnv values cannot be read without it)",
+                             dir);
     return 0;
 }
 
@@ -143,7 +206,7 @@ int sbx_server_run(const sbx_config_t *cfg)
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "--no-auth is allowed on loopback addresses only");
         return 2;
     }
-    if (sbx_mkdir_p(cfg->data_dir, 0700, &err) < 0) {
+    if (data_dir_prepare(cfg->data_dir, &err) < 0) {
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
         return 1;
     }
@@ -154,6 +217,11 @@ int sbx_server_run(const sbx_config_t *cfg)
         return 1;
     }
     if (!cfg->admin_token && sbx_token_file(cfg->data_dir, "admin-token", &admin, &err) < 0) {
+        sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
+        return 1;
+    }
+    unsigned char secret_key[API_SECRET_KEY_LEN];
+    if (secrets_key(cfg->data_dir, secret_key, &err) < 0) {
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
         return 1;
     }
@@ -174,6 +242,7 @@ int sbx_server_run(const sbx_config_t *cfg)
         .auth_token = cfg->no_auth ? NULL : (cfg->auth_token ? cfg->auth_token : token),
         .admin_token = cfg->admin_token ? cfg->admin_token : admin,
         .openapi_json = sbx_openapi_json[0] ? sbx_openapi_json : NULL,
+        .secret_key = secret_key,
     };
     routes_t *routes = routes_new(&rcfg, db, &err);
     if (!routes) {
@@ -217,6 +286,7 @@ int sbx_server_run(const sbx_config_t *cfg)
     http_server_stop(http); /* in-flight requests finish first */
     routes_free(routes);
     st_close(db);
+    OPENSSL_cleanse(secret_key, sizeof(secret_key));
     sbx_log(SBX_LOG_INFO, MODULE_NAME, "stopped cleanly");
     return 0;
 }

@@ -2,10 +2,13 @@
  * operations and settings.  */
 #include "storage/internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define BUSY_TIMEOUT_MS 10000
@@ -315,8 +318,36 @@ static void *checkpoint_main(void *arg)
     return NULL;
 }
 
+/* The database and its -wal and -shm files are the owner's only, whatever
+ * the umask: the file is made 0600 before SQLite opens it (SQLite gives the
+ * -wal and -shm files the database's mode), and files an older version left
+ * wider are narrowed.  */
+static int private_files(const char *path, sbx_error_t *err)
+{
+    if (path[0] == ':' || sbx_str_has_prefix(path, "file:"))
+        return 0; /* in memory, or a URI SQLite resolves itself */
+    _cleanup_close_ int fd =
+        open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "storage: open '%s'", path);
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "storage: '%s' is not a regular file", path);
+    if ((st.st_mode & 0777) != 0600 && fchmod(fd, 0600) < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "storage: chmod '%s'", path);
+    const char *suffixes[] = {"-wal", "-shm"};
+    for (size_t i = 0; i < ARRAY_SIZE(suffixes); i++) {
+        _cleanup_free_ char *p = xasprintf("%s%s", path, suffixes[i]);
+        if (chmod(p, 0600) < 0 && errno != ENOENT)
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "storage: chmod '%s'", p);
+    }
+    return 0;
+}
+
 st_db_t *st_open(const char *path, const st_options_t *opts, sbx_error_t *err)
 {
+    if (private_files(path, err) < 0)
+        return NULL;
     st_db_t *s = xcalloc(1, sizeof(*s));
     s->path = xstrdup(path);
     if (opts)

@@ -3,6 +3,7 @@
  * keeps, hostile input that must change nothing, and authentication.  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "storage/storage.h"
@@ -1929,6 +1931,178 @@ START_TEST(loopback_checks_parse_addresses)
 }
 END_TEST
 
+/* ---- data directory and write-only secrets ---- */
+
+/* Every file under dir is 0600 and every directory 0700; the first
+ * offender in *bad.  */
+static bool all_private(const char *dir, char *bad, size_t len)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(bad, len, "%s: cannot open", dir);
+        return false;
+    }
+    bool ok = true;
+    struct dirent *de;
+    while (ok && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        _cleanup_free_ char *p = xasprintf("%s/%s", dir, de->d_name);
+        struct stat st;
+        ck_assert_int_eq(lstat(p, &st), 0);
+        mode_t want = S_ISDIR(st.st_mode) ? 0700 : 0600;
+        if ((st.st_mode & 07777) != want || !(S_ISDIR(st.st_mode) || S_ISREG(st.st_mode))) {
+            snprintf(bad, len, "%s has mode %04o", p, (unsigned)(st.st_mode & 07777));
+            ok = false;
+        } else if (S_ISDIR(st.st_mode)) {
+            ok = all_private(p, bad, len);
+        }
+    }
+    closedir(d);
+    return ok;
+}
+
+/* Started with umask 000 in a world-writable directory, sandboxd keeps
+ * its data directory 0700 and every file in it (database, WAL, tokens,
+ * keys, certificates) 0600.  */
+START_TEST(data_dir_private)
+{
+    tmp = tu_tmpdir("sbx-arm");
+    _cleanup_free_ char *data = xasprintf("%s/data", tmp);
+    mode_t old = umask(0);
+    ck_assert_int_eq(mkdir(data, 0777), 0);
+    _cleanup_free_ char *token = xasprintf("%s/dev-token", data);
+    const char hex[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
+    ck_assert_int_eq(sbx_write_file_atomic(token, hex, strlen(hex), 0644, NULL), 0);
+    int started = tu_server_start(&srv, data, NULL);
+    umask(old);
+    if (started < 0)
+        dump_log();
+    ck_assert_msg(started == 0, "sandboxd did not start");
+    _cleanup_free_ char *g = gpath("modes", "g1");
+    json_decref(call_want("PUT", g, "{\"location\":\"westeurope\"}", 201, NULL));
+    _cleanup_free_ char *sb = child_path("modes", "g1", "sandboxes", "s1");
+    json_decref(call_want("PUT", sb, "{\"properties\":{\"secureEnv\":{\"K\":\"v\"}}}", 201, NULL));
+    char bad[512] = "";
+    struct stat st;
+    ck_assert_int_eq(stat(data, &st), 0);
+    ck_assert_msg((st.st_mode & 07777) == 0700, "data dir mode %04o",
+                  (unsigned)(st.st_mode & 07777));
+    _cleanup_free_ char *wal = xasprintf("%s/sandboxd.db-wal", data);
+    ck_assert_msg(access(wal, F_OK) == 0, "no WAL to check");
+    ck_assert_msg(all_private(data, bad, sizeof(bad)), "%s", bad);
+    call_want("DELETE", g, NULL, 202, NULL);
+    server_teardown();
+}
+END_TEST
+
+/* Whether the bytes of `needle` occur in the file.  */
+static bool file_contains(const char *path, const char *needle)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    if (sbx_read_file(path, &data, &len, NULL) < 0)
+        return false;
+    return memmem(data, len, needle, strlen(needle)) != NULL;
+}
+
+#define SECRET "s3cret-value-7f1d9c"
+
+static void no_secret_in(const tu_response_t *r, const char *what)
+{
+    ck_assert_msg(!r->body || !memmem(r->body, r->body_len, SECRET, strlen(SECRET)),
+                  "%s shows the secret: %s", what, r->body);
+}
+
+static void want_names(json_t *j, const char *name)
+{
+    json_t *names = jget(j, "properties.secureEnvNames");
+    ck_assert_msg(json_array_size(names) == 1 &&
+                      !strcmp(json_string_value(json_array_get(names, 0)), name),
+                  "secureEnvNames");
+    ck_assert_ptr_null(jget(j, "properties.secureEnv"));
+}
+
+/* secureEnv is accepted, never served (only its names), kept across a
+ * GET-modify-PUT that leaves it out, cannot change, and is not in the
+ * database file in plain text.  */
+START_TEST(secure_env_write_only)
+{
+    _cleanup_free_ char *g = gpath("secrets", "g1");
+    json_decref(call_want("PUT", g, "{\"location\":\"westeurope\"}", 201, NULL));
+    _cleanup_free_ char *sb = child_path("secrets", "g1", "sandboxes", "s1");
+    const char *create = "{\"properties\":{\"env\":{\"PLAIN\":\"p\"},"
+                         "\"secureEnv\":{\"API_TOKEN\":\"" SECRET "\"}}}";
+    tu_response_t r;
+    ck_assert_int_eq(call("PUT", sb, create, &r), 201);
+    no_secret_in(&r, "PUT reply");
+    _cleanup_json_ json_t *put = tu_json(&r);
+    want_names(put, "API_TOKEN");
+    _cleanup_free_ char *async = tu_header(&r, "Azure-AsyncOperation");
+    tu_response_free(&r);
+
+    ck_assert_int_eq(call("GET", sb, NULL, &r), 200);
+    no_secret_in(&r, "GET");
+    json_t *doc = tu_json(&r);
+    tu_response_free(&r);
+    want_names(doc, "API_TOKEN");
+    _cleanup_free_ char *list = child_path("secrets", "g1", "sandboxes", NULL);
+    ck_assert_int_eq(call("GET", list, NULL, &r), 200);
+    no_secret_in(&r, "list");
+    tu_response_free(&r);
+    ck_assert_int_eq(call("GET", async, NULL, &r), 200);
+    no_secret_in(&r, "operation");
+    tu_response_free(&r);
+
+    /* GET-modify-PUT: the body read has no secureEnv; the stored one stays.  */
+    _cleanup_free_ char *body = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    json_t *j = call_want("PUT", sb, body, 200, NULL);
+    want_names(j, "API_TOKEN");
+    json_decref(j);
+    j = call_want("GET", sb, NULL, 200, NULL);
+    want_names(j, "API_TOKEN");
+    json_decref(j);
+    /* The same values again are no change; others, or none, are.  */
+    json_decref(call_want("PUT", sb, create, 200, NULL));
+    call_error("PUT", sb,
+               "{\"properties\":{\"env\":{\"PLAIN\":\"p\"},\"secureEnv\":{\"API_TOKEN\":\"x\"}}}",
+               409, "PropertyCannotChange");
+    call_error("PUT", sb, "{\"properties\":{\"env\":{\"PLAIN\":\"p\"},\"secureEnv\":{}}}", 409,
+               "PropertyCannotChange");
+
+    /* A name in both is refused; bad names and values as for env.  */
+    _cleanup_free_ char *s2 = child_path("secrets", "g1", "sandboxes", "s2");
+    call_error("PUT", s2, "{\"properties\":{\"env\":{\"K\":\"a\"},\"secureEnv\":{\"K\":\"b\"}}}",
+               400, "InvalidRequestContent");
+    call_error("PUT", s2, "{\"properties\":{\"secureEnv\":{\"1BAD\":\"b\"}}}", 400,
+               "InvalidRequestContent");
+    call_error("PUT", s2, "{\"properties\":{\"secureEnv\":{\"K\":1}}}", 400,
+               "InvalidRequestContent");
+    call_error("PUT", s2, "{\"properties\":{\"secureEnv\":\"K=b\"}}", 400,
+               "InvalidRequestContent");
+    /* Group defaults are served: no secrets there.  */
+    call_error("PUT", g,
+               "{\"location\":\"westeurope\",\"properties\":{\"sandboxDefaults\":"
+               "{\"secureEnv\":{\"K\":\"v\"}}}}",
+               400, "InvalidRequestContent");
+
+    /* `strings sandboxd.db | grep value` finds nothing: neither the
+     * database nor its WAL holds the value.  */
+    const char *files[] = {"sandboxd.db", "sandboxd.db-wal"};
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+        _cleanup_free_ char *path = xasprintf("%s/%s", srv.data_dir, files[i]);
+        ck_assert_msg(!file_contains(path, SECRET), "%s holds the secret in plain text",
+                      files[i]);
+    }
+    _cleanup_free_ char *db = xasprintf("%s/sandboxd.db", srv.data_dir);
+    _cleanup_free_ char *wal = xasprintf("%s/sandboxd.db-wal", srv.data_dir);
+    ck_assert_msg(file_contains(db, "_secureEnv") || file_contains(wal, "_secureEnv"),
+                  "the sealed value was not written");
+    call_want("DELETE", g, NULL, 202, NULL);
+}
+END_TEST
+
 static Suite *arm_suite(void)
 {
     Suite *s = suite_create("arm");
@@ -1972,6 +2146,14 @@ static Suite *arm_suite(void)
     tcase_add_test(hostile, ambiguous_framing_refused);
     tcase_add_test(hostile, loopback_checks_parse_addresses);
     suite_add_tcase(s, hostile);
+
+    TCase *secrets = tcase_create("secrets");
+    tcase_add_test(secrets, data_dir_private);
+    suite_add_tcase(s, secrets);
+    TCase *secure_env = tcase_create("secure_env");
+    tcase_add_unchecked_fixture(secure_env, server_setup, server_teardown);
+    tcase_add_test(secure_env, secure_env_write_only);
+    suite_add_tcase(s, secure_env);
     return s;
 }
 

@@ -638,6 +638,43 @@ START_TEST(operation_finish)
 }
 END_TEST
 
+/* secureEnv sealing: a round trip, no plain text in the sealed form, a
+ * fresh nonce each time, and nothing opens with another key or after a
+ * change of any byte.  */
+START_TEST(secret_sealing)
+{
+    unsigned char key[API_SECRET_KEY_LEN], other[API_SECRET_KEY_LEN];
+    for (size_t i = 0; i < sizeof(key); i++) {
+        key[i] = (unsigned char)i;
+        other[i] = (unsigned char)(i + 1);
+    }
+    _cleanup_json_ json_t *in = json_pack("{s:s,s:s}", "TOKEN", "plain-secret-123", "B", "");
+    sbx_error_t err = {0};
+    _cleanup_free_ char *a = api_secret_seal(key, in, &err);
+    _cleanup_free_ char *b = api_secret_seal(key, in, &err);
+    ck_assert_msg(a && b, "%s", err.msg);
+    ck_assert(sbx_str_has_prefix(a, "v1:"));
+    ck_assert_ptr_null(strstr(a, "plain-secret"));
+    ck_assert_ptr_null(strstr(a, "TOKEN"));
+    ck_assert_str_ne(a, b);
+    json_t *out = api_secret_open(key, a, &err);
+    ck_assert_msg(out != NULL, "%s", err.msg);
+    ck_assert(json_equal(out, in));
+    json_decref(out);
+    ck_assert_ptr_null(api_secret_open(other, a, &err));
+    for (size_t i = 3; a[i]; i++) {
+        char saved = a[i];
+        a[i] = saved == 'A' ? 'B' : 'A';
+        ck_assert_msg(api_secret_open(key, a, &err) == NULL, "changed byte %zu opened", i);
+        a[i] = saved;
+    }
+    const char *bad[] = {"", "v1:", "v2:AAAA", "v1:!!!!", "v1:AAAA", "plain", "v1:AAA"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+        ck_assert_msg(api_secret_open(key, bad[i], &err) == NULL, "'%s' opened", bad[i]);
+    ck_assert_ptr_null(api_secret_open(key, NULL, &err));
+}
+END_TEST
+
 static Suite *api_suite(void)
 {
     Suite *s = suite_create("api");
@@ -653,6 +690,7 @@ static Suite *api_suite(void)
     tcase_add_test(pure, envelope);
     tcase_add_test(pure, typed_getters);
     tcase_add_test(pure, env_and_images);
+    tcase_add_test(pure, secret_sealing);
     suite_add_tcase(s, pure);
     TCase *withdb = tcase_create("db");
     tcase_add_checked_fixture(withdb, db_setup, db_teardown);
