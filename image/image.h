@@ -5,7 +5,9 @@
  * An unpacked rootfs is shared read-only by every sandbox of that image.
  * Errors follow common.h: SBX_ERR_INVALID for a bad reference or a malformed
  * image, SBX_ERR_NOT_FOUND for an image that does not exist, SBX_ERR_UNAVAILABLE
- * when a registry cannot be reached, SBX_ERR_FORBIDDEN when it refuses us,
+ * when a registry cannot be reached or its address is not allowed (one
+ * message for every such case, so pulls cannot map a network; the agent's
+ * log has the details), SBX_ERR_FORBIDDEN when it refuses us,
  * SBX_ERR_TOO_LARGE for an image past the store's bounds.  Thread-safe, and
  * several processes may share one store directory.
  *
@@ -34,7 +36,12 @@ typedef struct img_config {
     const char *default_layout;   /* OCI layout dir holding the default image; may be NULL */
     const char *ca_file;          /* extra CA for registries; may be NULL */
     bool allow_insecure_registry; /* plain http for loopback registries, tests only */
+    /* Connect to registries at loopback, private, link-local and other
+     * non-public addresses too (image/README.md lists them).  */
+    bool allow_private_registries;
     uint64_t max_unpacked_bytes;  /* file data one image may unpack to; 0: 16 GiB */
+    uint64_t max_layer_bytes;     /* one pulled layer, compressed and unpacked; 0: 4 GiB */
+    uint64_t max_store_bytes;     /* the whole store; 0: half its file system */
 } img_config_t;
 
 /* Open (creating it when needed) the store; with default_layout, imports

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "image/image.h"
 
@@ -18,13 +19,20 @@
 #define IMG_DEFAULT_MAX_UNPACKED ((uint64_t)16 << 30)
 /* Entries one image may hold, across its layers (inode bombs).  */
 #define IMG_MAX_ENTRIES 2000000
+/* Default bound on one pulled layer, compressed and unpacked.  */
+#define IMG_DEFAULT_MAX_LAYER ((uint64_t)4 << 30)
+/* What a client learns of a pull that found no registry it may talk to.  */
+#define IMG_UNREACHABLE "registry unreachable or not allowed"
 
 struct img_store {
     char *dir; /* absolute, symlinks resolved */
     char *blobs_dir, *rootfs_dir, *refs_dir, *tmp_dir, *locks_dir;
     char *ca_file;
     bool allow_insecure_registry;
+    bool allow_private_registries;
     uint64_t max_unpacked_bytes;
+    uint64_t max_layer_bytes;
+    uint64_t max_store_bytes;
     pthread_mutex_t stats_lock;
     unsigned unpack_count; /* layers stacks unpacked since open, for tests */
 };
@@ -96,8 +104,9 @@ int img_descriptor(json_t *desc, const char **digest, int64_t *size, sbx_error_t
 /* ---- unpacking (unpack.c) ---- */
 
 typedef struct img_unpack_limits {
-    uint64_t max_bytes;   /* file data, summed over layers */
-    uint64_t max_entries; /* entries, summed over layers */
+    uint64_t max_bytes;       /* file data, summed over layers */
+    uint64_t max_entries;     /* entries, summed over layers */
+    uint64_t max_layer_bytes; /* file data of one layer; 0: no bound of its own */
 } img_unpack_limits_t;
 
 /* Apply layer tars (gzip, zstd or plain) in order onto the directory
@@ -121,8 +130,17 @@ void img_challenge_done(img_challenge_t *c);
 int img_registry_pull(img_store_t *s, const img_ref_t *ref, char **manifest_digest,
                       sbx_error_t *err);
 
+/* Whether a registry may be at this address (IPv4 or IPv6): false for
+ * loopback, private, link-local (cloud metadata), shared, unspecified,
+ * multicast and reserved ones, also when embedded in an IPv6 address.  */
+bool img_addr_public(const struct sockaddr *sa);
+
 /* ---- store (store.c) ---- */
 
 unsigned img_store_unpack_count(img_store_t *s);
+/* Bytes of the files in the store now.  */
+uint64_t img_store_usage(img_store_t *s);
+/* Room for `more` bytes under max_store_bytes, or SBX_ERR_TOO_LARGE.  */
+int img_store_reserve(img_store_t *s, uint64_t more, sbx_error_t *err);
 
 #endif

@@ -5,13 +5,22 @@
  * HTTPS always, except plain HTTP to a loopback registry when the store
  * allows insecure registries (tests).  Redirects (blob storage elsewhere)
  * are followed over HTTPS only; curl keeps our Authorization header to
- * the registry's own host.  */
+ * the registry's own host.
+ *
+ * Every connection (registry, token realm, redirect, after any DNS answer)
+ * is checked where it is made, in curl's open-socket callback: an address
+ * that is not public is refused unless the store allows private
+ * registries.  A client learns one thing of a pull that reached no
+ * registry, IMG_UNREACHABLE, whether the address was refused, the port
+ * closed or something else answered; the log has which.  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "image/image_internal.h"
 
@@ -33,6 +42,7 @@ typedef struct reg_ctx {
     bool plain_http;
     char *token;
     CURL *curl;
+    char refused[INET6_ADDRSTRLEN]; /* the last address refused, for the log */
 } reg_ctx_t;
 
 /* Where a response body goes: memory up to a bound, or a blob writer.
@@ -150,6 +160,86 @@ static bool host_is_loopback(const char *host)
     return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
+/* ---- addresses ---- */
+
+static bool v4_public(uint32_t a)
+{
+    static const struct {
+        uint32_t net;
+        int bits;
+    } blocked[] = {
+        {0x00000000, 8},  /* "this network", 0.0.0.0 */
+        {0x0a000000, 8},  /* private */
+        {0x64400000, 10}, /* shared (carrier NAT; some clouds' metadata) */
+        {0x7f000000, 8},  /* loopback */
+        {0xa9fe0000, 16}, /* link-local, 169.254.169.254 metadata */
+        {0xac100000, 12}, /* private */
+        {0xc0000000, 24}, /* IETF protocol assignments */
+        {0xc0a80000, 16}, /* private */
+        {0xc6120000, 15}, /* benchmarking */
+        {0xe0000000, 4},  /* multicast */
+        {0xf0000000, 4},  /* reserved, broadcast */
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(blocked); i++)
+        if ((a >> (32 - blocked[i].bits)) == (blocked[i].net >> (32 - blocked[i].bits)))
+            return false;
+    return true;
+}
+
+static uint32_t v4_at(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static bool v6_public(const struct in6_addr *a)
+{
+    const uint8_t *b = a->s6_addr;
+    static const uint8_t zero[10] = {0};
+    if (memcmp(b, zero, 10) == 0) {
+        /* ::, ::1, IPv4-compatible (::a.b.c.d) and IPv4-mapped (::ffff:a.b.c.d) */
+        if ((b[10] == 0 && b[11] == 0) || (b[10] == 0xff && b[11] == 0xff))
+            return v4_public(v4_at(b + 12)); /* :: and ::1 are in 0.0.0.0/8 */
+        return false;
+    }
+    if (b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b) /* NAT64 64:ff9b::/96 */
+        return v4_public(v4_at(b + 12));
+    if (b[0] == 0x20 && b[1] == 0x02) /* 6to4 2002:a.b.c.d::/48 */
+        return v4_public(v4_at(b + 2));
+    if (b[0] == 0x01 && b[1] == 0x00 && !memcmp(b + 2, zero, 6)) /* discard 100::/64 */
+        return false;
+    return !((b[0] & 0xfe) == 0xfc ||                  /* unique local, fd00:ec2::254 */
+             (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* link-local */
+             (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) || /* site-local (deprecated) */
+             b[0] == 0xff);                             /* multicast */
+}
+
+bool img_addr_public(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return v4_public(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
+    if (sa->sa_family == AF_INET6)
+        return v6_public(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return false;
+}
+
+/* curl's open-socket callback: the one place every connection is made, so
+ * redirects, token realms and a DNS answer that changes between lookups
+ * are all checked against the address really used.  */
+static curl_socket_t open_checked(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    reg_ctx_t *ctx = ud;
+    (void)purpose;
+    if (!ctx->s->allow_private_registries && !img_addr_public(&a->addr)) {
+        const void *raw = a->family == AF_INET6
+                              ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
+                              : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+        if (!inet_ntop(a->family, raw, ctx->refused, sizeof(ctx->refused)))
+            snprintf(ctx->refused, sizeof(ctx->refused), "(family %d)", a->family);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 /* The host of "host", "host:port", "[v6]:port".  */
 static char *registry_host(const char *registry)
 {
@@ -265,6 +355,8 @@ static void setup(reg_ctx_t *ctx, const char *url, sink_t *k, struct curl_slist 
     curl_easy_setopt(c, CURLOPT_WRITEDATA, k);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, k);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_checked);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, ctx);
     if (ctx->s->ca_file) {
         curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, add_ca);
         curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, ctx->s->ca_file);
@@ -285,15 +377,27 @@ static int http_get(reg_ctx_t *ctx, const char *url, const char *accept, bool wi
         headers = curl_slist_append(headers, auth);
     }
     setup(ctx, url, k, headers, plain_http);
+    ctx->refused[0] = '\0';
     CURLcode res = curl_easy_perform(ctx->curl);
     curl_slist_free_all(headers);
     if (k->failed) {
         *err = k->err;
         return -1;
     }
-    if (res != CURLE_OK)
-        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "registry %s: %s", ctx->ref->registry,
-                             curl_easy_strerror(res));
+    if (res != CURLE_OK) {
+        /* Refused, closed, filtered, not TLS, not trusted: all the same to
+         * the client, or pulls would map the network behind the agent.  */
+        if (ctx->refused[0])
+            sbx_log(SBX_LOG_WARN, "image",
+                    "pull of %s: refused to connect to %s, not a public address "
+                    "(allow-private-registries allows it)",
+                    ctx->ref->key, ctx->refused);
+        else
+            sbx_log(SBX_LOG_WARN, "image", "pull of %s: %s", ctx->ref->key,
+                    curl_easy_strerror(res));
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "image pull from %s failed: " IMG_UNREACHABLE,
+                             ctx->ref->registry);
+    }
     curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, status);
     return 0;
 }
@@ -387,15 +491,21 @@ static int status_error(reg_ctx_t *ctx, long status, const char *what, const sin
                       : status == 401 || status == 403  ? SBX_ERR_FORBIDDEN
                       : status == 400                   ? SBX_ERR_INVALID
                                                         : SBX_ERR_UNAVAILABLE;
-    /* The registry's error body is its own words: keep them short and
-     * printable, they may end up in a client's error message.  */
-    char detail[128];
-    size_t n = 0;
-    for (size_t i = 0; i < k->errlen && n + 1 < sizeof(detail); i++)
-        detail[n++] = (k->errbody[i] >= ' ' && k->errbody[i] < 0x7f) ? k->errbody[i] : ' ';
-    detail[n] = '\0';
-    return sbx_error_set(err, code, "registry %s: %s: HTTP %ld %s", ctx->ref->registry, what,
-                         status, detail);
+    /* Of the body only a distribution-API error code is passed on
+     * ("MANIFEST_UNKNOWN"): whatever else answered keeps its words to the
+     * agent's log.  */
+    char detail[64] = "";
+    _cleanup_json_ json_t *j = json_loadb(k->errbody, k->errlen, 0, NULL);
+    const char *c = json_string_value(json_object_get(json_array_get(json_object_get(j, "errors"), 0),
+                                                      "code"));
+    size_t n = c ? strspn(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") : 0;
+    if (c && n > 0 && n == strlen(c) && n < sizeof(detail))
+        memcpy(detail, c, n + 1);
+    if (!detail[0] && k->errlen)
+        sbx_log(SBX_LOG_INFO, "image", "pull of %s: %s: HTTP %ld: %.*s", ctx->ref->key, what,
+                status, (int)k->errlen, k->errbody);
+    return sbx_error_set(err, code, "registry %s: %s: HTTP %ld%s%s", ctx->ref->registry, what,
+                         status, detail[0] ? " " : "", detail);
 }
 
 /* GET a registry URL, answering one Bearer challenge on the way.  */
@@ -473,6 +583,30 @@ static int fetch_blob(reg_ctx_t *ctx, json_t *desc, int64_t max, sbx_error_t *er
     return ret;
 }
 
+/* The blobs of a manifest the store lacks must fit in it, and no layer may
+ * be past the layer bound, before a byte of them is fetched.  */
+static int reserve_blobs(reg_ctx_t *ctx, json_t *manifest, sbx_error_t *err)
+{
+    uint64_t need = 0;
+    json_t *layers = json_object_get(manifest, "layers");
+    for (size_t i = 0; i <= json_array_size(layers); i++) {
+        json_t *desc = i == 0 ? json_object_get(manifest, "config") : json_array_get(layers, i - 1);
+        const char *digest;
+        int64_t size;
+        if (img_descriptor(desc, &digest, &size, err) < 0)
+            return -1;
+        if (i > 0 && (uint64_t)size > ctx->s->max_layer_bytes)
+            return sbx_error_set(err, SBX_ERR_TOO_LARGE,
+                                 "layer %s is %lld bytes, more than a layer may be (%llu, "
+                                 "max-layer-size)",
+                                 digest, (long long)size,
+                                 (unsigned long long)ctx->s->max_layer_bytes);
+        if (!img_blob_exists(ctx->s, digest))
+            need += (uint64_t)size;
+    }
+    return img_store_reserve(ctx->s, need, err);
+}
+
 static int pull(reg_ctx_t *ctx, char **manifest_digest, sbx_error_t *err)
 {
     const img_ref_t *ref = ctx->ref;
@@ -496,12 +630,15 @@ static int pull(reg_ctx_t *ctx, char **manifest_digest, sbx_error_t *err)
         if (kind != IMG_DOC_MANIFEST)
             return sbx_error_set(err, SBX_ERR_INVALID, "nested image index in %s", ref->key);
     }
-    if (fetch_blob(ctx, json_object_get(doc, "config"), IMG_MAX_CONFIG_BYTES, err) < 0)
+    if (reserve_blobs(ctx, doc, err) < 0 ||
+        fetch_blob(ctx, json_object_get(doc, "config"), IMG_MAX_CONFIG_BYTES, err) < 0)
         return -1;
     size_t i;
     json_t *layer;
+    int64_t max_layer = ctx->s->max_layer_bytes > INT64_MAX ? INT64_MAX
+                                                            : (int64_t)ctx->s->max_layer_bytes;
     json_array_foreach(json_object_get(doc, "layers"), i, layer) {
-        if (fetch_blob(ctx, layer, INT64_MAX, err) < 0)
+        if (fetch_blob(ctx, layer, max_layer, err) < 0)
             return -1;
     }
     *manifest_digest = xstrdup(digest);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include "image/image_internal.h"
@@ -278,8 +279,15 @@ static int unpack_into(img_store_t *s, json_t *manifest, const char *dir, sbx_er
         }
         paths[i] = img_blob_path(s, digest);
     }
-    img_unpack_limits_t limits = {.max_bytes = s->max_unpacked_bytes,
-                                  .max_entries = IMG_MAX_ENTRIES};
+    /* What fits in the store bounds the unpack as much as the image's own
+     * bound does.  */
+    uint64_t used = img_store_usage(s);
+    uint64_t room = used < s->max_store_bytes ? s->max_store_bytes - used : 0;
+    img_unpack_limits_t limits = {.max_bytes = room < s->max_unpacked_bytes
+                                                   ? room
+                                                   : s->max_unpacked_bytes,
+                                  .max_entries = IMG_MAX_ENTRIES,
+                                  .max_layer_bytes = s->max_layer_bytes};
     if (ret == 0)
         ret = img_unpack_layers(dir, (const char *const *)paths, n, &limits, err);
     for (i = 0; i < n; i++)
@@ -335,6 +343,59 @@ static int ensure_unpacked(img_store_t *s, const char *digest, sbx_error_t *err)
     pthread_mutex_unlock(&s->stats_lock);
     sbx_log(SBX_LOG_INFO, "image", "unpacked %s in %lld ms", digest,
             (long long)(sbx_monotonic_ms() - start));
+    return 0;
+}
+
+/* Bytes of the regular files under the directory fd (which it closes);
+ * the walk stays on this file system and follows no link.  */
+static uint64_t tree_bytes(int fd, dev_t dev, int depth)
+{
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return 0;
+    }
+    uint64_t sum = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        struct stat st;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+            fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev)
+            continue;
+        if (S_ISREG(st.st_mode)) {
+            sum += (uint64_t)st.st_size;
+        } else if (S_ISDIR(st.st_mode) && depth < 256) {
+            int sub = openat(dirfd(d), de->d_name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0)
+                sum += tree_bytes(sub, dev, depth + 1);
+        }
+    }
+    closedir(d);
+    return sum;
+}
+
+uint64_t img_store_usage(img_store_t *s)
+{
+    int fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return 0;
+    }
+    return tree_bytes(fd, st.st_dev, 0);
+}
+
+int img_store_reserve(img_store_t *s, uint64_t more, sbx_error_t *err)
+{
+    uint64_t used = img_store_usage(s);
+    if (used > s->max_store_bytes || more > s->max_store_bytes - used)
+        return sbx_error_set(err, SBX_ERR_TOO_LARGE,
+                             "the image store is full: it holds %llu bytes, this image needs "
+                             "%llu more, and the store may hold %llu (max-image-store-size)",
+                             (unsigned long long)used, (unsigned long long)more,
+                             (unsigned long long)s->max_store_bytes);
     return 0;
 }
 
@@ -679,8 +740,16 @@ img_store_t *img_store_open(const img_config_t *cfg, sbx_error_t *err)
     s->locks_dir = xasprintf("%s/locks", real);
     s->ca_file = cfg->ca_file ? xstrdup(cfg->ca_file) : NULL;
     s->allow_insecure_registry = cfg->allow_insecure_registry;
+    s->allow_private_registries = cfg->allow_private_registries;
     s->max_unpacked_bytes = cfg->max_unpacked_bytes ? cfg->max_unpacked_bytes
                                                     : IMG_DEFAULT_MAX_UNPACKED;
+    s->max_layer_bytes = cfg->max_layer_bytes ? cfg->max_layer_bytes : IMG_DEFAULT_MAX_LAYER;
+    s->max_store_bytes = cfg->max_store_bytes;
+    struct statvfs vfs;
+    if (!s->max_store_bytes)
+        s->max_store_bytes = statvfs(real, &vfs) == 0
+                                 ? (uint64_t)vfs.f_blocks * vfs.f_frsize / 2
+                                 : UINT64_MAX;
     pthread_mutex_init(&s->stats_lock, NULL);
     const char *dirs[] = {s->blobs_dir, s->rootfs_dir, s->refs_dir, s->tmp_dir, s->locks_dir};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {

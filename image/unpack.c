@@ -102,6 +102,7 @@ typedef struct layer_ctx {
     dir_meta_t *dirs;
     size_t ndirs, capdirs;
     uint64_t *bytes, *entries;
+    uint64_t layer_bytes; /* file data of this layer */
     const img_unpack_limits_t *limits;
     unsigned skipped;
 } layer_ctx_t;
@@ -416,6 +417,11 @@ static int write_data(layer_ctx_t *ctx, int fd, struct archive_entry *e, const c
     if (size < 0 || (uint64_t)size > ctx->limits->max_bytes - *ctx->bytes)
         return sbx_error_set(err, SBX_ERR_TOO_LARGE, "image unpacks to more than %llu bytes",
                              (unsigned long long)ctx->limits->max_bytes);
+    uint64_t layer_max = ctx->limits->max_layer_bytes;
+    if (layer_max && (uint64_t)size > layer_max - ctx->layer_bytes)
+        return sbx_error_set(err, SBX_ERR_TOO_LARGE, "layer unpacks to more than %llu bytes",
+                             (unsigned long long)layer_max);
+    ctx->layer_bytes += (uint64_t)size;
     *ctx->bytes += (uint64_t)size;
     const void *buf;
     size_t len;

@@ -30,14 +30,21 @@ static void teardown(void)
     free(tmp);
 }
 
-static img_store_t *open_store(const char *name, bool insecure)
+static img_store_t *open_store_cfg(const char *name, img_config_t cfg)
 {
     _cleanup_free_ char *dir = xasprintf("%s/%s", tmp, name);
-    img_config_t cfg = {.store_dir = dir, .allow_insecure_registry = insecure};
+    cfg.store_dir = dir;
     sbx_error_t err = {0};
     img_store_t *s = img_store_open(&cfg, &err);
     ck_assert_msg(s != NULL, "%s", err.msg);
     return s;
+}
+
+/* The registries of these tests are on loopback: allowed by the flag.  */
+static img_store_t *open_store(const char *name, bool insecure)
+{
+    img_config_t cfg = {.allow_insecure_registry = insecure, .allow_private_registries = true};
+    return open_store_cfg(name, cfg);
 }
 
 static char *slurp(const char *dir, const char *rel)
@@ -537,6 +544,182 @@ START_TEST(test_pull_with_bearer_token)
 }
 END_TEST
 
+/* ---- address policy and bounds ---- */
+
+/* A registry at a loopback (or any non-public) address is refused before
+ * a byte is sent, unless the store allows private registries.  */
+START_TEST(test_private_registry_refused)
+{
+    fake_t f;
+    fake_start(&f);
+    _cleanup_free_ char *layout = xasprintf("%s/layout", tmp);
+    tl_init(layout);
+    json_t *m = one_file_image(layout, "etc/x", "x\n", TL_GZIP);
+    fake_serve_image(&f, "auth/img", "v1", layout, m);
+    img_config_t cfg = {.allow_insecure_registry = true};
+    img_store_t *s = open_store_cfg("policy", cfg);
+    const char *names[] = {"127.0.0.1", "localhost", "[::ffff:127.0.0.1]"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        _cleanup_free_ char *ref = xasprintf("%s:%d/auth/img:v1", names[i], f.port);
+        _cleanup_free_ char *want =
+            xasprintf("image pull from %s:%d failed: " IMG_UNREACHABLE, names[i], f.port);
+        sbx_error_t err = {0};
+        char *root = NULL, *digest = NULL;
+        ck_assert_int_eq(img_resolve(s, ref, &root, &digest, &err), -1);
+        ck_assert_msg(err.code == SBX_ERR_UNAVAILABLE && !strcmp(err.msg, want), "%s: %d %s",
+                      ref, err.code, err.msg);
+    }
+    pthread_mutex_lock(&f.lock);
+    ck_assert_int_eq(f.unauthorized + f.token_requests + f.manifest_hits, 0);
+    pthread_mutex_unlock(&f.lock);
+    img_store_close(s);
+
+    /* The same registry with the flag.  */
+    s = open_store("allowed", true);
+    _cleanup_free_ char *ref = xasprintf("127.0.0.1:%d/auth/img:v1", f.port);
+    sbx_error_t err = {0};
+    char *root = NULL, *digest = NULL;
+    ck_assert_msg(img_resolve(s, ref, &root, &digest, &err) == 0, "%s", err.msg);
+    free(root), free(digest);
+    img_store_close(s);
+    json_decref(m);
+    fake_stop(&f);
+}
+END_TEST
+
+/* A TCP listener that accepts, says `greeting` (or nothing) and hangs up.  */
+typedef struct rude {
+    int fd, port;
+    const char *greeting;
+    pthread_t thread;
+} rude_t;
+
+static void *rude_main(void *arg)
+{
+    rude_t *r = arg;
+    for (;;) {
+        int c = accept4(r->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            return NULL;
+        if (r->greeting)
+            send_all(c, r->greeting, strlen(r->greeting));
+        close(c);
+    }
+}
+
+static void rude_start(rude_t *r, const char *greeting)
+{
+    r->greeting = greeting;
+    r->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    ck_assert_int_eq(bind(r->fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(listen(r->fd, 16), 0);
+    ck_assert_int_eq(getsockname(r->fd, (struct sockaddr *)&a, &alen), 0);
+    r->port = ntohs(a.sin_port);
+    pthread_create(&r->thread, NULL, rude_main, r);
+}
+
+static void rude_stop(rude_t *r)
+{
+    shutdown(r->fd, SHUT_RDWR);
+    close(r->fd);
+    pthread_join(r->thread, NULL);
+}
+
+/* A closed port, a port that hangs up, a port that answers but not with
+ * TLS, and a TLS server that is no registry of ours all read the same to
+ * the client, so a pull cannot tell them apart, with the flag or without.  */
+START_TEST(test_unreachable_messages_identical)
+{
+    rude_t hangup, babble, http;
+    rude_start(&hangup, NULL);
+    rude_start(&babble, "SSH-2.0-OpenSSH_9.6\r\n");
+    rude_start(&http, "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot here\n");
+    /* And a real TLS server (openssl s_server, its own certificate).  */
+    _cleanup_free_ char *key = xasprintf("%s/tls.key", tmp), *cert = xasprintf("%s/tls.pem", tmp);
+    _cleanup_free_ char *mk = xasprintf("openssl req -x509 -newkey ec -pkeyopt "
+                                        "ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=x "
+                                        "-keyout '%s' -out '%s' >/dev/null 2>&1",
+                                        key, cert);
+    ck_assert_int_eq(system(mk), 0);
+    int tls_port = tu_free_port();
+    char accept_arg[32];
+    snprintf(accept_arg, sizeof(accept_arg), "127.0.0.1:%d", tls_port);
+    char *argv[] = {"/usr/bin/openssl", "s_server", "-quiet", "-www", "-accept", accept_arg,
+                    "-cert", cert, "-key", key, NULL};
+    pid_t tls = tu_spawn(argv, NULL, NULL);
+    ck_assert_msg(tu_wait_port(tls_port, 10000), "openssl s_server did not start");
+    int ports[] = {tu_free_port(), hangup.port, babble.port, http.port, tls_port};
+    char bad[640] = ""; /* the first difference; asserted once the servers are gone */
+    for (int allow = 0; allow < 2; allow++) {
+        img_config_t cfg = {.allow_private_registries = allow};
+        img_store_t *s = open_store_cfg(allow ? "tls-allow" : "tls-strict", cfg);
+        for (size_t i = 0; i < ARRAY_SIZE(ports) && !bad[0]; i++) {
+            _cleanup_free_ char *ref = xasprintf("127.0.0.1:%d/some/img:v1", ports[i]);
+            _cleanup_free_ char *want =
+                xasprintf("image pull from 127.0.0.1:%d failed: " IMG_UNREACHABLE, ports[i]);
+            sbx_error_t err = {0};
+            char *root = NULL, *digest = NULL;
+            int r = img_resolve(s, ref, &root, &digest, &err);
+            if (r == 0 || err.code != SBX_ERR_UNAVAILABLE || strcmp(err.msg, want) != 0)
+                snprintf(bad, sizeof(bad), "allow=%d port %zu: %d %d %s", allow, i, r, err.code,
+                         err.msg);
+            if (r == 0)
+                free(root), free(digest);
+        }
+        img_store_close(s);
+    }
+    tu_stop(tls, 5000);
+    rude_stop(&hangup);
+    rude_stop(&babble);
+    rude_stop(&http);
+    ck_assert_msg(!bad[0], "%s", bad);
+}
+END_TEST
+
+/* A layer past the layer bound, and an image past the store's bound, are
+ * refused before they are fetched.  */
+START_TEST(test_pull_bounds)
+{
+    fake_t f;
+    fake_start(&f);
+    _cleanup_free_ char *layout = xasprintf("%s/layout", tmp);
+    tl_init(layout);
+    _cleanup_free_ char *noise = xmalloc(8193);
+    for (size_t i = 0; i < 8192; i++)
+        noise[i] = (char)('!' + (i * 7919 + i / 13) % 90);
+    noise[8192] = '\0';
+    json_t *m = one_file_image(layout, "etc/noise", noise, TL_PLAIN);
+    fake_serve_image(&f, "auth/img", "v1", layout, m);
+    _cleanup_free_ char *ref = xasprintf("127.0.0.1:%d/auth/img:v1", f.port);
+    img_config_t cfg = {.allow_insecure_registry = true, .allow_private_registries = true,
+                        .max_layer_bytes = 4096};
+    img_store_t *s = open_store_cfg("layer-cap", cfg);
+    sbx_error_t err = {0};
+    char *root = NULL, *digest = NULL;
+    ck_assert_int_eq(img_resolve(s, ref, &root, &digest, &err), -1);
+    ck_assert_msg(err.code == SBX_ERR_TOO_LARGE && strstr(err.msg, "max-layer-size"), "%d %s",
+                  err.code, err.msg);
+    img_store_close(s);
+
+    img_config_t full = {.allow_insecure_registry = true, .allow_private_registries = true,
+                         .max_store_bytes = 4096};
+    s = open_store_cfg("store-cap", full);
+    ck_assert_int_eq(img_resolve(s, ref, &root, &digest, &err), -1);
+    ck_assert_msg(err.code == SBX_ERR_TOO_LARGE && strstr(err.msg, "max-image-store-size"),
+                  "%d %s", err.code, err.msg);
+    img_store_close(s);
+    /* Nothing of the layer was fetched.  */
+    s = open_store("fits", true);
+    ck_assert_msg(img_resolve(s, ref, &root, &digest, &err) == 0, "%s", err.msg);
+    free(root), free(digest);
+    img_store_close(s);
+    json_decref(m);
+    fake_stop(&f);
+}
+END_TEST
+
 int main(void)
 {
     Suite *suite = suite_create("image_registry");
@@ -545,6 +728,9 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_pull_from_registry);
     tcase_add_test(tc, test_pull_with_bearer_token);
+    tcase_add_test(tc, test_private_registry_refused);
+    tcase_add_test(tc, test_unreachable_messages_identical);
+    tcase_add_test(tc, test_pull_bounds);
     suite_add_tcase(suite, tc);
     SRunner *sr = srunner_create(suite);
     srunner_run_all(sr, CK_NORMAL);

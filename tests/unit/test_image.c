@@ -1,5 +1,6 @@
 /* test_image.c -- the image store: references, layouts unpacked with
  * whiteouts, hostile layers, digest checks, concurrency, the default image.  */
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -643,6 +644,79 @@ START_TEST(test_default_layout)
 }
 END_TEST
 
+/* ---- registry addresses and store bounds ---- */
+
+static bool addr_public(const char *text)
+{
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, text, &v4->sin_addr) == 1)
+        v4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, text, &v6->sin6_addr) == 1)
+        v6->sin6_family = AF_INET6;
+    else
+        ck_abort_msg("bad test address %s", text);
+    return img_addr_public((struct sockaddr *)&ss);
+}
+
+START_TEST(test_registry_addresses)
+{
+    static const char *const refused[] = {
+        "127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "10.0.0.1", "172.16.0.1",
+        "172.31.255.255", "192.168.1.1", "169.254.169.254", "169.254.0.1", "100.64.0.1",
+        "100.100.100.200", "224.0.0.1", "239.1.2.3", "255.255.255.255", "240.0.0.1",
+        "192.0.0.170", "198.18.0.1", "::", "::1", "fe80::1", "febf::1", "fec0::1", "fc00::1",
+        "fd00:ec2::254", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.1.2.3",
+        "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
+        "2002:a9fe:a9fe::1", "100::1"};
+    for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+        ck_assert_msg(!addr_public(refused[i]), "%s passed", refused[i]);
+    static const char *const allowed[] = {"1.1.1.1",  "8.8.8.8", "172.15.255.255", "172.32.0.1",
+                                          "100.63.255.255", "100.128.0.1", "169.253.1.1",
+                                          "192.169.0.1", "2001:4860:4860::8888",
+                                          "2606:4700::1111", "::ffff:8.8.8.8",
+                                          "64:ff9b::808:808", "2002:808:808::1"};
+    for (size_t i = 0; i < ARRAY_SIZE(allowed); i++)
+        ck_assert_msg(addr_public(allowed[i]), "%s refused", allowed[i]);
+    struct sockaddr unix_addr = {.sa_family = AF_UNIX};
+    ck_assert(!img_addr_public(&unix_addr));
+}
+END_TEST
+
+/* A layer whose file data passes the layer bound is refused while it
+ * unpacks, however small it is compressed; so is an image past the store's
+ * bound.  */
+START_TEST(test_layer_and_store_bounds)
+{
+    _cleanup_free_ char *layout = layout_dir("big");
+    tl_init(layout);
+    _cleanup_free_ char *big = xmalloc((1u << 20) + 1);
+    memset(big, 'z', 1u << 20);
+    big[1u << 20] = '\0';
+    const tl_entry_t files[] = {{'f', "big", big, 0}};
+    _cleanup_free_ char *digest =
+        tl_simple(layout, json_pack("[o]", tl_layer(layout, files, 1, TL_GZIP)), "t/big:1");
+    img_config_t cfg = {.store_dir = store, .max_layer_bytes = 64 * 1024};
+    sbx_error_t err = {0};
+    img_store_t *s = img_store_open(&cfg, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    import_fails(s, layout, SBX_ERR_TOO_LARGE, "layer unpacks to more than 65536 bytes");
+    img_store_close(s);
+
+    _cleanup_free_ char *other = xasprintf("%s2", store);
+    img_config_t small = {.store_dir = other, .max_store_bytes = 512 * 1024};
+    s = img_store_open(&small, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    import_fails(s, layout, SBX_ERR_TOO_LARGE, "more than");
+    ck_assert_int_eq(img_store_reserve(s, 1024, &err), 0);
+    ck_assert_int_eq(img_store_reserve(s, 1024 * 1024, &err), -1);
+    ck_assert_msg(err.code == SBX_ERR_TOO_LARGE && strstr(err.msg, "max-image-store-size"), "%s",
+                  err.msg);
+    img_store_close(s);
+}
+END_TEST
+
 /* The layout scripts/build-default-image.sh made, named by
  * $SBX_DEFAULT_IMAGE (scripts/test.sh builds it; skipped without it).  */
 START_TEST(test_built_default_image)
@@ -688,6 +762,8 @@ int main(void)
     tcase_add_test(tc, test_platform_choice);
     tcase_add_test(tc, test_concurrent_resolve_unpacks_once);
     tcase_add_test(tc, test_default_layout);
+    tcase_add_test(tc, test_registry_addresses);
+    tcase_add_test(tc, test_layer_and_store_bounds);
     tcase_add_test(tc, test_built_default_image);
     suite_add_tcase(suite, tc);
     SRunner *sr = srunner_create(suite);
