@@ -28,6 +28,9 @@ typedef struct agent_config {
     /* capacity reported at most (0: the host's): resources kept back */
     double capacity_cpu;
     uint64_t capacity_memory_mib, capacity_disk_mib, capacity_pids;
+    bool allow_private_registries; /* pull from non-public addresses too */
+    uint64_t max_layer_bytes;       /* 0: the image store's default */
+    uint64_t max_image_store_bytes; /* 0: the image store's default */
     sbx_log_level_t log_level;
 } agent_config_t;
 

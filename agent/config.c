@@ -31,6 +31,9 @@ enum {
     OPT_CGROUP_PARENT,
     OPT_UID_RANGE,
     OPT_LOG_LEVEL,
+    OPT_ALLOW_PRIVATE_REGISTRIES,
+    OPT_MAX_LAYER_SIZE,
+    OPT_MAX_IMAGE_STORE_SIZE,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -81,6 +84,15 @@ static const struct flag {
      "range of this host, kept across restarts)"},
     {{"log-level", required_argument, NULL, OPT_LOG_LEVEL}, "SANDBOX_AGENT_LOG_LEVEL", "LEVEL",
      "debug, info, warn or error (default info)"},
+    {{"allow-private-registries", no_argument, NULL, OPT_ALLOW_PRIVATE_REGISTRIES},
+     "SANDBOX_AGENT_ALLOW_PRIVATE_REGISTRIES", NULL,
+     "pull from registries at loopback, private and link-local addresses too"},
+    {{"max-layer-size", required_argument, NULL, OPT_MAX_LAYER_SIZE},
+     "SANDBOX_AGENT_MAX_LAYER_SIZE", "BYTES",
+     "largest image layer pulled, compressed or unpacked (default 4G)"},
+    {{"max-image-store-size", required_argument, NULL, OPT_MAX_IMAGE_STORE_SIZE},
+     "SANDBOX_AGENT_MAX_IMAGE_STORE_SIZE", "BYTES",
+     "most the image store may hold (default: half its file system)"},
     {{"help", no_argument, NULL, OPT_HELP}, NULL, NULL, "show this help and exit"},
     {{"version", no_argument, NULL, OPT_VERSION}, NULL, NULL, "show the version and exit"},
 };
@@ -184,6 +196,30 @@ static int parse_capacity_u64(const char *name, const char *v, uint64_t *out, sb
     return 0;
 }
 
+/* A size in bytes, with an optional K, M, G or T (powers of 1024, "iB"
+ * allowed): "4G", "512MiB", "1048576".  */
+static int parse_bytes(const char *name, const char *v, uint64_t *out, sbx_error_t *err)
+{
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(v, &end, 10);
+    int shift = 0;
+    const char *units = "KMGT";
+    const char *u = *end ? strchr(units, toupper((unsigned char)*end)) : NULL;
+    if (u) {
+        shift = 10 * (int)(u - units + 1);
+        end++;
+        if (strcasecmp(end, "iB") == 0 || strcasecmp(end, "B") == 0)
+            end += strlen(end);
+    }
+    if (!isdigit((unsigned char)v[0]) || *end || errno || n == 0 || (n << shift) >> shift != n)
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "%s: '%s' is not a size in bytes (a number, K, M, G or T after it)",
+                             name, v);
+    *out = (uint64_t)n << shift;
+    return 0;
+}
+
 static int parse_log_level(const char *v, sbx_log_level_t *out, sbx_error_t *err)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
@@ -220,6 +256,10 @@ static int apply(agent_config_t *cfg, int opt, const char *name, const char *v, 
     case OPT_CAPACITY_DISK: return parse_capacity_u64(name, v, &cfg->capacity_disk_mib, err);
     case OPT_CAPACITY_PIDS: return parse_capacity_u64(name, v, &cfg->capacity_pids, err);
     case OPT_LOG_LEVEL: return parse_log_level(v, &cfg->log_level, err);
+    case OPT_ALLOW_PRIVATE_REGISTRIES:
+        return parse_bool(name, v ? v : "1", &cfg->allow_private_registries, err);
+    case OPT_MAX_LAYER_SIZE: return parse_bytes(name, v, &cfg->max_layer_bytes, err);
+    case OPT_MAX_IMAGE_STORE_SIZE: return parse_bytes(name, v, &cfg->max_image_store_bytes, err);
     }
     return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);
 }

@@ -122,7 +122,10 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     }
 
     _cleanup_free_ char *images = xasprintf("%s/images", cfg->data_dir);
-    img_config_t ic = {.store_dir = images, .default_layout = cfg->default_image};
+    img_config_t ic = {.store_dir = images, .default_layout = cfg->default_image,
+                       .allow_private_registries = cfg->allow_private_registries,
+                       .max_layer_bytes = cfg->max_layer_bytes,
+                       .max_store_bytes = cfg->max_image_store_bytes};
     if (!(a->img = img_store_open(&ic, err)))
         return sbx_error_wrap(err, "image store"), -1;
 

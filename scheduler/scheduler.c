@@ -177,6 +177,8 @@ static pid_t spawn_agent(local_agent_t *la)
     }
     if (la->cfg.microvm_emulation)
         argv[n++] = "--microvm-emulation";
+    if (la->cfg.allow_private_registries)
+        argv[n++] = "--allow-private-registries";
     argv[n] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();

@@ -77,6 +77,7 @@ typedef struct sched_local_agent_config {
     const char *pki_dir;
     const char *default_image; /* may be NULL */
     bool microvm_emulation;
+    bool allow_private_registries;
 } sched_local_agent_config_t;
 
 /* Start the agent and wait until it answers (or fail after 15 s).  */

@@ -60,6 +60,10 @@ static const char usage[] =
     "                         connecting (or of the previous response), or the\n"
     "                         connection is closed (SANDBOXD_HEADER_TIMEOUT; default 10)\n"
     "  --log-level LEVEL      debug, info, warn or error (SANDBOXD_LOG_LEVEL)\n"
+    "  --allow-private-registries\n"
+    "                         the local agent may pull images from registries at\n"
+    "                         loopback, private and link-local addresses\n"
+    "                         (SANDBOXD_ALLOW_PRIVATE_REGISTRIES=1)\n"
     "  --help, --version\n";
 
 enum {
@@ -69,6 +73,7 @@ enum {
     O_PLACEMENT_TIMEOUT, O_MAX_DISK,
     O_MAX_IN_FLIGHT, O_MAX_IN_FLIGHT_PER_CLIENT, O_MAX_CONNECTIONS,
     O_MAX_CONNECTIONS_PER_ADDRESS, O_HEADER_TIMEOUT,
+    O_ALLOW_PRIVATE_REGISTRIES,
 };
 
 static const struct option options[] = {
@@ -100,6 +105,7 @@ static const struct option options[] = {
     {"header-timeout", required_argument, NULL, O_HEADER_TIMEOUT},
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
+    {"allow-private-registries", no_argument, NULL, O_ALLOW_PRIVATE_REGISTRIES},
     {NULL, 0, NULL, 0},
 };
 
@@ -244,6 +250,7 @@ static void from_env(sbx_config_t *cfg)
     cfg->no_local_agent = env_flag("SANDBOXD_NO_LOCAL_AGENT");
     cfg->microvm_emulation = env_flag("SANDBOXD_MICROVM_EMULATION");
     cfg->sync_full = env_flag("SANDBOXD_SYNC_FULL");
+    cfg->allow_private_registries = env_flag("SANDBOXD_ALLOW_PRIVATE_REGISTRIES");
 }
 
 static int check(sbx_config_t *cfg, sbx_error_t *err)
@@ -303,6 +310,7 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_MICROVM: cfg->microvm_emulation = true; break;
         case O_SYNC_FULL: cfg->sync_full = true; break;
         case O_LOG_LEVEL: set_str(&cfg->log_level, optarg); break;
+        case O_ALLOW_PRIVATE_REGISTRIES: cfg->allow_private_registries = true; break;
         case O_MAX_BODY:
             if (parse_size(optarg, "--max-body", 1024, 64 << 20, &cfg->max_body, err) < 0)
                 return -1;

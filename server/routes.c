@@ -71,7 +71,9 @@ int routes_start_background(routes_t *r, sbx_error_t *err)
         sched_local_agent_config_t lc = {.agent_bin = cfg->agent_bin, .data_dir = agent_dir,
                                          .pki_dir = r->pki_dir,
                                          .default_image = cfg->default_image,
-                                         .microvm_emulation = cfg->microvm_emulation};
+                                         .microvm_emulation = cfg->microvm_emulation,
+                                         .allow_private_registries =
+                                             cfg->allow_private_registries};
         if (sched_local_agent_start(r->sched, &lc, err) < 0) {
             sched_start(r->sched, NULL);
             return -1;

@@ -29,6 +29,7 @@ typedef struct sbx_config {
     double overcommit_cpu, overcommit_memory, overcommit_disk, overcommit_pids;
     unsigned placement_timeout_s; /* a create waits this long for room */
     unsigned max_disk_mib;        /* largest diskMiB the API accepts */
+    bool allow_private_registries; /* passed to the local agent */
 } sbx_config_t;
 
 /* Parse argv and SANDBOXD_* variables (flags win).  Returns 0 to run, 1 when

@@ -2103,6 +2103,165 @@ START_TEST(secure_env_write_only)
 }
 END_TEST
 
+/* ---- secureEnv end to end: sandboxd with its local agent ---- */
+
+#define E2E_TOKEN "arm-e2e-token"
+#define E2E_SECRET "e2e-secret-4b7e2a"
+
+static struct {
+    char *root, *data, *image, *base;
+    pid_t pid;
+    bool skip;
+} e2e;
+
+static void e2e_setup(void)
+{
+    memset(&e2e, 0, sizeof(e2e));
+    _cleanup_free_ char *agent = tu_bin("sandbox-agent");
+    if (access(agent, X_OK) < 0) {
+        e2e.skip = true; /* a build without the agent */
+        return;
+    }
+    e2e.root = tu_tmpdir("sbx-arm-e2e");
+    e2e.data = xasprintf("%s/data", e2e.root);
+    const char *real = getenv("SBX_DEFAULT_IMAGE");
+    _cleanup_free_ char *index = real ? xasprintf("%s/index.json", real) : NULL;
+    if (index && access(index, R_OK) == 0) {
+        e2e.image = xstrdup(real);
+    } else {
+        e2e.image = xasprintf("%s/busybox-layout", e2e.root);
+        _cleanup_free_ char *script = tu_src("tests/fixtures/make-busybox-layout.sh");
+        _cleanup_free_ char *cmd = xasprintf("'%s' '%s'", script, e2e.image);
+        ck_assert_int_eq(system(cmd), 0);
+    }
+    int port = tu_free_port();
+    e2e.base = xasprintf("http://127.0.0.1:%d", port);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    _cleanup_free_ char *bin = tu_bin("sandboxd");
+    _cleanup_free_ char *log = xasprintf("%s/sandboxd.log", e2e.root);
+    char *argv[] = {bin, "--listen", listen, "--data-dir", e2e.data, "--auth-token", E2E_TOKEN,
+                    "--default-image", e2e.image, "--agent-bin", agent, NULL};
+    _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-arm-%d", (int)getpid());
+    char *env[] = {cg, NULL};
+    e2e.pid = tu_spawn(argv, env, log);
+    ck_assert_msg(tu_wait_port(port, 20000), "sandboxd did not listen");
+}
+
+static long e2e_call(const char *method, const char *path, const char *body, json_t **out)
+{
+    _cleanup_free_ char *url = xasprintf("%s%s%s" API, e2e.base, path, strchr(path, '?') ? "&" : "?");
+    const char *hdrs[] = {"Authorization: Bearer " E2E_TOKEN, NULL};
+    tu_request_opts_t o = {.headers = hdrs, .body = body, .timeout_ms = 60000};
+    tu_response_t r;
+    long st = tu_http(method, url, &o, &r) == 0 ? r.status : -1;
+    if (out)
+        *out = st > 0 ? tu_json(&r) : NULL;
+    if (st > 0 && r.body)
+        ck_assert_msg(!memmem(r.body, r.body_len, E2E_SECRET, strlen(E2E_SECRET)) ||
+                          strstr(path, "/exec"),
+                      "%s %s shows the secret", method, path);
+    if (st > 0)
+        tu_response_free(&r);
+    return st;
+}
+
+static void e2e_teardown(void)
+{
+    if (e2e.skip)
+        return;
+    /* The group and its sandboxes go first, so nothing outlives the test.  */
+    _cleanup_free_ char *g = gpath("e2e", "g1");
+    if (e2e_call("DELETE", g, NULL, NULL) == 202) {
+        int64_t deadline = sbx_monotonic_ms() + 60000;
+        while (e2e_call("GET", g, NULL, NULL) != 404 && sbx_monotonic_ms() < deadline)
+            usleep(50000);
+    }
+    tu_stop(e2e.pid, 30000);
+    _cleanup_free_ char *cmd = xasprintf(
+        "for m in $(awk '{print $2}' /proc/mounts | grep '^%s' | sort -r); do umount -l $m; done",
+        e2e.root);
+    (void)!system(cmd);
+    tu_rmdir(e2e.root);
+    free(e2e.root);
+    free(e2e.data);
+    free(e2e.image);
+    free(e2e.base);
+}
+
+static void want_mode(const char *path, mode_t want)
+{
+    struct stat st;
+    ck_assert_msg(lstat(path, &st) == 0, "%s is missing", path);
+    ck_assert_msg((st.st_mode & 07777) == want, "%s has mode %04o, not %04o", path,
+                  (unsigned)(st.st_mode & 07777), (unsigned)want);
+}
+
+/* The process in the sandbox sees secureEnv; the API, sandboxd's
+ * database and everything but the agent's private state files do not.  */
+START_TEST(secure_env_reaches_sandbox)
+{
+    if (e2e.skip)
+        return;
+    _cleanup_free_ char *g = gpath("e2e", "g1");
+    ck_assert_int_eq(e2e_call("PUT", g, "{\"location\":\"westeurope\"}", NULL), 201);
+    _cleanup_free_ char *sb = child_path("e2e", "g1", "sandboxes", "s1");
+    ck_assert_int_eq(e2e_call("PUT", sb,
+                              "{\"properties\":{\"env\":{\"PLAIN\":\"p\"},"
+                              "\"secureEnv\":{\"SECRET_KEY\":\"" E2E_SECRET "\"}}}",
+                              NULL),
+                     201);
+    json_t *j = NULL;
+    const char *ps = NULL;
+    int64_t deadline = sbx_monotonic_ms() + 60000;
+    while (sbx_monotonic_ms() < deadline) {
+        json_decref(j);
+        j = NULL;
+        e2e_call("GET", sb, NULL, &j);
+        ps = jstr(j, "properties.provisioningState");
+        if (!strcmp(ps, "Succeeded") || !strcmp(ps, "Failed"))
+            break;
+        usleep(50000);
+    }
+    ck_assert_msg(!strcmp(ps, "Succeeded"), "sandbox: %s (%s)", ps,
+                  jstr(j, "properties.statusMessage"));
+    json_decref(j);
+    _cleanup_free_ char *exec = xasprintf("%s/exec", sb);
+    ck_assert_int_eq(e2e_call("POST", exec,
+                              "{\"command\":[\"sh\",\"-c\",\"printenv SECRET_KEY; printenv PLAIN\"]}",
+                              &j),
+                     200);
+    ck_assert_str_eq(jstr(j, "stdout"), E2E_SECRET "\np\n");
+    json_decref(j);
+
+    const char *files[] = {"sandboxd.db", "sandboxd.db-wal"};
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+        _cleanup_free_ char *path = xasprintf("%s/%s", e2e.data, files[i]);
+        ck_assert_msg(!file_contains(path, E2E_SECRET), "%s holds the secret", files[i]);
+        want_mode(path, 0600);
+    }
+    /* The agent keeps it only in its state files, 0600 in 0700 directories.  */
+    want_mode(e2e.data, 0700);
+    _cleanup_free_ char *agent = xasprintf("%s/agent", e2e.data);
+    want_mode(agent, 0700);
+    _cleanup_free_ char *specs = xasprintf("%s/sandboxes", agent);
+    want_mode(specs, 0700);
+    DIR *d = opendir(specs);
+    ck_assert_ptr_nonnull(d);
+    struct dirent *de;
+    size_t seen = 0;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        _cleanup_free_ char *p = xasprintf("%s/%s", specs, de->d_name);
+        want_mode(p, 0600);
+        seen += file_contains(p, E2E_SECRET);
+    }
+    closedir(d);
+    ck_assert_uint_eq(seen, 1);
+}
+END_TEST
+
 static Suite *arm_suite(void)
 {
     Suite *s = suite_create("arm");
@@ -2154,6 +2313,10 @@ static Suite *arm_suite(void)
     tcase_add_unchecked_fixture(secure_env, server_setup, server_teardown);
     tcase_add_test(secure_env, secure_env_write_only);
     suite_add_tcase(s, secure_env);
+    TCase *e2e_case = tcase_create("secure_env_e2e");
+    tcase_add_unchecked_fixture(e2e_case, e2e_setup, e2e_teardown);
+    tcase_add_test(e2e_case, secure_env_reaches_sandbox);
+    suite_add_tcase(s, e2e_case);
     return s;
 }
 
