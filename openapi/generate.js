@@ -313,6 +313,12 @@ const DEFINITIONS = {
       ...sandboxShape(),
       egressPolicy: { type: 'string', maxLength: 63, description: 'Name of an egress policy of the group; without one (here or in the group), the sandbox reaches nothing outside itself.' },
       identity: { type: 'string', maxLength: 1024, description: 'Which of the group\'s identities the sandbox may use: "SystemAssigned", or the ARM resource ID of one of the group\'s user-assigned identities. Without one, the sandbox gets no tokens.' },
+      secureEnv: {
+        ...stringMap('Secret environment variables: write-only. Accepted on create, never returned (their names are in secureEnvNames), stored encrypted. A PUT without secureEnv keeps the stored values, so a GET-modify-PUT never wipes them; a PUT with it must give the same values as stored (like env, it is fixed once the sandbox exists). A name may not be in both env and secureEnv. Same limits as env.'),
+        'x-ms-secret': true,
+        'x-ms-mutability': ['create'],
+      },
+      secureEnvNames: { type: 'array', items: { type: 'string' }, readOnly: true, description: 'Names of the sandbox\'s secureEnv variables, sorted; their values are never returned.' },
       state: def('SandboxState'),
       provisioningState: def('SandboxProvisioningState'),
       host: { type: 'string', readOnly: true, description: 'Name of the host the sandbox runs on.' },
@@ -833,7 +839,7 @@ const sandbox = (state, provisioning) => ({
   id: groupId() + '/sandboxes/sb1', name: 'sb1', type: 'Microsoft.App/sandboxGroups/sandboxes', systemData: systemData(),
   properties: {
     image: 'docker.io/library/python:3.12-slim', cpu: 0.5, memoryMiB: 256, env: { MODE: 'test' }, egressPolicy: 'pypi-only',
-    identity: 'SystemAssigned', idleTimeoutSeconds: 300, isolation: 'process',
+    identity: 'SystemAssigned', idleTimeoutSeconds: 300, isolation: 'process', secureEnvNames: ['API_TOKEN'],
     state, provisioningState: provisioning, host: 'host-1', createdAt: EX.time, lastActivityAt: EX.time2,
     ...(state === 'Pending' ? {} : { statusMessage: state }),
   },
@@ -854,6 +860,11 @@ const writable = (r) => {
   if (out.identity) { delete out.identity.principalId; delete out.identity.tenantId; }
   if (out.properties) {
     for (const k of ['provisioningState', 'defaultDomain', 'state', 'host', 'createdAt', 'lastActivityAt', 'statusMessage']) delete out.properties[k];
+    if (out.properties.secureEnvNames) {
+      // Sent as values, answered as names.
+      out.properties.secureEnv = Object.fromEntries(out.properties.secureEnvNames.map((n) => [n, '<secret>']));
+      delete out.properties.secureEnvNames;
+    }
   }
   return out;
 };
