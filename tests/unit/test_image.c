@@ -695,8 +695,7 @@ START_TEST(test_layer_and_store_bounds)
     memset(big, 'z', 1u << 20);
     big[1u << 20] = '\0';
     const tl_entry_t files[] = {{'f', "big", big, 0}};
-    _cleanup_free_ char *digest =
-        tl_simple(layout, json_pack("[o]", tl_layer(layout, files, 1, TL_GZIP)), "t/big:1");
+    free(tl_simple(layout, json_pack("[o]", tl_layer(layout, files, 1, TL_GZIP)), "t/big:1"));
     img_config_t cfg = {.store_dir = store, .max_layer_bytes = 64 * 1024};
     sbx_error_t err = {0};
     img_store_t *s = img_store_open(&cfg, &err);
