@@ -105,6 +105,29 @@ START_TEST(test_agent_config_refusals)
 }
 END_TEST
 
+/* The image flags: the private-registry switch and sizes with units.  */
+START_TEST(test_agent_config_image_flags)
+{
+    char *argv[] = {"sandbox-agent", "--insecure-http", "--allow-private-registries",
+                    "--max-layer-size", "512MiB", NULL};
+    char *envp[] = {"SANDBOX_AGENT_MAX_IMAGE_STORE_SIZE=20G", NULL};
+    agent_config_t cfg;
+    agent_config_action_t action;
+    sbx_error_t err = {0};
+    ck_assert_msg(parse(&cfg, argv, envp, &action, &err) == 0, "%s", err.msg);
+    ck_assert(cfg.allow_private_registries);
+    ck_assert_uint_eq(cfg.max_layer_bytes, 512ull << 20);
+    ck_assert_uint_eq(cfg.max_image_store_bytes, 20ull << 30);
+    agent_config_done(&cfg);
+    static const char *const bad[] = {"0", "-1", "12x", "4GG", "G", "", "99999999999T", "1.5G"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        char *a[] = {"sandbox-agent", "--insecure-http", "--max-layer-size", (char *)bad[i], NULL};
+        ck_assert_msg(parse(&cfg, a, NULL, &action, &err) < 0, "'%s' accepted", bad[i]);
+        agent_config_done(&cfg);
+    }
+}
+END_TEST
+
 START_TEST(test_agent_config_loopback)
 {
     ck_assert(agent_listen_is_loopback("127.0.0.1:1"));
@@ -256,6 +279,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_agent_config_refusals);
     tcase_add_test(tc, test_agent_config_loopback);
     tcase_add_test(tc, test_agent_config_uid_range);
+    tcase_add_test(tc, test_agent_config_image_flags);
     suite_add_tcase(s, tc);
     tc = tcase_create("api");
     tcase_add_checked_fixture(tc, api_setup, api_teardown);
