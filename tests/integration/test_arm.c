@@ -2182,6 +2182,12 @@ static void e2e_teardown(void)
         "for m in $(awk '{print $2}' /proc/mounts | grep '^%s' | sort -r); do umount -l $m; done",
         e2e.root);
     (void)!system(cmd);
+    /* The agent's cgroup parents, empty once its sandbox is gone.  */
+    _cleanup_free_ char *cg = xasprintf(
+        "for d in /sys/fs/cgroup/*/sbx-arm-%d; do [ -d $d ] && "
+        "find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; true",
+        (int)getpid());
+    (void)!system(cg);
     tu_rmdir(e2e.root);
     free(e2e.root);
     free(e2e.data);
