@@ -439,3 +439,32 @@ void rt_cg_usage(const rt_cgroups_t *cg, const char *id, uint64_t *memory_bytes,
         *cpu_us = read_u64(cp) / 1000;
     }
 }
+
+int rt_cg_fork_open(const rt_cgroups_t *cg, const char *id, int *fd, sbx_error_t *err)
+{
+    *fd = -1;
+    if (cg->v2)
+        return 0;
+    _cleanup_free_ char *dir = cg_dir(cg, RT_CG_PIDS, id, NULL);
+    _cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
+    *fd = open(p, O_WRONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "open %s", p);
+    return 0;
+}
+
+void rt_cg_pressure(const rt_cgroups_t *cg, const char *id, rt_cg_pressure_t *out)
+{
+    memset(out, 0, sizeof *out);
+    _cleanup_free_ char *mem = cg_dir(cg, cg->v2 ? 0 : RT_CG_MEMORY, id, NULL);
+    _cleanup_free_ char *pids = cg_dir(cg, cg->v2 ? 0 : RT_CG_PIDS, id, NULL);
+    _cleanup_free_ char *used = xasprintf("%s/%s", mem, cg->v2 ? "memory.current" : "memory.usage_in_bytes");
+    _cleanup_free_ char *limit = xasprintf("%s/%s", mem, cg->v2 ? "memory.max" : "memory.limit_in_bytes");
+    _cleanup_free_ char *cur = xasprintf("%s/pids.current", pids);
+    _cleanup_free_ char *max = xasprintf("%s/pids.max", pids);
+    /* "max" (no limit) reads as 0.  */
+    out->memory_bytes = read_u64(used);
+    out->memory_limit = read_u64(limit);
+    out->pids = read_u64(cur);
+    out->pids_max = read_u64(max);
+}

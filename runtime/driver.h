@@ -97,6 +97,17 @@ int rt_cg_exec_open(const rt_cgroups_t *cg, const char *id, const char *sub, int
  * cgroup, forks included; waits until they are gone or timeout_ms passes.  */
 int rt_cg_kill(const rt_cgroups_t *cg, const char *id, const char *sub, int timeout_ms,
                sbx_error_t *err);
+/* The cgroup.procs an exec helper joins before it forks the command, so
+ * that fork counts against the sandbox's process limit: the sandbox's
+ * pids cgroup on v1; none (*fd = -1) on v2, where joining would also put
+ * the helper under the sandbox's memory limit.  */
+int rt_cg_fork_open(const rt_cgroups_t *cg, const char *id, int *fd, sbx_error_t *err);
+typedef struct rt_cg_pressure {
+    uint64_t memory_bytes, memory_limit; /* 0: unknown or no limit */
+    uint64_t pids, pids_max;
+} rt_cg_pressure_t;
+/* How close the sandbox is to its memory and process limits.  */
+void rt_cg_pressure(const rt_cgroups_t *cg, const char *id, rt_cg_pressure_t *out);
 /* Remove an exec's child cgroup unless processes it left still run.  */
 void rt_cg_exec_done(const rt_cgroups_t *cg, const char *id, const char *sub);
 /* Remove every exec child cgroup no process uses any more; only while no
@@ -131,7 +142,8 @@ struct rt_runtime {
     rt_config_t cfg;
     rt_cgroups_t cg;
     struct sock_fprog seccomp;
-    int init_memfd; /* the sandbox init binary, sealed */
+    int seccomp_memfd; /* seccomp.filter for exec helpers, sealed */
+    int init_memfd; /* the sandbox binary (init and exec helper), sealed */
     int lock_fd;
     int uid_claim_fd, cg_claim_fd;
     uid_t uid_start;  /* this runtime's host uid range ... */

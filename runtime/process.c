@@ -2,7 +2,9 @@
  * process (pid 1) in its own user, pid, mount, network, ipc, uts and cgroup
  * namespaces, rooted in an overlay of the shared image and a per-sandbox
  * writable layer, with capabilities dropped, no_new_privs and a seccomp
- * filter; execs join its namespaces and cgroup.
+ * filter; an exec is started by a small static helper (sandbox_init.c in
+ * its exec role) that joins the sandbox's namespaces and cgroups and forks
+ * the command as its own child.
  *
  * On the host, under the sandbox's state directory:
  *   layer/   tmpfs of disk_mib MiB holding upper/ and work/: the writable
@@ -13,12 +15,12 @@
  *   rootfs/  the overlay; the files API works on it, the init pivots into
  *            a copy of it in its own mount namespace
  *
- * Code between fork/clone and execve runs in a copy of a multithreaded
- * process: it only makes system calls on data prepared beforehand.  */
+ * Code between clone and execve runs in a copy of a multithreaded process
+ * (the init child) or in the agent's own memory (the exec helper's
+ * launch): it only makes system calls on data prepared beforehand.  */
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/capability.h>
 #include <linux/magic.h>
 #include <linux/sched.h>
 #include <net/if.h>
@@ -34,15 +36,14 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
-#include <linux/securebits.h>
 #include <linux/seccomp.h>
 
 #include "runtime/driver.h"
+#include "runtime/sandbox_child.h"
+#include "runtime/sandbox_proto.h"
 
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
@@ -106,76 +107,44 @@ static uint64_t proc_start_time(pid_t pid)
 
 /* ---- child-side helpers (no allocation) -------------------------------- */
 
-enum child_step {
-    STEP_NONE, STEP_GO, STEP_SETGROUPS, STEP_SETGID, STEP_SETUID, STEP_CGROUPNS, STEP_MOUNTNS,
-    STEP_PRIVATE, STEP_HOSTNAME, STEP_LOOPBACK, STEP_ROOT, STEP_PROC, STEP_DEV, STEP_PIVOT,
-    STEP_OLDROOT, STEP_STDIO, STEP_CAPS, STEP_NNP, STEP_SECCOMP, STEP_EXEC, STEP_CGROUP,
-    STEP_SETNS, STEP_FORK, STEP_CWD, STEP_SETSID,
-};
-
-static const char *const step_names[] = {
+static const char *const step_names[RT_STEP_N] = {
     "", "sync", "setgroups", "setgid", "setuid", "cgroup namespace", "mount namespace",
     "mount propagation", "hostname", "loopback", "chdir root", "mount /proc", "mount /dev",
     "pivot_root", "detach old root", "stdio", "drop capabilities", "no_new_privs",
-    "seccomp", "execve", "join cgroup", "setns", "fork", "chdir", "setsid",
-};
-
-struct child_report {
-    int step;
-    int err;
+    "seccomp", "execve", "join cgroup", "setns", "fork", "chdir", "setsid", "mask /proc",
+    "exec parameters", "start exec helper",
 };
 
 static _Noreturn void child_fail(int fd, int step)
 {
-    struct child_report r = {step, errno};
+    struct rt_report r = {step, errno};
     (void)!write(fd, &r, sizeof r);
     _exit(127);
 }
 
-/* Drop every capability, bounding set included, and lock root's
- * privileges away, so an execve cannot bring any back.  */
-static int child_drop_privileges(int cap_last)
+#define CHILD_MAX_FDS (RT_EXEC_FD_FORK_CG + 1 + RT_EXEC_MAX_CG_FDS + 1)
+
+/* Put src[i] on fd i (close-on-exec where bit i of cloexec is set) and
+ * really close every other fd: close-on-exec alone would leave the agent's
+ * fds reachable through /proc/self/fd until execve.  Every source is first
+ * copied above the highest target, so none is overwritten before it has
+ * moved.  Raw system calls on the stack only: this also runs in a child
+ * sharing the agent's memory (CLONE_VM).  */
+__attribute__((no_sanitize("address", "undefined")))
+static int child_remap_fds(const int *src, int n, unsigned cloexec)
 {
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+    int tmp[CHILD_MAX_FDS];
+    if (n > CHILD_MAX_FDS)
         return -1;
-    for (int c = 0; c <= cap_last; c++)
-        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) < 0 && errno != EINVAL)
+    for (int i = 0; i < n; i++) {
+        tmp[i] = (int)syscall(SYS_fcntl, src[i], F_DUPFD_CLOEXEC, n);
+        if (tmp[i] < 0)
             return -1;
-    (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-    if (prctl(PR_SET_SECUREBITS, SECBIT_NOROOT | SECBIT_NOROOT_LOCKED |
-                                     SECBIT_NO_CAP_AMBIENT_RAISE |
-                                     SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED, 0, 0, 0) < 0)
-        return -1;
-    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
-    struct __user_cap_data_struct data[2];
-    memset(data, 0, sizeof data);
-    return (int)syscall(SYS_capset, &hdr, data);
-}
-
-/* Root of the sandbox's user namespace, for this thread only.  glibc's
- * setgroups/setresgid/setresuid would signal every thread of the agent,
- * and a child made by raw clone3 of a multithreaded process waits for
- * threads it does not have, forever: use the raw system calls.  */
-static int child_become_root(int rep)
-{
-    if (syscall(SYS_setgroups, 0, NULL) < 0)
-        child_fail(rep, STEP_SETGROUPS);
-    if (syscall(SYS_setresgid, 0, 0, 0) < 0)
-        child_fail(rep, STEP_SETGID);
-    return syscall(SYS_setresuid, 0, 0, 0) < 0 ? -1 : 0;
-}
-
-static void child_reset_signals(void)
-{
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        if (s != SIGKILL && s != SIGSTOP)
-            (void)sigaction(s, &dfl, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        if (syscall(SYS_dup3, tmp[i], i, (cloexec >> i) & 1 ? O_CLOEXEC : 0) < 0)
+            return -1;
+    return (int)syscall(SYS_close_range, n, ~0U, 0);
 }
 
 /* ---- the sandbox init --------------------------------------------------- */
@@ -244,61 +213,114 @@ static int child_mount_dev(void)
     return 0;
 }
 
+/* What the sandbox must not see of the host in its /proc (the OCI runtime
+ * spec's defaults, plus the host's kernel command line): files get
+ * /dev/null, directories an empty tmpfs; all read-only.  */
+static const char *const masked_proc[] = {
+    "proc/cmdline", "proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list",
+    "proc/timer_stats", "proc/sched_debug", "proc/sysrq-trigger", "proc/acpi", "proc/asound",
+    "proc/scsi",
+};
+static const char *const readonly_proc[] = {"proc/bus", "proc/fs", "proc/irq", "proc/sys"};
+
+static int child_remount_ro(const char *path)
+{
+    return mount(NULL, path, NULL,
+                 MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
+static int child_mask_proc(void)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(masked_proc); i++) {
+        struct stat st;
+        if (lstat(masked_proc[i], &st) < 0) {
+            if (errno == ENOENT)
+                continue;
+            return -1;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (mount("tmpfs", masked_proc[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                      "size=4k,nr_inodes=2,mode=555") < 0)
+                return -1;
+        } else if (mount("/dev/null", masked_proc[i], NULL, MS_BIND, NULL) < 0 ||
+                   child_remount_ro(masked_proc[i]) < 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(readonly_proc); i++) {
+        if (mount(readonly_proc[i], readonly_proc[i], NULL, MS_BIND | MS_REC, NULL) < 0) {
+            if (errno == ENOENT)
+                continue;
+            return -1;
+        }
+        if (child_remount_ro(readonly_proc[i]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* fds of the init child once child_remap_fds has run.  */
+enum { INIT_FD_GO = 3, INIT_FD_REPORT, INIT_FD_EXE, INIT_FD_N };
+
 static _Noreturn void init_child(const struct init_prep *p)
 {
-    int rep = p->report_w;
     char go = 0;
     /* Until execve we are a copy of the agent, its secrets included: keep
      * /proc/<pid>/mem and ptrace away from us (execve resets this).  */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    close(p->go_w);
-    close(p->report_r);
-    if (read(p->go_r, &go, 1) != 1 || go != 'g')
+    /* Keep only what the init needs, everything else really closed: the
+     * report pipe and the binary close on exec, stdio is /dev/null.  */
+    const int src[INIT_FD_N] = {p->null_fd, p->null_fd, p->null_fd, p->go_r, p->report_w, p->memfd};
+    if (child_remap_fds(src, INIT_FD_N, 1u << INIT_FD_REPORT | 1u << INIT_FD_EXE) < 0)
+        child_fail(p->report_w, RT_STEP_STDIO);
+    int rep = INIT_FD_REPORT;
+    if (read(INIT_FD_GO, &go, 1) != 1 || go != 'g')
         _exit(1); /* the parent gave up */
+    close(INIT_FD_GO);
     if (unshare(CLONE_NEWCGROUP) < 0)
-        child_fail(rep, STEP_CGROUPNS);
+        child_fail(rep, RT_STEP_CGROUPNS);
     if (unshare(CLONE_NEWNS) < 0)
-        child_fail(rep, STEP_MOUNTNS);
+        child_fail(rep, RT_STEP_MOUNTNS);
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        child_fail(rep, STEP_PRIVATE);
+        child_fail(rep, RT_STEP_PRIVATE);
     /* Mounts copied into a namespace of a less privileged user namespace
      * are locked, and pivot_root refuses a locked new root: bind it onto
      * itself.  Still host uid 0 here, so the state directory (0700, ours)
      * can be walked; the sandbox's root user cannot.  */
     if (mount(p->root, p->root, NULL, MS_BIND | MS_REC, NULL) < 0 || chdir(p->root) < 0)
-        child_fail(rep, STEP_ROOT);
-    if (child_become_root(rep) < 0)
-        child_fail(rep, STEP_SETUID);
+        child_fail(rep, RT_STEP_ROOT);
+    int step = child_become_root();
+    if (step)
+        child_fail(rep, step);
     if (sethostname(p->hostname, strlen(p->hostname)) < 0)
-        child_fail(rep, STEP_HOSTNAME);
+        child_fail(rep, RT_STEP_HOSTNAME);
     if (child_loopback_up() < 0)
-        child_fail(rep, STEP_LOOPBACK);
+        child_fail(rep, RT_STEP_LOOPBACK);
     if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-        child_fail(rep, STEP_PROC);
+        child_fail(rep, RT_STEP_PROC);
+    if (child_mask_proc() < 0)
+        child_fail(rep, RT_STEP_MASK);
     if (child_mount_dev() < 0)
-        child_fail(rep, STEP_DEV);
+        child_fail(rep, RT_STEP_DEV);
     if (syscall(SYS_pivot_root, ".", ".") < 0)
-        child_fail(rep, STEP_PIVOT);
+        child_fail(rep, RT_STEP_PIVOT);
     /* The old root now sits on top of the new one: detach it, whole.  */
     if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
-        child_fail(rep, STEP_OLDROOT);
-    if (dup2(p->null_fd, 0) < 0 || dup2(p->null_fd, 1) < 0 || dup2(p->null_fd, 2) < 0)
-        child_fail(rep, STEP_STDIO);
+        child_fail(rep, RT_STEP_OLDROOT);
     child_reset_signals();
     if (child_drop_privileges(p->cap_last) < 0)
-        child_fail(rep, STEP_CAPS);
-    (void)syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+        child_fail(rep, RT_STEP_CAPS);
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p->seccomp, 0, 0) < 0)
-        child_fail(rep, STEP_SECCOMP);
+        child_fail(rep, RT_STEP_SECCOMP);
     char *const argv[] = {"sandbox-init", NULL};
     char *const envp[] = {NULL};
-    syscall(SYS_execveat, p->memfd, "", argv, envp, AT_EMPTY_PATH);
-    child_fail(rep, STEP_EXEC);
+    syscall(SYS_execveat, INIT_FD_EXE, "", argv, envp, AT_EMPTY_PATH);
+    child_fail(rep, RT_STEP_EXEC);
 }
 
-static int report_error(sbx_error_t *err, const char *what, const struct child_report *r)
+static int report_error(sbx_error_t *err, const char *what, const struct rt_report *r)
 {
-    int step = r->step >= 0 && (size_t)r->step < ARRAY_SIZE(step_names) ? r->step : 0;
+    int step = r->step >= 0 && r->step < RT_STEP_N ? r->step : 0;
     return sbx_error_set(err, SBX_ERR_INTERNAL, "%s: %s: %s", what, step_names[step],
                          strerror(r->err));
 }
@@ -382,16 +404,43 @@ static int mount_lower(rt_sandbox_t *sb, pid_t userns_pid, sbx_error_t *err)
     return 0;
 }
 
+struct overlay_mount {
+    const char *dir;
+    int err;
+};
+
+static void *overlay_mount_thread(void *arg)
+{
+    struct overlay_mount *m = arg;
+    /* A cwd of this thread's own, so the agent's other threads keep
+     * theirs.  */
+    if (unshare(CLONE_FS) < 0 || chdir(m->dir) < 0 ||
+        mount("sandboxd", "rootfs", "overlay", MS_NOSUID | MS_NODEV,
+              "lowerdir=lower,upperdir=layer/upper,workdir=layer/work,xino=off,index=off") < 0)
+        m->err = errno;
+    return NULL;
+}
+
+/* overlayfs shows its options as given in /proc/self/mountinfo, which the
+ * sandbox reads: relative paths, from the sandbox's directory, keep the
+ * host's layout out of them.  */
 static int mount_overlay(rt_sandbox_t *sb, sbx_error_t *err)
 {
     _cleanup_free_ char *root = xasprintf("%s/rootfs", sb->dir);
     if (is_mount_root(root))
         return 0;
-    _cleanup_free_ char *opts = xasprintf(
-        "lowerdir=%s/lower,upperdir=%s/layer/upper,workdir=%s/layer/work,xino=off,index=off",
-        sb->dir, sb->dir, sb->dir);
-    if (mount("sandboxd", root, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+    struct overlay_mount m = {.dir = sb->dir};
+    pthread_t th;
+    int r = pthread_create(&th, NULL, overlay_mount_thread, &m);
+    if (r != 0) {
+        errno = r;
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "mount overlay");
+    }
+    pthread_join(th, NULL);
+    if (m.err) {
+        errno = m.err;
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "mount overlay");
+    }
     return 0;
 }
 
@@ -495,7 +544,7 @@ static int proc_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     };
     int pidfd = -1, ret = -1;
     pid_t pid = -1;
-    struct child_report r;
+    struct rt_report r;
     ssize_t n;
     struct pollfd pfd = {.fd = prep.report_r, .events = POLLIN};
     if (prep.null_fd < 0) {
@@ -655,68 +704,59 @@ static void proc_usage(rt_runtime_t *rt, rt_sandbox_t *sb, uint64_t *memory_byte
 
 /* ---- exec ------------------------------------------------------------------- */
 
-struct exec_prep {
-    int init_pidfd;
-    int cg_fds[RT_CG_N + 1];
-    int n_cg;
-    int in_r, out_w, err_w; /* the command's stdin, stdout, stderr */
-    int pid_w;              /* the first child sends the command's pid */
-    int report_w;
-    const char *cwd;
-    char **argv, **envp;
-    char **cands; /* where to look for argv[0] */
-    const struct sock_fprog *seccomp;
-    int cap_last;
-};
+/* The agent's own deadline for a command to reach execve: the helper's
+ * (RT_EXEC_START_TIMEOUT_MS, from its fork) plus its own start-up.  */
+#define EXEC_START_BACKSTOP_MS (RT_EXEC_START_TIMEOUT_MS + 1000)
+/* Past its cap a stream is still read and dropped up to this much, so a
+ * command that prints a little too much ends normally; then its pipe is
+ * closed and further writes fail (EPIPE, SIGPIPE) instead of costing the
+ * agent CPU that no sandbox quota counts.  */
+#define EXEC_DISCARD_MAX (4u << 20)
+#define HELPER_STACK_SIZE (64 * 1024)
 
-static _Noreturn void exec_command(const struct exec_prep *p)
+/* Helpers that did not die in time after SIGKILL (stuck in the kernel)
+ * are reaped later rather than left as zombies.  */
+static pthread_mutex_t leftover_mu = PTHREAD_MUTEX_INITIALIZER;
+static int leftover_pidfds[64];
+static size_t n_leftover;
+
+static void leftovers_reap(void)
 {
-    int rep = p->report_w;
-    /* Visible to the sandbox from here, and still a copy of the agent.  */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    if (setsid() < 0)
-        child_fail(rep, STEP_SETSID);
-    if (dup2(p->in_r, 0) < 0 || dup2(p->out_w, 1) < 0 || dup2(p->err_w, 2) < 0)
-        child_fail(rep, STEP_STDIO);
-    child_reset_signals();
-    if (child_become_root(rep) < 0)
-        child_fail(rep, STEP_SETUID);
-    if (chdir(p->cwd) < 0)
-        child_fail(rep, STEP_CWD);
-    if (child_drop_privileges(p->cap_last) < 0)
-        child_fail(rep, STEP_CAPS);
-    (void)syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, p->seccomp, 0, 0) < 0)
-        child_fail(rep, STEP_SECCOMP);
-    int saved = ENOENT;
-    for (char **c = p->cands; *c; c++) {
-        execve(*c, p->argv, p->envp);
-        if (errno != ENOENT && errno != ENOTDIR)
-            saved = errno;
+    pthread_mutex_lock(&leftover_mu);
+    for (size_t i = 0; i < n_leftover;) {
+        siginfo_t si;
+        memset(&si, 0, sizeof si);
+        if (waitid(P_PIDFD, (id_t)leftover_pidfds[i], &si, WEXITED | WNOHANG) == 0 &&
+            si.si_pid == 0) {
+            i++;
+            continue;
+        }
+        close(leftover_pidfds[i]);
+        leftover_pidfds[i] = leftover_pidfds[--n_leftover];
     }
-    errno = saved;
-    child_fail(rep, STEP_EXEC);
+    pthread_mutex_unlock(&leftover_mu);
 }
 
-/* First child: join the cgroup and the namespaces, then fork the command
- * as a child of the agent (CLONE_PARENT), inside the sandbox's pid
- * namespace.  */
-static _Noreturn void exec_enter(const struct exec_prep *p)
+/* SIGKILL a helper (when kill) and reap it, or keep it for later.  */
+static void helper_reap(int pidfd, bool kill_it)
 {
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-    for (int i = 0; i < p->n_cg; i++)
-        if (write(p->cg_fds[i], "0", 1) != 1)
-            child_fail(p->report_w, STEP_CGROUP);
-    if (setns(p->init_pidfd, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET |
-                                 CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) < 0)
-        child_fail(p->report_w, STEP_SETNS);
-    pid_t pid = (pid_t)syscall(SYS_clone, CLONE_PARENT | SIGCHLD, NULL, NULL, NULL, 0);
-    if (pid < 0)
-        child_fail(p->report_w, STEP_FORK);
-    if (pid == 0)
-        exec_command(p);
-    (void)!write(p->pid_w, &pid, sizeof pid);
-    _exit(0);
+    if (kill_it)
+        (void)sys_pidfd_kill(pidfd, SIGKILL);
+    siginfo_t si;
+    if (pidfd_exited(pidfd, 2000) && waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0) {
+        close(pidfd);
+        return;
+    }
+    pthread_mutex_lock(&leftover_mu);
+    if (n_leftover < ARRAY_SIZE(leftover_pidfds)) {
+        leftover_pidfds[n_leftover++] = pidfd;
+        pidfd = -1;
+    }
+    pthread_mutex_unlock(&leftover_mu);
+    if (pidfd >= 0) {
+        sbx_log(SBX_LOG_WARN, "runtime", "an exec helper survives SIGKILL; not reaped");
+        close(pidfd);
+    }
 }
 
 /* Set "K=V" in env (n entries, NULL-terminated), replacing an earlier K.  */
@@ -797,266 +837,517 @@ static char **exec_candidates(const char *cmd, char **env)
     return c;
 }
 
-struct outbuf {
-    char *data;
-    size_t len, cap;
-    bool truncated, eof;
+
+/* The exec helper's parameters as NUL-separated strings in a memfd (see
+ * sandbox_proto.h): cwd, candidates, argv, environment.  */
+static int exec_params_memfd(const char *cwd, char **cands, char **argv, char **env,
+                             sbx_error_t *err)
+{
+    size_t nc = 0, na = 0, len = strlen(cwd) + 1 + 2 * 24;
+    for (; cands[nc]; nc++)
+        len += strlen(cands[nc]) + 1;
+    for (; argv[na]; na++)
+        len += strlen(argv[na]) + 1;
+    for (size_t i = 0; env[i]; i++)
+        len += strlen(env[i]) + 1;
+    _cleanup_free_ char *buf = xmalloc(len);
+    size_t at = 0;
+#define PUT(s) (memcpy(buf + at, (s), strlen(s) + 1), at += strlen(s) + 1)
+    char num[24];
+    PUT(cwd);
+    snprintf(num, sizeof num, "%zu", nc);
+    PUT(num);
+    for (size_t i = 0; i < nc; i++)
+        PUT(cands[i]);
+    snprintf(num, sizeof num, "%zu", na);
+    PUT(num);
+    for (size_t i = 0; i < na; i++)
+        PUT(argv[i]);
+    for (size_t i = 0; env[i]; i++)
+        PUT(env[i]);
+#undef PUT
+    int fd = memfd_create("sandbox-exec", MFD_CLOEXEC);
+    if (fd < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "memfd_create");
+    for (size_t done = 0; done < at;) {
+        ssize_t w = write(fd, buf + done, at - done);
+        if (w <= 0) {
+            close(fd);
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "write exec parameters");
+        }
+        done += (size_t)w;
+    }
+    return fd;
+}
+
+struct helper_spawn {
+    int src[CHILD_MAX_FDS]; /* become fds 0..n-1; the last is the binary */
+    int n;
+    char *argv[5];
 };
 
-static void outbuf_read(struct outbuf *b, int fd)
+/* Runs on its own stack in the agent's memory (CLONE_VM) until execve:
+ * only system calls, nothing written but its stack.  */
+__attribute__((no_sanitize("address", "undefined")))
+static int helper_child(void *arg)
+{
+    const struct helper_spawn *h = arg;
+    if (child_remap_fds(h->src, h->n, 1u << (h->n - 1)) == 0) {
+        char *const envp[] = {NULL};
+        syscall(SYS_execveat, h->n - 1, "", h->argv, envp, AT_EMPTY_PATH);
+        struct rt_report r = {RT_STEP_SPAWN, errno};
+        (void)syscall(SYS_write, RT_EXEC_FD_REPORT, &r, sizeof r);
+    }
+    syscall(SYS_exit_group, 127);
+    return 127;
+}
+
+/* Start the exec helper with exactly fds[0..n-1] as its fds 0..n-1.  Like
+ * posix_spawn, the child shares the agent's memory and the caller waits
+ * (CLONE_VFORK) until its execve: nothing of the agent is copied, so
+ * launching costs the same whatever the agent's size.  */
+static int helper_spawn(rt_runtime_t *rt, const int *fds, int n, int ncg, bool fork_cg,
+                        int *pidfd, sbx_error_t *err)
+{
+    struct helper_spawn h = {.n = n + 1};
+    char ncg_s[16], cap_s[16];
+    snprintf(ncg_s, sizeof ncg_s, "%d", ncg);
+    snprintf(cap_s, sizeof cap_s, "%d", rt->cap_last);
+    h.argv[0] = RT_EXEC_ARGV0;
+    h.argv[1] = ncg_s;
+    h.argv[2] = fork_cg ? "1" : "0";
+    h.argv[3] = cap_s;
+    h.argv[4] = NULL;
+    memcpy(h.src, fds, (size_t)n * sizeof *fds);
+    h.src[n] = rt->init_memfd;
+    void *stack = mmap(NULL, HELPER_STACK_SIZE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "mmap");
+    /* No handler of the agent may run on the child's stack.  */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = clone(helper_child, (char *)stack + HELPER_STACK_SIZE,
+                      CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &h, pidfd);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    munmap(stack, HELPER_STACK_SIZE);
+    if (pid < 0) {
+        errno = saved;
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "start exec helper");
+    }
+    return 0;
+}
+
+/* One stream of the command's output.  */
+struct outbuf {
+    int fd; /* read end; -1 once at end-of-file or closed */
+    char *data;
+    size_t len, cap, dropped;
+    bool truncated;
+};
+
+static void outbuf_read(struct outbuf *b)
 {
     char tmp[65536];
-    ssize_t n = read(fd, tmp, sizeof tmp);
+    ssize_t n = read(b->fd, tmp, sizeof tmp);
     if (n <= 0) {
         if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            b->eof = true;
+            close(TAKE_FD(b->fd));
         return;
     }
     size_t room = b->cap - b->len, take = (size_t)n < room ? (size_t)n : room;
-    if (take < (size_t)n)
+    if (take < (size_t)n) {
         b->truncated = true;
+        b->dropped += (size_t)n - take;
+    }
     if (take) {
         b->data = xrealloc(b->data, b->len + take + 1);
         memcpy(b->data + b->len, tmp, take);
         b->len += take;
     }
+    if (b->dropped > EXEC_DISCARD_MAX)
+        close(TAKE_FD(b->fd));
 }
 
-static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req,
-                     rt_exec_result_t *out, sbx_error_t *err)
+/* One exec, from launch to result.  */
+struct exec_run {
+    rt_runtime_t *rt;
+    rt_sandbox_t *sb; /* read-locked while `locked` */
+    bool locked, have_cg;
+    char id[64], sub[32];
+    const char *cwd;
+    int init_pidfd;   /* our copy of the sandbox init's pidfd */
+    int pidfd;        /* the helper's; -1 once reaped */
+    int in_w, rep_r;
+    struct outbuf ob, eb;
+    const char *stdin_p;
+    size_t stdin_left;
+    struct rt_report fail; /* the first failure reported */
+    bool forked, started, start_timeout, done, ended, timed_out, backstop;
+    int status; /* the command's wait status, when done */
+    int64_t t0, start_deadline, deadline, hard_end, ended_at;
+};
+
+static void run_unlock(struct exec_run *x)
 {
-    int64_t t0 = sbx_monotonic_ms();
-    char **env = build_env(sb, req->env, err);
-    if (!env) {
-        pthread_rwlock_unlock(&sb->lock);
+    if (x->locked) {
+        x->locked = false;
+        pthread_rwlock_unlock(&x->sb->lock);
+    }
+}
+
+static int exec_launch(struct exec_run *x, const rt_exec_request_t *req, sbx_error_t *err)
+{
+    rt_runtime_t *rt = x->rt;
+    int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, rp[2] = {-1, -1};
+    int cg[RT_EXEC_MAX_CG_FDS], ncg = 0, fork_cg = -1, params = -1, ret = -1, n = 0;
+    int fds[CHILD_MAX_FDS];
+    char **env = build_env(x->sb, req->env, err);
+    if (!env)
         return -1;
-    }
     char **cands = exec_candidates(req->argv[0], env);
-    char sub[32];
-    snprintf(sub, sizeof sub, "x%llx", (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
-    char id[64];
-    memcpy(id, sb->id, sizeof id);
-
-    struct exec_prep prep = {.init_pidfd = sb->init_pidfd, .cwd = req->cwd ? req->cwd : "/",
-                             .argv = req->argv, .envp = env, .cands = cands,
-                             .seccomp = &rt->seccomp, .cap_last = rt->cap_last};
-    int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, pp[2] = {-1, -1}, rp[2] = {-1, -1};
-    int ret = -1, pidfd = -1;
-    pid_t first = -1, cmd = -1;
-    struct outbuf ob = {0}, eb = {0};
-    size_t cap = req->output_cap ? req->output_cap : RT_DEFAULT_OUTPUT_CAP;
-    if (cap > RT_MAX_OUTPUT_CAP)
-        cap = RT_MAX_OUTPUT_CAP;
-    ob.cap = eb.cap = cap;
-    bool have_cg = false;
-    ssize_t n;
-    const char *stdin_p = req->stdin_data;
-    size_t stdin_left = req->stdin_data ? req->stdin_len : 0;
-    int timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : RT_DEFAULT_TIMEOUT_MS;
-    int64_t deadline = t0 + timeout_ms, exited_at = 0, hard_end = 0;
-    bool exited = false, report_eof = false;
-    struct child_report rep = {0, 0};
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-
+    params = exec_params_memfd(x->cwd, cands, req->argv, env, err);
+    strv_free(env);
+    strv_free(cands);
+    if (params < 0)
+        return -1;
+    x->init_pidfd = fcntl(x->sb->init_pidfd, F_DUPFD_CLOEXEC, 3);
+    if (x->init_pidfd < 0) {
+        sbx_error_errno(err, SBX_ERR_INTERNAL, "dup pidfd");
+        goto out;
+    }
     if (pipe2(in, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
-        pipe2(pp, O_CLOEXEC) < 0 || pipe2(rp, O_CLOEXEC) < 0) {
+        pipe2(rp, O_CLOEXEC) < 0) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "pipe");
-        pthread_rwlock_unlock(&sb->lock);
         goto out;
     }
-    if (rt_cg_exec_open(&rt->cg, id, sub, prep.cg_fds, &prep.n_cg, err) < 0) {
-        pthread_rwlock_unlock(&sb->lock);
+    if (rt_cg_exec_open(&rt->cg, x->id, x->sub, cg, &ncg, err) < 0)
         goto out;
-    }
-    have_cg = true;
-    prep.in_r = in[0];
-    prep.out_w = o[1];
-    prep.err_w = e[1];
-    prep.pid_w = pp[1];
-    prep.report_w = rp[1];
-    first = fork();
-    if (first == 0)
-        exec_enter(&prep);
-    if (first < 0) {
-        pthread_rwlock_unlock(&sb->lock);
-        sbx_error_errno(err, SBX_ERR_INTERNAL, "fork");
+    x->have_cg = true;
+    if (rt_cg_fork_open(&rt->cg, x->id, &fork_cg, err) < 0)
         goto out;
-    }
-    for (int i = 0; i < prep.n_cg; i++)
-        close(prep.cg_fds[i]);
-    prep.n_cg = 0;
-    close(TAKE_FD(in[0]));
-    close(TAKE_FD(o[1]));
-    close(TAKE_FD(e[1]));
-    close(TAKE_FD(pp[1]));
-    close(TAKE_FD(rp[1]));
-    (void)waitpid(first, NULL, 0);
-    /* The command has joined the sandbox (or failed to): from here on it
-     * runs on its own and stop/destroy may go on.  */
-    pthread_rwlock_unlock(&sb->lock);
-    n = read(pp[0], &cmd, sizeof cmd);
-    if (n != (ssize_t)sizeof cmd) {
-        struct child_report r = {0, EIO};
-        cmd = -1;
-        if (read(rp[0], &r, sizeof r) != (ssize_t)sizeof r)
-            sbx_error_set(err, SBX_ERR_INTERNAL, "exec: the sandbox is gone");
-        else if (r.step == STEP_SETNS && r.err == ESRCH)
-            sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", id);
-        else if (r.step == STEP_FORK && r.err == EAGAIN)
-            sbx_error_set(err, SBX_ERR_UNAVAILABLE, "sandbox %s is at its process limit", id);
-        else
-            report_error(err, "exec", &r);
+    /* In the order of sandbox_proto.h.  */
+    fds[n++] = in[0];
+    fds[n++] = o[1];
+    fds[n++] = e[1];
+    fds[n++] = rp[1];
+    fds[n++] = x->init_pidfd;
+    fds[n++] = rt->seccomp_memfd;
+    fds[n++] = params;
+    if (fork_cg >= 0)
+        fds[n++] = fork_cg;
+    for (int i = 0; i < ncg; i++)
+        fds[n++] = cg[i];
+    if (helper_spawn(rt, fds, n, ncg, fork_cg >= 0, &x->pidfd, err) < 0)
         goto out;
-    }
-    pidfd = sys_pidfd_open(cmd);
-    if (pidfd < 0) {
-        sbx_error_errno(err, SBX_ERR_INTERNAL, "pidfd_open");
-        goto out;
-    }
+    x->in_w = TAKE_FD(in[1]);
+    x->ob.fd = TAKE_FD(o[0]);
+    x->eb.fd = TAKE_FD(e[0]);
+    x->rep_r = TAKE_FD(rp[0]);
+    ret = 0;
+out:;
+    const int mine[] = {in[0], in[1], o[0], o[1], e[0], e[1], rp[0], rp[1], fork_cg, params};
+    for (size_t i = 0; i < ARRAY_SIZE(mine); i++)
+        if (mine[i] >= 0)
+            close(mine[i]);
+    for (int i = 0; i < ncg; i++)
+        close(cg[i]);
+    return ret;
+}
 
-    /* Feed stdin, collect stdout and stderr, watch the command, the
-     * report pipe and the clock.  */
-    if (!stdin_left)
-        close(TAKE_FD(in[1]));
+static void run_report(struct exec_run *x, const struct rt_report *r)
+{
+    switch (r->step) {
+    case RT_REPORT_FORKED:
+        x->forked = true;
+        break;
+    case RT_REPORT_STARTED:
+        x->started = true;
+        break;
+    case RT_REPORT_START_TIMEOUT:
+        x->start_timeout = true;
+        break;
+    case RT_REPORT_DONE:
+        x->done = true;
+        x->status = r->err;
+        break;
+    default:
+        if (!x->fail.step && r->step > 0 && r->step < RT_STEP_N)
+            x->fail = *r;
+    }
+}
+
+static void run_read_reports(struct exec_run *x)
+{
+    struct rt_report r[16];
+    while (x->rep_r >= 0) {
+        ssize_t n = read(x->rep_r, r, sizeof r);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            close(TAKE_FD(x->rep_r));
+            return;
+        }
+        for (size_t i = 0; i < (size_t)n / sizeof *r; i++)
+            run_report(x, &r[i]);
+    }
+}
+
+static void run_write_stdin(struct exec_run *x)
+{
+    /* A command that does not read its input closes the pipe: keep
+     * SIGPIPE from the agent while writing.  */
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    ssize_t w = write(x->in_w, x->stdin_p, x->stdin_left);
+    if (w < 0 && errno == EPIPE) {
+        struct timespec zero = {0, 0};
+        (void)sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (w > 0) {
+        x->stdin_p += w;
+        x->stdin_left -= (size_t)w;
+    }
+    if ((w < 0 && errno != EAGAIN) || x->stdin_left == 0)
+        close(TAKE_FD(x->in_w));
+}
+
+/* The helper has exited: reap it and take its last reports.  */
+static void run_helper_ended(struct exec_run *x)
+{
+    siginfo_t si;
+    (void)waitid(P_PIDFD, (id_t)x->pidfd, &si, WEXITED);
+    close(TAKE_FD(x->pidfd));
+    run_read_reports(x);
+    x->ended = true;
+    x->ended_at = sbx_monotonic_ms();
+}
+
+static int64_t min_deadline(int64_t a, int64_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+/* Feed stdin, collect stdout and stderr, follow the helper's reports and
+ * watch the clock until the helper has exited and the output is read.  */
+static int exec_wait(struct exec_run *x, sbx_error_t *err)
+{
+    if (!x->stdin_left)
+        close(TAKE_FD(x->in_w));
     else
-        (void)fcntl(in[1], F_SETFL, O_NONBLOCK);
-    (void)fcntl(o[0], F_SETFL, O_NONBLOCK);
-    (void)fcntl(e[0], F_SETFL, O_NONBLOCK);
+        (void)fcntl(x->in_w, F_SETFL, O_NONBLOCK);
+    (void)fcntl(x->ob.fd, F_SETFL, O_NONBLOCK);
+    (void)fcntl(x->eb.fd, F_SETFL, O_NONBLOCK);
+    (void)fcntl(x->rep_r, F_SETFL, O_NONBLOCK);
     for (;;) {
+        /* From the fork on, the command is in the sandbox's pid namespace
+         * and ends with it: stop and destroy may go on.  */
+        if (x->locked && (x->forked || x->fail.step || x->ended || x->backstop))
+            run_unlock(x);
         int64_t now = sbx_monotonic_ms();
-        if (exited && ((ob.eof && eb.eof) || now >= exited_at + GRACE_AFTER_EXIT_MS))
-            break;
-        if (!exited && !out->timed_out && now >= deadline) {
-            out->timed_out = true;
-            (void)rt_cg_kill(&rt->cg, id, sub, 2000, NULL);
-            hard_end = now + 5000;
+        if (x->ended && ((x->ob.fd < 0 && x->eb.fd < 0) || now >= x->ended_at + GRACE_AFTER_EXIT_MS))
+            return 0;
+        if (!x->ended && !x->started && !x->fail.step && !x->backstop &&
+            now >= x->start_deadline) {
+            /* The helper is stuck before its fork, or could not kill its
+             * child: end both.  */
+            x->backstop = true;
+            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 1000, NULL);
+            (void)sys_pidfd_kill(x->pidfd, SIGKILL);
+            x->hard_end = sbx_monotonic_ms() + 2000;
         }
-        if (hard_end && now >= hard_end && !exited) {
-            sbx_error_set(err, SBX_ERR_INTERNAL, "exec: command survives SIGKILL");
-            goto out;
+        if (!x->ended && !x->timed_out && now >= x->deadline) {
+            x->timed_out = true;
+            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 2000, NULL);
+            x->hard_end = min_deadline(x->hard_end, sbx_monotonic_ms() + 5000);
         }
+        if (!x->ended && x->hard_end && now >= x->hard_end)
+            return sbx_error_set(err, SBX_ERR_INTERNAL, "exec: the command survives SIGKILL");
         struct pollfd pfd[5];
-        int np = 0, ip = -1, iout = -1, ierr = -1, irep = -1;
-        if (!exited) {
-            pfd[np] = (struct pollfd){.fd = pidfd, .events = POLLIN};
-            np++;
+        int np = 0, ip = -1, iout = -1, ierr = -1, irep = -1, ihelper = -1;
+        if (!x->ended) {
+            ihelper = np;
+            pfd[np++] = (struct pollfd){.fd = x->pidfd, .events = POLLIN};
         }
-        if (!ob.eof) {
+        if (x->ob.fd >= 0) {
             iout = np;
-            pfd[np++] = (struct pollfd){.fd = o[0], .events = POLLIN};
+            pfd[np++] = (struct pollfd){.fd = x->ob.fd, .events = POLLIN};
         }
-        if (!eb.eof) {
+        if (x->eb.fd >= 0) {
             ierr = np;
-            pfd[np++] = (struct pollfd){.fd = e[0], .events = POLLIN};
+            pfd[np++] = (struct pollfd){.fd = x->eb.fd, .events = POLLIN};
         }
-        if (in[1] >= 0) {
+        if (x->in_w >= 0) {
             ip = np;
-            pfd[np++] = (struct pollfd){.fd = in[1], .events = POLLOUT};
+            pfd[np++] = (struct pollfd){.fd = x->in_w, .events = POLLOUT};
         }
-        if (!report_eof) {
+        if (x->rep_r >= 0) {
             irep = np;
-            pfd[np++] = (struct pollfd){.fd = rp[0], .events = POLLIN};
+            pfd[np++] = (struct pollfd){.fd = x->rep_r, .events = POLLIN};
         }
-        int64_t until = exited ? exited_at + GRACE_AFTER_EXIT_MS
-                               : (out->timed_out ? hard_end : deadline);
+        int64_t until = x->ended_at + GRACE_AFTER_EXIT_MS;
+        if (!x->ended) {
+            until = x->hard_end;
+            if (!x->timed_out)
+                until = min_deadline(until, x->deadline);
+            if (!x->started && !x->fail.step && !x->backstop)
+                until = min_deadline(until, x->start_deadline);
+        }
         int wait = (int)(until - now);
-        if (poll(pfd, (nfds_t)np, wait < 0 ? 0 : wait) < 0 && errno != EINTR) {
-            sbx_error_errno(err, SBX_ERR_INTERNAL, "poll");
-            goto out;
-        }
+        if (poll(pfd, (nfds_t)np, wait < 0 ? 0 : wait) < 0 && errno != EINTR)
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "poll");
+        if (irep >= 0 && pfd[irep].revents)
+            run_read_reports(x);
         if (iout >= 0 && pfd[iout].revents)
-            outbuf_read(&ob, o[0]);
+            outbuf_read(&x->ob);
         if (ierr >= 0 && pfd[ierr].revents)
-            outbuf_read(&eb, e[0]);
-        if (irep >= 0 && pfd[irep].revents) {
-            if (read(rp[0], &rep, sizeof rep) != (ssize_t)sizeof rep)
-                report_eof = true;
-        }
-        if (ip >= 0 && pfd[ip].revents) {
-            /* A command that does not read its input closes the pipe:
-             * keep SIGPIPE from the agent while writing.  */
-            sigset_t pipe_set, old;
-            sigemptyset(&pipe_set);
-            sigaddset(&pipe_set, SIGPIPE);
-            pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-            ssize_t w = write(in[1], stdin_p, stdin_left);
-            if (w < 0 && errno == EPIPE) {
-                struct timespec zero = {0, 0};
-                (void)sigtimedwait(&pipe_set, NULL, &zero);
-            }
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-            if (w > 0) {
-                stdin_p += w;
-                stdin_left -= (size_t)w;
-            }
-            if ((w < 0 && errno != EAGAIN) || stdin_left == 0)
-                close(TAKE_FD(in[1]));
-        }
-        if (!exited && pfd[0].revents) {
-            if (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0 || errno == ECHILD) {
-                exited = true;
-                exited_at = sbx_monotonic_ms();
-                out->duration_ms = exited_at - t0;
-            }
-        }
+            outbuf_read(&x->eb);
+        if (ip >= 0 && pfd[ip].revents)
+            run_write_stdin(x);
+        if (ihelper >= 0 && pfd[ihelper].revents)
+            run_helper_ended(x);
     }
-    if (rep.step == STEP_CWD) {
-        errno = rep.err;
-        sbx_error_errno(err, SBX_ERR_INVALID, "exec: cwd %s", prep.cwd);
-        goto out;
+}
+
+/* Why a command could not start, from what its cgroup shows.  */
+static int exec_unavailable(struct exec_run *x, sbx_error_t *err)
+{
+    rt_cg_pressure_t p;
+    rt_cg_pressure(&x->rt->cg, x->id, &p);
+    if (p.memory_limit && p.memory_bytes + p.memory_limit / 32 >= p.memory_limit)
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                             "sandbox %s is out of memory (%llu of %llu MiB used); the command "
+                             "could not start",
+                             x->id, (unsigned long long)(p.memory_bytes >> 20),
+                             (unsigned long long)(p.memory_limit >> 20));
+    if (p.pids_max && p.pids >= p.pids_max)
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                             "sandbox %s is at its process limit (%llu); the command could not "
+                             "start",
+                             x->id, (unsigned long long)p.pids_max);
+    return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                         "sandbox %s did not start the command within %d ms", x->id,
+                         EXEC_START_BACKSTOP_MS);
+}
+
+/* A failure the helper or the command reported before execve.  */
+static int exec_failed(struct exec_run *x, bool init_gone, sbx_error_t *err)
+{
+    const struct rt_report *f = &x->fail;
+    if (f->step == RT_STEP_CWD) {
+        errno = f->err;
+        return sbx_error_errno(err, SBX_ERR_INVALID, "exec: cwd %s", x->cwd);
     }
-    if (rep.step && rep.step != STEP_EXEC) {
-        report_error(err, "exec", &rep);
-        goto out;
+    if (init_gone || (f->step == RT_STEP_SETNS && f->err == ESRCH))
+        return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", x->id);
+    if (f->step == RT_STEP_FORK && f->err == EAGAIN)
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "sandbox %s is at its process limit",
+                             x->id);
+    if (f->err == ENOMEM || f->err == EAGAIN)
+        return exec_unavailable(x, err);
+    return report_error(err, "exec", f);
+}
+
+static int exec_result(struct exec_run *x, const rt_exec_request_t *req, rt_exec_result_t *out,
+                       sbx_error_t *err)
+{
+    bool init_gone = pidfd_exited(x->init_pidfd, 0);
+    bool not_found = x->fail.step == RT_STEP_EXEC && x->fail.err != ENOMEM;
+    if (x->fail.step && !not_found)
+        return exec_failed(x, init_gone, err);
+    if (!x->started && !not_found && !(x->timed_out && x->done)) {
+        if (init_gone)
+            return sbx_error_set(err, SBX_ERR_CONFLICT,
+                                 "sandbox %s stopped before the command started", x->id);
+        return exec_unavailable(x, err);
     }
-    if (si.si_code == CLD_EXITED) {
-        out->exit_code = si.si_status;
-    } else if (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED) {
-        out->exit_code = -1;
-        out->signal = si.si_status;
+    if (!x->done && !not_found)
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "exec: the command's exit status is lost");
+    out->timed_out = x->timed_out;
+    if (WIFEXITED(x->status)) {
+        out->exit_code = WEXITSTATUS(x->status);
     } else {
         out->exit_code = -1;
+        out->signal = WIFSIGNALED(x->status) ? WTERMSIG(x->status) : 0;
     }
-    if (rep.step == STEP_EXEC) {
+    struct outbuf *eb = &x->eb;
+    if (not_found) {
         /* As a shell reports it: 127 not found, 126 not executable.  */
-        out->exit_code = rep.err == ENOENT ? 127 : 126;
+        out->exit_code = x->fail.err == ENOENT ? 127 : 126;
+        out->signal = 0;
         char msg[512];
-        int len = snprintf(msg, sizeof msg, "sandbox: %s: %s\n", req->argv[0], strerror(rep.err));
-        eb.data = xrealloc(eb.data, eb.len + (size_t)len + 1);
-        memcpy(eb.data + eb.len, msg, (size_t)len);
-        eb.len += (size_t)len;
+        int len = snprintf(msg, sizeof msg, "sandbox: %s: %s\n", req->argv[0],
+                           strerror(x->fail.err));
+        len = len < (int)sizeof msg ? len : (int)sizeof msg - 1;
+        eb->data = xrealloc(eb->data, eb->len + (size_t)len + 1);
+        memcpy(eb->data + eb->len, msg, (size_t)len);
+        eb->len += (size_t)len;
     }
-    out->out = ob.data ? TAKE_PTR(ob.data) : xstrdup("");
-    out->out[ob.len] = 0;
-    out->out_len = ob.len;
-    out->out_truncated = ob.truncated;
-    out->err = eb.data ? TAKE_PTR(eb.data) : xstrdup("");
-    out->err[eb.len] = 0;
-    out->err_len = eb.len;
-    out->err_truncated = eb.truncated;
-    ret = 0;
-out:
-    if (ret < 0 && pidfd >= 0) {
-        (void)sys_pidfd_kill(pidfd, SIGKILL);
-        (void)waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED);
+    out->out = x->ob.data ? TAKE_PTR(x->ob.data) : xstrdup("");
+    out->out[x->ob.len] = 0;
+    out->out_len = x->ob.len;
+    out->out_truncated = x->ob.truncated;
+    out->err = eb->data ? TAKE_PTR(eb->data) : xstrdup("");
+    out->err[eb->len] = 0;
+    out->err_len = eb->len;
+    out->err_truncated = eb->truncated;
+    out->duration_ms = (x->ended ? x->ended_at : sbx_monotonic_ms()) - x->t0;
+    return 0;
+}
+
+static void exec_run_done(struct exec_run *x)
+{
+    run_unlock(x);
+    if (x->pidfd >= 0) {
+        /* Given up on: its command is in the exec's cgroup (or not yet
+         * forked); end it first so the helper can reap it.  */
+        if (x->have_cg)
+            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 1000, NULL);
+        helper_reap(TAKE_FD(x->pidfd), true);
     }
-    if (pidfd >= 0)
-        close(pidfd);
-    for (int i = 0; i < prep.n_cg; i++)
-        close(prep.cg_fds[i]);
-    const int fds[] = {in[0], in[1], o[0], o[1], e[0], e[1], pp[0], pp[1], rp[0], rp[1]};
+    const int fds[] = {x->init_pidfd, x->in_w, x->rep_r, x->ob.fd, x->eb.fd};
     for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    free(ob.data);
-    free(eb.data);
-    strv_free(env);
-    strv_free(cands);
-    if (have_cg)
-        rt_cg_exec_done(&rt->cg, id, sub);
-    if (ret == 0 && out->duration_ms == 0)
-        out->duration_ms = sbx_monotonic_ms() - t0;
+    free(x->ob.data);
+    free(x->eb.data);
+    if (x->have_cg)
+        rt_cg_exec_done(&x->rt->cg, x->id, x->sub);
+}
+
+/* Start the exec helper (sandbox_init.c) with the command's pipes, the
+ * init's pidfd and the exec's cgroup files; it enters the sandbox, forks
+ * the command as its own child and reports on it.  */
+static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req,
+                     rt_exec_result_t *out, sbx_error_t *err)
+{
+    struct exec_run x = {
+        .rt = rt, .sb = sb, .locked = true, .cwd = req->cwd ? req->cwd : "/",
+        .init_pidfd = -1, .pidfd = -1, .in_w = -1, .rep_r = -1,
+        .ob = {.fd = -1}, .eb = {.fd = -1},
+        .stdin_p = req->stdin_data, .stdin_left = req->stdin_data ? req->stdin_len : 0,
+        .t0 = sbx_monotonic_ms(),
+    };
+    leftovers_reap();
+    size_t cap = req->output_cap ? req->output_cap : RT_DEFAULT_OUTPUT_CAP;
+    x.ob.cap = x.eb.cap = cap > RT_MAX_OUTPUT_CAP ? RT_MAX_OUTPUT_CAP : cap;
+    x.start_deadline = x.t0 + EXEC_START_BACKSTOP_MS;
+    x.deadline = x.t0 + (req->timeout_ms > 0 ? req->timeout_ms : RT_DEFAULT_TIMEOUT_MS);
+    memcpy(x.id, sb->id, sizeof x.id);
+    snprintf(x.sub, sizeof x.sub, "x%llx", (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
+    int ret = exec_launch(&x, req, err);
+    if (ret == 0)
+        ret = exec_wait(&x, err);
+    if (ret == 0)
+        ret = exec_result(&x, req, out, err);
+    exec_run_done(&x);
     return ret;
 }
 

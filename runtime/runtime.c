@@ -279,26 +279,26 @@ static void refresh_locked(rt_runtime_t *rt, rt_sandbox_t *sb)
 
 /* ---- open / close ------------------------------------------------------- */
 
-static int init_memfd_create(sbx_error_t *err)
+/* A sealed memfd holding data: what sandbox processes run or load from
+ * it (the init binary through /proc/1/exe, say) cannot be changed.  */
+static int sealed_memfd_create(const char *name, const void *data, size_t len, sbx_error_t *err)
 {
-    int fd = memfd_create("sandbox-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "memfd_create");
-    size_t len = (size_t)(rt_init_blob_end - rt_init_blob);
-    const unsigned char *p = rt_init_blob;
+    const unsigned char *p = data;
     while (len > 0) {
         ssize_t w = write(fd, p, len);
         if (w <= 0) {
             close(fd);
-            return sbx_error_errno(err, SBX_ERR_INTERNAL, "write init binary");
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "write %s", name);
         }
         p += w;
         len -= (size_t)w;
     }
-    /* Sealed: no sandbox that reaches it through /proc/1/exe can change it.  */
     if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
         close(fd);
-        return sbx_error_errno(err, SBX_ERR_INTERNAL, "seal init binary");
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "seal %s", name);
     }
     return fd;
 }
@@ -360,6 +360,7 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
     rt_runtime_t *rt = xcalloc(1, sizeof *rt);
     pthread_mutex_init(&rt->mu, NULL);
     rt->init_memfd = -1;
+    rt->seccomp_memfd = -1;
     rt->lock_fd = -1;
     rt->uid_claim_fd = rt->cg_claim_fd = -1;
     rt->state_dir = xstrdup(cfg->state_dir);
@@ -383,8 +384,15 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
     if (rt_claims_take(rt, cfg->cgroup_root, err) < 0 ||
         rt_cg_detect(&rt->cg, rt->cg_parent, err) < 0 || rt_seccomp_build(&rt->seccomp, err) < 0)
         goto fail;
-    rt->init_memfd = init_memfd_create(err);
+    rt->init_memfd = sealed_memfd_create("sandbox-init", rt_init_blob,
+                                         (size_t)(rt_init_blob_end - rt_init_blob), err);
     if (rt->init_memfd < 0)
+        goto fail;
+    /* Exec helpers load the filter from here: a program that is not the
+     * agent cannot take it from the agent's memory.  */
+    rt->seccomp_memfd = sealed_memfd_create(
+        "sandbox-seccomp", rt->seccomp.filter, rt->seccomp.len * sizeof *rt->seccomp.filter, err);
+    if (rt->seccomp_memfd < 0)
         goto fail;
     rt->cap_last = 40;
     if (sbx_read_file("/proc/sys/kernel/cap_last_cap", &last, &len, NULL) == 0)
@@ -409,6 +417,8 @@ void rt_close(rt_runtime_t *rt)
     free(rt->seccomp.filter);
     if (rt->init_memfd >= 0)
         close(rt->init_memfd);
+    if (rt->seccomp_memfd >= 0)
+        close(rt->seccomp_memfd);
     rt_claims_release(rt);
     if (rt->lock_fd >= 0)
         close(rt->lock_fd);

@@ -1,16 +1,44 @@
-/* sandbox_init.c -- pid 1 of every process-driver sandbox: holds the
- * sandbox's namespaces open and reaps the orphans reparented to it.
+/* sandbox_init.c -- the static program of every process-driver sandbox,
+ * in two roles chosen by argv[0]: "sandbox-init", pid 1 of a sandbox,
+ * which holds its namespaces open and reaps the orphans reparented to it;
+ * and "sandbox-exec", the helper that starts one exec's command inside a
+ * running sandbox.
  *
  * Built static and without sanitizers, embedded in the runtime library and
  * started from a sealed memfd, so no file of it needs to exist inside the
- * image.  It starts already confined (namespaces, no capabilities, seccomp)
- * and takes no input, so it has nothing to trust.  */
+ * image.  The init starts already confined (namespaces, no capabilities,
+ * seccomp) and takes no input, so it has nothing to trust.
+ *
+ * The exec helper is what enters a sandbox in place of a copy of the
+ * agent: it starts with nothing but the fds listed in sandbox_proto.h (the
+ * agent really closed every other one), so whatever the command or the
+ * sandbox does, no host fd, host binary or host cwd is within reach.  It
+ * runs as host root until the command drops to the sandbox's root.  */
 #include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
-int main(void)
+#include "runtime/sandbox_child.h"
+#include "runtime/sandbox_proto.h"
+
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+
+static _Noreturn void init_main(void)
 {
     /* Not dumpable: processes of the sandbox (same uid) cannot open our
      * /proc/1/mem or attach to us.  */
@@ -30,4 +58,310 @@ int main(void)
          * ends the sandbox with SIGKILL, which needs no handler.  */
         (void)sigwaitinfo(&chld, NULL);
     }
+}
+
+/* ---- the exec helper ------------------------------------------------------ */
+
+struct exec_params {
+    int ncg, cap_last;
+    const char *cwd;
+    char **cands; /* absolute paths to try for argv[0], NULL-terminated */
+    char **argv, **envp;
+    struct sock_fprog prog;
+};
+
+static struct sock_filter filter[BPF_MAXINSNS];
+
+static void report_to(int fd, int step, int err)
+{
+    struct rt_report r = {step, err};
+    (void)!write(fd, &r, sizeof r);
+}
+
+static _Noreturn void fail_to(int fd, int step)
+{
+    report_to(fd, step, errno);
+    _exit(127);
+}
+
+static long parse_count(const char *s, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < 0 || v > max)
+        return -1;
+    return v;
+}
+
+/* The whole of a (small) memfd, NUL-terminated after its end.  */
+static char *read_all(int fd, size_t max, size_t *len)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return NULL;
+    if (st.st_size < 0 || (size_t)st.st_size > max) {
+        errno = E2BIG;
+        return NULL;
+    }
+    char *buf = malloc((size_t)st.st_size + 1);
+    if (!buf)
+        return NULL;
+    size_t got = 0;
+    while (got < (size_t)st.st_size) {
+        ssize_t n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got);
+        if (n <= 0) {
+            free(buf);
+            errno = n == 0 ? EIO : errno;
+            return NULL;
+        }
+        got += (size_t)n;
+    }
+    buf[got] = 0;
+    *len = got;
+    return buf;
+}
+
+/* Cut the params memfd into cwd, candidates, argv and environment.  */
+static int read_params(struct exec_params *p)
+{
+    size_t len;
+    char *buf = read_all(RT_EXEC_FD_PARAMS, 256u << 20, &len);
+    if (!buf)
+        return -1;
+    if (len == 0 || buf[len - 1] != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += buf[i] == 0;
+    char **s = calloc(n + 1, sizeof *s);
+    if (!s)
+        return -1;
+    for (size_t i = 0, k = 0; i < len; i += strlen(buf + i) + 1)
+        s[k++] = buf + i;
+    /* cwd, count, candidates, count, argv, environment...  */
+    size_t at = 0;
+    long nc, na;
+    errno = EINVAL;
+    if (n < 3 || (nc = parse_count(s[1], (long)n)) < 0 || (size_t)nc + 3 > n)
+        return -1;
+    p->cwd = s[0];
+    at = 2 + (size_t)nc;
+    if ((na = parse_count(s[at], (long)n)) < 1 || at + 1 + (size_t)na > n)
+        return -1;
+    /* Each list gets its NULL by moving the next list one slot on: the
+     * count strings in between are no longer needed.  */
+    char **all = calloc(n + 3, sizeof *all);
+    if (!all)
+        return -1;
+    size_t k = 0;
+    p->cands = all + k;
+    for (long i = 0; i < nc; i++)
+        all[k++] = s[2 + i];
+    all[k++] = NULL;
+    p->argv = all + k;
+    for (long i = 0; i < na; i++)
+        all[k++] = s[at + 1 + i];
+    all[k++] = NULL;
+    p->envp = all + k;
+    for (size_t i = at + 1 + (size_t)na; i < n; i++)
+        all[k++] = s[i];
+    all[k] = NULL;
+    free(s);
+    return 0;
+}
+
+static int read_seccomp(struct exec_params *p)
+{
+    size_t len;
+    char *buf = read_all(RT_EXEC_FD_SECCOMP, sizeof filter, &len);
+    if (!buf)
+        return -1;
+    if (len == 0 || len % sizeof *filter) {
+        free(buf);
+        errno = EINVAL;
+        return -1;
+    }
+    memcpy(filter, buf, len);
+    free(buf);
+    p->prog.len = (unsigned short)(len / sizeof *filter);
+    p->prog.filter = filter;
+    return 0;
+}
+
+/* Resolve a path of the sandbox from its root, which setns made ours: `..`
+ * and absolute symlinks stay inside, and no magic link (/proc/self/fd/N,
+ * /proc/self/exe, /proc/N/cwd) is followed.  */
+static int open_in_root(int root, const char *path, int flags)
+{
+    struct open_how how = {
+        .flags = (unsigned long long)(flags | O_CLOEXEC),
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    return (int)syscall(SYS_openat2, root, path, &how, sizeof how);
+}
+
+/* The first candidate that is a regular file, as an O_PATH fd; *path
+ * names it.  */
+static int resolve_command(int root, char **cands, const char **path)
+{
+    int saved = ENOENT;
+    for (char **c = cands; *c; c++) {
+        int fd = open_in_root(root, *c, O_PATH);
+        if (fd < 0) {
+            if (errno != ENOENT && errno != ENOTDIR)
+                saved = errno;
+            continue;
+        }
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+            *path = *c;
+            return fd;
+        }
+        saved = EACCES;
+        close(fd);
+    }
+    errno = saved;
+    return -1;
+}
+
+/* The command's process, in the sandbox's namespaces; rep is the
+ * close-on-exec pipe whose end-of-file tells the helper execve worked.  */
+static _Noreturn void exec_command(const struct exec_params *p, int rep)
+{
+    /* The command must not hold the agent's report pipe (it could forge
+     * an exit status) nor any cgroup file.  */
+    close(RT_EXEC_FD_REPORT);
+    int first_cg = RT_EXEC_FD_FORK_CG + 1;
+    for (int i = 0; i < p->ncg; i++)
+        if (write(first_cg + i, "0", 1) != 1)
+            fail_to(rep, RT_STEP_CGROUP);
+    if (dup3(rep, RT_EXEC_FD_REPORT, O_CLOEXEC) < 0)
+        fail_to(rep, RT_STEP_STDIO);
+    rep = RT_EXEC_FD_REPORT;
+    if (syscall(SYS_close_range, RT_EXEC_FD_REPORT + 1, ~0U, 0) < 0)
+        fail_to(rep, RT_STEP_STDIO);
+    if (setsid() < 0)
+        fail_to(rep, RT_STEP_SETSID);
+    child_reset_signals();
+    int step = child_become_root();
+    if (step)
+        fail_to(rep, step);
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        fail_to(rep, RT_STEP_CWD);
+    int cwd = open_in_root(root, p->cwd, O_PATH | O_DIRECTORY);
+    if (cwd < 0 || fchdir(cwd) < 0)
+        fail_to(rep, RT_STEP_CWD);
+    close(cwd);
+    if (child_drop_privileges(p->cap_last) < 0)
+        fail_to(rep, RT_STEP_CAPS);
+    const char *path = NULL;
+    int fd = resolve_command(root, p->cands, &path);
+    if (fd < 0)
+        fail_to(rep, RT_STEP_EXEC);
+    close(root);
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p->prog, 0, 0) < 0)
+        fail_to(rep, RT_STEP_SECCOMP);
+    syscall(SYS_execveat, fd, "", p->argv, p->envp, AT_EMPTY_PATH);
+    /* A #! script cannot be run from a close-on-exec fd (the interpreter
+     * would need /dev/fd/N); nor can anything when the filter refuses
+     * execveat.  Run the path resolved above: this process holds nothing
+     * of the host, so even a symlink swapped in meanwhile only reaches
+     * the sandbox's own files.  */
+    if (errno == ENOENT || errno == EPERM || errno == ENOSYS)
+        execve(path, p->argv, p->envp);
+    fail_to(rep, RT_STEP_EXEC);
+}
+
+/* Wait for the command's execve (end-of-file on sync), a failure it
+ * reports, or the start deadline.  */
+static void await_start(int sync, pid_t pid)
+{
+    struct pollfd pfd = {.fd = sync, .events = POLLIN};
+    int r = poll(&pfd, 1, RT_EXEC_START_TIMEOUT_MS);
+    if (r <= 0) {
+        kill(pid, SIGKILL);
+        report_to(RT_EXEC_FD_REPORT, RT_REPORT_START_TIMEOUT, 0);
+        return;
+    }
+    struct rt_report rep;
+    ssize_t n = read(sync, &rep, sizeof rep);
+    if (n == (ssize_t)sizeof rep)
+        report_to(RT_EXEC_FD_REPORT, rep.step, rep.err);
+    else
+        report_to(RT_EXEC_FD_REPORT, RT_REPORT_STARTED, 0);
+}
+
+static _Noreturn void exec_main(int argc, char **argv)
+{
+    /* Host root in the host's namespaces until setns: not dumpable, so
+     * nothing but host root can look into us.  */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    prctl(PR_SET_NAME, RT_EXEC_ARGV0, 0, 0, 0);
+    /* Nothing to handle; SIGPIPE stays blocked so a report to an agent
+     * that is gone fails with EPIPE instead of killing us.  */
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    struct exec_params p;
+    memset(&p, 0, sizeof p);
+    const int rep = RT_EXEC_FD_REPORT;
+    long ncg = argc == 4 ? parse_count(argv[1], RT_EXEC_MAX_CG_FDS) : -1;
+    long fork_cg = argc == 4 ? parse_count(argv[2], 1) : -1;
+    long cap_last = argc == 4 ? parse_count(argv[3], 255) : -1;
+    errno = EINVAL;
+    if (ncg < 0 || fork_cg < 0 || cap_last < 0)
+        fail_to(rep, RT_STEP_ARGS);
+    p.ncg = (int)ncg;
+    p.cap_last = (int)cap_last;
+    /* Counted against the sandbox's process limit from here, so the fork
+     * below fails once the sandbox is at it.  No memory cgroup: a sandbox
+     * that filled its memory cannot stall or OOM-kill the helper, which
+     * must outlive its command to reap it.  */
+    if (fork_cg) {
+        if (write(RT_EXEC_FD_FORK_CG, "0", 1) != 1)
+            fail_to(rep, RT_STEP_CGROUP);
+        close(RT_EXEC_FD_FORK_CG);
+    }
+    if (setns(RT_EXEC_FD_INIT, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET |
+                                   CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP) < 0)
+        fail_to(rep, RT_STEP_SETNS);
+    close(RT_EXEC_FD_INIT);
+    if (read_seccomp(&p) < 0 || read_params(&p) < 0)
+        fail_to(rep, RT_STEP_ARGS);
+    close(RT_EXEC_FD_SECCOMP);
+    close(RT_EXEC_FD_PARAMS);
+    int sync[2];
+    if (pipe2(sync, O_CLOEXEC) < 0)
+        fail_to(rep, RT_STEP_FORK);
+    /* The command is our child, not the agent's: we reap it.  It is born
+     * in the sandbox's pid namespace, so when the sandbox's init dies the
+     * kernel kills it too.  */
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_to(rep, RT_STEP_FORK);
+    if (pid == 0) {
+        close(sync[0]);
+        exec_command(&p, sync[1]);
+    }
+    close(sync[1]);
+    (void)syscall(SYS_close_range, RT_EXEC_FD_FORK_CG, ~0U, 0);
+    report_to(rep, RT_REPORT_FORKED, 0);
+    await_start(sync[0], pid);
+    close(sync[0]);
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    report_to(rep, RT_REPORT_DONE, status);
+    _exit(0);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 1 && strcmp(argv[0], RT_EXEC_ARGV0) == 0)
+        exec_main(argc, argv);
+    init_main();
 }
