@@ -1,8 +1,11 @@
 /* test_runtime_exec.c -- exec into process-driver sandboxes: arguments,
  * environment, cwd, stdin, separate capped output, exit codes and signals,
- * timeouts that kill forking trees, background processes, concurrency.  */
+ * timeouts that kill forking trees, background processes, concurrency; and
+ * no way for an exec to reach the agent's fds, binary or cwd.  */
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 
 #include "tests/integration/test_runtime_fixture.h"
 
@@ -196,6 +199,239 @@ START_TEST(test_runtime_exec_concurrent)
 }
 END_TEST
 
+
+/* Nothing of the host in a command's output: no marker file of the host,
+ * no host path, no agent binary talking.  */
+static void assert_no_host(const char *what, const rt_exec_result_t *r)
+{
+    const char *bad[] = {"HOST-SECRET", fx_dir, "cgroup", "memfd:", "shared libraries",
+                         "libmicrohttpd", "libcheck"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        ck_assert_msg(!strstr(r->out, bad[i]) && !strstr(r->err, bad[i]),
+                      "%s reached the host (%s): out '%s' err '%s'", what, bad[i], r->out, r->err);
+    }
+}
+
+/* A host directory holding a marker, open in this process (the agent) at
+ * many fd numbers; returns how many fds were opened.  */
+static int hold_host_dirs(int *fds, int n)
+{
+    _cleanup_free_ char *marker = xasprintf("%s/host-marker", fx_dir);
+    sbx_error_t err = {0};
+    ck_assert(sbx_write_file_atomic(marker, "HOST-SECRET\n", 12, 0644, &err) == 0);
+    for (int i = 0; i < n; i++) {
+        fds[i] = open(fx_dir, O_RDONLY | O_DIRECTORY);
+        ck_assert_int_ge(fds[i], 0);
+    }
+    return n;
+}
+
+START_TEST(test_runtime_exec_proc_self_exe)
+{
+    fx_create("esc-exe", NULL);
+    /* The helper's and the init's binary are the sandbox's own static
+     * program; the agent's never shows, whatever the magic link.  */
+    const char *cmds[] = {"/proc/self/exe", "/proc/thread-self/exe", "/proc/1/exe"};
+    for (size_t i = 0; i < ARRAY_SIZE(cmds); i++) {
+        char *argv[] = {(char *)cmds[i], "--version", NULL};
+        rt_exec_result_t r = fx_execv("esc-exe", argv, 10000);
+        assert_no_host(cmds[i], &r);
+        ck_assert_msg(r.exit_code == 126 || r.exit_code == 127, "%s: exit %d, err '%s'", cmds[i],
+                      r.exit_code, r.err);
+        ck_assert_str_eq(r.out, "");
+        rt_exec_result_done(&r);
+    }
+    /* Found through PATH, or through a link the sandbox planted.  */
+    char *exe[] = {"exe", NULL};
+    char *env[] = {"PATH=/proc/self", NULL};
+    rt_exec_request_t req = {.argv = exe, .env = env};
+    rt_exec_result_t r;
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_exec(fx_rt, "esc-exe", &req, &r, &err) == 0, "%s", err.msg);
+    assert_no_host("PATH=/proc/self", &r);
+    ck_assert(r.exit_code == 126 || r.exit_code == 127);
+    rt_exec_result_done(&r);
+    r = fx_sh("esc-exe", "ln -s /proc/self/exe /bin/agent && echo planted");
+    ck_assert_str_eq(r.out, "planted\n");
+    rt_exec_result_done(&r);
+    char *agent[] = {"agent", NULL};
+    r = fx_execv("esc-exe", agent, 10000);
+    assert_no_host("planted /bin/agent", &r);
+    ck_assert(r.exit_code == 126 || r.exit_code == 127);
+    rt_exec_result_done(&r);
+}
+END_TEST
+
+/* Run `cat host-marker; probe fds` with cwd; it must be refused as a bad
+ * cwd or land inside the sandbox.  */
+static void exec_in_cwd(const char *id, const char *cwd)
+{
+    char *argv[] = {"sh", "-c", "cat host-marker 2>&1; /bin/probe fds", NULL};
+    rt_exec_request_t req = {.argv = argv, .cwd = cwd, .timeout_ms = 10000};
+    rt_exec_result_t r;
+    sbx_error_t err = {0};
+    if (rt_exec(fx_rt, id, &req, &r, &err) < 0) {
+        ck_assert_msg(err.code == SBX_ERR_INVALID, "cwd %s: %s", cwd, err.msg);
+        return;
+    }
+    assert_no_host(cwd, &r);
+    rt_exec_result_done(&r);
+}
+
+START_TEST(test_runtime_exec_cwd_agent_fds)
+{
+    fx_create("esc-cwd", NULL);
+    int held[24];
+    int n = hold_host_dirs(held, ARRAY_SIZE(held));
+    for (int fd = 0; fd <= held[n - 1] + 2; fd++) {
+        char cwd[64];
+        snprintf(cwd, sizeof cwd, "/proc/self/fd/%d", fd);
+        exec_in_cwd("esc-cwd", cwd);
+    }
+    exec_in_cwd("esc-cwd", "/proc/self/cwd");
+    exec_in_cwd("esc-cwd", "/proc/1/cwd/../../..");
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    /* Plain paths still work, `..` stays inside.  */
+    char *argv[] = {"pwd", NULL};
+    rt_exec_request_t req = {.argv = argv, .cwd = "/../../tmp"};
+    rt_exec_result_t r;
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_exec(fx_rt, "esc-cwd", &req, &r, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(r.out, "/tmp\n");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
+START_TEST(test_runtime_exec_planted_symlink)
+{
+    fx_create("esc-link", NULL);
+    int held[24];
+    int n = hold_host_dirs(held, ARRAY_SIZE(held));
+    /* Sandbox code alone plants links to the magic links of whoever
+     * resolves them, then asks for an innocent cwd.  */
+    _cleanup_free_ char *script = xasprintf(
+        "for n in $(seq 0 %d); do ln -s /proc/self/fd/$n /w$n; done; ln -s /proc/self/cwd /wcwd; "
+        "mkdir -p /deep/a && ln -s /proc/self/fd /deep/a/fd && ln -s /tmp /wtmp; echo ok",
+        held[n - 1] + 2);
+    rt_exec_result_t r = fx_sh("esc-link", script);
+    ck_assert_str_eq(r.out, "ok\n");
+    rt_exec_result_done(&r);
+    for (int fd = 0; fd <= held[n - 1] + 2; fd++) {
+        char cwd[64];
+        snprintf(cwd, sizeof cwd, "/w%d", fd);
+        exec_in_cwd("esc-link", cwd);
+        snprintf(cwd, sizeof cwd, "/deep/a/fd/%d", fd);
+        exec_in_cwd("esc-link", cwd);
+    }
+    exec_in_cwd("esc-link", "/wcwd");
+    for (int i = 0; i < n; i++)
+        close(held[i]);
+    /* An ordinary symlink is followed, inside.  */
+    char *argv[] = {"sh", "-c", "cd -P . && pwd", NULL};
+    rt_exec_request_t req = {.argv = argv, .cwd = "/wtmp"};
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_exec(fx_rt, "esc-link", &req, &r, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(r.out, "/tmp\n");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
+/* Execs into B with cwd /proc/self/fd/N while A is stopped and started
+ * over and over (stopping makes the agent hold directory fds of A's
+ * cgroups for a moment).  */
+struct race {
+    atomic_bool stop;
+    atomic_int next, refused, ran;
+};
+
+enum { RACE_TRIES = 2000, RACE_THREADS = 4 };
+
+static void *race_stop_start(void *p)
+{
+    struct race *rc = p;
+    while (!atomic_load(&rc->stop)) {
+        sbx_error_t err = {0};
+        ck_assert_msg(rt_stop(fx_rt, "race-a", &err) == 0, "stop: %s", err.msg);
+        ck_assert_msg(rt_start(fx_rt, "race-a", &err) == 0, "start: %s", err.msg);
+    }
+    return NULL;
+}
+
+static void *race_exec(void *p)
+{
+    struct race *rc = p;
+    for (int i; (i = atomic_fetch_add(&rc->next, 1)) < RACE_TRIES;) {
+        char cwd[64];
+        snprintf(cwd, sizeof cwd, "/proc/self/fd/%d", 3 + i % 30);
+        char *argv[] = {"/bin/probe", "fds", NULL};
+        rt_exec_request_t req = {.argv = argv, .cwd = cwd, .timeout_ms = 10000};
+        rt_exec_result_t r;
+        sbx_error_t err = {0};
+        if (rt_exec(fx_rt, "race-b", &req, &r, &err) < 0) {
+            ck_assert_msg(err.code == SBX_ERR_INVALID, "cwd %s: %s", cwd, err.msg);
+            atomic_fetch_add(&rc->refused, 1);
+            continue;
+        }
+        assert_no_host(cwd, &r);
+        atomic_fetch_add(&rc->ran, 1);
+        rt_exec_result_done(&r);
+    }
+    return NULL;
+}
+
+START_TEST(test_runtime_exec_stop_race)
+{
+    fx_create("race-a", NULL);
+    fx_create("race-b", NULL);
+    struct race rc = {0};
+    pthread_t stopper, th[RACE_THREADS];
+    ck_assert_int_eq(pthread_create(&stopper, NULL, race_stop_start, &rc), 0);
+    for (int i = 0; i < RACE_THREADS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, race_exec, &rc), 0);
+    for (int i = 0; i < RACE_THREADS; i++)
+        pthread_join(th[i], NULL);
+    atomic_store(&rc.stop, true);
+    pthread_join(stopper, NULL);
+    ck_assert_int_eq(atomic_load(&rc.refused) + atomic_load(&rc.ran), RACE_TRIES);
+
+}
+END_TEST
+
+static int64_t cpu_us(void)
+{
+    struct rusage ru;
+    ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
+    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000 + ru.ru_utime.tv_usec +
+           ru.ru_stime.tv_usec;
+}
+
+START_TEST(test_runtime_exec_output_cap_cpu)
+{
+    fx_create("exec-cpu", NULL);
+    /* Two writers that never stop on their own: past the cap the agent
+     * must not keep reading (and paying for) what it throws away.  */
+    char *argv[] = {"sh", "-c",
+                    "cat /dev/zero & a=$!; cat /dev/zero >&2 & b=$!; sleep 2; "
+                    "kill $a $b 2>/dev/null; exit 0",
+                    NULL};
+    rt_exec_request_t req = {.argv = argv, .output_cap = 1000, .timeout_ms = 20000};
+    rt_exec_result_t r;
+    sbx_error_t err = {0};
+    int64_t cpu0 = cpu_us(), t0 = sbx_monotonic_ms();
+    ck_assert_msg(rt_exec(fx_rt, "exec-cpu", &req, &r, &err) == 0, "%s", err.msg);
+    int64_t wall_ms = sbx_monotonic_ms() - t0, cpu_ms = (cpu_us() - cpu0) / 1000;
+    ck_assert_uint_eq(r.out_len, 1000);
+    ck_assert_uint_eq(r.err_len, 1000);
+    ck_assert(r.out_truncated && r.err_truncated);
+    ck_assert_int_eq(r.exit_code, 0);
+    ck_assert_msg(wall_ms >= 1900, "took %lld ms", (long long)wall_ms);
+    ck_assert_msg(cpu_ms * 4 < wall_ms, "the agent spent %lld ms of CPU in a %lld ms exec",
+                  (long long)cpu_ms, (long long)wall_ms);
+    rt_exec_result_done(&r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("runtime_exec");
@@ -208,6 +444,11 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_exec_timeout_kills_tree);
     tcase_add_test(tc, test_runtime_exec_background_survives);
     tcase_add_test(tc, test_runtime_exec_concurrent);
+    tcase_add_test(tc, test_runtime_exec_proc_self_exe);
+    tcase_add_test(tc, test_runtime_exec_cwd_agent_fds);
+    tcase_add_test(tc, test_runtime_exec_planted_symlink);
+    tcase_add_test(tc, test_runtime_exec_stop_race);
+    tcase_add_test(tc, test_runtime_exec_output_cap_cpu);
     suite_add_tcase(s, tc);
     return s;
 }

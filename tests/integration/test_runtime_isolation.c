@@ -1,8 +1,10 @@
 /* test_runtime_isolation.c -- what a process-driver sandbox can see and do,
  * as reported by the probe from inside: its own processes only, its own
  * hostname and loopback-only network, no capabilities, refused dangerous
- * system calls, no way to the host's files or the shared image, contained
- * fork bombs and memory hogs, and no reach into another sandbox.  */
+ * system calls, no way to the host's files or the shared image, no host
+ * paths or kernel command line in /proc, contained fork bombs and memory
+ * hogs, sandboxes out of memory or processes that still answer and go away
+ * whole, and no reach into another sandbox.  */
 #include <dirent.h>
 #include <pthread.h>
 #include <signal.h>
@@ -14,7 +16,7 @@
 #include "tests/integration/test_runtime_fixture.h"
 
 /* Host pid of a process named comm in sandbox id (0 if none).  */
-static pid_t host_pid_of(const char *id, const char *comm)
+static pid_t host_pid_of_now(const char *id, const char *comm)
 {
     const char *base = access("/sys/fs/cgroup/pids", F_OK) == 0 ? "/sys/fs/cgroup/pids"
                                                                   : "/sys/fs/cgroup";
@@ -50,6 +52,16 @@ static pid_t host_pid_of(const char *id, const char *comm)
     }
     closedir(d);
     return found;
+}
+
+/* The same, waiting a little: a new process takes its name only once it
+ * runs.  */
+static pid_t host_pid_of(const char *id, const char *comm)
+{
+    pid_t pid = 0;
+    for (int64_t end = sbx_monotonic_ms() + 5000; !pid && sbx_monotonic_ms() < end; usleep(5000))
+        pid = host_pid_of_now(id, comm);
+    return pid;
 }
 
 START_TEST(test_runtime_isolation_view)
@@ -489,6 +501,199 @@ static void add_host_tests(Suite *s)
     suite_add_tcase(s, tc);
 }
 
+/* ---- /proc, and sandboxes in trouble ------------------------------------ */
+
+START_TEST(test_runtime_isolation_proc_masked)
+{
+    fx_create("iso-proc", NULL);
+    json_t *j = fx_probe("iso-proc", "mounts", NULL, NULL);
+    const char *mountinfo = json_string_value(json_object_get(j, "mountinfo"));
+    const char *mounts = json_string_value(json_object_get(j, "mounts"));
+    ck_assert_ptr_nonnull(mountinfo);
+    ck_assert_ptr_nonnull(mounts);
+    ck_assert_ptr_nonnull(strstr(mountinfo, " / / "));
+    /* Neither the host's layout (the overlay's lowerdir, upperdir...)...  */
+    ck_assert_msg(!strstr(mountinfo, fx_dir) && !strstr(mountinfo, "sandboxes/"),
+                  "mountinfo shows host paths: %s", mountinfo);
+    ck_assert_msg(!strstr(mounts, fx_dir) && !strstr(mounts, "sandboxes/"),
+                  "/proc/mounts shows host paths: %s", mounts);
+    /* ...nor the host's kernel command line, nor its memory.  */
+    _cleanup_free_ char *host_cmdline = NULL;
+    size_t len;
+    ck_assert(sbx_read_file("/proc/cmdline", &host_cmdline, &len, NULL) == 0);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "cmdline")), "");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "kcore")), "");
+    json_decref(j);
+    /* The masks cannot be written through or removed.  */
+    rt_exec_result_t r = fx_sh("iso-proc", "echo x > /proc/cmdline 2>/dev/null && echo wrote; "
+                                           "umount /proc/cmdline 2>/dev/null && echo unmounted; "
+                                           "echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null "
+                                           "&& echo sysctl; echo end");
+    ck_assert_str_eq(r.out, "end\n");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
+/* What a sandbox leaves on the host while it exists.  */
+static bool leaves_trace(const char *id, char *what, size_t len)
+{
+    const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};
+    for (size_t i = 0; i < ARRAY_SIZE(ctrls); i++) {
+        _cleanup_free_ char *p = xasprintf("/sys/fs/cgroup/%s%s%s/%s", ctrls[i],
+                                           *ctrls[i] ? "/" : "", fx_cgroot, id);
+        if (access(p, F_OK) == 0) {
+            snprintf(what, len, "cgroup %s", p);
+            return true;
+        }
+    }
+    _cleanup_free_ char *mi = NULL;
+    size_t n;
+    _cleanup_free_ char *dir = xasprintf("%s/sandboxes/%s", fx_state, id);
+    ck_assert(sbx_read_file("/proc/self/mountinfo", &mi, &n, NULL) == 0);
+    if (strstr(mi, dir)) {
+        snprintf(what, len, "a mount under %s", dir);
+        return true;
+    }
+    if (access(dir, F_OK) == 0) {
+        snprintf(what, len, "directory %s", dir);
+        return true;
+    }
+    return false;
+}
+
+/* Zombie children of this process (the agent): every helper is reaped.  */
+static int zombie_children(void)
+{
+    DIR *d = opendir("/proc");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char path[300], buf[512];
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = de->d_name[0] >= '0' && de->d_name[0] <= '9' ? fopen(path, "r") : NULL;
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        char state;
+        int ppid;
+        char *p = strrchr(buf, ')');
+        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && state == 'Z' && ppid == getpid())
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* An exec into a sandbox in trouble answers (a result or a clear error)
+ * within 10 s, and destroying the sandbox takes under 10 s and leaves no
+ * process, mount, cgroup or uid slot behind.  */
+static void exec_and_destroy_in_time(const char *id, pid_t init, const char *expect)
+{
+    char *argv[] = {"echo", "hi", NULL};
+    rt_exec_request_t req = {.argv = argv, .timeout_ms = 3000};
+    rt_exec_result_t r;
+    sbx_error_t err = {0};
+    int64_t t0 = sbx_monotonic_ms();
+    int rc = rt_exec(fx_rt, id, &req, &r, &err);
+    int64_t took = sbx_monotonic_ms() - t0;
+    ck_assert_msg(took < 10000, "exec took %lld ms", (long long)took);
+    if (rc == 0) {
+        ck_assert_msg(strcmp(r.out, "hi\n") == 0 || r.signal == SIGKILL, "exec: out '%s' err '%s'",
+                      r.out, r.err);
+        rt_exec_result_done(&r);
+    } else {
+        ck_assert_msg(err.code == SBX_ERR_UNAVAILABLE || err.code == SBX_ERR_CONFLICT,
+                      "exec: %s", err.msg);
+        ck_assert_msg(err.code == SBX_ERR_CONFLICT || strstr(err.msg, expect), "exec: %s",
+                      err.msg);
+    }
+    rt_health_t h0, h1;
+    ck_assert(rt_health(fx_rt, &h0, NULL) == 0);
+    t0 = sbx_monotonic_ms();
+    ck_assert_msg(rt_destroy(fx_rt, id, &err) == 0, "destroy: %s", err.msg);
+    took = sbx_monotonic_ms() - t0;
+    ck_assert_msg(took < 10000, "destroy took %lld ms", (long long)took);
+    ck_assert(rt_health(fx_rt, &h1, NULL) == 0);
+    ck_assert_uint_eq(h1.slots_used + 1, h0.slots_used);
+    char what[512];
+    ck_assert_msg(!leaves_trace(id, what, sizeof what), "destroyed %s leaves %s", id, what);
+    ck_assert(!fx_pid_alive(init));
+    ck_assert_int_eq(zombie_children(), 0);
+}
+
+START_TEST(test_runtime_isolation_memory_full)
+{
+    rt_spec_t spec = {.memory_mib = 64};
+    fx_create("iso-full", &spec);
+    pid_t init = host_pid_of("iso-full", "sandbox-init");
+    ck_assert_int_gt(init, 0);
+    /* Fill its memory with what the OOM killer cannot free: shm pages.  */
+    char *fill[] = {"/bin/probe", "fill", "/dev/shm/fill", "64", NULL};
+    rt_exec_request_t req = {.argv = fill, .timeout_ms = 20000};
+    rt_exec_result_t r;
+    sbx_error_t err = {0};
+    if (rt_exec(fx_rt, "iso-full", &req, &r, &err) == 0)
+        rt_exec_result_done(&r);
+    exec_and_destroy_in_time("iso-full", init, "out of memory");
+}
+END_TEST
+
+/* The same with the OOM killer off (cgroup v1): whatever needs memory in
+ * the sandbox now waits for it forever, the start of a command too.  */
+START_TEST(test_runtime_isolation_memory_stuck)
+{
+    rt_spec_t spec = {.memory_mib = 64};
+    fx_create("iso-stuck", &spec);
+    pid_t init = host_pid_of("iso-stuck", "sandbox-init");
+    _cleanup_free_ char *oom = xasprintf("/sys/fs/cgroup/memory/%s/iso-stuck/memory.oom_control",
+                                         fx_cgroot);
+    if (access(oom, F_OK) != 0)
+        return; /* cgroup v2 has no such switch */
+    FILE *f = fopen(oom, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("1", f);
+    ck_assert_int_eq(fclose(f), 0);
+    /* A process takes all its memory and waits at the limit for more.  */
+    rt_exec_result_t r = fx_sh("iso-stuck", "/bin/probe memhog 100 >/dev/null 2>&1 & echo started");
+    ck_assert_str_eq(r.out, "started\n");
+    rt_exec_result_done(&r);
+    _cleanup_free_ char *usage = xasprintf("/sys/fs/cgroup/memory/%s/iso-stuck/memory.usage_in_bytes",
+                                           fx_cgroot);
+    for (int64_t end = sbx_monotonic_ms() + 10000; sbx_monotonic_ms() < end; usleep(20000)) {
+        _cleanup_free_ char *u = NULL;
+        size_t len;
+        if (sbx_read_file(usage, &u, &len, NULL) == 0 && strtoull(u, NULL, 10) > (63ull << 20))
+            break;
+    }
+    exec_and_destroy_in_time("iso-stuck", init, "out of memory");
+}
+END_TEST
+
+START_TEST(test_runtime_isolation_pids_full)
+{
+    rt_spec_t spec = {.pids_max = 16};
+    fx_create("iso-pids", &spec);
+    pid_t init = host_pid_of("iso-pids", "sandbox-init");
+    ck_assert_int_gt(init, 0);
+    /* A fork bomb that keeps going in the background: every process slot
+     * taken, and taken again as soon as one frees.  */
+    rt_exec_result_t r = fx_sh("iso-pids", "/bin/probe forkbomb 3600 >/dev/null 2>&1 & echo started");
+    ck_assert_str_eq(r.out, "started\n");
+    rt_exec_result_done(&r);
+    _cleanup_free_ char *cur = xasprintf("/sys/fs/cgroup/pids/%s/iso-pids/pids.current", fx_cgroot);
+    for (int64_t end = sbx_monotonic_ms() + 10000; sbx_monotonic_ms() < end; usleep(20000)) {
+        _cleanup_free_ char *n = NULL;
+        size_t len;
+        if (sbx_read_file(cur, &n, &len, NULL) < 0 || atoi(n) >= 16)
+            break;
+    }
+    exec_and_destroy_in_time("iso-pids", init, "process limit");
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("runtime_isolation");
@@ -502,6 +707,10 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_isolation_forkbomb);
     tcase_add_test(tc, test_runtime_isolation_memory_hog);
     tcase_add_test(tc, test_runtime_isolation_between_sandboxes);
+    tcase_add_test(tc, test_runtime_isolation_proc_masked);
+    tcase_add_test(tc, test_runtime_isolation_memory_full);
+    tcase_add_test(tc, test_runtime_isolation_memory_stuck);
+    tcase_add_test(tc, test_runtime_isolation_pids_full);
     suite_add_tcase(s, tc);
     add_host_tests(s);
     return s;

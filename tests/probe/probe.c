@@ -15,6 +15,11 @@
  *   ptys                 open /dev/ptmx until it fails; how many it got
  *   abi                  x32 and i386 (int 0x80) system calls: the
  *                        signal that ended a child trying each
+ *   fds                  where its cwd, root and every open fd lead
+ *   mounts               /proc/self/mountinfo, /proc/mounts, /proc/cmdline
+ *                        and /proc/kcore, whole
+ *   fill PATH MIB        write MIB MiB of zeros to PATH, 1 MiB at a time,
+ *                        until done or an error
  *
  * Exit status 0 unless the arguments are wrong.  */
 #ifndef _GNU_SOURCE
@@ -326,6 +331,81 @@ static int cmd_abi(void)
     return 0;
 }
 
+static void link_field(const char *name, const char *path)
+{
+    char target[4096];
+    ssize_t n = readlink(path, target, sizeof target - 1);
+    target[n < 0 ? 0 : n] = 0;
+    printf("\"%s\":", name);
+    json_str(n < 0 ? "?" : target);
+}
+
+static int cmd_fds(void)
+{
+    printf("{");
+    link_field("cwd", "/proc/self/cwd");
+    printf(",");
+    link_field("root", "/proc/self/root");
+    printf(",\"fds\":{");
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    int first = 1;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.' || atoi(de->d_name) == dirfd(d))
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", de->d_name);
+        printf("%s", first ? "" : ",");
+        first = 0;
+        link_field(de->d_name, path);
+    }
+    if (d)
+        closedir(d);
+    printf("}}\n");
+    return 0;
+}
+
+static void file_field(const char *name, const char *path)
+{
+    static char buf[1 << 20];
+    size_t len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = 0;
+    while (fd >= 0 && len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
+    buf[len] = 0;
+    printf("\"%s\":", name);
+    json_str(buf);
+    printf(",\"%s_errno\":%d", name, fd < 0 || n < 0 ? errno : 0);
+    if (fd >= 0)
+        close(fd);
+}
+
+static int cmd_mounts(void)
+{
+    printf("{");
+    file_field("mountinfo", "/proc/self/mountinfo");
+    printf(",");
+    file_field("mounts", "/proc/mounts");
+    printf(",");
+    file_field("cmdline", "/proc/cmdline");
+    printf(",");
+    file_field("kcore", "/proc/kcore");
+    printf("}\n");
+    return 0;
+}
+
+static int cmd_fill(const char *path, long mib)
+{
+    static char chunk[1 << 20];
+    long done = 0;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    while (fd >= 0 && done < mib && write(fd, chunk, sizeof chunk) == (ssize_t)sizeof chunk)
+        done++;
+    printf("{\"written_mib\":%ld,\"errno\":%d}\n", done, done < mib ? errno : 0);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -355,6 +435,12 @@ int main(int argc, char **argv)
         return cmd_ptys();
     if (!strcmp(c, "spin") && argc == 3)
         return cmd_spin(atof(argv[2]));
+    if (!strcmp(c, "fds"))
+        return cmd_fds();
+    if (!strcmp(c, "mounts"))
+        return cmd_mounts();
+    if (!strcmp(c, "fill") && argc == 4)
+        return cmd_fill(argv[2], atol(argv[3]));
     fprintf(stderr, "probe: unknown command\n");
     return 2;
 }
