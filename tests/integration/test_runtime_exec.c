@@ -212,23 +212,45 @@ static void assert_no_host(const char *what, const rt_exec_result_t *r)
     }
 }
 
-/* A host directory holding a marker, open in this process (the agent) at
- * many fd numbers; returns how many fds were opened.  */
+/* A host directory anyone may read, holding a marker, open in this
+ * process (the agent) at many fd numbers; returns how many fds were
+ * opened.  */
 static int hold_host_dirs(int *fds, int n)
 {
-    _cleanup_free_ char *marker = xasprintf("%s/host-marker", fx_dir);
+    _cleanup_free_ char *dir = xasprintf("%s/host-dir", fx_dir);
+    _cleanup_free_ char *marker = xasprintf("%s/host-marker", dir);
     sbx_error_t err = {0};
+    ck_assert(mkdir(dir, 0755) == 0 || errno == EEXIST);
+    ck_assert_int_eq(chmod(dir, 0755), 0);
     ck_assert(sbx_write_file_atomic(marker, "HOST-SECRET\n", 12, 0644, &err) == 0);
+    ck_assert_int_eq(chmod(marker, 0644), 0);
     for (int i = 0; i < n; i++) {
-        fds[i] = open(fx_dir, O_RDONLY | O_DIRECTORY);
+        fds[i] = open(dir, O_RDONLY | O_DIRECTORY);
         ck_assert_int_ge(fds[i], 0);
     }
     return n;
 }
 
+/* The host's dynamic loader inside the sandbox: a host binary run there
+ * would get as far as looking for its libraries.  */
+static void add_host_loader(const char *id)
+{
+    const char *ld = "/lib64/ld-linux-x86-64.so.2";
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    if (sbx_read_file(ld, &data, &len, NULL) < 0)
+        return;
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_file_write(fx_rt, id, ld, data, len, &err) == 0, "%s", err.msg);
+    rt_exec_result_t r = fx_sh(id, "chmod 755 /lib64/ld-linux-x86-64.so.2 && echo ok");
+    ck_assert_str_eq(r.out, "ok\n");
+    rt_exec_result_done(&r);
+}
+
 START_TEST(test_runtime_exec_proc_self_exe)
 {
     fx_create("esc-exe", NULL);
+    add_host_loader("esc-exe");
     /* The helper's and the init's binary are the sandbox's own static
      * program; the agent's never shows, whatever the magic link.  */
     const char *cmds[] = {"/proc/self/exe", "/proc/thread-self/exe", "/proc/1/exe"};
