@@ -737,10 +737,14 @@ static void leftovers_reap(void)
     pthread_mutex_unlock(&leftover_mu);
 }
 
-/* SIGKILL a helper (when kill) and reap it, or keep it for later.  */
-static void helper_reap(int pidfd, bool kill_it)
+/* Reap a helper that was given up on.  It gets grace_ms to reap its
+ * command and exit on its own (its command is being killed): a helper
+ * killed first leaves its command to the host's init, not the sandbox's,
+ * as orphans go to the init of their parent's pid namespace.  Then
+ * SIGKILL; one that does not die is kept to be reaped later.  */
+static void helper_reap(int pidfd, int grace_ms)
 {
-    if (kill_it)
+    if (!pidfd_exited(pidfd, grace_ms))
         (void)sys_pidfd_kill(pidfd, SIGKILL);
     siginfo_t si;
     if (pidfd_exited(pidfd, 2000) && waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) == 0) {
@@ -985,9 +989,10 @@ struct exec_run {
     const char *stdin_p;
     size_t stdin_left;
     struct rt_report fail; /* the first failure reported */
-    bool forked, started, start_timeout, done, ended, timed_out, backstop;
+    bool forked, started, done, ended, timed_out, backstop;
+    bool start_timeout; /* the helper killed its command before its execve */
     int status; /* the command's wait status, when done */
-    int64_t t0, start_deadline, deadline, hard_end, ended_at;
+    int64_t t0, start_deadline, deadline, hard_end, ended_at, next_kill;
 };
 
 static void run_unlock(struct exec_run *x)
@@ -1067,6 +1072,7 @@ static void run_report(struct exec_run *x, const struct rt_report *r)
         x->started = true;
         break;
     case RT_REPORT_START_TIMEOUT:
+    case RT_REPORT_LOST:
         x->start_timeout = true;
         break;
     case RT_REPORT_DONE:
@@ -1154,19 +1160,27 @@ static int exec_wait(struct exec_run *x, sbx_error_t *err)
         int64_t now = sbx_monotonic_ms();
         if (x->ended && ((x->ob.fd < 0 && x->eb.fd < 0) || now >= x->ended_at + GRACE_AFTER_EXIT_MS))
             return 0;
-        if (!x->ended && !x->started && !x->fail.step && !x->backstop &&
-            now >= x->start_deadline) {
-            /* The helper is stuck before its fork, or could not kill its
-             * child: end both.  */
+        bool starting = !x->started && !x->fail.step && !x->start_timeout && !x->backstop;
+        if (!x->ended && starting && now >= x->start_deadline) {
+            /* The helper's own deadline should have ended the command by
+             * now.  Before its fork, the helper is alone: kill it; after,
+             * kill the command and let the helper reap it.  */
             x->backstop = true;
-            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 1000, NULL);
-            (void)sys_pidfd_kill(x->pidfd, SIGKILL);
+            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 500, NULL);
+            if (!x->forked)
+                (void)sys_pidfd_kill(x->pidfd, SIGKILL);
             x->hard_end = sbx_monotonic_ms() + 2000;
         }
         if (!x->ended && !x->timed_out && now >= x->deadline) {
             x->timed_out = true;
-            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 2000, NULL);
-            x->hard_end = min_deadline(x->hard_end, sbx_monotonic_ms() + 5000);
+            x->next_kill = now;
+            x->hard_end = min_deadline(x->hard_end, now + 5000);
+        }
+        /* Again and again: a command that was not yet in the exec's
+         * cgroup at the first kill joins it later.  */
+        if (!x->ended && x->timed_out && now >= x->next_kill) {
+            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 500, NULL);
+            x->next_kill = sbx_monotonic_ms() + 250;
         }
         if (!x->ended && x->hard_end && now >= x->hard_end)
             return sbx_error_set(err, SBX_ERR_INTERNAL, "exec: the command survives SIGKILL");
@@ -1195,9 +1209,8 @@ static int exec_wait(struct exec_run *x, sbx_error_t *err)
         int64_t until = x->ended_at + GRACE_AFTER_EXIT_MS;
         if (!x->ended) {
             until = x->hard_end;
-            if (!x->timed_out)
-                until = min_deadline(until, x->deadline);
-            if (!x->started && !x->fail.step && !x->backstop)
+            until = min_deadline(until, x->timed_out ? x->next_kill : x->deadline);
+            if (starting)
                 until = min_deadline(until, x->start_deadline);
         }
         int wait = (int)(until - now);
@@ -1306,11 +1319,10 @@ static void exec_run_done(struct exec_run *x)
 {
     run_unlock(x);
     if (x->pidfd >= 0) {
-        /* Given up on: its command is in the exec's cgroup (or not yet
-         * forked); end it first so the helper can reap it.  */
+        /* Given up on: end its command first, so the helper can reap it.  */
         if (x->have_cg)
-            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 1000, NULL);
-        helper_reap(TAKE_FD(x->pidfd), true);
+            (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 500, NULL);
+        helper_reap(TAKE_FD(x->pidfd), x->forked ? 1000 : 0);
     }
     const int fds[] = {x->init_pidfd, x->in_w, x->rep_r, x->ob.fd, x->eb.fd};
     for (size_t i = 0; i < ARRAY_SIZE(fds); i++)

@@ -63,7 +63,7 @@ static _Noreturn void init_main(void)
 /* ---- the exec helper ------------------------------------------------------ */
 
 struct exec_params {
-    int ncg, cap_last;
+    int ncg, first_cg, cap_last;
     const char *cwd;
     char **cands; /* absolute paths to try for argv[0], NULL-terminated */
     char **argv, **envp;
@@ -227,44 +227,61 @@ static int resolve_command(int root, char **cands, const char **path)
     return -1;
 }
 
-/* The command's process, in the sandbox's namespaces; rep is the
- * close-on-exec pipe whose end-of-file tells the helper execve worked.  */
-static _Noreturn void exec_command(const struct exec_params *p, int rep)
+/* How far the command's process got, in memory shared with the helper:
+ * written without allocating, so a sandbox out of memory cannot lose it
+ * (a pipe write needs a page charged to the sandbox).  */
+struct start_record {
+    volatile int failed, err; /* the step that failed and its errno */
+    volatile int exec_called;
+};
+
+static struct start_record *rec;
+
+static _Noreturn void child_fail(int step)
+{
+    rec->err = errno;
+    rec->failed = step;
+    _exit(127);
+}
+
+/* The command's process, in the sandbox's namespaces; sync is the
+ * close-on-exec pipe whose end-of-file tells the helper execve worked or
+ * the process died.  */
+static _Noreturn void exec_command(const struct exec_params *p, int sync)
 {
     /* The command must not hold the agent's report pipe (it could forge
      * an exit status) nor any cgroup file.  */
     close(RT_EXEC_FD_REPORT);
-    int first_cg = RT_EXEC_FD_FORK_CG + 1;
     for (int i = 0; i < p->ncg; i++)
-        if (write(first_cg + i, "0", 1) != 1)
-            fail_to(rep, RT_STEP_CGROUP);
-    if (dup3(rep, RT_EXEC_FD_REPORT, O_CLOEXEC) < 0)
-        fail_to(rep, RT_STEP_STDIO);
-    rep = RT_EXEC_FD_REPORT;
+        if (write(p->first_cg + i, "0", 1) != 1)
+            child_fail(RT_STEP_CGROUP);
+    if (dup3(sync, RT_EXEC_FD_REPORT, O_CLOEXEC) < 0)
+        child_fail(RT_STEP_STDIO);
     if (syscall(SYS_close_range, RT_EXEC_FD_REPORT + 1, ~0U, 0) < 0)
-        fail_to(rep, RT_STEP_STDIO);
+        child_fail(RT_STEP_STDIO);
     if (setsid() < 0)
-        fail_to(rep, RT_STEP_SETSID);
+        child_fail(RT_STEP_SETSID);
     child_reset_signals();
     int step = child_become_root();
     if (step)
-        fail_to(rep, step);
+        child_fail(step);
     int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root < 0)
-        fail_to(rep, RT_STEP_CWD);
+        child_fail(RT_STEP_CWD);
     int cwd = open_in_root(root, p->cwd, O_PATH | O_DIRECTORY);
     if (cwd < 0 || fchdir(cwd) < 0)
-        fail_to(rep, RT_STEP_CWD);
+        child_fail(RT_STEP_CWD);
     close(cwd);
     if (child_drop_privileges(p->cap_last) < 0)
-        fail_to(rep, RT_STEP_CAPS);
+        child_fail(RT_STEP_CAPS);
     const char *path = NULL;
     int fd = resolve_command(root, p->cands, &path);
     if (fd < 0)
-        fail_to(rep, RT_STEP_EXEC);
+        child_fail(RT_STEP_EXEC);
     close(root);
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &p->prog, 0, 0) < 0)
-        fail_to(rep, RT_STEP_SECCOMP);
+        child_fail(RT_STEP_SECCOMP);
+    rec->exec_called = 1;
     syscall(SYS_execveat, fd, "", p->argv, p->envp, AT_EMPTY_PATH);
     /* A #! script cannot be run from a close-on-exec fd (the interpreter
      * would need /dev/fd/N); nor can anything when the filter refuses
@@ -273,26 +290,24 @@ static _Noreturn void exec_command(const struct exec_params *p, int rep)
      * the sandbox's own files.  */
     if (errno == ENOENT || errno == EPERM || errno == ENOSYS)
         execve(path, p->argv, p->envp);
-    fail_to(rep, RT_STEP_EXEC);
+    child_fail(RT_STEP_EXEC);
 }
 
-/* Wait for the command's execve (end-of-file on sync), a failure it
- * reports, or the start deadline.  */
+/* Wait for the command's execve or death (end-of-file on sync) or the
+ * start deadline, and report which.  */
 static void await_start(int sync, pid_t pid)
 {
     struct pollfd pfd = {.fd = sync, .events = POLLIN};
-    int r = poll(&pfd, 1, RT_EXEC_START_TIMEOUT_MS);
-    if (r <= 0) {
+    if (poll(&pfd, 1, RT_EXEC_START_TIMEOUT_MS) <= 0) {
         kill(pid, SIGKILL);
         report_to(RT_EXEC_FD_REPORT, RT_REPORT_START_TIMEOUT, 0);
-        return;
-    }
-    struct rt_report rep;
-    ssize_t n = read(sync, &rep, sizeof rep);
-    if (n == (ssize_t)sizeof rep)
-        report_to(RT_EXEC_FD_REPORT, rep.step, rep.err);
-    else
+    } else if (rec->failed) {
+        report_to(RT_EXEC_FD_REPORT, rec->failed, rec->err);
+    } else if (rec->exec_called) {
         report_to(RT_EXEC_FD_REPORT, RT_REPORT_STARTED, 0);
+    } else {
+        report_to(RT_EXEC_FD_REPORT, RT_REPORT_LOST, 0);
+    }
 }
 
 static _Noreturn void exec_main(int argc, char **argv)
@@ -316,6 +331,7 @@ static _Noreturn void exec_main(int argc, char **argv)
     if (ncg < 0 || fork_cg < 0 || cap_last < 0)
         fail_to(rep, RT_STEP_ARGS);
     p.ncg = (int)ncg;
+    p.first_cg = RT_EXEC_FD_FORK_CG + (int)fork_cg;
     p.cap_last = (int)cap_last;
     /* Counted against the sandbox's process limit from here, so the fork
      * below fails once the sandbox is at it.  No memory cgroup: a sandbox
@@ -337,6 +353,10 @@ static _Noreturn void exec_main(int argc, char **argv)
     int sync[2];
     if (pipe2(sync, O_CLOEXEC) < 0)
         fail_to(rep, RT_STEP_FORK);
+    rec = mmap(NULL, sizeof *rec, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (rec == MAP_FAILED)
+        fail_to(rep, RT_STEP_FORK);
+    memset((void *)rec, 0, sizeof *rec);
     /* The command is our child, not the agent's: we reap it.  It is born
      * in the sandbox's pid namespace, so when the sandbox's init dies the
      * kernel kills it too.  */
@@ -348,7 +368,8 @@ static _Noreturn void exec_main(int argc, char **argv)
         exec_command(&p, sync[1]);
     }
     close(sync[1]);
-    (void)syscall(SYS_close_range, RT_EXEC_FD_FORK_CG, ~0U, 0);
+    for (int i = 0; i < p.ncg; i++)
+        close(p.first_cg + i);
     report_to(rep, RT_REPORT_FORKED, 0);
     await_start(sync[0], pid);
     close(sync[0]);

@@ -41,6 +41,7 @@ enum rt_step {
     RT_REPORT_FORKED = 100, /* the command's process exists in the sandbox */
     RT_REPORT_STARTED,      /* the command's execve succeeded */
     RT_REPORT_START_TIMEOUT, /* it did not get there in time and was killed */
+    RT_REPORT_LOST,         /* it died before execve without saying why (killed) */
     RT_REPORT_DONE,         /* the command ended; err is its wait status */
 };
 
