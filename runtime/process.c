@@ -1281,8 +1281,13 @@ static int exec_result(struct exec_run *x, const rt_exec_request_t *req, rt_exec
                                  "sandbox %s stopped before the command started", x->id);
         return exec_unavailable(x, err);
     }
-    if (!x->done && !not_found)
+    if (!x->done && !not_found) {
+        /* Its helper was killed: by a stop of the sandbox, or by us.  */
+        if (init_gone)
+            return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s stopped while the command ran",
+                                 x->id);
         return sbx_error_set(err, SBX_ERR_INTERNAL, "exec: the command's exit status is lost");
+    }
     out->timed_out = x->timed_out;
     if (WIFEXITED(x->status)) {
         out->exit_code = WEXITSTATUS(x->status);
