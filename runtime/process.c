@@ -1275,6 +1275,8 @@ static int exec_result(struct exec_run *x, const rt_exec_request_t *req, rt_exec
     bool not_found = x->fail.step == RT_STEP_EXEC && x->fail.err != ENOMEM;
     if (x->fail.step && !not_found)
         return exec_failed(x, init_gone, err);
+    if (!x->forked && !x->backstop && !x->timed_out)
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "exec: the helper ended without a report");
     if (!x->started && !not_found && !(x->timed_out && x->done)) {
         if (init_gone)
             return sbx_error_set(err, SBX_ERR_CONFLICT,
