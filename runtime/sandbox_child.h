@@ -13,6 +13,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -44,9 +45,20 @@ static inline void child_reset_signals(void)
 }
 
 /* Drop every capability, bounding set included, and lock root's
- * privileges away, so an execve cannot bring any back.  */
+ * privileges away, so an execve cannot bring any back.
+ *
+ * Two limits go to 0, hard limit included (raising one back needs
+ * CAP_SYS_RESOURCE in the host's user namespace): a core dump hands the
+ * process's memory to the host's core_pattern handler, typically a
+ * host-root program (systemd-coredump, apport) storing it on the host's
+ * disk, outside the sandbox's limits; handlers skip the core when the
+ * limit is 0.  And a real-time priority escapes the CPU quota, which
+ * only bounds normal tasks.  Both were the agent's, often unlimited.  */
 static inline int child_drop_privileges(int cap_last)
 {
+    const struct rlimit zero = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &zero) < 0 || setrlimit(RLIMIT_RTPRIO, &zero) < 0)
+        return -1;
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return -1;
     for (int c = 0; c <= cap_last; c++)

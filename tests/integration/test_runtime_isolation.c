@@ -98,6 +98,39 @@ START_TEST(test_runtime_isolation_view)
 }
 END_TEST
 
+/* "Max <what>  <soft>  <hard> ..." of a /proc/<pid>/limits text: both 0?  */
+static bool limit_is_zero(const char *limits, const char *what)
+{
+    const char *line = strstr(limits, what);
+    if (!line)
+        return false;
+    char soft[32], hard[32];
+    return sscanf(line + strlen(what), "%31s %31s", soft, hard) == 2 && strcmp(soft, "0") == 0 &&
+           strcmp(hard, "0") == 0;
+}
+
+/* No core dumps (the host's core_pattern handler would take the sandbox's
+ * memory, running as host root and writing to the host's disk) and no
+ * real-time priority (past the CPU quota), for the init, the commands,
+ * and whatever they try: the hard limits are 0.  */
+START_TEST(test_runtime_isolation_rlimits)
+{
+    fx_create("iso-lim", NULL);
+    const char *const pids[] = {"self", "1"};
+    for (size_t i = 0; i < ARRAY_SIZE(pids); i++) {
+        _cleanup_free_ char *cmd = xasprintf("cat /proc/%s/limits", pids[i]);
+        rt_exec_result_t r = fx_sh("iso-lim", cmd);
+        ck_assert_msg(limit_is_zero(r.out, "Max core file size") &&
+                          limit_is_zero(r.out, "Max realtime priority"),
+                      "/proc/%s/limits: %s", pids[i], r.out);
+        rt_exec_result_done(&r);
+    }
+    rt_exec_result_t r = fx_sh("iso-lim", "ulimit -c unlimited || ulimit -H -c");
+    ck_assert_msg(strcmp(r.out, "0\n") == 0, "raised the core limit: '%s' '%s'", r.out, r.err);
+    rt_exec_result_done(&r);
+}
+END_TEST
+
 START_TEST(test_runtime_isolation_syscalls_refused)
 {
     fx_create("iso-sys", NULL);
@@ -703,6 +736,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_isolation_view);
+    tcase_add_test(tc, test_runtime_isolation_rlimits);
     tcase_add_test(tc, test_runtime_isolation_syscalls_refused);
     tcase_add_test(tc, test_runtime_isolation_host_files);
     tcase_add_test(tc, test_runtime_isolation_image_unchanged);
