@@ -385,9 +385,19 @@ static int upload_prepare(upload_t *u, rt_sandbox_t *sb, int root, const char *p
         if (S_ISDIR(st.st_mode))
             return sbx_error_set(err, SBX_ERR_INVALID, "write %s: is a directory", u->path);
         if (S_ISREG(st.st_mode)) {
-            uid = st.st_uid;
-            gid = st.st_gid;
             mode = st.st_mode & 07777;
+            /* Only ids of the sandbox's own range are kept: an image file
+             * of an unmapped id (nobody inside; host root where the image
+             * is not id-mapped) must not make us create a file, maybe
+             * set-id, that a host id outside the sandbox owns.  */
+            if (st.st_uid - sb->host_uid < RT_UID_RANGE)
+                uid = st.st_uid;
+            else
+                mode &= ~(mode_t)S_ISUID;
+            if (st.st_gid - sb->host_uid < RT_UID_RANGE)
+                gid = st.st_gid;
+            else
+                mode &= ~(mode_t)S_ISGID;
         } else if (!S_ISLNK(st.st_mode)) { /* a symlink is replaced, not followed */
             return sbx_error_set(err, SBX_ERR_INVALID, "write %s: not a regular file", u->path);
         }

@@ -360,6 +360,32 @@ START_TEST(test_runtime_files_write_interrupted)
 }
 END_TEST
 
+/* A write over a file keeps its owner only when the sandbox maps it: a
+ * file of an id outside the sandbox's range (nobody inside; an image that
+ * could not be id-mapped shows its raw ids, host root's among them) is
+ * replaced by one of the sandbox's root, its set-id bits dropped, never by
+ * a file that host id owns.  The file is put in the writable layer from
+ * the host, as such an image's files would show.  */
+START_TEST(test_runtime_files_write_foreign_owner)
+{
+    fx_create("fs-own", NULL);
+    _cleanup_free_ char *foreign =
+        xasprintf("%s/sandboxes/fs-own/layer/upper/foreign", fx_state);
+    sbx_error_t err = {0};
+    ck_assert_msg(sbx_write_file_atomic(foreign, "img", 3, 0644, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(chown(foreign, 200000, 200000), 0);
+    ck_assert_int_eq(chmod(foreign, 06755), 0);
+    rt_exec_result_t r = fx_sh("fs-own", "stat -c '%u:%g' /foreign");
+    ck_assert_str_eq(r.out, "65534:65534\n");
+    rt_exec_result_done(&r);
+    ck_assert_msg(rt_file_write(fx_rt, "fs-own", "/foreign", "new", 3, &err) == 0, "%s",
+                  err.msg);
+    r = fx_sh("fs-own", "stat -c '%u:%g %a' /foreign; cat /foreign");
+    ck_assert_str_eq(r.out, "0:0 755\nnew");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("runtime_files");
@@ -373,6 +399,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_files_symlink_swap_race);
     tcase_add_test(tc, test_runtime_files_write_charged);
     tcase_add_test(tc, test_runtime_files_write_interrupted);
+    tcase_add_test(tc, test_runtime_files_write_foreign_owner);
     suite_add_tcase(s, tc);
     return s;
 }
