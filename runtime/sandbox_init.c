@@ -384,5 +384,12 @@ int main(int argc, char **argv)
 {
     if (argc >= 1 && strcmp(argv[0], RT_EXEC_ARGV0) == 0)
         exec_main(argc, argv);
+    /* The kernel resolves a "#!" line's interpreter itself, magic links
+     * included, while the command's process still runs this binary: a
+     * script starting "#!/proc/self/exe" starts us as a command.  Only
+     * the agent makes us a pid 1; anything else gets nothing from us
+     * (the exec role fails at setns without privileges).  */
+    if (getpid() != 1)
+        return 126;
     init_main();
 }

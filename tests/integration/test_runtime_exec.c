@@ -281,6 +281,17 @@ START_TEST(test_runtime_exec_proc_self_exe)
     assert_no_host("planted /bin/agent", &r);
     ck_assert(r.exit_code == 126 || r.exit_code == 127);
     rt_exec_result_done(&r);
+    /* A script's interpreter is resolved by the kernel, magic links
+     * included, while the command's process still runs the helper's
+     * binary: that binary then does nothing (it used to sit there as a
+     * second sandbox init, deaf to every signal but SIGKILL).  */
+    r = fx_sh("esc-exe", "printf '#!/proc/self/exe\\n' > /bin/via-exe && chmod 755 /bin/via-exe");
+    rt_exec_result_done(&r);
+    char *script[] = {"via-exe", NULL};
+    r = fx_execv("esc-exe", script, 5000);
+    ck_assert_msg(!r.timed_out && r.exit_code == 126, "#!/proc/self/exe: exit %d signal %d%s",
+                  r.exit_code, r.signal, r.timed_out ? ", timed out" : "");
+    rt_exec_result_done(&r);
 }
 END_TEST
 
