@@ -16,6 +16,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -279,6 +280,10 @@ static int writer_cgroups_open(upload_t *u, int fds[2], int *n, sbx_error_t *err
 static _Noreturn void writer_main(int data_r, int file_fd, const int *cg, int n_cg, uid_t uid)
 {
     static char buf[UPLOAD_CHUNK];
+    /* A copy of the agent: nobody but host root may look into it, from
+     * its first instruction.  */
+    if (prctl(PR_SET_DUMPABLE, 0) < 0)
+        _exit(EIO);
     int adj = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (adj < 0 || write(adj, "1000", 4) != 4)
         _exit(EIO);
@@ -286,16 +291,17 @@ static _Noreturn void writer_main(int data_r, int file_fd, const int *cg, int n_
     for (int i = 0; i < n_cg; i++)
         if (write(cg[i], "0", 1) != 1)
             _exit(EIO);
+    if (dup2(data_r, 0) < 0 || dup2(file_fd, 1) < 0)
+        _exit(EIO);
+    /* Everything else goes before it runs as the sandbox's uid, the ready
+     * pipe too: the agent sees its EOF.  */
+    if (syscall(SYS_close_range, 2, ~0U, 0) < 0)
+        _exit(EIO);
     if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, uid, uid, uid) < 0 ||
         syscall(SYS_setresuid, uid, uid, uid) < 0)
         _exit(EPERM);
-    /* After the uid change, which clears it.  */
+    /* Again after the uid change, which clears both.  */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || prctl(PR_SET_DUMPABLE, 0) < 0)
-        _exit(EIO);
-    if (dup2(data_r, 0) < 0 || dup2(file_fd, 1) < 0)
-        _exit(EIO);
-    /* Everything else goes, the ready pipe too: the agent sees its EOF.  */
-    if (syscall(SYS_close_range, 2, ~0U, 0) < 0)
         _exit(EIO);
     for (;;) {
         ssize_t n = read(0, buf, sizeof buf);
@@ -408,7 +414,11 @@ static int upload_prepare(upload_t *u, rt_sandbox_t *sb, int root, const char *p
     for (int tries = 0; fd < 0 && tries < 8; tries++) {
         unsigned long long seq = (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1);
         snprintf(u->sub, sizeof u->sub, "w%llx", seq);
-        snprintf(u->tmp, sizeof u->tmp, ".sandbox-upload-%llx", seq);
+        /* Random, so the sandbox cannot take the name ahead of us.  */
+        unsigned long long rnd = 0;
+        if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+            rnd = seq;
+        snprintf(u->tmp, sizeof u->tmp, ".sandbox-upload-%016llx", rnd);
         fd = openat(u->pfd, u->tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0 && errno != EEXIST)
             return path_error(err, "write", u->path);

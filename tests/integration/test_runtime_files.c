@@ -386,6 +386,30 @@ START_TEST(test_runtime_files_write_foreign_owner)
 }
 END_TEST
 
+/* The sandbox cannot block uploads into a directory of its own by taking
+ * the temporary names ahead of them: an exec sees the number of its own
+ * cgroup (/proc/self/cgroup), and uploads once counted on from there.  */
+START_TEST(test_runtime_files_temp_names_unguessable)
+{
+    fx_create("fs-tmpname", NULL);
+    rt_exec_result_t r = fx_sh("fs-tmpname",
+                               "seq=$(sed -n 's/^[0-9]*:pids:\\/x\\([0-9a-f]*\\).*/\\1/p' "
+                               "/proc/self/cgroup); n=$((0x$seq)); i=1; "
+                               "while [ $i -le 512 ]; do "
+                               ": > /tmp/.sandbox-upload-$(printf %x $((n+i))); "
+                               "i=$((i+1)); done; ls -a /tmp | wc -l");
+    ck_assert_int_ge(atoi(r.out), 512);
+    rt_exec_result_done(&r);
+    sbx_error_t err = {0};
+    for (int i = 0; i < 4; i++)
+        ck_assert_msg(rt_file_write(fx_rt, "fs-tmpname", "/tmp/up.txt", "up", 2, &err) == 0,
+                      "%s", err.msg);
+    r = fx_sh("fs-tmpname", "cat /tmp/up.txt");
+    ck_assert_str_eq(r.out, "up");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("runtime_files");
@@ -400,6 +424,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_files_write_charged);
     tcase_add_test(tc, test_runtime_files_write_interrupted);
     tcase_add_test(tc, test_runtime_files_write_foreign_owner);
+    tcase_add_test(tc, test_runtime_files_temp_names_unguessable);
     suite_add_tcase(s, tc);
     return s;
 }
