@@ -90,6 +90,17 @@ void rt_cg_done(rt_cgroups_t *cg)
     memset(cg, 0, sizeof *cg);
 }
 
+void rt_cg_parent_remove(const rt_cgroups_t *cg)
+{
+    for (int i = 0; i < RT_CG_N; i++) {
+        const char *base = cg->v2 ? cg->root : cg->v1[i];
+        if (!base || (cg->v2 && i > 0))
+            continue;
+        _cleanup_free_ char *dir = xasprintf("%s/%s", base, cg->parent);
+        (void)rmdir(dir); /* EBUSY while a sandbox's cgroup is under it */
+    }
+}
+
 /* Directory of the sandbox (sub NULL) or of one exec child in hierarchy i
  * (ignored for v2); NULL when that v1 controller is absent.  */
 static char *cg_dir(const rt_cgroups_t *cg, int i, const char *id, const char *sub)

@@ -82,6 +82,8 @@ typedef struct rt_cg_limits {
 
 int rt_cg_detect(rt_cgroups_t *cg, const char *parent, sbx_error_t *err);
 void rt_cg_done(rt_cgroups_t *cg);
+/* Remove our parent cgroup where nothing is left under it.  */
+void rt_cg_parent_remove(const rt_cgroups_t *cg);
 int rt_cg_create(const rt_cgroups_t *cg, const char *id, const rt_cg_limits_t *lim,
                  sbx_error_t *err);
 /* Remove the sandbox's cgroups (all processes must be gone).  */

@@ -413,6 +413,9 @@ void rt_close(rt_runtime_t *rt)
     for (size_t i = 0; i < rt->n_sbs; i++)
         sandbox_unref(rt->sbs[i]);
     free(rt->sbs);
+    /* An agent that ends with no sandbox leaves no empty cgroup behind.  */
+    if (rt->n_sbs == 0)
+        rt_cg_parent_remove(&rt->cg);
     rt_cg_done(&rt->cg);
     free(rt->seccomp.filter);
     if (rt->init_memfd >= 0)

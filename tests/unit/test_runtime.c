@@ -1,6 +1,7 @@
 /* test_runtime.c -- the runtime's argument checking, with no sandbox
  * started: ids, state names, configurations, calls on unknown sandboxes.  */
 #include <check.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -236,6 +237,26 @@ START_TEST(test_runtime_uid_range_invalid)
 }
 END_TEST
 
+/* A runtime that closes with no sandbox leaves no empty parent cgroup
+ * behind (each state dir has a parent of its own, so they would pile up).  */
+START_TEST(test_runtime_close_removes_empty_parent)
+{
+    char *dir = tu_tmpdir("sbx-rtu");
+    _cleanup_free_ char *cg = xasprintf("sbxunit-close-%d", (int)getpid());
+    rt_config_t cfg = {.state_dir = dir, .cgroup_root = cg};
+    sbx_error_t err = {0};
+    rt_runtime_t *rt = rt_open(&cfg, &err);
+    ck_assert_msg(rt != NULL, "%s", err.msg);
+    _cleanup_free_ char *pids = xasprintf("/sys/fs/cgroup/pids/%s", cg);
+    ck_assert(mkdir(pids, 0755) == 0 || errno == EEXIST);
+    rt_close(rt);
+    struct stat st;
+    ck_assert_msg(stat(pids, &st) < 0 && errno == ENOENT, "%s is left behind", pids);
+    tu_rmdir(dir);
+    free(dir);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -244,6 +265,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_state_names);
     tcase_add_test(tc, test_runtime_open_bad_config);
     tcase_add_test(tc, test_runtime_unknown_sandbox);
+    tcase_add_test(tc, test_runtime_close_removes_empty_parent);
     suite_add_tcase(s, tc);
     tc = tcase_create("claims");
     tcase_add_test(tc, test_runtime_claims_disjoint);
