@@ -415,6 +415,7 @@ static Suite *suite(void)
     Suite *s = suite_create("runtime_files");
     TCase *tc = tcase_create("files");
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, fx_sweep);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_files_basic);
     tcase_add_test(tc, test_runtime_files_bad_requests);

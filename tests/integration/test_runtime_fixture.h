@@ -5,6 +5,7 @@
 #ifndef SBX_TEST_RUNTIME_FIXTURE_H
 #define SBX_TEST_RUNTIME_FIXTURE_H
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -79,6 +80,86 @@ static void fx_open(void)
 
 static void fx_teardown(void);
 
+/* Each test runs in a child of the test program (Check's fork mode), and
+ * a failed check ends that child with _exit: neither the checked teardown
+ * nor atexit runs, and its sandboxes would outlive the run.  So every test
+ * notes its state dir in a registry named for the parent, and the parent
+ * (an unchecked teardown, fx_sweep) destroys whatever a test left.  */
+static char *fx_registry(bool in_test)
+{
+    const char *fork_mode = getenv("CK_FORK");
+    bool forked = !fork_mode || strcmp(fork_mode, "no") != 0;
+    return xasprintf("/tmp/sbx-fx-%d", (int)(forked && in_test ? getppid() : getpid()));
+}
+
+static void fx_register(void)
+{
+    _cleanup_free_ char *reg = fx_registry(true);
+    (void)mkdir(reg, 0700);
+    _cleanup_free_ char *entry = xasprintf("%s/%s", reg, fx_cgroot);
+    _cleanup_free_ char *line = xasprintf("%s\n%s\n", fx_dir, fx_cgroot);
+    sbx_error_t err = {0};
+    ck_assert_msg(sbx_write_file_atomic(entry, line, strlen(line), 0600, &err) == 0, "%s",
+                  err.msg);
+}
+
+static void fx_unregister(void)
+{
+    _cleanup_free_ char *reg = fx_registry(true);
+    _cleanup_free_ char *entry = xasprintf("%s/%s", reg, fx_cgroot);
+    (void)unlink(entry);
+}
+
+/* Destroy every sandbox of one left-behind test: the runtime itself
+ * reopened on its state dir does it (thaw, kill, unmount, cgroups).  */
+static void fx_sweep_one(const char *dir, const char *cgroot)
+{
+    _cleanup_free_ char *state = xasprintf("%s/state", dir);
+    rt_config_t cfg = {.state_dir = state, .cgroup_root = cgroot};
+    sbx_error_t err = {0};
+    rt_runtime_t *rt = rt_open(&cfg, &err);
+    if (rt) {
+        rt_info_t *list = NULL;
+        size_t n = 0;
+        if (rt_list(rt, &list, &n, NULL) == 0)
+            for (size_t i = 0; i < n; i++)
+                rt_destroy(rt, list[i].id, NULL);
+        free(list);
+        rt_close(rt);
+    } else {
+        fprintf(stderr, "fx_sweep: %s: %s\n", dir, err.msg);
+    }
+    tu_rmdir(dir);
+}
+
+static __attribute__((unused)) void fx_sweep(void)
+{
+    _cleanup_free_ char *reg = fx_registry(false);
+    DIR *d = opendir(reg);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        _cleanup_free_ char *entry = xasprintf("%s/%s", reg, de->d_name);
+        _cleanup_free_ char *text = NULL;
+        size_t len;
+        if (sbx_read_file(entry, &text, &len, NULL) == 0) {
+            char *nl = strchr(text, '\n');
+            char *nl2 = nl ? strchr(nl + 1, '\n') : NULL;
+            if (nl && nl2) {
+                *nl = *nl2 = '\0';
+                fprintf(stderr, "fx_sweep: destroying what a failed test left in %s\n", text);
+                fx_sweep_one(text, nl + 1);
+            }
+        }
+        (void)unlink(entry);
+    }
+    closedir(d);
+    (void)rmdir(reg);
+}
+
 static void fx_setup(void)
 {
     /* A failed check exits the test's process without the checked
@@ -94,6 +175,7 @@ static void fx_setup(void)
     fx_state = xasprintf("%s/state", fx_dir);
     fx_cgroot = xasprintf("sbxtest-%d", (int)getpid());
     ck_assert_int_eq(mkdir(fx_rootfs, 0755), 0);
+    fx_register();
     fx_build_rootfs();
     fx_open();
 }
@@ -121,6 +203,7 @@ static void fx_teardown(void)
         (void)rmdir(p);
     }
     tu_rmdir(fx_dir);
+    fx_unregister();
     free(fx_dir);
     free(fx_rootfs);
     free(fx_state);

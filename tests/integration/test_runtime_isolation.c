@@ -523,12 +523,14 @@ static void add_host_tests(Suite *s)
 {
     TCase *tc = tcase_create("allow_list");
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, fx_sweep);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_isolation_unlisted_syscalls);
     tcase_add_test(tc, test_runtime_isolation_default_image_python);
     suite_add_tcase(s, tc);
     tc = tcase_create("runtimes");
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, fx_sweep);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_isolation_two_runtimes_disjoint_uids);
     suite_add_tcase(s, tc);
@@ -734,6 +736,7 @@ static Suite *suite(void)
     Suite *s = suite_create("runtime_isolation");
     TCase *tc = tcase_create("isolation");
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, fx_sweep);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_isolation_view);
     tcase_add_test(tc, test_runtime_isolation_rlimits);

@@ -308,6 +308,7 @@ static Suite *suite(void)
     Suite *s = suite_create("runtime_lifecycle");
     TCase *tc = tcase_create("lifecycle");
     tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, fx_sweep);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_runtime_lifecycle_create_checks);
     tcase_add_test(tc, test_runtime_lifecycle_suspend_resume);
