@@ -147,7 +147,7 @@ static int parse_ratio(const char *s, const char *what, double *out, sbx_error_t
 static int parse_unsigned(const char *s, const char *what, size_t min, size_t max,
                           unsigned *out, sbx_error_t *err)
 {
-    size_t v;
+    size_t v = 0;
     if (parse_size(s, what, min, max, &v, err) < 0)
         return -1;
     *out = (unsigned)v;
@@ -218,7 +218,7 @@ static const struct limit_flag {
 static int set_limit(sbx_config_t *cfg, const struct limit_flag *l, const char *what,
                      const char *v, sbx_error_t *err)
 {
-    size_t n;
+    size_t n = 0;
     if (parse_size(v, what, l->min, l->max, &n, err) < 0)
         return -1;
     *(unsigned *)(void *)((char *)cfg + l->off) = (unsigned)n;
