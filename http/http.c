@@ -37,7 +37,9 @@ typedef struct client_slot {
  * it is in the server's list of such connections, oldest first.  */
 typedef struct conn_state {
     struct conn_state *prev, *next;
+    struct conn_state *all_prev, *all_next; /* every open connection */
     bool waiting;
+    bool stream; /* a streamed body or response is under way */
     int64_t since_us; /* accepted, or its previous response sent */
     MHD_socket fd;
 } conn_state_t;
@@ -59,6 +61,8 @@ struct http_server {
     pthread_cond_t conn_wake;
     unsigned n_conns, shed_at;
     conn_state_t *heads_first, *heads_last;
+    conn_state_t *conns;  /* all of them */
+    bool streams_cut;     /* stopping: streams are closed, new ones at once */
     pthread_t sweeper;
     bool sweeper_running, sweeper_stop;
     http_config_t cfg;
@@ -66,7 +70,8 @@ struct http_server {
     http_handler_fn handler;
     void *ctx;
     int port;
-    struct http_pipe *pipes; /* response pipes being sent, under apart_lock */
+    struct http_pipe *pipes; /* response pipes being sent and streamed request
+                              * bodies, under apart_lock */
     bool pipes_stopping;     /* http_server_stop cut them all */
 };
 
@@ -89,6 +94,7 @@ struct http_pipe {
     bool pool;      /* event threads: suspend rather than wait */
     bool suspended; /* conn is suspended waiting for the other side */
     http_server_t *server; /* a response pipe: listed in server->pipes */
+    bool listed;           /* in server->pipes */
     struct http_pipe *next, *prev;
 };
 
@@ -310,10 +316,13 @@ static void access_log(const http_server_t *s, const request_state_t *st, int st
 
 static struct MHD_Response *stream_response(http_server_t *s, request_state_t *st,
                                             http_response_t *res);
+static void conn_stream_begins(http_server_t *s, conn_state_t *c);
 
 static enum MHD_Result send_response(http_server_t *s, request_state_t *st, http_response_t *res)
 {
     st->sent = true;
+    if (res->stream_read)
+        conn_stream_begins(s, st->conn);
     struct MHD_Response *r = res->stream_read ? stream_response(s, st, res)
                                               : MHD_create_response_from_buffer(
                                                     res->body_len, res->body, MHD_RESPMEM_MUST_FREE);
@@ -552,6 +561,10 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         *socket_context = c;
         pthread_mutex_lock(&s->conn_lock);
         s->n_conns++;
+        c->all_next = s->conns;
+        if (s->conns)
+            s->conns->all_prev = c;
+        s->conns = c;
         /* Near the limit, the connection that has waited longest for a
          * request head makes room: a client that sends its request at
          * once always gets in, however many others only trickle.  */
@@ -565,6 +578,12 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         return;
     pthread_mutex_lock(&s->conn_lock);
     heads_remove(s, c);
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        s->conns = c->all_next;
+    if (c->all_next)
+        c->all_next->all_prev = c->all_prev;
     s->n_conns--;
     pthread_mutex_unlock(&s->conn_lock);
     free(c);
@@ -583,6 +602,32 @@ static conn_state_t *head_complete(http_server_t *s, struct MHD_Connection *conn
         pthread_mutex_unlock(&s->conn_lock);
     }
     return c;
+}
+
+/* The connection carries a stream now: one a stopping server closes, since
+ * a client that reads or sends a byte now and then would otherwise hold
+ * the stop for as long as it likes.  */
+static void conn_stream_begins(http_server_t *s, conn_state_t *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&s->conn_lock);
+    c->stream = true;
+    if (s->streams_cut && c->fd != MHD_INVALID_SOCKET)
+        shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->conn_lock);
+}
+
+/* Close every connection carrying a stream, and those that start one
+ * from now on; libmicrohttpd sees the end and finishes them.  */
+static void streams_close(http_server_t *s)
+{
+    pthread_mutex_lock(&s->conn_lock);
+    s->streams_cut = true;
+    for (conn_state_t *c = s->conns; c; c = c->all_next)
+        if (c->stream && c->fd != MHD_INVALID_SOCKET)
+            shutdown(c->fd, SHUT_RDWR);
+    pthread_mutex_unlock(&s->conn_lock);
 }
 
 /* ---- admission of slow requests ---- */
@@ -905,6 +950,30 @@ void http_pipe_abandon(http_pipe_t *p)
     pipe_unref(p);
 }
 
+/* Under s->apart_lock.  */
+static void pipes_link(http_server_t *s, http_pipe_t *p)
+{
+    p->prev = NULL;
+    p->next = s->pipes;
+    if (s->pipes)
+        s->pipes->prev = p;
+    s->pipes = p;
+    p->listed = true;
+}
+
+static void pipes_unlink(http_server_t *s, http_pipe_t *p)
+{
+    if (!p->listed)
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        s->pipes = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->listed = false;
+}
+
 static ssize_t pipe_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     http_pipe_t *p = cls;
@@ -936,12 +1005,7 @@ static void pipe_reader_free(void *cls)
     http_server_t *s = p->server;
     if (s) {
         pthread_mutex_lock(&s->apart_lock);
-        if (p->prev)
-            p->prev->next = p->next;
-        else
-            s->pipes = p->next;
-        if (p->next)
-            p->next->prev = p->prev;
+        pipes_unlink(s, p);
         pthread_mutex_unlock(&s->apart_lock);
     }
     http_pipe_abandon(p);
@@ -993,10 +1057,7 @@ static struct MHD_Response *stream_response(http_server_t *s, request_state_t *s
         if (s->pipes_stopping && !p->error)
             p->error = ECONNABORTED;
         pthread_mutex_unlock(&p->mu);
-        p->next = s->pipes;
-        if (s->pipes)
-            s->pipes->prev = p;
-        s->pipes = p;
+        pipes_link(s, p);
         pthread_mutex_unlock(&s->apart_lock);
     }
     uint64_t size = res->stream_size == HTTP_SIZE_UNKNOWN ? MHD_SIZE_UNKNOWN : res->stream_size;
@@ -1011,7 +1072,8 @@ static struct MHD_Response *stream_response(http_server_t *s, request_state_t *s
 }
 
 /* Cut every response pipe still being sent, so no connection stays
- * suspended waiting for a producer.  */
+ * suspended waiting for a producer, and every streamed request body, so
+ * its handler stops waiting for the client.  */
 static void pipes_stop(http_server_t *s)
 {
     pthread_mutex_lock(&s->apart_lock);
@@ -1134,6 +1196,7 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
         pthread_attr_destroy(&attr);
         if (rc == 0) {
             s->apart_running++;
+            pipes_link(s, st->body_pipe);
         } else {
             st->streaming = st->apart = false;
             atomic_store(&st->refs, 1);
@@ -1143,6 +1206,7 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
     if (rc != 0)
         return reply_retry_later(s, st, 503, "ServiceUnavailable",
                                  "the server is stopping or out of threads", true);
+    conn_stream_begins(s, st->conn);
     return stream_wait_start(st);
 }
 
@@ -1306,6 +1370,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
      * state is the connection's: done with here, whoever frees st).  */
     if (st->conn) {
         pthread_mutex_lock(&s->conn_lock);
+        st->conn->stream = false;
         heads_append(s, st->conn);
         pthread_mutex_unlock(&s->conn_lock);
         st->conn = NULL;
@@ -1325,6 +1390,8 @@ static void request_free(request_state_t *st)
     http_server_t *s = st->server;
     if (st->apart || st->slot) {
         pthread_mutex_lock(&s->apart_lock);
+        if (st->body_pipe)
+            pipes_unlink(s, st->body_pipe);
         if (st->apart) {
             s->apart_running--;
             pthread_cond_broadcast(&s->apart_done);
@@ -1588,10 +1655,15 @@ void http_server_stop(http_server_t *s)
         /* Requests on threads of their own finish and are answered first.  */
         pthread_mutex_lock(&s->apart_lock);
         s->stopping = true;
+        pthread_mutex_unlock(&s->apart_lock);
+        /* Streams are cut rather than waited for: their pace is their
+         * client's, which may never finish.  */
+        pipes_stop(s);
+        streams_close(s);
+        pthread_mutex_lock(&s->apart_lock);
         while (s->apart_running > 0)
             pthread_cond_wait(&s->apart_done, &s->apart_lock);
         pthread_mutex_unlock(&s->apart_lock);
-        pipes_stop(s);
         MHD_stop_daemon(s->daemon);
         if (listen_fd != MHD_INVALID_SOCKET)
             close(listen_fd);

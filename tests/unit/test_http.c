@@ -589,6 +589,86 @@ static bool raw_closed_within(int fd, int timeout_ms)
     return closed;
 }
 
+/* ---- streams and stopping ---- */
+
+static int stream_readers, producers_done;
+
+static bool upload_streamed(void *ctx, const http_request_t *req)
+{
+    return strcmp(req->method, "PUT") == 0;
+}
+
+static void *produce(void *arg)
+{
+    http_pipe_t *p = arg;
+    char chunk[16384];
+    memset(chunk, 'z', sizeof(chunk));
+    while (http_pipe_write(p, chunk, sizeof(chunk)) == 0)
+        ;
+    http_pipe_close(p, false);
+    __atomic_add_fetch(&producers_done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* PUT reads its body as it streams in; GET answers an endless pipe.  */
+static void stream_handler(void *ctx, const http_request_t *req, http_response_t *res)
+{
+    if (strcmp(req->method, "PUT") == 0) {
+        char buf[4096];
+        __atomic_add_fetch(&stream_readers, 1, __ATOMIC_SEQ_CST);
+        ssize_t n;
+        while ((n = http_body_read(req, buf, sizeof(buf))) > 0)
+            ;
+        http_reply_empty(res, n == 0 ? 204 : 400);
+        return;
+    }
+    http_pipe_t *p = http_pipe_new(64 * 1024);
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    ck_assert_int_eq(pthread_create(&t, &attr, produce, p), 0);
+    pthread_attr_destroy(&attr);
+    http_reply_pipe(res, 200, "application/octet-stream", HTTP_SIZE_UNKNOWN, p);
+}
+
+/* A client that stalls an upload or a download part way (or trickles a
+ * byte now and then) cannot hold up a stop: its stream is cut.  */
+START_TEST(stop_cuts_stalled_streams)
+{
+    http_config_t cfg = {.name = "streams", .listen = "127.0.0.1:0", .thread_pool = 1,
+                         .run_apart = all_apart, .stream_body = upload_streamed};
+    sbx_error_t err = {0};
+    stream_readers = producers_done = 0;
+    http_server_t *s = http_server_start(&cfg, stream_handler, NULL, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    int port = http_server_port(s);
+    int up = raw_connect(port, NULL), down = raw_connect(port, NULL);
+    ck_assert_int_ge(up, 0);
+    ck_assert_int_ge(down, 0);
+    ck_assert(raw_send(up, "PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\nabc"));
+    ck_assert(raw_send(down, "GET /f HTTP/1.1\r\nHost: a\r\n\r\n"));
+    char buf[4096];
+    bool closed;
+    ck_assert_uint_gt(raw_read(down, buf, sizeof(buf), 2000, &closed), 0);
+    int64_t until = sbx_monotonic_ms() + 2000;
+    while (!__atomic_load_n(&stream_readers, __ATOMIC_SEQ_CST) && sbx_monotonic_ms() < until)
+        usleep(1000);
+    ck_assert_int_eq(stream_readers, 1);
+    /* Neither client sends or reads another byte.  */
+    int64_t t0 = sbx_monotonic_ms();
+    http_server_stop(s);
+    int64_t took = sbx_monotonic_ms() - t0;
+    ck_assert_msg(took < 3000, "stop waited %lld ms for stalled streams", (long long)took);
+    until = sbx_monotonic_ms() + 2000;
+    while (!__atomic_load_n(&producers_done, __ATOMIC_SEQ_CST) && sbx_monotonic_ms() < until)
+        usleep(1000);
+    ck_assert_int_eq(producers_done, 1);
+    close(up);
+    close(down);
+}
+END_TEST
+
 /* ---- ambiguous framing ---- */
 
 /* Two readings of where the body ends (Content-Length or chunked) would
@@ -951,6 +1031,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, waiting_connections_shed_at_limit);
     tcase_add_test(tc, connections_capped_per_address);
     tcase_add_test(tc, loopback_parsed_not_prefixed);
+    tcase_add_test(tc, stop_cuts_stalled_streams);
     suite_add_tcase(s, tc);
     return s;
 }
