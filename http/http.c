@@ -590,18 +590,22 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     *socket_context = NULL;
 }
 
-/* The request head is in: the connection no longer waits for one.  */
-static conn_state_t *head_complete(http_server_t *s, struct MHD_Connection *conn)
+static conn_state_t *conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    conn_state_t *c = ci ? ci->socket_context : NULL;
+    return ci ? ci->socket_context : NULL;
+}
+
+/* The request head (with an unauthenticated request, its body too) is in:
+ * the connection no longer waits for the header deadline.  */
+static void head_complete(http_server_t *s, conn_state_t *c)
+{
     if (c) {
         pthread_mutex_lock(&s->conn_lock);
         heads_remove(s, c);
         pthread_mutex_unlock(&s->conn_lock);
     }
-    return c;
 }
 
 /* The connection carries a stream now: one a stopping server closes, since
@@ -711,7 +715,7 @@ static request_state_t *request_begin(http_server_t *s, struct MHD_Connection *c
 {
     request_state_t *st = xcalloc(1, sizeof(*st));
     st->server = s;
-    st->conn = head_complete(s, conn);
+    st->conn = conn_of(conn);
     atomic_init(&st->refs, 1);
     st->start_us = sbx_monotonic_us();
     st->req.conn = conn;
@@ -1293,6 +1297,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!st) {
         st = request_begin(s, conn, url, method);
         *con_cls = st;
+        if (!s->cfg.authenticated || s->cfg.authenticated(s->ctx, &st->req))
+            head_complete(s, st->conn);
         if (s->client_ca && verify_client_cert(st) < 0)
             return reply_error_now(s, st, 403, "ClientCertificateRequired",
                                    "a client certificate signed by the trusted CA is required");
@@ -1323,6 +1329,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                    "the request body is larger than allowed");
         return MHD_YES;
     }
+    head_complete(s, st->conn);
     if (st->too_large)
         return reply_error_now(s, st, 413, "RequestEntityTooLarge",
                                "the request body is larger than allowed");

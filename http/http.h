@@ -158,6 +158,12 @@ typedef struct http_config {
      * arrives, through a bounded buffer.  The body limit still holds.
      * NULL: none.  */
     bool (*stream_body)(void *ctx, const http_request_t *req);
+    /* Whether a request comes from a known client (asked once the headers
+     * are in).  The body of one that does not is held to the header
+     * deadline too, and its connection is shed first like one still
+     * sending its head: otherwise anyone could hold connections for ever
+     * by sending a head and trickling a body.  NULL: every request.  */
+    bool (*authenticated)(void *ctx, const http_request_t *req);
 } http_config_t;
 
 /* Whether host (a name or an address literal, IPv6 with or without

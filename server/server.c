@@ -171,6 +171,11 @@ static bool stream_body(void *ctx, const http_request_t *req)
            strcasecmp(req->path + n - 6, "/files") == 0 && routes_authenticated(ctx, req);
 }
 
+static bool authenticated(void *ctx, const http_request_t *req)
+{
+    return routes_authenticated(ctx, req);
+}
+
 static void handle(void *ctx, const http_request_t *req, http_response_t *res)
 {
     routes_handle(ctx, req, res);
@@ -267,6 +272,7 @@ int sbx_server_run(const sbx_config_t *cfg)
         .max_connections_per_address = cfg->max_connections_per_address,
         .header_timeout_ms = cfg->header_timeout * 1000,
         .stream_body = stream_body,
+        .authenticated = authenticated,
     };
     http_server_t *http = http_server_start(&hcfg, handle, routes, &err);
     if (!http) {

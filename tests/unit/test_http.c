@@ -939,6 +939,51 @@ START_TEST(header_deadline)
 }
 END_TEST
 
+static bool has_token(void *ctx, const http_request_t *req)
+{
+    return http_header(req, "Authorization") != NULL;
+}
+
+/* Whether a connection that sent a head for a large body and trickles it
+ * is closed within ms.  */
+static bool trickled_body_cut(int port, const char *auth, int ms)
+{
+    int fd = raw_connect(port, NULL);
+    ck_assert_int_ge(fd, 0);
+    char head[256];
+    snprintf(head, sizeof(head), "PUT / HTTP/1.1\r\nHost: a\r\n%sContent-Length: 1000\r\n\r\n",
+             auth);
+    ck_assert(raw_send(fd, head));
+    bool closed = false;
+    int64_t t0 = sbx_monotonic_ms();
+    while (!closed && sbx_monotonic_ms() - t0 < ms) {
+        char buf[256];
+        raw_send(fd, "x");
+        raw_read(fd, buf, sizeof(buf), 100, &closed);
+    }
+    close(fd);
+    return closed;
+}
+
+/* A head followed by a trickling body does not buy an unauthenticated
+ * client a connection past the header deadline; a client with a token
+ * may upload as slowly as it likes.  */
+START_TEST(unauthenticated_body_under_header_deadline)
+{
+    http_config_t cfg = {.name = "limits", .listen = "127.0.0.1:0", .thread_pool = 1,
+                         .header_timeout_ms = 500, .authenticated = has_token};
+    sbx_error_t err = {0};
+    http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    int port = http_server_port(s);
+    ck_assert_msg(trickled_body_cut(port, "", 3000),
+                  "an unauthenticated body kept its connection past the deadline");
+    ck_assert_msg(!trickled_body_cut(port, "Authorization: Bearer t\r\n", 1500),
+                  "an authenticated upload was cut by the header deadline");
+    http_server_stop(s);
+}
+END_TEST
+
 /* Connections that never finish a request head cannot keep a client that
  * sends one from being served: near the limit the oldest of them go.  */
 START_TEST(waiting_connections_shed_at_limit)
@@ -1032,6 +1077,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, connections_capped_per_address);
     tcase_add_test(tc, loopback_parsed_not_prefixed);
     tcase_add_test(tc, stop_cuts_stalled_streams);
+    tcase_add_test(tc, unauthenticated_body_under_header_deadline);
     suite_add_tcase(s, tc);
     return s;
 }
