@@ -318,8 +318,21 @@ static struct MHD_Response *stream_response(http_server_t *s, request_state_t *s
                                             http_response_t *res);
 static void conn_stream_begins(http_server_t *s, conn_state_t *c);
 
+/* 429 and 503 tell the client to come back later: say when, whoever
+ * answered (a handler, or a host whose answer is passed on).  */
+static void retry_after_default(http_response_t *res)
+{
+    if (res->status != 429 && res->status != 503)
+        return;
+    for (size_t i = 0; i < res->n_headers; i++)
+        if (strcasecmp(res->headers[i].name, "Retry-After") == 0)
+            return;
+    http_add_header(res, "Retry-After", "%d", RETRY_AFTER_S);
+}
+
 static enum MHD_Result send_response(http_server_t *s, request_state_t *st, http_response_t *res)
 {
+    retry_after_default(res);
     st->sent = true;
     if (res->stream_read)
         conn_stream_begins(s, st->conn);

@@ -48,6 +48,10 @@ static void handler(void *ctx, const http_request_t *req, http_response_t *res)
         http_reply_sbx_error(res, &err);
         return;
     }
+    if (strcmp(req->path, "/busy") == 0 || strcmp(req->path, "/down") == 0) {
+        http_reply_error(res, req->path[1] == 'b' ? 429 : 503, "Later", "later");
+        return;
+    }
     if (strcmp(req->path, "/bytes") == 0) {
         char *data = xmalloc(5);
         memcpy(data, "a\0b\0c", 5);
@@ -366,6 +370,21 @@ START_TEST(reply_builders)
     ck_assert_int_eq(req("HEAD", "/", NULL, &r), 200);
     ck_assert_uint_eq(r.body_len, 0);
     tu_response_free(&r);
+}
+END_TEST
+
+/* Every 429 and 503 says when to come back, not only the front end's own.  */
+START_TEST(retry_after_on_every_busy_reply)
+{
+    const char *paths[] = {"/busy", "/down"};
+    for (size_t i = 0; i < ARRAY_SIZE(paths); i++) {
+        tu_response_t r;
+        long status = req("GET", paths[i], NULL, &r);
+        ck_assert_int_eq(status, i == 0 ? 429 : 503);
+        _cleanup_free_ char *ra = tu_header(&r, "Retry-After");
+        ck_assert_msg(ra && atoi(ra) > 0, "no Retry-After on %s", paths[i]);
+        tu_response_free(&r);
+    }
 }
 END_TEST
 
@@ -1067,6 +1086,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, bogus_content_length);
     tcase_add_test(tc, reply_builders);
     tcase_add_test(tc, response_headers_capped);
+    tcase_add_test(tc, retry_after_on_every_busy_reply);
     tcase_add_test(tc, listen_errors);
     tcase_add_test(tc, thread_pool_mode);
     tcase_add_test(tc, apart_requests_survive_stop);
