@@ -102,17 +102,23 @@ int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *e
  * the stored secrets, never more.  */
 static int secrets_key(const char *dir, unsigned char key[API_SECRET_KEY_LEN], sbx_error_t *err)
 {
-    _cleanup_free_ char *hex = NULL;
-    if (sbx_token_file(dir, "secrets.key", &hex, err) < 0)
+    _cleanup_free_ char *hex = NULL, *path = xasprintf("%s/secrets.key", dir);
+    /* A key file there is never replaced, even a short or empty one (which
+     * a token file would be): a new key would make every stored secureEnv
+     * unreadable without a word.  */
+    struct stat st;
+    bool ok = lstat(path, &st) < 0 || st.st_size >= 2 * API_SECRET_KEY_LEN;
+    if (ok && sbx_token_file(dir, "secrets.key", &hex, err) < 0)
         return -1;
-    bool ok = strlen(hex) == 2 * API_SECRET_KEY_LEN;
+    ok = ok && strlen(hex) == 2 * API_SECRET_KEY_LEN;
     for (size_t i = 0; ok && i < API_SECRET_KEY_LEN; i++) {
         unsigned v;
         ok = sscanf(hex + 2 * i, "%2x", &v) == 1 && isxdigit((unsigned char)hex[2 * i]) &&
              isxdigit((unsigned char)hex[2 * i + 1]);
         key[i] = (unsigned char)v;
     }
-    OPENSSL_cleanse(hex, strlen(hex));
+    if (hex)
+        OPENSSL_cleanse(hex, strlen(hex));
     if (!ok)
         return sbx_error_set(err, SBX_ERR_INTERNAL,
                              "%s/secrets.key is not 64 hex digits; restore it from a backup "

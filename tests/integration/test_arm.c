@@ -1996,6 +1996,45 @@ START_TEST(data_dir_private)
 }
 END_TEST
 
+/* A secrets.key that is there but empty or short is an error at start, and
+ * is left as it is: replacing it would lose every stored secureEnv.  */
+START_TEST(damaged_secrets_key_kept)
+{
+    tmp = tu_tmpdir("sbx-arm");
+    _cleanup_free_ char *data = xasprintf("%s/data", tmp);
+    ck_assert_int_eq(mkdir(data, 0700), 0);
+    _cleanup_free_ char *keyf = xasprintf("%s/secrets.key", data);
+    static const char *const contents[] = {"", "0011223344\n"};
+    for (size_t i = 0; i < ARRAY_SIZE(contents); i++) {
+        ck_assert_int_eq(sbx_write_file_atomic(keyf, contents[i], strlen(contents[i]), 0600,
+                                               NULL), 0);
+        _cleanup_free_ char *bin = tu_bin("sandboxd");
+        char listen[64];
+        snprintf(listen, sizeof(listen), "127.0.0.1:%d", tu_free_port());
+        char *argv[] = {bin, "--listen", listen, "--data-dir", data, "--no-local-agent", NULL};
+        pid_t pid = tu_spawn(argv, NULL, NULL);
+        int status = 0;
+        bool exited = false;
+        /* Refused at once; within Check's 4 s even on a busy machine.  */
+        int64_t until = sbx_monotonic_ms() + 1500;
+        while (!(exited = waitpid(pid, &status, WNOHANG) == pid) && sbx_monotonic_ms() < until)
+            usleep(10000);
+        if (!exited)
+            status = tu_stop(pid, 200);
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+                      "started with a damaged secrets.key (status 0x%x)", status);
+        _cleanup_free_ char *now = NULL;
+        size_t len = 0;
+        ck_assert_int_eq(sbx_read_file(keyf, &now, &len, NULL), 0);
+        ck_assert_msg(len == strlen(contents[i]) && !memcmp(now, contents[i], len),
+                      "secrets.key was replaced");
+    }
+    tu_rmdir(tmp);
+    free(tmp);
+    tmp = NULL;
+}
+END_TEST
+
 /* Whether the bytes of `needle` occur in the file.  */
 static bool file_contains(const char *path, const char *needle)
 {
@@ -2314,6 +2353,7 @@ static Suite *arm_suite(void)
 
     TCase *secrets = tcase_create("secrets");
     tcase_add_test(secrets, data_dir_private);
+    tcase_add_test(secrets, damaged_secrets_key_kept);
     suite_add_tcase(s, secrets);
     TCase *secure_env = tcase_create("secure_env");
     tcase_add_unchecked_fixture(secure_env, server_setup, server_teardown);
