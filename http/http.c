@@ -1312,6 +1312,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *con_cls = st;
         if (!s->cfg.authenticated || s->cfg.authenticated(s->ctx, &st->req))
             head_complete(s, st->conn);
+        else if (st->limit > s->cfg.max_body)
+            st->limit = s->cfg.max_body; /* a route's larger limit is for known clients */
         if (s->client_ca && verify_client_cert(st) < 0)
             return reply_error_now(s, st, 403, "ClientCertificateRequired",
                                    "a client certificate signed by the trusted CA is required");

@@ -162,7 +162,9 @@ typedef struct http_config {
      * are in).  The body of one that does not is held to the header
      * deadline too, and its connection is shed first like one still
      * sending its head: otherwise anyone could hold connections for ever
-     * by sending a head and trickling a body.  NULL: every request.  */
+     * by sending a head and trickling a body.  Nor does it get a larger
+     * body limit than max_body, whatever body_limit says: its body is
+     * held in memory only to be answered 401.  NULL: every request.  */
     bool (*authenticated)(void *ctx, const http_request_t *req);
 } http_config_t;
 

@@ -1003,6 +1003,31 @@ START_TEST(unauthenticated_body_under_header_deadline)
 }
 END_TEST
 
+/* A route's larger body limit is for known clients: an unknown one's body
+ * is never collected past max_body (it would be held in memory only to be
+ * refused).  */
+START_TEST(unauthenticated_body_small_limit)
+{
+    http_config_t cfg = {.name = "limits", .listen = "127.0.0.1:0", .max_body = 1024,
+                         .body_limit = body_limit, .authenticated = has_token};
+    sbx_error_t err = {0};
+    http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    _cleanup_free_ char *url = xasprintf("http://127.0.0.1:%d/big", http_server_port(s));
+    _cleanup_free_ char *body = xmalloc(4096);
+    memset(body, 'b', 4096);
+    const char *auth[] = {"Authorization: Bearer t", NULL};
+    for (int known = 0; known < 2; known++) {
+        tu_response_t r;
+        tu_request_opts_t o = {.body = body, .body_len = 4096, .headers = known ? auth : NULL};
+        ck_assert_int_eq(tu_http("PUT", url, &o, &r), 0);
+        ck_assert_int_eq(r.status, known ? 200 : 413);
+        tu_response_free(&r);
+    }
+    http_server_stop(s);
+}
+END_TEST
+
 /* Connections that never finish a request head cannot keep a client that
  * sends one from being served: near the limit the oldest of them go.  */
 START_TEST(waiting_connections_shed_at_limit)
@@ -1098,6 +1123,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, loopback_parsed_not_prefixed);
     tcase_add_test(tc, stop_cuts_stalled_streams);
     tcase_add_test(tc, unauthenticated_body_under_header_deadline);
+    tcase_add_test(tc, unauthenticated_body_small_limit);
     suite_add_tcase(s, tc);
     return s;
 }
