@@ -357,6 +357,10 @@ static void setup(reg_ctx_t *ctx, const char *url, sink_t *k, struct curl_slist 
     curl_easy_setopt(c, CURLOPT_HEADERDATA, k);
     curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_checked);
     curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, ctx);
+    /* Never a proxy from the environment (http_proxy, ALL_PROXY...): the
+     * address check would see the proxy, and the proxy would connect a
+     * tenant's image reference to whatever private address it names.  */
+    curl_easy_setopt(c, CURLOPT_PROXY, "");
     if (ctx->s->ca_file) {
         curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, add_ca);
         curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, ctx->s->ca_file);
