@@ -424,6 +424,8 @@ static void *write_load(void *arg)
         if (st < 0)
             break; /* the server is gone */
         tu_response_free(&r);
+        if (st == 503)
+            break; /* the server is stopping: it refuses new work, cleanly */
         if (st == 201) {
             w->acked[w->n_acked++] = seq;
             atomic_fetch_add(w->acked_total, 1);
