@@ -84,6 +84,8 @@ static int private_dir(const char *dir, sbx_error_t *err)
     return 0;
 }
 
+#define AGENT_SHUTDOWN_GRACE_MS 5000
+
 typedef struct agent {
     char *ca, *cert, *key;
     img_store_t *img;
@@ -94,6 +96,9 @@ typedef struct agent {
 
 static void agent_done(agent_t *a)
 {
+    /* A long exec is given up on (the command goes on) after a grace, so
+     * the stop never waits on a sandbox.  */
+    rt_shutdown_begin(a->rt, AGENT_SHUTDOWN_GRACE_MS);
     http_server_stop(a->http); /* first: no request may still use the rest */
     agent_api_free(a->api);
     rt_close(a->rt);

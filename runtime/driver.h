@@ -147,6 +147,9 @@ struct rt_runtime {
     int seccomp_memfd; /* seccomp.filter for exec helpers, sealed */
     int init_memfd; /* the sandbox binary (init and exec helper), sealed */
     int lock_fd;
+    /* Once the agent stops: execs still waiting at this time (monotonic
+     * ms) give up on their command and leave it running; 0 until then.  */
+    int64_t cut_execs_at_ms;
     int uid_claim_fd, cg_claim_fd;
     uid_t uid_start;  /* this runtime's host uid range ... */
     unsigned n_slots; /* ... of n_slots * RT_UID_RANGE uids */

@@ -990,6 +990,7 @@ struct exec_run {
     size_t stdin_left;
     struct rt_report fail; /* the first failure reported */
     bool forked, started, done, ended, timed_out, backstop;
+    bool detached; /* given up on at a stop: the command goes on */
     bool start_timeout; /* the helper killed its command before its execve */
     int status; /* the command's wait status, when done */
     int64_t t0, start_deadline, deadline, hard_end, ended_at, next_kill;
@@ -1160,6 +1161,12 @@ static int exec_wait(struct exec_run *x, sbx_error_t *err)
         int64_t now = sbx_monotonic_ms();
         if (x->ended && ((x->ob.fd < 0 && x->eb.fd < 0) || now >= x->ended_at + GRACE_AFTER_EXIT_MS))
             return 0;
+        int64_t cut = __atomic_load_n(&x->rt->cut_execs_at_ms, __ATOMIC_RELAXED);
+        if (!x->ended && cut && now >= cut) {
+            x->detached = true;
+            return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                                 "the host agent is stopping; the command goes on in the sandbox");
+        }
         bool starting = !x->started && !x->fail.step && !x->start_timeout && !x->backstop;
         if (!x->ended && starting && now >= x->start_deadline) {
             /* The helper's own deadline should have ended the command by
@@ -1214,6 +1221,8 @@ static int exec_wait(struct exec_run *x, sbx_error_t *err)
                 until = min_deadline(until, x->start_deadline);
         }
         int wait = (int)(until - now);
+        if (wait > 1000) /* so a stop of the agent is seen within a second */
+            wait = 1000;
         if (poll(pfd, (nfds_t)np, wait < 0 ? 0 : wait) < 0 && errno != EINTR)
             return sbx_error_errno(err, SBX_ERR_INTERNAL, "poll");
         if (irep >= 0 && pfd[irep].revents)
@@ -1325,7 +1334,9 @@ static int exec_result(struct exec_run *x, const rt_exec_request_t *req, rt_exec
 static void exec_run_done(struct exec_run *x)
 {
     run_unlock(x);
-    if (x->pidfd >= 0) {
+    if (x->pidfd >= 0 && x->detached) {
+        close(TAKE_FD(x->pidfd)); /* the helper reaps its command, later */
+    } else if (x->pidfd >= 0) {
         /* Given up on: end its command first, so the helper can reap it.  */
         if (x->have_cg)
             (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 500, NULL);

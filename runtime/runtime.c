@@ -406,6 +406,12 @@ fail:
     return NULL;
 }
 
+void rt_shutdown_begin(rt_runtime_t *rt, int grace_ms)
+{
+    if (rt)
+        __atomic_store_n(&rt->cut_execs_at_ms, sbx_monotonic_ms() + grace_ms, __ATOMIC_RELAXED);
+}
+
 void rt_close(rt_runtime_t *rt)
 {
     if (!rt)

@@ -120,6 +120,10 @@ typedef struct rt_health {
  * cleans up those whose state is broken.  */
 rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err);
 void rt_close(rt_runtime_t *rt); /* sandboxes keep running */
+/* The agent is stopping: an exec still waiting for its command grace_ms
+ * from now fails with SBX_ERR_UNAVAILABLE and leaves the command running,
+ * so a stop never waits on what a sandbox runs.  */
+void rt_shutdown_begin(rt_runtime_t *rt, int grace_ms);
 
 int rt_health(rt_runtime_t *rt, rt_health_t *out, sbx_error_t *err);
 

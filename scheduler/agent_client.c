@@ -62,6 +62,20 @@ json_t *agent_reply_json(const agent_reply_t *r)
     return r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
 }
 
+/* Whether shutdown has cut off calls still running.  */
+static bool calls_cut(sched_t *s)
+{
+    int64_t end = __atomic_load_n(&s->calls_end_ms, __ATOMIC_RELAXED);
+    return end && sbx_monotonic_ms() >= end;
+}
+
+/* libcurl asks about once a second, also while a reply is awaited.  */
+static int on_call_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                            curl_off_t ulnow)
+{
+    return calls_cut(ud) ? 1 : 0;
+}
+
 /* The options every call shares.  */
 static void call_setup(sched_t *s, CURL *c, const char *url, const char *method,
                        struct curl_slist *hdrs)
@@ -73,6 +87,9 @@ static void call_setup(sched_t *s, CURL *c, const char *url, const char *method,
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https,http");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_call_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
     if (s->cfg.ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, s->cfg.ca_file);
     if (s->cfg.cert_file)
@@ -95,6 +112,9 @@ static int call_finish(sched_t *s, CURL *c, CURLcode rc, sink_t *sink, agent_rep
         char *ctype = NULL;
         curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ctype);
         out->content_type = ctype ? xstrdup(ctype) : NULL;
+    } else if (rc == CURLE_ABORTED_BY_CALLBACK && calls_cut(s)) {
+        out->shutdown = true;
+        snprintf(out->error, sizeof(out->error), "sandboxd is shutting down");
     } else {
         snprintf(out->error, sizeof(out->error), "%s",
                  sink->overflow ? "reply too large" : curl_easy_strerror(rc));
@@ -275,7 +295,7 @@ static int on_download_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, 
                                 curl_off_t ulnow)
 {
     download_t *d = ud;
-    return __atomic_load_n(&d->s->stopping, __ATOMIC_RELAXED) ? 1 : 0;
+    return __atomic_load_n(&d->s->stopping, __ATOMIC_RELAXED) || calls_cut(d->s) ? 1 : 0;
 }
 
 static void *download_main(void *arg)

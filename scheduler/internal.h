@@ -39,6 +39,9 @@ struct sched {
     pthread_cond_t wake;   /* workers */
     pthread_cond_t rwake;  /* the reconciler */
     bool stopping;
+    /* Once shutting down: calls to agents still running at this time
+     * (monotonic ms) are cut off; 0 while serving.  */
+    int64_t calls_end_ms;
     unsigned pending_wakeups;
     pthread_t *workers;
     unsigned n_workers;
@@ -74,6 +77,7 @@ typedef struct agent_reply {
     size_t body_len;
     char *content_type;
     char error[256];  /* transport error, when status is 0 */
+    bool shutdown;    /* cut off by sched_shutdown_begin */
 } agent_reply_t;
 void agent_reply_done(agent_reply_t *r);
 int agent_call(sched_t *s, const char *base_url, const char *method, const char *path,

@@ -46,6 +46,11 @@ static const char *reply_type(const agent_reply_t *r)
 /* The agent's reply becomes ours; its failures become ARM errors.  */
 static void pass_reply(http_response_t *res, agent_reply_t *r)
 {
+    if (r->status == 0 && r->shutdown) {
+        http_reply_error(res, 503, "ServiceUnavailable",
+                         "sandboxd is shutting down; what the sandbox runs goes on. Retry.");
+        return;
+    }
     if (r->status == 0) {
         http_reply_error(res, 502, "HostCallFailed", "The sandbox's host did not answer: %s",
                          r->error);

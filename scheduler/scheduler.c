@@ -90,6 +90,12 @@ void sched_notify(sched_t *s)
 
 static void local_agent_stop(sched_t *s);
 
+void sched_shutdown_begin(sched_t *s, int grace_ms)
+{
+    if (s)
+        __atomic_store_n(&s->calls_end_ms, sbx_monotonic_ms() + grace_ms, __ATOMIC_RELAXED);
+}
+
 void sched_free(sched_t *s)
 {
     if (!s)

@@ -51,6 +51,10 @@ int sched_start(sched_t *s, sbx_error_t *err);
 /* Stops the threads; operations in flight stay InProgress in storage and
  * are taken up again by the next start.  */
 void sched_free(sched_t *s);
+/* Shutdown begins: calls to agents still running grace_ms from now (a
+ * long exec, a slow file) are cut off, their clients answered 503, so a
+ * stop never waits on a sandbox.  What the sandbox runs goes on.  */
+void sched_shutdown_begin(sched_t *s, int grace_ms);
 /* New operations were committed: wake a worker.  */
 void sched_notify(sched_t *s);
 

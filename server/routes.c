@@ -82,6 +82,12 @@ int routes_start_background(routes_t *r, sbx_error_t *err)
     return sched_start(r->sched, err);
 }
 
+void routes_shutdown_begin(routes_t *r, int grace_ms)
+{
+    if (r)
+        sched_shutdown_begin(r->sched, grace_ms);
+}
+
 void routes_free(routes_t *r)
 {
     if (!r)

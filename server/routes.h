@@ -20,6 +20,10 @@ typedef struct routes_config {
 routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err);
 /* Start background work (the scheduler and the local agent).  */
 int routes_start_background(routes_t *r, sbx_error_t *err);
+/* Shutdown begins: calls to hosts still running grace_ms from now are cut
+ * off (their clients get 503), so the stop that follows never waits on a
+ * sandbox.  */
+void routes_shutdown_begin(routes_t *r, int grace_ms);
 void routes_free(routes_t *r);
 void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res);
 /* Whether the request carries a token that would be accepted (the ARM or

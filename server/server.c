@@ -19,6 +19,8 @@
 #include "storage/storage.h"
 
 #define MODULE_NAME "server"
+/* How long a stop lets calls to hosts (a long exec, a slow file) run on.  */
+#define SHUTDOWN_GRACE_MS 10000
 
 extern const char sbx_openapi_json[];
 
@@ -295,7 +297,10 @@ int sbx_server_run(const sbx_config_t *cfg)
 
     int sig = wait_for_signal();
     sbx_log(SBX_LOG_INFO, MODULE_NAME, "signal %d: shutting down", sig);
-    http_server_stop(http); /* in-flight requests finish first */
+    /* In-flight requests finish first, but none waits on a sandbox for
+     * longer than the grace: a long exec is answered 503 and goes on.  */
+    routes_shutdown_begin(routes, SHUTDOWN_GRACE_MS);
+    http_server_stop(http);
     routes_free(routes);
     st_close(db);
     OPENSSL_cleanse(secret_key, sizeof(secret_key));

@@ -2149,9 +2149,51 @@ END_TEST
 
 static struct {
     char *root, *data, *image, *base;
+    int port;
     pid_t pid;
     bool skip;
 } e2e;
+
+/* sandboxd on e2e.port and e2e.data; cgroup names carry `owner`, the
+ * test program's pid.  */
+static pid_t e2e_spawn(int owner)
+{
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", e2e.port);
+    _cleanup_free_ char *bin = tu_bin("sandboxd");
+    _cleanup_free_ char *agent = tu_bin("sandbox-agent");
+    _cleanup_free_ char *log = xasprintf("%s/sandboxd.log", e2e.root);
+    char *argv[] = {bin, "--listen", listen, "--data-dir", e2e.data, "--auth-token", E2E_TOKEN,
+                    "--default-image", e2e.image, "--agent-bin", agent, NULL};
+    _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-arm-%d", owner);
+    char *env[] = {cg, NULL};
+    pid_t pid = tu_spawn(argv, env, log);
+    ck_assert_msg(tu_wait_port(e2e.port, 20000), "sandboxd did not listen");
+    return pid;
+}
+
+/* A sandboxd that is not our child: SIGTERM, then SIGKILL after
+ * timeout_ms; true when it ended in time (a zombie has ended).  */
+static bool stop_foreign(pid_t pid, int timeout_ms)
+{
+    (void)kill(pid, SIGTERM);
+    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
+    while (sbx_monotonic_ms() < deadline) {
+        char path[64], buf[512] = "";
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "re");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')');
+        if (!f || (p && (p[2] == 'Z' || p[2] == 'X')))
+            return true;
+        usleep(20000);
+    }
+    (void)kill(pid, SIGKILL);
+    return false;
+}
 
 static void e2e_setup(void)
 {
@@ -2173,18 +2215,9 @@ static void e2e_setup(void)
         _cleanup_free_ char *cmd = xasprintf("'%s' '%s'", script, e2e.image);
         ck_assert_int_eq(system(cmd), 0);
     }
-    int port = tu_free_port();
-    e2e.base = xasprintf("http://127.0.0.1:%d", port);
-    char listen[64];
-    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-    _cleanup_free_ char *bin = tu_bin("sandboxd");
-    _cleanup_free_ char *log = xasprintf("%s/sandboxd.log", e2e.root);
-    char *argv[] = {bin, "--listen", listen, "--data-dir", e2e.data, "--auth-token", E2E_TOKEN,
-                    "--default-image", e2e.image, "--agent-bin", agent, NULL};
-    _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-arm-%d", (int)getpid());
-    char *env[] = {cg, NULL};
-    e2e.pid = tu_spawn(argv, env, log);
-    ck_assert_msg(tu_wait_port(port, 20000), "sandboxd did not listen");
+    e2e.port = tu_free_port();
+    e2e.base = xasprintf("http://127.0.0.1:%d", e2e.port);
+    e2e.pid = e2e_spawn((int)getpid());
 }
 
 static long e2e_call(const char *method, const char *path, const char *body, json_t **out)
@@ -2217,6 +2250,12 @@ static void e2e_teardown(void)
             usleep(50000);
     }
     tu_stop(e2e.pid, 30000);
+    /* One a test started anew (not our child).  */
+    _cleanup_free_ char *pidfile = xasprintf("%s/restarted.pid", e2e.root);
+    _cleanup_free_ char *again = NULL;
+    size_t len;
+    if (sbx_read_file(pidfile, &again, &len, NULL) == 0 && atoi(again) > 0)
+        stop_foreign(atoi(again), 30000);
     _cleanup_free_ char *cmd = xasprintf(
         "for m in $(awk '{print $2}' /proc/mounts | grep '^%s' | sort -r); do umount -l $m; done",
         e2e.root);
@@ -2307,6 +2346,76 @@ START_TEST(secure_env_reaches_sandbox)
 }
 END_TEST
 
+/* SIGTERM while an exec runs for an hour: the stop cuts the call after its
+ * grace, the client gets 503, sandboxd exits cleanly, and the command goes
+ * on in the sandbox.  */
+static void *long_exec(void *arg)
+{
+    long *status = arg;
+    _cleanup_free_ char *sb = child_path("e2e", "g1", "sandboxes", "s2");
+    _cleanup_free_ char *exec = xasprintf("%s/exec", sb);
+    *status = e2e_call("POST", exec,
+                       "{\"command\":[\"sh\",\"-c\",\"echo started > /tmp/long; sleep 300\"],"
+                       "\"timeoutSeconds\":3600}",
+                       NULL);
+    return NULL;
+}
+
+START_TEST(shutdown_cuts_long_execs)
+{
+    if (e2e.skip)
+        return;
+    _cleanup_free_ char *g = gpath("e2e", "g1");
+    long st = e2e_call("PUT", g, "{\"location\":\"westeurope\"}", NULL);
+    ck_assert(st == 200 || st == 201);
+    _cleanup_free_ char *sb = child_path("e2e", "g1", "sandboxes", "s2");
+    ck_assert_int_eq(e2e_call("PUT", sb, "{\"properties\":{}}", NULL), 201);
+    _cleanup_free_ char *files = xasprintf("%s/files?path=/tmp/long", sb);
+    _cleanup_free_ char *exec = xasprintf("%s/exec", sb);
+    int64_t deadline = sbx_monotonic_ms() + 60000;
+    while (e2e_call("POST", exec, "{\"command\":[\"true\"]}", NULL) != 200 &&
+           sbx_monotonic_ms() < deadline)
+        usleep(50000);
+    long status = 0;
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, long_exec, &status), 0);
+    while (e2e_call("GET", files, NULL, NULL) != 200 && sbx_monotonic_ms() < deadline)
+        usleep(50000);
+    ck_assert_int_eq(e2e_call("GET", files, NULL, NULL), 200);
+    int64_t t0 = sbx_monotonic_ms();
+    ck_assert_msg(stop_foreign(e2e.pid, 60000), "sandboxd did not stop within 60 s");
+    int64_t took = sbx_monotonic_ms() - t0;
+    pthread_join(t, NULL);
+    ck_assert_int_eq(status, 503);
+    /* sandboxd's grace (10 s) for its calls, then its agent's (5 s).  */
+    ck_assert_msg(took < 25000, "the stop took %lld ms", (long long)took);
+    _cleanup_free_ char *log = xasprintf("%s/sandboxd.log", e2e.root);
+    ck_assert_msg(file_contains(log, "stopped cleanly"), "no clean stop in %s", log);
+
+    /* Up again (the parent tears it down): the command is still running.  */
+    pid_t again = e2e_spawn((int)getppid());
+    _cleanup_free_ char *pidfile = xasprintf("%s/restarted.pid", e2e.root);
+    char pidtxt[16];
+    int n = snprintf(pidtxt, sizeof pidtxt, "%d", (int)again);
+    sbx_error_t err = {0};
+    ck_assert(sbx_write_file_atomic(pidfile, pidtxt, (size_t)n, 0600, &err) == 0);
+    json_t *j = NULL;
+    deadline = sbx_monotonic_ms() + 30000;
+    const char *out = "";
+    while (sbx_monotonic_ms() < deadline) {
+        json_decref(j);
+        j = NULL;
+        if (e2e_call("POST", exec, "{\"command\":[\"sh\",\"-c\",\"cat /proc/[0-9]*/comm | grep -x sleep\"]}",
+                     &j) == 200 &&
+            *(out = jstr(j, "stdout")))
+            break;
+        usleep(100000);
+    }
+    ck_assert_msg(*out, "the long command did not survive the stop");
+    json_decref(j);
+}
+END_TEST
+
 static Suite *arm_suite(void)
 {
     Suite *s = suite_create("arm");
@@ -2362,6 +2471,7 @@ static Suite *arm_suite(void)
     TCase *e2e_case = tcase_create("secure_env_e2e");
     tcase_add_unchecked_fixture(e2e_case, e2e_setup, e2e_teardown);
     tcase_add_test(e2e_case, secure_env_reaches_sandbox);
+    tcase_add_test(e2e_case, shutdown_cuts_long_execs);
     suite_add_tcase(s, e2e_case);
     return s;
 }
