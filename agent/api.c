@@ -770,31 +770,15 @@ static void get_file(agent_api_t *api, const char *id, const char *path, bool li
                       file_stream_free, f);
 }
 
-typedef struct mem_body {
-    const char *p;
-    size_t left;
-} mem_body_t;
-
-static ssize_t mem_body_read(void *ud, void *buf, size_t n)
-{
-    mem_body_t *m = ud;
-    size_t k = m->left < n ? m->left : n;
-    memcpy(buf, m->p, k);
-    m->p += k;
-    m->left -= k;
-    return (ssize_t)k;
-}
-
 static void put_file(agent_api_t *api, const char *id, const agent_call_t *c, const char *path,
                      http_response_t *res)
 {
-    mem_body_t m = {c->body ? c->body : "", c->body ? c->body_len : 0};
-    rt_read_fn read_fn = c->body_read ? c->body_read : mem_body_read;
-    void *ud = c->body_read ? c->body_ud : &m;
-    uint64_t size = c->body_read ? c->body_size : c->body_len;
-    uint64_t written = 0;
+    uint64_t written = c->body_read ? 0 : c->body_len;
     sbx_error_t err = {0};
-    if (rt_file_write_stream(api->rt, id, path, size, read_fn, ud, &written, &err) < 0)
+    int r = c->body_read ? rt_file_write_stream(api->rt, id, path, c->body_size, c->body_read,
+                                                c->body_ud, &written, &err)
+                         : rt_file_write(api->rt, id, path, c->body, c->body_len, &err);
+    if (r < 0)
         return reply_file_error(res, &err, id);
     http_reply_json(res, 201, json_pack("{s:o,s:I}", "path", json_cstr(path), "size",
                                         (json_int_t)written));
