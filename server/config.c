@@ -144,84 +144,55 @@ static int parse_ratio(const char *s, const char *what, double *out, sbx_error_t
     return 0;
 }
 
-static int parse_unsigned(const char *s, const char *what, size_t min, size_t max,
-                          unsigned *out, sbx_error_t *err)
-{
-    size_t v = 0;
-    if (parse_size(s, what, min, max, &v, err) < 0)
-        return -1;
-    *out = (unsigned)v;
-    return 0;
-}
-
-static const char *option_name(int opt)
-{
-    for (size_t i = 0; options[i].name; i++)
-        if (options[i].val == opt)
-            return options[i].name;
-    return "option";
-}
-
 #define PLACEMENT_TIMEOUT_MAX (7 * 86400)
 #define MAX_DISK_MIB_LIMIT 65536 /* the OpenAPI maximum */
 
-/* The admission settings, by option, from a flag or SANDBOXD_* (name).  */
-static int set_admission(sbx_config_t *cfg, int opt, const char *name, const char *v,
-                         sbx_error_t *err)
-{
-    switch (opt) {
-    case O_OC_CPU: return parse_ratio(v, name, &cfg->overcommit_cpu, err);
-    case O_OC_MEMORY: return parse_ratio(v, name, &cfg->overcommit_memory, err);
-    case O_OC_DISK: return parse_ratio(v, name, &cfg->overcommit_disk, err);
-    case O_OC_PIDS: return parse_ratio(v, name, &cfg->overcommit_pids, err);
-    case O_PLACEMENT_TIMEOUT:
-        return parse_unsigned(v, name, 1, PLACEMENT_TIMEOUT_MAX, &cfg->placement_timeout_s, err);
-    case O_MAX_DISK:
-        return parse_unsigned(v, name, 16, MAX_DISK_MIB_LIMIT, &cfg->max_disk_mib, err);
-    }
-    return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);
-}
-
-static const struct {
-    const char *var;
-    int opt;
-} admission_env[] = {
-    {"SANDBOXD_OVERCOMMIT_CPU", O_OC_CPU},
-    {"SANDBOXD_OVERCOMMIT_MEMORY", O_OC_MEMORY},
-    {"SANDBOXD_OVERCOMMIT_DISK", O_OC_DISK},
-    {"SANDBOXD_OVERCOMMIT_PIDS", O_OC_PIDS},
-    {"SANDBOXD_PLACEMENT_TIMEOUT", O_PLACEMENT_TIMEOUT},
-    {"SANDBOXD_MAX_DISK_MIB", O_MAX_DISK},
-};
-
-/* The numeric limits: flag, variable, range and field.  */
-static const struct limit_flag {
+/* The numeric settings: flag, variable, range and field, an unsigned or
+ * (ratio) an overcommit ratio, a double from 0.1 to 100.  */
+static const struct num_flag {
     int opt;
     const char *flag, *var;
     size_t min, max;
     size_t off;
-} limit_flags[] = {
+    bool ratio;
+} num_flags[] = {
+    {O_OC_CPU, "--overcommit-cpu", "SANDBOXD_OVERCOMMIT_CPU", 0, 0,
+     offsetof(sbx_config_t, overcommit_cpu), true},
+    {O_OC_MEMORY, "--overcommit-memory", "SANDBOXD_OVERCOMMIT_MEMORY", 0, 0,
+     offsetof(sbx_config_t, overcommit_memory), true},
+    {O_OC_DISK, "--overcommit-disk", "SANDBOXD_OVERCOMMIT_DISK", 0, 0,
+     offsetof(sbx_config_t, overcommit_disk), true},
+    {O_OC_PIDS, "--overcommit-pids", "SANDBOXD_OVERCOMMIT_PIDS", 0, 0,
+     offsetof(sbx_config_t, overcommit_pids), true},
+    {O_PLACEMENT_TIMEOUT, "--placement-timeout", "SANDBOXD_PLACEMENT_TIMEOUT", 1,
+     PLACEMENT_TIMEOUT_MAX, offsetof(sbx_config_t, placement_timeout_s), false},
+    {O_MAX_DISK, "--max-disk-mib", "SANDBOXD_MAX_DISK_MIB", 16, MAX_DISK_MIB_LIMIT,
+     offsetof(sbx_config_t, max_disk_mib), false},
     {O_MAX_IN_FLIGHT, "--max-in-flight", "SANDBOXD_MAX_IN_FLIGHT", 1, 65536,
-     offsetof(sbx_config_t, max_in_flight)},
+     offsetof(sbx_config_t, max_in_flight), false},
     {O_MAX_IN_FLIGHT_PER_CLIENT, "--max-in-flight-per-client",
      "SANDBOXD_MAX_IN_FLIGHT_PER_CLIENT", 1, 65536,
-     offsetof(sbx_config_t, max_in_flight_per_client)},
+     offsetof(sbx_config_t, max_in_flight_per_client), false},
     {O_MAX_CONNECTIONS, "--max-connections", "SANDBOXD_MAX_CONNECTIONS", 16, 1 << 20,
-     offsetof(sbx_config_t, max_connections)},
+     offsetof(sbx_config_t, max_connections), false},
     {O_MAX_CONNECTIONS_PER_ADDRESS, "--max-connections-per-address",
      "SANDBOXD_MAX_CONNECTIONS_PER_ADDRESS", 0, 1 << 20,
-     offsetof(sbx_config_t, max_connections_per_address)},
+     offsetof(sbx_config_t, max_connections_per_address), false},
     {O_HEADER_TIMEOUT, "--header-timeout", "SANDBOXD_HEADER_TIMEOUT", 1, 3600,
-     offsetof(sbx_config_t, header_timeout)},
+     offsetof(sbx_config_t, header_timeout), false},
 };
 
-static int set_limit(sbx_config_t *cfg, const struct limit_flag *l, const char *what,
-                     const char *v, sbx_error_t *err)
+/* Set l's field from v; `what` names the flag or variable in errors.  */
+static int set_num(sbx_config_t *cfg, const struct num_flag *l, const char *what, const char *v,
+                   sbx_error_t *err)
 {
+    void *field = (char *)cfg + l->off;
+    if (l->ratio)
+        return parse_ratio(v, what, field, err);
     size_t n = 0;
     if (parse_size(v, what, l->min, l->max, &n, err) < 0)
         return -1;
-    *(unsigned *)(void *)((char *)cfg + l->off) = (unsigned)n;
+    *(unsigned *)field = (unsigned)n;
     return 0;
 }
 
@@ -259,19 +230,15 @@ static int check(sbx_config_t *cfg, sbx_error_t *err)
     if ((v = getenv("SANDBOXD_MAX_BODY")) && *v &&
         parse_size(v, "SANDBOXD_MAX_BODY", 1024, 64 << 20, &cfg->max_body, err) < 0)
         return -1;
-    for (size_t i = 0; i < ARRAY_SIZE(admission_env); i++)
-        if ((v = getenv(admission_env[i].var)) && *v &&
-            set_admission(cfg, admission_env[i].opt, admission_env[i].var, v, err) < 0)
-            return -1;
     size_t threads = 0;
     if ((v = getenv("SANDBOXD_THREADS")) && *v) {
         if (parse_size(v, "SANDBOXD_THREADS", 0, 256, &threads, err) < 0)
             return -1;
         cfg->threads = (unsigned)threads;
     }
-    for (size_t i = 0; i < ARRAY_SIZE(limit_flags); i++)
-        if ((v = getenv(limit_flags[i].var)) && *v &&
-            set_limit(cfg, &limit_flags[i], limit_flags[i].var, v, err) < 0)
+    for (size_t i = 0; i < ARRAY_SIZE(num_flags); i++)
+        if ((v = getenv(num_flags[i].var)) && *v &&
+            set_num(cfg, &num_flags[i], num_flags[i].var, v, err) < 0)
             return -1;
     return 0;
 }
@@ -326,17 +293,14 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_OC_PIDS:
         case O_PLACEMENT_TIMEOUT:
         case O_MAX_DISK:
-            if (set_admission(cfg, c, option_name(c), optarg, err) < 0)
-                return -1;
-            break;
         case O_MAX_IN_FLIGHT:
         case O_MAX_IN_FLIGHT_PER_CLIENT:
         case O_MAX_CONNECTIONS:
         case O_MAX_CONNECTIONS_PER_ADDRESS:
         case O_HEADER_TIMEOUT:
-            for (size_t i = 0; i < ARRAY_SIZE(limit_flags); i++)
-                if (limit_flags[i].opt == c &&
-                    set_limit(cfg, &limit_flags[i], limit_flags[i].flag, optarg, err) < 0)
+            for (size_t i = 0; i < ARRAY_SIZE(num_flags); i++)
+                if (num_flags[i].opt == c &&
+                    set_num(cfg, &num_flags[i], num_flags[i].flag, optarg, err) < 0)
                     return -1;
             break;
         case O_HELP: fputs(usage, stdout); return 1;
