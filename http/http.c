@@ -710,6 +710,17 @@ static admission_t admit(http_server_t *s, request_state_t *st)
 }
 
 /* Under apart_lock.  */
+/* The 429 for a request admit() refused; `close` when its body was not
+ * read.  */
+static enum MHD_Result reply_not_admitted(http_server_t *s, request_state_t *st, admission_t a,
+                                          bool close)
+{
+    return reply_retry_later(s, st, 429, "TooManyRequests",
+                             a == CLIENT_BUSY ? "too many requests of this client are in progress"
+                                              : "too many requests are in progress",
+                             close);
+}
+
 static void release(http_server_t *s, client_slot_t *slot)
 {
     s->in_flight--;
@@ -810,7 +821,6 @@ static int run_apart(http_server_t *s, request_state_t *st)
 {
     pthread_attr_t attr;
     pthread_t t;
-    st->server = s;
     pthread_mutex_lock(&s->apart_lock);
     /* Once stopping, a thread of its own started now would outlive the
      * server, and its suspended connection would be one MHD_stop_daemon
@@ -1186,7 +1196,6 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
 {
     pthread_attr_t attr;
     pthread_t t;
-    st->server = s;
     st->req.method = st->method = xstrdup(st->req.method);
     st->req.path = st->req.raw_url = st->path = xstrdup(st->req.path);
     st->body_pipe = http_pipe_new(BODY_PIPE_CAP);
@@ -1197,11 +1206,7 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
      * files at once is bounded as one running many execs is.  */
     admission_t a = admit(s, st);
     if (a != ADMITTED)
-        return reply_retry_later(s, st, 429, "TooManyRequests",
-                                 a == CLIENT_BUSY
-                                     ? "too many requests of this client are in progress"
-                                     : "too many requests are in progress",
-                                 true);
+        return reply_not_admitted(s, st, a, true);
     pthread_mutex_lock(&s->apart_lock);
     int rc = -1;
     if (!s->stopping) {
@@ -1360,11 +1365,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
          * hold up every connection that thread serves.  */
         admission_t a = admit(s, st);
         if (a != ADMITTED)
-            return reply_retry_later(s, st, 429, "TooManyRequests",
-                                     a == CLIENT_BUSY
-                                         ? "too many requests of this client are in progress"
-                                         : "too many requests are in progress",
-                                     false);
+            return reply_not_admitted(s, st, a, false);
         if (s->cfg.thread_pool && run_apart(s, st) < 0)
             return reply_retry_later(s, st, 503, "ServiceUnavailable",
                                      "the server is stopping or out of threads", true);

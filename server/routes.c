@@ -114,12 +114,6 @@ static bool bearer_matches(const http_request_t *req, const char *expected)
     return strlen(got) == n && CRYPTO_memcmp(got, expected, n) == 0;
 }
 
-bool routes_authenticated(const routes_t *r, const http_request_t *req)
-{
-    return !r->auth_token || bearer_matches(req, r->auth_token) ||
-           (r->admin_token && bearer_matches(req, r->admin_token));
-}
-
 const char *routes_token_name(const routes_t *r, const http_request_t *req)
 {
     if (r->auth_token && bearer_matches(req, r->auth_token))
@@ -127,6 +121,11 @@ const char *routes_token_name(const routes_t *r, const http_request_t *req)
     if (r->admin_token && bearer_matches(req, r->admin_token))
         return "admin-token";
     return NULL;
+}
+
+bool routes_authenticated(const routes_t *r, const http_request_t *req)
+{
+    return !r->auth_token || routes_token_name(r, req) != NULL;
 }
 
 static bool authenticated(routes_t *r, const http_request_t *req, http_response_t *res)
@@ -143,7 +142,7 @@ static bool authenticated(routes_t *r, const http_request_t *req, http_response_
     return false;
 }
 
-static bool is_files_path(const char *path)
+bool routes_is_files_path(const char *path)
 {
     size_t n = strlen(path);
     return n >= 6 && strcasecmp(path + n - 6, "/files") == 0;
@@ -151,7 +150,7 @@ static bool is_files_path(const char *path)
 
 size_t routes_body_limit(const routes_t *r, const char *method, const char *path)
 {
-    if (strcmp(method, "PUT") == 0 && is_files_path(path))
+    if (strcmp(method, "PUT") == 0 && routes_is_files_path(path))
         return FILES_MAX_BODY;
     return r->rc.cfg->max_body;
 }

@@ -155,8 +155,7 @@ static bool run_apart(void *ctx, const http_request_t *req)
         return false;
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
         return true;
-    size_t n = strlen(req->path);
-    return n >= 6 && strcasecmp(req->path + n - 6, "/files") == 0;
+    return routes_is_files_path(req->path);
 }
 
 /* Slow requests are counted per token; without one (--no-auth), per client
@@ -174,9 +173,8 @@ static bool client_key(void *ctx, const http_request_t *req, char *key, size_t s
  * whole; an unauthenticated one is answered without reading it.  */
 static bool stream_body(void *ctx, const http_request_t *req)
 {
-    size_t n = strlen(req->path);
-    return strcmp(req->method, "PUT") == 0 && n >= 6 &&
-           strcasecmp(req->path + n - 6, "/files") == 0 && routes_authenticated(ctx, req);
+    return strcmp(req->method, "PUT") == 0 && routes_is_files_path(req->path) &&
+           routes_authenticated(ctx, req);
 }
 
 static bool authenticated(void *ctx, const http_request_t *req)
