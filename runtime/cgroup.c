@@ -457,10 +457,9 @@ int rt_cg_fork_open(const rt_cgroups_t *cg, const char *id, int *fd, sbx_error_t
     if (cg->v2)
         return 0;
     _cleanup_free_ char *dir = cg_dir(cg, RT_CG_PIDS, id, NULL);
-    _cleanup_free_ char *p = xasprintf("%s/cgroup.procs", dir);
-    *fd = open(p, O_WRONLY | O_CLOEXEC);
+    *fd = exec_procs_open(dir, false);
     if (*fd < 0)
-        return sbx_error_errno(err, SBX_ERR_INTERNAL, "open %s", p);
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "open %s/cgroup.procs", dir);
     return 0;
 }
 

@@ -34,9 +34,6 @@
 #include "runtime/sandbox_child.h"
 #include "runtime/sandbox_proto.h"
 
-#ifndef CLOSE_RANGE_UNSHARE
-#define CLOSE_RANGE_UNSHARE (1U << 1)
-#endif
 
 static _Noreturn void init_main(void)
 {
