@@ -279,17 +279,18 @@ static int unpack_into(img_store_t *s, json_t *manifest, const char *dir, sbx_er
         }
         paths[i] = img_blob_path(s, digest);
     }
-    /* What fits in the store bounds the unpack as much as the image's own
-     * bound does.  */
-    uint64_t used = img_store_usage(s);
-    uint64_t room = used < s->max_store_bytes ? s->max_store_bytes - used : 0;
-    img_unpack_limits_t limits = {.max_bytes = room < s->max_unpacked_bytes
-                                                   ? room
-                                                   : s->max_unpacked_bytes,
-                                  .max_entries = IMG_MAX_ENTRIES,
-                                  .max_layer_bytes = s->max_layer_bytes};
-    if (ret == 0)
+    if (ret == 0) {
+        /* What fits in the store bounds the unpack as much as the image's
+         * own bound does (measuring it walks the store: only when needed). */
+        uint64_t used = img_store_usage(s);
+        uint64_t room = used < s->max_store_bytes ? s->max_store_bytes - used : 0;
+        img_unpack_limits_t limits = {.max_bytes = room < s->max_unpacked_bytes
+                                                       ? room
+                                                       : s->max_unpacked_bytes,
+                                      .max_entries = IMG_MAX_ENTRIES,
+                                      .max_layer_bytes = s->max_layer_bytes};
         ret = img_unpack_layers(dir, (const char *const *)paths, n, &limits, err);
+    }
     for (i = 0; i < n; i++)
         free(paths[i]);
     free(paths);

@@ -346,7 +346,6 @@ int agent_call_download(sched_t *s, const char *base_url, const char *path, cons
         call_setup(s, d->c, d->url, "GET", d->hdrs);
         curl_easy_setopt(d->c, CURLOPT_WRITEFUNCTION, on_download_body);
         curl_easy_setopt(d->c, CURLOPT_WRITEDATA, d);
-        curl_easy_setopt(d->c, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(d->c, CURLOPT_XFERINFOFUNCTION, on_download_progress);
         curl_easy_setopt(d->c, CURLOPT_XFERINFODATA, d);
         stream_setup(d->c);

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -141,6 +142,7 @@ struct st_db {
     /* st_fault_inject: st_query statements containing this fail */
     pthread_mutex_t fault_lock;
     char *fault;
+    atomic_bool fault_set; /* so queries need no lock while none is */
 };
 
 struct st_tx {
@@ -960,11 +962,14 @@ void st_fault_inject(st_db_t *db, const char *sql_part)
     pthread_mutex_lock(&db->fault_lock);
     free(db->fault);
     db->fault = sql_part ? xstrdup(sql_part) : NULL;
+    atomic_store(&db->fault_set, sql_part != NULL);
     pthread_mutex_unlock(&db->fault_lock);
 }
 
 static bool fault_matches(st_db_t *db, const char *sql)
 {
+    if (!atomic_load(&db->fault_set))
+        return false;
     pthread_mutex_lock(&db->fault_lock);
     bool hit = db->fault && strstr(sql, db->fault);
     pthread_mutex_unlock(&db->fault_lock);
