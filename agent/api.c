@@ -948,11 +948,6 @@ void agent_api_call(agent_api_t *api, const agent_call_t *c, http_response_t *re
  * HTTP glue and lifetime
  * ====================================================================== */
 
-static ssize_t request_body_read(void *ud, void *buf, size_t n)
-{
-    return http_body_read(ud, buf, n);
-}
-
 void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_t *res)
 {
     agent_call_t c = {
@@ -961,7 +956,7 @@ void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_
         .query_list = http_query(req, "list"),
         .body = req->body,
         .body_len = req->body_len,
-        .body_size = UINT64_MAX,
+        .body_size = HTTP_SIZE_UNKNOWN,
     };
     /* The length tells an embedded %00 apart from the end of the value.  */
     if (MHD_lookup_connection_value_n(req->conn, MHD_GET_ARGUMENT_KIND, "path", 4, &c.query_path,
@@ -979,15 +974,8 @@ void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_
         }
         if (c.query_list)
             c.query_list = list = xstrdup(c.query_list);
-        const char *cl = http_header(req, "Content-Length");
-        char *end;
-        if (cl && *cl) {
-            errno = 0;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (!errno && !*end)
-                c.body_size = n;
-        }
-        c.body_read = request_body_read;
+        c.body_size = http_body_size(req);
+        c.body_read = http_body_reader;
         c.body_ud = (void *)req;
     }
     agent_api_call(ctx, &c, res);

@@ -1115,6 +1115,22 @@ static void pipes_stop(http_server_t *s)
     pthread_mutex_unlock(&s->apart_lock);
 }
 
+ssize_t http_body_reader(void *req, void *buf, size_t n)
+{
+    return http_body_read(req, buf, n);
+}
+
+uint64_t http_body_size(const http_request_t *req)
+{
+    const char *cl = http_header(req, "Content-Length");
+    if (!cl || !*cl)
+        return HTTP_SIZE_UNKNOWN;
+    char *end;
+    errno = 0;
+    unsigned long long n = strtoull(cl, &end, 10);
+    return !errno && !*end ? n : HTTP_SIZE_UNKNOWN;
+}
+
 ssize_t http_body_read(const http_request_t *req, void *buf, size_t n)
 {
     request_state_t *st = (request_state_t *)req;

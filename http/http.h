@@ -74,10 +74,15 @@ void http_add_header(http_response_t *res, const char *name, const char *fmt, ..
  * too.  With stream_body, once it has been called the handler must not use
  * req's header or query accessors: the connection may be gone.  */
 ssize_t http_body_read(const http_request_t *req, void *buf, size_t n);
+/* http_body_read for callers that take a reader of (void *ud, buf, n),
+ * with the request as ud.  */
+ssize_t http_body_reader(void *req, void *buf, size_t n);
 
 #define HTTP_STREAM_END (-1)   /* the body is complete */
 #define HTTP_STREAM_ERROR (-2) /* cut the connection: the client sees a short body */
 #define HTTP_SIZE_UNKNOWN UINT64_MAX
+/* The body's Content-Length, or HTTP_SIZE_UNKNOWN (chunked, or no number). */
+uint64_t http_body_size(const http_request_t *req);
 /* A body produced while it is sent: read(ud, pos, buf, max) returns up to
  * max bytes at offset pos, HTTP_STREAM_END or HTTP_STREAM_ERROR; it runs on
  * the thread serving the connection and must not block for long.  free_fn

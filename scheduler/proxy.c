@@ -108,28 +108,15 @@ static void files_download(sched_t *s, const st_host_t *h, const char *path, con
     agent_reply_done(&r);
 }
 
-static ssize_t request_body_read(void *ud, void *buf, size_t n)
-{
-    return http_body_read(ud, buf, n);
-}
-
 static void files_upload(sched_t *s, const st_host_t *h, const char *path, const char *query,
                          const http_request_t *req, http_response_t *res)
 {
-    uint64_t size = UINT64_MAX;
-    const char *cl = http_header(req, "Content-Length");
-    if (cl && *cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (!errno && !*end)
-            size = n;
-    }
+    uint64_t size = http_body_size(req);
     /* From the first read on, req's headers and query are off limits: the
      * client may be gone.  */
     agent_reply_t r;
     int read_errno = 0;
-    agent_call_upload(s, h->url, "PUT", path, query, size, request_body_read, (void *)req,
+    agent_call_upload(s, h->url, "PUT", path, query, size, http_body_reader, (void *)req,
                       &read_errno, &r);
     if (read_errno == EFBIG)
         http_reply_error(res, 413, "RequestEntityTooLarge",
