@@ -1630,7 +1630,11 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (cfg->thread_pool)
         flags |= MHD_ALLOW_SUSPEND_RESUME; /* run apart, and streams */
-    flags |= cfg->thread_pool ? MHD_USE_EPOLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
+    /* poll, not epoll, for the event threads too: libmicrohttpd 0.9.75's
+     * edge-triggered epoll now and then loses a client's close that comes
+     * while its connection is suspended (a streamed upload waiting for its
+     * reader), and the reader then waits out the 30 s idle timeout.  */
+    flags |= cfg->thread_pool ? MHD_USE_POLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     struct MHD_OptionItem opts[20];

@@ -688,6 +688,70 @@ START_TEST(stop_cuts_stalled_streams)
 }
 END_TEST
 
+/* ---- a client that goes away mid-upload ---- */
+
+static int cut_aborted, cut_closed;
+
+/* Reads slowly, so the pipe fills and the connection is suspended when
+ * the client's close arrives.  */
+static void slow_reader(void *ctx, const http_request_t *req, http_response_t *res)
+{
+    char buf[4096];
+    ssize_t n = http_body_read(req, buf, sizeof(buf));
+    /* Stalled until the client has sent what it will and gone.  */
+    int64_t until = sbx_monotonic_ms() + 2000;
+    while (!__atomic_load_n(&cut_closed, __ATOMIC_SEQ_CST) && sbx_monotonic_ms() < until)
+        usleep(1000);
+    usleep(50000);
+    while (n > 0)
+        n = http_body_read(req, buf, sizeof(buf));
+    if (n < 0)
+        __atomic_add_fetch(&cut_aborted, 1, __ATOMIC_SEQ_CST);
+    http_reply_empty(res, n == 0 ? 204 : 400);
+}
+
+static size_t large_limit(void *ctx, const char *method, const char *path)
+{
+    return 128u << 20;
+}
+
+/* A client that closes part way through a streamed upload is noticed at
+ * once, even when its close arrives while the connection is suspended
+ * waiting for the reader.  */
+START_TEST(cut_upload_noticed)
+{
+    http_config_t cfg = {.name = "cut", .listen = "127.0.0.1:0", .thread_pool = 1,
+                         .run_apart = all_apart, .stream_body = upload_streamed,
+                         .body_limit = large_limit};
+    sbx_error_t err = {0};
+    cut_aborted = 0;
+    http_server_t *s = http_server_start(&cfg, slow_reader, NULL, &err);
+    ck_assert_msg(s != NULL, "%s", err.msg);
+    int port = http_server_port(s);
+    /* Just past the body pipe's capacity, so the server holds the rest in
+     * its own buffer, suspended, with nothing left unread in the socket.  */
+    static const size_t extra[] = {1024, 4096, 12000, 30000};
+    static char block[(256u << 10) + 30000];
+    memset(block, 'c', sizeof(block));
+    for (int i = 0; i < 8; i++) {
+        int fd = raw_connect(port, NULL);
+        ck_assert_int_ge(fd, 0);
+        __atomic_store_n(&cut_closed, 0, __ATOMIC_SEQ_CST);
+        ck_assert(raw_send(fd, "PUT /f HTTP/1.1\r\nHost: a\r\nContent-Length: 67108864\r\n\r\n"));
+        size_t len = (256u << 10) + extra[i % 4];
+        ck_assert_int_eq(write(fd, block, len), (ssize_t)len);
+        usleep(100000); /* the server reads what it can hold, then waits */
+        close(fd);
+        __atomic_store_n(&cut_closed, 1, __ATOMIC_SEQ_CST);
+        int64_t until = sbx_monotonic_ms() + 5000;
+        while (__atomic_load_n(&cut_aborted, __ATOMIC_SEQ_CST) <= i && sbx_monotonic_ms() < until)
+            usleep(2000);
+        ck_assert_msg(cut_aborted == i + 1, "cut upload %d not noticed within 5 s", i);
+    }
+    http_server_stop(s);
+}
+END_TEST
+
 /* ---- ambiguous framing ---- */
 
 /* Two readings of where the body ends (Content-Length or chunked) would
@@ -840,7 +904,7 @@ static void expect_429(int port, const char *client, const char *why)
 
 START_TEST(slow_requests_admitted_within_bounds)
 {
-    /* Event threads (epoll) and a thread per connection alike.  */
+    /* Event threads (poll) and a thread per connection alike.  */
     const unsigned pools[] = {1, 0};
     for (size_t m = 0; m < ARRAY_SIZE(pools); m++) {
         gate_open = false;
@@ -1122,6 +1186,7 @@ static Suite *http_suite(void)
     tcase_add_test(tc, connections_capped_per_address);
     tcase_add_test(tc, loopback_parsed_not_prefixed);
     tcase_add_test(tc, stop_cuts_stalled_streams);
+    tcase_add_test(tc, cut_upload_noticed);
     tcase_add_test(tc, unauthenticated_body_under_header_deadline);
     tcase_add_test(tc, unauthenticated_body_small_limit);
     suite_add_tcase(s, tc);
