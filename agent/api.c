@@ -351,6 +351,11 @@ static void get_health(agent_api_t *api, http_response_t *res)
         (json_int_t)h.pid_max, "threadsMax", (json_int_t)h.threads_max);
     if (!j)
         return http_reply_error(res, 500, "InternalServerError", "cannot encode health");
+    /* The drivers that do not work on this host, each with why.  */
+    json_t *why = json_object();
+    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
+        json_object_set_new(why, h.unavailable[i].name, json_cstr(h.unavailable[i].why));
+    json_object_set_new(j, "unavailableDrivers", why);
     http_reply_json(res, 200, j);
 }
 

@@ -175,7 +175,9 @@ void rt_sandbox_root_close(rt_sandbox_t *sb, int fd);
  * runtime keeps sb->state and persists it; ops report through err.  */
 struct rt_driver_ops {
     const char *name;
-    bool (*usable)(rt_runtime_t *rt);
+    /* Whether the driver works on this host; when not, why (a sentence
+     * for the host's health and for a refused create).  */
+    bool (*usable)(rt_runtime_t *rt, char *why, size_t len);
     /* Prepare what outlives processes: cgroups, the writable layer.  */
     int (*create)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
     /* Boot the sandbox (after create, or after stop).  */
@@ -198,5 +200,17 @@ struct rt_driver_ops {
 };
 
 extern const rt_driver_ops_t rt_process_ops;
+extern const rt_driver_ops_t rt_gvisor_ops;
+extern const rt_driver_ops_t rt_microvm_ops;
+
+/* Shared by the drivers (process.c).  */
+/* Start time of a process (clock ticks after boot), 0 when it is gone.  */
+uint64_t rt_pid_start_time(pid_t pid);
+/* Mount the sandbox's root (writable layer, the image id-mapped through
+ * the user namespace of userns_pid, the overlay) at <dir>/rootfs.  */
+int rt_root_prepare(rt_sandbox_t *sb, pid_t userns_pid, sbx_error_t *err);
+/* An exec's environment: defaults, the sandbox's env, then extra ("K=V").  */
+char **rt_exec_env(rt_sandbox_t *sb, char **extra, sbx_error_t *err);
+void rt_strv_free(char **v);
 
 #endif

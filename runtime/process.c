@@ -83,8 +83,7 @@ static bool pidfd_exited(int pidfd, int wait_ms)
     return poll(&p, 1, wait_ms) > 0;
 }
 
-/* Start time of a process (clock ticks after boot), 0 when it is gone.  */
-static uint64_t proc_start_time(pid_t pid)
+uint64_t rt_pid_start_time(pid_t pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -444,7 +443,7 @@ static int mount_overlay(rt_sandbox_t *sb, sbx_error_t *err)
     return 0;
 }
 
-static int prepare_root(rt_sandbox_t *sb, pid_t userns_pid, sbx_error_t *err)
+int rt_root_prepare(rt_sandbox_t *sb, pid_t userns_pid, sbx_error_t *err)
 {
     if (mount_layer(sb, err) < 0 || mount_lower(sb, userns_pid, err) < 0 ||
         mount_overlay(sb, err) < 0)
@@ -472,9 +471,15 @@ static void unmount_all(rt_sandbox_t *sb)
 
 /* ---- lifecycle ------------------------------------------------------------- */
 
-static bool proc_usable(rt_runtime_t *rt)
+static bool proc_usable(rt_runtime_t *rt, char *why, size_t len)
 {
-    return geteuid() == 0 && rt->init_memfd >= 0;
+    if (geteuid() != 0)
+        snprintf(why, len, "the agent does not run as root");
+    else if (rt->init_memfd < 0)
+        snprintf(why, len, "the sandbox init binary could not be loaded");
+    else
+        return true;
+    return false;
 }
 
 static int limits_apply(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
@@ -562,7 +567,7 @@ static int proc_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     close(TAKE_FD(prep.go_r));
     close(TAKE_FD(prep.report_w));
     if (write_id_maps(pid, sb->host_uid, err) < 0 || rt_cg_attach(&rt->cg, sb->id, pid, err) < 0 ||
-        prepare_root(sb, pid, err) < 0)
+        rt_root_prepare(sb, pid, err) < 0)
         goto out;
     if (write(prep.go_w, "g", 1) != 1) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "start sandbox init");
@@ -593,7 +598,7 @@ static int proc_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     sb->init_pid = pid;
     sb->init_pidfd = TAKE_FD(pidfd);
     sb->init_is_child = true;
-    sb->init_start = proc_start_time(pid);
+    sb->init_start = rt_pid_start_time(pid);
     ret = 0;
 out:
     if (ret < 0 && pidfd >= 0) {
@@ -660,7 +665,7 @@ static int proc_list(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         /* Left by an earlier agent: adopt it if the pid is still the same
          * process (not a recycled pid).  */
         int fd = sys_pidfd_open(sb->init_pid);
-        if (fd >= 0 && proc_start_time(sb->init_pid) == sb->init_start && sb->init_start) {
+        if (fd >= 0 && rt_pid_start_time(sb->init_pid) == sb->init_start && sb->init_start) {
             sb->init_pidfd = fd;
             sb->init_is_child = false;
         } else if (fd >= 0) {
@@ -781,7 +786,7 @@ static void env_put(char ***env, size_t *n, char *kv)
 
 /* The command's environment: defaults, then the sandbox's env, then the
  * request's; a later value for a key replaces an earlier one.  */
-static char **build_env(rt_sandbox_t *sb, char **extra, sbx_error_t *err)
+char **rt_exec_env(rt_sandbox_t *sb, char **extra, sbx_error_t *err)
 {
     size_t n = 0;
     char **env = xcalloc(1, sizeof *env);
@@ -806,7 +811,7 @@ static char **build_env(rt_sandbox_t *sb, char **extra, sbx_error_t *err)
     return env;
 }
 
-static void strv_free(char **v)
+void rt_strv_free(char **v)
 {
     for (size_t i = 0; v && v[i]; i++)
         free(v[i]);
@@ -1010,13 +1015,13 @@ static int exec_launch(struct exec_run *x, const rt_exec_request_t *req, sbx_err
     int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, rp[2] = {-1, -1};
     int cg[RT_EXEC_MAX_CG_FDS], ncg = 0, fork_cg = -1, params = -1, ret = -1, n = 0;
     int fds[CHILD_MAX_FDS];
-    char **env = build_env(x->sb, req->env, err);
+    char **env = rt_exec_env(x->sb, req->env, err);
     if (!env)
         return -1;
     char **cands = exec_candidates(req->argv[0], env);
     params = exec_params_memfd(x->cwd, cands, req->argv, env, err);
-    strv_free(env);
-    strv_free(cands);
+    rt_strv_free(env);
+    rt_strv_free(cands);
     if (params < 0)
         return -1;
     x->init_pidfd = fcntl(x->sb->init_pidfd, F_DUPFD_CLOEXEC, 3);

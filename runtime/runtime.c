@@ -23,7 +23,8 @@
 
 extern const unsigned char rt_init_blob[], rt_init_blob_end[];
 
-static const rt_driver_ops_t *const drivers[] = {&rt_process_ops};
+static const rt_driver_ops_t *const drivers[] = {&rt_process_ops, &rt_gvisor_ops,
+                                                  &rt_microvm_ops};
 
 const char *rt_state_name(rt_state_t s)
 {
@@ -502,10 +503,16 @@ int rt_health(rt_runtime_t *rt, rt_health_t *out, sbx_error_t *err)
         }
     }
     pthread_mutex_unlock(&rt->mu);
-    size_t n = 0;
-    for (size_t i = 0; i < ARRAY_SIZE(drivers) && n + 1 < ARRAY_SIZE(out->drivers); i++)
-        if (drivers[i]->usable(rt))
+    size_t n = 0, u = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(drivers) && n + 1 < ARRAY_SIZE(out->drivers); i++) {
+        char why[sizeof out->unavailable[0].why] = "";
+        if (drivers[i]->usable(rt, why, sizeof why)) {
             out->drivers[n++] = drivers[i]->name;
+        } else if (u < ARRAY_SIZE(out->unavailable)) {
+            out->unavailable[u].name = drivers[i]->name;
+            memcpy(out->unavailable[u++].why, why, sizeof why);
+        }
+    }
     return 0;
 }
 
@@ -546,8 +553,10 @@ int rt_create(rt_runtime_t *rt, const rt_spec_t *spec, rt_info_t *out, sbx_error
     const rt_driver_ops_t *ops = NULL;
     if (!rt || spec_check(spec, &ops, err) < 0)
         return rt ? -1 : sbx_error_set(err, SBX_ERR_INVALID, "no runtime");
-    if (!ops->usable(rt))
-        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "driver %s is not usable here", ops->name);
+    char why[192] = "";
+    if (!ops->usable(rt, why, sizeof why))
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "the %s isolation is not available on this "
+                             "host: %s", ops->name, why);
 
     pthread_mutex_lock(&rt->mu);
     rt_sandbox_t *sb = registry_find_locked(rt, spec->id);

@@ -2,7 +2,7 @@
  *
  * A runtime owns a state directory; every sandbox it runs has its state on
  * disk there, so a restarted agent finds its sandboxes again (rt_open).
- * Isolation is done by drivers ("process" first; "gvisor", "microvm" later)
+ * Isolation is done by drivers ("process", "gvisor", "microvm")
  * behind one ops table inside this module; callers name a driver per sandbox.
  *
  * Every call is idempotent where the agent API requires it: creating an id
@@ -46,7 +46,7 @@ typedef struct rt_config {
 
 typedef struct rt_spec {
     const char *id;        /* [a-z0-9][a-z0-9-]{0,62}, chosen by the caller */
-    const char *driver;    /* "process" (default when NULL) */
+    const char *driver;    /* "process" (default when NULL), "gvisor", "microvm" */
     const char *rootfs;    /* unpacked image directory, shared read-only */
     const char *image;     /* reference, recorded only */
     double cpu;            /* cores; 0: no limit */
@@ -112,6 +112,10 @@ typedef struct rt_health {
     uint64_t pid_max, threads_max; /* the kernel's, as read */
     unsigned slots_total, slots_used;
     const char *drivers[4]; /* names of usable drivers, NULL-terminated */
+    struct {
+        const char *name; /* NULL past the last */
+        char why[192];
+    } unavailable[4]; /* the drivers that do not work here, and why */
     uint32_t uid_start, uid_count; /* the host uids this runtime holds */
     char cgroup_parent[64];
 } rt_health_t;

@@ -364,6 +364,14 @@ START_TEST(test_agent_health)
     json_array_foreach(json_object_get(j, "drivers"), i, d)
         process |= strcmp(json_string_value(d), "process") == 0;
     ck_assert(process);
+    /* Each driver that does not work here is named with why.  */
+    json_t *why = json_object_get(j, "unavailableDrivers");
+    ck_assert(json_is_object(why));
+    const char *name;
+    json_t *v;
+    json_object_foreach(why, name, v)
+        ck_assert_msg(json_string_length(v) > 0, "%s: no reason", name);
+    ck_assert_ptr_nonnull(json_object_get(why, "microvm"));
     json_t *cap = json_object_get(j, "capacity"), *use = json_object_get(j, "usage");
     ck_assert(json_number_value(json_object_get(cap, "cpu")) > 0);
     ck_assert(json_integer_value(json_object_get(cap, "memoryMiB")) > 0);
