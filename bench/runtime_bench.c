@@ -1,8 +1,11 @@
-/* runtime_bench.c -- measures the process driver on this host: median
+/* runtime_bench.c -- measures the isolation drivers on this host: median
  * create-to-first-exec latency with an unpacked rootfs, median exec round
- * trip, and memory per idle sandbox with N of them running.
+ * trip, memory per idle sandbox with N of them running, and for drivers
+ * that snapshot (gvisor) suspend/resume time and snapshot size; each
+ * figure also as a ratio to the first driver's, measured in the same run.
  *
  *   runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR]
+ *                 [--drivers process,gvisor]
  *
  * Without --rootfs it builds a tiny one from the host's static busybox.
  * Needs root (namespaces, cgroups, mounts).  */
@@ -12,6 +15,14 @@
 #include <sys/stat.h>
 
 #include "runtime/runtime.h"
+
+static const char *g_driver = "process";
+static char *g_state;
+
+/* One driver's figures, for the ratios at the end.  */
+typedef struct figures {
+    double first_exec_ms, exec_ms, kib_per_sandbox;
+} figures_t;
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -76,12 +87,12 @@ static int exec_true(rt_runtime_t *rt, const char *id, sbx_error_t *err)
 
 /* 1. create-to-first-exec.  */
 static int bench_first_exec(rt_runtime_t *rt, const char *rootfs, int rounds, int64_t *lat,
-                            sbx_error_t *err)
+                            figures_t *f, sbx_error_t *err)
 {
     for (int i = 0; i < rounds; i++) {
         char id[32];
         snprintf(id, sizeof id, "lat-%d", i);
-        rt_spec_t spec = {.id = id, .rootfs = rootfs};
+        rt_spec_t spec = {.id = id, .rootfs = rootfs, .driver = g_driver};
         int64_t t0 = sbx_monotonic_us();
         int r = rt_create(rt, &spec, NULL, err);
         if (r == 0)
@@ -91,16 +102,40 @@ static int bench_first_exec(rt_runtime_t *rt, const char *rootfs, int rounds, in
         if (r < 0)
             return -1;
     }
-    printf("create-to-first-exec median: %.2f ms (%d rounds)\n", median_ms(lat, (size_t)rounds),
+    f->first_exec_ms = median_ms(lat, (size_t)rounds);
+    printf("%s: create-to-first-exec median: %.2f ms (%d rounds)\n", g_driver, f->first_exec_ms,
            rounds);
+    return 0;
+}
+
+/* Suspend and resume of an idle sandbox, with the snapshot's size where
+ * the driver writes one.  */
+static int bench_suspend(rt_runtime_t *rt, sbx_error_t *err)
+{
+    int64_t t0 = sbx_monotonic_us();
+    if (rt_suspend(rt, "rtt", err) < 0)
+        return -1;
+    int64_t t1 = sbx_monotonic_us();
+    _cleanup_free_ char *img = xasprintf("%s/sandboxes/rtt/checkpoint/checkpoint.img", g_state);
+    struct stat st;
+    long long kib = stat(img, &st) == 0 ? (long long)st.st_size / 1024 : -1;
+    if (rt_resume(rt, "rtt", err) < 0 || exec_true(rt, "rtt", err) < 0)
+        return -1;
+    int64_t t2 = sbx_monotonic_us();
+    if (kib >= 0)
+        printf("%s: suspend %.1f ms (snapshot %lld KiB), resume to first exec %.1f ms\n",
+               g_driver, (double)(t1 - t0) / 1000.0, kib, (double)(t2 - t1) / 1000.0);
+    else
+        printf("%s: suspend %.1f ms (freezer), resume to first exec %.1f ms\n", g_driver,
+               (double)(t1 - t0) / 1000.0, (double)(t2 - t1) / 1000.0);
     return 0;
 }
 
 /* 2. exec round trip.  */
 static int bench_round_trip(rt_runtime_t *rt, const char *rootfs, int execs, int64_t *lat,
-                            sbx_error_t *err)
+                            figures_t *f, sbx_error_t *err)
 {
-    rt_spec_t spec = {.id = "rtt", .rootfs = rootfs};
+    rt_spec_t spec = {.id = "rtt", .rootfs = rootfs, .driver = g_driver};
     if (rt_create(rt, &spec, NULL, err) < 0)
         return -1;
     int r = 0;
@@ -109,15 +144,17 @@ static int bench_round_trip(rt_runtime_t *rt, const char *rootfs, int execs, int
         r = exec_true(rt, "rtt", err);
         lat[i] = sbx_monotonic_us() - t0;
     }
+    if (r == 0) {
+        f->exec_ms = median_ms(lat, (size_t)execs);
+        printf("%s: exec round trip median: %.2f ms (%d execs)\n", g_driver, f->exec_ms, execs);
+        r = bench_suspend(rt, err);
+    }
     rt_destroy(rt, "rtt", NULL);
-    if (r == 0)
-        printf("exec round trip median: %.2f ms (%d execs)\n", median_ms(lat, (size_t)execs),
-               execs);
     return r;
 }
 
 /* 3. density: N idle sandboxes; returns 0 when all N were made.  */
-static int bench_density(rt_runtime_t *rt, const char *rootfs, int density)
+static int bench_density(rt_runtime_t *rt, const char *rootfs, int density, figures_t *f)
 {
     sbx_error_t err = {0};
     uint64_t before = mem_available_kib();
@@ -126,7 +163,7 @@ static int bench_density(rt_runtime_t *rt, const char *rootfs, int density)
     for (; made < density; made++) {
         char id[32];
         snprintf(id, sizeof id, "idle-%d", made);
-        rt_spec_t s = {.id = id, .rootfs = rootfs};
+        rt_spec_t s = {.id = id, .rootfs = rootfs, .driver = g_driver};
         if (rt_create(rt, &s, NULL, &err) < 0) {
             fprintf(stderr, "runtime_bench: sandbox %d: %s\n", made, err.msg);
             break;
@@ -143,9 +180,10 @@ static int bench_density(rt_runtime_t *rt, const char *rootfs, int density)
         free(infos);
     }
     if (made > 0) {
-        printf("density: %d idle sandboxes in %.1f s; host memory per sandbox: %.0f KiB "
+        f->kib_per_sandbox = ((double)before - (double)after) / made;
+        printf("%s: density: %d idle sandboxes in %.1f s; host memory per sandbox: %.0f KiB "
                "(MemAvailable drop), cgroup-charged: %.0f KiB\n",
-               made, (double)took / 1000.0, ((double)before - (double)after) / made,
+               g_driver, made, (double)took / 1000.0, f->kib_per_sandbox,
                (double)charged / 1024.0 / made);
     }
     t0 = sbx_monotonic_ms();
@@ -154,14 +192,15 @@ static int bench_density(rt_runtime_t *rt, const char *rootfs, int density)
         snprintf(id, sizeof id, "idle-%d", i);
         rt_destroy(rt, id, NULL);
     }
-    printf("destroyed %d sandboxes in %.1f s\n", made, (double)(sbx_monotonic_ms() - t0) / 1000.0);
+    printf("%s: destroyed %d sandboxes in %.1f s\n", g_driver, made,
+           (double)(sbx_monotonic_ms() - t0) / 1000.0);
     return made == density ? 0 : 1;
 }
 
 int main(int argc, char **argv)
 {
     int density = 500, rounds = 30, execs = 200;
-    const char *rootfs = NULL;
+    const char *rootfs = NULL, *driver_list = "process";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-n") && i + 1 < argc)
             density = atoi(argv[++i]);
@@ -171,8 +210,11 @@ int main(int argc, char **argv)
             execs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--rootfs") && i + 1 < argc)
             rootfs = argv[++i];
+        else if (!strcmp(argv[i], "--drivers") && i + 1 < argc)
+            driver_list = argv[++i];
         else {
-            fprintf(stderr, "usage: runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR]\n");
+            fprintf(stderr, "usage: runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR] "
+                            "[--drivers process,gvisor]\n");
             return 2;
         }
     }
@@ -180,6 +222,7 @@ int main(int argc, char **argv)
     if (!mkdtemp(tmpl))
         return 1;
     _cleanup_free_ char *state = xasprintf("%s/state", tmpl);
+    g_state = state;
     _cleanup_free_ char *image = xasprintf("%s/image", tmpl);
     if (!rootfs) {
         if (build_rootfs(image) < 0)
@@ -195,12 +238,32 @@ int main(int argc, char **argv)
         return 1;
     }
     int64_t *lat = xcalloc((size_t)(rounds > execs ? rounds : execs) + 1, sizeof *lat);
-    int rc = 1;
-    if (bench_first_exec(rt, rootfs, rounds, lat, &err) == 0 &&
-        bench_round_trip(rt, rootfs, execs, lat, &err) == 0)
-        rc = bench_density(rt, rootfs, density);
-    else
-        fprintf(stderr, "runtime_bench: %s\n", err.msg);
+    int rc = 0;
+    _cleanup_free_ char *list = xstrdup(driver_list);
+    figures_t first = {0};
+    char first_name[32] = "";
+    char *save = NULL;
+    for (char *d = strtok_r(list, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
+        g_driver = d;
+        figures_t f = {0};
+        if (bench_first_exec(rt, rootfs, rounds, lat, &f, &err) < 0 ||
+            bench_round_trip(rt, rootfs, execs, lat, &f, &err) < 0) {
+            fprintf(stderr, "runtime_bench: %s: %s\n", d, err.msg);
+            rc = 1;
+            continue;
+        }
+        rc |= bench_density(rt, rootfs, density, &f);
+        if (!first.first_exec_ms) {
+            first = f;
+            snprintf(first_name, sizeof first_name, "%s", d);
+        }
+        else
+            printf("%s vs %s: create-to-first-exec x%.1f, exec x%.1f, memory per idle "
+                   "sandbox x%.1f\n",
+                   d, first_name, f.first_exec_ms / first.first_exec_ms,
+                   f.exec_ms / first.exec_ms,
+                   first.kib_per_sandbox > 0 ? f.kib_per_sandbox / first.kib_per_sandbox : 0);
+    }
     free(lat);
     rt_close(rt);
     const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};

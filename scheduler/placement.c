@@ -184,6 +184,7 @@ typedef struct tally {
     double biggest[R_N + 1];  /* largest budget of a host offering the driver */
     double most_free[R_N];    /* largest free amount on a Ready candidate */
     char offered[96];         /* drivers the environment's hosts offer */
+    char why_not[256];        /* why the first host that says so lacks the driver */
     double best;
     const char *chosen;
 } tally_t;
@@ -199,6 +200,17 @@ static void note_offered(tally_t *t, const json_t *info)
         size_t len = strlen(t->offered);
         snprintf(t->offered + len, sizeof(t->offered) - len, "%s%s", len ? ", " : "", name);
     }
+}
+
+/* A host's own word on why it lacks the driver (its health's
+ * unavailableDrivers), kept from the first host that gives one.  */
+static void note_why_not(tally_t *t, const st_host_t *h, const char *driver)
+{
+    const char *why =
+        json_string_value(json_object_get(json_object_get(h->info, "unavailableDrivers"), driver));
+    if (t->why_not[0] || !why || !why[0])
+        return;
+    snprintf(t->why_not, sizeof(t->why_not), "; host '%.40s': %.180s", h->name, why);
 }
 
 /* Could this host, empty, ever take the sandbox?  Counts the first
@@ -295,8 +307,8 @@ static int refusal(const tally_t *t, const char *env, const char *driver, const 
     if (t->offer == 0 && t->reported == t->in_env)
         return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_NO_DRIVER,
                              "no host in environment '%s' offers the '%s' isolation (they "
-                             "offer: %s)",
-                             env, driver, t->offered[0] ? t->offered : "none");
+                             "offer: %s)%s",
+                             env, driver, t->offered[0] ? t->offered : "none", t->why_not);
     if (t->offer > 0 && t->never == t->offer) {
         /* Name a reason that holds for every host.  */
         if (t->biggest[R_N] > 0 && need[R_MEMORY] + need[R_DISK] > t->biggest[R_N])
@@ -359,6 +371,8 @@ int placement_choose(sched_t *s, const char *environment, const char *driver,
         if (offers >= 0)
             t.reported++;
         note_offered(&t, h->info);
+        if (offers == 0)
+            note_why_not(&t, h, driver);
         if (offers <= 0)
             continue;
         t.offer++;

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include <sys/utsname.h>
+
 #include "tests/testutil.h"
 
 #define SUB "00000000-0000-0000-0000-0000000000e2"
@@ -1367,12 +1369,13 @@ START_TEST(test_scheduler_e2e_admission_fails_fast)
     small_host(&g_small[0], "s1", "e2e-small", "SANDBOX_AGENT_CAPACITY_MEMORY_MIB=1000");
     put_group("never", NULL);
     int64_t t0 = sbx_monotonic_ms();
-    put_sandbox("never", "gv", "{\"isolation\":\"gvisor\"}");
-    json_t *j = wait_sandbox("never", "gv", 8000);
-    ck_assert_msg(j != NULL, "a gvisor sandbox stayed Pending");
+    /* No agent here offers microvm yet (gvisor may be offered).  */
+    put_sandbox("never", "mv", "{\"isolation\":\"microvm\"}");
+    json_t *j = wait_sandbox("never", "mv", 8000);
+    ck_assert_msg(j != NULL, "a microvm sandbox stayed Pending");
     ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
     ck_assert_str_eq(prop(j, "state"), "Failed");
-    ck_assert_msg(strstr(prop(j, "statusMessage"), "offers the 'gvisor' isolation"), "%s",
+    ck_assert_msg(strstr(prop(j, "statusMessage"), "offers the 'microvm' isolation"), "%s",
                   prop(j, "statusMessage"));
     ck_assert_int_lt(sbx_monotonic_ms() - t0, 5000);
     json_decref(j);
@@ -1516,6 +1519,47 @@ START_TEST(test_scheduler_e2e_files_charged_to_sandbox)
 }
 END_TEST
 
+/* The group's isolation is what runs, a sandbox may ask for another, and
+ * one no host offers fails at once naming what is missing.  */
+START_TEST(test_scheduler_e2e_isolation)
+{
+    put_group("isomv", "{\"sandboxDefaults\":{\"isolation\":\"microvm\"}}");
+    _cleanup_free_ char *mp = sandbox_path("isomv", "m1", NULL);
+    ck_assert_int_eq(call("PUT", mp, "{\"properties\":{}}", NULL), 201);
+    json_t *j = wait_sandbox("isomv", "m1", 10000);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
+    ck_assert_msg(strstr(prop(j, "statusMessage"), "'microvm' isolation") &&
+                      strstr(prop(j, "statusMessage"), "host 'local': "),
+                  "%s", prop(j, "statusMessage"));
+    json_decref(j);
+    delete_group("isomv");
+    if (access("/usr/bin/runsc", X_OK) != 0) {
+        fprintf(stderr, "runsc not installed: gvisor part skipped\n");
+        return;
+    }
+    struct utsname u;
+    uname(&u);
+    put_group("isogv", "{\"sandboxDefaults\":{\"isolation\":\"gvisor\"}}");
+    const char *const names[] = {"g1", "p1"};
+    const char *const props[] = {NULL, "{\"isolation\":\"process\"}"};
+    for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+        j = create_sandbox("isogv", names[i], props[i]);
+        ck_assert_msg(strcmp(prop(j, "state"), "Running") == 0, "%s: %s", names[i],
+                      prop(j, "statusMessage"));
+        json_decref(j);
+        json_t *r = exec_sh("isogv", names[i], "uname -r");
+        const char *out = json_string_value(json_object_get(r, "stdout"));
+        /* gVisor's kernel for the group's default, the host's for the
+         * sandbox that asked for process.  */
+        ck_assert_msg((strncmp(out, u.release, strlen(u.release)) == 0) == (i == 1), "%s: %s",
+                      names[i], out);
+        json_decref(r);
+    }
+    delete_group("isogv");
+}
+END_TEST
+
 static Suite *e2e_suite(void)
 {
     Suite *s = suite_create("scheduler_e2e");
@@ -1538,6 +1582,7 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_admission_fails_fast);
     tcase_add_test(tc, test_scheduler_e2e_files_streamed);
     tcase_add_test(tc, test_scheduler_e2e_files_charged_to_sandbox);
+    tcase_add_test(tc, test_scheduler_e2e_isolation);
     suite_add_tcase(s, tc);
     return s;
 }
