@@ -19,6 +19,7 @@
  * Under a sandbox's directory, beside process.c's layer/ lower/ rootfs/:
  * bundle/config.json, checkpoint/ while suspended to a file, and each
  * exec's process.json and pid file while it runs.  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -566,13 +567,42 @@ static int adopt_pid_file(rt_sandbox_t *sb, const char *file, sbx_error_t *err)
     return 0;
 }
 
-/* Remove runsc's record of the sandbox and kill what is left of it.  */
+/* Forget the sandbox in runsc's state, its processes already gone: its
+ * two files go directly (`runsc delete` spends over a second polling a
+ * sandbox that is already dead); anything else of it found there, from
+ * a runsc that names its files otherwise, goes through runsc delete.  */
+static void runsc_forget(rt_runtime_t *rt, rt_sandbox_t *sb)
+{
+    _cleanup_free_ char *dir = xasprintf("%s/gvisor/state", rt->state_dir);
+    const char *const ext[] = {"state", "lock"};
+    for (size_t i = 0; i < ARRAY_SIZE(ext); i++) {
+        _cleanup_free_ char *f = xasprintf("%s/%s_sandbox:%s.%s", dir, sb->id, sb->id, ext[i]);
+        (void)unlink(f);
+    }
+    _cleanup_free_ char *prefix = xasprintf("%s_", sb->id);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    bool left = false;
+    while (d && !left && (de = readdir(d)))
+        left = strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+    if (d)
+        closedir(d);
+    if (left) {
+        sbx_error_t derr = {0};
+        const char *const del[] = {"delete", "--force", sb->id, NULL};
+        (void)runsc(rt, NULL, GV_KILL_TIMEOUT_MS, "runsc delete", &derr, del);
+    }
+}
+
+/* Kill every process of the sandbox (all are in its cgroups: runsc
+ * started there) and forget it in runsc's state.  */
 static int gv_stop(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
     (void)rt_cg_freeze(&rt->cg, sb->id, false, NULL);
-    sbx_error_t derr = {0};
-    const char *const del[] = {"delete", "--force", sb->id, NULL};
-    (void)runsc(rt, NULL, GV_KILL_TIMEOUT_MS, "runsc delete", &derr, del);
+    if (rt_cg_kill(&rt->cg, sb->id, NULL, GV_KILL_TIMEOUT_MS, err) < 0)
+        return -1;
+    rt_cg_sweep(&rt->cg, sb->id);
+    runsc_forget(rt, sb);
     if (sb->init_pidfd >= 0) {
         close(sb->init_pidfd);
         sb->init_pidfd = -1;
@@ -581,9 +611,6 @@ static int gv_stop(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     sb->init_start = 0;
     _cleanup_free_ char *ckpt = xasprintf("%s/checkpoint", sb->dir);
     (void)sbx_rm_rf(ckpt, NULL);
-    if (rt_cg_kill(&rt->cg, sb->id, NULL, GV_KILL_TIMEOUT_MS, err) < 0)
-        return -1;
-    rt_cg_sweep(&rt->cg, sb->id);
     return 0;
 }
 
@@ -596,9 +623,7 @@ static int gv_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         bundle_write(rt, sb, err) < 0)
         return -1;
     /* Whatever an earlier run left in runsc's state goes first.  */
-    sbx_error_t derr = {0};
-    const char *const del[] = {"delete", "--force", sb->id, NULL};
-    (void)runsc(rt, NULL, GV_KILL_TIMEOUT_MS, "runsc delete", &derr, del);
+    runsc_forget(rt, sb);
     _cleanup_free_ char *bundle = xasprintf("--bundle=%s/bundle", sb->dir);
     _cleanup_free_ char *pidf = xasprintf("%s/sandbox.pid", sb->dir);
     _cleanup_free_ char *pid_flag = xasprintf("--pid-file=%s", pidf);
@@ -634,16 +659,15 @@ static int gv_suspend(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     sbx_error_t cerr = {0};
     if (mkdir(ckpt, 0700) == 0 &&
         runsc(rt, NULL, GV_SNAPSHOT_TIMEOUT_MS, "runsc checkpoint", &cerr, args) == 0) {
-        sbx_error_t derr = {0};
-        const char *const del[] = {"delete", "--force", sb->id, NULL};
-        (void)runsc(rt, NULL, GV_KILL_TIMEOUT_MS, "runsc delete", &derr, del);
+        /* The sandbox exits after its checkpoint; what is left of it (a
+         * gofer on its way out) goes now.  */
+        (void)rt_cg_kill(&rt->cg, sb->id, NULL, GV_KILL_TIMEOUT_MS, NULL);
+        runsc_forget(rt, sb);
         if (sb->init_pidfd >= 0)
             close(sb->init_pidfd);
         sb->init_pidfd = -1;
         sb->init_pid = 0;
         sb->init_start = 0;
-        /* What the sandbox left (a gofer exiting) goes now.  */
-        (void)rt_cg_kill(&rt->cg, sb->id, NULL, GV_KILL_TIMEOUT_MS, NULL);
         return 0;
     }
     sbx_log(SBX_LOG_WARN, "runtime", "sandbox %s: %s; suspending with the freezer instead",
@@ -667,10 +691,8 @@ static int gv_resume(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     const char *const args[] = {"restore", image, bundle, pid_flag, "--detach", sb->id, NULL};
     if (runsc(rt, sb->id, GV_SNAPSHOT_TIMEOUT_MS, "runsc restore", err, args) < 0 ||
         adopt_pid_file(sb, pidf, err) < 0) {
-        sbx_error_t derr = {0};
-        const char *const del[] = {"delete", "--force", sb->id, NULL};
-        (void)runsc(rt, NULL, GV_KILL_TIMEOUT_MS, "runsc delete", &derr, del);
         (void)rt_cg_kill(&rt->cg, sb->id, NULL, GV_KILL_TIMEOUT_MS, NULL);
+        runsc_forget(rt, sb);
         return -1;
     }
     (void)sbx_rm_rf(ckpt, NULL);
