@@ -713,6 +713,25 @@ static bool init_alive(rt_sandbox_t *sb)
     return sb->init_pidfd >= 0 && poll(&p, 1, 0) == 0;
 }
 
+/* Whether the kernel's OOM killer has acted in the sandbox's memory
+ * cgroup: gVisor has no OOM killer of its own, so a sandbox at its memory
+ * limit loses its Sentry, and with it everything.  */
+static bool oom_killed(rt_runtime_t *rt, rt_sandbox_t *sb)
+{
+    _cleanup_free_ char *path =
+        rt->cg.v2 ? xasprintf("%s/%s/%s/memory.events", rt->cg.root, rt->cg.parent, sb->id)
+        : rt->cg.v1[RT_CG_MEMORY]
+            ? xasprintf("%s/%s/%s/memory.oom_control", rt->cg.v1[RT_CG_MEMORY], rt->cg.parent,
+                        sb->id)
+            : NULL;
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    if (!path || sbx_read_file(path, &text, &len, NULL) < 0)
+        return false;
+    const char *k = strstr(text, "oom_kill ");
+    return k && strtoull(k + 9, NULL, 10) > 0;
+}
+
 static int gv_list(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
     if (sb->state != RT_STATE_RUNNING && sb->state != RT_STATE_SUSPENDED)
@@ -725,10 +744,16 @@ static int gv_list(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         return 0;
     }
     /* Killed, crashed or a host reboot: the writable layer stays.  */
+    bool oom = oom_killed(rt, sb);
     if (gv_stop(rt, sb, err) < 0)
         return -1;
     sb->state = RT_STATE_FAILED;
-    snprintf(sb->message, sizeof sb->message, "the gVisor sandbox process exited");
+    if (oom)
+        snprintf(sb->message, sizeof sb->message,
+                 "out of memory (memoryMiB %llu): a gvisor sandbox ends whole at its memory limit",
+                 (unsigned long long)sb->memory_mib);
+    else
+        snprintf(sb->message, sizeof sb->message, "the gVisor sandbox process exited");
     return 0;
 }
 
@@ -1004,6 +1029,10 @@ static int exec_result(struct gv_exec *x, const rt_exec_request_t *req, rt_exec_
     } else if (WIFEXITED(x->status) && WEXITSTATUS(x->status) == 128 && !started) {
         if (exec_not_started(x, req, out, err) < 0)
             return -1;
+    } else if (WIFEXITED(x->status) && WEXITSTATUS(x->status) == 128 &&
+               poll(&(struct pollfd){.fd = x->init_pidfd, .events = POLLIN}, 1, 0) > 0) {
+        return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s stopped while the command ran",
+                             x->id);
     } else if (WIFEXITED(x->status)) {
         /* A command killed by signal n shows as 128 + n, as a shell
          * reports it: runsc exits that way.  */

@@ -152,6 +152,59 @@ START_TEST(test_gvisor_probe_view)
 }
 END_TEST
 
+/* The probe's refused system calls, host files, the image unchanged,
+ * and a memory hog held to the sandbox's limit.  */
+START_TEST(test_gvisor_probe_refused)
+{
+    if (!gv_available())
+        return;
+    gv_create("gv-sys", 128);
+    json_t *j = fx_probe("gv-sys", "syscalls", NULL, NULL);
+    const char *must_fail[] = {
+        "mount", "mount_proc", "umount", "pivot_root", "chroot", "ptrace_pid1", "kexec_load",
+        "init_module", "finit_module", "delete_module", "bpf", "keyctl", "add_key", "setns",
+        "perf_event_open", "open_by_handle_at", "swapon", "reboot", "acct", "mknod",
+        "socket_vsock",
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(must_fail); i++) {
+        json_t *v = json_object_get(j, must_fail[i]);
+        ck_assert_msg(v && json_integer_value(v) != 0, "%s succeeded inside the sandbox",
+                      must_fail[i]);
+    }
+    json_decref(j);
+    _cleanup_free_ char *marker = xasprintf("%s/host-marker", fx_dir);
+    sbx_error_t err = {0};
+    ck_assert(sbx_write_file_atomic(marker, "host secret\n", 12, 0644, &err) == 0);
+    _cleanup_free_ char *script = xasprintf(
+        "cat %s; ln -s %s /tmp/l; cat /tmp/l; cat /proc/1/root%s; echo image > /etc/image-marker;"
+        " echo done", marker, marker, marker);
+    rt_exec_result_t r = fx_sh("gv-sys", script);
+    ck_assert_str_eq(r.out, "done\n");
+    rt_exec_result_done(&r);
+    _cleanup_free_ char *img = NULL;
+    size_t len;
+    _cleanup_free_ char *img_marker = xasprintf("%s/etc/image-marker", fx_rootfs);
+    ck_assert(sbx_read_file(img_marker, &img, &len, NULL) == 0);
+    ck_assert_str_eq(img, "image\n");
+    /* gVisor has no OOM killer: a hog takes the whole sandbox, which is
+     * then Failed saying so, and never more than its limit.  */
+    char *argv[] = {"/bin/probe", "memhog", "1024", NULL};
+    rt_exec_request_t req = {.argv = argv, .timeout_ms = 30000};
+    int ret = rt_exec(fx_rt, "gv-sys", &req, &r, &err);
+    if (ret == 0) {
+        ck_assert_int_ne(r.exit_code, 0);
+        rt_exec_result_done(&r);
+    }
+    rt_info_t info;
+    ck_assert(rt_get(fx_rt, "gv-sys", &info, NULL) == 0);
+    ck_assert_uint_le(info.memory_used_bytes, 128u << 20);
+    if (ret < 0) {
+        ck_assert_int_eq(info.state, RT_STATE_FAILED);
+        ck_assert_msg(strstr(info.message, "out of memory"), "%s", info.message);
+    }
+}
+END_TEST
+
 static long read_count(const char *id)
 {
     rt_exec_result_t r = fx_sh(id, "cat /tmp/count");
@@ -271,6 +324,7 @@ int main(void)
     tcase_add_test(tc, test_gvisor_health_reasons);
     tcase_add_test(tc, test_gvisor_exec_and_files);
     tcase_add_test(tc, test_gvisor_probe_view);
+    tcase_add_test(tc, test_gvisor_probe_refused);
     tcase_add_test(tc, test_gvisor_suspend_resume);
     tcase_add_test(tc, test_gvisor_killed_and_destroyed);
     suite_add_tcase(s, tc);
