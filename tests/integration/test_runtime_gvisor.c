@@ -255,6 +255,34 @@ START_TEST(test_gvisor_suspend_resume)
 }
 END_TEST
 
+/* Stop and start keep the writable layer; a new runtime on the same
+ * state dir (an agent restart) adopts the running sandbox.  */
+START_TEST(test_gvisor_stop_start_adopt)
+{
+    if (!gv_available())
+        return;
+    gv_create("gv-again", 0);
+    rt_exec_result_t r = fx_sh("gv-again", "echo kept > /root/note");
+    rt_exec_result_done(&r);
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_stop(fx_rt, "gv-again", &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(cgroup_pids("gv-again"), 0);
+    ck_assert_msg(rt_start(fx_rt, "gv-again", &err) == 0, "%s", err.msg);
+    r = fx_sh("gv-again", "cat /root/note; sleep 1000 </dev/null >/dev/null 2>&1 &");
+    ck_assert_str_eq(r.out, "kept\n");
+    rt_exec_result_done(&r);
+    rt_close(fx_rt);
+    fx_rt = NULL;
+    fx_open();
+    rt_info_t info;
+    ck_assert_int_eq(rt_get(fx_rt, "gv-again", &info, &err), 0);
+    ck_assert_int_eq(info.state, RT_STATE_RUNNING);
+    r = fx_sh("gv-again", "ps -o comm | grep -c sleep");
+    ck_assert_str_eq(r.out, "1\n");
+    rt_exec_result_done(&r);
+}
+END_TEST
+
 /* Killed from outside: Failed, and destroy leaves nothing behind.  */
 START_TEST(test_gvisor_killed_and_destroyed)
 {
@@ -326,6 +354,7 @@ int main(void)
     tcase_add_test(tc, test_gvisor_probe_view);
     tcase_add_test(tc, test_gvisor_probe_refused);
     tcase_add_test(tc, test_gvisor_suspend_resume);
+    tcase_add_test(tc, test_gvisor_stop_start_adopt);
     tcase_add_test(tc, test_gvisor_killed_and_destroyed);
     suite_add_tcase(s, tc);
     return tu_run(s);
