@@ -241,18 +241,24 @@ static int run_argv(rt_runtime_t *rt, char *const *argv, const char *cg_id, int 
                          line[0] ? line : "runsc failed");
 }
 
+static void probe_once(void);
+
 /* argv of `runsc <global flags> <args...>` (NULL-terminated args); free
- * the result with rt_strv_free.  */
+ * the result with rt_strv_free.  The probe runs first: a restarted agent
+ * may stop or exec into an adopted sandbox before anything asked for its
+ * health.  */
 static char **runsc_argv(rt_runtime_t *rt, const char *const *args)
 {
+    probe_once();
     size_t n = 0;
     while (args[n])
         n++;
     char **v = xcalloc(n + 16, sizeof *v);
     size_t k = 0;
-    v[k++] = xstrdup(probe.runsc);
+    v[k++] = xstrdup(probe.runsc[0] ? probe.runsc : "/nonexistent/runsc");
     v[k++] = xasprintf("--root=%s/gvisor/state", rt->state_dir);
-    v[k++] = xasprintf("--platform=%s", probe.platform);
+    /* Without a working platform the command fails, as it should.  */
+    v[k++] = xasprintf("--platform=%s", probe.platform ? probe.platform : "ptrace");
     v[k++] = xstrdup("--network=none");
     v[k++] = xstrdup("--ignore-cgroups");
     /* The files API writes the root from the host: the sentry must not
