@@ -157,11 +157,11 @@ static bool reap_by(pid_t pid, int pidfd, int64_t deadline, int *status)
     for (;;) {
         int64_t left = deadline ? deadline - sbx_monotonic_ms() : 1000;
         struct pollfd p = {.fd = pidfd, .events = POLLIN};
-        if (left <= 0 || poll(&p, 1, (int)(left > 1000 ? 1000 : left)) > 0 || left <= 0) {
-            if (left <= 0 && p.revents == 0) {
-                kill(pid, SIGKILL);
-                in_time = false;
-            }
+        if (left > 0 && poll(&p, 1, (int)(left > 1000 ? 1000 : left)) > 0)
+            break;
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+            in_time = false;
             break;
         }
     }
