@@ -1270,13 +1270,13 @@ static uint64_t settled_bytes(const char *g, const char *s, const char *dir)
 {
     bool temp_left = true;
     uint64_t bytes = 0;
-    int64_t t0 = sbx_monotonic_ms(), deadline = t0 + 10000;
+    int64_t t0 = sbx_monotonic_ms(), deadline = t0 + 20000;
     while (temp_left && sbx_monotonic_ms() < deadline) {
         bytes = dir_bytes(g, s, dir, &temp_left);
         if (temp_left)
             usleep(50000);
     }
-    ck_assert_msg(!temp_left, "an upload left its temporary file for 10 s");
+    ck_assert_msg(!temp_left, "an upload left its temporary file for 20 s");
     if (sbx_monotonic_ms() - t0 > 5000) /* slow, though not wrong: say so */
         fprintf(stderr, "settled_bytes: a cut upload's temporary file lasted %lld ms\n",
                 (long long)(sbx_monotonic_ms() - t0));
