@@ -10,6 +10,7 @@
 #include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -93,6 +94,7 @@ struct http_pipe {
     struct MHD_Connection *conn;
     bool pool;      /* event threads: suspend rather than wait */
     bool suspended; /* conn is suspended waiting for the other side */
+    int sock;       /* a request body: conn's socket, valid while !error && !eof */
     http_server_t *server; /* a response pipe: listed in server->pipes */
     bool listed;           /* in server->pipes */
     struct http_pipe *next, *prev;
@@ -859,6 +861,7 @@ http_pipe_t *http_pipe_new(size_t capacity)
     p->cap = capacity ? capacity : BODY_PIPE_CAP;
     p->buf = xmalloc(p->cap);
     p->refs = 2;
+    p->sock = -1;
     return p;
 }
 
@@ -1131,6 +1134,43 @@ uint64_t http_body_size(const http_request_t *req)
     return !errno && !*end ? n : HTTP_SIZE_UNKNOWN;
 }
 
+/* Whether the client has closed its side (it will send nothing more).  */
+static bool peer_closed(int sock)
+{
+    struct pollfd pfd = {.fd = sock, .events = POLLRDHUP};
+    return sock >= 0 && poll(&pfd, 1, 0) == 1 &&
+           (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+typedef struct body_watch {
+    uint64_t received; /* st->received when last seen to move */
+    int idle_checks;   /* checks since, with the client closed */
+} body_watch_t;
+
+/* Wait for the connection to put more body in the pipe.  Under p->mu.
+ * libmicrohttpd's edge-triggered epoll now and then loses a client's close
+ * that arrives while its connection is suspended (the pipe was full): the
+ * connection, resumed, waits for an event that never comes, and the reader
+ * for the 30 s idle timeout.  So a reader that waits checks every second:
+ * the client has closed, the connection is not suspended, and no byte came
+ * for two checks in a row means no byte ever will: the body is cut.  */
+static void body_wait(request_state_t *st, http_pipe_t *p, body_watch_t *w)
+{
+    if (!p->pool) {
+        pthread_cond_wait(&p->cv, &p->mu);
+        return;
+    }
+    struct timespec until = sbx_deadline_in(1000);
+    if (pthread_cond_timedwait(&p->cv, &p->mu, &until) != ETIMEDOUT)
+        return;
+    if (st->received != w->received || p->suspended || !peer_closed(p->sock)) {
+        w->received = st->received;
+        w->idle_checks = 0;
+    } else if (++w->idle_checks >= 2) {
+        p->error = ECONNABORTED;
+    }
+}
+
 ssize_t http_body_read(const http_request_t *req, void *buf, size_t n)
 {
     request_state_t *st = (request_state_t *)req;
@@ -1143,6 +1183,7 @@ ssize_t http_body_read(const http_request_t *req, void *buf, size_t n)
     }
     http_pipe_t *p = st->body_pipe;
     ssize_t ret;
+    body_watch_t watch = {.received = st->received};
     pthread_mutex_lock(&p->mu);
     p->started = true;
     for (;;) {
@@ -1155,7 +1196,7 @@ ssize_t http_body_read(const http_request_t *req, void *buf, size_t n)
             ret = 0;
         } else {
             pipe_wake_conn(p);
-            pthread_cond_wait(&p->cv, &p->mu);
+            body_wait(st, p, &watch);
             continue;
         }
         break;
@@ -1218,6 +1259,9 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
     st->body_pipe->refs = 1; /* st's alone */
     st->body_pipe->conn = st->req.conn;
     st->body_pipe->pool = s->cfg.thread_pool != 0;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(st->req.conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    st->body_pipe->sock = ci ? ci->connect_fd : -1;
     /* Admitted like every request run apart: a client uploading to many
      * files at once is bounded as one running many execs is.  */
     admission_t a = admit(s, st);
@@ -1630,11 +1674,7 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (cfg->thread_pool)
         flags |= MHD_ALLOW_SUSPEND_RESUME; /* run apart, and streams */
-    /* poll, not epoll, for the event threads too: libmicrohttpd 0.9.75's
-     * edge-triggered epoll now and then loses a client's close that comes
-     * while its connection is suspended (a streamed upload waiting for its
-     * reader), and the reader then waits out the 30 s idle timeout.  */
-    flags |= cfg->thread_pool ? MHD_USE_POLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
+    flags |= cfg->thread_pool ? MHD_USE_EPOLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     struct MHD_OptionItem opts[20];
