@@ -49,11 +49,11 @@ int main(void)
         int64_t t0 = sbx_monotonic_us();
         char *host = NULL;
         sched_need_t need = {.cpu = 0.5, .memory_mib = 256, .disk_mib = 256, .pids = 1024};
-        if (placement_choose(s, "default", "process", &need, &host, &err) < 0) {
+        if (sched_place_choose(s, "default", "process", &need, &host, &err) < 0) {
             fprintf(stderr, "placement %d: %s\n", i, err.msg);
             return 1;
         }
-        placement_add(s, host, &need, +1);
+        sched_place_add(s, host, &need, +1);
         per_host[atoi(host + 1)]++;
         free(host);
         t[i] = (double)(sbx_monotonic_us() - t0) / 1000.0;

@@ -50,14 +50,14 @@ static void handle_put(sched_t *s, CURL *c)
     pthread_mutex_unlock(&s->lock);
 }
 
-void agent_reply_done(agent_reply_t *r)
+void sched_reply_done(sched_reply_t *r)
 {
     free(r->body);
     free(r->content_type);
     memset(r, 0, sizeof(*r));
 }
 
-json_t *agent_reply_json(const agent_reply_t *r)
+json_t *sched_reply_json(const sched_reply_t *r)
 {
     return r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
 }
@@ -105,7 +105,7 @@ static char *call_url(const char *base_url, const char *path, const char *query)
 }
 
 /* Status and content type of a finished call into out; the body from sink.  */
-static int call_finish(sched_t *s, CURL *c, CURLcode rc, sink_t *sink, agent_reply_t *out)
+static int call_finish(sched_t *s, CURL *c, CURLcode rc, sink_t *sink, sched_reply_t *out)
 {
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
@@ -128,9 +128,9 @@ static int call_finish(sched_t *s, CURL *c, CURLcode rc, sink_t *sink, agent_rep
     return rc == CURLE_OK ? 0 : -1;
 }
 
-int agent_call(sched_t *s, const char *base_url, const char *method, const char *path,
+int sched_call(sched_t *s, const char *base_url, const char *method, const char *path,
                const char *query, const char *content_type, const char *body, size_t body_len,
-               int timeout_ms, agent_reply_t *out)
+               int timeout_ms, sched_reply_t *out)
 {
     memset(out, 0, sizeof(*out));
     CURL *c = handle_get(s);
@@ -190,10 +190,10 @@ static void stream_setup(CURL *c)
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STREAM_STALL_S);
 }
 
-int agent_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
+int sched_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
                       const char *query, uint64_t size,
                       ssize_t (*read_fn)(void *ud, void *buf, size_t n), void *ud,
-                      int *read_errno, agent_reply_t *out)
+                      int *read_errno, sched_reply_t *out)
 {
     memset(out, 0, sizeof(*out));
     *read_errno = 0;
@@ -322,8 +322,8 @@ static void *download_main(void *arg)
     return NULL;
 }
 
-int agent_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
-                        http_pipe_t *pipe, uint64_t *length, agent_reply_t *out)
+int sched_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
+                        http_pipe_t *pipe, uint64_t *length, sched_reply_t *out)
 {
     memset(out, 0, sizeof(*out));
     *length = UINT64_MAX;

@@ -1,6 +1,6 @@
 /* hosts.c -- the host registry: registration, health checks that mark a
- * silent host Down (failing its sandboxes), drain, removal, and the admin
- * API that exposes them.  */
+ * silent host Down (failing its sandboxes), drain and removal (the admin
+ * API over them is the server's, server/admin.c).  */
 #include "scheduler/internal.h"
 
 #include <ctype.h>
@@ -49,7 +49,7 @@ static bool url_valid(const char *url)
     return http_host_is_loopback(hostport);
 }
 
-static bool label_valid(const char *s)
+bool sched_host_name_valid(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 63)
@@ -113,8 +113,8 @@ static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *
     st_resource_done(&group);
     if (queued) {
         sched_need_t need;
-        sandbox_need(sb, &need);
-        placement_add(s, sb->host_id, &need, -1);
+        sched_sandbox_need(sb, &need);
+        sched_place_add(s, sb->host_id, &need, -1);
         sched_notify(s);
     }
     return queued;
@@ -139,7 +139,7 @@ static void fail_sandbox(void *ud, const st_resource_t *sb)
     if (recreate_elsewhere(c->s, sb, msg))
         return;
     json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
-    sandbox_update_props(c->s->db, sb->id, patch, NULL, NULL);
+    sched_sandbox_update(c->s->db, sb->id, patch, NULL, NULL);
     json_decref(patch);
 }
 
@@ -154,13 +154,13 @@ static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
 
 static void check_one(sched_t *s, st_host_t *h)
 {
-    agent_reply_t r;
+    sched_reply_t r;
     int64_t now = sbx_now_ms();
-    bool ok = agent_call(s, h->url, "GET", "/v1/health", NULL, NULL, NULL, 0, HEALTH_TIMEOUT_MS,
+    bool ok = sched_call(s, h->url, "GET", "/v1/health", NULL, NULL, NULL, 0, HEALTH_TIMEOUT_MS,
                          &r) == 0 &&
               r.status == 200;
-    json_t *info = ok ? agent_reply_json(&r) : NULL;
-    agent_reply_done(&r);
+    json_t *info = ok ? sched_reply_json(&r) : NULL;
+    sched_reply_done(&r);
     const char *was = h->state;
     const char *next = was;
     ok = ok && json_is_object(info);
@@ -192,7 +192,7 @@ static void check_one(sched_t *s, st_host_t *h)
         fail_host_sandboxes(s, h->name, "stopped answering its health checks");
 }
 
-int hosts_check_all(sched_t *s)
+int sched_hosts_check(sched_t *s)
 {
     st_host_t *hosts = NULL;
     size_t n = 0;
@@ -204,21 +204,16 @@ int hosts_check_all(sched_t *s)
     return 0;
 }
 
-int host_find(sched_t *s, const char *name, st_host_t *out, sbx_error_t *err)
-{
-    return st_host_get(s->db, name, out, err);
-}
-
 int sched_host_register(sched_t *s, const char *name, const char *url, const char *environment,
                         sbx_error_t *err)
 {
-    if (!label_valid(name))
+    if (!sched_host_name_valid(name))
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidHostName",
                              "Host names are 1-63 letters, digits, '-', '_' or '.'.");
     if (!url_valid(url))
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidHostUrl",
                              "The url must be https://host:port (http:// only on loopback).");
-    if (!label_valid(environment))
+    if (!sched_host_name_valid(environment))
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidEnvironment",
                              "The environment label is 1-63 letters, digits, '-', '_' or '.'.");
     st_host_t h = {0};
@@ -236,160 +231,40 @@ int sched_host_register(sched_t *s, const char *name, const char *url, const cha
     return r;
 }
 
-/* ---- admin API ---- */
-
-static json_t *host_json(sched_t *s, const st_host_t *h)
+unsigned sched_host_sandboxes(sched_t *s, const char *name)
 {
-    char seen[32];
-    sbx_time_format(h->last_seen_ms, seen, sizeof(seen));
-    json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", h->name, "url", h->url, "environment",
-                          h->environment, "state", h->state, "lastSeenAt",
-                          h->last_seen_ms ? seen : "");
-    json_object_set(o, "health", h->info ? h->info : json_null());
     unsigned placed = 0;
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->n_loads; i++)
-        if (strcasecmp(s->loads[i].name, h->name) == 0)
+        if (strcasecmp(s->loads[i].name, name) == 0)
             placed = s->loads[i].sandboxes;
     pthread_mutex_unlock(&s->lock);
-    json_object_set_new(o, "sandboxes", json_integer(placed));
-    return o;
+    return placed;
 }
 
-static void reply_host(sched_t *s, http_response_t *res, int status, const char *name)
+int sched_host_drain(sched_t *s, const char *name, bool drain, sbx_error_t *err)
 {
     st_host_t h = {0};
-    sbx_error_t err = {0};
-    if (st_host_get(s->db, name, &h, &err) < 0) {
-        http_reply_sbx_error(res, &err);
-        return;
-    }
-    http_reply_json(res, status, host_json(s, &h));
-    st_host_done(&h);
-}
-
-static void admin_put(sched_t *s, const char *name, const http_request_t *req,
-                      http_response_t *res)
-{
-    sbx_error_t err = {0};
-    _cleanup_json_ json_t *in = json_loadb(req->body, req->body_len, 0, NULL);
-    const char *url = json_string_value(json_object_get(in, "url"));
-    json_t *envj = json_object_get(in, "environment");
-    const char *env = envj ? json_string_value(envj) : "default";
-    if (!json_is_object(in) || !url || !env) {
-        http_reply_error(res, 400, "InvalidRequestContent",
-                         "Expected {\"url\": \"https://...\", \"environment\": \"label\"}.");
-        return;
-    }
-    st_host_t old = {0};
-    bool existed = st_host_get(s->db, name, &old, NULL) == 0;
-    st_host_done(&old);
-    if (sched_host_register(s, name, url, env, &err) < 0) {
-        http_reply_sbx_error(res, &err);
-        return;
-    }
-    reply_host(s, res, existed ? 200 : 201, name);
-}
-
-static void admin_set_state(sched_t *s, const char *name, const char *state,
-                            http_response_t *res)
-{
-    st_host_t h = {0};
-    sbx_error_t err = {0};
-    if (st_host_get(s->db, name, &h, &err) < 0) {
-        http_reply_sbx_error(res, &err);
-        return;
-    }
-    /* Undraining a host that is down leaves it to the health check.  */
-    const char *next = strcmp(state, "Ready") == 0 && strcmp(h.state, "Down") == 0 ? "Down" : state;
+    if (st_host_get(s->db, name, &h, err) < 0)
+        return -1;
+    const char *next = drain ? "Draining" : strcmp(h.state, "Down") == 0 ? "Down" : "Ready";
     free(h.state);
     h.state = xstrdup(next);
-    int r = st_host_put(s->db, &h, &err);
+    int r = st_host_put(s->db, &h, err);
     st_host_done(&h);
-    if (r < 0)
-        http_reply_sbx_error(res, &err);
-    else
-        reply_host(s, res, 200, name);
+    return r;
 }
 
-static void admin_list(sched_t *s, http_response_t *res)
-{
-    st_host_t *hosts = NULL;
-    size_t n = 0;
-    sbx_error_t err = {0};
-    if (st_host_list(s->db, &hosts, &n, &err) < 0) {
-        http_reply_sbx_error(res, &err);
-        return;
-    }
-    json_t *value = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(value, host_json(s, &hosts[i]));
-    st_hosts_free(hosts, n);
-    http_reply_json(res, 200, json_pack("{s:o}", "value", value));
-}
-
-static void admin_delete(sched_t *s, const char *name, http_response_t *res)
+int sched_host_remove(sched_t *s, const char *name, sbx_error_t *err)
 {
     st_host_t h = {0};
-    if (st_host_get(s->db, name, &h, NULL) < 0) {
-        http_reply_empty(res, 204);
-        return;
-    }
-    sbx_error_t err = {0};
-    if (st_host_delete(s->db, name, &err) < 0) {
+    if (st_host_get(s->db, name, &h, NULL) < 0)
+        return 0;
+    if (st_host_delete(s->db, name, err) < 0) {
         st_host_done(&h);
-        http_reply_sbx_error(res, &err);
-        return;
+        return -1;
     }
     fail_host_sandboxes(s, h.name, "was removed from the pool");
     st_host_done(&h);
-    http_reply_empty(res, 204);
-}
-
-/* /admin/hosts, /admin/hosts/{name}, /admin/hosts/{name}/{drain|ready} */
-void sched_admin_handle(sched_t *s, const http_request_t *req, http_response_t *res)
-{
-    const char *p = req->path + strlen("/admin/hosts");
-    const char *m = req->method;
-    if (*p == '\0' || strcmp(p, "/") == 0) {
-        if (strcmp(m, "GET") == 0)
-            admin_list(s, res);
-        else {
-            http_add_header(res, "Allow", "GET");
-            http_reply_error(res, 405, "MethodNotAllowed", "Use GET to list hosts.");
-        }
-        return;
-    }
-    if (*p != '/') {
-        http_reply_error(res, 404, "NotFound", "No such admin route.");
-        return;
-    }
-    _cleanup_free_ char *name = xstrdup(p + 1);
-    char *action = strchr(name, '/');
-    if (action)
-        *action++ = '\0';
-    if (!label_valid(name)) {
-        http_reply_error(res, 400, "InvalidHostName", "Host names are 1-63 letters, digits, "
-                         "'-', '_' or '.'.");
-    } else if (!action) {
-        if (strcmp(m, "GET") == 0)
-            reply_host(s, res, 200, name);
-        else if (strcmp(m, "PUT") == 0)
-            admin_put(s, name, req, res);
-        else if (strcmp(m, "DELETE") == 0)
-            admin_delete(s, name, res);
-        else {
-            http_add_header(res, "Allow", "GET, PUT, DELETE");
-            http_reply_error(res, 405, "MethodNotAllowed", "Method not allowed.");
-        }
-    } else if ((strcmp(action, "drain") == 0 || strcmp(action, "ready") == 0)) {
-        if (strcmp(m, "POST") == 0)
-            admin_set_state(s, name, strcmp(action, "drain") == 0 ? "Draining" : "Ready", res);
-        else {
-            http_add_header(res, "Allow", "POST");
-            http_reply_error(res, 405, "MethodNotAllowed", "Use POST.");
-        }
-    } else {
-        http_reply_error(res, 404, "NotFound", "No such admin route.");
-    }
+    return 1;
 }

@@ -1,7 +1,7 @@
 /* pki.c -- a private CA for the embedded default: sandboxd signs the local
  * agent's server certificate and its own client certificate, so even the
  * loopback hop is mutually authenticated TLS.  */
-#include "scheduler/pki.h"
+#include "scheduler/scheduler.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -184,7 +184,7 @@ static int issue(const char *dir, const char *name, const char *cn, X509 *ca, EV
     return ret;
 }
 
-int pki_ensure(const char *dir, sbx_error_t *err)
+int sched_pki_ensure(const char *dir, sbx_error_t *err)
 {
     if (sbx_mkdir_p(dir, 0700, err) < 0 || narrow_modes(dir, err) < 0)
         return -1;

@@ -42,7 +42,7 @@ static void need_add(sched_need_t *to, const sched_need_t *n, int sign)
     to->pids += sign * n->pids;
 }
 
-void placement_add(sched_t *s, const char *host, const sched_need_t *need, int sign)
+void sched_place_add(sched_t *s, const char *host, const sched_need_t *need, int sign)
 {
     pthread_mutex_lock(&s->lock);
     host_load_t *l = load_of(s, host);
@@ -59,7 +59,7 @@ static int count_type(sched_t *s, const char *type, host_load_t **loads_io, size
 /* Recount what every host holds from the sandboxes (and warm-pool members)
  * in storage.  A count storage could not finish would undercount, and
  * admit more than hosts hold: the loads kept until then stay.  */
-void placement_rebuild(sched_t *s)
+void sched_place_rebuild(sched_t *s)
 {
     pthread_mutex_lock(&s->place_lock);
     host_load_t *loads = NULL;
@@ -103,7 +103,7 @@ static void count_one(void *ud, const st_resource_t *r)
         c->n++;
     }
     sched_need_t need;
-    sandbox_need(r, &need);
+    sched_sandbox_need(r, &need);
     need_add(&c->loads[k].used, &need, +1);
     c->loads[k].sandboxes++;
 }
@@ -351,7 +351,7 @@ static int refusal(const tally_t *t, const char *env, const char *driver, const 
                          have);
 }
 
-int placement_choose(sched_t *s, const char *environment, const char *driver,
+int sched_place_choose(sched_t *s, const char *environment, const char *driver,
                      const sched_need_t *need, char **host_out, sbx_error_t *err)
 {
     st_host_t *hosts = NULL;

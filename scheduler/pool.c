@@ -21,7 +21,7 @@ static json_t *props_of(const st_resource_t *r)
 static void destroy_member(sched_t *s, const st_resource_t *m)
 {
     char why[256];
-    if (sandbox_destroy_on_host(s, m, why, sizeof(why)) == 0)
+    if (sched_sandbox_destroy(s, m, why, sizeof(why)) == 0)
         st_resource_delete(s->db, m->id, NULL);
 }
 
@@ -31,7 +31,7 @@ static void destroy_member(sched_t *s, const st_resource_t *m)
 static json_t *default_spec(const st_resource_t *g)
 {
     st_resource_t fake = {.parent_id = g->id, .body = json_pack("{s:{}}", "properties")};
-    json_t *spec = sandbox_agent_spec_in(g, &fake);
+    json_t *spec = sched_sandbox_spec_in(g, &fake);
     json_decref(fake.body);
     return spec;
 }
@@ -43,13 +43,13 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
     char rid[37];
     sbx_uuid(rid);
     sched_need_t need;
-    spec_need(spec, &need);
-    _cleanup_free_ char *env = group_environment(g);
+    sched_spec_need(spec, &need);
+    _cleanup_free_ char *env = sched_group_environment(g);
     char *host = NULL;
     sbx_error_t err = {0};
     st_resource_t m = {0};
     pthread_mutex_lock(&s->place_lock);
-    int ret = placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need,
+    int ret = sched_place_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need,
                                &host, &err);
     if (ret == 0) {
         m.id = xasprintf("%s/poolSandboxes/%s", g->id, rid);
@@ -61,18 +61,18 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
         m.host_id = xstrdup(host);
         m.body = json_pack("{s:s,s:s,s:O,s:{s:s,s:s}}", "type", "pool", "_runtimeId", rid,
                            "_spec", spec, "properties", "state", "Starting", "host", host);
-        sandbox_need_store(m.body, &need);
+        sched_need_store(m.body, &need);
         st_tx_t *tx = st_begin(s->db, &err);
         ret = tx ? st_tx_resource_put(tx, &m, &err) : -1;
         if (ret == 0)
             ret = st_commit(TAKE_PTR(tx), &err);
         st_rollback(tx);
         if (ret == 0)
-            placement_add(s, host, &need, +1);
+            sched_place_add(s, host, &need, +1);
     }
     pthread_mutex_unlock(&s->place_lock);
     if (ret == 0)
-        pool_start_on_host(s, &m);
+        sched_pool_start_member(s, &m);
     else /* a full environment is the usual reason: said once a pass at most */
         sbx_log(SBX_LOG_INFO, MODULE_NAME, "warm pool of %s: %s", g->name, err.msg);
     free(host);
@@ -80,11 +80,11 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
 }
 
 /* PUT the member on its host (idempotent) and mark it Ready, or drop it.  */
-void pool_start_on_host(sched_t *s, const st_resource_t *m)
+void sched_pool_start_member(sched_t *s, const st_resource_t *m)
 {
     st_host_t h = {0};
     sbx_error_t err = {0};
-    if (!m->host_id || host_find(s, m->host_id, &h, &err) < 0) {
+    if (!m->host_id || st_host_get(s->db, m->host_id, &h, &err) < 0) {
         /* Storage that could not answer is no reason to drop the member:
          * the next pass finds it Starting and tries again.  */
         if (!m->host_id || err.code == SBX_ERR_NOT_FOUND)
@@ -99,11 +99,11 @@ void pool_start_on_host(sched_t *s, const st_resource_t *m)
         return;
     }
     _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
-    agent_reply_t r;
-    bool ok = agent_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body),
+    sched_reply_t r;
+    bool ok = sched_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body),
                          s->cfg.agent_timeout_ms, &r) == 0 &&
               (r.status == 200 || r.status == 201);
-    agent_reply_done(&r);
+    sched_reply_done(&r);
     st_host_done(&h);
     if (!ok) {
         destroy_member(s, m);
@@ -141,7 +141,7 @@ static void keep_group(sched_t *s, const st_resource_t *g, int64_t now)
         if (stale || have >= want) {
             destroy_member(s, m);
         } else if (state && strcmp(state, "Starting") == 0 && now - m->updated_ms > STUCK_MS) {
-            pool_start_on_host(s, m); /* a start a crash interrupted */
+            sched_pool_start_member(s, m); /* a start a crash interrupted */
             have++;
         } else {
             have++;
@@ -163,7 +163,7 @@ static void keep_one(void *ud, const st_resource_t *g)
     keep_group(p->s, g, p->now);
 }
 
-void pool_keep(sched_t *s)
+void sched_pool_keep(sched_t *s)
 {
     keep_pass_t p = {s, sbx_now_ms()};
     st_list_query_t q = {.type = API_GROUP_TYPE, .limit = 500};

@@ -30,11 +30,11 @@ static int64_t parse_time_ms(const char *s)
 
 static json_t *fetch_agent_sandboxes(sched_t *s, const st_host_t *h)
 {
-    agent_reply_t r;
+    sched_reply_t r;
     json_t *by_id = NULL;
-    if (agent_call(s, h->url, "GET", "/v1/sandboxes", NULL, NULL, NULL, 0, 5000, &r) == 0 &&
+    if (sched_call(s, h->url, "GET", "/v1/sandboxes", NULL, NULL, NULL, 0, 5000, &r) == 0 &&
         r.status == 200) {
-        json_t *j = agent_reply_json(&r);
+        json_t *j = sched_reply_json(&r);
         by_id = json_object();
         size_t i;
         json_t *v;
@@ -45,7 +45,7 @@ static json_t *fetch_agent_sandboxes(sched_t *s, const st_host_t *h)
         }
         json_decref(j);
     }
-    agent_reply_done(&r);
+    sched_reply_done(&r);
     return by_id;
 }
 
@@ -85,16 +85,16 @@ static void expire(sched_t *s, const st_resource_t *sb)
 
 static void suspend_idle(sched_t *s, const st_host_t *h, const st_resource_t *sb)
 {
-    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/suspend", sandbox_runtime_id(sb));
-    agent_reply_t r;
-    if (agent_call(s, h->url, "POST", path, NULL, NULL, "{}", 2, 10000, &r) == 0 &&
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/suspend", sched_sandbox_runtime_id(sb));
+    sched_reply_t r;
+    if (sched_call(s, h->url, "POST", path, NULL, NULL, "{}", 2, 10000, &r) == 0 &&
         r.status == 200) {
         json_t *patch = json_pack("{s:s,s:s}", "state", "Suspended", "statusMessage",
                                   "suspended after idleTimeoutSeconds");
-        sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+        sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
         json_decref(patch);
     }
-    agent_reply_done(&r);
+    sched_reply_done(&r);
 }
 
 /* One stored sandbox on a Ready host against the agent's report.  */
@@ -103,7 +103,7 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
 {
     json_t *props = json_object_get(sb->body, "properties");
     const char *ps = json_string_value(json_object_get(props, "provisioningState"));
-    const char *rid = sandbox_runtime_id(sb);
+    const char *rid = sched_sandbox_runtime_id(sb);
     if (!rid || !ps || strcmp(ps, "Succeeded") != 0)
         return; /* an operation owns it right now */
     /* A row written after the agent's list was taken is newer than the
@@ -116,21 +116,21 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
         if (state && strcmp(state, "Failed") != 0) {
             json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage",
                                       "the host no longer runs this sandbox");
-            sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+            sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
             json_decref(patch);
         }
         return;
     }
-    const char *actual = agent_state(seen);
+    const char *actual = sched_agent_state(seen);
     if (actual && strcmp(actual, "Creating") == 0)
         actual = "Starting";
-    json_t *last = agent_time(seen, "lastActivityAt");
+    json_t *last = sched_agent_time(seen, "lastActivityAt");
     if (actual && (!state || strcmp(actual, state) != 0 ||
                    (last && !json_equal(last, json_object_get(props, "lastActivityAt"))))) {
         json_t *patch = json_pack("{s:s}", "state", actual);
         if (json_is_string(last))
             json_object_set(patch, "lastActivityAt", last);
-        sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+        sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
         json_decref(patch);
     }
     st_resource_t group = {0};
@@ -162,9 +162,9 @@ static void destroy_unknown(sched_t *s, const st_host_t *h, json_t *unknown)
         sbx_log(SBX_LOG_WARN, MODULE_NAME, "host %s runs unknown sandbox %s: destroying it",
                 h->name, rid);
         _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
-        agent_reply_t r;
-        agent_call(s, h->url, "DELETE", path, NULL, NULL, NULL, 0, 30000, &r);
-        agent_reply_done(&r);
+        sched_reply_t r;
+        sched_call(s, h->url, "DELETE", path, NULL, NULL, NULL, 0, 30000, &r);
+        sched_reply_done(&r);
     }
 }
 
@@ -195,7 +195,7 @@ static int reconcile_pool_members(sched_t *s, const st_host_t *h, json_t *by_id,
         return -1;
     for (size_t i = 0; i < l.n; i++) {
         st_resource_t *m = &l.items[i];
-        const char *rid = sandbox_runtime_id(m);
+        const char *rid = sched_sandbox_runtime_id(m);
         const char *state =
             json_string_value(json_object_get(json_object_get(m->body, "properties"), "state"));
         if (rid && json_object_get(by_id, rid)) {
@@ -220,7 +220,7 @@ typedef struct host_pass {
 static void reconcile_one(void *ud, const st_resource_t *sb)
 {
     host_pass_t *p = ud;
-    const char *rid = sandbox_runtime_id(sb);
+    const char *rid = sched_sandbox_runtime_id(sb);
     reconcile_sandbox(p->s, p->h, sb, p->by_id, p->seen_ms, p->now);
     if (rid)
         json_object_del(p->by_id, rid);
@@ -272,7 +272,7 @@ static void forget_old_operations(sched_t *s, int64_t now)
 
 void sched_reconcile_once(sched_t *s)
 {
-    hosts_check_all(s);
+    sched_hosts_check(s);
     st_host_t *hosts = NULL;
     size_t n = 0;
     if (st_host_list(s->db, &hosts, &n, NULL) < 0)
@@ -282,12 +282,12 @@ void sched_reconcile_once(sched_t *s)
         if (strcmp(hosts[i].state, "Down") != 0)
             reconcile_host(s, &hosts[i], now);
     st_hosts_free(hosts, n);
-    placement_rebuild(s);
-    pool_keep(s);
+    sched_place_rebuild(s);
+    sched_pool_keep(s);
     forget_old_operations(s, now);
 }
 
-void *reconciler_main(void *arg)
+void *sched_reconciler_main(void *arg)
 {
     sched_t *s = arg;
     for (;;) {

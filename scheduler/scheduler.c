@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <libgen.h>
@@ -13,22 +14,18 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-#include "scheduler/pki.h"
 
 #define LOCAL_HOST "local"
 #define LOCAL_READY_MS 15000
 
-typedef struct local_agent {
+struct local_agent {
     sched_local_agent_config_t cfg;
     char *bin, *data_dir, *pki_dir, *default_image;
     pthread_t thread;
     pid_t pid;
     int port;
     bool ready;
-    char error[256];
-} local_agent_t;
-
-static local_agent_t *local_of(sched_t *s);
+};
 
 sched_t *sched_new(const sched_config_t *cfg, st_db_t *db, sbx_error_t *err)
 {
@@ -62,7 +59,7 @@ sched_t *sched_new(const sched_config_t *cfg, st_db_t *db, sbx_error_t *err)
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->rwake, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    placement_rebuild(s);
+    sched_place_rebuild(s);
     return s;
 }
 
@@ -70,11 +67,11 @@ int sched_start(sched_t *s, sbx_error_t *err)
 {
     s->workers = xcalloc(s->cfg.workers, sizeof(pthread_t));
     for (unsigned i = 0; i < s->cfg.workers; i++) {
-        if (pthread_create(&s->workers[i], NULL, worker_main, s) != 0)
+        if (pthread_create(&s->workers[i], NULL, sched_worker_main, s) != 0)
             return sbx_error_errno(err, SBX_ERR_INTERNAL, "start worker");
         s->n_workers++;
     }
-    if (pthread_create(&s->reconciler, NULL, reconciler_main, s) != 0)
+    if (pthread_create(&s->reconciler, NULL, sched_reconciler_main, s) != 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "start reconciler");
     s->started = true;
     return 0;
@@ -134,19 +131,7 @@ void sched_free(sched_t *s)
     free(s);
 }
 
-int sched_pki_ensure(const char *pki_dir, sbx_error_t *err)
-{
-    return pki_ensure(pki_dir, err);
-}
-
 /* ---- the local agent ---- */
-
-static local_agent_t *g_local; /* one per process: the embedded default */
-
-static local_agent_t *local_of(sched_t *s)
-{
-    return g_local;
-}
 
 static char *sibling_binary(const char *name)
 {
@@ -224,10 +209,10 @@ static bool wait_ready(sched_t *s, local_agent_t *la, pid_t pid)
     while (sbx_monotonic_ms() < deadline) {
         if (waitpid(pid, NULL, WNOHANG) == pid)
             return false;
-        agent_reply_t r;
-        bool ok = agent_call(s, url, "GET", "/v1/health", NULL, NULL, NULL, 0, 1000, &r) == 0 &&
+        sched_reply_t r;
+        bool ok = sched_call(s, url, "GET", "/v1/health", NULL, NULL, NULL, 0, 1000, &r) == 0 &&
                   r.status == 200;
-        agent_reply_done(&r);
+        sched_reply_done(&r);
         if (ok)
             return sched_host_register(s, LOCAL_HOST, url, "default", NULL) == 0;
         usleep(20000);
@@ -238,7 +223,7 @@ static bool wait_ready(sched_t *s, local_agent_t *la, pid_t pid)
 static void *local_agent_main(void *arg)
 {
     sched_t *s = arg;
-    local_agent_t *la = local_of(s);
+    local_agent_t *la = s->local;
     int failures = 0;
     for (;;) {
         pthread_mutex_lock(&s->lock);
@@ -292,7 +277,7 @@ int sched_local_agent_start(sched_t *s, const sched_local_agent_config_t *cfg, s
         else
             free(dir);
     }
-    g_local = la;
+    s->local = la;
     if (access(la->bin, X_OK) < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "local agent '%s'", la->bin);
     if (pthread_create(&la->thread, NULL, local_agent_main, s) != 0)
@@ -313,7 +298,7 @@ int sched_local_agent_start(sched_t *s, const sched_local_agent_config_t *cfg, s
 
 static void local_agent_stop(sched_t *s)
 {
-    local_agent_t *la = g_local;
+    local_agent_t *la = s->local;
     if (!la)
         return;
     pthread_mutex_lock(&s->lock);
@@ -328,5 +313,5 @@ static void local_agent_stop(sched_t *s)
     free(la->pki_dir);
     free(la->default_image);
     free(la);
-    g_local = NULL;
+    s->local = NULL;
 }

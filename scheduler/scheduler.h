@@ -2,7 +2,7 @@
  * host registry and its health checks, placement, worker threads that take
  * pending operations and drive host agents over HTTPS (mTLS, libcurl), a
  * level-triggered reconcile loop, idle suspend and lifetime limits, and the
- * proxy for sandbox actions (exec, files, suspend...).
+ * calls to agents that the server's sandbox proxy makes (server/proxy.c).
  *
  * Policies (docs/scheduler.md has the long form):
  * - placement: Ready hosts of the group's environment that report the
@@ -62,13 +62,57 @@ void sched_notify(sched_t *s);
 int sched_host_register(sched_t *s, const char *name, const char *url, const char *environment,
                         sbx_error_t *err);
 
-/* The admin API under /admin/hosts (authenticated by the caller).  */
-void sched_admin_handle(sched_t *s, const http_request_t *req, http_response_t *res);
+/* The host registry, for the admin API.  Host names are 1-63 letters,
+ * digits, '-', '_' or '.'.  */
+bool sched_host_name_valid(const char *name);
+/* How many sandboxes the scheduler counts on a host (placement's view).  */
+unsigned sched_host_sandboxes(sched_t *s, const char *name);
+/* Drain a host (no new placements) or make it Ready again; undraining a
+ * host that is Down leaves it to the health check.  */
+int sched_host_drain(sched_t *s, const char *name, bool drain, sbx_error_t *err);
+/* Remove a host; its sandboxes fail (or are recreated elsewhere, as their
+ * group asks).  1 when it was removed, 0 when there was none.  */
+int sched_host_remove(sched_t *s, const char *name, sbx_error_t *err);
 
-/* A sandbox action through its host: "exec", "files", "suspend", "resume",
- * "stop", "start".  Fills res with the ARM reply.  */
-void sched_sandbox_call(sched_t *s, const st_resource_t *sandbox, const char *action,
-                        const http_request_t *req, http_response_t *res);
+/* ---- Calls to a host's agent, for the server's sandbox proxy ---- */
+
+/* One call's answer (agent_client.c).  */
+typedef struct sched_reply {
+    long status;      /* 0 when no answer arrived */
+    char *body;
+    size_t body_len;
+    char *content_type;
+    char error[256];  /* transport error, when status is 0 */
+    bool shutdown;    /* cut off by sched_shutdown_begin */
+} sched_reply_t;
+void sched_reply_done(sched_reply_t *r);
+int sched_call(sched_t *s, const char *base_url, const char *method, const char *path,
+               const char *query, const char *content_type, const char *body, size_t body_len,
+               int timeout_ms, sched_reply_t *out);
+json_t *sched_reply_json(const sched_reply_t *r);
+/* A call whose request body is read while it is sent: read(ud, buf, n)
+ * as http_body_read; size is the body's length or UINT64_MAX (chunked).
+ * *read_errno gets the errno of a failed read (the call then fails).  */
+int sched_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
+                      const char *query, uint64_t size,
+                      ssize_t (*read)(void *ud, void *buf, size_t n), void *ud,
+                      int *read_errno, sched_reply_t *out);
+/* A GET whose reply body streams into `pipe` from a thread of its own.
+ * Returns once the agent's status is known: a 2xx reply keeps flowing into
+ * the pipe (out->body stays empty, *length is its Content-Length or
+ * UINT64_MAX), and the caller hands the pipe to its response; any other is
+ * read whole (bounded) into out, and the caller abandons the pipe.  The
+ * pipe's producer side belongs to the call.  */
+int sched_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
+                        http_pipe_t *pipe, uint64_t *length, sched_reply_t *out);
+
+/* A sandbox's lifecycle action ("suspend", "resume", "stop", "start") on
+ * host_url: the agent's answer in *out; a 200 is also recorded as the
+ * sandbox's new state.  -1 (err filled) only when recording failed.  */
+int sched_sandbox_lifecycle(sched_t *s, const char *host_url, const st_resource_t *sandbox,
+                            const char *action, sched_reply_t *out, sbx_error_t *err);
+/* The id a placed sandbox has on its host, or NULL before placement.  */
+const char *sched_sandbox_runtime_id(const st_resource_t *sandbox);
 
 /* The embedded default: a CA and certificates in pki_dir (pki.c), and a
  * sandbox-agent child process on a loopback port, supervised (restarted

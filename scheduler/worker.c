@@ -16,7 +16,7 @@
 
 /* ---- busy set ---- */
 
-bool busy_claim(sched_t *s, const char *op_id)
+bool sched_busy_claim(sched_t *s, const char *op_id)
 {
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->n_busy; i++)
@@ -32,7 +32,7 @@ bool busy_claim(sched_t *s, const char *op_id)
     return true;
 }
 
-void busy_release(sched_t *s, const char *op_id)
+void sched_busy_release(sched_t *s, const char *op_id)
 {
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->n_busy; i++)
@@ -55,7 +55,7 @@ static struct host_slots *slot_of(sched_t *s, const char *host)
     return h;
 }
 
-bool host_slot_take(sched_t *s, const char *host)
+bool sched_slot_take(sched_t *s, const char *host)
 {
     unsigned limit = s->cfg.workers > 1 ? s->cfg.workers - 1 : 1;
     pthread_mutex_lock(&s->lock);
@@ -67,7 +67,7 @@ bool host_slot_take(sched_t *s, const char *host)
     return ok;
 }
 
-void host_slot_give(sched_t *s, const char *host)
+void sched_slot_give(sched_t *s, const char *host)
 {
     pthread_mutex_lock(&s->lock);
     struct host_slots *h = slot_of(s, host);
@@ -76,140 +76,9 @@ void host_slot_give(sched_t *s, const char *host)
     pthread_mutex_unlock(&s->lock);
 }
 
-/* ---- sandbox helpers ---- */
-
 static json_t *props_of(const st_resource_t *r)
 {
     return json_object_get(r->body, "properties");
-}
-
-const char *sandbox_runtime_id(const st_resource_t *sandbox)
-{
-    return json_string_value(json_object_get(sandbox->body, "_runtimeId"));
-}
-
-/* A sandbox property, else the group's sandboxDefaults, else NULL.  */
-static json_t *effective(const json_t *props, const json_t *defaults, const char *key)
-{
-    json_t *v = json_object_get(props, key);
-    return v ? v : json_object_get(defaults, key);
-}
-
-static double body_number(const st_resource_t *r, const char *key, double dflt)
-{
-    json_t *v = json_object_get(r->body, key);
-    return json_is_number(v) ? json_number_value(v) : dflt;
-}
-
-void sandbox_need(const st_resource_t *sandbox, sched_need_t *out)
-{
-    out->cpu = body_number(sandbox, "_cpu", 1.0);
-    out->memory_mib = body_number(sandbox, "_memoryMiB", 256.0);
-    /* Rows placed before disk and pids were counted hold the defaults.  */
-    out->disk_mib = body_number(sandbox, "_diskMiB", SANDBOX_DISK_MIB);
-    out->pids = body_number(sandbox, "_pids", SANDBOX_PIDS);
-}
-
-void spec_need(const json_t *spec, sched_need_t *out)
-{
-    out->cpu = json_number_value(json_object_get(spec, "cpu"));
-    out->memory_mib = json_number_value(json_object_get(spec, "memoryMiB"));
-    out->disk_mib = json_number_value(json_object_get(spec, "diskMiB"));
-    out->pids = SANDBOX_PIDS;
-}
-
-void sandbox_need_store(json_t *body, const sched_need_t *need)
-{
-    json_object_set_new(body, "_cpu", json_real(need->cpu));
-    json_object_set_new(body, "_memoryMiB", json_real(need->memory_mib));
-    json_object_set_new(body, "_diskMiB", json_real(need->disk_mib));
-    json_object_set_new(body, "_pids", json_real(need->pids));
-}
-
-json_t *sandbox_agent_spec_in(const st_resource_t *group, const st_resource_t *sandbox)
-{
-    json_t *defaults = group ? json_object_get(props_of(group), "sandboxDefaults") : NULL;
-    json_t *props = props_of(sandbox);
-    json_t *image = effective(props, defaults, "image");
-    json_t *cpu = effective(props, defaults, "cpu");
-    json_t *mem = effective(props, defaults, "memoryMiB");
-    json_t *disk = effective(props, defaults, "diskMiB");
-    json_t *iso = effective(props, defaults, "isolation");
-    json_t *spec = json_pack("{s:s,s:s,s:f,s:I,s:I}", "image",
-                             image ? json_string_value(image) : IMG_DEFAULT_REF, "driver",
-                             iso ? json_string_value(iso) : "process", "cpu",
-                             cpu ? json_number_value(cpu) : 1.0, "memoryMiB",
-                             (json_int_t)(mem ? json_number_value(mem) : 256), "diskMiB",
-                             (json_int_t)(disk ? json_number_value(disk) : SANDBOX_DISK_MIB));
-    json_t *env = json_object();
-    json_object_update(env, json_object_get(defaults, "env"));
-    json_object_update(env, json_object_get(props, "env"));
-    json_object_set_new(spec, "env", env);
-    return spec;
-}
-
-/* The sandbox's group: 1 read into *group, 0 when it has none or it is
- * gone (its sandboxes are being deleted with it: server defaults do), -1
- * when storage could not read it, which must not pass for "no group" or
- * the sandbox would start from the wrong image, limits and environment.  */
-static int read_group(st_db_t *db, const st_resource_t *sandbox, st_resource_t *group,
-                      sbx_error_t *err)
-{
-    if (!sandbox->parent_id)
-        return 0;
-    sbx_error_t gerr = {0};
-    if (st_resource_get(db, sandbox->parent_id, group, &gerr) == 0)
-        return 1;
-    if (gerr.code == SBX_ERR_NOT_FOUND)
-        return 0;
-    if (err)
-        *err = gerr;
-    return -1;
-}
-
-json_t *sandbox_agent_spec(st_db_t *db, const st_resource_t *sandbox, sbx_error_t *err)
-{
-    st_resource_t group = {0};
-    int have = read_group(db, sandbox, &group, err);
-    if (have < 0)
-        return NULL;
-    json_t *spec = sandbox_agent_spec_in(have ? &group : NULL, sandbox);
-    st_resource_done(&group);
-    return spec;
-}
-
-/* The environment label of a group: its environment's name, or "default"
- * for a group linked to none.  */
-char *group_environment(const st_resource_t *group)
-{
-    const char *env = json_string_value(json_object_get(props_of(group), "environmentId"));
-    const char *slash = env ? strrchr(env, '/') : NULL;
-    char *label = xstrdup(slash && slash[1] ? slash + 1 : "default");
-    sbx_str_lower(label);
-    return label;
-}
-
-int sandbox_update_props(st_db_t *db, const char *id, json_t *patch, const char *host_id,
-                         sbx_error_t *err)
-{
-    st_tx_t *tx = st_begin(db, err);
-    if (!tx)
-        return -1;
-    st_resource_t r = {0};
-    int ret = st_tx_resource_get(tx, id, &r, err);
-    if (ret == 0) {
-        json_object_update(props_of(&r), patch);
-        if (host_id) {
-            free(r.host_id);
-            r.host_id = xstrdup(host_id);
-        }
-        ret = st_tx_resource_put(tx, &r, err);
-    }
-    if (ret == 0)
-        ret = st_commit(TAKE_PTR(tx), err);
-    st_rollback(tx);
-    st_resource_done(&r);
-    return ret;
 }
 
 /* ---- operation steps ---- */
@@ -289,7 +158,7 @@ static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_
     const char *was = json_string_value(json_object_get(props_of(sb), "statusMessage"));
     if (!was || strcmp(was, msg) != 0) {
         json_t *patch = json_pack("{s:s,s:s}", "state", "Pending", "statusMessage", msg);
-        sandbox_update_props(s->db, sb->id, patch, NULL, NULL);
+        sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
         json_decref(patch);
     }
     op->next_attempt_ms = now + PLACEMENT_RETRY_MS;
@@ -303,16 +172,16 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
  * between the two calls the same host with the same id again.  */
 static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *err)
 {
-    if (sb->host_id && sandbox_runtime_id(sb)) {
+    if (sb->host_id && sched_sandbox_runtime_id(sb)) {
         *host = xstrdup(sb->host_id);
         return 0;
     }
     st_resource_t group = {0};
-    int have = read_group(s->db, sb, &group, err);
+    int have = sched_read_group(s->db, sb, &group, err);
     if (have < 0)
         return -1;
-    _cleanup_json_ json_t *spec = sandbox_agent_spec_in(have ? &group : NULL, sb);
-    _cleanup_free_ char *env = have ? group_environment(&group) : xstrdup("default");
+    _cleanup_json_ json_t *spec = sched_sandbox_spec_in(have ? &group : NULL, sb);
+    _cleanup_free_ char *env = have ? sched_group_environment(&group) : xstrdup("default");
     st_resource_done(&group);
     pthread_mutex_lock(&s->place_lock);
     int ret = placement_record(s, sb, spec, env, host, err);
@@ -325,8 +194,8 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
                             char **host, sbx_error_t *err)
 {
     sched_need_t need;
-    spec_need(spec, &need);
-    if (placement_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need, host,
+    sched_spec_need(spec, &need);
+    if (sched_place_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need, host,
                          err) < 0)
         return -1;
     char rid[37];
@@ -338,7 +207,7 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
         json_t *props = props_of(&cur);
         const char *msg = json_string_value(json_object_get(props, "statusMessage"));
         json_object_set_new(cur.body, "_runtimeId", json_string(rid));
-        sandbox_need_store(cur.body, &need);
+        sched_need_store(cur.body, &need);
         json_object_set_new(props, "state", json_string("Starting"));
         json_object_set_new(props, "host", json_string(*host));
         if (msg && sbx_str_has_prefix(msg, WAITING_PREFIX))
@@ -351,7 +220,7 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
         ret = st_commit(TAKE_PTR(tx), err);
     st_rollback(tx);
     if (ret == 0) {
-        placement_add(s, *host, &need, +1);
+        sched_place_add(s, *host, &need, +1);
         st_resource_done(sb);
         *sb = cur;
     } else {
@@ -362,60 +231,19 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
     return ret;
 }
 
-/* ---- what agents report ---- */
-
-const char *agent_state(const json_t *reply)
-{
-    static const char *const states[] = {"Creating",  "Starting", "Running",  "Suspending",
-                                         "Suspended", "Resuming", "Stopping", "Stopped",
-                                         "Failed"};
-    const char *st = json_string_value(json_object_get(reply, "state"));
-    for (size_t i = 0; st && i < ARRAY_SIZE(states); i++)
-        if (strcmp(st, states[i]) == 0)
-            return states[i];
-    return NULL;
-}
-
-json_t *agent_time(const json_t *reply, const char *key)
-{
-    json_t *v = json_object_get(reply, key);
-    const char *t = json_string_value(v);
-    if (!t || json_string_length(v) > 40)
-        return NULL;
-    for (const char *p = t; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || strchr("-:.TZ+", *p)))
-            return NULL;
-    return v;
-}
-
-json_t *agent_message(const json_t *reply)
-{
-    json_t *v = json_object_get(reply, "message");
-    const char *m = json_string_value(v);
-    if (!m)
-        return NULL;
-    size_t n = strlen(m);
-    if (n <= AGENT_MESSAGE_MAX)
-        return json_string(m);
-    n = AGENT_MESSAGE_MAX; /* cut at a character boundary */
-    while (n > 0 && ((unsigned char)m[n] & 0xC0) == 0x80)
-        n--;
-    return json_stringn(m, n);
-}
-
 static json_t *props_from_agent(const json_t *reply, const char *host)
 {
-    const char *state = agent_state(reply);
+    const char *state = sched_agent_state(reply);
     if (!state || strcmp(state, "Creating") == 0)
         state = "Starting";
     json_t *patch = json_pack("{s:s,s:s,s:s}", "state", state, "host", host, "statusMessage", "");
     const char *keys[] = {"createdAt", "lastActivityAt"};
     for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-        json_t *v = agent_time(reply, keys[i]);
+        json_t *v = sched_agent_time(reply, keys[i]);
         if (v)
             json_object_set(patch, keys[i], v);
     }
-    json_t *msg = agent_message(reply);
+    json_t *msg = sched_agent_message(reply);
     if (msg && json_string_length(msg) > 0)
         json_object_set_new(patch, "statusMessage", msg);
     else
@@ -423,9 +251,9 @@ static json_t *props_from_agent(const json_t *reply, const char *host)
     return patch;
 }
 
-static const char *agent_error_message(const agent_reply_t *r, char *buf, size_t len)
+static const char *agent_error_message(const sched_reply_t *r, char *buf, size_t len)
 {
-    json_t *j = agent_reply_json(r);
+    json_t *j = sched_reply_json(r);
     const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
     snprintf(buf, len, "host answered %ld: %s", r->status, m ? m : "no detail");
     json_decref(j);
@@ -472,17 +300,17 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
         st_resource_done(&sb);
         return true;
     }
-    if (host_find(s, host, &h, NULL) < 0) {
+    if (st_host_get(s->db, host, &h, NULL) < 0) {
         retry_later(s, op, "the sandbox's host is no longer registered");
         st_resource_done(&sb);
         return true;
     }
-    if (!host_slot_take(s, host)) {
+    if (!sched_slot_take(s, host)) {
         st_host_done(&h);
         st_resource_done(&sb);
         return false;
     }
-    _cleanup_json_ json_t *spec = sandbox_agent_spec(s->db, &sb, &err);
+    _cleanup_json_ json_t *spec = sched_sandbox_spec(s->db, &sb, &err);
     if (!spec || spec_add_secrets(s, &sb, spec, &err) < 0) {
         if (!spec) {
             retry_later(s, op, err.msg);
@@ -491,22 +319,22 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
             finish(s, op, false, "SandboxCreateFailed", err.msg, patch);
             json_decref(patch);
         }
-        host_slot_give(s, host);
+        sched_slot_give(s, host);
         st_host_done(&h);
         st_resource_done(&sb);
         return true;
     }
     _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
-    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sandbox_runtime_id(&sb));
-    agent_reply_t r;
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sched_sandbox_runtime_id(&sb));
+    sched_reply_t r;
     char msg[512];
-    if (agent_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body), s->cfg.agent_timeout_ms,
+    if (sched_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body), s->cfg.agent_timeout_ms,
                    &r) < 0 || r.status >= 500) {
         snprintf(msg, sizeof(msg), "host '%s': %s", host,
                  r.status ? agent_error_message(&r, msg + 256, 256) : r.error);
         retry_later(s, op, msg);
     } else if (r.status == 200 || r.status == 201) {
-        json_t *reply = agent_reply_json(&r);
+        json_t *reply = sched_reply_json(&r);
         json_t *patch = props_from_agent(reply, host);
         finish(s, op, true, NULL, NULL, patch);
         json_decref(patch);
@@ -517,16 +345,16 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
         finish(s, op, false, "SandboxCreateFailed", msg, patch);
         json_decref(patch);
     }
-    agent_reply_done(&r);
-    host_slot_give(s, host);
+    sched_reply_done(&r);
+    sched_slot_give(s, host);
     st_host_done(&h);
     st_resource_done(&sb);
     return true;
 }
 
-int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size_t why_len)
+int sched_sandbox_destroy(sched_t *s, const st_resource_t *sb, char *why, size_t why_len)
 {
-    const char *rid = sandbox_runtime_id(sb);
+    const char *rid = sched_sandbox_runtime_id(sb);
     st_host_t h = {0};
     sbx_error_t err = {0};
     if (!sb->host_id || !rid)
@@ -540,19 +368,19 @@ int sandbox_destroy_on_host(sched_t *s, const st_resource_t *sb, char *why, size
     int ret = 0;
     if (strcmp(h.state, "Down") != 0) {
         _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
-        agent_reply_t r;
-        if (agent_call(s, h.url, "DELETE", path, NULL, NULL, NULL, 0, s->cfg.agent_timeout_ms,
+        sched_reply_t r;
+        if (sched_call(s, h.url, "DELETE", path, NULL, NULL, NULL, 0, s->cfg.agent_timeout_ms,
                        &r) < 0 || (r.status != 204 && r.status != 200 && r.status != 404)) {
             snprintf(why, why_len, "host '%s' did not destroy the sandbox: %s", h.name,
                      r.status ? "error reply" : r.error);
             ret = -1;
         }
-        agent_reply_done(&r);
+        sched_reply_done(&r);
     }
     if (ret == 0) {
         sched_need_t need;
-        sandbox_need(sb, &need);
-        placement_add(s, sb->host_id, &need, -1);
+        sched_sandbox_need(sb, &need);
+        sched_place_add(s, sb->host_id, &need, -1);
     }
     st_host_done(&h);
     return ret;
@@ -570,7 +398,7 @@ static void run_sandbox_delete(sched_t *s, st_operation_t *op)
             retry_later(s, op, err.msg);
         return;
     }
-    if (sandbox_destroy_on_host(s, &sb, why, sizeof(why)) < 0)
+    if (sched_sandbox_destroy(s, &sb, why, sizeof(why)) < 0)
         retry_later(s, op, why);
     else
         finish(s, op, true, NULL, NULL, NULL);
@@ -608,7 +436,7 @@ static int delete_children(sched_t *s, const st_operation_t *op, const char *typ
     if (st_resource_list(s->db, &q, &l, NULL) < 0)
         return -1;
     for (size_t i = 0; i < l.n; i++) {
-        if (sandbox_destroy_on_host(s, &l.items[i], why, why_len) < 0) {
+        if (sched_sandbox_destroy(s, &l.items[i], why, why_len) < 0) {
             *retry = true;
             continue;
         }
@@ -647,7 +475,7 @@ static bool run_operation(sched_t *s, st_operation_t *op)
     return true;
 }
 
-void *worker_main(void *arg)
+void *sched_worker_main(void *arg)
 {
     sched_t *s = arg;
     for (;;) {
@@ -660,7 +488,7 @@ void *worker_main(void *arg)
         size_t n = 0, ran = 0;
         if (st_operations_due(s->db, sbx_now_ms(), BATCH, &ops, &n, NULL) == 0) {
             for (size_t i = 0; i < n; i++) {
-                if (!busy_claim(s, ops[i].id))
+                if (!sched_busy_claim(s, ops[i].id))
                     continue;
                 /* The batch was read before the claim: another worker may
                  * have run this operation meanwhile (finished it, or put it
@@ -674,7 +502,7 @@ void *worker_main(void *arg)
                         ran++;
                 }
                 st_operation_done(&cur);
-                busy_release(s, ops[i].id);
+                sched_busy_release(s, ops[i].id);
             }
         }
         st_operations_free(ops, n);

@@ -15,23 +15,27 @@ struct routes {
     char *pki_dir, *ca, *cert, *key;
     api_t *api;
     sched_t *sched;
+    st_db_t *db;
 };
 
 static void on_queued(void *ctx)
 {
-    sched_notify(ctx);
+    routes_t *r = ctx;
+    sched_notify(r->sched);
 }
 
 static void on_sandbox_call(void *ctx, const st_resource_t *sandbox, const char *action,
                             const http_request_t *req, http_response_t *res)
 {
-    sched_sandbox_call(ctx, sandbox, action, req, res);
+    routes_t *r = ctx;
+    routes_proxy_call(r->sched, r->db, sandbox, action, req, res);
 }
 
 routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
 {
     routes_t *r = xcalloc(1, sizeof(*r));
     r->rc = *rc;
+    r->db = db;
     r->auth_token = rc->auth_token ? xstrdup(rc->auth_token) : NULL;
     r->admin_token = rc->admin_token ? xstrdup(rc->admin_token) : NULL;
     r->pki_dir = xasprintf("%s/pki", rc->cfg->data_dir);
@@ -57,7 +61,7 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
     }
     api_config_t acfg = {.principal = "dev-token", .openapi_json = rc->openapi_json,
                          .max_disk_mib = cfg->max_disk_mib, .secret_key = rc->secret_key};
-    api_hooks_t hooks = {.ctx = r->sched, .operations_queued = on_queued,
+    api_hooks_t hooks = {.ctx = r, .operations_queued = on_queued,
                          .sandbox_call = on_sandbox_call};
     r->api = api_new(&acfg, db, &hooks);
     return r;
@@ -171,7 +175,7 @@ void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res)
                              "The admin API needs the admin token (data-dir/admin-token).");
             return;
         }
-        sched_admin_handle(r->sched, req, res);
+        routes_admin_hosts(r->sched, r->db, req, res);
         return;
     }
     if (!authenticated(r, req, res))

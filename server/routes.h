@@ -4,6 +4,7 @@
 #define SBX_SERVER_ROUTES_H
 
 #include "http/http.h"
+#include "scheduler/scheduler.h"
 #include "server/server.h"
 #include "storage/storage.h"
 
@@ -35,6 +36,14 @@ bool routes_authenticated(const routes_t *r, const http_request_t *req);
  * NULL for none that would be accepted.  */
 const char *routes_token_name(const routes_t *r, const http_request_t *req);
 size_t routes_body_limit(const routes_t *r, const char *method, const char *path);
+
+/* The host admin API under /admin/hosts (admin.c); the caller checked the
+ * admin token.  */
+void routes_admin_hosts(sched_t *s, st_db_t *db, const http_request_t *req, http_response_t *res);
+/* A sandbox action through its host (proxy.c): "exec", "files", "suspend",
+ * "resume", "stop", "start".  Fills res with the ARM reply.  */
+void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sandbox, const char *action,
+                       const http_request_t *req, http_response_t *res);
 
 int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *err);
 

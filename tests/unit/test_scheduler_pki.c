@@ -6,7 +6,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "scheduler/pki.h"
+#include "scheduler/scheduler.h"
 #include "tests/testutil.h"
 
 static char *dir;
@@ -50,7 +50,7 @@ static int days_left(const char *name)
 START_TEST(test_scheduler_pki_made_and_kept)
 {
     sbx_error_t err = {0};
-    ck_assert_msg(pki_ensure(dir, &err) == 0, "%s", err.msg);
+    ck_assert_msg(sched_pki_ensure(dir, &err) == 0, "%s", err.msg);
     const char *files[] = {"ca.pem", "ca.key", "agent.pem", "agent.key", "client.pem",
                            "client.key"};
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
@@ -58,7 +58,7 @@ START_TEST(test_scheduler_pki_made_and_kept)
         ck_assert_msg(access(p, R_OK) == 0, "%s missing", files[i]);
     }
     _cleanup_free_ char *agent = slurp("agent.pem"), *ca = slurp("ca.pem");
-    ck_assert_int_eq(pki_ensure(dir, &err), 0);
+    ck_assert_int_eq(sched_pki_ensure(dir, &err), 0);
     _cleanup_free_ char *agent2 = slurp("agent.pem"), *ca2 = slurp("ca.pem");
     ck_assert_str_eq(agent, agent2);
     ck_assert_str_eq(ca, ca2);
@@ -70,7 +70,7 @@ END_TEST
 START_TEST(test_scheduler_pki_renews_what_expires)
 {
     sbx_error_t err = {0};
-    ck_assert_int_eq(pki_ensure(dir, &err), 0);
+    ck_assert_int_eq(sched_pki_ensure(dir, &err), 0);
     _cleanup_free_ char *ca = slurp("ca.pem");
     /* A client certificate that ends tomorrow, signed by the same CA.  */
     _cleanup_free_ char *cmd = xasprintf(
@@ -81,7 +81,7 @@ START_TEST(test_scheduler_pki_renews_what_expires)
     int st = system(cmd);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     ck_assert_int_le(days_left("client.pem"), 1);
-    ck_assert_int_eq(pki_ensure(dir, &err), 0);
+    ck_assert_int_eq(sched_pki_ensure(dir, &err), 0);
     ck_assert_int_gt(days_left("client.pem"), 800);
     _cleanup_free_ char *ca2 = slurp("ca.pem");
     ck_assert_str_eq(ca, ca2); /* the CA itself had years left */

@@ -66,8 +66,8 @@ static char *place(const char *env, const char *driver, sched_need_t n, sbx_erro
     char *host = NULL;
     memset(err, 0, sizeof(*err));
     pthread_mutex_lock(&g_s->place_lock);
-    if (placement_choose(g_s, env, driver, &n, &host, err) == 0)
-        placement_add(g_s, host, &n, +1);
+    if (sched_place_choose(g_s, env, driver, &n, &host, err) == 0)
+        sched_place_add(g_s, host, &n, +1);
     pthread_mutex_unlock(&g_s->place_lock);
     return host;
 }
@@ -88,7 +88,7 @@ START_TEST(memory_is_admitted_on_the_sum)
     ck_assert_ptr_nonnull(strstr(err.msg, "environment 'default'"));
     /* The first goes: room again.  */
     sched_need_t n = need(1, 600, 64);
-    placement_add(g_s, "h1", &n, -1);
+    sched_place_add(g_s, "h1", &n, -1);
     second = place("default", "process", need(1, 600, 64), &err);
     ck_assert_str_eq(second, "h1");
     free(second);
@@ -226,12 +226,12 @@ START_TEST(placed_rows_count_after_a_rebuild)
                        .resource_group = "rg", .host_id = "h1",
                        .body = json_pack("{s:s,s:{}}", "_runtimeId", "rid-a", "properties")};
     sched_need_t n = need(1, 700, 64);
-    sandbox_need_store(r.body, &n);
+    sched_need_store(r.body, &n);
     st_tx_t *tx = st_begin(g_db, NULL);
     ck_assert_int_eq(st_tx_resource_put(tx, &r, NULL), 0);
     ck_assert_int_eq(st_commit(tx, NULL), 0);
     json_decref(r.body);
-    placement_rebuild(g_s);
+    sched_place_rebuild(g_s);
     sbx_error_t err;
     ck_assert_ptr_null(place("default", "process", need(1, 400, 64), &err));
     ck_assert_msg(strstr(err.msg, "largest free: 300 MiB"), "%s", err.msg);

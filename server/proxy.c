@@ -1,20 +1,22 @@
 /* proxy.c -- sandbox actions through the sandbox's host: exec and files
  * pass through (the agent validates and answers; file bodies stream both
  * ways through bounded buffers), suspend, resume, stop and start also
- * record the new state.  */
-#include "scheduler/internal.h"
+ * record the new state (through the scheduler, which owns agent calls).  */
+#include "server/routes.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "scheduler/scheduler.h"
 
 #define EXEC_GRACE_MS 15000
 
-static int sandbox_host(sched_t *s, const st_resource_t *sb, st_host_t *h, http_response_t *res)
+static int sandbox_host(st_db_t *db, const st_resource_t *sb, st_host_t *h,
+                        http_response_t *res)
 {
-    const char *rid = sandbox_runtime_id(sb);
+    const char *rid = sched_sandbox_runtime_id(sb);
     json_t *props = json_object_get(sb->body, "properties");
     const char *state = json_string_value(json_object_get(props, "state"));
     if (!rid || !sb->host_id || (state && strcmp(state, "Starting") == 0) ||
@@ -29,7 +31,7 @@ static int sandbox_host(sched_t *s, const st_resource_t *sb, st_host_t *h, http_
                          why && *why ? why : "no detail");
         return -1;
     }
-    if (host_find(s, sb->host_id, h, NULL) < 0 || strcmp(h->state, "Down") == 0) {
+    if (st_host_get(db, sb->host_id, h, NULL) < 0 || strcmp(h->state, "Down") == 0) {
         http_reply_error(res, 503, "HostUnavailable",
                          "The sandbox's host '%s' is not answering.", sb->host_id);
         return -1;
@@ -37,14 +39,14 @@ static int sandbox_host(sched_t *s, const st_resource_t *sb, st_host_t *h, http_
     return 0;
 }
 
-static const char *reply_type(const agent_reply_t *r)
+static const char *reply_type(const sched_reply_t *r)
 {
     const char *ct = r->content_type ? r->content_type : "application/octet-stream";
     return strstr(ct, "json") ? "application/json; charset=utf-8" : "application/octet-stream";
 }
 
 /* The agent's reply becomes ours; its failures become ARM errors.  */
-static void pass_reply(http_response_t *res, agent_reply_t *r)
+static void pass_reply(http_response_t *res, sched_reply_t *r)
 {
     if (r->status == 0 && r->shutdown) {
         http_reply_error(res, 503, "ServiceUnavailable",
@@ -81,11 +83,11 @@ static void call_exec(sched_t *s, const st_host_t *h, const char *rid, const htt
                       http_response_t *res)
 {
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/exec", rid);
-    agent_reply_t r;
-    agent_call(s, h->url, "POST", path, NULL, "application/json", req->body, req->body_len,
+    sched_reply_t r;
+    sched_call(s, h->url, "POST", path, NULL, "application/json", req->body, req->body_len,
                exec_timeout_ms(req), &r);
     pass_reply(res, &r);
-    agent_reply_done(&r);
+    sched_reply_done(&r);
 }
 
 /* What a file download's bytes wait in between the agent and the client:
@@ -97,15 +99,15 @@ static void files_download(sched_t *s, const st_host_t *h, const char *path, con
 {
     http_pipe_t *pipe = http_pipe_new(FILES_PIPE_CAP);
     uint64_t length;
-    agent_reply_t r;
-    agent_call_download(s, h->url, path, query, pipe, &length, &r);
+    sched_reply_t r;
+    sched_call_download(s, h->url, path, query, pipe, &length, &r);
     if (r.status >= 200 && r.status < 300)
         http_reply_pipe(res, (int)r.status, reply_type(&r), length, pipe);
     else {
         http_pipe_abandon(pipe);
         pass_reply(res, &r);
     }
-    agent_reply_done(&r);
+    sched_reply_done(&r);
 }
 
 static void files_upload(sched_t *s, const st_host_t *h, const char *path, const char *query,
@@ -114,16 +116,16 @@ static void files_upload(sched_t *s, const st_host_t *h, const char *path, const
     uint64_t size = http_body_size(req);
     /* From the first read on, req's headers and query are off limits: the
      * client may be gone.  */
-    agent_reply_t r;
+    sched_reply_t r;
     int read_errno = 0;
-    agent_call_upload(s, h->url, "PUT", path, query, size, http_body_reader, (void *)req,
+    sched_call_upload(s, h->url, "PUT", path, query, size, http_body_reader, (void *)req,
                       &read_errno, &r);
     if (read_errno == EFBIG)
         http_reply_error(res, 413, "RequestEntityTooLarge",
                          "The request body is larger than allowed.");
     else
         pass_reply(res, &r);
-    agent_reply_done(&r);
+    sched_reply_done(&r);
 }
 
 static void call_files(sched_t *s, const st_host_t *h, const char *rid, const http_request_t *req,
@@ -146,48 +148,34 @@ static void call_files(sched_t *s, const st_host_t *h, const char *rid, const ht
         return files_download(s, h, path, query, res);
     if (strcmp(req->method, "PUT") == 0)
         return files_upload(s, h, path, query, req, res);
-    agent_reply_t r;
-    agent_call(s, h->url, req->method, path, query, "application/octet-stream", NULL, 0, 120000,
+    sched_reply_t r;
+    sched_call(s, h->url, req->method, path, query, "application/octet-stream", NULL, 0, 120000,
                &r);
     pass_reply(res, &r);
-    agent_reply_done(&r);
+    sched_reply_done(&r);
 }
 
-static void call_lifecycle(sched_t *s, const st_host_t *h, const st_resource_t *sb,
+static void call_lifecycle(sched_t *s, st_db_t *db, const st_host_t *h, const st_resource_t *sb,
                            const char *action, http_response_t *res)
 {
-    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/%s", sandbox_runtime_id(sb), action);
-    agent_reply_t r;
-    agent_call(s, h->url, "POST", path, NULL, "application/json", "{}", 2,
-               s->cfg.agent_timeout_ms, &r);
-    if (r.status != 200) {
-        pass_reply(res, &r);
-        agent_reply_done(&r);
-        return;
-    }
-    json_t *reply = agent_reply_json(&r);
-    const char *state = agent_state(reply);
-    json_t *patch = json_pack("{s:s,s:s}", "state", state ? state : "Running", "statusMessage", "");
-    json_t *last = agent_time(reply, "lastActivityAt");
-    if (last)
-        json_object_set(patch, "lastActivityAt", last);
+    sched_reply_t r;
     sbx_error_t err = {0};
     st_resource_t now = {0};
-    if (sandbox_update_props(s->db, sb->id, patch, NULL, &err) < 0 ||
-        st_resource_get(s->db, sb->id, &now, &err) < 0) {
+    if (sched_sandbox_lifecycle(s, h->url, sb, action, &r, &err) < 0 ||
+        (r.status == 200 && st_resource_get(db, sb->id, &now, &err) < 0)) {
         http_reply_sbx_error(res, &err);
+    } else if (r.status != 200) {
+        pass_reply(res, &r);
     } else {
         http_add_header(res, "ETag", "%s", now.etag);
         http_reply_json(res, 200, api_resource_json(&now));
     }
     st_resource_done(&now);
-    json_decref(patch);
-    json_decref(reply);
-    agent_reply_done(&r);
+    sched_reply_done(&r);
 }
 
-void sched_sandbox_call(sched_t *s, const st_resource_t *sb, const char *action,
-                        const http_request_t *req, http_response_t *res)
+void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sb, const char *action,
+                       const http_request_t *req, http_response_t *res)
 {
     const char *ps = json_string_value(
         json_object_get(json_object_get(sb->body, "properties"), "provisioningState"));
@@ -196,14 +184,14 @@ void sched_sandbox_call(sched_t *s, const st_resource_t *sb, const char *action,
         return;
     }
     st_host_t h = {0};
-    if (sandbox_host(s, sb, &h, res) < 0)
+    if (sandbox_host(db, sb, &h, res) < 0)
         return;
-    const char *rid = sandbox_runtime_id(sb);
+    const char *rid = sched_sandbox_runtime_id(sb);
     if (strcmp(action, "exec") == 0)
         call_exec(s, &h, rid, req, res);
     else if (strcmp(action, "files") == 0)
         call_files(s, &h, rid, req, res);
     else
-        call_lifecycle(s, &h, sb, action, res);
+        call_lifecycle(s, db, &h, sb, action, res);
     st_host_done(&h);
 }
