@@ -7,6 +7,7 @@
  * Specs as created are kept in DATA_DIR/sandboxes/<id>.json so a repeated PUT
  * can be told apart from a conflicting one, also after a restart.  */
 #include "agent/agent.h"
+#include "common/model.h"
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -16,15 +17,7 @@
 
 #define MODULE "agent"
 
-#define DEFAULT_CPU 1.0
-#define DEFAULT_MEMORY_MIB 512
-#define DEFAULT_DISK_MIB 1024
-#define MAX_CPU 256.0
-#define MIN_MEMORY_MIB 16
-#define MAX_MEMORY_MIB (1024 * 1024)
-#define MIN_DISK_MIB 16
-#define MAX_DISK_MIB (16 * 1024 * 1024)
-#define MAX_IMAGE_REF 512
+#define MAX_IMAGE_REF SBX_IMAGE_REF_MAX
 #define MAX_ENV_ENTRIES 1024
 #define MAX_ENV_NAME 255
 #define MAX_PATH_LEN 4096
@@ -399,6 +392,18 @@ static bool image_ref_plain(const char *s)
     return true;
 }
 
+/* A limit of a spec, checked against the model's table; false after
+ * replying 400.  */
+static bool limit_ok(sbx_limit_id_t id, const json_t *v, http_response_t *res)
+{
+    const sbx_limit_t *l = &sbx_limits[id];
+    if (sbx_limit_valid(id, v))
+        return true;
+    reply_invalid(res, "%s must be %s %g..%g", l->key, l->integer ? "an integer" : "a number",
+                  l->min, l->max);
+    return false;
+}
+
 /* The create request as a normalised spec (every field present, cpu a
  * real), or NULL after replying 400.  Unknown fields are ignored so a newer
  * scheduler can send more.  */
@@ -409,8 +414,8 @@ static json_t *parse_spec(const agent_call_t *c, http_response_t *res)
         return NULL;
     json_t *v;
     const char *image = IMG_DEFAULT_REF, *driver = "process";
-    double cpu = DEFAULT_CPU;
-    json_int_t memory = DEFAULT_MEMORY_MIB, disk = DEFAULT_DISK_MIB;
+    double cpu = SBX_CPU_DEFAULT;
+    json_int_t memory = SBX_MEMORY_MIB_DEFAULT, disk = SBX_DISK_MIB_DEFAULT;
 
     if ((v = json_object_get(body, "image")) && !json_is_null(v)) {
         if (!json_string_plain(v) || !image_ref_plain(json_string_value(v)))
@@ -429,26 +434,18 @@ static json_t *parse_spec(const agent_call_t *c, http_response_t *res)
             return reply_invalid(res, "driver must be one of process, gvisor, microvm"), NULL;
     }
     if ((v = json_object_get(body, "cpu")) && !json_is_null(v)) {
-        if (!json_is_number(v) || !(json_number_value(v) > 0) || json_number_value(v) > MAX_CPU)
-            return reply_invalid(res, "cpu must be a number of cores above 0, at most %g",
-                                 MAX_CPU),
-                   NULL;
+        if (!limit_ok(SBX_LIMIT_CPU, v, res))
+            return NULL;
         cpu = json_number_value(v);
     }
     if ((v = json_object_get(body, "memoryMiB")) && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < MIN_MEMORY_MIB ||
-            json_integer_value(v) > MAX_MEMORY_MIB)
-            return reply_invalid(res, "memoryMiB must be an integer %d..%d", MIN_MEMORY_MIB,
-                                 MAX_MEMORY_MIB),
-                   NULL;
+        if (!limit_ok(SBX_LIMIT_MEMORY_MIB, v, res))
+            return NULL;
         memory = json_integer_value(v);
     }
     if ((v = json_object_get(body, "diskMiB")) && !json_is_null(v)) {
-        if (!json_is_integer(v) || json_integer_value(v) < MIN_DISK_MIB ||
-            json_integer_value(v) > MAX_DISK_MIB)
-            return reply_invalid(res, "diskMiB must be an integer %d..%d", MIN_DISK_MIB,
-                                 MAX_DISK_MIB),
-                   NULL;
+        if (!limit_ok(SBX_LIMIT_DISK_MIB, v, res))
+            return NULL;
         disk = json_integer_value(v);
     }
     json_t *env = json_object_get(body, "env");

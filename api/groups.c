@@ -47,27 +47,25 @@ int api_validate_sandbox_shape(const api_t *api, const json_t *in, const char *p
     double d;
     json_int_t n;
     snprintf(t, sizeof(t), "%s.image", prefix);
-    if (api_get_string(in, "image", t, 512, &present, &s, err) < 0)
+    if (api_get_string(in, "image", t, SBX_IMAGE_REF_MAX, &present, &s, err) < 0)
         return -1;
     if (present && !api_image_ref_valid(s))
         return api_invalid(err, t, "'%s' is not a valid OCI image reference.", t);
-    snprintf(t, sizeof(t), "%s.cpu", prefix);
-    if (api_get_number(in, "cpu", t, 0.05, 64, &present, &d, err) < 0)
+    const sbx_limit_t *l = &sbx_limits[SBX_LIMIT_CPU];
+    snprintf(t, sizeof(t), "%s.%s", prefix, l->key);
+    if (api_get_number(in, l->key, t, l->min, l->max, &present, &d, err) < 0)
         return -1;
-    snprintf(t, sizeof(t), "%s.memoryMiB", prefix);
-    if (api_get_int(in, "memoryMiB", t, 32, 262144, &present, &n, err) < 0)
-        return -1;
-    snprintf(t, sizeof(t), "%s.diskMiB", prefix);
-    /* The writable layer is a tmpfs (RAM) on the host: keep it within the
-     * operator's bound.  */
-    if (api_get_int(in, "diskMiB", t, 16, max_disk, &present, &n, err) < 0)
-        return -1;
-    snprintf(t, sizeof(t), "%s.idleTimeoutSeconds", prefix);
-    if (api_get_int(in, "idleTimeoutSeconds", t, 0, 30 * 86400, &present, &n, err) < 0)
-        return -1;
-    snprintf(t, sizeof(t), "%s.maxLifetimeSeconds", prefix);
-    if (api_get_int(in, "maxLifetimeSeconds", t, 0, 365 * 86400, &present, &n, err) < 0)
-        return -1;
+    /* The writable layer is a tmpfs (RAM) on the host: diskMiB stays within
+     * the operator's bound.  */
+    sbx_limit_id_t ints[] = {SBX_LIMIT_MEMORY_MIB, SBX_LIMIT_DISK_MIB, SBX_LIMIT_IDLE_TIMEOUT_S,
+                             SBX_LIMIT_MAX_LIFETIME_S};
+    for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
+        l = &sbx_limits[ints[i]];
+        json_int_t max = ints[i] == SBX_LIMIT_DISK_MIB ? max_disk : (json_int_t)l->max;
+        snprintf(t, sizeof(t), "%s.%s", prefix, l->key);
+        if (api_get_int(in, l->key, t, (json_int_t)l->min, max, &present, &n, err) < 0)
+            return -1;
+    }
     snprintf(t, sizeof(t), "%s.env", prefix);
     if (api_validate_env(json_object_get(in, "env"), t, err) < 0)
         return -1;

@@ -6,11 +6,13 @@
 
 static int load_operation(api_t *api, const route_t *rt, st_operation_t *op, sbx_error_t *err)
 {
-    if (st_operation_get(api->db, rt->op_id, op, err) < 0)
+    int found = st_operation_lookup(api->db, rt->op_id, op, err);
+    if (found < 0)
         return -1;
     _cleanup_free_ char *loc = api_normalize_location(rt->loc);
-    if (strcasecmp(op->subscription, rt->sub) != 0 || strcmp(op->location, loc) != 0) {
-        st_operation_done(op);
+    if (!found || strcasecmp(op->subscription, rt->sub) != 0 || strcmp(op->location, loc) != 0) {
+        if (found)
+            st_operation_done(op);
         return sbx_error_arm(err, SBX_ERR_NOT_FOUND, "OperationNotFound",
                              "The operation '%s' was not found.", rt->op_id);
     }
@@ -133,17 +135,14 @@ int api_operation_finish(st_db_t *db, const char *op_id, bool ok, const char *er
     st_operation_t op = {0};
     st_resource_t r = {0};
     bool have_r = false;
-    const char *ps = NULL;
     int ret = st_tx_operation_get(tx, op_id, &op, err);
     if (ret == 0 && strcmp(op.status, "InProgress") != 0)
         goto done; /* finished already: finishing twice is harmless */
     have_r = ret == 0 && st_tx_resource_get(tx, op.resource_id, &r, NULL) == 0;
     /* A create that ends after a DELETE was accepted leaves the resource to
      * the delete: it must not read Succeeded again.  */
-    if (have_r)
-        ps = json_string_value(
-            json_object_get(json_object_get(r.body, "properties"), "provisioningState"));
-    if (have_r && strcmp(op.kind, "delete") != 0 && ps && strcmp(ps, "Deleting") == 0)
+    if (have_r && strcmp(op.kind, "delete") != 0 &&
+        sbx_body_provisioning(r.body) == SBX_PROV_DELETING)
         have_r = false;
     if (ret == 0 && have_r) {
         json_t *props = json_object_get(r.body, "properties");

@@ -115,10 +115,7 @@ static void put_ctx_done(put_ctx_t *c)
 
 static bool is_deleting(const st_resource_t *r)
 {
-    const char *ps = r ? json_string_value(json_object_get(json_object_get(r->body, "properties"),
-                                                           "provisioningState"))
-                       : NULL;
-    return ps && strcmp(ps, "Deleting") == 0;
+    return r && sbx_body_provisioning(r->body) == SBX_PROV_DELETING;
 }
 
 static int load_parent_and_old(put_ctx_t *c, sbx_error_t *err)
@@ -134,10 +131,10 @@ static int load_parent_and_old(put_ctx_t *c, sbx_error_t *err)
         c->have_parent = true;
     }
     _cleanup_free_ char *id = api_resource_id(c->rt, c->k);
-    if (st_tx_resource_get(c->tx, id, &c->old, err) == 0)
-        c->have_old = true;
-    else if (err->code != SBX_ERR_NOT_FOUND)
+    int found = st_tx_resource_lookup(c->tx, id, &c->old, err);
+    if (found < 0)
         return -1;
+    c->have_old = found;
     if (is_deleting(c->have_old ? &c->old : NULL) ||
         is_deleting(c->have_parent ? &c->parent : NULL))
         return sbx_error_arm(err, SBX_ERR_CONFLICT, "ResourceDeleting",
@@ -265,10 +262,10 @@ static int build_resource(put_ctx_t *c, const json_t *in, sbx_error_t *err)
                             c->have_old ? c->old.body : NULL, body, err) < 0)
         return -1;
     if (c->have_old) {
-        /* The server's own bookkeeping ('_' keys: a sandbox's runtime id
-         * and limits) survives a replace; without it the scheduler would
-         * no longer know the sandbox its host runs, and destroy it.  What
-         * build_private set (or removed) stands.  */
+        /* The server's own bookkeeping (the runtime id and need columns,
+         * '_' keys of the body) survives a replace; without it the
+         * scheduler would no longer know the sandbox its host runs, and
+         * destroy it.  What build_private set (or removed) stands.  */
         const char *key;
         json_t *v;
         json_object_foreach(c->old.body, key, v) {
@@ -280,6 +277,8 @@ static int build_resource(put_ctx_t *c, const json_t *in, sbx_error_t *err)
         c->next.name = xstrdup(c->old.name);
         c->next.created_ms = c->old.created_ms;
         c->next.host_id = c->old.host_id ? xstrdup(c->old.host_id) : NULL;
+        c->next.runtime_id = c->old.runtime_id ? xstrdup(c->old.runtime_id) : NULL;
+        c->next.need = c->old.need;
     } else if (c->have_parent) {
         c->next.id = xasprintf("%s/%s/%s", c->parent.id, child_segment(c->k), c->rt->child_name);
         c->next.name = xstrdup(c->rt->child_name);

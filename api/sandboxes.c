@@ -17,8 +17,8 @@ static const char *const immutable[] = {"image", "cpu", "memoryMiB", "diskMiB", 
 
 static bool provisioning_failed(const json_t *props)
 {
-    const char *ps = json_string_value(json_object_get(props, "provisioningState"));
-    return ps && strcmp(ps, "Failed") == 0;
+    return sbx_provisioning_parse(json_string_value(json_object_get(props, "provisioningState"))) ==
+           SBX_PROV_FAILED;
 }
 
 static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
@@ -250,14 +250,12 @@ static bool sandbox_claim_warm(api_t *api, st_tx_t *tx, const st_resource_t *par
         st_resource_t m = {0};
         if (st_tx_resource_get(tx, l.items[i].id, &m, NULL) < 0)
             continue;
-        json_t *mp = json_object_get(m.body, "properties");
-        const char *state = json_string_value(json_object_get(mp, "state"));
-        if (state && strcmp(state, "Ready") == 0 && m.host_id &&
+        if (sbx_body_state(m.body) == SBX_STATE_READY && m.host_id &&
             st_tx_resource_delete(tx, m.id, NULL) == 0) {
             /* the member's place on its host, as admission counted it */
-            const char *keep[] = {"_runtimeId", "_cpu", "_memoryMiB", "_diskMiB", "_pids"};
-            for (size_t k = 0; k < ARRAY_SIZE(keep); k++)
-                json_object_set(next->body, keep[k], json_object_get(m.body, keep[k]));
+            free(next->runtime_id);
+            next->runtime_id = TAKE_PTR(m.runtime_id);
+            next->need = m.need;
             char now[32];
             sbx_time_format(sbx_now_ms(), now, sizeof(now));
             json_object_set_new(props, "state", json_string("Running"));

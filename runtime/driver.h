@@ -9,11 +9,12 @@
 #include <stdatomic.h>
 #include <sys/types.h>
 
+#include "common/model.h"
 #include "runtime/runtime.h"
 
-#define RT_DEFAULT_MEMORY_MIB 512
-#define RT_DEFAULT_DISK_MIB 1024
-#define RT_DEFAULT_PIDS_MAX 1024
+#define RT_DEFAULT_MEMORY_MIB SBX_MEMORY_MIB_DEFAULT
+#define RT_DEFAULT_DISK_MIB SBX_DISK_MIB_DEFAULT
+#define RT_DEFAULT_PIDS_MAX SBX_PIDS_DEFAULT
 #define RT_DEFAULT_TIMEOUT_MS 30000
 #define RT_DEFAULT_OUTPUT_CAP (1024 * 1024)
 #define RT_MAX_OUTPUT_CAP (64 * 1024 * 1024)

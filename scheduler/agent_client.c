@@ -128,10 +128,11 @@ static int call_finish(sched_t *s, CURL *c, CURLcode rc, sink_t *sink, sched_rep
     return rc == CURLE_OK ? 0 : -1;
 }
 
-int sched_call(sched_t *s, const char *base_url, const char *method, const char *path,
-               const char *query, const char *content_type, const char *body, size_t body_len,
-               int timeout_ms, sched_reply_t *out)
+static int curl_call(void *ctx, const char *base_url, const char *method, const char *path,
+                     const char *query, const char *content_type, const char *body,
+                     size_t body_len, int timeout_ms, sched_reply_t *out)
 {
+    sched_t *s = ctx;
     memset(out, 0, sizeof(*out));
     CURL *c = handle_get(s);
     if (!c) {
@@ -190,11 +191,12 @@ static void stream_setup(CURL *c)
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STREAM_STALL_S);
 }
 
-int sched_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
-                      const char *query, uint64_t size,
-                      ssize_t (*read_fn)(void *ud, void *buf, size_t n), void *ud,
-                      int *read_errno, sched_reply_t *out)
+static int curl_call_upload(void *ctx, const char *base_url, const char *method,
+                            const char *path, const char *query, uint64_t size,
+                            ssize_t (*read_fn)(void *ud, void *buf, size_t n), void *ud,
+                            int *read_errno, sched_reply_t *out)
 {
+    sched_t *s = ctx;
     memset(out, 0, sizeof(*out));
     *read_errno = 0;
     CURL *c = handle_get(s);
@@ -322,9 +324,11 @@ static void *download_main(void *arg)
     return NULL;
 }
 
-int sched_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
-                        http_pipe_t *pipe, uint64_t *length, sched_reply_t *out)
+static int curl_call_download(void *ctx, const char *base_url, const char *path,
+                              const char *query, http_pipe_t *pipe, uint64_t *length,
+                              sched_reply_t *out)
 {
+    sched_t *s = ctx;
     memset(out, 0, sizeof(*out));
     *length = UINT64_MAX;
     download_t *d = xcalloc(1, sizeof(*d));
@@ -397,4 +401,54 @@ int sched_call_download(sched_t *s, const char *base_url, const char *path, cons
     pthread_mutex_unlock(&d->mu);
     download_unref(d);
     return ret;
+}
+
+/* The default transport: HTTPS with our client certificate (ctx is the
+ * scheduler).  */
+static const sched_agent_ops_t curl_ops = {
+    .call = curl_call,
+    .call_upload = curl_call_upload,
+    .call_download = curl_call_download,
+};
+
+static const sched_agent_ops_t *ops_of(sched_t *s, void **ctx)
+{
+    if (s->cfg.agent_ops) {
+        *ctx = s->cfg.agent_ctx;
+        return s->cfg.agent_ops;
+    }
+    *ctx = s;
+    return &curl_ops;
+}
+
+int sched_call(sched_t *s, const char *base_url, const char *method, const char *path,
+               const char *query, const char *content_type, const char *body, size_t body_len,
+               int timeout_ms, sched_reply_t *out)
+{
+    void *ctx;
+    const sched_agent_ops_t *ops = ops_of(s, &ctx);
+    memset(out, 0, sizeof(*out));
+    return ops->call(ctx, base_url, method, path, query, content_type, body, body_len,
+                     timeout_ms, out);
+}
+
+int sched_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
+                      const char *query, uint64_t size,
+                      ssize_t (*read_fn)(void *ud, void *buf, size_t n), void *ud,
+                      int *read_errno, sched_reply_t *out)
+{
+    void *ctx;
+    const sched_agent_ops_t *ops = ops_of(s, &ctx);
+    memset(out, 0, sizeof(*out));
+    return ops->call_upload(ctx, base_url, method, path, query, size, read_fn, ud, read_errno,
+                            out);
+}
+
+int sched_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
+                        http_pipe_t *pipe, uint64_t *length, sched_reply_t *out)
+{
+    void *ctx;
+    const sched_agent_ops_t *ops = ops_of(s, &ctx);
+    memset(out, 0, sizeof(*out));
+    return ops->call_download(ctx, base_url, path, query, pipe, length, out);
 }

@@ -92,7 +92,9 @@ static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *
         if (tx && st_tx_resource_get(tx, sb->id, &cur, NULL) == 0) {
             json_t *props = json_object_get(cur.body, "properties");
             _cleanup_free_ char *msg = xasprintf("recreating: %s", why);
-            json_object_del(cur.body, "_runtimeId");
+            free(cur.runtime_id);
+            cur.runtime_id = NULL;
+            cur.need = (sbx_need_t){0};
             json_object_set_new(props, "state", json_string("Pending"));
             json_object_set_new(props, "statusMessage", json_string(msg));
             json_object_set_new(props, "provisioningState", json_string("Updating"));
@@ -101,7 +103,7 @@ static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *
             cur.host_id = NULL;
             st_operation_t op = {.resource_id = cur.id, .kind = "update",
                                  .status = "InProgress", .location = nloc,
-                                 .subscription = cur.subscription, .start_ms = sbx_now_ms()};
+                                 .subscription = cur.subscription, .start_ms = sched_now(s)};
             sbx_uuid(op.id);
             if (st_tx_resource_put(tx, &cur, NULL) == 0 &&
                 st_tx_operation_put(tx, &op, NULL) == 0 && st_commit(TAKE_PTR(tx), NULL) == 0)
@@ -112,9 +114,7 @@ static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *
     }
     st_resource_done(&group);
     if (queued) {
-        sched_need_t need;
-        sched_sandbox_need(sb, &need);
-        sched_place_add(s, sb->host_id, &need, -1);
+        sched_place_add(s, sb->host_id, &sb->need, -1);
         sched_notify(s);
     }
     return queued;
@@ -131,9 +131,7 @@ typedef struct host_lost {
 static void fail_sandbox(void *ud, const st_resource_t *sb)
 {
     host_lost_t *c = ud;
-    json_t *props = json_object_get(sb->body, "properties");
-    const char *state = json_string_value(json_object_get(props, "state"));
-    if (state && strcmp(state, "Failed") == 0)
+    if (sbx_body_state(sb->body) == SBX_STATE_FAILED)
         return;
     _cleanup_free_ char *msg = xasprintf("host '%s' %s at %s", c->host, c->why, c->when);
     if (recreate_elsewhere(c->s, sb, msg))
@@ -147,7 +145,7 @@ static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
 {
     forget_pool_members(s, host);
     host_lost_t c = {.s = s, .host = host, .why = why};
-    sbx_time_format(sbx_now_ms(), c.when, sizeof(c.when));
+    sbx_time_format(sched_now(s), c.when, sizeof(c.when));
     st_list_query_t q = {.type = SANDBOX_TYPE, .host_id = host, .limit = 1000};
     st_resource_each(s->db, &q, fail_sandbox, &c, NULL);
 }
@@ -155,7 +153,7 @@ static void fail_host_sandboxes(sched_t *s, const char *host, const char *why)
 static void check_one(sched_t *s, st_host_t *h)
 {
     sched_reply_t r;
-    int64_t now = sbx_now_ms();
+    int64_t now = sched_now(s);
     bool ok = sched_call(s, h->url, "GET", "/v1/health", NULL, NULL, NULL, 0, HEALTH_TIMEOUT_MS,
                          &r) == 0 &&
               r.status == 200;
@@ -217,14 +215,14 @@ int sched_host_register(sched_t *s, const char *name, const char *url, const cha
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidEnvironment",
                              "The environment label is 1-63 letters, digits, '-', '_' or '.'.");
     st_host_t h = {0};
-    bool existed = st_host_get(s->db, name, &h, NULL) == 0;
+    bool existed = st_host_lookup(s->db, name, &h, NULL) > 0;
     st_host_t next = {.name = (char *)name, .url = (char *)url, .environment = (char *)environment,
                       .state = existed ? h.state : "Down", .info = existed ? h.info : NULL,
                       .last_seen_ms = existed ? h.last_seen_ms : 0,
-                      .created_ms = existed ? h.created_ms : sbx_now_ms()};
+                      .created_ms = existed ? h.created_ms : sched_now(s)};
     int r = st_host_put(s->db, &next, err);
     st_host_done(&h);
-    if (r == 0 && st_host_get(s->db, name, &h, NULL) == 0) {
+    if (r == 0 && st_host_lookup(s->db, name, &h, NULL) > 0) {
         check_one(s, &h);
         st_host_done(&h);
     }
@@ -245,20 +243,21 @@ unsigned sched_host_sandboxes(sched_t *s, const char *name)
 int sched_host_drain(sched_t *s, const char *name, bool drain, sbx_error_t *err)
 {
     st_host_t h = {0};
-    if (st_host_get(s->db, name, &h, err) < 0)
-        return -1;
+    int found = st_host_lookup(s->db, name, &h, err);
+    if (found <= 0)
+        return found;
     const char *next = drain ? "Draining" : strcmp(h.state, "Down") == 0 ? "Down" : "Ready";
     free(h.state);
     h.state = xstrdup(next);
     int r = st_host_put(s->db, &h, err);
     st_host_done(&h);
-    return r;
+    return r < 0 ? -1 : 1;
 }
 
 int sched_host_remove(sched_t *s, const char *name, sbx_error_t *err)
 {
     st_host_t h = {0};
-    if (st_host_get(s->db, name, &h, NULL) < 0)
+    if (st_host_lookup(s->db, name, &h, NULL) <= 0)
         return 0;
     if (st_host_delete(s->db, name, err) < 0) {
         st_host_done(&h);

@@ -13,22 +13,15 @@
 #define GROUP_TYPE API_GROUP_TYPE
 #define POOL_TYPE API_POOL_TYPE
 
-/* What a sandbox is promised on its host: its limits, which admission
- * counts against the host's capacity times the overcommit ratios.  */
-typedef struct sched_need {
-    double cpu, memory_mib, disk_mib, pids;
-} sched_need_t;
-
-/* The pids limit an agent gives every sandbox (the runtime's default; the
- * agent API takes none), counted by admission.  */
-#define SANDBOX_PIDS 1024
-#define SANDBOX_DISK_MIB 1024 /* when neither the sandbox nor its group say */
+/* The pids limit an agent gives every sandbox (the agent API takes none),
+ * counted by admission.  */
+#define SANDBOX_PIDS SBX_PIDS_DEFAULT
 
 /* What one host has promised to sandboxes, kept in memory and rebuilt from
  * storage at start and by every reconcile pass.  */
 typedef struct host_load {
     char name[64];
-    sched_need_t used;
+    sbx_need_t used;
     unsigned sandboxes;
 } host_load_t;
 
@@ -83,6 +76,12 @@ const char *sched_agent_state(const json_t *reply);
 json_t *sched_agent_time(const json_t *reply, const char *key);
 json_t *sched_agent_message(const json_t *reply);
 
+/* The scheduler's clock (sched_config_t.now_ms), wall-clock ms.  */
+static inline int64_t sched_now(const sched_t *s)
+{
+    return s->cfg.now_ms ? s->cfg.now_ms(s->cfg.clock_ctx) : sbx_now_ms();
+}
+
 /* hosts.c */
 int sched_hosts_check(sched_t *s);
 
@@ -101,11 +100,13 @@ void sched_slot_give(sched_t *s, const char *host);
 #define PLACE_NO_DRIVER "IsolationNotOffered"
 #define PLACE_TOO_LARGE "SandboxTooLarge"
 int sched_place_choose(sched_t *s, const char *environment, const char *driver,
-                     const sched_need_t *need, char **host_out, sbx_error_t *err);
-void sched_place_add(sched_t *s, const char *host, const sched_need_t *need, int sign);
+                     const sbx_need_t *need, char **host_out, sbx_error_t *err);
+void sched_place_add(sched_t *s, const char *host, const sbx_need_t *need, int sign);
 void sched_place_rebuild(sched_t *s);
 
-/* worker.c */
+/* worker.c: one batch of due operations, as a worker thread runs it;
+ * returns how many ran.  */
+size_t sched_work_once(sched_t *s);
 void *sched_worker_main(void *arg);
 bool sched_busy_claim(sched_t *s, const char *op_id);
 void sched_busy_release(sched_t *s, const char *op_id);
@@ -125,20 +126,18 @@ int sched_read_group(st_db_t *db, const st_resource_t *sandbox, st_resource_t *g
                      sbx_error_t *err);
 char *sched_group_environment(const st_resource_t *group);
 /* Destroy a sandbox (or pool member) on its host: 0 when it is gone or its
- * host cannot be asked, -1 (why filled) when the call should be retried.  */
-int sched_sandbox_destroy(sched_t *s, const st_resource_t *sb, char *why, size_t why_len);
-/* The agent's create request, with the group's and the server's defaults
- * filled in; NULL (err filled) when the group could not be read.  */
-json_t *sched_sandbox_spec(st_db_t *db, const st_resource_t *sandbox, sbx_error_t *err);
-/* The same for a sandbox of `group` (which may be NULL: no group).  */
-json_t *sched_sandbox_spec_in(const st_resource_t *group, const st_resource_t *sandbox);
-const char *sched_sandbox_runtime_id(const st_resource_t *sandbox);
-/* What a placed sandbox holds on its host (recorded at placement), and
- * what an agent spec asks for.  */
-void sched_sandbox_need(const st_resource_t *sandbox, sched_need_t *out);
-void sched_spec_need(const json_t *spec, sched_need_t *out);
-/* Record a placement's need in the row's bookkeeping ('_' keys).  */
-void sched_need_store(json_t *body, const sched_need_t *need);
+ * host cannot be asked, -1 (err filled) when the call should be retried.  */
+int sched_sandbox_destroy(sched_t *s, const st_resource_t *sb, sbx_error_t *err);
+/* The agent spec of a sandbox of `group` (which may be NULL: no group):
+ * its own properties, else the group's sandboxDefaults, else the model's
+ * defaults.  */
+void sched_spec_of(const st_resource_t *group, const st_resource_t *sandbox, sbx_spec_t *out);
+/* The same, reading the sandbox's group; -1 (err filled) when the group
+ * could not be read.  */
+int sched_sandbox_spec(st_db_t *db, const st_resource_t *sandbox, sbx_spec_t *out,
+                       sbx_error_t *err);
+/* The agent's request body for a spec.  */
+json_t *sched_spec_json(const sbx_spec_t *spec);
 /* Update a sandbox's reported properties in one transaction.  */
 int sched_sandbox_update(st_db_t *db, const char *id, json_t *patch, const char *host_id,
                          sbx_error_t *err);

@@ -34,7 +34,7 @@ static host_load_t *load_of(sched_t *s, const char *host)
     return l;
 }
 
-static void need_add(sched_need_t *to, const sched_need_t *n, int sign)
+static void need_add(sbx_need_t *to, const sbx_need_t *n, int sign)
 {
     to->cpu += sign * n->cpu;
     to->memory_mib += sign * n->memory_mib;
@@ -42,7 +42,7 @@ static void need_add(sched_need_t *to, const sched_need_t *n, int sign)
     to->pids += sign * n->pids;
 }
 
-void sched_place_add(sched_t *s, const char *host, const sched_need_t *need, int sign)
+void sched_place_add(sched_t *s, const char *host, const sbx_need_t *need, int sign)
 {
     pthread_mutex_lock(&s->lock);
     host_load_t *l = load_of(s, host);
@@ -102,9 +102,7 @@ static void count_one(void *ud, const st_resource_t *r)
         snprintf(c->loads[c->n].name, sizeof(c->loads[c->n].name), "%s", r->host_id);
         c->n++;
     }
-    sched_need_t need;
-    sched_sandbox_need(r, &need);
-    need_add(&c->loads[k].used, &need, +1);
+    need_add(&c->loads[k].used, &r->need, +1);
     c->loads[k].sandboxes++;
 }
 
@@ -161,7 +159,7 @@ static void host_budget(const sched_t *s, const json_t *info, double budget[R_N]
     }
 }
 
-static void need_vector(const sched_need_t *n, double v[R_N])
+static void need_vector(const sbx_need_t *n, double v[R_N])
 {
     v[R_CPU] = n->cpu;
     v[R_MEMORY] = n->memory_mib;
@@ -352,7 +350,7 @@ static int refusal(const tally_t *t, const char *env, const char *driver, const 
 }
 
 int sched_place_choose(sched_t *s, const char *environment, const char *driver,
-                     const sched_need_t *need, char **host_out, sbx_error_t *err)
+                     const sbx_need_t *need, char **host_out, sbx_error_t *err)
 {
     st_host_t *hosts = NULL;
     size_t n = 0;

@@ -20,37 +20,34 @@ static json_t *props_of(const st_resource_t *r)
 
 static void destroy_member(sched_t *s, const st_resource_t *m)
 {
-    char why[256];
-    if (sched_sandbox_destroy(s, m, why, sizeof(why)) == 0)
+    if (sched_sandbox_destroy(s, m, NULL) == 0)
         st_resource_delete(s->db, m->id, NULL);
 }
 
 /* The agent spec a sandbox with no properties of its own gets in group g
  * (from g as read, so no second read can fail and make every member look
  * stale).  */
-static json_t *default_spec(const st_resource_t *g)
+static void default_spec(const st_resource_t *g, sbx_spec_t *spec)
 {
     st_resource_t fake = {.parent_id = g->id, .body = json_pack("{s:{}}", "properties")};
-    json_t *spec = sched_sandbox_spec_in(g, &fake);
+    sched_spec_of(g, &fake, spec);
     json_decref(fake.body);
-    return spec;
 }
 
 /* Place, record, then start one member; the row is written first so a
  * crash leaves a row the next pass finishes or removes.  */
-static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
+static void start_member(sched_t *s, const st_resource_t *g, const sbx_spec_t *spec,
+                         json_t *spec_json)
 {
     char rid[37];
     sbx_uuid(rid);
-    sched_need_t need;
-    sched_spec_need(spec, &need);
+    sbx_need_t need = sbx_spec_need(spec);
     _cleanup_free_ char *env = sched_group_environment(g);
     char *host = NULL;
     sbx_error_t err = {0};
     st_resource_t m = {0};
     pthread_mutex_lock(&s->place_lock);
-    int ret = sched_place_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need,
-                               &host, &err);
+    int ret = sched_place_choose(s, env, spec->driver, &need, &host, &err);
     if (ret == 0) {
         m.id = xasprintf("%s/poolSandboxes/%s", g->id, rid);
         m.type = xstrdup(API_POOL_TYPE);
@@ -59,9 +56,10 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
         m.resource_group = xstrdup(g->resource_group);
         m.parent_id = xstrdup(g->id);
         m.host_id = xstrdup(host);
-        m.body = json_pack("{s:s,s:s,s:O,s:{s:s,s:s}}", "type", "pool", "_runtimeId", rid,
-                           "_spec", spec, "properties", "state", "Starting", "host", host);
-        sched_need_store(m.body, &need);
+        m.runtime_id = xstrdup(rid);
+        m.need = need;
+        m.body = json_pack("{s:s,s:O,s:{s:s,s:s}}", "type", "pool", "_spec", spec_json,
+                           "properties", "state", "Starting", "host", host);
         st_tx_t *tx = st_begin(s->db, &err);
         ret = tx ? st_tx_resource_put(tx, &m, &err) : -1;
         if (ret == 0)
@@ -83,21 +81,20 @@ static void start_member(sched_t *s, const st_resource_t *g, json_t *spec)
 void sched_pool_start_member(sched_t *s, const st_resource_t *m)
 {
     st_host_t h = {0};
-    sbx_error_t err = {0};
-    if (!m->host_id || st_host_get(s->db, m->host_id, &h, &err) < 0) {
+    int found = m->host_id ? st_host_lookup(s->db, m->host_id, &h, NULL) : 0;
+    if (found <= 0) {
         /* Storage that could not answer is no reason to drop the member:
          * the next pass finds it Starting and tries again.  */
-        if (!m->host_id || err.code == SBX_ERR_NOT_FOUND)
+        if (found == 0)
             st_resource_delete(s->db, m->id, NULL);
         return;
     }
-    const char *rid = json_string_value(json_object_get(m->body, "_runtimeId"));
-    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
     json_t *spec = json_object_get(m->body, "_spec");
-    if (!json_is_object(spec)) { /* not a row this code wrote */
+    if (!m->runtime_id || !json_is_object(spec)) { /* not a row this code wrote */
         st_resource_delete(s->db, m->id, NULL);
         return;
     }
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", m->runtime_id);
     _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
     sched_reply_t r;
     bool ok = sched_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body),
@@ -123,24 +120,27 @@ void sched_pool_start_member(sched_t *s, const st_resource_t *m)
 static void keep_group(sched_t *s, const st_resource_t *g, int64_t now)
 {
     json_t *gp = props_of(g);
-    const char *ps = json_string_value(json_object_get(gp, "provisioningState"));
     json_t *want_j = json_object_get(json_object_get(gp, "scale"), "readySandboxes");
     size_t want = json_is_integer(want_j) ? (size_t)json_integer_value(want_j) : 0;
-    if (ps && strcmp(ps, "Deleting") == 0)
+    if (sbx_body_provisioning(g->body) == SBX_PROV_DELETING)
         want = 0;
-    _cleanup_json_ json_t *spec = default_spec(g);
+    sbx_spec_t spec;
+    default_spec(g, &spec);
+    _cleanup_json_ json_t *spec_json = sched_spec_json(&spec);
     st_list_query_t q = {.type = API_POOL_TYPE, .parent_id = g->id, .limit = 1000};
     st_list_t l = {0};
-    if (st_resource_list(s->db, &q, &l, NULL) < 0)
+    if (st_resource_list(s->db, &q, &l, NULL) < 0) {
+        sbx_spec_done(&spec);
         return;
+    }
     size_t have = 0;
     for (size_t i = 0; i < l.n; i++) {
         st_resource_t *m = &l.items[i];
-        const char *state = json_string_value(json_object_get(props_of(m), "state"));
-        bool stale = !json_equal(json_object_get(m->body, "_spec"), spec);
+        bool starting = sbx_body_state(m->body) == SBX_STATE_STARTING;
+        bool stale = !json_equal(json_object_get(m->body, "_spec"), spec_json);
         if (stale || have >= want) {
             destroy_member(s, m);
-        } else if (state && strcmp(state, "Starting") == 0 && now - m->updated_ms > STUCK_MS) {
+        } else if (starting && now - m->updated_ms > STUCK_MS) {
             sched_pool_start_member(s, m); /* a start a crash interrupted */
             have++;
         } else {
@@ -149,7 +149,8 @@ static void keep_group(sched_t *s, const st_resource_t *g, int64_t now)
     }
     st_list_done(&l);
     for (size_t started = 0; have < want && started < MAX_STARTS_PER_PASS; started++, have++)
-        start_member(s, g, spec);
+        start_member(s, g, &spec, spec_json);
+    sbx_spec_done(&spec);
 }
 
 typedef struct keep_pass {
@@ -165,7 +166,7 @@ static void keep_one(void *ud, const st_resource_t *g)
 
 void sched_pool_keep(sched_t *s)
 {
-    keep_pass_t p = {s, sbx_now_ms()};
+    keep_pass_t p = {s, sched_now(s)};
     st_list_query_t q = {.type = API_GROUP_TYPE, .limit = 500};
     st_resource_each(s->db, &q, keep_one, &p, NULL);
 }

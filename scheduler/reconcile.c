@@ -65,14 +65,13 @@ static void expire(sched_t *s, const st_resource_t *sb)
     st_resource_t cur = {0};
     if (tx && st_tx_resource_get(tx, sb->id, &cur, NULL) == 0) {
         json_t *props = json_object_get(cur.body, "properties");
-        const char *ps = json_string_value(json_object_get(props, "provisioningState"));
-        if (!ps || strcmp(ps, "Deleting") != 0) {
+        if (sbx_body_provisioning(cur.body) != SBX_PROV_DELETING) {
             json_object_set_new(props, "provisioningState", json_string("Deleting"));
             json_object_set_new(props, "statusMessage",
                                 json_string("deleted: maxLifetimeSeconds reached"));
             st_operation_t op = {.resource_id = cur.id, .kind = "delete", .status = "InProgress",
                                  .location = "local", .subscription = cur.subscription,
-                                 .start_ms = sbx_now_ms()};
+                                 .start_ms = sched_now(s)};
             sbx_uuid(op.id);
             if (st_tx_resource_put(tx, &cur, NULL) == 0 && st_tx_operation_put(tx, &op, NULL) == 0)
                 st_commit(TAKE_PTR(tx), NULL);
@@ -85,7 +84,7 @@ static void expire(sched_t *s, const st_resource_t *sb)
 
 static void suspend_idle(sched_t *s, const st_host_t *h, const st_resource_t *sb)
 {
-    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/suspend", sched_sandbox_runtime_id(sb));
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/suspend", sb->runtime_id);
     sched_reply_t r;
     if (sched_call(s, h->url, "POST", path, NULL, NULL, "{}", 2, 10000, &r) == 0 &&
         r.status == 200) {
@@ -102,18 +101,17 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
                               json_t *agent_by_id, int64_t seen_ms, int64_t now)
 {
     json_t *props = json_object_get(sb->body, "properties");
-    const char *ps = json_string_value(json_object_get(props, "provisioningState"));
-    const char *rid = sched_sandbox_runtime_id(sb);
-    if (!rid || !ps || strcmp(ps, "Succeeded") != 0)
+    const char *rid = sb->runtime_id;
+    if (!rid || sbx_body_provisioning(sb->body) != SBX_PROV_SUCCEEDED)
         return; /* an operation owns it right now */
     /* A row written after the agent's list was taken is newer than the
      * list: comparing the two would undo that write.  */
     if (sb->updated_ms >= seen_ms)
         return;
     _cleanup_json_ json_t *seen = json_incref(json_object_get(agent_by_id, rid));
-    const char *state = json_string_value(json_object_get(props, "state"));
+    sbx_state_t state = sbx_body_state(sb->body);
     if (!seen) {
-        if (state && strcmp(state, "Failed") != 0) {
+        if (json_object_get(props, "state") && state != SBX_STATE_FAILED) {
             json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage",
                                       "the host no longer runs this sandbox");
             sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
@@ -121,13 +119,13 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
         }
         return;
     }
-    const char *actual = sched_agent_state(seen);
-    if (actual && strcmp(actual, "Creating") == 0)
-        actual = "Starting";
+    sbx_state_t actual = sbx_state_parse(sched_agent_state(seen));
+    if (actual == SBX_STATE_CREATING)
+        actual = SBX_STATE_STARTING;
     json_t *last = sched_agent_time(seen, "lastActivityAt");
-    if (actual && (!state || strcmp(actual, state) != 0 ||
+    if (actual && (actual != state ||
                    (last && !json_equal(last, json_object_get(props, "lastActivityAt"))))) {
-        json_t *patch = json_pack("{s:s}", "state", actual);
+        json_t *patch = json_pack("{s:s}", "state", sbx_state_name(actual));
         if (json_is_string(last))
             json_object_set(patch, "lastActivityAt", last);
         sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
@@ -145,7 +143,7 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
         return;
     }
     int64_t last_ms = parse_time_ms(json_string_value(last));
-    if (idle > 0 && actual && strcmp(actual, "Running") == 0 && last_ms > 0 &&
+    if (idle > 0 && actual == SBX_STATE_RUNNING && last_ms > 0 &&
         now - last_ms > idle * 1000)
         suspend_idle(s, h, sb);
 }
@@ -172,17 +170,12 @@ static void destroy_unknown(sched_t *s, const st_host_t *h, json_t *unknown)
  * could not tell (and the sandbox must be left alone).  */
 static int runtime_id_known(sched_t *s, const char *rid)
 {
-    const char *types[] = {SANDBOX_TYPE, POOL_TYPE};
-    for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
-        sbx_error_t err = {0};
-        int r = st_resource_field_exists(s->db, types[i], "$._runtimeId", rid, &err);
-        if (r < 0)
-            sbx_log(SBX_LOG_WARN, MODULE_NAME, "runtime id %s: %s; left alone this pass", rid,
-                    err.msg);
-        if (r != 0)
-            return r;
-    }
-    return 0;
+    sbx_error_t err = {0};
+    int r = st_resource_runtime_id_exists(s->db, rid, &err);
+    if (r < 0)
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "runtime id %s: %s; left alone this pass", rid,
+                err.msg);
+    return r;
 }
 
 /* Warm-pool members on a host: a Ready one the host lost is forgotten (the
@@ -195,12 +188,10 @@ static int reconcile_pool_members(sched_t *s, const st_host_t *h, json_t *by_id,
         return -1;
     for (size_t i = 0; i < l.n; i++) {
         st_resource_t *m = &l.items[i];
-        const char *rid = sched_sandbox_runtime_id(m);
-        const char *state =
-            json_string_value(json_object_get(json_object_get(m->body, "properties"), "state"));
+        const char *rid = m->runtime_id;
         if (rid && json_object_get(by_id, rid)) {
             json_object_del(by_id, rid);
-        } else if (state && strcmp(state, "Ready") == 0 && m->updated_ms < seen_ms) {
+        } else if (sbx_body_state(m->body) == SBX_STATE_READY && m->updated_ms < seen_ms) {
             st_resource_delete(s->db, m->id, NULL);
         }
     }
@@ -220,7 +211,7 @@ typedef struct host_pass {
 static void reconcile_one(void *ud, const st_resource_t *sb)
 {
     host_pass_t *p = ud;
-    const char *rid = sched_sandbox_runtime_id(sb);
+    const char *rid = sb->runtime_id;
     reconcile_sandbox(p->s, p->h, sb, p->by_id, p->seen_ms, p->now);
     if (rid)
         json_object_del(p->by_id, rid);
@@ -228,7 +219,7 @@ static void reconcile_one(void *ud, const st_resource_t *sb)
 
 static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
 {
-    int64_t seen_ms = sbx_now_ms();
+    int64_t seen_ms = sched_now(s);
     json_t *by_id = fetch_agent_sandboxes(s, h);
     if (!by_id)
         return;
@@ -277,7 +268,7 @@ void sched_reconcile_once(sched_t *s)
     size_t n = 0;
     if (st_host_list(s->db, &hosts, &n, NULL) < 0)
         return;
-    int64_t now = sbx_now_ms();
+    int64_t now = sched_now(s);
     for (size_t i = 0; i < n; i++)
         if (strcmp(hosts[i].state, "Down") != 0)
             reconcile_host(s, &hosts[i], now);

@@ -13,11 +13,6 @@ static json_t *props_of(const st_resource_t *r)
     return json_object_get(r->body, "properties");
 }
 
-const char *sched_sandbox_runtime_id(const st_resource_t *sandbox)
-{
-    return json_string_value(json_object_get(sandbox->body, "_runtimeId"));
-}
-
 /* A sandbox property, else the group's sandboxDefaults, else NULL.  */
 static json_t *effective(const json_t *props, const json_t *defaults, const char *key)
 {
@@ -25,57 +20,29 @@ static json_t *effective(const json_t *props, const json_t *defaults, const char
     return v ? v : json_object_get(defaults, key);
 }
 
-static double body_number(const st_resource_t *r, const char *key, double dflt)
-{
-    json_t *v = json_object_get(r->body, key);
-    return json_is_number(v) ? json_number_value(v) : dflt;
-}
-
-void sched_sandbox_need(const st_resource_t *sandbox, sched_need_t *out)
-{
-    out->cpu = body_number(sandbox, "_cpu", 1.0);
-    out->memory_mib = body_number(sandbox, "_memoryMiB", 256.0);
-    /* Rows placed before disk and pids were counted hold the defaults.  */
-    out->disk_mib = body_number(sandbox, "_diskMiB", SANDBOX_DISK_MIB);
-    out->pids = body_number(sandbox, "_pids", SANDBOX_PIDS);
-}
-
-void sched_spec_need(const json_t *spec, sched_need_t *out)
-{
-    out->cpu = json_number_value(json_object_get(spec, "cpu"));
-    out->memory_mib = json_number_value(json_object_get(spec, "memoryMiB"));
-    out->disk_mib = json_number_value(json_object_get(spec, "diskMiB"));
-    out->pids = SANDBOX_PIDS;
-}
-
-void sched_need_store(json_t *body, const sched_need_t *need)
-{
-    json_object_set_new(body, "_cpu", json_real(need->cpu));
-    json_object_set_new(body, "_memoryMiB", json_real(need->memory_mib));
-    json_object_set_new(body, "_diskMiB", json_real(need->disk_mib));
-    json_object_set_new(body, "_pids", json_real(need->pids));
-}
-
-json_t *sched_sandbox_spec_in(const st_resource_t *group, const st_resource_t *sandbox)
+void sched_spec_of(const st_resource_t *group, const st_resource_t *sandbox, sbx_spec_t *out)
 {
     json_t *defaults = group ? json_object_get(props_of(group), "sandboxDefaults") : NULL;
     json_t *props = props_of(sandbox);
-    json_t *image = effective(props, defaults, "image");
-    json_t *cpu = effective(props, defaults, "cpu");
-    json_t *mem = effective(props, defaults, "memoryMiB");
-    json_t *disk = effective(props, defaults, "diskMiB");
-    json_t *iso = effective(props, defaults, "isolation");
-    json_t *spec = json_pack("{s:s,s:s,s:f,s:I,s:I}", "image",
-                             image ? json_string_value(image) : IMG_DEFAULT_REF, "driver",
-                             iso ? json_string_value(iso) : "process", "cpu",
-                             cpu ? json_number_value(cpu) : 1.0, "memoryMiB",
-                             (json_int_t)(mem ? json_number_value(mem) : 256), "diskMiB",
-                             (json_int_t)(disk ? json_number_value(disk) : SANDBOX_DISK_MIB));
-    json_t *env = json_object();
-    json_object_update(env, json_object_get(defaults, "env"));
-    json_object_update(env, json_object_get(props, "env"));
-    json_object_set_new(spec, "env", env);
-    return spec;
+    json_t *v;
+    sbx_spec_init(out);
+    if ((v = effective(props, defaults, "image")) && json_is_string(v))
+        out->image = xstrdup(json_string_value(v));
+    if ((v = effective(props, defaults, "isolation")))
+        out->driver = sbx_driver_parse(json_string_value(v)) ?: out->driver;
+    if ((v = effective(props, defaults, "cpu")))
+        out->cpu = json_number_value(v);
+    if ((v = effective(props, defaults, "memoryMiB")))
+        out->memory_mib = (int64_t)json_number_value(v);
+    if ((v = effective(props, defaults, "diskMiB")))
+        out->disk_mib = (int64_t)json_number_value(v);
+    json_object_update(out->env, json_object_get(defaults, "env"));
+    json_object_update(out->env, json_object_get(props, "env"));
+}
+
+json_t *sched_spec_json(const sbx_spec_t *spec)
+{
+    return sbx_spec_json(spec, IMG_DEFAULT_REF);
 }
 
 /* The sandbox's group: 1 read into *group, 0 when it has none or it is
@@ -87,25 +54,18 @@ int sched_read_group(st_db_t *db, const st_resource_t *sandbox, st_resource_t *g
 {
     if (!sandbox->parent_id)
         return 0;
-    sbx_error_t gerr = {0};
-    if (st_resource_get(db, sandbox->parent_id, group, &gerr) == 0)
-        return 1;
-    if (gerr.code == SBX_ERR_NOT_FOUND)
-        return 0;
-    if (err)
-        *err = gerr;
-    return -1;
+    return st_resource_lookup(db, sandbox->parent_id, group, err);
 }
 
-json_t *sched_sandbox_spec(st_db_t *db, const st_resource_t *sandbox, sbx_error_t *err)
+int sched_sandbox_spec(st_db_t *db, const st_resource_t *sandbox, sbx_spec_t *out, sbx_error_t *err)
 {
     st_resource_t group = {0};
     int have = sched_read_group(db, sandbox, &group, err);
     if (have < 0)
-        return NULL;
-    json_t *spec = sched_sandbox_spec_in(have ? &group : NULL, sandbox);
+        return -1;
+    sched_spec_of(have ? &group : NULL, sandbox, out);
     st_resource_done(&group);
-    return spec;
+    return 0;
 }
 
 /* The environment label of a group: its environment's name, or "default"
@@ -146,14 +106,8 @@ int sched_sandbox_update(st_db_t *db, const char *id, json_t *patch, const char 
 
 const char *sched_agent_state(const json_t *reply)
 {
-    static const char *const states[] = {"Creating",   "Starting",  "Running",
-                                         "Suspending", "Suspended", "Resuming",
-                                         "Stopping",   "Stopped",   "Failed"};
-    const char *st = json_string_value(json_object_get(reply, "state"));
-    for (size_t i = 0; st && i < ARRAY_SIZE(states); i++)
-        if (strcmp(st, states[i]) == 0)
-            return states[i];
-    return NULL;
+    sbx_state_t st = sbx_state_parse(json_string_value(json_object_get(reply, "state")));
+    return sbx_state_from_agent(st) ? sbx_state_name(st) : NULL;
 }
 
 json_t *sched_agent_time(const json_t *reply, const char *key)
@@ -186,8 +140,7 @@ json_t *sched_agent_message(const json_t *reply)
 int sched_sandbox_lifecycle(sched_t *s, const char *host_url, const st_resource_t *sb,
                             const char *action, sched_reply_t *out, sbx_error_t *err)
 {
-    _cleanup_free_ char *path =
-        xasprintf("/v1/sandboxes/%s/%s", sched_sandbox_runtime_id(sb), action);
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/%s", sb->runtime_id, action);
     sched_call(s, host_url, "POST", path, NULL, "application/json", "{}", 2,
                s->cfg.agent_timeout_ms, out);
     if (out->status != 200)

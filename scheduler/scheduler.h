@@ -23,6 +23,22 @@
 #include "storage/storage.h"
 
 typedef struct sched sched_t;
+typedef struct sched_reply sched_reply_t;
+
+/* How the scheduler reaches host agents: HTTPS by default (agent_client.c);
+ * tests put a fake agent in the same process behind the same calls.  Each
+ * fills *out (zeroed by the caller) and returns -1 when no answer came.  */
+typedef struct sched_agent_ops {
+    int (*call)(void *ctx, const char *base_url, const char *method, const char *path,
+                const char *query, const char *content_type, const char *body, size_t body_len,
+                int timeout_ms, sched_reply_t *out);
+    int (*call_upload)(void *ctx, const char *base_url, const char *method, const char *path,
+                       const char *query, uint64_t size,
+                       ssize_t (*read)(void *ud, void *buf, size_t n), void *ud,
+                       int *read_errno, sched_reply_t *out);
+    int (*call_download)(void *ctx, const char *base_url, const char *path, const char *query,
+                         http_pipe_t *pipe, uint64_t *length, sched_reply_t *out);
+} sched_agent_ops_t;
 
 typedef struct sched_config {
     const char *ca_file;        /* CA that signs agents' certificates */
@@ -44,6 +60,13 @@ typedef struct sched_config {
      * 600000 (10 minutes).  */
     int placement_wait_ms;
     const unsigned char *secret_key; /* opens sealed secureEnv (api.h); may be NULL */
+    /* Tests: another transport to agents (NULL: HTTPS) and another clock
+     * for every deadline, backoff and timestamp the scheduler decides on
+     * (NULL: sbx_now_ms).  */
+    const sched_agent_ops_t *agent_ops;
+    void *agent_ctx;
+    int64_t (*now_ms)(void *ctx);
+    void *clock_ctx;
 } sched_config_t;
 
 sched_t *sched_new(const sched_config_t *cfg, st_db_t *db, sbx_error_t *err);
@@ -68,7 +91,8 @@ bool sched_host_name_valid(const char *name);
 /* How many sandboxes the scheduler counts on a host (placement's view).  */
 unsigned sched_host_sandboxes(sched_t *s, const char *name);
 /* Drain a host (no new placements) or make it Ready again; undraining a
- * host that is Down leaves it to the health check.  */
+ * host that is Down leaves it to the health check.  1 when done, 0 when
+ * there is no such host.  */
 int sched_host_drain(sched_t *s, const char *name, bool drain, sbx_error_t *err);
 /* Remove a host; its sandboxes fail (or are recreated elsewhere, as their
  * group asks).  1 when it was removed, 0 when there was none.  */
@@ -77,14 +101,14 @@ int sched_host_remove(sched_t *s, const char *name, sbx_error_t *err);
 /* ---- Calls to a host's agent, for the server's sandbox proxy ---- */
 
 /* One call's answer (agent_client.c).  */
-typedef struct sched_reply {
+struct sched_reply {
     long status;      /* 0 when no answer arrived */
     char *body;
     size_t body_len;
     char *content_type;
     char error[256];  /* transport error, when status is 0 */
     bool shutdown;    /* cut off by sched_shutdown_begin */
-} sched_reply_t;
+};
 void sched_reply_done(sched_reply_t *r);
 int sched_call(sched_t *s, const char *base_url, const char *method, const char *path,
                const char *query, const char *content_type, const char *body, size_t body_len,
@@ -111,8 +135,6 @@ int sched_call_download(sched_t *s, const char *base_url, const char *path, cons
  * sandbox's new state.  -1 (err filled) only when recording failed.  */
 int sched_sandbox_lifecycle(sched_t *s, const char *host_url, const st_resource_t *sandbox,
                             const char *action, sched_reply_t *out, sbx_error_t *err);
-/* The id a placed sandbox has on its host, or NULL before placement.  */
-const char *sched_sandbox_runtime_id(const st_resource_t *sandbox);
 
 /* The embedded default: a CA and certificates in pki_dir (pki.c), and a
  * sandbox-agent child process on a loopback port, supervised (restarted

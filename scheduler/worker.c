@@ -91,6 +91,15 @@ static void finish(sched_t *s, const st_operation_t *op, bool ok, const char *co
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "operation %s: %s", op->id, err.msg);
 }
 
+/* The operation fails, and its sandbox with it, saying why.  */
+static void fail_operation(sched_t *s, const st_operation_t *op, const char *code,
+                           const char *msg)
+{
+    _cleanup_json_ json_t *patch =
+        json_pack("{s:s,s:s}", "state", sbx_state_name(SBX_STATE_FAILED), "statusMessage", msg);
+    finish(s, op, false, code, msg, patch);
+}
+
 static void op_store(sched_t *s, const st_operation_t *op)
 {
     st_tx_t *tx = st_begin(s->db, NULL);
@@ -103,13 +112,11 @@ static void retry_later(sched_t *s, st_operation_t *op, const char *why)
 {
     op->attempts++;
     if (op->attempts >= s->cfg.max_attempts) {
-        json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", why);
-        finish(s, op, false, "HostCallFailed", why, patch);
-        json_decref(patch);
+        fail_operation(s, op, "HostCallFailed", why);
         return;
     }
     int64_t backoff = 500LL << (op->attempts < 6 ? op->attempts : 6);
-    op->next_attempt_ms = sbx_now_ms() + (backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS);
+    op->next_attempt_ms = sched_now(s) + (backoff < MAX_BACKOFF_MS ? backoff : MAX_BACKOFF_MS);
     op_store(s, op);
     sbx_log(SBX_LOG_WARN, MODULE_NAME, "operation %s attempt %d: %s", op->id, op->attempts, why);
 }
@@ -142,16 +149,14 @@ static bool refused_for_good(const sbx_error_t *e)
 static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_t *sb,
                               const sbx_error_t *e)
 {
-    int64_t now = sbx_now_ms();
+    int64_t now = sched_now(s);
     bool for_good = refused_for_good(e);
     if (for_good || now - op->start_ms >= s->cfg.placement_wait_ms) {
         _cleanup_free_ char *msg =
             for_good ? xstrdup(e->msg)
                      : xasprintf("no host had room within %d s: %s",
                                  (s->cfg.placement_wait_ms + 999) / 1000, e->msg);
-        json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
-        finish(s, op, false, e->arm_code, msg, patch);
-        json_decref(patch);
+        fail_operation(s, op, e->arm_code, msg);
         return;
     }
     _cleanup_free_ char *msg = xasprintf(WAITING_PREFIX "%s", e->msg);
@@ -165,14 +170,14 @@ static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_
     op_store(s, op);
 }
 
-static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const char *env,
-                            char **host, sbx_error_t *err);
+static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec,
+                            const char *env, char **host, sbx_error_t *err);
 
 /* Write the host and runtime id down before calling the agent, so a crash
  * between the two calls the same host with the same id again.  */
 static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *err)
 {
-    if (sb->host_id && sched_sandbox_runtime_id(sb)) {
+    if (sb->host_id && sb->runtime_id) {
         *host = xstrdup(sb->host_id);
         return 0;
     }
@@ -180,23 +185,23 @@ static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *
     int have = sched_read_group(s->db, sb, &group, err);
     if (have < 0)
         return -1;
-    _cleanup_json_ json_t *spec = sched_sandbox_spec_in(have ? &group : NULL, sb);
+    sbx_spec_t spec;
+    sched_spec_of(have ? &group : NULL, sb, &spec);
     _cleanup_free_ char *env = have ? sched_group_environment(&group) : xstrdup("default");
     st_resource_done(&group);
     pthread_mutex_lock(&s->place_lock);
-    int ret = placement_record(s, sb, spec, env, host, err);
+    int ret = placement_record(s, sb, &spec, env, host, err);
     pthread_mutex_unlock(&s->place_lock);
+    sbx_spec_done(&spec);
     return ret;
 }
 
 /* Choose a host and write the choice down (caller holds place_lock).  */
-static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const char *env,
-                            char **host, sbx_error_t *err)
+static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec,
+                            const char *env, char **host, sbx_error_t *err)
 {
-    sched_need_t need;
-    sched_spec_need(spec, &need);
-    if (sched_place_choose(s, env, json_string_value(json_object_get(spec, "driver")), &need, host,
-                         err) < 0)
+    sbx_need_t need = sbx_spec_need(spec);
+    if (sched_place_choose(s, env, spec->driver, &need, host, err) < 0)
         return -1;
     char rid[37];
     sbx_uuid(rid);
@@ -206,8 +211,9 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
     if (ret == 0) {
         json_t *props = props_of(&cur);
         const char *msg = json_string_value(json_object_get(props, "statusMessage"));
-        json_object_set_new(cur.body, "_runtimeId", json_string(rid));
-        sched_need_store(cur.body, &need);
+        free(cur.runtime_id);
+        cur.runtime_id = xstrdup(rid);
+        cur.need = need;
         json_object_set_new(props, "state", json_string("Starting"));
         json_object_set_new(props, "host", json_string(*host));
         if (msg && sbx_str_has_prefix(msg, WAITING_PREFIX))
@@ -233,9 +239,8 @@ static int placement_record(sched_t *s, st_resource_t *sb, json_t *spec, const c
 
 static json_t *props_from_agent(const json_t *reply, const char *host)
 {
-    const char *state = sched_agent_state(reply);
-    if (!state || strcmp(state, "Creating") == 0)
-        state = "Starting";
+    sbx_state_t st = sbx_state_parse(sched_agent_state(reply));
+    const char *state = sbx_state_name(st && st != SBX_STATE_CREATING ? st : SBX_STATE_STARTING);
     json_t *patch = json_pack("{s:s,s:s,s:s}", "state", state, "host", host, "statusMessage", "");
     const char *keys[] = {"createdAt", "lastActivityAt"};
     for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
@@ -251,18 +256,18 @@ static json_t *props_from_agent(const json_t *reply, const char *host)
     return patch;
 }
 
-static const char *agent_error_message(const sched_reply_t *r, char *buf, size_t len)
+/* What a host's failed answer says, for a statusMessage (owned).  */
+static char *agent_error_message(const sched_reply_t *r)
 {
-    json_t *j = sched_reply_json(r);
+    _cleanup_json_ json_t *j = sched_reply_json(r);
     const char *m = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
-    snprintf(buf, len, "host answered %ld: %s", r->status, m ? m : "no detail");
-    json_decref(j);
-    return buf;
+    return xasprintf("host answered %ld: %s", r->status, m ? m : "no detail");
 }
 
 /* secureEnv, opened only here, on its way to the host: into the spec's env
  * (the API refused a name in both).  */
-static int spec_add_secrets(sched_t *s, const st_resource_t *sb, json_t *spec, sbx_error_t *err)
+static int spec_add_secrets(sched_t *s, const st_resource_t *sb, sbx_spec_t *spec,
+                            sbx_error_t *err)
 {
     const char *sealed = json_string_value(json_object_get(sb->body, API_SECURE_ENV_KEY));
     if (!sealed)
@@ -272,8 +277,53 @@ static int spec_add_secrets(sched_t *s, const st_resource_t *sb, json_t *spec, s
     _cleanup_json_ json_t *secrets = api_secret_open(s->cfg.secret_key, sealed, err);
     if (!secrets)
         return -1;
-    json_object_update(json_object_get(spec, "env"), secrets);
+    json_object_update(spec->env, secrets);
     return 0;
+}
+
+/* The host's answer to a create: Succeeded with what it reports; another
+ * attempt when it did not answer or failed (5xx); Failed when it refused.  */
+static void create_answered(sched_t *s, st_operation_t *op, const char *host, int rc,
+                            const sched_reply_t *r)
+{
+    if (rc < 0 || r->status >= 500) {
+        _cleanup_free_ char *why = r->status ? agent_error_message(r) : xstrdup(r->error);
+        _cleanup_free_ char *msg = xasprintf("host '%s': %s", host, why);
+        retry_later(s, op, msg);
+    } else if (r->status == 200 || r->status == 201) {
+        _cleanup_json_ json_t *reply = sched_reply_json(r);
+        _cleanup_json_ json_t *patch = props_from_agent(reply, host);
+        finish(s, op, true, NULL, NULL, patch);
+    } else {
+        _cleanup_free_ char *msg = agent_error_message(r);
+        fail_operation(s, op, "SandboxCreateFailed", msg);
+    }
+}
+
+/* Ask the sandbox's host (whose slot the caller holds) to create it.  */
+static void create_on_host(sched_t *s, st_operation_t *op, const st_resource_t *sb,
+                           const st_host_t *h)
+{
+    sbx_error_t err = {0};
+    sbx_spec_t spec = {0};
+    if (sched_sandbox_spec(s->db, sb, &spec, &err) < 0) {
+        retry_later(s, op, err.msg);
+        return;
+    }
+    if (spec_add_secrets(s, sb, &spec, &err) < 0) {
+        fail_operation(s, op, "SandboxCreateFailed", err.msg);
+        sbx_spec_done(&spec);
+        return;
+    }
+    _cleanup_json_ json_t *j = sched_spec_json(&spec);
+    sbx_spec_done(&spec);
+    _cleanup_free_ char *body = json_dumps(j, JSON_COMPACT);
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sb->runtime_id);
+    sched_reply_t r;
+    int rc = sched_call(s, h->url, "PUT", path, NULL, NULL, body, strlen(body),
+                        s->cfg.agent_timeout_ms, &r);
+    create_answered(s, op, sb->host_id, rc, &r);
+    sched_reply_done(&r);
 }
 
 /* Returns false when the operation was put off because its host already
@@ -282,8 +332,9 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
 {
     sbx_error_t err = {0};
     st_resource_t sb = {0};
-    if (st_resource_get(s->db, op->resource_id, &sb, &err) < 0) {
-        if (err.code == SBX_ERR_NOT_FOUND)
+    int found = st_resource_lookup(s->db, op->resource_id, &sb, &err);
+    if (found <= 0) {
+        if (found == 0)
             finish(s, op, false, "ResourceNotFound",
                    "The sandbox was deleted while it was created.", NULL);
         else
@@ -292,96 +343,47 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
     }
     _cleanup_free_ char *host = NULL;
     st_host_t h = {0};
+    bool ran = true;
     if (assign_host(s, &sb, &host, &err) < 0) {
         if (refused_for_now(&err) || refused_for_good(&err))
             placement_refused(s, op, &sb, &err);
         else
             retry_later(s, op, err.msg);
-        st_resource_done(&sb);
-        return true;
-    }
-    if (st_host_get(s->db, host, &h, NULL) < 0) {
+    } else if (st_host_get(s->db, host, &h, NULL) < 0) {
         retry_later(s, op, "the sandbox's host is no longer registered");
-        st_resource_done(&sb);
-        return true;
-    }
-    if (!sched_slot_take(s, host)) {
-        st_host_done(&h);
-        st_resource_done(&sb);
-        return false;
-    }
-    _cleanup_json_ json_t *spec = sched_sandbox_spec(s->db, &sb, &err);
-    if (!spec || spec_add_secrets(s, &sb, spec, &err) < 0) {
-        if (!spec) {
-            retry_later(s, op, err.msg);
-        } else {
-            json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", err.msg);
-            finish(s, op, false, "SandboxCreateFailed", err.msg, patch);
-            json_decref(patch);
-        }
-        sched_slot_give(s, host);
-        st_host_done(&h);
-        st_resource_done(&sb);
-        return true;
-    }
-    _cleanup_free_ char *body = json_dumps(spec, JSON_COMPACT);
-    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sched_sandbox_runtime_id(&sb));
-    sched_reply_t r;
-    char msg[512];
-    if (sched_call(s, h.url, "PUT", path, NULL, NULL, body, strlen(body), s->cfg.agent_timeout_ms,
-                   &r) < 0 || r.status >= 500) {
-        snprintf(msg, sizeof(msg), "host '%s': %s", host,
-                 r.status ? agent_error_message(&r, msg + 256, 256) : r.error);
-        retry_later(s, op, msg);
-    } else if (r.status == 200 || r.status == 201) {
-        json_t *reply = sched_reply_json(&r);
-        json_t *patch = props_from_agent(reply, host);
-        finish(s, op, true, NULL, NULL, patch);
-        json_decref(patch);
-        json_decref(reply);
+    } else if (!sched_slot_take(s, host)) {
+        ran = false;
     } else {
-        agent_error_message(&r, msg, sizeof(msg));
-        json_t *patch = json_pack("{s:s,s:s}", "state", "Failed", "statusMessage", msg);
-        finish(s, op, false, "SandboxCreateFailed", msg, patch);
-        json_decref(patch);
+        create_on_host(s, op, &sb, &h);
+        sched_slot_give(s, host);
     }
-    sched_reply_done(&r);
-    sched_slot_give(s, host);
     st_host_done(&h);
     st_resource_done(&sb);
-    return true;
+    return ran;
 }
 
-int sched_sandbox_destroy(sched_t *s, const st_resource_t *sb, char *why, size_t why_len)
+int sched_sandbox_destroy(sched_t *s, const st_resource_t *sb, sbx_error_t *err)
 {
-    const char *rid = sched_sandbox_runtime_id(sb);
     st_host_t h = {0};
-    sbx_error_t err = {0};
-    if (!sb->host_id || !rid)
+    if (!sb->host_id || !sb->runtime_id)
         return 0;
-    if (st_host_get(s->db, sb->host_id, &h, &err) < 0) {
-        if (err.code == SBX_ERR_NOT_FOUND)
-            return 0;
-        snprintf(why, why_len, "%s", err.msg); /* storage: ask again later */
-        return -1;
-    }
+    int found = st_host_lookup(s->db, sb->host_id, &h, err);
+    if (found <= 0) /* gone: nothing to destroy; storage: ask again later */
+        return found;
     int ret = 0;
     if (strcmp(h.state, "Down") != 0) {
-        _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
+        _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sb->runtime_id);
         sched_reply_t r;
         if (sched_call(s, h.url, "DELETE", path, NULL, NULL, NULL, 0, s->cfg.agent_timeout_ms,
-                       &r) < 0 || (r.status != 204 && r.status != 200 && r.status != 404)) {
-            snprintf(why, why_len, "host '%s' did not destroy the sandbox: %s", h.name,
-                     r.status ? "error reply" : r.error);
-            ret = -1;
-        }
+                       &r) < 0 ||
+            (r.status != 204 && r.status != 200 && r.status != 404))
+            ret = sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                                "host '%s' did not destroy the sandbox: %s", h.name,
+                                r.status ? "error reply" : r.error);
         sched_reply_done(&r);
     }
-    if (ret == 0) {
-        sched_need_t need;
-        sched_sandbox_need(sb, &need);
-        sched_place_add(s, sb->host_id, &need, -1);
-    }
+    if (ret == 0)
+        sched_place_add(s, sb->host_id, &sb->need, -1);
     st_host_done(&h);
     return ret;
 }
@@ -389,62 +391,56 @@ int sched_sandbox_destroy(sched_t *s, const st_resource_t *sb, char *why, size_t
 static void run_sandbox_delete(sched_t *s, st_operation_t *op)
 {
     st_resource_t sb = {0};
-    char why[512] = "";
     sbx_error_t err = {0};
-    if (st_resource_get(s->db, op->resource_id, &sb, &err) < 0) {
-        if (err.code == SBX_ERR_NOT_FOUND)
+    int found = st_resource_lookup(s->db, op->resource_id, &sb, &err);
+    if (found <= 0) {
+        if (found == 0)
             finish(s, op, true, NULL, NULL, NULL);
         else
             retry_later(s, op, err.msg);
         return;
     }
-    if (sched_sandbox_destroy(s, &sb, why, sizeof(why)) < 0)
-        retry_later(s, op, why);
+    if (sched_sandbox_destroy(s, &sb, &err) < 0)
+        retry_later(s, op, err.msg);
     else
         finish(s, op, true, NULL, NULL, NULL);
     st_resource_done(&sb);
 }
 
-static int delete_children(sched_t *s, const st_operation_t *op, const char *type, char *why,
-                           size_t why_len, bool *retry, bool *more);
-
-static void run_group_delete(sched_t *s, st_operation_t *op)
-{
-    char why[512] = "";
-    bool retry = false, more = false;
-    const char *types[] = {SANDBOX_TYPE, POOL_TYPE};
-    for (size_t t = 0; t < ARRAY_SIZE(types); t++)
-        if (delete_children(s, op, types[t], why, sizeof(why), &retry, &more) < 0) {
-            retry_later(s, op, "storage is busy");
-            return;
-        }
-    if (retry)
-        retry_later(s, op, why);
-    else if (more)
-        sched_notify(s); /* the next batch; the operation stays due */
-    else
-        finish(s, op, true, NULL, NULL, NULL);
-}
-
 /* Destroy one batch of a group's children of one type on their hosts and
- * remove their rows.  */
-static int delete_children(sched_t *s, const st_operation_t *op, const char *type, char *why,
-                           size_t why_len, bool *retry, bool *more)
+ * remove their rows; *why gets the last destroy that must be retried.  */
+static int delete_children(sched_t *s, const st_operation_t *op, const char *type,
+                           sbx_error_t *why, bool *more)
 {
     st_list_query_t q = {.type = type, .parent_id = op->resource_id, .limit = 1000};
     st_list_t l = {0};
     if (st_resource_list(s->db, &q, &l, NULL) < 0)
         return -1;
     for (size_t i = 0; i < l.n; i++) {
-        if (sched_sandbox_destroy(s, &l.items[i], why, why_len) < 0) {
-            *retry = true;
-            continue;
-        }
-        st_resource_delete(s->db, l.items[i].id, NULL);
+        if (sched_sandbox_destroy(s, &l.items[i], why) == 0)
+            st_resource_delete(s->db, l.items[i].id, NULL);
     }
     *more = *more || l.next != NULL;
     st_list_done(&l);
     return 0;
+}
+
+static void run_group_delete(sched_t *s, st_operation_t *op)
+{
+    sbx_error_t why = {0};
+    bool more = false;
+    const char *types[] = {SANDBOX_TYPE, POOL_TYPE};
+    for (size_t t = 0; t < ARRAY_SIZE(types); t++)
+        if (delete_children(s, op, types[t], &why, &more) < 0) {
+            retry_later(s, op, "storage is busy");
+            return;
+        }
+    if (why.code)
+        retry_later(s, op, why.msg);
+    else if (more)
+        sched_notify(s); /* the next batch; the operation stays due */
+    else
+        finish(s, op, true, NULL, NULL, NULL);
 }
 
 /* A sandbox's id continues ".../sandboxGroups/{group}/sandboxes/{name}";
@@ -475,6 +471,31 @@ static bool run_operation(sched_t *s, st_operation_t *op)
     return true;
 }
 
+size_t sched_work_once(sched_t *s)
+{
+    st_operation_t *ops = NULL;
+    size_t n = 0, ran = 0;
+    if (st_operations_due(s->db, sched_now(s), BATCH, &ops, &n, NULL) < 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!sched_busy_claim(s, ops[i].id))
+            continue;
+        /* The batch was read before the claim: another worker may have run
+         * this operation meanwhile (finished it, or put it off with a
+         * backoff), and running the old copy would redo it or write its
+         * stale row back.  */
+        st_operation_t cur = {0};
+        if (st_operation_lookup(s->db, ops[i].id, &cur, NULL) > 0 &&
+            strcmp(cur.status, "InProgress") == 0 && cur.next_attempt_ms <= sched_now(s) &&
+            run_operation(s, &cur))
+            ran++;
+        st_operation_done(&cur);
+        sched_busy_release(s, ops[i].id);
+    }
+    st_operations_free(ops, n);
+    return ran;
+}
+
 void *sched_worker_main(void *arg)
 {
     sched_t *s = arg;
@@ -484,29 +505,7 @@ void *sched_worker_main(void *arg)
         pthread_mutex_unlock(&s->lock);
         if (stop)
             break;
-        st_operation_t *ops = NULL;
-        size_t n = 0, ran = 0;
-        if (st_operations_due(s->db, sbx_now_ms(), BATCH, &ops, &n, NULL) == 0) {
-            for (size_t i = 0; i < n; i++) {
-                if (!sched_busy_claim(s, ops[i].id))
-                    continue;
-                /* The batch was read before the claim: another worker may
-                 * have run this operation meanwhile (finished it, or put it
-                 * off with a backoff), and running the old copy would redo
-                 * it or write its stale row back.  */
-                st_operation_t cur = {0};
-                if (st_operation_get(s->db, ops[i].id, &cur, NULL) == 0 &&
-                    strcmp(cur.status, "InProgress") == 0 &&
-                    cur.next_attempt_ms <= sbx_now_ms()) {
-                    if (run_operation(s, &cur))
-                        ran++;
-                }
-                st_operation_done(&cur);
-                sched_busy_release(s, ops[i].id);
-            }
-        }
-        st_operations_free(ops, n);
-        if (ran)
+        if (sched_work_once(s) > 0)
             continue;
         pthread_mutex_lock(&s->lock);
         if (!s->stopping && s->pending_wakeups == 0) {

@@ -23,7 +23,10 @@ static void reply_host(sched_t *s, st_db_t *db, http_response_t *res, int status
 {
     st_host_t h = {0};
     sbx_error_t err = {0};
-    if (st_host_get(db, name, &h, &err) < 0) {
+    int found = st_host_lookup(db, name, &h, &err);
+    if (found <= 0) {
+        if (!found)
+            sbx_error_arm(&err, SBX_ERR_NOT_FOUND, "HostNotFound", "No host '%s'.", name);
         http_reply_sbx_error(res, &err);
         return;
     }
@@ -45,7 +48,7 @@ static void admin_put(sched_t *s, st_db_t *db, const char *name, const http_requ
         return;
     }
     st_host_t old = {0};
-    bool existed = st_host_get(db, name, &old, NULL) == 0;
+    bool existed = st_host_lookup(db, name, &old, NULL) > 0;
     st_host_done(&old);
     if (sched_host_register(s, name, url, env, &err) < 0) {
         http_reply_sbx_error(res, &err);
@@ -57,7 +60,10 @@ static void admin_put(sched_t *s, st_db_t *db, const char *name, const http_requ
 static void admin_drain(sched_t *s, st_db_t *db, const char *name, bool drain, http_response_t *res)
 {
     sbx_error_t err = {0};
-    if (sched_host_drain(s, name, drain, &err) < 0)
+    int found = sched_host_drain(s, name, drain, &err);
+    if (found == 0)
+        sbx_error_arm(&err, SBX_ERR_NOT_FOUND, "HostNotFound", "No host '%s'.", name);
+    if (found <= 0)
         http_reply_sbx_error(res, &err);
     else
         reply_host(s, db, res, 200, name);

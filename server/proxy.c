@@ -16,22 +16,21 @@
 static int sandbox_host(st_db_t *db, const st_resource_t *sb, st_host_t *h,
                         http_response_t *res)
 {
-    const char *rid = sched_sandbox_runtime_id(sb);
+    const char *rid = sb->runtime_id;
     json_t *props = json_object_get(sb->body, "properties");
-    const char *state = json_string_value(json_object_get(props, "state"));
-    if (!rid || !sb->host_id || (state && strcmp(state, "Starting") == 0) ||
-        (state && strcmp(state, "Pending") == 0)) {
+    sbx_state_t state = sbx_body_state(sb->body);
+    if (!rid || !sb->host_id || state == SBX_STATE_STARTING || state == SBX_STATE_PENDING) {
         http_reply_error(res, 409, "SandboxNotReady",
                          "The sandbox is still being created; retry when its state is Running.");
         return -1;
     }
-    if (state && strcmp(state, "Failed") == 0) {
+    if (state == SBX_STATE_FAILED) {
         const char *why = json_string_value(json_object_get(props, "statusMessage"));
         http_reply_error(res, 409, "SandboxFailed", "The sandbox failed: %s",
                          why && *why ? why : "no detail");
         return -1;
     }
-    if (st_host_get(db, sb->host_id, h, NULL) < 0 || strcmp(h->state, "Down") == 0) {
+    if (st_host_lookup(db, sb->host_id, h, NULL) <= 0 || strcmp(h->state, "Down") == 0) {
         http_reply_error(res, 503, "HostUnavailable",
                          "The sandbox's host '%s' is not answering.", sb->host_id);
         return -1;
@@ -161,8 +160,12 @@ static void call_lifecycle(sched_t *s, st_db_t *db, const st_host_t *h, const st
     sched_reply_t r;
     sbx_error_t err = {0};
     st_resource_t now = {0};
+    int found = 1;
     if (sched_sandbox_lifecycle(s, h->url, sb, action, &r, &err) < 0 ||
-        (r.status == 200 && st_resource_get(db, sb->id, &now, &err) < 0)) {
+        (r.status == 200 && (found = st_resource_lookup(db, sb->id, &now, &err)) <= 0)) {
+        if (!found)
+            sbx_error_arm(&err, SBX_ERR_NOT_FOUND, "ResourceNotFound",
+                          "The resource '%s' was not found.", sb->id);
         http_reply_sbx_error(res, &err);
     } else if (r.status != 200) {
         pass_reply(res, &r);
@@ -177,16 +180,14 @@ static void call_lifecycle(sched_t *s, st_db_t *db, const st_host_t *h, const st
 void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sb, const char *action,
                        const http_request_t *req, http_response_t *res)
 {
-    const char *ps = json_string_value(
-        json_object_get(json_object_get(sb->body, "properties"), "provisioningState"));
-    if (ps && strcmp(ps, "Deleting") == 0) {
+    if (sbx_body_provisioning(sb->body) == SBX_PROV_DELETING) {
         http_reply_error(res, 409, "SandboxDeleting", "The sandbox is being deleted.");
         return;
     }
     st_host_t h = {0};
     if (sandbox_host(db, sb, &h, res) < 0)
         return;
-    const char *rid = sched_sandbox_runtime_id(sb);
+    const char *rid = sb->runtime_id;
     if (strcmp(action, "exec") == 0)
         call_exec(s, &h, rid, req, res);
     else if (strcmp(action, "files") == 0)

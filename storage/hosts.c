@@ -97,7 +97,7 @@ static void on_host_row(void *ud, int ncols, const char *const *c)
 
 #define HOST_COLS "name, url, environment, state, info, last_seen_ms, created_ms"
 
-int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err)
+int st_host_lookup(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err)
 {
     host_rows_t rows = {0};
     const char *params[] = {name};
@@ -106,11 +106,19 @@ int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err)
         return -1;
     if (rows.n == 0) {
         free(rows.items);
-        return sbx_error_arm(err, SBX_ERR_NOT_FOUND, "HostNotFound", "No host '%s'.", name);
+        return 0;
     }
     *out = rows.items[0];
     free(rows.items);
-    return 0;
+    return 1;
+}
+
+int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err)
+{
+    int r = st_host_lookup(db, name, out, err);
+    if (r == 0)
+        return sbx_error_set(err, SBX_ERR_NOT_FOUND, "No host '%s'.", name);
+    return r < 0 ? -1 : 0;
 }
 
 int st_host_list(st_db_t *db, st_host_t **out, size_t *n, sbx_error_t *err)
@@ -140,15 +148,12 @@ static void on_first_column(void *ud, int ncols, const char *const *cols)
         snprintf(ud, 37, "%s", cols[0]);
 }
 
-int st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
-                             const char *value, sbx_error_t *err)
+int st_resource_runtime_id_exists(st_db_t *db, const char *runtime_id, sbx_error_t *err)
 {
     char found[37] = "";
-    const char *params[] = {type, json_path, value};
-    if (st_query(db,
-                 "SELECT 1 FROM resources WHERE type = lower(?1) AND json_extract(body, ?2) = ?3"
-                 " LIMIT 1",
-                 params, 3, on_first_column, found, err) < 0)
+    const char *params[] = {runtime_id};
+    if (st_query(db, "SELECT 1 FROM resources WHERE runtime_id = ?1 LIMIT 1", params, 1,
+                 on_first_column, found, err) < 0)
         return -1;
     return found[0] != '\0';
 }

@@ -65,7 +65,29 @@ static const char *const migrations[] = {
     "  last_seen_ms INTEGER NOT NULL,"
     "  created_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;",
+    /* 3: a placed sandbox's runtime id and counted need as columns; they
+     * were hidden keys of its body ("_runtimeId", "_cpu", ...).  Rows from
+     * before disk and pids were counted hold the defaults then used.  */
+    "ALTER TABLE resources ADD COLUMN runtime_id TEXT;"
+    "ALTER TABLE resources ADD COLUMN need_cpu REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE resources ADD COLUMN need_memory_mib REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE resources ADD COLUMN need_disk_mib REAL NOT NULL DEFAULT 0;"
+    "ALTER TABLE resources ADD COLUMN need_pids REAL NOT NULL DEFAULT 0;"
+    "UPDATE resources SET runtime_id = json_extract(body, '$._runtimeId'),"
+    "  need_cpu = coalesce(json_extract(body, '$._cpu'), 1.0),"
+    "  need_memory_mib = coalesce(json_extract(body, '$._memoryMiB'), 256),"
+    "  need_disk_mib = coalesce(json_extract(body, '$._diskMiB'), 1024),"
+    "  need_pids = coalesce(json_extract(body, '$._pids'), 1024),"
+    "  body = json_remove(body, '$._runtimeId', '$._cpu', '$._memoryMiB', '$._diskMiB',"
+    "                     '$._pids')"
+    "  WHERE json_extract(body, '$._runtimeId') IS NOT NULL;"
+    "CREATE INDEX resources_by_runtime_id ON resources(runtime_id) WHERE runtime_id IS NOT NULL;",
 };
+
+/* The columns resource_from_row reads, in its order.  */
+#define RES_COLS                                                                                \
+    "id, type, name, subscription, resource_group, parent_key, host_id, body, etag,"            \
+    " created_ms, updated_ms, runtime_id, need_cpu, need_memory_mib, need_disk_mib, need_pids"
 
 /* Prepared statements, cached per connection.  */
 enum stmt_id {
@@ -87,13 +109,17 @@ enum stmt_id {
 };
 
 static const char *const stmt_sql[Q_COUNT] = {
-    [Q_RES_GET] = "SELECT id, type, name, subscription, resource_group, parent_key, host_id, body,"
-                  " etag, created_ms, updated_ms FROM resources WHERE key = ?1",
+    [Q_RES_GET] = "SELECT " RES_COLS " FROM resources WHERE key = ?1",
     [Q_RES_PUT] = "INSERT INTO resources (key, id, type, name, subscription, resource_group,"
-                  " parent_key, host_id, body, etag, created_ms, updated_ms)"
-                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+                  " parent_key, host_id, body, etag, created_ms, updated_ms, runtime_id,"
+                  " need_cpu, need_memory_mib, need_disk_mib, need_pids)"
+                  " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,"
+                  " ?16, ?17)"
                   " ON CONFLICT(key) DO UPDATE SET body = excluded.body, etag = excluded.etag,"
-                  " host_id = excluded.host_id, updated_ms = excluded.updated_ms",
+                  " host_id = excluded.host_id, updated_ms = excluded.updated_ms,"
+                  " runtime_id = excluded.runtime_id, need_cpu = excluded.need_cpu,"
+                  " need_memory_mib = excluded.need_memory_mib,"
+                  " need_disk_mib = excluded.need_disk_mib, need_pids = excluded.need_pids",
     [Q_RES_DELETE] = "DELETE FROM resources WHERE key = ?1",
     /* Descendants share the parent's key as a prefix followed by '/'.  */
     [Q_RES_DELETE_CHILDREN] = "DELETE FROM resources WHERE key > ?1 || '/' AND key < ?1 || '0'",
@@ -488,6 +514,11 @@ static void resource_from_row(sqlite3_stmt *q, st_resource_t *r)
     snprintf(r->etag, sizeof(r->etag), "%s", (const char *)sqlite3_column_text(q, 8));
     r->created_ms = sqlite3_column_int64(q, 9);
     r->updated_ms = sqlite3_column_int64(q, 10);
+    r->runtime_id = col_str(q, 11);
+    r->need = (sbx_need_t){.cpu = sqlite3_column_double(q, 12),
+                           .memory_mib = sqlite3_column_double(q, 13),
+                           .disk_mib = sqlite3_column_double(q, 14),
+                           .pids = sqlite3_column_double(q, 15)};
 }
 
 void st_resource_done(st_resource_t *r)
@@ -501,6 +532,7 @@ void st_resource_done(st_resource_t *r)
     free(r->resource_group);
     free(r->parent_id);
     free(r->host_id);
+    free(r->runtime_id);
     json_decref(r->body);
     memset(r, 0, sizeof(*r));
 }
@@ -528,16 +560,23 @@ static int resource_get_conn(conn_t *c, const char *id, st_resource_t *out, sbx_
         memset(out, 0, sizeof(*out));
         resource_from_row(q, out);
         sqlite3_reset(q);
-        return 0;
+        return 1;
     }
     sqlite3_reset(q);
     if (rc == SQLITE_DONE)
-        return sbx_error_arm(err, SBX_ERR_NOT_FOUND, "ResourceNotFound",
-                             "The resource '%s' was not found.", id);
+        return 0;
     return sql_error(err, c->db, "get resource");
 }
 
-int st_resource_get(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t *err)
+/* A lookup's answer as a get's: absent is an error too.  */
+static int found_or_not(int found, sbx_error_t *err, const char *what, const char *key)
+{
+    if (found == 0)
+        return sbx_error_set(err, SBX_ERR_NOT_FOUND, "The %s '%s' was not found.", what, key);
+    return found < 0 ? -1 : 0;
+}
+
+int st_resource_lookup(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t *err)
 {
     conn_t *c = pool_get(db, err);
     if (!c)
@@ -547,16 +586,20 @@ int st_resource_get(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t
     return r;
 }
 
+int st_resource_get(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t *err)
+{
+    return found_or_not(st_resource_lookup(db, id, out, err), err, "resource", id);
+}
+
 int st_resource_list(st_db_t *db, const st_list_query_t *lq, st_list_t *out, sbx_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     size_t limit = lq->limit ? lq->limit : 100;
     /* The filter set is small and fixed, so the statement is built from
      * constant pieces; only values are bound.  */
-    char sql[640];
+    char sql[1024];
     snprintf(sql, sizeof(sql),
-             "SELECT id, type, name, subscription, resource_group, parent_key, host_id, body,"
-             " etag, created_ms, updated_ms FROM resources WHERE type = ?1%s%s%s%s%s"
+             "SELECT " RES_COLS " FROM resources WHERE type = ?1%s%s%s%s%s"
              " ORDER BY key LIMIT ?7",
              lq->subscription ? " AND subscription = ?2" : "",
              lq->resource_group ? " AND resource_group = ?3" : "",
@@ -721,9 +764,14 @@ void st_rollback(st_tx_t *tx)
     free(tx);
 }
 
-int st_tx_resource_get(st_tx_t *tx, const char *id, st_resource_t *out, sbx_error_t *err)
+int st_tx_resource_lookup(st_tx_t *tx, const char *id, st_resource_t *out, sbx_error_t *err)
 {
     return resource_get_conn(tx->c, id, out, err);
+}
+
+int st_tx_resource_get(st_tx_t *tx, const char *id, st_resource_t *out, sbx_error_t *err)
+{
+    return found_or_not(resource_get_conn(tx->c, id, out, err), err, "resource", id);
 }
 
 int st_tx_resource_put(st_tx_t *tx, st_resource_t *r, sbx_error_t *err)
@@ -755,6 +803,11 @@ int st_tx_resource_put(st_tx_t *tx, st_resource_t *r, sbx_error_t *err)
     bind_text(q, 10, r->etag);
     sqlite3_bind_int64(q, 11, r->created_ms);
     sqlite3_bind_int64(q, 12, r->updated_ms);
+    bind_text(q, 13, r->runtime_id);
+    sqlite3_bind_double(q, 14, r->need.cpu);
+    sqlite3_bind_double(q, 15, r->need.memory_mib);
+    sqlite3_bind_double(q, 16, r->need.disk_mib);
+    sqlite3_bind_double(q, 17, r->need.pids);
     return step_done(tx->c, q, "put resource", err);
 }
 
@@ -870,19 +923,18 @@ static int operation_get_conn(conn_t *c, const char *id, st_operation_t *out, sb
         operation_from_row(q, out);
     sqlite3_reset(q);
     if (rc == SQLITE_ROW)
-        return 0;
+        return 1;
     if (rc == SQLITE_DONE)
-        return sbx_error_arm(err, SBX_ERR_NOT_FOUND, "OperationNotFound",
-                             "The operation '%s' was not found.", id);
+        return 0;
     return sql_error(err, c->db, "get operation");
 }
 
 int st_tx_operation_get(st_tx_t *tx, const char *id, st_operation_t *out, sbx_error_t *err)
 {
-    return operation_get_conn(tx->c, id, out, err);
+    return found_or_not(operation_get_conn(tx->c, id, out, err), err, "operation", id);
 }
 
-int st_operation_get(st_db_t *db, const char *id, st_operation_t *out, sbx_error_t *err)
+int st_operation_lookup(st_db_t *db, const char *id, st_operation_t *out, sbx_error_t *err)
 {
     conn_t *c = pool_get(db, err);
     if (!c)
@@ -890,6 +942,11 @@ int st_operation_get(st_db_t *db, const char *id, st_operation_t *out, sbx_error
     int r = operation_get_conn(c, id, out, err);
     pool_put(db, c);
     return r;
+}
+
+int st_operation_get(st_db_t *db, const char *id, st_operation_t *out, sbx_error_t *err)
+{
+    return found_or_not(st_operation_lookup(db, id, out, err), err, "operation", id);
 }
 
 int st_operations_due(st_db_t *db, int64_t now_ms, size_t max, st_operation_t **out, size_t *n,

@@ -10,6 +10,7 @@
 #define SBX_STORAGE_H
 
 #include "common/common.h"
+#include "common/model.h"
 
 typedef struct st_db st_db_t;
 typedef struct st_tx st_tx_t;
@@ -34,6 +35,10 @@ typedef struct st_resource {
     char *resource_group; /* lower case */
     char *parent_id;      /* lower-cased ARM id of the parent, NULL for top level */
     char *host_id;        /* host placing this resource (sandboxes), NULL otherwise */
+    /* A placed sandbox (or warm-pool member): its id on host_id, NULL
+     * before placement, and what placement counted of it there.  */
+    char *runtime_id;
+    sbx_need_t need;
     json_t *body;         /* owned reference */
     char etag[40];
     int64_t created_ms, updated_ms;
@@ -57,7 +62,13 @@ typedef struct st_list {
 } st_list_t;
 void st_list_done(st_list_t *l);
 
-/* Reads outside a transaction see the latest committed state.  */
+/* Lookups by key answer 1 (found: out filled), 0 (absent) or -1 (storage
+ * could not tell; err filled): a caller that acts on "absent" must not act
+ * on -1.  The _get forms are for callers to whom absent is an error too:
+ * 0, or -1 with SBX_ERR_NOT_FOUND when absent.  Storage gives no ARM codes;
+ * what a missing row means to a client is the API's to say.
+ * Reads outside a transaction see the latest committed state.  */
+int st_resource_lookup(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t *err);
 int st_resource_get(st_db_t *db, const char *id, st_resource_t *out, sbx_error_t *err);
 int st_resource_list(st_db_t *db, const st_list_query_t *q, st_list_t *out, sbx_error_t *err);
 /* Every row a query matches, a page at a time (q->limit rows; 0: 100),
@@ -76,6 +87,7 @@ st_tx_t *st_begin(st_db_t *db, sbx_error_t *err);
 int st_commit(st_tx_t *tx, sbx_error_t *err); /* frees tx, success or not */
 void st_rollback(st_tx_t *tx);                /* frees tx; NULL is fine */
 
+int st_tx_resource_lookup(st_tx_t *tx, const char *id, st_resource_t *out, sbx_error_t *err);
 int st_tx_resource_get(st_tx_t *tx, const char *id, st_resource_t *out, sbx_error_t *err);
 /* Insert or replace; writes a fresh etag into r->etag and sets times.  */
 int st_tx_resource_put(st_tx_t *tx, st_resource_t *r, sbx_error_t *err);
@@ -103,6 +115,7 @@ void st_operation_done(st_operation_t *op);
 
 int st_tx_operation_put(st_tx_t *tx, const st_operation_t *op, sbx_error_t *err);
 int st_tx_operation_get(st_tx_t *tx, const char *id, st_operation_t *out, sbx_error_t *err);
+int st_operation_lookup(st_db_t *db, const char *id, st_operation_t *out, sbx_error_t *err);
 int st_operation_get(st_db_t *db, const char *id, st_operation_t *out, sbx_error_t *err);
 /* Up to max InProgress operations whose next attempt is due, oldest first.  */
 int st_operations_due(st_db_t *db, int64_t now_ms, size_t max, st_operation_t **out, size_t *n,
@@ -121,6 +134,7 @@ typedef struct st_host {
 void st_host_done(st_host_t *h);
 void st_hosts_free(st_host_t *hosts, size_t n);
 int st_host_put(st_db_t *db, const st_host_t *h, sbx_error_t *err);
+int st_host_lookup(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err);
 int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err);
 int st_host_list(st_db_t *db, st_host_t **out, size_t *n, sbx_error_t *err);
 int st_host_delete(st_db_t *db, const char *name, sbx_error_t *err);
@@ -136,10 +150,8 @@ int st_host_report(st_db_t *db, const char *name, const json_t *info, int64_t la
  * They answer 1 (found), 0 (absent) or -1 (storage could not tell; err
  * filled): a caller that acts on "absent" (the reconciler destroys what
  * storage does not know) must not act on -1.  */
-/* Whether a resource of `type` has the JSON value at `json_path` (e.g.
- * "$._runtimeId") equal to value.  */
-int st_resource_field_exists(st_db_t *db, const char *type, const char *json_path,
-                             const char *value, sbx_error_t *err);
+/* Whether a resource holds this runtime id.  */
+int st_resource_runtime_id_exists(st_db_t *db, const char *runtime_id, sbx_error_t *err);
 int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_id,
                                sbx_error_t *err);
 /* The id of an operation on resource_id of that kind and status, if any

@@ -54,14 +54,14 @@ static void add_host(const char *name, const char *env, const char *state, doubl
     json_decref(h.info);
 }
 
-static sched_need_t need(double cpu, double memory, double disk)
+static sbx_need_t need(double cpu, double memory, double disk)
 {
-    return (sched_need_t){.cpu = cpu, .memory_mib = memory, .disk_mib = disk,
+    return (sbx_need_t){.cpu = cpu, .memory_mib = memory, .disk_mib = disk,
                           .pids = SANDBOX_PIDS};
 }
 
 /* Place as a worker does; returns the host (owned) or NULL with err.  */
-static char *place(const char *env, const char *driver, sched_need_t n, sbx_error_t *err)
+static char *place(const char *env, const char *driver, sbx_need_t n, sbx_error_t *err)
 {
     char *host = NULL;
     memset(err, 0, sizeof(*err));
@@ -87,7 +87,7 @@ START_TEST(memory_is_admitted_on_the_sum)
                   "%s", err.msg);
     ck_assert_ptr_nonnull(strstr(err.msg, "environment 'default'"));
     /* The first goes: room again.  */
-    sched_need_t n = need(1, 600, 64);
+    sbx_need_t n = need(1, 600, 64);
     sched_place_add(g_s, "h1", &n, -1);
     second = place("default", "process", need(1, 600, 64), &err);
     ck_assert_str_eq(second, "h1");
@@ -223,10 +223,8 @@ START_TEST(placed_rows_count_after_a_rebuild)
     const char *id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/"
                      "sandboxGroups/g/sandboxes/a";
     st_resource_t r = {.id = (char *)id, .type = SANDBOX_TYPE, .name = "a", .subscription = "s",
-                       .resource_group = "rg", .host_id = "h1",
-                       .body = json_pack("{s:s,s:{}}", "_runtimeId", "rid-a", "properties")};
-    sched_need_t n = need(1, 700, 64);
-    sched_need_store(r.body, &n);
+                       .resource_group = "rg", .host_id = "h1", .runtime_id = "rid-a",
+                       .need = need(1, 700, 64), .body = json_pack("{s:{}}", "properties")};
     st_tx_t *tx = st_begin(g_db, NULL);
     ck_assert_int_eq(st_tx_resource_put(tx, &r, NULL), 0);
     ck_assert_int_eq(st_commit(tx, NULL), 0);

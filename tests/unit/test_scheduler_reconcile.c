@@ -96,9 +96,9 @@ static void put_known_sandbox(void)
     const char *id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/"
                      "sandboxGroups/g/sandboxes/live";
     st_resource_t r = {.id = (char *)id, .type = SANDBOXES, .name = "live",
-                       .subscription = "s", .resource_group = "rg",
-                       .body = json_pack("{s:s,s:{s:s}}", "_runtimeId", "rid-live", "properties",
-                                         "provisioningState", "Succeeded")};
+                       .subscription = "s", .resource_group = "rg", .runtime_id = "rid-live",
+                       .body = json_pack("{s:{s:s}}", "properties", "provisioningState",
+                                         "Succeeded")};
     sbx_error_t err = {0};
     st_tx_t *tx = st_begin(g_db, &err);
     ck_assert_ptr_nonnull(tx);
@@ -112,7 +112,7 @@ START_TEST(reconcile_keeps_sandboxes_storage_cannot_look_up)
     put_known_sandbox();
     /* Storage fails the lookups by value (busy, I/O error): no answer is
      * no licence to destroy, neither the known sandbox nor the orphan.  */
-    st_fault_inject(g_db, "json_extract");
+    st_fault_inject(g_db, "runtime_id =");
     sched_reconcile_once(g_s);
     ck_assert_msg(!deleted("rid-live"), "a live sandbox was destroyed on a storage error");
     ck_assert_msg(!deleted("rid-orphan"), "destroyed on a lookup that failed");
