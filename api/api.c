@@ -139,8 +139,8 @@ static void dispatch_group(api_t *api, const route_t *rt, const http_request_t *
 void api_handle(api_t *api, const http_request_t *req, http_response_t *res)
 {
     route_t rt;
-    if (route_parse(req->path, &rt) < 0) {
-        route_done(&rt);
+    if (api_route_parse(req->path, &rt) < 0) {
+        api_route_done(&rt);
         http_reply_error(res, 404, "NotFound", "No route matches '%.200s'.",
                          sbx_utf8_valid(req->path, strlen(req->path)) ? req->path : "?");
         return;
@@ -151,7 +151,7 @@ void api_handle(api_t *api, const http_request_t *req, http_response_t *res)
                              xstrdup(api->cfg.openapi_json), strlen(api->cfg.openapi_json));
         else
             http_reply_error(res, 404, "NotFound", "No OpenAPI description is built in.");
-        route_done(&rt);
+        api_route_done(&rt);
         return;
     }
     /* Actions check their own methods: files take GET, PUT and DELETE.  */
@@ -171,5 +171,5 @@ void api_handle(api_t *api, const http_request_t *req, http_response_t *res)
         default: http_reply_error(res, 404, "NotFound", "No route matches."); break;
         }
     }
-    route_done(&rt);
+    api_route_done(&rt);
 }

@@ -82,8 +82,8 @@ extern const api_kind_t api_kind_sandbox;
 const api_kind_t *api_child_kind(const char *segment);
 
 /* routes.c */
-int route_parse(const char *path, route_t *rt);
-void route_done(route_t *rt);
+int api_route_parse(const char *path, route_t *rt);
+void api_route_done(route_t *rt);
 
 /* arm.c: ARM conventions */
 bool api_version_supported(const char *v);

@@ -89,7 +89,7 @@ static bool match_group_tree(route_t *rt)
     return false;
 }
 
-int route_parse(const char *path, route_t *rt)
+int api_route_parse(const char *path, route_t *rt)
 {
     memset(rt, 0, sizeof(*rt));
     if (!path || path[0] != '/' || split(path, rt) < 0)
@@ -108,7 +108,7 @@ int route_parse(const char *path, route_t *rt)
     return rt->kind == R_NONE ? -1 : 0;
 }
 
-void route_done(route_t *rt)
+void api_route_done(route_t *rt)
 {
     for (size_t i = 0; i < rt->n; i++)
         free(rt->segs[i]);

@@ -124,20 +124,39 @@ int tu_stop(pid_t pid, int timeout_ms)
     return -1;
 }
 
+tu_deadline_t tu_deadline_in(int timeout_ms)
+{
+    return (tu_deadline_t){.end_ms = sbx_monotonic_ms() + timeout_ms, .step_ms = 10};
+}
+
+bool tu_deadline_wait(tu_deadline_t *d)
+{
+    int64_t left = d->end_ms - sbx_monotonic_ms();
+    if (left <= 0) {
+        if (d->last)
+            return false;
+        d->last = true; /* one more try at the deadline */
+        return true;
+    }
+    usleep((useconds_t)(left < d->step_ms ? left : d->step_ms) * 1000);
+    if (d->step_ms < 100)
+        d->step_ms *= 2;
+    return true;
+}
+
+static bool port_answers(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
 bool tu_wait_port(int port, int timeout_ms)
 {
-    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
-    while (sbx_monotonic_ms() < deadline) {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-        close(fd);
-        if (ok)
-            return true;
-        usleep(10000);
-    }
-    return false;
+    return tu_wait_until(port_answers(port), timeout_ms);
 }
 
 typedef struct buf {

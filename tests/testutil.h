@@ -31,6 +31,29 @@ int tu_stop(pid_t pid, int timeout_ms);
 /* Wait until a TCP connect to 127.0.0.1:port succeeds (true) or timeout.  */
 bool tu_wait_port(int port, int timeout_ms);
 
+/* tu_wait_until(cond, timeout_ms): evaluate the expression cond until it is
+ * true or timeout_ms have passed, and give its last value.  The one way a
+ * test waits for what another thread or process does: no fixed sleeps, no
+ * loops of its own.  cond is evaluated at least once, and once more at the
+ * deadline; between tries the wait grows from 10 ms to 100 ms.  Assert on
+ * the result (ck_assert_msg(tu_wait_until(...), "what did not happen")).  */
+#define tu_wait_until(cond, timeout_ms)                                                            \
+    ({                                                                                             \
+        tu_deadline_t tu_deadline_ = tu_deadline_in(timeout_ms);                                   \
+        bool tu_met_;                                                                              \
+        while (!(tu_met_ = (cond)) && tu_deadline_wait(&tu_deadline_))                              \
+            ;                                                                                      \
+        tu_met_;                                                                                   \
+    })
+typedef struct tu_deadline {
+    int64_t end_ms;
+    int step_ms;
+    bool last; /* the try at the deadline was given */
+} tu_deadline_t;
+tu_deadline_t tu_deadline_in(int timeout_ms);
+/* Sleep before the next try; false when no try is left.  */
+bool tu_deadline_wait(tu_deadline_t *d);
+
 typedef struct tu_response {
     long status;
     char *body;

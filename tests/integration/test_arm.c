@@ -2172,25 +2172,27 @@ static pid_t e2e_spawn(int owner)
     return pid;
 }
 
+/* Whether a process that is not our child has ended (a zombie has).  */
+static bool foreign_ended(pid_t pid)
+{
+    char path[64], buf[512] = "";
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return !f || (p && (p[2] == 'Z' || p[2] == 'X'));
+}
+
 /* A sandboxd that is not our child: SIGTERM, then SIGKILL after
- * timeout_ms; true when it ended in time (a zombie has ended).  */
+ * timeout_ms; true when it ended in time.  */
 static bool stop_foreign(pid_t pid, int timeout_ms)
 {
     (void)kill(pid, SIGTERM);
-    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
-    while (sbx_monotonic_ms() < deadline) {
-        char path[64], buf[512] = "";
-        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-        FILE *f = fopen(path, "re");
-        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        buf[n] = 0;
-        char *p = strrchr(buf, ')');
-        if (!f || (p && (p[2] == 'Z' || p[2] == 'X')))
-            return true;
-        usleep(20000);
-    }
+    if (tu_wait_until(foreign_ended(pid), timeout_ms))
+        return true;
     (void)kill(pid, SIGKILL);
     return false;
 }
@@ -2245,9 +2247,7 @@ static void e2e_teardown(void)
     /* The group and its sandboxes go first, so nothing outlives the test.  */
     _cleanup_free_ char *g = gpath("e2e", "g1");
     if (e2e_call("DELETE", g, NULL, NULL) == 202) {
-        int64_t deadline = sbx_monotonic_ms() + 60000;
-        while (e2e_call("GET", g, NULL, NULL) != 404 && sbx_monotonic_ms() < deadline)
-            usleep(50000);
+        tu_wait_until(e2e_call("GET", g, NULL, NULL) == 404, 60000);
     }
     tu_stop(e2e.pid, 30000);
     /* One a test started anew (not our child).  */
@@ -2361,6 +2361,18 @@ static void *long_exec(void *arg)
     return NULL;
 }
 
+/* Whether the sandbox behind exec still runs a sleep; its exec reply in
+ * *j (replacing what it held), its stdout in *out.  */
+static bool sleep_still_runs(const char *exec, json_t **j, const char **out)
+{
+    json_decref(*j);
+    *j = NULL;
+    return e2e_call("POST", exec,
+                    "{\"command\":[\"sh\",\"-c\",\"cat /proc/[0-9]*/comm | grep -x sleep\"]}",
+                    j) == 200 &&
+           *(*out = jstr(*j, "stdout"));
+}
+
 START_TEST(shutdown_cuts_long_execs)
 {
     if (e2e.skip)
@@ -2372,15 +2384,11 @@ START_TEST(shutdown_cuts_long_execs)
     ck_assert_int_eq(e2e_call("PUT", sb, "{\"properties\":{}}", NULL), 201);
     _cleanup_free_ char *files = xasprintf("%s/files?path=/tmp/long", sb);
     _cleanup_free_ char *exec = xasprintf("%s/exec", sb);
-    int64_t deadline = sbx_monotonic_ms() + 60000;
-    while (e2e_call("POST", exec, "{\"command\":[\"true\"]}", NULL) != 200 &&
-           sbx_monotonic_ms() < deadline)
-        usleep(50000);
+    tu_wait_until(e2e_call("POST", exec, "{\"command\":[\"true\"]}", NULL) == 200, 60000);
     long status = 0;
     pthread_t t;
     ck_assert_int_eq(pthread_create(&t, NULL, long_exec, &status), 0);
-    while (e2e_call("GET", files, NULL, NULL) != 200 && sbx_monotonic_ms() < deadline)
-        usleep(50000);
+    tu_wait_until(e2e_call("GET", files, NULL, NULL) == 200, 60000);
     ck_assert_int_eq(e2e_call("GET", files, NULL, NULL), 200);
     int64_t t0 = sbx_monotonic_ms();
     ck_assert_msg(stop_foreign(e2e.pid, 60000), "sandboxd did not stop within 60 s");
@@ -2400,17 +2408,8 @@ START_TEST(shutdown_cuts_long_execs)
     sbx_error_t err = {0};
     ck_assert(sbx_write_file_atomic(pidfile, pidtxt, (size_t)n, 0600, &err) == 0);
     json_t *j = NULL;
-    deadline = sbx_monotonic_ms() + 30000;
     const char *out = "";
-    while (sbx_monotonic_ms() < deadline) {
-        json_decref(j);
-        j = NULL;
-        if (e2e_call("POST", exec, "{\"command\":[\"sh\",\"-c\",\"cat /proc/[0-9]*/comm | grep -x sleep\"]}",
-                     &j) == 200 &&
-            *(out = jstr(j, "stdout")))
-            break;
-        usleep(100000);
-    }
+    tu_wait_until(sleep_still_runs(exec, &j, &out), 30000);
     ck_assert_msg(*out, "the long command did not survive the stop");
     json_decref(j);
 }

@@ -447,9 +447,7 @@ START_TEST(kill9_under_load)
         ck_assert_int_eq(pthread_create(&th[i], NULL, write_load, &w[i]), 0);
     }
     /* Let a good number of writes land, then pull the plug mid-stream.  */
-    int64_t deadline = sbx_monotonic_ms() + 20000;
-    while (atomic_load(&total) < 200 && sbx_monotonic_ms() < deadline)
-        usleep(2000);
+    tu_wait_until(atomic_load(&total) >= 200, 20000);
     ck_assert_int_ge(atomic_load(&total), 200);
     int status = tu_server_kill(&srv);
     ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
@@ -502,9 +500,7 @@ START_TEST(sigterm_under_load)
         w[i].acked_total = &total;
         ck_assert_int_eq(pthread_create(&th[i], NULL, write_load, &w[i]), 0);
     }
-    int64_t deadline = sbx_monotonic_ms() + 20000;
-    while (atomic_load(&total) < 100 && sbx_monotonic_ms() < deadline)
-        usleep(2000);
+    tu_wait_until(atomic_load(&total) >= 100, 20000);
     stop_server();
     for (int i = 0; i < WRITERS; i++) {
         pthread_join(th[i], NULL);

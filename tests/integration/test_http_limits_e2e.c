@@ -116,9 +116,7 @@ static void global_setup(void)
     char *env[] = {cg, bound, NULL};
     g_pid = tu_spawn(argv, env, g_log);
     ck_assert_msg(tu_wait_port(port, 20000), "sandboxd did not listen");
-    int64_t deadline = sbx_monotonic_ms() + 20000;
-    while (!local_host_ready() && sbx_monotonic_ms() < deadline)
-        usleep(50000);
+    tu_wait_until(local_host_ready(), 20000);
     ck_assert_msg(local_host_ready(), "the local agent did not become Ready");
 }
 
@@ -127,9 +125,7 @@ static void global_teardown(void)
     if (g_pid > 0) {
         /* The group goes with its sandbox, whatever the test left.  */
         call("DELETE", GROUP API, NULL, 30000, NULL);
-        int64_t deadline = sbx_monotonic_ms() + 60000;
-        while (call("GET", GROUP API, NULL, 5000, NULL) != 404 && sbx_monotonic_ms() < deadline)
-            usleep(100000);
+        tu_wait_until(call("GET", GROUP API, NULL, 5000, NULL) == 404, 60000);
         tu_stop(g_pid, 30000);
         g_pid = -1;
     }

@@ -109,9 +109,7 @@ static void cluster_start(cluster_t *c)
     free(c->admin);
     c->admin = read_token(c->data, "admin-token");
     ck_assert_ptr_nonnull(c->admin);
-    int64_t deadline = sbx_monotonic_ms() + 20000;
-    while (!host_ready("local") && sbx_monotonic_ms() < deadline)
-        usleep(50000);
+    tu_wait_until(host_ready("local"), 20000);
     ck_assert_msg(host_ready("local"), "the local agent did not become Ready");
 }
 
@@ -247,33 +245,48 @@ static const char *prop(json_t *j, const char *key)
     return json_string_value(json_object_get(json_object_get(j, "properties"), key));
 }
 
+/* GET path into *cur (replacing what it held); its property key, or NULL.
+ * The conditions below poll with it under tu_wait_until.  */
+static const char *refetch_prop(const char *path, json_t **cur, const char *key)
+{
+    json_decref(*cur);
+    *cur = NULL;
+    return call("GET", path, NULL, cur) == 200 ? prop(*cur, key) : NULL;
+}
+
+/* Whether the property is one of the values want ("A" or "A|B").  */
+static bool fetched_prop_is(const char *path, json_t **cur, const char *key, const char *want)
+{
+    const char *v = refetch_prop(path, cur, key);
+    size_t n = v ? strlen(v) : 0;
+    for (const char *w = want; n && w; w = strchr(w, '|') ? strchr(w, '|') + 1 : NULL)
+        if (strncmp(w, v, n) == 0 && (w[n] == '|' || w[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* Whether the property contains want.  */
+static bool fetched_prop_has(const char *path, json_t **cur, const char *key, const char *want)
+{
+    const char *v = refetch_prop(path, cur, key);
+    return v && strstr(v, want);
+}
+
 /* Poll a sandbox until its provisioningState is final; returns its JSON.  */
 static json_t *wait_sandbox(const char *g, const char *s, int timeout_ms)
 {
     _cleanup_free_ char *p = sandbox_path(g, s, NULL);
-    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
-    for (;;) {
-        json_t *j = NULL;
-        long st = call("GET", p, NULL, &j);
-        const char *ps = st == 200 ? prop(j, "provisioningState") : NULL;
-        if (ps && (strcmp(ps, "Succeeded") == 0 || strcmp(ps, "Failed") == 0))
-            return j;
-        json_decref(j);
-        if (sbx_monotonic_ms() > deadline)
-            return NULL;
-        usleep(20000);
-    }
+    json_t *j = NULL;
+    if (tu_wait_until(fetched_prop_is(p, &j, "provisioningState", "Succeeded|Failed"),
+                      timeout_ms))
+        return j;
+    json_decref(j);
+    return NULL;
 }
 
 static bool wait_gone(const char *path, int timeout_ms)
 {
-    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
-    while (sbx_monotonic_ms() < deadline) {
-        if (call("GET", path, NULL, NULL) == 404)
-            return true;
-        usleep(20000);
-    }
-    return false;
+    return tu_wait_until(call("GET", path, NULL, NULL) == 404, timeout_ms);
 }
 
 static json_t *create_sandbox(const char *g, const char *s, const char *props)
@@ -598,9 +611,7 @@ START_TEST(test_scheduler_e2e_crash_restart)
     }
     ck_assert_int_eq(running, 8);
     /* the reconcile pass has had time to remove anything unknown */
-    int64_t deadline = sbx_monotonic_ms() + 10000;
-    while (agent_sandbox_count() != before + 8 && sbx_monotonic_ms() < deadline)
-        usleep(100000);
+    tu_wait_until(agent_sandbox_count() == before + 8, 10000);
     ck_assert_uint_eq(agent_sandbox_count(), before + 8);
     json_t *r = exec_sh("crash", "c3", "echo alive");
     ck_assert_str_eq(json_string_value(json_object_get(r, "stdout")), "alive\n");
@@ -647,9 +658,7 @@ static void extra_register(extra_agent_t *a)
         xasprintf("{\"url\":\"https://127.0.0.1:%d\",\"environment\":\"e2e-pool\"}", a->port);
     long st = admin_call("PUT", path, body, NULL);
     ck_assert_msg(st == 201 || st == 200, "register %s: %ld", a->name, st);
-    int64_t deadline = sbx_monotonic_ms() + 10000;
-    while (!host_ready(a->name) && sbx_monotonic_ms() < deadline)
-        usleep(50000);
+    tu_wait_until(host_ready(a->name), 10000);
     ck_assert(host_ready(a->name));
 }
 
@@ -741,21 +750,11 @@ START_TEST(test_scheduler_e2e_host_dies_and_returns)
     json_decref(cur);
     ck_assert_int_lt(sbx_monotonic_ms() - killed, 9000);
     extra_start(&g_extra[0]); /* same port and data dir */
-    int64_t deadline = sbx_monotonic_ms() + 15000;
-    while (!host_ready("h1") && sbx_monotonic_ms() < deadline)
-        usleep(100000);
+    tu_wait_until(host_ready("h1"), 15000);
     ck_assert(host_ready("h1"));
     cur = NULL;
-    deadline = sbx_monotonic_ms() + 10000;
-    do {
-        json_decref(cur);
-        cur = NULL;
-        call("GET", p, NULL, &cur);
-        state = prop(cur, "state");
-        if (state && strcmp(state, "Running") == 0)
-            break;
-        usleep(100000);
-    } while (sbx_monotonic_ms() < deadline);
+    tu_wait_until(fetched_prop_is(p, &cur, "state", "Running"), 10000);
+    state = prop(cur, "state");
     if (!state || strcmp(state, "Running") != 0) {
         _cleanup_free_ char *cmd = xasprintf("grep -v '\"access\"' '%s' | tail -30; tail -5 '%s'",
                                              g_c.log, g_extra[0].log);
@@ -805,19 +804,11 @@ START_TEST(test_scheduler_e2e_recreate_on_host_failure)
     waitpid(g_extra[0].pid, NULL, 0);
     g_extra[0].pid = -1;
     _cleanup_free_ char *p = sandbox_path("phoenix", "r1", NULL);
-    int64_t deadline = sbx_monotonic_ms() + 20000;
-    const char *host = NULL, *state = NULL;
     json_t *cur = NULL;
-    do {
-        json_decref(cur);
-        cur = NULL;
-        call("GET", p, NULL, &cur);
-        host = prop(cur, "host");
-        state = prop(cur, "state");
-        if (host && strcmp(host, "h2") == 0 && state && strcmp(state, "Running") == 0)
-            break;
-        usleep(100000);
-    } while (sbx_monotonic_ms() < deadline);
+    tu_wait_until(fetched_prop_is(p, &cur, "host", "h2") &&
+                      strcmp(prop(cur, "state") ? prop(cur, "state") : "", "Running") == 0,
+                  20000);
+    const char *host = prop(cur, "host"), *state = prop(cur, "state");
     ck_assert_msg(host && strcmp(host, "h2") == 0 && state && strcmp(state, "Running") == 0,
                   "not recreated on h2: host %s, state %s", host, state);
     json_decref(cur);
@@ -826,9 +817,7 @@ START_TEST(test_scheduler_e2e_recreate_on_host_failure)
     json_decref(r);
     /* h1 comes back: its stale copy is destroyed, the sandbox stays on h2 */
     extra_start(&g_extra[0]);
-    deadline = sbx_monotonic_ms() + 15000;
-    while (!host_ready("h1") && sbx_monotonic_ms() < deadline)
-        usleep(100000);
+    tu_wait_until(host_ready("h1"), 15000);
     ck_assert(host_ready("h1"));
     admin_post("h3", "ready");
     j = NULL;
@@ -838,9 +827,7 @@ START_TEST(test_scheduler_e2e_recreate_on_host_failure)
     /* whatever h1 still ran that storage no longer places there (r1's old
      * copy) is destroyed: h1 runs exactly what storage places on it */
     size_t keep = placed_on("h1");
-    deadline = sbx_monotonic_ms() + 10000;
-    while (host_sandbox_count("h1") > keep && sbx_monotonic_ms() < deadline)
-        usleep(100000);
+    tu_wait_until(host_sandbox_count("h1") <= keep, 10000);
     ck_assert_uint_eq(host_sandbox_count("h1"), keep);
 }
 END_TEST
@@ -863,18 +850,9 @@ START_TEST(test_scheduler_e2e_idle_and_lifetime)
     json_t *j = create_sandbox("timers", "idle", NULL);
     json_decref(j);
     _cleanup_free_ char *p = sandbox_path("timers", "idle", NULL);
-    const char *state = NULL;
-    int64_t deadline = sbx_monotonic_ms() + 10000;
     json_t *cur = NULL;
-    do {
-        json_decref(cur);
-        cur = NULL;
-        ck_assert_int_eq(call("GET", p, NULL, &cur), 200);
-        state = prop(cur, "state");
-        if (state && strcmp(state, "Suspended") == 0)
-            break;
-        usleep(100000);
-    } while (sbx_monotonic_ms() < deadline);
+    tu_wait_until(fetched_prop_is(p, &cur, "state", "Suspended"), 10000);
+    const char *state = prop(cur, "state");
     ck_assert_msg(state && strcmp(state, "Suspended") == 0, "idle sandbox not suspended: %s",
                   state);
     json_decref(cur);
@@ -891,9 +869,7 @@ END_TEST
 
 static bool wait_agent_count(size_t want, int timeout_ms)
 {
-    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
-    while (agent_sandbox_count() != want && sbx_monotonic_ms() < deadline)
-        usleep(50000);
+    tu_wait_until(agent_sandbox_count() == want, timeout_ms);
     return agent_sandbox_count() == want;
 }
 
@@ -1038,9 +1014,7 @@ static void small_host(extra_agent_t *a, const char *name, const char *env, cons
         xasprintf("{\"url\":\"https://127.0.0.1:%d\",\"environment\":\"%s\"}", a->port, env);
     long st = admin_call("PUT", path, body, NULL);
     ck_assert_msg(st == 201 || st == 200, "register %s: %ld", a->name, st);
-    int64_t deadline = sbx_monotonic_ms() + 10000;
-    while (!host_ready(a->name) && sbx_monotonic_ms() < deadline)
-        usleep(50000);
+    tu_wait_until(host_ready(a->name), 10000);
     ck_assert(host_ready(a->name));
 }
 
@@ -1070,15 +1044,10 @@ static json_t *wait_prop(const char *g, const char *s, const char *key, const ch
                          int timeout_ms)
 {
     _cleanup_free_ char *p = sandbox_path(g, s, NULL);
-    int64_t deadline = sbx_monotonic_ms() + timeout_ms;
-    do {
-        json_t *j = NULL;
-        const char *v = call("GET", p, NULL, &j) == 200 ? prop(j, key) : NULL;
-        if (v && strstr(v, want))
-            return j;
-        json_decref(j);
-        usleep(50000);
-    } while (sbx_monotonic_ms() < deadline);
+    json_t *j = NULL;
+    if (tu_wait_until(fetched_prop_has(p, &j, key, want), timeout_ms))
+        return j;
+    json_decref(j);
     return NULL;
 }
 

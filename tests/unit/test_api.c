@@ -60,12 +60,12 @@ START_TEST(route_matching)
     route_t rt;
     const char *g =
         "/subscriptions/" SUB "/resourceGroups/rg/providers/Microsoft.App/sandboxGroups/g1";
-    ck_assert_int_eq(route_parse(g, &rt), 0);
+    ck_assert_int_eq(api_route_parse(g, &rt), 0);
     ck_assert_int_eq(rt.kind, R_GROUP);
     ck_assert_str_eq(rt.sub, SUB);
     ck_assert_str_eq(rt.rg, "rg");
     ck_assert_str_eq(rt.group, "g1");
-    route_done(&rt);
+    api_route_done(&rt);
 
     /* Case, doubled leading slash, one trailing slash.  */
     const char *variants[] = {
@@ -74,11 +74,11 @@ START_TEST(route_matching)
         "/subscriptions/" SUB "/resourcegroups/RG/providers/microsoft.app/sandboxgroups/G1/",
     };
     for (size_t i = 0; i < ARRAY_SIZE(variants); i++) {
-        ck_assert_msg(route_parse(variants[i], &rt) == 0, "%s", variants[i]);
+        ck_assert_msg(api_route_parse(variants[i], &rt) == 0, "%s", variants[i]);
         ck_assert_int_eq(rt.kind, R_GROUP);
         ck_assert_str_eq(rt.group, "G1"); /* the name as sent */
         ck_assert_str_eq(rt.rg, "RG");
-        route_done(&rt);
+        api_route_done(&rt);
     }
 
     /* Repeated slashes anywhere collapse, as at ARM's front door.  */
@@ -88,11 +88,11 @@ START_TEST(route_matching)
         "///subscriptions//" SUB "/resourceGroups///rg/providers/Microsoft.App/sandboxGroups/g",
     };
     for (size_t i = 0; i < ARRAY_SIZE(slashes); i++) {
-        ck_assert_msg(route_parse(slashes[i], &rt) == 0, "%s", slashes[i]);
+        ck_assert_msg(api_route_parse(slashes[i], &rt) == 0, "%s", slashes[i]);
         ck_assert_int_eq(rt.kind, R_GROUP);
         ck_assert_str_eq(rt.rg, "rg");
         ck_assert_str_eq(rt.group, "g");
-        route_done(&rt);
+        api_route_done(&rt);
     }
 
     static const struct {
@@ -119,18 +119,18 @@ START_TEST(route_matching)
          R_OP_RESULT},
     };
     for (size_t i = 0; i < ARRAY_SIZE(table); i++) {
-        ck_assert_msg(route_parse(table[i].path, &rt) == 0, "%s", table[i].path);
+        ck_assert_msg(api_route_parse(table[i].path, &rt) == 0, "%s", table[i].path);
         ck_assert_msg(rt.kind == table[i].kind, "%s: kind %d", table[i].path, rt.kind);
-        route_done(&rt);
+        api_route_done(&rt);
     }
-    ck_assert_int_eq(route_parse(table[5].path, &rt), 0);
+    ck_assert_int_eq(api_route_parse(table[5].path, &rt), 0);
     ck_assert_ptr_eq(rt.child, &api_kind_egress);
     ck_assert_str_eq(rt.child_name, "e");
-    route_done(&rt);
-    ck_assert_int_eq(route_parse(table[7].path, &rt), 0);
+    api_route_done(&rt);
+    ck_assert_int_eq(api_route_parse(table[7].path, &rt), 0);
     ck_assert_str_eq(rt.loc, "westeurope");
     ck_assert_str_eq(rt.op_id, "x");
-    route_done(&rt);
+    api_route_done(&rt);
 
     static const char *const none[] = {
         NULL,
@@ -154,8 +154,8 @@ START_TEST(route_matching)
         "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z",
     };
     for (size_t i = 0; i < ARRAY_SIZE(none); i++) {
-        ck_assert_msg(route_parse(none[i], &rt) < 0, "%s matched", none[i] ? none[i] : "NULL");
-        route_done(&rt);
+        ck_assert_msg(api_route_parse(none[i], &rt) < 0, "%s matched", none[i] ? none[i] : "NULL");
+        api_route_done(&rt);
     }
 }
 END_TEST
