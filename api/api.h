@@ -58,6 +58,9 @@ void api_free(api_t *api);
 /* Answer one request (already authenticated).  */
 void api_handle(api_t *api, const http_request_t *req, http_response_t *res);
 
+/* The ARM error code of a scheduler failure.  */
+const char *api_failure_code(sbx_failure_t why);
+
 /* Shared with the scheduler: finish an operation (Succeeded, or Failed with
  * an ARM error) and set the resource's provisioningState accordingly in one
  * transaction; `props_patch` (may be NULL) is merged into the resource's

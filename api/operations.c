@@ -4,6 +4,17 @@
 
 #include <string.h>
 
+const char *api_failure_code(sbx_failure_t why)
+{
+    static const char *const codes[SBX_FAIL_COUNT] = {
+        [SBX_FAIL_NONE] = "OperationFailed",         [SBX_FAIL_NO_HOST] = "NoHostAvailable",
+        [SBX_FAIL_NO_ROOM] = "InsufficientCapacity", [SBX_FAIL_NO_DRIVER] = "IsolationNotOffered",
+        [SBX_FAIL_TOO_LARGE] = "SandboxTooLarge",    [SBX_FAIL_HOST_CALL] = "HostCallFailed",
+        [SBX_FAIL_CREATE] = "SandboxCreateFailed",   [SBX_FAIL_GONE] = "ResourceNotFound",
+    };
+    return why > 0 && why < SBX_FAIL_COUNT ? codes[why] : codes[SBX_FAIL_NONE];
+}
+
 static int load_operation(api_t *api, const route_t *rt, st_operation_t *op, sbx_error_t *err)
 {
     int found = st_operation_lookup(api->db, rt->op_id, op, err);

@@ -48,8 +48,9 @@ int main(void)
     for (int i = 0; i < SANDBOXES; i++) {
         int64_t t0 = sbx_monotonic_us();
         char *host = NULL;
+        sbx_failure_t why = SBX_FAIL_NONE;
         sbx_need_t need = {.cpu = 0.5, .memory_mib = 256, .disk_mib = 256, .pids = 1024};
-        if (sched_place_choose(s, "default", "process", &need, &host, &err) < 0) {
+        if (sched_place_choose(s, "default", "process", &need, &host, &why, &err) < 0) {
             fprintf(stderr, "placement %d: %s\n", i, err.msg);
             return 1;
         }

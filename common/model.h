@@ -89,6 +89,21 @@ extern const char *const sbx_drivers[3];
 /* The matching entry of sbx_drivers, or NULL.  */
 const char *sbx_driver_parse(const char *name);
 
+/* Why the scheduler failed (or put off) an operation.  The API names each
+ * for clients (api_failure_code: "NoHostAvailable", ...); the scheduler
+ * speaks no ARM.  */
+typedef enum sbx_failure {
+    SBX_FAIL_NONE = 0,
+    SBX_FAIL_NO_HOST,   /* no Ready host in the environment could take it (for now) */
+    SBX_FAIL_NO_ROOM,   /* the hosts that could are full (for now) */
+    SBX_FAIL_NO_DRIVER, /* no host offers its isolation (for good) */
+    SBX_FAIL_TOO_LARGE, /* no host could ever hold it (for good) */
+    SBX_FAIL_HOST_CALL, /* its host did not answer, attempts ran out */
+    SBX_FAIL_CREATE,    /* its host refused to create it */
+    SBX_FAIL_GONE,      /* it was deleted meanwhile */
+    SBX_FAIL_COUNT
+} sbx_failure_t;
+
 /* What a sandbox holds on its host, as admission counts it against the
  * host's capacity times the overcommit ratios.  */
 typedef struct sbx_need {

@@ -205,15 +205,22 @@ int sched_hosts_check(sched_t *s)
 int sched_host_register(sched_t *s, const char *name, const char *url, const char *environment,
                         sbx_error_t *err)
 {
-    if (!sched_host_name_valid(name))
-        return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidHostName",
-                             "Host names are 1-63 letters, digits, '-', '_' or '.'.");
-    if (!url_valid(url))
-        return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidHostUrl",
-                             "The url must be https://host:port (http:// only on loopback).");
-    if (!sched_host_name_valid(environment))
-        return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidEnvironment",
-                             "The environment label is 1-63 letters, digits, '-', '_' or '.'.");
+    /* The target names the bad argument; the admin API names the error.  */
+    if (!sched_host_name_valid(name)) {
+        sbx_error_set(err, SBX_ERR_INVALID,
+                      "Host names are 1-63 letters, digits, '-', '_' or '.'.");
+        return sbx_error_target(err, "name");
+    }
+    if (!url_valid(url)) {
+        sbx_error_set(err, SBX_ERR_INVALID,
+                      "The url must be https://host:port (http:// only on loopback).");
+        return sbx_error_target(err, "url");
+    }
+    if (!sched_host_name_valid(environment)) {
+        sbx_error_set(err, SBX_ERR_INVALID,
+                      "The environment label is 1-63 letters, digits, '-', '_' or '.'.");
+        return sbx_error_target(err, "environment");
+    }
     st_host_t h = {0};
     bool existed = st_host_lookup(s->db, name, &h, NULL) > 0;
     st_host_t next = {.name = (char *)name, .url = (char *)url, .environment = (char *)environment,

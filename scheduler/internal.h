@@ -85,22 +85,22 @@ static inline int64_t sched_now(const sched_t *s)
 /* hosts.c */
 int sched_hosts_check(sched_t *s);
 
-/* worker.c: at most workers - 1 lifecycle calls in flight per host.  */
+/* slots.c: at most workers - 1 lifecycle calls in flight per host, and
+ * each operation taken by one worker at a time.  */
 bool sched_slot_take(sched_t *s, const char *host);
 void sched_slot_give(sched_t *s, const char *host);
+bool sched_busy_claim(sched_t *s, const char *op_id);
+void sched_busy_release(sched_t *s, const char *op_id);
 
 /* placement.c: choose the least loaded host of the environment that
  * offers the driver and has room for need on the sums of what it already
  * holds (caller holds place_lock until sched_place_add records the choice).
- * A refusal is -1 with err's ARM code one of PLACE_*: the first two may
- * pass later (wait), the last two never will (fail now); any other error
- * is storage's.  */
-#define PLACE_NO_HOST "NoHostAvailable"
-#define PLACE_NO_ROOM "InsufficientCapacity"
-#define PLACE_NO_DRIVER "IsolationNotOffered"
-#define PLACE_TOO_LARGE "SandboxTooLarge"
+ * A refusal is -1 with *why one of SBX_FAIL_NO_HOST and _NO_ROOM (may pass
+ * later: wait) or _NO_DRIVER and _TOO_LARGE (never will: fail now), and
+ * err saying it in words; *why is left alone on a storage error.  */
 int sched_place_choose(sched_t *s, const char *environment, const char *driver,
-                     const sbx_need_t *need, char **host_out, sbx_error_t *err);
+                       const sbx_need_t *need, char **host_out, sbx_failure_t *why,
+                       sbx_error_t *err);
 void sched_place_add(sched_t *s, const char *host, const sbx_need_t *need, int sign);
 void sched_place_rebuild(sched_t *s);
 
@@ -108,8 +108,6 @@ void sched_place_rebuild(sched_t *s);
  * returns how many ran.  */
 size_t sched_work_once(sched_t *s);
 void *sched_worker_main(void *arg);
-bool sched_busy_claim(sched_t *s, const char *op_id);
-void sched_busy_release(sched_t *s, const char *op_id);
 
 /* reconcile.c */
 void *sched_reconciler_main(void *arg);

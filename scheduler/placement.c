@@ -7,6 +7,7 @@
  * (the largest of its shares after placing), which spreads sandboxes.  */
 #include "scheduler/internal.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 enum { R_CPU, R_MEMORY, R_DISK, R_PIDS, R_SLOTS, R_N };
@@ -294,23 +295,38 @@ static void amount(int r, double v, char *buf, size_t len)
              res->noun ? res->noun : "");
 }
 
-/* Why no host takes the sandbox, as the error the worker acts on.  */
+static int refuse(sbx_failure_t *why, sbx_failure_t f, sbx_error_t *err, sbx_code_t code,
+                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int refuse(sbx_failure_t *why, sbx_failure_t f, sbx_error_t *err, sbx_code_t code,
+                  const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    *why = f;
+    return sbx_error_set(err, code, "%s", msg);
+}
+
+/* Why no host takes the sandbox: the reason the worker acts on in *why,
+ * the words for its statusMessage in err.  */
 static int refusal(const tally_t *t, const char *env, const char *driver, const double need[R_N],
-                   sbx_error_t *err)
+                   sbx_failure_t *why, sbx_error_t *err)
 {
     char want[64], have[64], n1[32], n2[32];
     if (t->in_env == 0)
-        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_HOST,
+        return refuse(why, SBX_FAIL_NO_HOST, err, SBX_ERR_UNAVAILABLE,
                              "no host is registered in environment '%s'", env);
     if (t->offer == 0 && t->reported == t->in_env)
-        return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_NO_DRIVER,
+        return refuse(why, SBX_FAIL_NO_DRIVER, err, SBX_ERR_INVALID,
                              "no host in environment '%s' offers the '%s' isolation (they "
                              "offer: %s)%s",
                              env, driver, t->offered[0] ? t->offered : "none", t->why_not);
     if (t->offer > 0 && t->never == t->offer) {
         /* Name a reason that holds for every host.  */
         if (t->biggest[R_N] > 0 && need[R_MEMORY] + need[R_DISK] > t->biggest[R_N])
-            return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_TOO_LARGE,
+            return refuse(why, SBX_FAIL_TOO_LARGE, err, SBX_ERR_INVALID,
                                  "memoryMiB plus diskMiB (%s MiB) is more than the memory of "
                                  "any host in environment '%s' (largest: %s MiB); the "
                                  "writable layer is held in memory",
@@ -320,37 +336,38 @@ static int refusal(const tally_t *t, const char *env, const char *driver, const 
             if (!t->never_by[r] || need[r] <= t->biggest[r])
                 continue;
             amount(r, need[r], want, sizeof(want));
-            return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_TOO_LARGE,
+            return refuse(why, SBX_FAIL_TOO_LARGE, err, SBX_ERR_INVALID,
                                  "no host in environment '%s' can ever hold %s (largest: %s %s)",
                                  env, want, num(t->biggest[r], n1), resources[r].unit);
         }
-        return sbx_error_arm(err, SBX_ERR_INVALID, PLACE_TOO_LARGE,
+        return refuse(why, SBX_FAIL_TOO_LARGE, err, SBX_ERR_INVALID,
                              "no host in environment '%s' can ever hold %s cpu, %s MiB of "
                              "memory and %s MiB of disk together",
                              env, num(need[R_CPU], n1), num(need[R_MEMORY], n2),
                              num(need[R_DISK], have));
     }
     if (t->ready == 0)
-        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_HOST,
+        return refuse(why, SBX_FAIL_NO_HOST, err, SBX_ERR_UNAVAILABLE,
                              "no Ready host in environment '%s' offers the '%s' isolation", env,
                              driver);
     int r = most_counted(t->short_by, R_N);
     if (t->short_by[r] == 0) /* the Ready hosts are all too small */
-        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_HOST,
+        return refuse(why, SBX_FAIL_NO_HOST, err, SBX_ERR_UNAVAILABLE,
                              "no Ready host in environment '%s' is large enough for it", env);
     if (r == R_SLOTS)
-        return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_ROOM,
+        return refuse(why, SBX_FAIL_NO_ROOM, err, SBX_ERR_UNAVAILABLE,
                              "no host in environment '%s' has a free sandbox slot", env);
     amount(r, need[r], want, sizeof(want));
     snprintf(have, sizeof(have), "%s %s", num(t->most_free[r] > 0 ? t->most_free[r] : 0, n1),
              resources[r].unit);
-    return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, PLACE_NO_ROOM,
+    return refuse(why, SBX_FAIL_NO_ROOM, err, SBX_ERR_UNAVAILABLE,
                          "no host in environment '%s' has %s free (largest free: %s)", env, want,
                          have);
 }
 
 int sched_place_choose(sched_t *s, const char *environment, const char *driver,
-                     const sbx_need_t *need, char **host_out, sbx_error_t *err)
+                       const sbx_need_t *need, char **host_out, sbx_failure_t *why,
+                       sbx_error_t *err)
 {
     st_host_t *hosts = NULL;
     size_t n = 0;
@@ -386,7 +403,7 @@ int sched_place_choose(sched_t *s, const char *environment, const char *driver,
     if (t.chosen)
         *host_out = xstrdup(t.chosen);
     pthread_mutex_unlock(&s->lock);
-    int ret = t.chosen ? 0 : refusal(&t, environment, driver, want, err);
+    int ret = t.chosen ? 0 : refusal(&t, environment, driver, want, why, err);
     st_hosts_free(hosts, n);
     return ret;
 }

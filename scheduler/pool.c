@@ -47,7 +47,8 @@ static void start_member(sched_t *s, const st_resource_t *g, const sbx_spec_t *s
     sbx_error_t err = {0};
     st_resource_t m = {0};
     pthread_mutex_lock(&s->place_lock);
-    int ret = sched_place_choose(s, env, spec->driver, &need, &host, &err);
+    sbx_failure_t why = SBX_FAIL_NONE;
+    int ret = sched_place_choose(s, env, spec->driver, &need, &host, &why, &err);
     if (ret == 0) {
         m.id = xasprintf("%s/poolSandboxes/%s", g->id, rid);
         m.type = xstrdup(API_POOL_TYPE);

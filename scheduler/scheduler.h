@@ -14,7 +14,7 @@
  * - a host that has not answered its health check for host_down_ms is Down;
  *   its sandboxes become Failed with a statusMessage saying so.
  * - every lifecycle call to an agent is retried with backoff; an operation
- *   that still fails after max_attempts ends Failed with an ARM error.  */
+ *   that still fails after max_attempts ends Failed (SBX_FAIL_HOST_CALL).  */
 #ifndef SBX_SCHEDULER_H
 #define SBX_SCHEDULER_H
 
@@ -81,7 +81,9 @@ void sched_shutdown_begin(sched_t *s, int grace_ms);
 /* New operations were committed: wake a worker.  */
 void sched_notify(sched_t *s);
 
-/* Register (or update) a host; its health is checked at once.  */
+/* Register (or update) a host; its health is checked at once.  A bad
+ * argument is SBX_ERR_INVALID with the target "name", "url" or
+ * "environment".  */
 int sched_host_register(sched_t *s, const char *name, const char *url, const char *environment,
                         sbx_error_t *err);
 

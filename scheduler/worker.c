@@ -14,68 +14,6 @@
 #define IDLE_WAIT_MS 500
 #define MAX_BACKOFF_MS 30000
 
-/* ---- busy set ---- */
-
-bool sched_busy_claim(sched_t *s, const char *op_id)
-{
-    pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < s->n_busy; i++)
-        if (strcmp(s->busy[i], op_id) == 0) {
-            pthread_mutex_unlock(&s->lock);
-            return false;
-        }
-    if (s->n_busy == s->cap_busy)
-        s->busy = xrealloc(s->busy, (s->cap_busy = s->cap_busy ? s->cap_busy * 2 : 16) *
-                                        sizeof(*s->busy));
-    snprintf(s->busy[s->n_busy++], 37, "%s", op_id);
-    pthread_mutex_unlock(&s->lock);
-    return true;
-}
-
-void sched_busy_release(sched_t *s, const char *op_id)
-{
-    pthread_mutex_lock(&s->lock);
-    for (size_t i = 0; i < s->n_busy; i++)
-        if (strcmp(s->busy[i], op_id) == 0) {
-            memcpy(s->busy[i], s->busy[--s->n_busy], 37);
-            break;
-        }
-    pthread_mutex_unlock(&s->lock);
-}
-
-static struct host_slots *slot_of(sched_t *s, const char *host)
-{
-    for (size_t i = 0; i < s->n_slots; i++)
-        if (strcasecmp(s->slots[i].name, host) == 0)
-            return &s->slots[i];
-    s->slots = xrealloc(s->slots, (s->n_slots + 1) * sizeof(*s->slots));
-    struct host_slots *h = &s->slots[s->n_slots++];
-    memset(h, 0, sizeof(*h));
-    snprintf(h->name, sizeof(h->name), "%s", host);
-    return h;
-}
-
-bool sched_slot_take(sched_t *s, const char *host)
-{
-    unsigned limit = s->cfg.workers > 1 ? s->cfg.workers - 1 : 1;
-    pthread_mutex_lock(&s->lock);
-    struct host_slots *h = slot_of(s, host);
-    bool ok = h->busy < limit;
-    if (ok)
-        h->busy++;
-    pthread_mutex_unlock(&s->lock);
-    return ok;
-}
-
-void sched_slot_give(sched_t *s, const char *host)
-{
-    pthread_mutex_lock(&s->lock);
-    struct host_slots *h = slot_of(s, host);
-    if (h->busy > 0)
-        h->busy--;
-    pthread_mutex_unlock(&s->lock);
-}
-
 static json_t *props_of(const st_resource_t *r)
 {
     return json_object_get(r->body, "properties");
@@ -83,21 +21,22 @@ static json_t *props_of(const st_resource_t *r)
 
 /* ---- operation steps ---- */
 
-static void finish(sched_t *s, const st_operation_t *op, bool ok, const char *code,
+static void finish(sched_t *s, const st_operation_t *op, bool ok, sbx_failure_t why,
                    const char *msg, json_t *patch)
 {
     sbx_error_t err = {0};
+    const char *code = ok ? NULL : api_failure_code(why);
     if (api_operation_finish(s->db, op->id, ok, code, msg, patch, &err) < 0)
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "operation %s: %s", op->id, err.msg);
 }
 
 /* The operation fails, and its sandbox with it, saying why.  */
-static void fail_operation(sched_t *s, const st_operation_t *op, const char *code,
+static void fail_operation(sched_t *s, const st_operation_t *op, sbx_failure_t why,
                            const char *msg)
 {
     _cleanup_json_ json_t *patch =
         json_pack("{s:s,s:s}", "state", sbx_state_name(SBX_STATE_FAILED), "statusMessage", msg);
-    finish(s, op, false, code, msg, patch);
+    finish(s, op, false, why, msg, patch);
 }
 
 static void op_store(sched_t *s, const st_operation_t *op)
@@ -112,7 +51,7 @@ static void retry_later(sched_t *s, st_operation_t *op, const char *why)
 {
     op->attempts++;
     if (op->attempts >= s->cfg.max_attempts) {
-        fail_operation(s, op, "HostCallFailed", why);
+        fail_operation(s, op, SBX_FAIL_HOST_CALL, why);
         return;
     }
     int64_t backoff = 500LL << (op->attempts < 6 ? op->attempts : 6);
@@ -126,19 +65,14 @@ static void retry_later(sched_t *s, st_operation_t *op, const char *why)
 #define PLACEMENT_RETRY_MS 1000
 #define WAITING_PREFIX "waiting for a host with room: "
 
-static bool arm_code_is(const sbx_error_t *e, const char *code)
+static bool refused_for_now(sbx_failure_t why)
 {
-    return strcmp(e->arm_code, code) == 0;
+    return why == SBX_FAIL_NO_HOST || why == SBX_FAIL_NO_ROOM;
 }
 
-static bool refused_for_now(const sbx_error_t *e)
+static bool refused_for_good(sbx_failure_t why)
 {
-    return arm_code_is(e, PLACE_NO_HOST) || arm_code_is(e, PLACE_NO_ROOM);
-}
-
-static bool refused_for_good(const sbx_error_t *e)
-{
-    return arm_code_is(e, PLACE_NO_DRIVER) || arm_code_is(e, PLACE_TOO_LARGE);
+    return why == SBX_FAIL_NO_DRIVER || why == SBX_FAIL_TOO_LARGE;
 }
 
 /* No host takes the sandbox.  It waits, Pending with a statusMessage that
@@ -147,16 +81,16 @@ static bool refused_for_good(const sbx_error_t *e)
  * when no host could ever take it, the create fails.  Waiting costs no
  * attempt: attempts count failed calls to hosts.  */
 static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_t *sb,
-                              const sbx_error_t *e)
+                              sbx_failure_t why, const sbx_error_t *e)
 {
     int64_t now = sched_now(s);
-    bool for_good = refused_for_good(e);
+    bool for_good = refused_for_good(why);
     if (for_good || now - op->start_ms >= s->cfg.placement_wait_ms) {
         _cleanup_free_ char *msg =
             for_good ? xstrdup(e->msg)
                      : xasprintf("no host had room within %d s: %s",
                                  (s->cfg.placement_wait_ms + 999) / 1000, e->msg);
-        fail_operation(s, op, e->arm_code, msg);
+        fail_operation(s, op, why, msg);
         return;
     }
     _cleanup_free_ char *msg = xasprintf(WAITING_PREFIX "%s", e->msg);
@@ -171,11 +105,12 @@ static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_
 }
 
 static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec,
-                            const char *env, char **host, sbx_error_t *err);
+                            const char *env, char **host, sbx_failure_t *why, sbx_error_t *err);
 
 /* Write the host and runtime id down before calling the agent, so a crash
  * between the two calls the same host with the same id again.  */
-static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *err)
+static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_failure_t *why,
+                       sbx_error_t *err)
 {
     if (sb->host_id && sb->runtime_id) {
         *host = xstrdup(sb->host_id);
@@ -190,7 +125,7 @@ static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *
     _cleanup_free_ char *env = have ? sched_group_environment(&group) : xstrdup("default");
     st_resource_done(&group);
     pthread_mutex_lock(&s->place_lock);
-    int ret = placement_record(s, sb, &spec, env, host, err);
+    int ret = placement_record(s, sb, &spec, env, host, why, err);
     pthread_mutex_unlock(&s->place_lock);
     sbx_spec_done(&spec);
     return ret;
@@ -198,10 +133,10 @@ static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_error_t *
 
 /* Choose a host and write the choice down (caller holds place_lock).  */
 static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec,
-                            const char *env, char **host, sbx_error_t *err)
+                            const char *env, char **host, sbx_failure_t *why, sbx_error_t *err)
 {
     sbx_need_t need = sbx_spec_need(spec);
-    if (sched_place_choose(s, env, spec->driver, &need, host, err) < 0)
+    if (sched_place_choose(s, env, spec->driver, &need, host, why, err) < 0)
         return -1;
     char rid[37];
     sbx_uuid(rid);
@@ -293,10 +228,10 @@ static void create_answered(sched_t *s, st_operation_t *op, const char *host, in
     } else if (r->status == 200 || r->status == 201) {
         _cleanup_json_ json_t *reply = sched_reply_json(r);
         _cleanup_json_ json_t *patch = props_from_agent(reply, host);
-        finish(s, op, true, NULL, NULL, patch);
+        finish(s, op, true, SBX_FAIL_NONE, NULL, patch);
     } else {
         _cleanup_free_ char *msg = agent_error_message(r);
-        fail_operation(s, op, "SandboxCreateFailed", msg);
+        fail_operation(s, op, SBX_FAIL_CREATE, msg);
     }
 }
 
@@ -311,7 +246,7 @@ static void create_on_host(sched_t *s, st_operation_t *op, const st_resource_t *
         return;
     }
     if (spec_add_secrets(s, sb, &spec, &err) < 0) {
-        fail_operation(s, op, "SandboxCreateFailed", err.msg);
+        fail_operation(s, op, SBX_FAIL_CREATE, err.msg);
         sbx_spec_done(&spec);
         return;
     }
@@ -335,7 +270,7 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
     int found = st_resource_lookup(s->db, op->resource_id, &sb, &err);
     if (found <= 0) {
         if (found == 0)
-            finish(s, op, false, "ResourceNotFound",
+            finish(s, op, false, SBX_FAIL_GONE,
                    "The sandbox was deleted while it was created.", NULL);
         else
             retry_later(s, op, err.msg);
@@ -344,9 +279,10 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
     _cleanup_free_ char *host = NULL;
     st_host_t h = {0};
     bool ran = true;
-    if (assign_host(s, &sb, &host, &err) < 0) {
-        if (refused_for_now(&err) || refused_for_good(&err))
-            placement_refused(s, op, &sb, &err);
+    sbx_failure_t why = SBX_FAIL_NONE;
+    if (assign_host(s, &sb, &host, &why, &err) < 0) {
+        if (refused_for_now(why) || refused_for_good(why))
+            placement_refused(s, op, &sb, why, &err);
         else
             retry_later(s, op, err.msg);
     } else if (st_host_get(s->db, host, &h, NULL) < 0) {
@@ -395,7 +331,7 @@ static void run_sandbox_delete(sched_t *s, st_operation_t *op)
     int found = st_resource_lookup(s->db, op->resource_id, &sb, &err);
     if (found <= 0) {
         if (found == 0)
-            finish(s, op, true, NULL, NULL, NULL);
+            finish(s, op, true, SBX_FAIL_NONE, NULL, NULL);
         else
             retry_later(s, op, err.msg);
         return;
@@ -403,7 +339,7 @@ static void run_sandbox_delete(sched_t *s, st_operation_t *op)
     if (sched_sandbox_destroy(s, &sb, &err) < 0)
         retry_later(s, op, err.msg);
     else
-        finish(s, op, true, NULL, NULL, NULL);
+        finish(s, op, true, SBX_FAIL_NONE, NULL, NULL);
     st_resource_done(&sb);
 }
 
@@ -440,7 +376,7 @@ static void run_group_delete(sched_t *s, st_operation_t *op)
     else if (more)
         sched_notify(s); /* the next batch; the operation stays due */
     else
-        finish(s, op, true, NULL, NULL, NULL);
+        finish(s, op, true, SBX_FAIL_NONE, NULL, NULL);
 }
 
 /* A sandbox's id continues ".../sandboxGroups/{group}/sandboxes/{name}";
@@ -467,7 +403,7 @@ static bool run_operation(sched_t *s, st_operation_t *op)
     else if (!sandbox && strcmp(op->kind, "delete") == 0)
         run_group_delete(s, op);
     else
-        finish(s, op, true, NULL, NULL, NULL); /* nothing to do on hosts */
+        finish(s, op, true, SBX_FAIL_NONE, NULL, NULL); /* nothing to do on hosts */
     return true;
 }
 

@@ -34,6 +34,20 @@ static void reply_host(sched_t *s, st_db_t *db, http_response_t *res, int status
     st_host_done(&h);
 }
 
+/* The scheduler names the bad argument; the API's code for it.  */
+static void reply_register_error(http_response_t *res, sbx_error_t *err)
+{
+    static const char *const codes[][2] = {{"name", "InvalidHostName"},
+                                           {"url", "InvalidHostUrl"},
+                                           {"environment", "InvalidEnvironment"}};
+    for (size_t i = 0; err->code == SBX_ERR_INVALID && i < ARRAY_SIZE(codes); i++)
+        if (strcmp(err->target, codes[i][0]) == 0) {
+            snprintf(err->arm_code, sizeof(err->arm_code), "%s", codes[i][1]);
+            err->target[0] = '\0';
+        }
+    http_reply_sbx_error(res, err);
+}
+
 static void admin_put(sched_t *s, st_db_t *db, const char *name, const http_request_t *req,
                       http_response_t *res)
 {
@@ -51,7 +65,7 @@ static void admin_put(sched_t *s, st_db_t *db, const char *name, const http_requ
     bool existed = st_host_lookup(db, name, &old, NULL) > 0;
     st_host_done(&old);
     if (sched_host_register(s, name, url, env, &err) < 0) {
-        http_reply_sbx_error(res, &err);
+        reply_register_error(res, &err);
         return;
     }
     reply_host(s, db, res, existed ? 200 : 201, name);

@@ -278,7 +278,7 @@ START_TEST(no_room_waits_then_fails)
     sched_work_once(g_s);
     op = operation("late");
     ck_assert_str_eq(op.status, "Failed");
-    ck_assert_str_eq(json_string_value(json_object_get(op.error, "code")), PLACE_NO_ROOM);
+    ck_assert_str_eq(json_string_value(json_object_get(op.error, "code")), "InsufficientCapacity");
     st_operation_done(&op);
 }
 END_TEST
@@ -409,6 +409,37 @@ START_TEST(silent_host_goes_down_and_fails_its_sandboxes)
 }
 END_TEST
 
+/* hostFailurePolicy Recreate: a removed host's sandbox is made again on
+ * another host, fresh, with the need moved with it.  */
+START_TEST(removed_host_sandboxes_recreated_elsewhere)
+{
+    add_host(0, "h0");
+    put_group(json_pack("{s:s}", "hostFailurePolicy", "Recreate"));
+    request_sandbox("r", json_object());
+    sched_work_once(g_s);
+    st_resource_t r = sandbox("r");
+    ck_assert_str_eq(r.host_id, "h0");
+    st_resource_done(&r);
+    add_host(1, "h1");
+    ck_assert_uint_eq(sched_host_sandboxes(g_s, "h0"), 1);
+    sbx_error_t err = {0};
+    ck_assert_int_eq(sched_host_remove(g_s, "h0", &err), 1);
+    r = sandbox("r");
+    ck_assert_str_eq(prop(&r, "state"), "Pending");
+    ck_assert_ptr_null(r.runtime_id);
+    ck_assert_ptr_null(r.host_id);
+    st_resource_done(&r);
+    ck_assert_uint_eq(sched_work_once(g_s), 1);
+    r = sandbox("r");
+    ck_assert_str_eq(r.host_id, "h1");
+    ck_assert_str_eq(prop(&r, "state"), "Running");
+    ck_assert_ptr_nonnull(json_object_get(g_hosts[1].running, r.runtime_id));
+    st_resource_done(&r);
+    ck_assert_uint_eq(sched_host_sandboxes(g_s, "h1"), 1);
+    ck_assert_int_eq(sched_host_remove(g_s, "h0", &err), 0); /* gone already */
+}
+END_TEST
+
 static Suite *logic_suite(void)
 {
     Suite *s = suite_create("scheduler_logic");
@@ -421,6 +452,7 @@ static Suite *logic_suite(void)
     tcase_add_test(tc, reconcile_records_what_hosts_report);
     tcase_add_test(tc, warm_pool_kept_at_its_size);
     tcase_add_test(tc, silent_host_goes_down_and_fails_its_sandboxes);
+    tcase_add_test(tc, removed_host_sandboxes_recreated_elsewhere);
     suite_add_tcase(s, tc);
     return s;
 }
