@@ -172,7 +172,7 @@ START_TEST(isolation_no_host_offers_fails_at_once)
     ck_assert_int_eq(st_host_put(g_db, &why, NULL), 0);
     json_decref(why.info);
     ck_assert_ptr_null(place("default", "gvisor", need(1, 256, 1024), &err));
-    ck_assert_str_eq(err.arm_code, PLACE_NO_DRIVER);
+    ck_assert_int_eq(g_why, SBX_FAIL_NO_DRIVER);
     ck_assert_msg(strstr(err.msg, "host 'h4': runsc not found"), "%s", err.msg);
     /* A host that has not reported its drivers yet might offer it: wait.  */
     st_host_t h = {.name = "h3", .url = "https://h3.example:9443", .environment = "default",
