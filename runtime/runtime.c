@@ -641,6 +641,38 @@ int rt_get(rt_runtime_t *rt, const char *id, rt_info_t *out, sbx_error_t *err)
     return ret;
 }
 
+/* Whether the recorded sandbox was made from this spec, its defaults
+ * filled in as rt_create fills them.  */
+static bool spec_same(const rt_sandbox_t *sb, const rt_spec_t *spec)
+{
+    json_t *empty = json_object();
+    const json_t *a = sb->env ? sb->env : empty, *b = spec->env ? spec->env : empty;
+    bool env_same = json_equal((json_t *)a, (json_t *)b);
+    json_decref(empty);
+    return env_same && strcmp(sb->ops->name, spec->driver ? spec->driver : "process") == 0 &&
+           strcmp(sb->image ? sb->image : "", spec->image ? spec->image : "") == 0 &&
+           sb->cpu == spec->cpu &&
+           sb->memory_mib == (spec->memory_mib ? spec->memory_mib : RT_DEFAULT_MEMORY_MIB) &&
+           sb->disk_mib == (spec->disk_mib ? spec->disk_mib : RT_DEFAULT_DISK_MIB) &&
+           sb->pids_max == (spec->pids_max ? spec->pids_max : RT_DEFAULT_PIDS_MAX);
+}
+
+int rt_spec_compare(rt_runtime_t *rt, const rt_spec_t *spec, bool *same, sbx_error_t *err)
+{
+    rt_sandbox_t *sb = sandbox_get(rt, spec->id, err);
+    if (!sb)
+        return -1;
+    pthread_rwlock_rdlock(&sb->lock);
+    int ret = 0;
+    if (sandbox_removed(rt, sb))
+        ret = sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", spec->id);
+    else
+        *same = spec_same(sb, spec);
+    pthread_rwlock_unlock(&sb->lock);
+    sandbox_unref(sb);
+    return ret;
+}
+
 int rt_list(rt_runtime_t *rt, rt_info_t **out, size_t *n, sbx_error_t *err)
 {
     if (!rt || !out || !n)

@@ -133,6 +133,9 @@ int rt_health(rt_runtime_t *rt, rt_health_t *out, sbx_error_t *err);
 
 int rt_create(rt_runtime_t *rt, const rt_spec_t *spec, rt_info_t *out, sbx_error_t *err);
 int rt_get(rt_runtime_t *rt, const char *id, rt_info_t *out, sbx_error_t *err);
+/* *same: whether sandbox spec->id was created from spec (rootfs aside),
+ * defaults filled in; SBX_ERR_NOT_FOUND when there is no such sandbox.  */
+int rt_spec_compare(rt_runtime_t *rt, const rt_spec_t *spec, bool *same, sbx_error_t *err);
 /* *out is an array of *n infos, free() it.  */
 int rt_list(rt_runtime_t *rt, rt_info_t **out, size_t *n, sbx_error_t *err);
 int rt_destroy(rt_runtime_t *rt, const char *id, sbx_error_t *err);
