@@ -16,12 +16,14 @@ typedef enum {
     ROUTE_ACTION,
     ROUTE_EXEC,
     ROUTE_FILES,
+    ROUTE_PROCESSES,
 } route_kind_t;
 
 typedef struct route {
     route_kind_t kind;
     char id[80];        /* truncated ids fail validation anyway */
     char action[16];
+    char proc[72], proc_action[16]; /* processes/{proc}/{proc_action}; "" when absent */
     bool id_too_long;
 } route_t;
 
@@ -33,6 +35,7 @@ static const char *const route_methods[] = {
     [ROUTE_ACTION] = "POST",
     [ROUTE_EXEC] = "POST",
     [ROUTE_FILES] = "GET, PUT, DELETE",
+    [ROUTE_PROCESSES] = "GET, POST", /* processes.c narrows it per path */
 };
 
 /* Split "/v1/sandboxes/{id}/{action}" into a route.  Empty segments (a
@@ -40,8 +43,8 @@ static const char *const route_methods[] = {
 static void route_parse(const char *path, route_t *r)
 {
     memset(r, 0, sizeof(*r));
-    const char *seg[5];
-    size_t len[5], n = 0;
+    const char *seg[6];
+    size_t len[6], n = 0;
     if (!path || path[0] != '/')
         return;
     const char *p = path + 1;
@@ -73,6 +76,17 @@ static void route_parse(const char *path, route_t *r)
     memcpy(r->id, seg[2], r->id_too_long ? sizeof(r->id) - 1 : len[2]);
     if (n == 3) {
         r->kind = ROUTE_SANDBOX;
+        return;
+    }
+    if (n >= 4 && SEG_IS(3, "processes")) {
+        /* Too long a pid or action matches nothing.  */
+        if ((n > 4 && len[4] >= sizeof(r->proc)) || (n > 5 && len[5] >= sizeof(r->proc_action)))
+            return;
+        r->kind = ROUTE_PROCESSES;
+        if (n > 4)
+            memcpy(r->proc, seg[4], len[4]);
+        if (n > 5)
+            memcpy(r->proc_action, seg[5], len[5]);
         return;
     }
     if (n != 4)
@@ -131,6 +145,7 @@ void agent_api_call(agent_api_t *api, const agent_call_t *c, http_response_t *re
     case ROUTE_ACTION: return agent_sandbox_action(api, r.id, r.action, res);
     case ROUTE_EXEC: return agent_exec(api, r.id, c, res);
     case ROUTE_FILES: return agent_files(api, r.id, c, res);
+    case ROUTE_PROCESSES: return agent_processes(api, r.id, r.proc, r.proc_action, c, res);
     default: return http_reply_error(res, 404, "NotFound", "no such route");
     }
 }
@@ -141,6 +156,9 @@ void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_
         .method = req->method,
         .path = req->path,
         .query_list = http_query(req, "list"),
+        .query_offset = http_query(req, "offset"),
+        .accept = http_header(req, "Accept"),
+        .last_event_id = http_header(req, "Last-Event-ID"),
         .body = req->body,
         .body_len = req->body_len,
         .body_size = HTTP_SIZE_UNKNOWN,
@@ -192,6 +210,7 @@ agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err)
     api->rt = cfg->rt;
     api->img = cfg->img;
     api->environment = xstrdup(cfg->environment ? cfg->environment : "default");
+    api->procs = agent_procs_new(cfg->rt);
     pthread_mutex_init(&api->lock, NULL);
     pthread_cond_init(&api->changed, NULL);
     return api;
@@ -201,6 +220,7 @@ void agent_api_free(agent_api_t *api)
 {
     if (!api)
         return;
+    agent_procs_free(api->procs);
     for (size_t i = 0; i < api->n_busy; i++)
         free(api->busy[i]);
     free(api->busy);

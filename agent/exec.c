@@ -104,6 +104,8 @@ void agent_exec(agent_api_t *api, const char *id, const agent_call_t *c,
     _cleanup_json_ json_t *body = agent_parse_object(c, false, res);
     if (!body)
         return;
+    if (agent_wants_events(c))
+        return agent_exec_stream(api, id, body, res);
     rt_exec_request_t req = {0};
     agent_cmd_t cmd = {0};
     if (parse_exec(body, &req, &cmd, res) < 0)

@@ -71,6 +71,21 @@ void agent_cmd_done(agent_cmd_t *c);
 int agent_cmd_parse(const json_t *body, agent_cmd_t *cmd, http_response_t *res);
 void agent_exec(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res);
 
+/* With Accept: text/event-stream, the exec runs as a process streamed
+ * from its start to its end (processes.c).  */
+bool agent_wants_events(const agent_call_t *c);
+void agent_exec_stream(agent_api_t *api, const char *id, const json_t *body, http_response_t *res);
+
+/* ---- processes (processes.c, over procs.c) ---- */
+
+agent_procs_t *agent_procs_new(rt_runtime_t *rt);
+void agent_procs_free(agent_procs_t *m);
+void agent_procs_forget(agent_procs_t *m, const char *sandbox);
+/* /v1/sandboxes/{id}/processes[/{pid}[/{action}]]: pid and action are ""
+ * when absent.  */
+void agent_processes(agent_api_t *api, const char *id, const char *pid, const char *action,
+                     const agent_call_t *c, http_response_t *res);
+
 /* ---- files (files.c) ---- */
 
 void agent_files(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res);

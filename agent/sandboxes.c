@@ -292,6 +292,7 @@ void agent_sandbox_delete(agent_api_t *api, const char *id, http_response_t *res
     id_lock(api, id);
     int rc = rt_destroy(api->rt, id, &err);
     if (rc == 0 || err.code == SBX_ERR_NOT_FOUND) {
+        agent_procs_forget(api->procs, id);
         http_reply_empty(res, 204);
         if (rc == 0)
             sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s deleted", id);

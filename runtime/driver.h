@@ -185,6 +185,10 @@ struct rt_driver_ops {
     int (*start)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
     int (*exec)(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req,
                 rt_exec_result_t *out, sbx_error_t *err);
+    /* Start a command that runs on its own (NULL: the driver has none);
+     * called like exec, and returns once the command runs.  */
+    int (*spawn)(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_proc_request_t *req,
+                 rt_proc_t **out, sbx_error_t *err);
     int (*suspend)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
     int (*resume)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
     /* End every process; the writable layer stays.  */

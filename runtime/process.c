@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/magic.h>
+#include <linux/openat2.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <poll.h>
@@ -892,7 +893,7 @@ static int exec_params_memfd(const char *cwd, char **cands, char **argv, char **
 struct helper_spawn {
     int src[CHILD_MAX_FDS]; /* become fds 0..n-1; the last is the binary */
     int n;
-    char *argv[5];
+    char *argv[6];
 };
 
 /* Runs on its own stack in the agent's memory (CLONE_VM) until execve:
@@ -916,17 +917,19 @@ static int helper_child(void *arg)
  * (CLONE_VFORK) until its execve: nothing of the agent is copied, so
  * launching costs the same whatever the agent's size.  */
 static int helper_spawn(rt_runtime_t *rt, const int *fds, int n, int ncg, bool fork_cg,
-                        int *pidfd, sbx_error_t *err)
+                        int flags, int *pidfd, sbx_error_t *err)
 {
     struct helper_spawn h = {.n = n + 1};
-    char ncg_s[16], cap_s[16];
+    char ncg_s[16], cap_s[16], flags_s[16];
     snprintf(ncg_s, sizeof ncg_s, "%d", ncg);
     snprintf(cap_s, sizeof cap_s, "%d", rt->cap_last);
+    snprintf(flags_s, sizeof flags_s, "%d", flags);
     h.argv[0] = RT_EXEC_ARGV0;
     h.argv[1] = ncg_s;
     h.argv[2] = fork_cg ? "1" : "0";
     h.argv[3] = cap_s;
-    h.argv[4] = NULL;
+    h.argv[4] = flags_s;
+    h.argv[5] = NULL;
     memcpy(h.src, fds, (size_t)n * sizeof *fds);
     h.src[n] = rt->init_memfd;
     void *stack = mmap(NULL, HELPER_STACK_SIZE, PROT_READ | PROT_WRITE,
@@ -990,6 +993,9 @@ struct exec_run {
     int init_pidfd;   /* our copy of the sandbox init's pidfd */
     int pidfd;        /* the helper's; -1 once reaped */
     int in_w, rep_r;
+    int ctl_w;        /* the helper's control pipe: signals for the command */
+    bool pty;         /* stdio is a terminal: in_w and ob.fd are its master */
+    int nspid;        /* the command's pid in the sandbox, once started */
     struct outbuf ob, eb;
     const char *stdin_p;
     size_t stdin_left;
@@ -1009,17 +1015,91 @@ static void run_unlock(struct exec_run *x)
     }
 }
 
-static int exec_launch(struct exec_run *x, const rt_exec_request_t *req, sbx_error_t *err)
+/* A terminal of the sandbox's own devpts (so the command sees
+ * /dev/pts/N, and the sandbox's pty limit counts it): its master through
+ * the init's root, resolved without symlinks or magic links and checked
+ * to be a devpts node, and the peer without any path lookup.  Under
+ * sb->lock (read), so the init is the one recorded.  */
+static int pty_open(rt_sandbox_t *sb, unsigned short rows, unsigned short cols, int *master,
+                    int *peer, sbx_error_t *err)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/root", (int)sb->init_pid);
+    _cleanup_close_ int root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0 || pidfd_exited(sb->init_pidfd, 0))
+        return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", sb->id);
+    struct open_how how = {.flags = O_RDWR | O_NOCTTY | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS |
+                                      RESOLVE_NO_SYMLINKS};
+    _cleanup_close_ int m = (int)syscall(SYS_openat2, root, "dev/pts/ptmx", &how, sizeof how);
+    struct statfs fs;
+    struct stat st;
+    if (m < 0)
+        return sbx_error_errno(err, errno == ENOSPC ? SBX_ERR_UNAVAILABLE : SBX_ERR_INTERNAL,
+                               "sandbox %s: open a terminal", sb->id);
+    if (fstatfs(m, &fs) < 0 || fs.f_type != DEVPTS_SUPER_MAGIC || fstat(m, &st) < 0 ||
+        !S_ISCHR(st.st_mode))
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "sandbox %s: its ptmx is not a devpts node",
+                             sb->id);
+    int unlock = 0;
+    struct winsize ws = {.ws_row = rows ? rows : 24, .ws_col = cols ? cols : 80};
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || ioctl(m, TIOCSWINSZ, &ws) < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "sandbox %s: set up a terminal", sb->id);
+    int p = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (p < 0)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "sandbox %s: open a terminal's peer", sb->id);
+    *master = TAKE_FD(m);
+    *peer = p;
+    return 0;
+}
+
+/* What a launch starts: the command, and how its stdio is wired.  */
+struct launch {
+    char **argv, **env;
+    bool pty;
+    unsigned short rows, cols;
+};
+
+/* The command's stdio: three pipes, or one terminal.  io[0..2] are the
+ * command's ends, mine[0..2] ours (stdin, stdout, stderr; -1 where none).  */
+static int stdio_open(struct exec_run *x, const struct launch *l, int io[3], int mine[3],
+                      sbx_error_t *err)
+{
+    if (l->pty) {
+        int m, p;
+        if (pty_open(x->sb, l->rows, l->cols, &m, &p, err) < 0)
+            return -1;
+        io[0] = p;
+        io[1] = fcntl(p, F_DUPFD_CLOEXEC, 3);
+        io[2] = fcntl(p, F_DUPFD_CLOEXEC, 3);
+        mine[0] = fcntl(m, F_DUPFD_CLOEXEC, 3);
+        mine[1] = m;
+        mine[2] = -1;
+        if (io[1] < 0 || io[2] < 0 || mine[0] < 0)
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "dup");
+        return 0;
+    }
+    for (int i = 0; i < 3; i++) {
+        int pp[2];
+        if (pipe2(pp, O_CLOEXEC) < 0)
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "pipe");
+        io[i] = pp[i == 0 ? 0 : 1];
+        mine[i] = pp[i == 0 ? 1 : 0];
+    }
+    return 0;
+}
+
+static int exec_launch(struct exec_run *x, const struct launch *l, sbx_error_t *err)
 {
     rt_runtime_t *rt = x->rt;
-    int in[2] = {-1, -1}, o[2] = {-1, -1}, e[2] = {-1, -1}, rp[2] = {-1, -1};
+    int io[3] = {-1, -1, -1}, mine[3] = {-1, -1, -1}, rp[2] = {-1, -1}, ctl[2] = {-1, -1};
     int cg[RT_EXEC_MAX_CG_FDS], ncg = 0, fork_cg = -1, params = -1, ret = -1, n = 0;
     int fds[CHILD_MAX_FDS];
-    char **env = rt_exec_env(x->sb, req->env, err);
+    char **env = rt_exec_env(x->sb, l->env, err);
     if (!env)
         return -1;
-    char **cands = exec_candidates(req->argv[0], env);
-    params = exec_params_memfd(x->cwd, cands, req->argv, env, err);
+    char **cands = exec_candidates(l->argv[0], env);
+    params = exec_params_memfd(x->cwd, cands, l->argv, env, err);
     rt_strv_free(env);
     rt_strv_free(cands);
     if (params < 0)
@@ -1029,8 +1109,9 @@ static int exec_launch(struct exec_run *x, const rt_exec_request_t *req, sbx_err
         sbx_error_errno(err, SBX_ERR_INTERNAL, "dup pidfd");
         goto out;
     }
-    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(o, O_CLOEXEC) < 0 || pipe2(e, O_CLOEXEC) < 0 ||
-        pipe2(rp, O_CLOEXEC) < 0) {
+    if (stdio_open(x, l, io, mine, err) < 0)
+        goto out;
+    if (pipe2(rp, O_CLOEXEC) < 0 || pipe2(ctl, O_CLOEXEC) < 0) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "pipe");
         goto out;
     }
@@ -1040,29 +1121,33 @@ static int exec_launch(struct exec_run *x, const rt_exec_request_t *req, sbx_err
     if (rt_cg_fork_open(&rt->cg, x->id, &fork_cg, err) < 0)
         goto out;
     /* In the order of sandbox_proto.h.  */
-    fds[n++] = in[0];
-    fds[n++] = o[1];
-    fds[n++] = e[1];
+    fds[n++] = io[0];
+    fds[n++] = io[1];
+    fds[n++] = io[2];
     fds[n++] = rp[1];
     fds[n++] = x->init_pidfd;
     fds[n++] = rt->seccomp_memfd;
     fds[n++] = params;
+    fds[n++] = ctl[0];
     if (fork_cg >= 0)
         fds[n++] = fork_cg;
     for (int i = 0; i < ncg; i++)
         fds[n++] = cg[i];
-    if (helper_spawn(rt, fds, n, ncg, fork_cg >= 0, &x->pidfd, err) < 0)
+    if (helper_spawn(rt, fds, n, ncg, fork_cg >= 0, l->pty ? RT_EXEC_F_PTY : 0, &x->pidfd,
+                     err) < 0)
         goto out;
-    x->in_w = TAKE_FD(in[1]);
-    x->ob.fd = TAKE_FD(o[0]);
-    x->eb.fd = TAKE_FD(e[0]);
+    x->in_w = TAKE_FD(mine[0]);
+    x->ob.fd = TAKE_FD(mine[1]);
+    x->eb.fd = TAKE_FD(mine[2]);
     x->rep_r = TAKE_FD(rp[0]);
+    x->ctl_w = TAKE_FD(ctl[1]);
     ret = 0;
 out:;
-    const int mine[] = {in[0], in[1], o[0], o[1], e[0], e[1], rp[0], rp[1], fork_cg, params};
-    for (size_t i = 0; i < ARRAY_SIZE(mine); i++)
-        if (mine[i] >= 0)
-            close(mine[i]);
+    const int left[] = {io[0], io[1], io[2], mine[0], mine[1], mine[2], rp[0], rp[1],
+                        ctl[0], ctl[1], fork_cg, params};
+    for (size_t i = 0; i < ARRAY_SIZE(left); i++)
+        if (left[i] >= 0)
+            close(left[i]);
     for (int i = 0; i < ncg; i++)
         close(cg[i]);
     return ret;
@@ -1076,6 +1161,7 @@ static void run_report(struct exec_run *x, const struct rt_report *r)
         break;
     case RT_REPORT_STARTED:
         x->started = true;
+        x->nspid = r->err;
         break;
     case RT_REPORT_START_TIMEOUT:
     case RT_REPORT_LOST:
@@ -1347,7 +1433,7 @@ static void exec_run_done(struct exec_run *x)
             (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 500, NULL);
         helper_reap(TAKE_FD(x->pidfd), x->forked ? 1000 : 0);
     }
-    const int fds[] = {x->init_pidfd, x->in_w, x->rep_r, x->ob.fd, x->eb.fd};
+    const int fds[] = {x->init_pidfd, x->in_w, x->rep_r, x->ob.fd, x->eb.fd, x->ctl_w};
     for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
         if (fds[i] >= 0)
             close(fds[i]);
@@ -1365,7 +1451,7 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
 {
     struct exec_run x = {
         .rt = rt, .sb = sb, .locked = true, .cwd = req->cwd ? req->cwd : "/",
-        .init_pidfd = -1, .pidfd = -1, .in_w = -1, .rep_r = -1,
+        .init_pidfd = -1, .pidfd = -1, .in_w = -1, .rep_r = -1, .ctl_w = -1,
         .ob = {.fd = -1}, .eb = {.fd = -1},
         .stdin_p = req->stdin_data, .stdin_left = req->stdin_data ? req->stdin_len : 0,
         .t0 = sbx_monotonic_ms(),
@@ -1377,7 +1463,8 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
     x.deadline = x.t0 + (req->timeout_ms > 0 ? req->timeout_ms : RT_DEFAULT_TIMEOUT_MS);
     memcpy(x.id, sb->id, sizeof x.id);
     snprintf(x.sub, sizeof x.sub, "x%llx", (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
-    int ret = exec_launch(&x, req, err);
+    struct launch l = {.argv = req->argv, .env = req->env};
+    int ret = exec_launch(&x, &l, err);
     if (ret == 0)
         ret = exec_wait(&x, err);
     if (ret == 0)
@@ -1386,12 +1473,166 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
     return ret;
 }
 
+/* ---- processes: commands that run on their own ------------------------------ */
+
+struct rt_proc {
+    struct exec_run x;
+};
+
+/* Wait until the command runs (its pid known) or could not start; the
+ * lock is released once it is in the sandbox's pid namespace.  */
+static int spawn_wait(struct exec_run *x, const char *cmd, sbx_error_t *err)
+{
+    (void)fcntl(x->rep_r, F_SETFL, O_NONBLOCK);
+    while (!x->started && !x->fail.step && !x->ended && !x->start_timeout) {
+        if (x->locked && x->forked)
+            run_unlock(x);
+        int64_t now = sbx_monotonic_ms();
+        if (now >= x->start_deadline) {
+            x->backstop = true;
+            break;
+        }
+        struct pollfd pfd[2] = {{.fd = x->rep_r, .events = POLLIN},
+                                {.fd = x->pidfd, .events = POLLIN}};
+        int64_t wait = x->start_deadline - now;
+        if (poll(pfd, 2, (int)(wait > 1000 ? 1000 : wait)) < 0 && errno != EINTR)
+            return sbx_error_errno(err, SBX_ERR_INTERNAL, "poll");
+        if (pfd[0].revents)
+            run_read_reports(x);
+        else if (pfd[1].revents)
+            run_helper_ended(x);
+    }
+    run_unlock(x);
+    if (x->started)
+        return 0;
+    if (x->fail.step == RT_STEP_EXEC && x->fail.err != ENOMEM)
+        return sbx_error_arm(err, SBX_ERR_INVALID,
+                             x->fail.err == ENOENT ? "CommandNotFound" : "CommandNotExecutable",
+                             "%s: %s", cmd, strerror(x->fail.err));
+    bool init_gone = pidfd_exited(x->init_pidfd, 0);
+    if (x->fail.step)
+        return exec_failed(x, init_gone, err);
+    if (init_gone)
+        return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s stopped before the command started",
+                             x->id);
+    return exec_unavailable(x, err);
+}
+
+static int proc_spawn(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_proc_request_t *req,
+                      rt_proc_t **out, sbx_error_t *err)
+{
+    rt_proc_t *p = xcalloc(1, sizeof *p);
+    struct exec_run *x = &p->x;
+    *x = (struct exec_run){
+        .rt = rt, .sb = sb, .locked = true, .cwd = req->cwd ? req->cwd : "/",
+        .init_pidfd = -1, .pidfd = -1, .in_w = -1, .rep_r = -1, .ctl_w = -1,
+        .ob = {.fd = -1}, .eb = {.fd = -1}, .pty = req->pty, .t0 = sbx_monotonic_ms(),
+    };
+    leftovers_reap();
+    x->start_deadline = x->t0 + EXEC_START_BACKSTOP_MS;
+    memcpy(x->id, sb->id, sizeof x->id);
+    snprintf(x->sub, sizeof x->sub, "p%llx", (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
+    struct launch l = {.argv = req->argv, .env = req->env, .pty = req->pty, .rows = req->rows,
+                       .cols = req->cols};
+    if (exec_launch(x, &l, err) < 0 || spawn_wait(x, req->argv[0], err) < 0) {
+        exec_run_done(x);
+        free(p);
+        return -1;
+    }
+    x->sb = NULL; /* unlocked: it may go away */
+    x->cwd = NULL;
+    (void)fcntl(x->ctl_w, F_SETFL, O_NONBLOCK);
+    *out = p;
+    return 0;
+}
+
+int rt_proc_pid(const rt_proc_t *p)
+{
+    return p->x.nspid;
+}
+
+int rt_proc_fd(const rt_proc_t *p, rt_proc_fd_t which)
+{
+    switch (which) {
+    case RT_PROC_STDIN: return p->x.in_w;
+    case RT_PROC_STDOUT: return p->x.ob.fd;
+    case RT_PROC_STDERR: return p->x.eb.fd;
+    case RT_PROC_EVENTS: return p->x.rep_r;
+    }
+    return -1;
+}
+
+bool rt_proc_poll(rt_proc_t *p, int *status)
+{
+    struct exec_run *x = &p->x;
+    run_read_reports(x);
+    /* The report pipe ends when the helper exits, right after its last
+     * report: reap it.  */
+    if (x->rep_r < 0 && !x->ended && x->pidfd >= 0 && pidfd_exited(x->pidfd, 1000))
+        run_helper_ended(x);
+    if (!x->done && !x->ended)
+        return false;
+    *status = x->done ? x->status : -1;
+    return true;
+}
+
+void rt_proc_close_stdin(rt_proc_t *p)
+{
+    struct exec_run *x = &p->x;
+    if (x->pty) {
+        /* A terminal stays: end-of-file is ^D, at the start of a line.  */
+        if (x->in_w >= 0)
+            (void)!write(x->in_w, "\x04", 1);
+        return;
+    }
+    if (x->in_w >= 0)
+        close(TAKE_FD(x->in_w));
+}
+
+int rt_proc_signal(rt_proc_t *p, int sig, sbx_error_t *err)
+{
+    struct exec_run *x = &p->x;
+    if (sig < 1 || sig > 64)
+        return sbx_error_set(err, SBX_ERR_INVALID, "no signal %d", sig);
+    if (x->done || x->ended || x->ctl_w < 0)
+        return sbx_error_set(err, SBX_ERR_CONFLICT, "the process has ended");
+    if (write(x->ctl_w, &sig, sizeof sig) != (ssize_t)sizeof sig)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "signal the process");
+    /* Whatever it started too: the whole of its cgroup.  */
+    if (sig == SIGKILL)
+        (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 500, NULL);
+    return 0;
+}
+
+int rt_proc_resize(rt_proc_t *p, unsigned short rows, unsigned short cols, sbx_error_t *err)
+{
+    struct exec_run *x = &p->x;
+    if (!x->pty)
+        return sbx_error_set(err, SBX_ERR_INVALID, "the process has no terminal");
+    struct winsize ws = {.ws_row = rows, .ws_col = cols};
+    if (x->ob.fd < 0 || ioctl(x->ob.fd, TIOCSWINSZ, &ws) < 0)
+        return sbx_error_errno(err, SBX_ERR_CONFLICT, "resize the terminal");
+    return 0;
+}
+
+void rt_proc_free(rt_proc_t *p, bool kill)
+{
+    if (!p)
+        return;
+    struct exec_run *x = &p->x;
+    if (!kill && !x->ended)
+        x->detached = true; /* the agent stops: the command goes on */
+    exec_run_done(x);
+    free(p);
+}
+
 const rt_driver_ops_t rt_process_ops = {
     .name = "process",
     .usable = proc_usable,
     .create = proc_create,
     .start = proc_start,
     .exec = proc_exec,
+    .spawn = proc_spawn,
     .suspend = proc_suspend,
     .resume = proc_resume,
     .stop = proc_stop,

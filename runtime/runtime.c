@@ -836,6 +836,34 @@ int rt_resume(rt_runtime_t *rt, const char *id, sbx_error_t *err)
     return transition(rt, id, OP_RESUME, err);
 }
 
+/* The sandbox, referenced and read-locked, once it runs: a suspended one
+ * is resumed first.  */
+static rt_sandbox_t *sandbox_running(rt_runtime_t *rt, const char *id, sbx_error_t *err)
+{
+    rt_sandbox_t *sb = sandbox_get(rt, id, err);
+    if (!sb)
+        return NULL;
+    for (;;) {
+        pthread_rwlock_rdlock(&sb->lock);
+        rt_state_t s = sb->state;
+        bool removed = sandbox_removed(rt, sb);
+        if (!removed && s == RT_STATE_RUNNING && sb->init_pidfd >= 0)
+            break;
+        pthread_rwlock_unlock(&sb->lock);
+        if (removed)
+            sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", id);
+        else if (s != RT_STATE_SUSPENDED)
+            sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is %s", id,
+                          s == RT_STATE_RUNNING ? "not running" : rt_state_name(s));
+        if (removed || s != RT_STATE_SUSPENDED || transition(rt, id, OP_RESUME, err) < 0) {
+            sandbox_unref(sb);
+            return NULL;
+        }
+    }
+    atomic_store(&sb->last_activity_ms, sbx_now_ms());
+    return sb;
+}
+
 int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
             rt_exec_result_t *out, sbx_error_t *err)
 {
@@ -846,38 +874,37 @@ int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
     if (req->cwd && req->cwd[0] != '/')
         return sbx_error_set(err, SBX_ERR_INVALID, "cwd must be an absolute path");
     memset(out, 0, sizeof *out);
-    rt_sandbox_t *sb = sandbox_get(rt, id, err);
+    rt_sandbox_t *sb = sandbox_running(rt, id, err);
     if (!sb)
         return -1;
-    /* Exec into a suspended sandbox resumes it first.  */
-    for (;;) {
-        pthread_rwlock_rdlock(&sb->lock);
-        if (sandbox_removed(rt, sb)) {
-            pthread_rwlock_unlock(&sb->lock);
-            sandbox_unref(sb);
-            return sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", id);
-        }
-        if (sb->state == RT_STATE_RUNNING && sb->init_pidfd >= 0)
-            break;
-        rt_state_t s = sb->state;
-        pthread_rwlock_unlock(&sb->lock);
-        if (s != RT_STATE_SUSPENDED) {
-            sandbox_unref(sb);
-            return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is %s", id,
-                                 s == RT_STATE_RUNNING ? "not running" : rt_state_name(s));
-        }
-        if (transition(rt, id, OP_RESUME, err) < 0) {
-            sandbox_unref(sb);
-            return -1;
-        }
-    }
-    atomic_store(&sb->last_activity_ms, sbx_now_ms());
     /* The driver releases the read lock once the command is launched.  */
     int ret = sb->ops->exec(rt, sb, req, out, err);
     atomic_store(&sb->last_activity_ms, sbx_now_ms());
     sandbox_unref(sb);
     if (ret < 0)
         rt_exec_result_done(out);
+    return ret;
+}
+
+int rt_proc_start(rt_runtime_t *rt, const char *id, const rt_proc_request_t *req,
+                  rt_proc_t **out, sbx_error_t *err)
+{
+    if (!req || !out || !req->argv || !req->argv[0] || !req->argv[0][0])
+        return sbx_error_set(err, SBX_ERR_INVALID, "a process needs a command");
+    if (req->cwd && req->cwd[0] != '/')
+        return sbx_error_set(err, SBX_ERR_INVALID, "cwd must be an absolute path");
+    rt_sandbox_t *sb = sandbox_running(rt, id, err);
+    if (!sb)
+        return -1;
+    int ret;
+    if (!sb->ops->spawn) {
+        pthread_rwlock_unlock(&sb->lock);
+        ret = sbx_error_set(err, SBX_ERR_CONFLICT, "the %s driver runs no background processes",
+                            sb->ops->name);
+    } else {
+        ret = sb->ops->spawn(rt, sb, req, out, err); /* releases the lock */
+    }
+    sandbox_unref(sb);
     return ret;
 }
 

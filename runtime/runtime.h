@@ -149,6 +149,47 @@ int rt_resume(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
             rt_exec_result_t *out, sbx_error_t *err);
 
+/* ---- processes: commands that run on their own, watched by the caller ---- */
+
+typedef struct rt_proc_request {
+    char **argv;           /* NULL-terminated, argv[0] looked up in the sandbox PATH */
+    char **env;            /* NULL-terminated "K=V", added to the sandbox env; may be NULL */
+    const char *cwd;       /* inside the sandbox; NULL: "/" */
+    bool pty;              /* stdin, stdout and stderr are one terminal of rows x cols */
+    unsigned short rows, cols; /* 0: 24 x 80 */
+} rt_proc_request_t;
+
+typedef struct rt_proc rt_proc_t;
+typedef enum rt_proc_fd {
+    RT_PROC_STDIN,  /* write end of its stdin, or the terminal; -1 once closed */
+    RT_PROC_STDOUT, /* read end of its stdout, or the terminal */
+    RT_PROC_STDERR, /* read end of its stderr; -1 with a terminal */
+    RT_PROC_EVENTS, /* readable when rt_proc_poll has news; -1 once none can come */
+} rt_proc_fd_t;
+
+/* Start a command in a running sandbox (a suspended one is resumed) and
+ * return once it runs.  A command that is not there is SBX_ERR_INVALID
+ * with ARM code CommandNotFound (CommandNotExecutable).  The command runs
+ * until it ends or is signalled, whatever the caller does meanwhile; it
+ * ends with the sandbox.  */
+int rt_proc_start(rt_runtime_t *rt, const char *id, const rt_proc_request_t *req,
+                  rt_proc_t **out, sbx_error_t *err);
+int rt_proc_pid(const rt_proc_t *p); /* in the sandbox's pid namespace */
+/* The caller's ends; owned by p, valid until rt_proc_free.  */
+int rt_proc_fd(const rt_proc_t *p, rt_proc_fd_t which);
+/* Take the news RT_PROC_EVENTS has; true once the command has ended, with
+ * *status its wait status (-1: lost, its helper was killed).  */
+bool rt_proc_poll(rt_proc_t *p, int *status);
+/* End of input: closes the stdin pipe; on a terminal, sends ^D.  */
+void rt_proc_close_stdin(rt_proc_t *p);
+/* To the command's process group; SIGKILL also kills everything it
+ * started (its cgroup).  SBX_ERR_CONFLICT once it has ended.  */
+int rt_proc_signal(rt_proc_t *p, int sig, sbx_error_t *err);
+int rt_proc_resize(rt_proc_t *p, unsigned short rows, unsigned short cols, sbx_error_t *err);
+/* Let go of p: kill ends what is left of the command (and reaps it);
+ * without, a command still running goes on unwatched (the agent stops).  */
+void rt_proc_free(rt_proc_t *p, bool kill);
+
 /* Files: every path resolves inside the sandbox root; `..`, symlinks and
  * races cannot leave it.  */
 int rt_file_read(rt_runtime_t *rt, const char *id, const char *path, size_t max,

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -60,7 +61,7 @@ static _Noreturn void init_main(void)
 /* ---- the exec helper ------------------------------------------------------ */
 
 struct exec_params {
-    int ncg, first_cg, cap_last;
+    int ncg, first_cg, cap_last, flags;
     const char *cwd;
     char **cands; /* absolute paths to try for argv[0], NULL-terminated */
     char **argv, **envp;
@@ -230,6 +231,7 @@ static int resolve_command(int root, char **cands, const char **path)
 struct start_record {
     volatile int failed, err; /* the step that failed and its errno */
     volatile int exec_called;
+    volatile int pid; /* the command's pid in the sandbox's pid namespace */
 };
 
 static struct start_record *rec;
@@ -249,6 +251,7 @@ static _Noreturn void exec_command(const struct exec_params *p, int sync)
     /* The command must not hold the agent's report pipe (it could forge
      * an exit status) nor any cgroup file.  */
     close(RT_EXEC_FD_REPORT);
+    rec->pid = getpid();
     for (int i = 0; i < p->ncg; i++)
         if (write(p->first_cg + i, "0", 1) != 1)
             child_fail(RT_STEP_CGROUP);
@@ -257,6 +260,9 @@ static _Noreturn void exec_command(const struct exec_params *p, int sync)
     if (syscall(SYS_close_range, RT_EXEC_FD_REPORT + 1, ~0U, 0) < 0)
         child_fail(RT_STEP_STDIO);
     if (setsid() < 0)
+        child_fail(RT_STEP_SETSID);
+    /* A terminal: ours, so ^C and job control reach this session.  */
+    if ((p->flags & RT_EXEC_F_PTY) && ioctl(0, TIOCSCTTY, 0) < 0)
         child_fail(RT_STEP_SETSID);
     child_reset_signals();
     int step = child_become_root();
@@ -301,10 +307,46 @@ static void await_start(int sync, pid_t pid)
     } else if (rec->failed) {
         report_to(RT_EXEC_FD_REPORT, rec->failed, rec->err);
     } else if (rec->exec_called) {
-        report_to(RT_EXEC_FD_REPORT, RT_REPORT_STARTED, 0);
+        report_to(RT_EXEC_FD_REPORT, RT_REPORT_STARTED, rec->pid);
     } else {
         report_to(RT_EXEC_FD_REPORT, RT_REPORT_LOST, 0);
     }
+}
+
+/* Until the command ends, send it the signals the agent writes to the
+ * control pipe: to its process group (it is a session leader), which
+ * cannot be another's while we have not reaped the leader.  */
+static void relay_signals(int child, pid_t pid)
+{
+    int ctl = RT_EXEC_FD_CONTROL;
+    if (child < 0) {
+        close(ctl);
+        return;
+    }
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = child, .events = POLLIN}, {.fd = ctl, .events = POLLIN}};
+        if (poll(pfd, ctl >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfd[0].revents)
+            break;
+        if (ctl >= 0 && pfd[1].revents) {
+            int sig;
+            ssize_t n = read(ctl, &sig, sizeof sig);
+            if (n <= 0 && (n == 0 || errno != EINTR)) {
+                close(ctl); /* the agent is gone or done: no more signals */
+                ctl = -1;
+            } else if (n == (ssize_t)sizeof sig && sig > 0 && sig < 65) {
+                if (kill(-pid, sig) < 0)
+                    (void)syscall(SYS_pidfd_send_signal, child, sig, NULL, 0);
+            }
+        }
+    }
+    if (ctl >= 0)
+        close(ctl);
+    close(child);
 }
 
 static _Noreturn void exec_main(int argc, char **argv)
@@ -321,12 +363,14 @@ static _Noreturn void exec_main(int argc, char **argv)
     struct exec_params p;
     memset(&p, 0, sizeof p);
     const int rep = RT_EXEC_FD_REPORT;
-    long ncg = argc == 4 ? parse_count(argv[1], RT_EXEC_MAX_CG_FDS) : -1;
-    long fork_cg = argc == 4 ? parse_count(argv[2], 1) : -1;
-    long cap_last = argc == 4 ? parse_count(argv[3], 255) : -1;
+    long ncg = argc == 5 ? parse_count(argv[1], RT_EXEC_MAX_CG_FDS) : -1;
+    long fork_cg = argc == 5 ? parse_count(argv[2], 1) : -1;
+    long cap_last = argc == 5 ? parse_count(argv[3], 255) : -1;
+    long flags = argc == 5 ? parse_count(argv[4], RT_EXEC_F_PTY) : -1;
     errno = EINVAL;
-    if (ncg < 0 || fork_cg < 0 || cap_last < 0)
+    if (ncg < 0 || fork_cg < 0 || cap_last < 0 || flags < 0)
         fail_to(rep, RT_STEP_ARGS);
+    p.flags = (int)flags;
     p.ncg = (int)ncg;
     p.first_cg = RT_EXEC_FD_FORK_CG + (int)fork_cg;
     p.cap_last = (int)cap_last;
@@ -367,9 +411,12 @@ static _Noreturn void exec_main(int argc, char **argv)
     close(sync[1]);
     for (int i = 0; i < p.ncg; i++)
         close(p.first_cg + i);
+    /* Not reaped before we wait below, so the pid stays the command's.  */
+    int child = (int)syscall(SYS_pidfd_open, pid, 0);
     report_to(rep, RT_REPORT_FORKED, 0);
     await_start(sync[0], pid);
     close(sync[0]);
+    relay_signals(child, pid);
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;

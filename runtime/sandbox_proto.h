@@ -15,19 +15,24 @@ enum {
     RT_EXEC_FD_INIT = 4,    /* pidfd of the sandbox's init */
     RT_EXEC_FD_SECCOMP = 5, /* sealed memfd: the struct sock_filter array */
     RT_EXEC_FD_PARAMS = 6,  /* memfd: the strings below */
-    RT_EXEC_FD_FORK_CG = 7, /* cgroup.procs the helper joins before forking (optional) */
+    RT_EXEC_FD_CONTROL = 7, /* read end of the agent's control pipe: signals (an int each) */
+    RT_EXEC_FD_FORK_CG = 8, /* cgroup.procs the helper joins before forking (optional) */
     /* then the cgroup.procs files the command joins, RT_EXEC_FD_FORK_CG
      * when there is no fork cgroup, RT_EXEC_FD_FORK_CG + 1 otherwise */
 };
 
 /* argv: RT_EXEC_ARGV0, number of command cgroup fds, "1" when there is a
- * fork cgroup fd and "0" otherwise, the last capability number, NULL.
+ * fork cgroup fd and "0" otherwise, the last capability number, the flags
+ * (RT_EXEC_F_* as a number), NULL.
  * The params memfd holds NUL-terminated strings: the cwd, the number of
  * candidate paths, the candidates, the number of arguments, the
  * arguments, then the environment up to the end.  The environment is not
  * the helper's own: glibc would parse (GLIBC_TUNABLES...) what a client
  * wrote in a process that is still host root.  */
 #define RT_EXEC_MAX_CG_FDS 8
+/* stdin is a terminal (a pty the agent opened in the sandbox's devpts):
+ * the command makes it its controlling terminal.  */
+#define RT_EXEC_F_PTY 1
 
 /* Start-up steps; a report names the step that failed and its errno.  */
 enum rt_step {
@@ -39,7 +44,7 @@ enum rt_step {
     RT_STEP_N,
     /* Not failures: progress of an exec helper.  */
     RT_REPORT_FORKED = 100, /* the command's process exists in the sandbox */
-    RT_REPORT_STARTED,      /* the command's execve succeeded */
+    RT_REPORT_STARTED,      /* the command's execve succeeded; err is its pid in the sandbox */
     RT_REPORT_START_TIMEOUT, /* it did not get there in time and was killed */
     RT_REPORT_LOST,         /* it died before execve without saying why (killed) */
     RT_REPORT_DONE,         /* the command ended; err is its wait status */
