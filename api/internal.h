@@ -38,6 +38,8 @@ typedef struct route {
     char *segs[16];
     size_t n;
     const char *sub, *rg, *group, *child_name, *action, *loc, *op_id;
+    const char *action_rest[2]; /* sandboxes' processes/{pid}/{what}: the segments after */
+    size_t n_action_rest;
     const struct api_kind *child; /* for R_CHILD* */
 } route_t;
 

@@ -86,6 +86,15 @@ static bool match_group_tree(route_t *rt)
         rt->kind = R_CHILD_ACTION;
         return true;
     }
+    /* A sandbox's processes/{pid} and processes/{pid}/{what}.  */
+    if (rt->n <= 13 && rt->child->action && seg_is(rt, 10, "processes")) {
+        rt->action = rt->segs[10];
+        rt->n_action_rest = rt->n - 11;
+        for (size_t i = 0; i < rt->n_action_rest; i++)
+            rt->action_rest[i] = rt->segs[11 + i];
+        rt->kind = R_CHILD_ACTION;
+        return true;
+    }
     return false;
 }
 

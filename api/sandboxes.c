@@ -2,6 +2,7 @@
  * made real by the scheduler; actions and files proxied to the host.  */
 #include "api/internal.h"
 
+#include <ctype.h>
 #include <string.h>
 
 /* Properties a client may set; the rest are the scheduler's to report.  */
@@ -177,7 +178,46 @@ static int sandbox_quota(api_t *api, st_tx_t *tx, const st_resource_t *parent, s
     return 0;
 }
 
-static const char *const actions[] = {"exec", "suspend", "resume", "stop", "start", "files"};
+static const char *const actions[] = {"exec",  "suspend", "resume",
+                                      "stop",  "start",   "files", "processes"};
+
+/* The methods of processes[/{pid}[/{what}]], or NULL for no such route. */
+static const char *process_methods(const route_t *rt)
+{
+    if (rt->n_action_rest == 0)
+        return "GET, POST";
+    if (rt->n_action_rest == 1)
+        return "GET";
+    const char *what = rt->action_rest[1];
+    if (strcasecmp(what, "stream") == 0)
+        return "GET";
+    if (!strcasecmp(what, "stdin") || !strcasecmp(what, "signal") || !strcasecmp(what, "resize"))
+        return "POST";
+    return NULL;
+}
+
+static bool method_listed(const char *allow, const char *m)
+{
+    size_t n = strlen(m);
+    for (const char *p = allow; n && (p = strstr(p, m)); p += n)
+        if ((p == allow || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* "processes/{pid}/{what}" as the host call names it (lower-case what). */
+static char *process_action(const route_t *rt)
+{
+    if (rt->n_action_rest == 0)
+        return xstrdup("processes");
+    if (rt->n_action_rest == 1)
+        return xasprintf("processes/%s", rt->action_rest[0]);
+    char what[16];
+    snprintf(what, sizeof(what), "%s", rt->action_rest[1]);
+    for (char *c = what; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    return xasprintf("processes/%s/%s", rt->action_rest[0], what);
+}
 
 static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *req,
                            http_response_t *res)
@@ -190,17 +230,26 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
         http_reply_error(res, 404, "NotFound", "No action '%s' on sandboxes.", rt->action);
         return;
     }
-    bool files = strcmp(action, "files") == 0;
+    bool files = strcmp(action, "files") == 0, procs = strcmp(action, "processes") == 0;
+    if (!procs && rt->n_action_rest) {
+        http_reply_error(res, 404, "NotFound", "No route matches.");
+        return;
+    }
+    const char *allow = files ? "GET, PUT, DELETE" : procs ? process_methods(rt) : "POST";
+    if (!allow) {
+        http_reply_error(res, 404, "NotFound", "No action '%s' on processes.",
+                         rt->action_rest[1]);
+        return;
+    }
     const char *m = req->method;
-    bool method_ok = files ? (!strcmp(m, "GET") || !strcmp(m, "PUT") || !strcmp(m, "DELETE"))
-                           : !strcmp(m, "POST");
-    if (!method_ok) {
-        http_add_header(res, "Allow", "%s", files ? "GET, PUT, DELETE" : "POST");
+    if (!method_listed(allow, m)) {
+        http_add_header(res, "Allow", "%s", allow);
         http_reply_error(res, 405, "MethodNotAllowed", "The method %s is not allowed here.", m);
         return;
     }
     sbx_error_t err = {0};
-    if (strcmp(action, "exec") == 0 && api_check_content_type(req, &err) < 0) {
+    bool json_body = strcmp(action, "exec") == 0 || (procs && strcmp(m, "POST") == 0);
+    if (json_body && api_check_content_type(req, &err) < 0) {
         http_reply_sbx_error(res, &err);
         return;
     }
@@ -213,10 +262,11 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
         http_reply_sbx_error(res, &err);
         return;
     }
+    _cleanup_free_ char *call = procs ? process_action(rt) : xstrdup(action);
     if (!api->hooks.sandbox_call)
         http_reply_error(res, 503, "ServiceUnavailable", "No scheduler is running.");
     else
-        api->hooks.sandbox_call(api->hooks.ctx, &r, action, req, res);
+        api->hooks.sandbox_call(api->hooks.ctx, &r, call, req, res);
     st_resource_done(&r);
 }
 

@@ -242,6 +242,8 @@ typedef struct download {
     CURL *c;
     struct curl_slist *hdrs;
     char *url;
+    char *body; /* a request body to send, or NULL */
+    size_t body_len;
 } download_t;
 
 static void download_unref(download_t *d)
@@ -257,6 +259,7 @@ static void download_unref(download_t *d)
     free(d->error_body.data);
     curl_slist_free_all(d->hdrs);
     free(d->url);
+    free(d->body);
     free(d);
 }
 
@@ -324,9 +327,8 @@ static void *download_main(void *arg)
     return NULL;
 }
 
-static int curl_call_download(void *ctx, const char *base_url, const char *path,
-                              const char *query, http_pipe_t *pipe, uint64_t *length,
-                              sched_reply_t *out)
+static int curl_call_stream(void *ctx, const char *base_url, const sched_stream_call_t *call,
+                            http_pipe_t *pipe, uint64_t *length, sched_reply_t *out)
 {
     sched_t *s = ctx;
     memset(out, 0, sizeof(*out));
@@ -338,8 +340,18 @@ static int curl_call_download(void *ctx, const char *base_url, const char *path,
     d->pipe = pipe;
     d->s = s;
     d->error_body.max = STREAM_ERROR_MAX;
-    d->url = call_url(base_url, path, query);
+    d->url = call_url(base_url, call->path, call->query);
     d->hdrs = curl_slist_append(NULL, "Expect:");
+    if (call->accept) {
+        _cleanup_free_ char *h = xasprintf("Accept: %s", call->accept);
+        d->hdrs = curl_slist_append(d->hdrs, h);
+    }
+    if (call->body) {
+        d->hdrs = curl_slist_append(d->hdrs, "Content-Type: application/json");
+        d->body = xmalloc(call->body_len + 1);
+        memcpy(d->body, call->body, call->body_len);
+        d->body_len = call->body_len;
+    }
     d->c = curl_easy_init();
     pthread_t t;
     pthread_attr_t attr;
@@ -347,7 +359,13 @@ static int curl_call_download(void *ctx, const char *base_url, const char *path,
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     int rc = -1;
     if (d->c) {
-        call_setup(s, d->c, d->url, "GET", d->hdrs);
+        call_setup(s, d->c, d->url, call->method, d->hdrs);
+        if (d->body) {
+            curl_easy_setopt(d->c, CURLOPT_POSTFIELDS, d->body);
+            curl_easy_setopt(d->c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->body_len);
+        }
+        if (call->events)
+            curl_easy_setopt(d->c, CURLOPT_TCP_KEEPALIVE, 1L);
         curl_easy_setopt(d->c, CURLOPT_WRITEFUNCTION, on_download_body);
         curl_easy_setopt(d->c, CURLOPT_WRITEDATA, d);
         curl_easy_setopt(d->c, CURLOPT_XFERINFOFUNCTION, on_download_progress);
@@ -408,7 +426,7 @@ static int curl_call_download(void *ctx, const char *base_url, const char *path,
 static const sched_agent_ops_t curl_ops = {
     .call = curl_call,
     .call_upload = curl_call_upload,
-    .call_download = curl_call_download,
+    .call_stream = curl_call_stream,
 };
 
 static const sched_agent_ops_t *ops_of(sched_t *s, void **ctx)
@@ -444,11 +462,18 @@ int sched_call_upload(sched_t *s, const char *base_url, const char *method, cons
                             out);
 }
 
-int sched_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
-                        http_pipe_t *pipe, uint64_t *length, sched_reply_t *out)
+int sched_call_stream(sched_t *s, const char *base_url, const sched_stream_call_t *call,
+                      http_pipe_t *pipe, uint64_t *length, sched_reply_t *out)
 {
     void *ctx;
     const sched_agent_ops_t *ops = ops_of(s, &ctx);
     memset(out, 0, sizeof(*out));
-    return ops->call_download(ctx, base_url, path, query, pipe, length, out);
+    return ops->call_stream(ctx, base_url, call, pipe, length, out);
+}
+
+int sched_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
+                        http_pipe_t *pipe, uint64_t *length, sched_reply_t *out)
+{
+    sched_stream_call_t call = {.method = "GET", .path = path, .query = query};
+    return sched_call_stream(s, base_url, &call, pipe, length, out);
 }

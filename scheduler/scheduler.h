@@ -25,6 +25,17 @@
 typedef struct sched sched_t;
 typedef struct sched_reply sched_reply_t;
 
+/* A call whose reply streams into a pipe (sched_call_stream): a file
+ * download, a process's event stream (events: the agent's keep-alives hold
+ * it open however long the process is silent), a POST with a JSON body.  */
+typedef struct sched_stream_call {
+    const char *method, *path, *query;
+    const char *accept; /* Accept header, or NULL */
+    const char *body;   /* JSON body, or NULL */
+    size_t body_len;
+    bool events;
+} sched_stream_call_t;
+
 /* How the scheduler reaches host agents: HTTPS by default (agent_client.c);
  * tests put a fake agent in the same process behind the same calls.  Each
  * fills *out (zeroed by the caller) and returns -1 when no answer came.  */
@@ -36,8 +47,8 @@ typedef struct sched_agent_ops {
                        const char *query, uint64_t size,
                        ssize_t (*read)(void *ud, void *buf, size_t n), void *ud,
                        int *read_errno, sched_reply_t *out);
-    int (*call_download)(void *ctx, const char *base_url, const char *path, const char *query,
-                         http_pipe_t *pipe, uint64_t *length, sched_reply_t *out);
+    int (*call_stream)(void *ctx, const char *base_url, const sched_stream_call_t *call,
+                       http_pipe_t *pipe, uint64_t *length, sched_reply_t *out);
 } sched_agent_ops_t;
 
 typedef struct sched_config {
@@ -131,6 +142,9 @@ int sched_call_upload(sched_t *s, const char *base_url, const char *method, cons
  * pipe's producer side belongs to the call.  */
 int sched_call_download(sched_t *s, const char *base_url, const char *path, const char *query,
                         http_pipe_t *pipe, uint64_t *length, sched_reply_t *out);
+/* sched_call_download for any call whose reply is streamed.  */
+int sched_call_stream(sched_t *s, const char *base_url, const sched_stream_call_t *call,
+                      http_pipe_t *pipe, uint64_t *length, sched_reply_t *out);
 
 /* A sandbox's lifecycle action ("suspend", "resume", "stop", "start") on
  * host_url: the agent's answer in *out; a 200 is also recorded as the

@@ -78,9 +78,85 @@ static int exec_timeout_ms(const http_request_t *req)
     return secs * 1000 + EXEC_GRACE_MS;
 }
 
+/* What an event stream's bytes wait in between the agent and the client:
+ * the agent's stream is paused while it is full (and the process behind
+ * it, once the agent's ring is a whole ring ahead), the client while it is
+ * empty; memory stays bounded whatever the client's pace.  */
+#define EVENTS_PIPE_CAP (64u << 10)
+
+static bool wants_events(const http_request_t *req)
+{
+    const char *accept = http_header(req, "Accept");
+    return accept && strstr(accept, "text/event-stream");
+}
+
+/* A call whose 2xx reply is a stream passed on as it comes.  */
+static void call_streamed(sched_t *s, const st_host_t *h, const sched_stream_call_t *call,
+                          http_response_t *res)
+{
+    http_pipe_t *pipe = http_pipe_new(EVENTS_PIPE_CAP);
+    uint64_t length;
+    sched_reply_t r;
+    sched_call_stream(s, h->url, call, pipe, &length, &r);
+    if (r.status >= 200 && r.status < 300) {
+        http_reply_pipe(res, (int)r.status, "text/event-stream", HTTP_SIZE_UNKNOWN, pipe);
+        http_add_header(res, "Cache-Control", "no-cache");
+        http_add_header(res, "X-Accel-Buffering", "no");
+    } else {
+        http_pipe_abandon(pipe);
+        pass_reply(res, &r);
+    }
+    sched_reply_done(&r);
+}
+
+/* processes[/{pid}[/{action}]]: the segments after "processes" are
+ * re-encoded for the agent's URL (they arrive decoded).  */
+static void call_processes(sched_t *s, const st_host_t *h, const char *rid, const char *action,
+                           const http_request_t *req, http_response_t *res)
+{
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/processes", rid);
+    const char *rest = action + strlen("processes");
+    bool stream = false;
+    while (*rest == '/') {
+        rest++;
+        size_t n = strcspn(rest, "/");
+        char *enc = curl_easy_escape(NULL, rest, (int)n);
+        char *longer = xasprintf("%s/%s", path, enc ? enc : "");
+        stream = n == 6 && strncmp(rest, "stream", 6) == 0 && !rest[n];
+        curl_free(enc);
+        free(path);
+        path = longer;
+        rest += n;
+    }
+    if (stream) {
+        const char *offset = http_query(req, "offset");
+        const char *last = http_header(req, "Last-Event-ID");
+        const char *from = offset ? offset : last;
+        char *enc = from ? curl_easy_escape(NULL, from, (int)strlen(from)) : NULL;
+        _cleanup_free_ char *query = enc ? xasprintf("offset=%s", enc) : NULL;
+        curl_free(enc);
+        sched_stream_call_t call = {.method = "GET", .path = path, .query = query,
+                                    .accept = "text/event-stream", .events = true};
+        return call_streamed(s, h, &call, res);
+    }
+    bool post = strcmp(req->method, "POST") == 0;
+    sched_reply_t r;
+    sched_call(s, h->url, req->method, path, NULL, "application/json", post ? req->body : NULL,
+               post ? req->body_len : 0, 60000, &r);
+    pass_reply(res, &r);
+    sched_reply_done(&r);
+}
+
 static void call_exec(sched_t *s, const st_host_t *h, const char *rid, const http_request_t *req,
                       http_response_t *res)
 {
+    if (wants_events(req)) {
+        _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/exec", rid);
+        sched_stream_call_t call = {.method = "POST", .path = path,
+                                    .accept = "text/event-stream", .body = req->body,
+                                    .body_len = req->body_len, .events = true};
+        return call_streamed(s, h, &call, res);
+    }
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/exec", rid);
     sched_reply_t r;
     sched_call(s, h->url, "POST", path, NULL, "application/json", req->body, req->body_len,
@@ -190,6 +266,8 @@ void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sb, const c
     const char *rid = sb->runtime_id;
     if (strcmp(action, "exec") == 0)
         call_exec(s, &h, rid, req, res);
+    else if (strncmp(action, "processes", 9) == 0)
+        call_processes(s, &h, rid, action, req, res);
     else if (strcmp(action, "files") == 0)
         call_files(s, &h, rid, req, res);
     else

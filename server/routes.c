@@ -146,6 +146,13 @@ static bool authenticated(routes_t *r, const http_request_t *req, http_response_
     return false;
 }
 
+bool routes_is_processes_path(const char *path)
+{
+    /* .../sandboxes/{s}/processes[/{pid}[/{what}]] */
+    const char *p = path ? strcasestr(path, "/processes") : NULL;
+    return p && (p[10] == '\0' || p[10] == '/');
+}
+
 bool routes_is_files_path(const char *path)
 {
     size_t n = strlen(path);

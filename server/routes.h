@@ -28,6 +28,9 @@ void routes_shutdown_begin(routes_t *r, int grace_ms);
 void routes_free(routes_t *r);
 /* Whether path names a sandbox's files (ends in /files).  */
 bool routes_is_files_path(const char *path);
+/* Whether path names a sandbox's processes (a GET of which waits on the
+ * sandbox's host, and may stream for long).  */
+bool routes_is_processes_path(const char *path);
 void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res);
 /* Whether the request carries a token that would be accepted (the ARM or
  * the admin one).  */

@@ -155,7 +155,7 @@ static bool run_apart(void *ctx, const http_request_t *req)
         return false;
     if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
         return true;
-    return routes_is_files_path(req->path);
+    return routes_is_files_path(req->path) || routes_is_processes_path(req->path);
 }
 
 /* Slow requests are counted per token; without one (--no-auth), per client
