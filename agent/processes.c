@@ -213,10 +213,11 @@ out:
 static void reply_stream(agent_api_t *api, proc_t *p, uint64_t from, http_response_t *res)
 {
     stream_t *s = xcalloc(1, sizeof(*s));
+    http_pipe_t *pipe = http_pipe_new(STREAM_PIPE_CAP); /* s may be gone once its thread runs */
     s->m = api->procs;
     s->p = p;
     s->r = proc_attach(p, from);
-    s->pipe = http_pipe_new(STREAM_PIPE_CAP);
+    s->pipe = pipe;
     pthread_mutex_lock(&api->procs->mu);
     int rc = agent_procs_thread_start_locked(api->procs, stream_main, s);
     pthread_mutex_unlock(&api->procs->mu);
@@ -228,7 +229,7 @@ static void reply_stream(agent_api_t *api, proc_t *p, uint64_t from, http_respon
         free(s);
         return http_reply_error(res, 503, "ServiceUnavailable", "cannot stream now");
     }
-    http_reply_pipe(res, 200, "text/event-stream", HTTP_SIZE_UNKNOWN, s->pipe);
+    http_reply_pipe(res, 200, "text/event-stream", HTTP_SIZE_UNKNOWN, pipe);
     http_add_header(res, "Cache-Control", "no-cache");
     http_add_header(res, "X-Accel-Buffering", "no");
 }

@@ -188,6 +188,10 @@ static void *pump_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (stop)
             break;
+        /* What a reader holds back is still to come: only time spent
+         * reading counts against the drain.  */
+        if (ended && blocked)
+            ended_at = now;
         if (ended && ((out < 0 && errfd < 0) || now >= ended_at + EXIT_DRAIN_MS))
             break;
         if (!ended && deadline && now >= deadline) {
@@ -203,7 +207,7 @@ static void *pump_main(void *arg)
                                 {.fd = blocked ? -1 : errfd, .events = POLLIN},
                                 {.fd = ended ? -1 : ev, .events = POLLIN}};
         int wait = blocked ? 50 : 1000;
-        if (ended)
+        if (ended && !blocked)
             wait = (int)(ended_at + EXIT_DRAIN_MS - now);
         else if (deadline && deadline - now < wait)
             wait = (int)(deadline - now);

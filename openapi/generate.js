@@ -159,6 +159,26 @@ const PARAMETERS = {
     'x-ms-parameter-location': 'method',
     'x-ms-client-name': 'ifNoneMatch',
   },
+  ProcessIdParameter: ext({
+    name: 'processId',
+    in: 'path',
+    required: true,
+    type: 'string',
+    minLength: 1,
+    maxLength: 64,
+    description: 'The process: its pid in the sandbox (digits), or its tag (the running process with that tag, else the last one started).',
+    'x-ms-parameter-location': 'method',
+  }),
+  ProcessOffsetParameter: ext({
+    name: 'offset',
+    in: 'query',
+    required: false,
+    type: 'integer',
+    format: 'int64',
+    minimum: 0,
+    description: 'Byte offset of the output to start from (an event\'s id, to resume after it); default the oldest byte the host still holds.',
+    'x-ms-parameter-location': 'method',
+  }),
   FilePathParameter: ext({
     name: 'path',
     in: 'query',
@@ -369,6 +389,95 @@ const DEFINITIONS = {
       durationMs: { type: 'integer', format: 'int64', description: 'Wall-clock run time in milliseconds.' },
     },
     required: ['exitCode', 'stdout', 'stderr', 'timedOut', 'durationMs'],
+  }),
+  ProcessStartRequest: ext({
+    description: 'A command to start in a sandbox, running on its own until it exits or is signalled, whoever is attached to it.',
+    type: 'object',
+    properties: {
+      command: { type: 'array', minItems: 1, maxItems: 4096, items: { type: 'string' }, description: 'Program and arguments, run without a shell; the program is looked up in the sandbox\'s PATH.' },
+      env: stringMap('Extra environment variables for this process.'),
+      cwd: { type: 'string', description: 'Absolute working directory (default "/").' },
+      user: { type: 'string', description: 'Only "root" (the sandbox\'s root, an unprivileged host user) is supported.' },
+      tag: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z_][A-Za-z0-9_.-]{0,63}$', description: 'A name to find the process by; unique among the sandbox\'s running processes.' },
+      stdin: { type: 'boolean', description: 'Keep stdin open for .../stdin (default false: stdin is at its end at once).' },
+      pty: {
+        type: 'object',
+        description: 'Run on a terminal of this size (stdin, stdout and stderr are the terminal; its output comes as pty events).',
+        properties: {
+          rows: { type: 'integer', format: 'int32', minimum: 1, maximum: 1000, description: 'Rows (default 24).' },
+          cols: { type: 'integer', format: 'int32', minimum: 1, maximum: 1000, description: 'Columns (default 80).' },
+        },
+      },
+      timeoutSeconds: { type: 'integer', format: 'int32', minimum: 1, maximum: 604800, description: 'Seconds after which the process tree is killed (default: none).' },
+    },
+    required: ['command'],
+  }),
+  Process: ext({
+    description: 'A process started in a sandbox, running or ended (exit records are kept 10 minutes, at most 64 a sandbox).',
+    type: 'object',
+    properties: {
+      pid: { type: 'integer', format: 'int32', description: 'Its pid in the sandbox.' },
+      tag: { type: 'string', 'x-nullable': true, description: 'Its tag, or null.' },
+      command: { type: 'array', items: { type: 'string' }, description: 'Program and arguments.' },
+      pty: { type: 'boolean', description: 'Whether it runs on a terminal.' },
+      running: { type: 'boolean', description: 'Whether it still runs.' },
+      startedAt: { type: 'string', format: 'date-time', description: 'When it started.' },
+      endedAt: { type: 'string', format: 'date-time', description: 'When it ended.' },
+      exitCode: { type: 'integer', format: 'int32', description: 'Its exit status once ended; -1 when a signal killed it (see signal) or its status was lost.' },
+      signal: { type: 'integer', format: 'int32', description: 'The signal that killed it, when one did.' },
+      timedOut: { type: 'boolean', description: 'True when it was killed at timeoutSeconds.' },
+      statusLost: { type: 'boolean', description: 'True when its exit status could not be known.' },
+      output: {
+        type: 'object',
+        description: 'The output the host holds: byte offsets [start, end) of the last 1 MiB of stdout and stderr (or the terminal) together.',
+        properties: {
+          start: { type: 'integer', format: 'int64', description: 'Offset of the oldest byte held; bytes before it are gone.' },
+          end: { type: 'integer', format: 'int64', description: 'Offset after the newest byte.' },
+        },
+      },
+    },
+    required: ['pid', 'command', 'running', 'startedAt'],
+  }),
+  ProcessListResult: ext({
+    description: 'The processes of a sandbox.',
+    type: 'object',
+    properties: {
+      value: { type: 'array', items: def('Process'), description: 'The processes, running and ended.' },
+      nextLink: { type: 'string', description: 'Never set: one page holds them all.' },
+    },
+    required: ['value'],
+  }),
+  ProcessStdinRequest: ext({
+    description: 'Bytes for a process\'s stdin (data or dataBase64), and whether that is the end of it.',
+    type: 'object',
+    properties: {
+      data: { type: 'string', description: 'Text to write (UTF-8).' },
+      dataBase64: { type: 'string', description: 'Bytes to write, base64-encoded.' },
+      eof: { type: 'boolean', description: 'Close stdin after writing (on a terminal: send ^D).' },
+    },
+  }),
+  ProcessStdinResult: ext({
+    description: 'What was written to a process\'s stdin.',
+    type: 'object',
+    properties: { written: { type: 'integer', format: 'int64', description: 'Bytes written.' } },
+    required: ['written'],
+  }),
+  ProcessSignalRequest: ext({
+    description: 'A signal for a process (sent to its process group; SIGKILL also ends everything it started).',
+    type: 'object',
+    properties: {
+      signal: { type: 'string', description: 'A name (SIGTERM, SIGKILL, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGCONT, SIGSTOP, SIGTSTP, SIGWINCH, SIGALRM; SIG optional) or a number 1..64 as a JSON number.' },
+    },
+    required: ['signal'],
+  }),
+  ProcessResizeRequest: ext({
+    description: 'A new size for a process\'s terminal.',
+    type: 'object',
+    properties: {
+      rows: { type: 'integer', format: 'int32', minimum: 1, maximum: 1000, description: 'Rows.' },
+      cols: { type: 'integer', format: 'int32', minimum: 1, maximum: 1000, description: 'Columns.' },
+    },
+    required: ['rows', 'cols'],
   }),
   FileEntry: ext({
     description: 'One entry of a directory inside a sandbox.',
@@ -645,11 +754,78 @@ function paths() {
     [SANDBOX + '/exec']: {
       post: op({
         id: 'Sandboxes_Exec', ext: true,
-        description: 'Run a command inside a sandbox and wait for it. A suspended sandbox is resumed first; a stopped one is 409.',
+        description: 'Run a command inside a sandbox and wait for it. A suspended sandbox is resumed first; a stopped one is 409. With Accept: text/event-stream the reply is instead the command\'s output as it is produced, the events of Sandboxes_StreamProcess (the command is a process of the sandbox, listed with the others), and timeoutSeconds kills it as here.',
         exampleTitle: 'Run a command in a Sandbox',
+        produces: ['application/json', 'text/event-stream'],
         parameters: [api, sub, rg, groupName, param('SandboxNameParameter'),
           body('body', 'ExecRequest', 'The command to run.')],
         responses: { 200: ok(def('ExecResult')) },
+      }),
+    },
+    [SANDBOX + '/processes']: {
+      get: op({
+        id: 'Sandboxes_ListProcesses', ext: true, pageable: true,
+        description: 'List the processes started in a sandbox (through processes or a streamed exec), running and ended.',
+        exampleTitle: 'List the processes of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter')],
+        responses: { 200: ok(def('ProcessListResult')) },
+      }),
+      post: op({
+        id: 'Sandboxes_StartProcess', ext: true,
+        description: 'Start a process in a sandbox and return once it runs. A suspended sandbox is resumed first; a stopped one is 409; a command that is not there is 400 CommandNotFound; at most 64 run at once in a sandbox (409 TooManyProcesses); a tag a running process has is 409 ProcessTagConflict.',
+        exampleTitle: 'Start a process in a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'),
+          body('body', 'ProcessStartRequest', 'The process to start.')],
+        responses: { 201: { description: 'The process runs.', schema: def('Process') } },
+      }),
+    },
+    [SANDBOX + '/processes/{processId}']: {
+      get: op({
+        id: 'Sandboxes_GetProcess', ext: true,
+        description: 'A process of a sandbox, by pid or tag.',
+        exampleTitle: 'Get a process of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('ProcessIdParameter')],
+        responses: { 200: ok(def('Process')) },
+      }),
+    },
+    [SANDBOX + '/processes/{processId}/stream']: {
+      get: op({
+        id: 'Sandboxes_StreamProcess', ext: true,
+        description: 'Attach to a process\'s output, from any offset the host still holds, until it ends: a text/event-stream of the output as it is produced. Events: start {pid}; stdout, stderr and pty {data: base64 bytes}, each with id the byte offset after it; gap {from, to} for output dropped before this reader took it; exit {exitCode, signal?, timedOut, statusLost?, endedAt}, the last. A comment line comes every 15 s while the process is silent. A slow reader slows the stream (and, while it is a whole 1 MiB ring behind, the process\'s writes); one that takes nothing for 10 s stops holding the process back. Closing the stream never ends the process; an ended process\'s stream sends what is held and its exit.',
+        exampleTitle: 'Attach to a process of a Sandbox',
+        produces: ['text/event-stream', 'application/json'],
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('ProcessIdParameter'), param('ProcessOffsetParameter')],
+        responses: { 200: ok({ type: 'string' }) },
+      }),
+    },
+    [SANDBOX + '/processes/{processId}/stdin']: {
+      post: op({
+        id: 'Sandboxes_ProcessStdin', ext: true,
+        description: 'Write to a process\'s stdin (started with stdin true or a pty): 409 StdinClosed once it is closed, 503 StdinBlocked when the process takes none of it for 10 s.',
+        exampleTitle: 'Write to the stdin of a process of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('ProcessIdParameter'),
+          body('body', 'ProcessStdinRequest', 'The bytes.')],
+        responses: { 200: ok(def('ProcessStdinResult')) },
+      }),
+    },
+    [SANDBOX + '/processes/{processId}/signal']: {
+      post: op({
+        id: 'Sandboxes_SignalProcess', ext: true,
+        description: 'Send a signal to a running process (its process group); 409 ProcessEnded once it has ended.',
+        exampleTitle: 'Signal a process of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('ProcessIdParameter'),
+          body('body', 'ProcessSignalRequest', 'The signal.')],
+        responses: { 200: ok(def('Process')) },
+      }),
+    },
+    [SANDBOX + '/processes/{processId}/resize']: {
+      post: op({
+        id: 'Sandboxes_ResizeProcess', ext: true,
+        description: 'Resize a process\'s terminal (400 NoTerminal for a process started without one).',
+        exampleTitle: 'Resize the terminal of a process of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('ProcessIdParameter'),
+          body('body', 'ProcessResizeRequest', 'The new size.')],
+        responses: { 200: ok(def('Process')) },
       }),
     },
     ...sandboxAction('suspend', 'Suspend a sandbox: it keeps its state and stops using CPU.'),
@@ -717,6 +893,9 @@ const ERROR_CODES = [
   ['InvalidParameter', 400, 'a query parameter (e.g. $top) is not valid'],
   ['InvalidUrl', 400, 'the URL carries %00 (a NUL), which no name or path may contain'],
   ['InvalidPath', 400, 'the files API\'s path is missing, not absolute or too long'],
+  ['CommandNotFound', 400, 'the command is not in the sandbox'],
+  ['CommandNotExecutable', 400, 'the command is not an executable file'],
+  ['NoTerminal', 400, 'the process runs without a terminal'],
   ['ImageNotFound', 400, 'the sandbox\'s image does not exist'],
   ['InvalidImage', 400, 'the sandbox\'s image cannot be used'],
   ['InvalidTags', 400, 'tags are not an object of strings, or break ARM\'s limits'],
@@ -727,6 +906,7 @@ const ERROR_CODES = [
   ['Forbidden', 403, 'the caller may not do this'],
   ['ResourceNotFound', 404, 'the resource does not exist'],
   ['ParentResourceNotFound', 404, 'the parent (sandbox group) does not exist'],
+  ['ProcessNotFound', 404, 'the sandbox has no process with that pid or tag (or its exit record is gone)'],
   ['SandboxNotFound', 404, 'the sandbox\'s host no longer has it'],
   ['FileNotFound', 404, 'no such file in the sandbox'],
   ['OperationNotFound', 404, 'no such asynchronous operation'],
@@ -740,6 +920,10 @@ const ERROR_CODES = [
   ['SandboxFailed', 409, 'the sandbox failed (its statusMessage says why); delete it and create another'],
   ['SandboxNotReady', 409, 'the sandbox is still being created'],
   ['SandboxDeleting', 409, 'the sandbox is being deleted'],
+  ['ProcessTagConflict', 409, 'a running process of the sandbox has that tag'],
+  ['TooManyProcesses', 409, 'the sandbox runs 64 processes, the most it may'],
+  ['ProcessEnded', 409, 'the process has ended'],
+  ['StdinClosed', 409, 'the process\'s stdin is closed'],
   ['SandboxConflict', 409, 'the sandbox\'s host holds a different sandbox under its ID'],
   ['MaxSandboxesReached', 409, 'the group already holds scale.maxSandboxes sandboxes'],
   ['PreconditionFailed', 412, 'If-Match or If-None-Match did not hold'],
@@ -926,6 +1110,20 @@ function examples(version, doc) {
   add('Sandboxes_Delete', sb, { 202: { headers: asyncHeaders(version, true) }, 204: {} });
   add('Sandboxes_Exec', { ...sb, body: { command: ['sh', '-c', 'echo hi'], env: {}, cwd: '/', stdin: '', timeoutSeconds: 30 } }, {
     200: { body: { exitCode: 0, stdout: 'hi\n', stderr: '', timedOut: false, durationMs: 3, stdoutTruncated: false, stderrTruncated: false } },
+  });
+  const proc = { pid: 7, tag: 'server', command: ['python3', '-m', 'http.server'], pty: false, running: true, startedAt: EX.time, output: { start: 0, end: 58 } };
+  const ended = { ...proc, running: false, endedAt: EX.time2, exitCode: -1, signal: 15, timedOut: false };
+  const pp = { ...sb, processId: 'server' };
+  add('Sandboxes_ListProcesses', sb, list(proc));
+  add('Sandboxes_StartProcess', { ...sb, body: { command: ['python3', '-m', 'http.server'], tag: 'server', env: {}, cwd: '/tmp' } }, { 201: { body: proc } });
+  add('Sandboxes_GetProcess', pp, { 200: { body: proc } });
+  add('Sandboxes_StreamProcess', { ...pp, offset: 0 }, {
+    200: { body: 'event: start\ndata: {"pid":7}\n\nid: 58\nevent: stderr\ndata: {"data":"U2VydmluZyBIVFRQIG9uIDAuMC4wLjAgcG9ydCA4MDAwIC4uLgo="}\n\n' },
+  });
+  add('Sandboxes_ProcessStdin', { ...pp, body: { data: 'hello\n', eof: true } }, { 200: { body: { written: 6 } } });
+  add('Sandboxes_SignalProcess', { ...pp, body: { signal: 'SIGTERM' } }, { 200: { body: ended } });
+  add('Sandboxes_ResizeProcess', { ...sb, processId: 'shell', body: { rows: 50, cols: 120 } }, {
+    200: { body: { ...proc, tag: 'shell', command: ['sh'], pty: true } },
   });
   const stateAfter = { Suspend: 'Suspended', Resume: 'Running', Stop: 'Stopped', Start: 'Running' };
   for (const verb of ['Suspend', 'Resume', 'Stop', 'Start']) {

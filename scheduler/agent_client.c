@@ -364,8 +364,13 @@ static int curl_call_stream(void *ctx, const char *base_url, const sched_stream_
             curl_easy_setopt(d->c, CURLOPT_POSTFIELDS, d->body);
             curl_easy_setopt(d->c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->body_len);
         }
-        if (call->events)
+        if (call->events) {
             curl_easy_setopt(d->c, CURLOPT_TCP_KEEPALIVE, 1L);
+            /* Many clients attach at once (a fleet reconnecting): each is a
+             * TLS handshake with the agent, which a loaded host may take
+             * longer than 3 s to finish for all of them.  */
+            curl_easy_setopt(d->c, CURLOPT_CONNECTTIMEOUT_MS, 15000L);
+        }
         curl_easy_setopt(d->c, CURLOPT_WRITEFUNCTION, on_download_body);
         curl_easy_setopt(d->c, CURLOPT_WRITEDATA, d);
         curl_easy_setopt(d->c, CURLOPT_XFERINFOFUNCTION, on_download_progress);
