@@ -188,6 +188,15 @@ static int group_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, 
             continue;
         json_object_set_new(props, ext[i], known_fields(v, ext[i]));
     }
+    json_t *exec_policy = in ? json_object_get(in, "execPolicy") : NULL;
+    if (!exec_policy && patch && old)
+        exec_policy = json_object_get(old, "execPolicy");
+    if (exec_policy && !json_is_null(exec_policy)) {
+        json_t *built = api_exec_policy_build(exec_policy, err);
+        if (!built)
+            return -1;
+        json_object_set_new(props, "execPolicy", built);
+    }
     json_t *defaults = json_object_get(props, "sandboxDefaults");
     if (defaults && !json_is_object(defaults))
         return api_invalid(err, "properties.sandboxDefaults",
@@ -223,4 +232,5 @@ const api_kind_t api_kind_group = {
     .async_put = true,
     .patchable = true,
     .validate = group_validate,
+    .build_private = api_exec_policy_private,
 };

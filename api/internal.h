@@ -78,6 +78,16 @@ typedef struct api_kind {
 } api_kind_t;
 
 extern const api_kind_t api_kind_group;
+
+/* A group's execPolicy (exec_policy.c): the properties to store from the
+ * input (NULL after filling err), the webhook secret into the private
+ * part, and the admission of an exec or process start ("exec" |
+ * "process") in a sandbox: 0 to go on, -1 after replying 403 ExecDenied. */
+json_t *api_exec_policy_build(const json_t *in, sbx_error_t *err);
+int api_exec_policy_private(api_t *api, const json_t *in, const json_t *old_body, json_t *body,
+                            sbx_error_t *err);
+int api_exec_admit(api_t *api, const st_resource_t *sandbox, const char *kind,
+                   const http_request_t *req, http_response_t *res);
 extern const api_kind_t api_kind_vnet;
 extern const api_kind_t api_kind_egress;
 extern const api_kind_t api_kind_sandbox;

@@ -263,7 +263,10 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
         return;
     }
     _cleanup_free_ char *call = procs ? process_action(rt) : xstrdup(action);
-    if (!api->hooks.sandbox_call)
+    bool starts = strcmp(action, "exec") == 0 || (procs && rt->n_action_rest == 0 &&
+                                                  strcmp(m, "POST") == 0);
+    if (starts && api_exec_admit(api, &r, procs ? "process" : "exec", req, res) < 0) {
+    } else if (!api->hooks.sandbox_call)
         http_reply_error(res, 503, "ServiceUnavailable", "No scheduler is running.");
     else
         api->hooks.sandbox_call(api->hooks.ctx, &r, call, req, res);

@@ -7,6 +7,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "scheduler/scheduler.h"
@@ -94,10 +95,20 @@ static bool wants_events(const http_request_t *req)
 static void call_streamed(sched_t *s, const st_host_t *h, const sched_stream_call_t *call,
                           http_response_t *res)
 {
-    http_pipe_t *pipe = http_pipe_new(EVENTS_PIPE_CAP);
+    http_pipe_t *pipe = NULL;
     uint64_t length;
     sched_reply_t r;
-    sched_call_stream(s, h->url, call, pipe, &length, &r);
+    /* An attach that got no answer (a loaded host dropped the connection
+     * before reading the request) is tried again: it changes nothing.  */
+    for (int attempt = 0;; attempt++) {
+        pipe = http_pipe_new(EVENTS_PIPE_CAP);
+        sched_call_stream(s, h->url, call, pipe, &length, &r);
+        if (r.status != 0 || r.shutdown || call->body || attempt == 2)
+            break;
+        http_pipe_abandon(pipe);
+        sched_reply_done(&r);
+        usleep(100000 << attempt);
+    }
     if (r.status >= 200 && r.status < 300) {
         http_reply_pipe(res, (int)r.status, "text/event-stream", HTTP_SIZE_UNKNOWN, pipe);
         http_add_header(res, "Cache-Control", "no-cache");

@@ -7,6 +7,9 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "tests/testutil.h"
@@ -634,8 +637,10 @@ START_TEST(test_many_streams)
     start("p1", "{\"command\":[\"sh\",\"-c\",\"sleep 3; echo done\"],\"tag\":\"shared\"}");
     enum { N = 200 };
     sse_t **xs = xcalloc(N, sizeof(*xs));
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < N; i++) {
         xs[i] = attach("p1", "shared", NULL);
+        usleep(2000); /* concurrent streams, not a burst of handshakes */
+    }
     int ok = 0;
     for (int i = 0; i < N; i++) {
         json_t *e = sse_exit(xs[i], 60000);
@@ -786,6 +791,164 @@ START_TEST(test_hostile_input)
 }
 END_TEST
 
+/* ---- exec admission ---- */
+
+/* A webhook that misbehaves as told: answers late, or with garbage.  */
+static int g_mock_fd = -1, g_mock_port;
+static volatile int g_mock_mode; /* 0: garbage, 1: slow */
+
+static void *mock_main(void *arg)
+{
+    for (;;) {
+        int c = accept(g_mock_fd, NULL, NULL);
+        if (c < 0)
+            return NULL;
+        char buf[8192];
+        (void)!read(c, buf, sizeof(buf));
+        if (g_mock_mode == 1)
+            usleep(1500 * 1000);
+        const char *reply = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                            "Content-Length: 9\r\nConnection: close\r\n\r\nnot json!";
+        (void)!write(c, reply, strlen(reply));
+        close(c);
+    }
+}
+
+static void mock_start(void)
+{
+    g_mock_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(g_mock_fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    socklen_t l = sizeof(a);
+    getsockname(g_mock_fd, (struct sockaddr *)&a, &l);
+    g_mock_port = ntohs(a.sin_port);
+    ck_assert_int_eq(listen(g_mock_fd, 16), 0);
+    pthread_t t;
+    pthread_create(&t, NULL, mock_main, NULL);
+    pthread_detach(t);
+}
+
+static void put_policy(const char *policy)
+{
+    _cleanup_free_ char *gp = xasprintf("/subscriptions/" SUB "/resourceGroups/rg/providers/"
+                                        "Microsoft.App/sandboxGroups/" GROUP API);
+    _cleanup_free_ char *body =
+        xasprintf("{\"location\":\"westus\",\"properties\":{\"execPolicy\":%s}}", policy);
+    json_t *j = NULL;
+    long st = call("PUT", gp, body, &j);
+    ck_assert_msg(st == 200 || st == 201, "PUT execPolicy: %ld %s", st, err_code(j));
+    json_decref(j);
+}
+
+static long exec_body(const char *body, json_t **out)
+{
+    _cleanup_free_ char *p = sb_path("p1", "/exec");
+    return call("POST", p, body, out);
+}
+
+static void expect_denied(const char *body, const char *reason_part)
+{
+    json_t *j = NULL;
+    long st = exec_body(body, &j);
+    ck_assert_msg(st == 403, "%s: %ld", body, st);
+    ck_assert_str_eq(err_code(j), "ExecDenied");
+    const char *msg =
+        json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    ck_assert_msg(msg && strstr(msg, reason_part), "%s: denied with '%s'", body, msg);
+    json_decref(j);
+}
+
+START_TEST(test_exec_admission)
+{
+    /* The allow list.  */
+    put_policy("{\"allowedExecutables\":[\"echo\",\"/bin/cat\",\"sh\",\"python3\"]}");
+    ck_assert_int_eq(exec_body("{\"command\":[\"echo\",\"ok\"]}", NULL), 200);
+    expect_denied("{\"command\":[\"ls\"]}", "allowed executables");
+    expect_denied("{\"command\":[\"/bin/echo\",\"x\"]}", "allowed executables");
+    expect_denied("{\"command\":[\"cat\"]}", "allowed executables");
+    _cleanup_free_ char *procs = sb_path("p1", "/processes");
+    json_t *j = NULL;
+    ck_assert_int_eq(call("POST", procs, "{\"command\":[\"id\"]}", &j), 403);
+    ck_assert_str_eq(err_code(j), "ExecDenied");
+    json_decref(j);
+
+    /* The example scanner as the webhook, with a secret.  */
+    int port = tu_free_port();
+    _cleanup_free_ char *scanner = tu_src("examples/exec-admission/scanner.py");
+    _cleanup_free_ char *listen = xasprintf("127.0.0.1:%d", port);
+    char *argv[] = {"/usr/bin/env", "python3", scanner, "--listen", listen, NULL};
+    char *env[] = {"SCANNER_SECRET=s3cret", NULL};
+    _cleanup_free_ char *slog = xasprintf("%s/scanner.log", g_root);
+    pid_t spid = tu_spawn(argv, env, slog);
+    ck_assert(tu_wait_port(port, 10000));
+    _cleanup_free_ char *pol = xasprintf(
+        "{\"webhook\":{\"url\":\"http://127.0.0.1:%d/admit\",\"secret\":\"s3cret\","
+        "\"failurePolicy\":\"Deny\",\"timeoutMs\":5000}}",
+        port);
+    put_policy(pol);
+    /* The secret is not served.  */
+    _cleanup_free_ char *gp = xasprintf("/subscriptions/" SUB "/resourceGroups/rg/providers/"
+                                        "Microsoft.App/sandboxGroups/" GROUP API);
+    ck_assert_int_eq(call("GET", gp, NULL, &j), 200);
+    json_t *hook = json_object_get(json_object_get(json_object_get(j, "properties"),
+                                                   "execPolicy"),
+                                   "webhook");
+    ck_assert(json_is_true(json_object_get(hook, "hasSecret")));
+    ck_assert_ptr_null(json_object_get(hook, "secret"));
+    _cleanup_free_ char *served = json_dumps(j, JSON_COMPACT);
+    ck_assert_ptr_null(strstr(served, "s3cret"));
+    json_decref(j);
+    ck_assert_int_eq(exec_body("{\"command\":[\"python3\",\"-c\",\"print(6*7)\"]}", &j), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "stdout")), g_python ? "42\n" : "");
+    json_decref(j);
+    expect_denied("{\"command\":[\"python3\",\"-c\",\"import socket\"]}", "imports socket");
+    expect_denied("{\"command\":[\"sh\",\"-ec\",\"wget http://x\"]}", "network");
+    ck_assert_int_eq(call("POST", procs, "{\"command\":[\"sh\",\"-c\",\"curl x\"]}", NULL), 403);
+    /* A wrong secret: the scanner says 401, a failure, and Deny holds.  */
+    pol = (free(pol), xasprintf("{\"webhook\":{\"url\":\"http://127.0.0.1:%d/admit\",\"secret\":"
+                                "\"wrong\",\"failurePolicy\":\"Deny\"}}",
+                                port));
+    put_policy(pol);
+    expect_denied("{\"command\":[\"echo\",\"x\"]}", "answered with an error");
+    tu_stop(spid, 5000);
+
+    /* A webhook that answers too late, failing closed and open; one that
+     * answers garbage.  */
+    mock_start();
+    g_mock_mode = 1;
+    pol = (free(pol), xasprintf("{\"webhook\":{\"url\":\"http://127.0.0.1:%d/\","
+                                "\"timeoutMs\":300,\"failurePolicy\":\"Deny\"}}",
+                                g_mock_port));
+    put_policy(pol);
+    int64_t t0 = sbx_monotonic_ms();
+    expect_denied("{\"command\":[\"echo\",\"x\"]}", "in time");
+    ck_assert_int_lt(sbx_monotonic_ms() - t0, 1400);
+    pol = (free(pol), xasprintf("{\"webhook\":{\"url\":\"http://127.0.0.1:%d/\","
+                                "\"timeoutMs\":300,\"failurePolicy\":\"Allow\"}}",
+                                g_mock_port));
+    put_policy(pol);
+    ck_assert_int_eq(exec_body("{\"command\":[\"echo\",\"x\"]}", NULL), 200);
+    g_mock_mode = 0;
+    ck_assert_int_eq(exec_body("{\"command\":[\"echo\",\"x\"]}", NULL), 200);
+    pol = (free(pol), xasprintf("{\"webhook\":{\"url\":\"http://127.0.0.1:%d/\","
+                                "\"failurePolicy\":\"Deny\"}}",
+                                g_mock_port));
+    put_policy(pol);
+    expect_denied("{\"command\":[\"echo\",\"x\"]}", "not {\"allow\": bool}");
+    /* Bad policies.  */
+    _cleanup_free_ char *bad1 = xasprintf("{\"location\":\"westus\",\"properties\":{\"execPolicy\":"
+                                          "{\"allowedExecutables\":[\"a/b\"]}}}");
+    ck_assert_int_eq(call("PUT", gp, bad1, NULL), 400);
+    ck_assert_int_eq(call("PUT", gp,
+                          "{\"location\":\"westus\",\"properties\":{\"execPolicy\":{\"webhook\":"
+                          "{\"url\":\"ftp://x\"}}}}",
+                          NULL),
+                     400);
+    put_policy("null");
+    ck_assert_int_eq(exec_body("{\"command\":[\"ls\"]}", NULL), 200);
+}
+END_TEST
+
 /* Last: neither sandboxd nor its agent reported a sanitizer error (nor
  * was the agent restarted after a crash).  */
 START_TEST(test_no_crash)
@@ -814,6 +977,7 @@ int main(void)
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_delete_ends_streams);
     tcase_add_test(tc, test_hostile_input);
+    tcase_add_test(tc, test_exec_admission);
     tcase_add_test(tc, test_no_crash);
     suite_add_tcase(s, tc);
     return tu_run(s);
