@@ -314,7 +314,6 @@ const DEFINITIONS = {
       secret: { type: 'string', minLength: 1, maxLength: 256, 'x-ms-secret': true, 'x-ms-mutability': ['create', 'update'], description: 'Write-only: each call carries X-Sandboxd-Signature: sha256=<hex HMAC-SHA256 of the body with it>. Absent in a PUT keeps the stored one; null removes it.' },
       hasSecret: { type: 'boolean', readOnly: true, description: 'Whether a secret is stored.' },
     },
-    required: ['url'],
   }),
   Isolation: ext(ISOLATION),
   HostFailurePolicy: ext(HOST_FAILURE_POLICY),

@@ -1066,7 +1066,7 @@ static int stdio_open(struct exec_run *x, const struct launch *l, int io[3], int
                       sbx_error_t *err)
 {
     if (l->pty) {
-        int m, p;
+        int m = -1, p = -1;
         if (pty_open(x->sb, l->rows, l->cols, &m, &p, err) < 0)
             return -1;
         io[0] = p;
