@@ -2328,7 +2328,10 @@ START_TEST(secure_env_reaches_sandbox)
     want_mode(e2e.data, 0700);
     _cleanup_free_ char *agent = xasprintf("%s/agent", e2e.data);
     want_mode(agent, 0700);
-    _cleanup_free_ char *specs = xasprintf("%s/sandboxes", agent);
+    /* The runtime's record of each sandbox is the one record of its spec.  */
+    _cleanup_free_ char *runtime = xasprintf("%s/runtime", agent);
+    want_mode(runtime, 0700);
+    _cleanup_free_ char *specs = xasprintf("%s/sandboxes", runtime);
     want_mode(specs, 0700);
     DIR *d = opendir(specs);
     ck_assert_ptr_nonnull(d);
@@ -2337,7 +2340,9 @@ START_TEST(secure_env_reaches_sandbox)
     while ((de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
-        _cleanup_free_ char *p = xasprintf("%s/%s", specs, de->d_name);
+        _cleanup_free_ char *dir = xasprintf("%s/%s", specs, de->d_name);
+        want_mode(dir, 0700);
+        _cleanup_free_ char *p = xasprintf("%s/state.json", dir);
         want_mode(p, 0600);
         seen += file_contains(p, E2E_SECRET);
     }
