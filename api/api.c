@@ -136,6 +136,23 @@ static void dispatch_group(api_t *api, const route_t *rt, const http_request_t *
         api_resource_delete(api, rt, &api_kind_group, req, res);
 }
 
+/* The caller of the request this thread is answering: handlers run on the
+ * request's thread from start to end.  */
+static _Thread_local const char *request_principal;
+
+const char *api_principal(const api_t *api)
+{
+    return request_principal ? request_principal : api->cfg.principal;
+}
+
+void api_handle_as(api_t *api, const http_request_t *req, const char *principal,
+                   http_response_t *res)
+{
+    request_principal = principal;
+    api_handle(api, req, res);
+    request_principal = NULL;
+}
+
 void api_handle(api_t *api, const http_request_t *req, http_response_t *res)
 {
     route_t rt;

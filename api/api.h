@@ -57,6 +57,10 @@ api_t *api_new(const api_config_t *cfg, st_db_t *db, const api_hooks_t *hooks);
 void api_free(api_t *api);
 /* Answer one request (already authenticated).  */
 void api_handle(api_t *api, const http_request_t *req, http_response_t *res);
+/* The same for a known caller: principal is systemData's createdBy and
+ * lastModifiedBy for what the request writes (NULL: cfg->principal).  */
+void api_handle_as(api_t *api, const http_request_t *req, const char *principal,
+                   http_response_t *res);
 
 /* The ARM error code of a scheduler failure.  */
 const char *api_failure_code(sbx_failure_t why);

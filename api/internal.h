@@ -93,6 +93,9 @@ extern const api_kind_t api_kind_egress;
 extern const api_kind_t api_kind_sandbox;
 const api_kind_t *api_child_kind(const char *segment);
 
+/* api.c: systemData's principal for the request being answered */
+const char *api_principal(const api_t *api);
+
 /* routes.c */
 int api_route_parse(const char *path, route_t *rt);
 void api_route_done(route_t *rt);

@@ -255,7 +255,7 @@ static int build_resource(put_ctx_t *c, const json_t *in, sbx_error_t *err)
     json_object_set_new(body, "systemData",
                         api_system_data(c->have_old ? json_object_get(c->old.body, "systemData")
                                                     : NULL,
-                                        c->api->cfg.principal, sbx_now_ms()));
+                                        api_principal(c->api), sbx_now_ms()));
     json_t *in_props = json_object_get(in, "properties");
     if (c->k->build_private &&
         c->k->build_private(c->api, json_is_object(in_props) ? in_props : NULL,

@@ -14,8 +14,24 @@ static const char usage[] =
     "                         default ./sandboxd-data)\n"
     "  --tls-cert FILE        serve HTTPS with this certificate (SANDBOXD_TLS_CERT)\n"
     "  --tls-key FILE         and this key (SANDBOXD_TLS_KEY)\n"
-    "  --auth-token TOKEN     bearer token clients must send (SANDBOXD_AUTH_TOKEN);\n"
-    "                         default: a random token written to DIR/dev-token\n"
+    "  --auth-token TOKEN     a fixed bearer token accepted besides JWTs, Contributor\n"
+    "                         everywhere (SANDBOXD_AUTH_TOKEN); without it a JWT of\n"
+    "                         sandboxd's own issuer is written to DIR/dev-token\n"
+    "  --issuer-url URL       sandboxd's own OIDC issuer (iss of the tokens it signs;\n"
+    "                         its discovery document is served under it)\n"
+    "                         (SANDBOXD_ISSUER_URL; default: kept from the first start,\n"
+    "                         then http(s)://LISTEN)\n"
+    "  --oidc-issuer ISSUER[=JWKS]\n"
+    "                         trust tokens from ISSUER, keys from JWKS (a file or URL;\n"
+    "                         default: its discovery document); repeatable\n"
+    "                         (SANDBOXD_OIDC_ISSUERS, space-separated)\n"
+    "  --oidc-audience AUD    audience API tokens must carry; repeatable\n"
+    "                         (SANDBOXD_OIDC_AUDIENCES, space-separated; default\n"
+    "                         https://management.azure.com/ and .core.windows.net/)\n"
+    "  --signing-alg ALG      RS256 (default) or ES256 for new signing keys\n"
+    "                         (SANDBOXD_SIGNING_ALG)\n"
+    "  --key-rotation S       a signing key signs for S seconds and verifies for S more\n"
+    "                         (SANDBOXD_KEY_ROTATION; default 2592000, 30 days)\n"
     "  --no-auth              accept requests without a token; loopback only\n"
     "                         (SANDBOXD_NO_AUTH=1)\n"
     "  --admin-token TOKEN    token for the host admin API (SANDBOXD_ADMIN_TOKEN);\n"
@@ -73,7 +89,8 @@ enum {
     O_PLACEMENT_TIMEOUT, O_MAX_DISK,
     O_MAX_IN_FLIGHT, O_MAX_IN_FLIGHT_PER_CLIENT, O_MAX_CONNECTIONS,
     O_MAX_CONNECTIONS_PER_ADDRESS, O_HEADER_TIMEOUT,
-    O_ALLOW_PRIVATE_REGISTRIES,
+    O_ALLOW_PRIVATE_REGISTRIES, O_ISSUER_URL, O_OIDC_ISSUER, O_OIDC_AUDIENCE, O_SIGNING_ALG,
+    O_KEY_ROTATION,
 };
 
 static const struct option options[] = {
@@ -106,6 +123,11 @@ static const struct option options[] = {
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {"allow-private-registries", no_argument, NULL, O_ALLOW_PRIVATE_REGISTRIES},
+    {"issuer-url", required_argument, NULL, O_ISSUER_URL},
+    {"oidc-issuer", required_argument, NULL, O_OIDC_ISSUER},
+    {"oidc-audience", required_argument, NULL, O_OIDC_AUDIENCE},
+    {"signing-alg", required_argument, NULL, O_SIGNING_ALG},
+    {"key-rotation", required_argument, NULL, O_KEY_ROTATION},
     {NULL, 0, NULL, 0},
 };
 
@@ -180,7 +202,56 @@ static const struct num_flag {
      offsetof(sbx_config_t, max_connections_per_address), false},
     {O_HEADER_TIMEOUT, "--header-timeout", "SANDBOXD_HEADER_TIMEOUT", 1, 3600,
      offsetof(sbx_config_t, header_timeout), false},
+    {O_KEY_ROTATION, "--key-rotation", "SANDBOXD_KEY_ROTATION", 2, 366 * 86400,
+     offsetof(sbx_config_t, key_rotation_s), false},
 };
+
+/* Append to a NULL-terminated list.  */
+static void list_add(char ***list, size_t *n, const char *v)
+{
+    *list = xrealloc(*list, (*n + 2) * sizeof(**list));
+    (*list)[(*n)++] = xstrdup(v);
+    (*list)[*n] = NULL;
+}
+
+static void list_add_words(char ***list, size_t *n, const char *v)
+{
+    _cleanup_free_ char *copy = xstrdup(v);
+    char *save = NULL;
+    for (char *w = strtok_r(copy, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+        list_add(list, n, w);
+}
+
+static void list_free(char ***list, size_t *n)
+{
+    for (size_t i = 0; *list && i < *n; i++)
+        free((*list)[i]);
+    free(*list);
+    *list = NULL;
+    *n = 0;
+}
+
+/* An issuer is an https URL (http on loopback for tests), optionally with
+ * "=JWKS"; an audience any short printable string.  */
+static int check_identity(const sbx_config_t *cfg, sbx_error_t *err)
+{
+    for (size_t i = 0; i < cfg->n_oidc_issuers; i++) {
+        const char *v = cfg->oidc_issuers[i];
+        if (!sbx_str_has_prefix(v, "https://") && !sbx_str_has_prefix(v, "http://"))
+            return sbx_error_set(err, SBX_ERR_INVALID, "--oidc-issuer '%s' is not an http(s) "
+                                 "URL", v);
+    }
+    for (size_t i = 0; i < cfg->n_oidc_audiences; i++)
+        if (!*cfg->oidc_audiences[i] || strlen(cfg->oidc_audiences[i]) > 512)
+            return sbx_error_set(err, SBX_ERR_INVALID, "--oidc-audience must be 1 to 512 "
+                                 "characters");
+    if (cfg->issuer_url && !sbx_str_has_prefix(cfg->issuer_url, "https://") &&
+        !sbx_str_has_prefix(cfg->issuer_url, "http://"))
+        return sbx_error_set(err, SBX_ERR_INVALID, "--issuer-url must be an http(s) URL");
+    if (cfg->signing_alg && strcmp(cfg->signing_alg, "RS256") && strcmp(cfg->signing_alg, "ES256"))
+        return sbx_error_set(err, SBX_ERR_INVALID, "--signing-alg must be RS256 or ES256");
+    return 0;
+}
 
 /* Set l's field from v; `what` names the flag or variable in errors.  */
 static int set_num(sbx_config_t *cfg, const struct num_flag *l, const char *what, const char *v,
@@ -211,6 +282,8 @@ static void from_env(sbx_config_t *cfg)
         {"SANDBOXD_AGENT_BIN", offsetof(sbx_config_t, agent_bin)},
         {"SANDBOXD_DEFAULT_IMAGE", offsetof(sbx_config_t, default_image)},
         {"SANDBOXD_LOG_LEVEL", offsetof(sbx_config_t, log_level)},
+        {"SANDBOXD_ISSUER_URL", offsetof(sbx_config_t, issuer_url)},
+        {"SANDBOXD_SIGNING_ALG", offsetof(sbx_config_t, signing_alg)},
     };
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
         const char *v = getenv(strs[i].var);
@@ -222,6 +295,11 @@ static void from_env(sbx_config_t *cfg)
     cfg->microvm_emulation = env_flag("SANDBOXD_MICROVM_EMULATION");
     cfg->sync_full = env_flag("SANDBOXD_SYNC_FULL");
     cfg->allow_private_registries = env_flag("SANDBOXD_ALLOW_PRIVATE_REGISTRIES");
+    const char *v = getenv("SANDBOXD_OIDC_ISSUERS");
+    if (v)
+        list_add_words(&cfg->oidc_issuers, &cfg->n_oidc_issuers, v);
+    if ((v = getenv("SANDBOXD_OIDC_AUDIENCES")))
+        list_add_words(&cfg->oidc_audiences, &cfg->n_oidc_audiences, v);
 }
 
 static int check(sbx_config_t *cfg, sbx_error_t *err)
@@ -278,6 +356,12 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_SYNC_FULL: cfg->sync_full = true; break;
         case O_LOG_LEVEL: set_str(&cfg->log_level, optarg); break;
         case O_ALLOW_PRIVATE_REGISTRIES: cfg->allow_private_registries = true; break;
+        case O_ISSUER_URL: set_str(&cfg->issuer_url, optarg); break;
+        case O_SIGNING_ALG: set_str(&cfg->signing_alg, optarg); break;
+        case O_OIDC_ISSUER: list_add(&cfg->oidc_issuers, &cfg->n_oidc_issuers, optarg); break;
+        case O_OIDC_AUDIENCE:
+            list_add(&cfg->oidc_audiences, &cfg->n_oidc_audiences, optarg);
+            break;
         case O_MAX_BODY:
             if (parse_size(optarg, "--max-body", 1024, 64 << 20, &cfg->max_body, err) < 0)
                 return -1;
@@ -298,6 +382,7 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_MAX_CONNECTIONS:
         case O_MAX_CONNECTIONS_PER_ADDRESS:
         case O_HEADER_TIMEOUT:
+        case O_KEY_ROTATION:
             for (size_t i = 0; i < ARRAY_SIZE(num_flags); i++)
                 if (num_flags[i].opt == c &&
                     set_num(cfg, &num_flags[i], num_flags[i].flag, optarg, err) < 0)
@@ -316,6 +401,8 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
     if ((cfg->auth_token && !*cfg->auth_token) || (cfg->admin_token && !*cfg->admin_token))
         return sbx_error_set(err, SBX_ERR_INVALID, "--auth-token and --admin-token must not be "
                              "empty");
+    if (check_identity(cfg, err) < 0)
+        return -1;
     if (!cfg->tls_cert != !cfg->tls_key)
         return sbx_error_set(err, SBX_ERR_INVALID, "--tls-cert and --tls-key go together");
     if (cfg->log_level && strcmp(cfg->log_level, "debug") && strcmp(cfg->log_level, "info") &&
@@ -329,9 +416,11 @@ void sbx_config_done(sbx_config_t *cfg)
 {
     char **strs[] = {&cfg->listen, &cfg->data_dir, &cfg->tls_cert, &cfg->tls_key,
                      &cfg->auth_token, &cfg->agent_bin, &cfg->log_level, &cfg->admin_token,
-                     &cfg->default_image};
+                     &cfg->default_image, &cfg->issuer_url, &cfg->signing_alg};
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
         free(*strs[i]);
         *strs[i] = NULL;
     }
+    list_free(&cfg->oidc_issuers, &cfg->n_oidc_issuers);
+    list_free(&cfg->oidc_audiences, &cfg->n_oidc_audiences);
 }

@@ -1,19 +1,22 @@
-/* routes.c -- authentication and the top-level route table.  */
+/* routes.c -- the top-level route table: public documents, then the
+ * caller authenticated and authorized (auth module), then the admin and
+ * ARM APIs, with an audit line for everything that changes state.  */
 #include "server/routes.h"
 
 #include <openssl/crypto.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "auth/auth.h"
 #include "scheduler/scheduler.h"
 
 #define FILES_MAX_BODY (64u << 20)
 
 struct routes {
     routes_config_t rc;
-    char *auth_token, *admin_token;
     char *pki_dir, *ca, *cert, *key;
     api_t *api;
+    auth_t *auth;
     sched_t *sched;
     st_db_t *db;
 };
@@ -31,13 +34,61 @@ static void on_sandbox_call(void *ctx, const st_resource_t *sandbox, const char 
     routes_proxy_call(r->sched, r->db, sandbox, action, req, res);
 }
 
+/* "ISSUER" or "ISSUER=JWKS" (a file or URL).  */
+static auth_issuer_config_t *issuers_of(const sbx_config_t *cfg)
+{
+    auth_issuer_config_t *out = xcalloc(cfg->n_oidc_issuers + 1, sizeof(*out));
+    for (size_t i = 0; i < cfg->n_oidc_issuers; i++) {
+        char *eq = strchr(cfg->oidc_issuers[i], '=');
+        out[i].issuer = cfg->oidc_issuers[i];
+        out[i].jwks = eq ? eq + 1 : NULL;
+    }
+    return out;
+}
+
+static auth_t *routes_auth_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
+{
+    const sbx_config_t *cfg = rc->cfg;
+    _cleanup_free_ auth_issuer_config_t *issuers = issuers_of(cfg);
+    /* An "ISSUER=JWKS" entry is split in a copy: the configuration stays.  */
+    char **names = xcalloc(cfg->n_oidc_issuers + 1, sizeof(*names));
+    for (size_t i = 0; i < cfg->n_oidc_issuers; i++) {
+        names[i] = xstrndup(issuers[i].issuer, strcspn(issuers[i].issuer, "="));
+        issuers[i].issuer = names[i];
+    }
+    _cleanup_free_ char *default_issuer =
+        xasprintf("%s://%s", cfg->tls_cert ? "https" : "http", cfg->listen);
+    auth_config_t ac = {
+        .data_dir = cfg->data_dir,
+        .issuer_url = cfg->issuer_url,
+        .default_issuer = default_issuer,
+        .signing_alg = cfg->signing_alg,
+        .rotation_s = cfg->key_rotation_s,
+        .issuers = issuers,
+        .n_issuers = cfg->n_oidc_issuers,
+        .audiences = (const char *const *)cfg->oidc_audiences,
+        .static_token = rc->auth_token,
+        .admin_token = rc->admin_token,
+        .no_auth = cfg->no_auth,
+        .db = db,
+    };
+    auth_t *a = auth_new(&ac, err);
+    for (size_t i = 0; i < cfg->n_oidc_issuers; i++)
+        free(names[i]);
+    free(names);
+    return a;
+}
+
 routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
 {
     routes_t *r = xcalloc(1, sizeof(*r));
     r->rc = *rc;
     r->db = db;
-    r->auth_token = rc->auth_token ? xstrdup(rc->auth_token) : NULL;
-    r->admin_token = rc->admin_token ? xstrdup(rc->admin_token) : NULL;
+    r->auth = routes_auth_new(rc, db, err);
+    if (!r->auth) {
+        routes_free(r);
+        return NULL;
+    }
     r->pki_dir = xasprintf("%s/pki", rc->cfg->data_dir);
     if (sched_pki_ensure(r->pki_dir, err) < 0) {
         routes_free(r);
@@ -98,52 +149,22 @@ void routes_free(routes_t *r)
         return;
     sched_free(r->sched);
     api_free(r->api);
+    auth_free(r->auth);
     free(r->pki_dir);
     free(r->ca);
     free(r->cert);
     free(r->key);
-    free(r->auth_token);
-    free(r->admin_token);
     free(r);
 }
 
-/* Constant-time comparison of "Bearer <token>" with the expected token.  */
-static bool bearer_matches(const http_request_t *req, const char *expected)
+bool routes_client_key(const routes_t *r, const http_request_t *req, char *key, size_t size)
 {
-    const char *h = http_header(req, "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return false;
-    const char *got = h + 7;
-    size_t n = strlen(expected);
-    return strlen(got) == n && CRYPTO_memcmp(got, expected, n) == 0;
-}
-
-const char *routes_token_name(const routes_t *r, const http_request_t *req)
-{
-    if (r->auth_token && bearer_matches(req, r->auth_token))
-        return "token";
-    if (r->admin_token && bearer_matches(req, r->admin_token))
-        return "admin-token";
-    return NULL;
+    return auth_client_key(r->auth, http_header(req, "Authorization"), key, size);
 }
 
 bool routes_authenticated(const routes_t *r, const http_request_t *req)
 {
-    return !r->auth_token || routes_token_name(r, req) != NULL;
-}
-
-static bool authenticated(routes_t *r, const http_request_t *req, http_response_t *res)
-{
-    if (!r->auth_token || bearer_matches(req, r->auth_token))
-        return true;
-    http_add_header(res, "WWW-Authenticate", "Bearer realm=\"sandboxd\"");
-    if (!http_header(req, "Authorization"))
-        http_reply_error(res, 401, "AuthenticationFailed",
-                         "Authentication failed. The 'Authorization' header is missing.");
-    else
-        http_reply_error(res, 401, "InvalidAuthenticationToken",
-                         "The access token is invalid.");
-    return false;
+    return auth_accepts(r->auth, http_header(req, "Authorization"));
 }
 
 bool routes_is_processes_path(const char *path)
@@ -166,6 +187,44 @@ size_t routes_body_limit(const routes_t *r, const char *method, const char *path
     return r->rc.cfg->max_body;
 }
 
+static bool is_read(const http_request_t *req)
+{
+    return strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+}
+
+/* The host admin API: the admin token, or Owner over everything.  */
+static void admin_hosts(routes_t *r, const auth_principal_t *p, const http_request_t *req,
+                        http_response_t *res)
+{
+    if (!auth_is_owner(r->auth, p, "/")) {
+        http_reply_error(res, 403, "AuthorizationFailed",
+                         "The admin API needs the admin token (data-dir/admin-token) or the "
+                         "Owner role at scope '/'.");
+        return;
+    }
+    routes_admin_hosts(r->sched, r->db, req, res);
+}
+
+static void dispatch(routes_t *r, const auth_principal_t *p, const http_request_t *req,
+                     http_response_t *res)
+{
+    if (strncasecmp(req->path, "/admin/hosts", 12) == 0) {
+        admin_hosts(r, p, req, res);
+        return;
+    }
+    if (strncasecmp(req->path, "/admin/", 7) == 0) {
+        if (!auth_handle_admin(r->auth, p, req, res))
+            http_reply_error(res, 404, "NotFound", "No route matches.");
+        return;
+    }
+    sbx_error_t err = {0};
+    if (auth_authorize(r->auth, p, req->method, req->path, &err) < 0) {
+        http_reply_sbx_error(res, &err);
+        return;
+    }
+    api_handle_as(r->api, req, p->subject, res);
+}
+
 void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res)
 {
     if (strcasecmp(req->path, "/openapi.json") == 0 || strcmp(req->path, "/healthz") == 0) {
@@ -175,17 +234,16 @@ void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res)
             api_handle(r->api, req, res);
         return;
     }
-    if (strncasecmp(req->path, "/admin/hosts", 12) == 0) {
-        if (!bearer_matches(req, r->admin_token)) {
-            http_add_header(res, "WWW-Authenticate", "Bearer realm=\"sandboxd-admin\"");
-            http_reply_error(res, 401, "InvalidAuthenticationToken",
-                             "The admin API needs the admin token (data-dir/admin-token).");
-            return;
-        }
-        routes_admin_hosts(r->sched, r->db, req, res);
+    if (auth_handle_public(r->auth, req, res))
         return;
-    }
-    if (!authenticated(r, req, res))
-        return;
-    api_handle(r->api, req, res);
+    auth_rotate_if_due(r->auth, NULL);
+    auth_principal_t p = {0};
+    sbx_error_t err = {0};
+    if (auth_authenticate(r->auth, http_header(req, "Authorization"), &p, &err) < 0)
+        auth_reply_unauthenticated(r->auth, req, &err, res);
+    else
+        dispatch(r, &p, req, res);
+    if (!is_read(req))
+        auth_audit_request(r->auth, p.kind == AUTH_NONE ? NULL : &p, req, res->status);
+    auth_principal_done(&p);
 }

@@ -12,7 +12,7 @@ typedef struct routes routes_t;
 
 typedef struct routes_config {
     const sbx_config_t *cfg;
-    const char *auth_token;  /* NULL: no authentication */
+    const char *auth_token;  /* --auth-token: a fixed token (NULL: JWTs only) */
     const char *admin_token;
     const char *openapi_json;
     const unsigned char *secret_key; /* API_SECRET_KEY_LEN bytes; outlives the routes */
@@ -32,12 +32,11 @@ bool routes_is_files_path(const char *path);
  * sandbox's host, and may stream for long).  */
 bool routes_is_processes_path(const char *path);
 void routes_handle(routes_t *r, const http_request_t *req, http_response_t *res);
-/* Whether the request carries a token that would be accepted (the ARM or
- * the admin one).  */
+/* Whether the request carries a token that would be accepted.  */
 bool routes_authenticated(const routes_t *r, const http_request_t *req);
-/* Which token the request carries: "token" (the ARM one), "admin-token", or
- * NULL for none that would be accepted.  */
-const char *routes_token_name(const routes_t *r, const http_request_t *req);
+/* Who the request comes from (issuer and subject of its token), for
+ * admission counts; false when it carries no accepted token.  */
+bool routes_client_key(const routes_t *r, const http_request_t *req, char *key, size_t size);
 size_t routes_body_limit(const routes_t *r, const char *method, const char *path);
 
 /* The host admin API under /admin/hosts (admin.c); the caller checked the

@@ -1,5 +1,5 @@
 /* server.c -- the sandboxd run loop: data directory, storage, the ARM
- * layer behind bearer-token authentication, the HTTP(S) front end, and a
+ * layer behind authentication (auth module), the HTTP(S) front end, and a
  * clean shutdown on SIGTERM/SIGINT.  */
 #include "server/server.h"
 
@@ -162,11 +162,7 @@ static bool run_apart(void *ctx, const http_request_t *req)
  * address.  */
 static bool client_key(void *ctx, const http_request_t *req, char *key, size_t size)
 {
-    const char *name = routes_token_name(ctx, req);
-    if (!name)
-        return false;
-    snprintf(key, size, "%s", name);
-    return true;
+    return routes_client_key(ctx, req, key, size);
 }
 
 /* File uploads are passed on to the host while they arrive, never held
@@ -221,9 +217,11 @@ int sbx_server_run(const sbx_config_t *cfg)
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
         return 1;
     }
-    _cleanup_free_ char *token = NULL, *admin = NULL, *cert = NULL, *key = NULL;
-    if (!cfg->no_auth && !cfg->auth_token &&
-        sbx_token_file(cfg->data_dir, "dev-token", &token, &err) < 0) {
+    /* The development token (DIR/dev-token) is a JWT the auth module
+     * signs with sandboxd's own issuer key.  */
+    _cleanup_free_ char *admin = NULL, *cert = NULL, *key = NULL;
+    _cleanup_free_ char *dev_token = xasprintf("%s/dev-token", cfg->data_dir);
+    if (tighten(dev_token, 0600, &err) < 0) {
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
         return 1;
     }
@@ -250,7 +248,7 @@ int sbx_server_run(const sbx_config_t *cfg)
     }
     routes_config_t rcfg = {
         .cfg = cfg,
-        .auth_token = cfg->no_auth ? NULL : (cfg->auth_token ? cfg->auth_token : token),
+        .auth_token = cfg->no_auth ? NULL : cfg->auth_token,
         .admin_token = cfg->admin_token ? cfg->admin_token : admin,
         .openapi_json = sbx_openapi_json[0] ? sbx_openapi_json : NULL,
         .secret_key = secret_key,

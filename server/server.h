@@ -10,7 +10,17 @@ typedef struct sbx_config {
     char *listen;        /* host:port */
     char *data_dir;
     char *tls_cert, *tls_key; /* paths; both or neither */
-    char *auth_token;    /* accepted bearer token; NULL: the dev token */
+    char *auth_token;    /* a fixed bearer token also accepted; NULL: JWTs only */
+    /* Identity (auth module): sandboxd's own issuer URL, the algorithm of
+     * its new keys, their rotation period; trusted issuers ("ISSUER" or
+     * "ISSUER=JWKS") and API audiences (NULL-terminated, may be NULL).  */
+    char *issuer_url;
+    char *signing_alg;
+    unsigned key_rotation_s;
+    char **oidc_issuers;
+    size_t n_oidc_issuers;
+    char **oidc_audiences;
+    size_t n_oidc_audiences;
     bool no_auth;        /* accept every request (loopback only) */
     bool no_local_agent;
     bool microvm_emulation;
