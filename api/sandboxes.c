@@ -22,6 +22,22 @@ static bool provisioning_failed(const json_t *props)
            SBX_PROV_FAILED;
 }
 
+/* A sandbox may use one of its group's identities: "system" or a key of
+ * its userAssignedIdentities.  */
+static bool group_has_identity(const st_resource_t *group, const char *ident)
+{
+    json_t *id = group ? json_object_get(group->body, "identity") : NULL;
+    const char *type = json_string_value(json_object_get(id, "type"));
+    if (strcasecmp(ident, "system") == 0 || strcasecmp(ident, "SystemAssigned") == 0)
+        return type && strstr(type, "SystemAssigned");
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(id, "userAssignedIdentities"), k, v)
+        if (strcasecmp(k, ident) == 0)
+            return true;
+    return false;
+}
+
 static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
                             const json_t *in, const json_t *old, bool patch, json_t **out,
                             sbx_error_t *err)
@@ -34,6 +50,10 @@ static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent
     const char *ident = NULL;
     if (in && api_get_string(in, "identity", "properties.identity", 1024, &present, &ident, err) < 0)
         return -1;
+    if (ident && !group_has_identity(parent, ident))
+        return api_invalid(err, "properties.identity",
+                           "'properties.identity' must be 'system' (the group's system-assigned "
+                           "identity) or the id of one of the group's user-assigned identities.");
     for (size_t i = 0; in && i < ARRAY_SIZE(writable); i++) {
         json_t *v = json_object_get(in, writable[i]);
         if (v && !json_is_null(v))

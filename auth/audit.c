@@ -47,8 +47,7 @@ void audit_write(auth_t *a, json_t *line)
 
 static json_t *who(const auth_principal_t *p)
 {
-    static const char *const kinds[] = {"none", "jwt", "static-token", "admin-token",
-                                        "anonymous"};
+    static const char *const kinds[] = {"none", "jwt", "static-token", "admin-token", "anonymous"};
     json_t *o = json_pack("{s:s}", "kind", kinds[p ? p->kind : AUTH_NONE]);
     if (p && p->subject)
         json_object_set_new(o, "sub", json_string(p->subject));
@@ -61,8 +60,7 @@ static json_t *who(const auth_principal_t *p)
     return o;
 }
 
-void auth_audit_request(auth_t *a, const auth_principal_t *p, const http_request_t *req,
-                        int status)
+void auth_audit_request(auth_t *a, const auth_principal_t *p, const http_request_t *req, int status)
 {
     const char *outcome = status == 401   ? "unauthenticated"
                           : status == 403 ? "forbidden"
@@ -80,8 +78,8 @@ void auth_audit_request(auth_t *a, const auth_principal_t *p, const http_request
 
 void audit_token(auth_t *a, const char *kind, const json_t *claims, const char *requester)
 {
-    json_t *line = json_pack("{s:s,s:s,s:s}", "event", "token.issued", "kind", kind,
-                             "requester", requester);
+    json_t *line =
+        json_pack("{s:s,s:s,s:s}", "event", "token.issued", "kind", kind, "requester", requester);
     const char *keep[] = {"sub", "aud", "iss", "exp", "jti", "oid", "sbx_host"};
     for (size_t i = 0; i < ARRAY_SIZE(keep); i++) {
         json_t *v = json_object_get(claims, keep[i]);

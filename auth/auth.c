@@ -11,8 +11,8 @@ static const char *const arm_audiences[] = {"https://management.azure.com/",
 
 static void audiences_init(auth_t *a)
 {
-    const char *const *src = a->cfg.audiences && a->cfg.audiences[0] ? a->cfg.audiences
-                                                                      : arm_audiences;
+    const char *const *src =
+        a->cfg.audiences && a->cfg.audiences[0] ? a->cfg.audiences : arm_audiences;
     size_t n = 0;
     while (src[n])
         n++;
@@ -48,7 +48,7 @@ auth_t *auth_new(const auth_config_t *cfg, sbx_error_t *err)
     pthread_mutex_init(&a->cache_lock, NULL);
     pthread_mutex_init(&a->audit_lock, NULL);
     a->data_dir = xstrdup(cfg->data_dir);
-    a->issuer = xstrdup(cfg->issuer_url ? cfg->issuer_url
+    a->issuer = xstrdup(cfg->issuer_url       ? cfg->issuer_url
                         : cfg->default_issuer ? cfg->default_issuer
                                               : "http://127.0.0.1:8080");
     a->signing_alg = xstrdup(cfg->signing_alg ? cfg->signing_alg : "RS256");
@@ -123,9 +123,12 @@ static int rotate(auth_t *a, bool force, sbx_error_t *err)
     bool due = force || a->own.n == 0 || a->own.keys[a->own.n - 1].sign_until <= now ||
                a->own.keys[0].verify_until <= now;
     int r = due ? keys_maintain_locked(a, force, err) : 0;
+    /* Signing and the JWKS add keys too when they find none current.  */
+    bool rotated = a->rotated;
+    a->rotated = false;
     pthread_mutex_unlock(&a->lock);
     /* The dev token follows the signing key, so it never outlives it.  */
-    if (due && r == 0 && !a->cfg.no_auth && !a->static_token)
+    if (rotated && r == 0 && !a->cfg.no_auth && !a->static_token)
         r = keys_dev_token(a, err);
     return r;
 }
@@ -147,9 +150,9 @@ static json_t *discovery(const auth_t *a)
     _cleanup_free_ char *jwks = xasprintf("%s/.well-known/jwks.json", base);
     return json_pack("{s:s,s:s,s:[s],s:[s],s:[s,s],s:[s,s,s,s,s,s,s,s]}", "issuer", a->issuer,
                      "jwks_uri", jwks, "response_types_supported", "id_token",
-                     "subject_types_supported", "public",
-                     "id_token_signing_alg_values_supported", "RS256", "ES256",
-                     "claims_supported", "iss", "sub", "aud", "exp", "iat", "nbf", "oid", "tid");
+                     "subject_types_supported", "public", "id_token_signing_alg_values_supported",
+                     "RS256", "ES256", "claims_supported", "iss", "sub", "aud", "exp", "iat", "nbf",
+                     "oid", "tid");
 }
 
 bool auth_handle_public(auth_t *a, const http_request_t *req, http_response_t *res)
@@ -188,8 +191,8 @@ static void tokens_handle(auth_t *a, const auth_principal_t *p, const http_reque
                          "Minting tokens needs the admin token or Owner at scope '/'.");
         return;
     }
-    _cleanup_json_ json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
-                                             JSON_REJECT_DUPLICATES, NULL);
+    _cleanup_json_ json_t *body =
+        json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, NULL);
     const char *sub = json_string_value(json_object_get(body, "subject"));
     const char *host = json_string_value(json_object_get(body, "host"));
     json_t *ttl_j = json_object_get(body, "ttlSeconds");
@@ -212,11 +215,11 @@ static void tokens_handle(auth_t *a, const auth_principal_t *p, const http_reque
     char jti[37];
     sbx_uuid(jti);
     _cleanup_free_ char *host_sub = host ? xasprintf("host:%s", host) : NULL;
-    json_t *claims = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "iss", a->issuer, "sub",
-                               host ? host_sub : sub, "aud",
-                               host ? a->host_audience : a->audiences[0], "tid", a->tenant_id,
-                               "iat", (json_int_t)now, "nbf", (json_int_t)now, "exp",
-                               (json_int_t)(now + ttl), "jti", jti, "name", name);
+    json_t *claims =
+        json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "iss", a->issuer, "sub",
+                  host ? host_sub : sub, "aud", host ? a->host_audience : a->audiences[0], "tid",
+                  a->tenant_id, "iat", (json_int_t)now, "nbf", (json_int_t)now, "exp",
+                  (json_int_t)(now + ttl), "jti", jti, "name", name);
     if (host)
         json_object_set_new(claims, "sbx_host", json_string(host));
     sbx_error_t err = {0};
@@ -228,9 +231,9 @@ static void tokens_handle(auth_t *a, const auth_principal_t *p, const http_reque
         http_reply_sbx_error(res, &err);
         return;
     }
-    http_reply_json(res, 200, json_pack("{s:s,s:I,s:s}", "token", tok, "expiresOn",
-                                        (json_int_t)(now + ttl), "subject",
-                                        host ? host_sub : sub));
+    http_reply_json(res, 200,
+                    json_pack("{s:s,s:I,s:s}", "token", tok, "expiresOn", (json_int_t)(now + ttl),
+                              "subject", host ? host_sub : sub));
     OPENSSL_cleanse(tok, strlen(tok));
     free(tok);
 }
@@ -245,7 +248,8 @@ bool auth_handle_admin(auth_t *a, const auth_principal_t *p, const http_request_
     }
     /* A host's token is for identity tokens, nothing else.  */
     if (p->host) {
-        http_reply_error(res, 403, "AuthorizationFailed", "A host token serves identity "
+        http_reply_error(res, 403, "AuthorizationFailed",
+                         "A host token serves identity "
                          "tokens only.");
         return true;
     }

@@ -40,8 +40,8 @@ typedef struct auth_config {
     const char *const *audiences;
     const char *static_token; /* --auth-token: a fixed token, Contributor everywhere */
     const char *admin_token;
-    bool no_auth;             /* every request is the anonymous Owner (loopback only) */
-    st_db_t *db;              /* role assignments and the tenant id */
+    bool no_auth; /* every request is the anonymous Owner (loopback only) */
+    st_db_t *db;  /* role assignments and the tenant id */
 } auth_config_t;
 
 auth_t *auth_new(const auth_config_t *cfg, sbx_error_t *err);

@@ -25,8 +25,7 @@ static bool resource_valid(const char *r)
     return true;
 }
 
-static int choose(const json_t *group_identity, const char *want, chosen_t *out,
-                  sbx_error_t *err)
+static int choose(const json_t *group_identity, const char *want, chosen_t *out, sbx_error_t *err)
 {
     const char *type = json_string_value(json_object_get(group_identity, "type"));
     if (strcasecmp(want, "system") == 0 || strcasecmp(want, "SystemAssigned") == 0) {
@@ -40,7 +39,8 @@ static int choose(const json_t *group_identity, const char *want, chosen_t *out,
     }
     const char *k;
     json_t *v;
-    json_object_foreach(json_object_get(group_identity, "userAssignedIdentities"), k, v) {
+    json_object_foreach(json_object_get(group_identity, "userAssignedIdentities"), k, v)
+    {
         if (strcasecmp(k, want) != 0)
             continue;
         out->oid = json_string_value(json_object_get(v, "principalId"));
@@ -49,7 +49,7 @@ static int choose(const json_t *group_identity, const char *want, chosen_t *out,
         const char *slash = strrchr(k, '/');
         out->label = slash ? slash + 1 : k;
         return out->oid && out->client_id ? 0
-                                           : sbx_error_set(err, SBX_ERR_INTERNAL, "no principalId");
+                                          : sbx_error_set(err, SBX_ERR_INTERNAL, "no principalId");
     }
     return sbx_error_arm(err, SBX_ERR_INVALID, "IdentityNotFound",
                          "The sandbox's identity is not one of its group's identities.");
@@ -78,11 +78,11 @@ static json_t *mint(auth_t *a, const auth_principal_t *p, const st_resource_t *s
     char jti[37];
     sbx_uuid(jti);
     _cleanup_free_ char *sub = xasprintf("%s/identities/%s", sb->id, c->label);
-    json_t *claims = json_pack(
-        "{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "iss", a->issuer, "sub", sub,
-        "aud", resource, "oid", c->oid, "tid", a->tenant_id, "appid", c->client_id, "azp",
-        c->client_id, "sbx_sandbox", sb->id, "iat", (json_int_t)now, "nbf", (json_int_t)now,
-        "exp", (json_int_t)(now + ttl), "jti", jti, "idtyp", "app");
+    json_t *claims =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "iss", a->issuer, "sub",
+                  sub, "aud", resource, "oid", c->oid, "tid", a->tenant_id, "appid", c->client_id,
+                  "azp", c->client_id, "sbx_sandbox", sb->id, "iat", (json_int_t)now, "nbf",
+                  (json_int_t)now, "exp", (json_int_t)(now + ttl), "jti", jti, "idtyp", "app");
     if (c->mirid)
         json_object_set_new(claims, "xms_mirid", json_string(c->mirid));
     char *tok = keys_sign(a, claims, err);
@@ -96,10 +96,10 @@ static json_t *mint(auth_t *a, const auth_principal_t *p, const st_resource_t *s
     snprintf(nbf_s, sizeof(nbf_s), "%lld", (long long)now);
     snprintf(ttl_s, sizeof(ttl_s), "%lld", (long long)ttl);
     /* Azure IMDS's reply, numbers as strings included.  */
-    json_t *out = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "access_token", tok,
-                            "refresh_token", "", "expires_in", ttl_s, "expires_on", exp_s,
-                            "not_before", nbf_s, "resource", resource, "token_type", "Bearer",
-                            "client_id", c->client_id);
+    json_t *out =
+        json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "access_token", tok, "refresh_token", "",
+                  "expires_in", ttl_s, "expires_on", exp_s, "not_before", nbf_s, "resource",
+                  resource, "token_type", "Bearer", "client_id", c->client_id);
     OPENSSL_cleanse(tok, strlen(tok));
     free(tok);
     return out;
@@ -121,14 +121,14 @@ static json_t *issue(auth_t *a, const auth_principal_t *p, const json_t *body, s
     json_t *out = NULL;
     if (st_resource_get(a->cfg.db, sid, &sb, NULL) < 0 || strcmp(sb.type, SANDBOX_TYPE) != 0) {
         sbx_error_arm(err, SBX_ERR_NOT_FOUND, "SandboxNotFound", "No such sandbox.");
-    } else if (p->kind != AUTH_ADMIN && (!p->host || !sb.host_id ||
-                                         strcasecmp(p->host, sb.host_id) != 0)) {
+    } else if (p->kind != AUTH_ADMIN &&
+               (!p->host || !sb.host_id || strcasecmp(p->host, sb.host_id) != 0)) {
         /* Hosts ask for the sandboxes they run, and for no others.  */
         sbx_error_arm(err, SBX_ERR_FORBIDDEN, "AuthorizationFailed",
                       "The sandbox does not run on the asking host.");
     } else {
-        const char *want = json_string_value(
-            json_object_get(json_object_get(sb.body, "properties"), "identity"));
+        const char *want =
+            json_string_value(json_object_get(json_object_get(sb.body, "properties"), "identity"));
         chosen_t c = {0};
         if (!want)
             sbx_error_arm(err, SBX_ERR_INVALID, "IdentityNotFound",
@@ -158,8 +158,8 @@ void identity_token_handle(auth_t *a, const auth_principal_t *p, const http_requ
                          "token only.");
         return;
     }
-    _cleanup_json_ json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
-                                             JSON_REJECT_DUPLICATES, NULL);
+    _cleanup_json_ json_t *body =
+        json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, NULL);
     sbx_error_t err = {0};
     json_t *out = NULL;
     if (!json_is_object(body))

@@ -9,11 +9,11 @@
 #include "auth/auth.h"
 
 #define MODULE_NAME "auth"
-#define AUTH_SKEW_S 60              /* clock skew allowed on exp and nbf */
-#define AUTH_MAX_TOKEN 16384        /* longest Authorization header looked at */
+#define AUTH_SKEW_S 60       /* clock skew allowed on exp and nbf */
+#define AUTH_MAX_TOKEN 16384 /* longest Authorization header looked at */
 #define AUTH_DEFAULT_ROTATION_S (30 * 86400)
-#define AUTH_JWKS_REFRESH_S 900     /* external key sets are read again this often */
-#define AUTH_JWKS_REFETCH_S 30      /* an unknown kid refetches at most this often */
+#define AUTH_JWKS_REFRESH_S 900 /* external key sets are read again this often */
+#define AUTH_JWKS_REFETCH_S 30  /* an unknown kid refetches at most this often */
 #define AUTH_HOST_AUDIENCE_PATH "/hosts"
 #define AUTH_DEV_SUBJECT "dev"
 #define AUTH_IDENTITY_TTL_S 3600
@@ -82,6 +82,7 @@ struct auth {
     auth_issuer_t *issuers;
     size_t n_issuers;
     json_t *assignments; /* array, as stored */
+    bool rotated;        /* a key was added since the dev token was written */
     pthread_mutex_t cache_lock;
     auth_cache_slot_t cache[AUTH_CACHE_SLOTS];
     pthread_mutex_t audit_lock;
@@ -109,8 +110,8 @@ bool issuers_known(const auth_t *a, const char *iss);
 
 /* verify.c */
 /* Verify a compact token for one of the audiences (NULL-terminated).  */
-int verify_token(auth_t *a, const char *token, const char *const *audiences,
-                 auth_principal_t *out, sbx_error_t *err);
+int verify_token(auth_t *a, const char *token, const char *const *audiences, auth_principal_t *out,
+                 sbx_error_t *err);
 void principal_copy(auth_principal_t *dst, const auth_principal_t *src);
 
 /* roles.c */

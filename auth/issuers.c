@@ -52,8 +52,8 @@ static json_t *fetch_json(const char *where, sbx_error_t *err)
         curl_easy_cleanup(c);
         if (rc != CURLE_OK || status != 200) {
             free(b.data);
-            return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "fetching %.200s: %s (HTTP %ld)",
-                                 where, curl_easy_strerror(rc), status),
+            return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "fetching %.200s: %s (HTTP %ld)", where,
+                                 curl_easy_strerror(rc), status),
                    NULL;
         }
     }
@@ -61,8 +61,7 @@ static json_t *fetch_json(const char *where, sbx_error_t *err)
     free(b.data);
     if (!json_is_object(j)) {
         json_decref(j);
-        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "%.200s is not a JSON object", where),
-               NULL;
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "%.200s is not a JSON object", where), NULL;
     }
     return j;
 }
@@ -72,7 +71,8 @@ static void keyset_from_jwks(const json_t *jwks, auth_keyset_t *out)
 {
     size_t i;
     json_t *jwk;
-    json_array_foreach(json_object_get(jwks, "keys"), i, jwk) {
+    json_array_foreach(json_object_get(jwks, "keys"), i, jwk)
+    {
         const char *kid = json_string_value(json_object_get(jwk, "kid"));
         const char *alg = NULL;
         EVP_PKEY *key = kid && strlen(kid) < 256 ? jwt_jwk_import(jwk, &alg) : NULL;
@@ -167,8 +167,7 @@ EVP_PKEY *issuers_key_locked(auth_t *a, const char *iss, const char *kid, const 
         k = auth_keyset_find(&is->keys, kid);
     }
     if (!k)
-        return sbx_error_set(err, SBX_ERR_INVALID, "the signing key '%.64s' is unknown", kid),
-               NULL;
+        return sbx_error_set(err, SBX_ERR_INVALID, "the signing key '%.64s' is unknown", kid), NULL;
     *alg = k->alg;
     EVP_PKEY_up_ref(k->pkey);
     return k->pkey;

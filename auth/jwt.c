@@ -273,9 +273,9 @@ bool jwt_verify_sig(EVP_PKEY *key, const char *alg, const char *signed_part, siz
     if (ec && !der)
         return false;
     EVP_MD_CTX *md = EVP_MD_CTX_new();
-    bool ok = md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
-              EVP_DigestVerify(md, ec ? der : sig, der_len, (const unsigned char *)signed_part,
-                               n) == 1;
+    bool ok =
+        md && EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL, key) == 1 &&
+        EVP_DigestVerify(md, ec ? der : sig, der_len, (const unsigned char *)signed_part, n) == 1;
     EVP_MD_CTX_free(md);
     return ok;
 }
@@ -283,8 +283,8 @@ bool jwt_verify_sig(EVP_PKEY *key, const char *alg, const char *signed_part, siz
 char *jwt_sign(EVP_PKEY *key, const char *kid, const json_t *claims, sbx_error_t *err)
 {
     bool ec = EVP_PKEY_is_a(key, "EC");
-    json_t *hdr = json_pack("{s:s,s:s,s:s}", "alg", ec ? "ES256" : "RS256", "kid", kid, "typ",
-                            "JWT");
+    json_t *hdr =
+        json_pack("{s:s,s:s,s:s}", "alg", ec ? "ES256" : "RS256", "kid", kid, "typ", "JWT");
     _cleanup_free_ char *h = json_dumps(hdr, JSON_COMPACT);
     _cleanup_free_ char *c = json_dumps(claims, JSON_COMPACT);
     json_decref(hdr);

@@ -46,8 +46,8 @@ static int keys_save_locked(auth_t *a, sbx_error_t *err)
         }
         json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I,s:I,s:I}", "kid", k->kid, "alg",
                                              k->alg, "pem", pem, "created", (json_int_t)k->created,
-                                             "signUntil", (json_int_t)k->sign_until,
-                                             "verifyUntil", (json_int_t)k->verify_until));
+                                             "signUntil", (json_int_t)k->sign_until, "verifyUntil",
+                                             (json_int_t)k->verify_until));
         OPENSSL_cleanse(pem, strlen(pem));
         free(pem);
     }
@@ -87,7 +87,8 @@ static int add_key_locked(auth_t *a, int64_t now, sbx_error_t *err)
         .sign_until = now + a->rotation_s,
         .verify_until = now + 2 * a->rotation_s,
     };
-    sbx_log(SBX_LOG_INFO, MODULE_NAME, "new signing key %s (%s)", kid, a->own.keys[a->own.n - 1].alg);
+    sbx_log(SBX_LOG_INFO, MODULE_NAME, "new signing key %s (%s)", kid,
+            a->own.keys[a->own.n - 1].alg);
     return 0;
 }
 
@@ -110,7 +111,7 @@ int keys_maintain_locked(auth_t *a, bool force, sbx_error_t *err)
     if (force || !signing) {
         if (add_key_locked(a, now, err) < 0)
             return -1;
-        changed = true;
+        changed = a->rotated = true;
     }
     return changed ? keys_save_locked(a, err) : 0;
 }
@@ -153,8 +154,7 @@ int keys_load(auth_t *a, sbx_error_t *err)
     size_t len = 0;
     struct stat st;
     if (lstat(path, &st) == 0 && (!S_ISREG(st.st_mode) || (st.st_mode & 077)))
-        return sbx_error_set(err, SBX_ERR_INTERNAL, "%s must be a regular file of mode 0600",
-                             path);
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "%s must be a regular file of mode 0600", path);
     pthread_mutex_lock(&a->lock);
     int r = 0;
     if (sbx_read_file(path, &text, &len, NULL) == 0) {
@@ -163,13 +163,13 @@ int keys_load(auth_t *a, sbx_error_t *err)
         json_t *keys = json_object_get(doc, "keys");
         const char *iss = json_string_value(json_object_get(doc, "issuer"));
         if (!json_is_array(keys) || !iss)
-            r = sbx_error_set(err, SBX_ERR_INTERNAL, "%s is damaged; restore it or move it "
-                              "away (every token issued so far is then refused)", path);
+            r = sbx_error_set(err, SBX_ERR_INTERNAL,
+                              "%s is damaged; restore it or move it "
+                              "away (every token issued so far is then refused)",
+                              path);
         size_t i;
         json_t *k;
-        json_array_foreach(keys, i, k)
-            if (r == 0 && load_one(a, k, err) < 0)
-                r = -1;
+        json_array_foreach(keys, i, k) if (r == 0 && load_one(a, k, err) < 0) r = -1;
         if (r == 0 && !a->cfg.issuer_url) {
             free(a->issuer);
             a->issuer = xstrdup(iss);
@@ -224,8 +224,8 @@ static bool dev_token_fresh(auth_t *a, const char *path)
     auth_principal_t p = {0};
     if (verify_token(a, tok, auds, &p, NULL) < 0)
         return false;
-    bool ok = p.subject && strcmp(p.subject, AUTH_DEV_SUBJECT) == 0 &&
-              strcmp(p.issuer, a->issuer) == 0;
+    bool ok =
+        p.subject && strcmp(p.subject, AUTH_DEV_SUBJECT) == 0 && strcmp(p.issuer, a->issuer) == 0;
     auth_principal_done(&p);
     jwt_t j;
     if (!ok || jwt_parse(tok, &j, NULL) < 0)
@@ -244,10 +244,9 @@ int keys_dev_token(auth_t *a, sbx_error_t *err)
     char jti[37];
     sbx_uuid(jti);
     json_t *claims = json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "iss", a->issuer, "sub",
-                               AUTH_DEV_SUBJECT, "aud", a->audiences[0], "tid", a->tenant_id,
-                               "iat", (json_int_t)now, "nbf", (json_int_t)now, "exp",
-                               (json_int_t)(now + a->rotation_s), "jti", jti, "name",
-                               "dev-token");
+                               AUTH_DEV_SUBJECT, "aud", a->audiences[0], "tid", a->tenant_id, "iat",
+                               (json_int_t)now, "nbf", (json_int_t)now, "exp",
+                               (json_int_t)(now + a->rotation_s), "jti", jti, "name", "dev-token");
     char *tok = keys_sign(a, claims, err);
     if (tok)
         audit_token(a, "dev", claims, "sandboxd");

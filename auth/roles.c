@@ -101,9 +101,8 @@ static bool principal_matches(const auth_principal_t *p, const json_t *as)
         return true;
     size_t i;
     json_t *g;
-    json_array_foreach(p->groups, i, g)
-        if (json_is_string(g) && strcasecmp(who, json_string_value(g)) == 0)
-            return true;
+    json_array_foreach(p->groups, i, g) if (json_is_string(g) &&
+                                            strcasecmp(who, json_string_value(g)) == 0) return true;
     return false;
 }
 
@@ -125,11 +124,13 @@ static unsigned perms_over(auth_t *a, const auth_principal_t *p, char req[][160]
     pthread_mutex_lock(&a->lock);
     size_t i;
     json_t *as;
-    json_array_foreach(a->assignments, i, as) {
+    json_array_foreach(a->assignments, i, as)
+    {
         if (!principal_matches(p, as))
             continue;
         const char *scope = json_string_value(json_object_get(as, "scope"));
-        const struct role *r = role_named(json_string_value(json_object_get(as, "roleDefinitionName")));
+        const struct role *r =
+            role_named(json_string_value(json_object_get(as, "roleDefinitionName")));
         if (!r || !scope)
             continue;
         bool covers = scope_covers(scope, req, nreq);
@@ -213,7 +214,8 @@ int roles_load(auth_t *a, sbx_error_t *err)
         arr = json_loads(text, 0, NULL);
         if (!json_is_array(arr)) {
             json_decref(arr);
-            return sbx_error_set(err, SBX_ERR_INTERNAL, "the stored role assignments are "
+            return sbx_error_set(err, SBX_ERR_INTERNAL,
+                                 "the stored role assignments are "
                                  "damaged");
         }
     } else if (gerr.code != SBX_ERR_NOT_FOUND) {
@@ -247,7 +249,8 @@ int roles_ensure_dev(auth_t *a, sbx_error_t *err)
     size_t i;
     json_t *as;
     bool found = false;
-    json_array_foreach(next, i, as) {
+    json_array_foreach(next, i, as)
+    {
         const char *name = json_string_value(json_object_get(as, "name"));
         if (name && strcmp(name, "dev") == 0) {
             /* The issuer URL may have been changed by the operator.  */
@@ -256,10 +259,9 @@ int roles_ensure_dev(auth_t *a, sbx_error_t *err)
         }
     }
     if (!found)
-        json_array_append_new(next, json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", "dev",
-                                              "principalId", AUTH_DEV_SUBJECT, "principalIssuer",
-                                              a->issuer, "roleDefinitionName", "Contributor",
-                                              "scope", "/"));
+        json_array_append_new(next, json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", "dev", "principalId",
+                                              AUTH_DEV_SUBJECT, "principalIssuer", a->issuer,
+                                              "roleDefinitionName", "Contributor", "scope", "/"));
     int r = json_equal(next, a->assignments) ? 0 : save_locked(a, next, err);
     json_decref(next);
     pthread_mutex_unlock(&a->lock);
@@ -273,8 +275,8 @@ static json_t *served(const json_t *as)
     const char *name = json_string_value(json_object_get(as, "name"));
     json_t *props = json_deep_copy(as);
     json_object_del(props, "name");
-    _cleanup_free_ char *id = xasprintf("/providers/Microsoft.Authorization/roleAssignments/%s",
-                                        name);
+    _cleanup_free_ char *id =
+        xasprintf("/providers/Microsoft.Authorization/roleAssignments/%s", name);
     return json_pack("{s:s,s:s,s:s,s:o}", "id", id, "name", name, "type",
                      "Microsoft.Authorization/roleAssignments", "properties", props);
 }
@@ -293,8 +295,8 @@ static bool name_valid(const char *name)
 static int parse_assignment(const http_request_t *req, const char *name, json_t **out,
                             sbx_error_t *err)
 {
-    _cleanup_json_ json_t *body = json_loadb(req->body ? req->body : "", req->body_len,
-                                             JSON_REJECT_DUPLICATES, NULL);
+    _cleanup_json_ json_t *body =
+        json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, NULL);
     json_t *props = json_object_get(body, "properties");
     if (!json_is_object(props))
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidRequestContent",
@@ -329,7 +331,8 @@ static json_t *find(json_t *arr, const char *name, size_t *at)
 {
     size_t i;
     json_t *as;
-    json_array_foreach(arr, i, as) {
+    json_array_foreach(arr, i, as)
+    {
         if (strcmp(json_string_value(json_object_get(as, "name")), name) == 0) {
             *at = i;
             return as;
@@ -389,8 +392,7 @@ static void put_one(auth_t *a, const auth_principal_t *p, const http_request_t *
     json_decref(as);
 }
 
-static void delete_one(auth_t *a, const auth_principal_t *p, const char *name,
-                       http_response_t *res)
+static void delete_one(auth_t *a, const auth_principal_t *p, const char *name, http_response_t *res)
 {
     pthread_mutex_lock(&a->lock);
     json_t *next = json_deep_copy(a->assignments);
@@ -435,9 +437,9 @@ void roles_admin(auth_t *a, const auth_principal_t *p, const http_request_t *req
         pthread_mutex_unlock(&a->lock);
         size_t i;
         json_t *as;
-        json_array_foreach(all, i, as)
-            if (auth_is_owner(a, p, json_string_value(json_object_get(as, "scope"))))
-                json_array_append_new(list, served(as));
+        json_array_foreach(
+            all, i, as) if (auth_is_owner(a, p, json_string_value(json_object_get(as, "scope"))))
+            json_array_append_new(list, served(as));
         json_decref(all);
         http_reply_json(res, 200, json_pack("{s:o}", "value", list));
     } else if (name && strcmp(m, "GET") == 0) {

@@ -65,9 +65,8 @@ static bool audience_ok(const json_t *aud, const char *const *want)
             return true;
         size_t i;
         json_t *v;
-        json_array_foreach(aud, i, v)
-            if (json_is_string(v) && audience_eq(json_string_value(v), *w))
-                return true;
+        json_array_foreach(aud, i, v) if (json_is_string(v) &&
+                                          audience_eq(json_string_value(v), *w)) return true;
     }
     return false;
 }
@@ -129,8 +128,8 @@ static void principal_from(const json_t *claims, auth_principal_t *out)
         out->groups = json_deep_copy(g);
 }
 
-int verify_token(auth_t *a, const char *token, const char *const *audiences,
-                 auth_principal_t *out, sbx_error_t *err)
+int verify_token(auth_t *a, const char *token, const char *const *audiences, auth_principal_t *out,
+                 sbx_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     jwt_t j;
@@ -227,8 +226,7 @@ static void cache_put(auth_t *a, const unsigned char hash[32], const auth_princi
     pthread_mutex_unlock(&a->cache_lock);
 }
 
-int auth_authenticate(auth_t *a, const char *authorization, auth_principal_t *out,
-                      sbx_error_t *err)
+int auth_authenticate(auth_t *a, const char *authorization, auth_principal_t *out, sbx_error_t *err)
 {
     memset(out, 0, sizeof(*out));
     const char *tok = bearer(authorization);

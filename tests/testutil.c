@@ -445,3 +445,60 @@ void tu_server_done(tu_server_t *s)
     free(s->log);
     memset(s, 0, sizeof(*s));
 }
+
+char *tu_server_admin_token(const tu_server_t *s)
+{
+    _cleanup_free_ char *path = xasprintf("%s/admin-token", s->data_dir);
+    char *tok = NULL;
+    size_t len = 0;
+    if (sbx_read_file(path, &tok, &len, NULL) < 0)
+        return NULL;
+    while (len > 0 && (tok[len - 1] == '\n' || tok[len - 1] == '\r'))
+        tok[--len] = '\0';
+    return tok;
+}
+
+/* A call to the admin API with the admin token.  */
+static long admin_call(const tu_server_t *s, const char *method, const char *path,
+                       const char *body, json_t **out)
+{
+    _cleanup_free_ char *admin = tu_server_admin_token(s);
+    if (!admin)
+        return -1;
+    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", admin);
+    _cleanup_free_ char *url = xasprintf("%s%s", s->base, path);
+    const char *hdrs[] = {auth, NULL};
+    tu_request_opts_t o = {.headers = hdrs, .body = body};
+    tu_response_t r;
+    if (tu_http(method, url, &o, &r) < 0)
+        return -1;
+    long status = r.status;
+    if (out)
+        *out = tu_json(&r);
+    tu_response_free(&r);
+    return status;
+}
+
+char *tu_mint_token(const tu_server_t *s, const char *subject)
+{
+    json_t *req = json_pack("{s:s}", "subject", subject);
+    _cleanup_free_ char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    json_t *j = NULL;
+    long status = admin_call(s, "POST", "/admin/tokens", body, &j);
+    const char *tok = json_string_value(json_object_get(j, "token"));
+    char *out = status == 200 && tok ? xstrdup(tok) : NULL;
+    json_decref(j);
+    return out;
+}
+
+long tu_assign_role(const tu_server_t *s, const char *name, const char *principal,
+                    const char *role, const char *scope)
+{
+    json_t *req = json_pack("{s:{s:s,s:s,s:s}}", "properties", "principalId", principal,
+                            "roleDefinitionName", role, "scope", scope);
+    _cleanup_free_ char *body = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    _cleanup_free_ char *path = xasprintf("/admin/roleAssignments/%s", name);
+    return admin_call(s, "PUT", path, body, NULL);
+}

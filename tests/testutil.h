@@ -100,4 +100,16 @@ int tu_server_stop(tu_server_t *s);
 int tu_server_kill(tu_server_t *s);
 void tu_server_done(tu_server_t *s);
 
+/* Tokens and roles for tests that need more than the dev token (DIR/dev-token,
+ * Contributor on every subscription).  The admin token from DIR/admin-token
+ * (owned; NULL when there is none).  */
+char *tu_server_admin_token(const tu_server_t *s);
+/* A token of sandboxd's own issuer for `subject`, minted with the admin
+ * token (POST /admin/tokens); owned, NULL on failure.  */
+char *tu_mint_token(const tu_server_t *s, const char *subject);
+/* PUT /admin/roleAssignments/{name} with the admin token; returns the
+ * HTTP status (-1 without an answer).  */
+long tu_assign_role(const tu_server_t *s, const char *name, const char *principal,
+                    const char *role, const char *scope);
+
 #endif
