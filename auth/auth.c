@@ -196,9 +196,11 @@ static void tokens_handle(auth_t *a, const auth_principal_t *p, const http_reque
     const char *sub = json_string_value(json_object_get(body, "subject"));
     const char *host = json_string_value(json_object_get(body, "host"));
     json_t *ttl_j = json_object_get(body, "ttlSeconds");
-    json_int_t ttl = json_is_integer(ttl_j) ? json_integer_value(ttl_j) : 3600;
+    json_int_t ttl = json_is_integer(ttl_j) ? json_integer_value(ttl_j)
+                     : a->rotation_s < 3600 ? a->rotation_s
+                                            : 3600;
     if (!json_is_object(body) || (!sub == !host) || (ttl_j && !json_is_integer(ttl_j)) ||
-        ttl < 60 || ttl > a->rotation_s) {
+        (ttl_j && ttl < 60) || ttl > a->rotation_s) {
         http_reply_error(res, 400, "InvalidRequestContent",
                          "The body is {\"subject\": S} or {\"host\": H}, with \"ttlSeconds\" "
                          "from 60 to %lld (the key rotation period).",

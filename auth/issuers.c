@@ -124,6 +124,9 @@ void issuers_init(auth_t *a)
          * token it signed.  */
         if (refresh(&a->issuers[i], &err) < 0)
             sbx_log(SBX_LOG_WARN, MODULE_NAME, "issuer %s: %s", a->issuers[i].issuer, err.msg);
+        /* The rate limit is for fetches that tokens cause: the first token
+         * with a kid newer than the start may fetch at once.  */
+        a->issuers[i].tried_ms = 0;
     }
 }
 

@@ -679,6 +679,95 @@ START_TEST(audit_log_lines)
 }
 END_TEST
 
+static int count_jwks_fetches(const tu_server_t *s)
+{
+    _cleanup_free_ char *log = NULL;
+    size_t len = 0;
+    if (sbx_read_file(s->log, &log, &len, NULL) < 0)
+        return -1;
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, "\"path\":\"/.well-known/jwks.json\"")); p++)
+        n++;
+    return n;
+}
+
+/* Another sandboxd as a trusted issuer, found through its discovery
+ * document: its tokens are accepted, a kid it starts using later is
+ * fetched once, and unknown kids do not make the verifier fetch again and
+ * again.  */
+START_TEST(sandboxd_trusts_another_issuer)
+{
+    tu_server_t idp = {0};
+    _cleanup_free_ char *idp_data = xasprintf("%s/idp", tmp);
+    const char *idp_args[] = {"--key-rotation", "4", "--signing-alg", "ES256", NULL};
+    ck_assert_int_eq(tu_server_start(&idp, idp_data, idp_args), 0);
+    json_t *d = NULL;
+    _cleanup_free_ char *disc = xasprintf("%s/.well-known/openid-configuration", idp.base);
+    tu_response_t r;
+    ck_assert_int_eq(tu_http("GET", disc, NULL, &r), 0);
+    d = tu_json(&r);
+    tu_response_free(&r);
+    _cleanup_free_ char *idp_iss = xstrdup(json_string_value(json_object_get(d, "issuer")));
+    json_decref(d);
+
+    ck_assert_int_eq(tu_server_stop(&srv), 0);
+    const char *args[] = {"--oidc-issuer", idp_iss, NULL};
+    start(args);
+    _cleanup_free_ char *list = xasprintf("/subscriptions/%s/providers/Microsoft.App/"
+                                          "sandboxGroups",
+                                          SUB);
+    json_t *as =
+        json_pack("{s:{s:s,s:s,s:s,s:s}}", "properties", "principalId", "erin", "principalIssuer",
+                  idp_iss, "roleDefinitionName", "Reader", "scope", "/");
+    _cleanup_free_ char *asb = json_dumps(as, JSON_COMPACT);
+    json_decref(as);
+    _cleanup_free_ char *admin = tu_server_admin_token(&srv);
+    want_code("PUT", "/admin/roleAssignments/erin", admin, asb, 201, NULL);
+
+    _cleanup_free_ char *t1 = tu_mint_token(&idp, "erin");
+    ck_assert_ptr_nonnull(t1);
+    ck_assert_int_eq(call("GET", list, t1, NULL, NULL, NULL), 200);
+    /* The same subject from sandboxd's own issuer is someone else.  */
+    _cleanup_free_ char *own_erin = tu_mint_token(&srv, "erin");
+    want_code("GET", list, own_erin, NULL, 403, "AuthorizationFailed");
+
+    /* The issuer rotates; its next key reaches the verifier on first use.  */
+    _cleanup_free_ char *k1 = kid_of(t1);
+    char *t2 = NULL;
+    int64_t until = sbx_monotonic_ms() + 15000;
+    while (sbx_monotonic_ms() < until) {
+        t2 = tu_mint_token(&idp, "erin");
+        _cleanup_free_ char *k2 = t2 ? kid_of(t2) : NULL;
+        if (k2 && strcmp(k1, k2) != 0)
+            break;
+        free(t2);
+        t2 = NULL;
+        usleep(300000);
+    }
+    ck_assert_msg(t2, "the issuer did not rotate in 15 s");
+    ck_assert_int_eq(call("GET", list, t2, NULL, NULL, NULL), 200);
+    free(t2);
+
+    /* Unknown kids: refused, and at most one fetch for all of them.  */
+    int before = count_jwks_fetches(&idp);
+    for (int i = 0; i < 5; i++) {
+        json_t *c =
+            json_pack("{s:s,s:s,s:s,s:I}", "iss", idp_iss, "aud", "https://management.azure.com/",
+                      "sub", "erin", "exp", (json_int_t)time(NULL) + 600);
+        char kid[32];
+        snprintf(kid, sizeof(kid), "made-up-%d", i);
+        char *bad = jwt_sign(ext_ec, kid, c, NULL);
+        json_decref(c);
+        want_refused("unknown kid of a trusted issuer", bad);
+        free(bad);
+    }
+    int after = count_jwks_fetches(&idp);
+    ck_assert_msg(after - before <= 1, "%d fetches for 5 unknown kids", after - before);
+    tu_server_stop(&idp);
+    tu_server_done(&idp);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
     Suite *s = suite_create("auth");
@@ -691,6 +780,7 @@ static Suite *auth_suite(void)
     tcase_add_test(tc, keys_survive_restart);
     tcase_add_test(tc, keys_rotate_with_overlap);
     tcase_add_test(tc, audit_log_lines);
+    tcase_add_test(tc, sandboxd_trusts_another_issuer);
     suite_add_tcase(s, tc);
     return s;
 }
