@@ -108,7 +108,7 @@ static EVP_PKEY *key_for(auth_t *a, const char *iss, const char *kid, const char
     return key;
 }
 
-static void principal_from(const json_t *claims, auth_principal_t *out)
+static void principal_from(const json_t *claims, bool is_host, auth_principal_t *out)
 {
     out->kind = AUTH_JWT;
     out->subject = claim_str(claims, "sub");
@@ -117,7 +117,10 @@ static void principal_from(const json_t *claims, auth_principal_t *out)
     out->app_id = claim_str(claims, "appid");
     if (!out->app_id)
         out->app_id = claim_str(claims, "azp");
-    out->host = claim_str(claims, "sbx_host");
+    /* Only sandboxd's own host tokens name a host: another issuer's claim
+     * of that name means nothing here.  */
+    if (is_host)
+        out->host = claim_str(claims, "sbx_host");
     const char *names[] = {"preferred_username", "upn", "unique_name", "email"};
     for (size_t i = 0; i < ARRAY_SIZE(names) && !out->name; i++)
         out->name = claim_str(claims, names[i]);
@@ -145,6 +148,9 @@ int verify_token(auth_t *a, const char *token, const char *const *audiences, aut
     if (!alg || (strcmp(alg, "RS256") != 0 && strcmp(alg, "ES256") != 0))
         sbx_error_set(err, SBX_ERR_INVALID, "the algorithm '%.16s' is not accepted",
                       alg ? alg : "");
+    else if (json_object_get(j.header, "crit"))
+        /* RFC 7515: extensions a verifier does not know must fail it.  */
+        sbx_error_set(err, SBX_ERR_INVALID, "the token has critical header extensions");
     else if (!kid || strlen(kid) > 255)
         sbx_error_set(err, SBX_ERR_INVALID, "the token names no signing key (kid)");
     else if (!iss || (strcmp(iss, a->issuer) != 0 && !issuers_known(a, iss)))
@@ -162,8 +168,12 @@ int verify_token(auth_t *a, const char *token, const char *const *audiences, aut
         sbx_error_set(err, SBX_ERR_INVALID, "the token has no subject");
     else
         r = 0;
-    if (r == 0)
-        principal_from(j.claims, out);
+    if (r == 0) {
+        const char *hosts[] = {a->host_audience, NULL};
+        bool is_host =
+            strcmp(iss, a->issuer) == 0 && audience_ok(json_object_get(j.claims, "aud"), hosts);
+        principal_from(j.claims, is_host, out);
+    }
     EVP_PKEY_free(key);
     jwt_done(&j);
     return r;

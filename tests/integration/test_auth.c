@@ -180,6 +180,27 @@ static char *unsigned_token(const char *alg)
     return xasprintf("%s.%s.", hb, cb);
 }
 
+/* A well-signed token whose header has "crit": ["exp"].  */
+static char *crit_token(void)
+{
+    _cleanup_free_ char *h =
+        xasprintf("{\"alg\":\"RS256\",\"kid\":\"%s\",\"crit\":[\"exp\"],\"exp\":1}", rsa_kid);
+    _cleanup_free_ char *c = xasprintf("{\"iss\":\"" EXT_ISS "\",\"aud\":\"" EXT_AUD
+                                       "\",\"sub\":\"alice\",\"exp\":%lld}",
+                                       (long long)time(NULL) + 600);
+    _cleanup_free_ char *hb = jwt_b64url_encode((const unsigned char *)h, strlen(h));
+    _cleanup_free_ char *cb = jwt_b64url_encode((const unsigned char *)c, strlen(c));
+    _cleanup_free_ char *input = xasprintf("%s.%s", hb, cb);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char sig[512];
+    size_t len = sizeof(sig);
+    ck_assert(EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, ext_rsa) == 1 &&
+              EVP_DigestSign(md, sig, &len, (const unsigned char *)input, strlen(input)) == 1);
+    EVP_MD_CTX_free(md);
+    _cleanup_free_ char *sb = jwt_b64url_encode(sig, len);
+    return xasprintf("%s.%s", input, sb);
+}
+
 static char *own_issuer(void)
 {
     json_t *d = NULL;
@@ -244,6 +265,7 @@ START_TEST(external_tokens_refused_unless_valid)
          ext_token(ext_rsa, rsa_kid, json_pack("{s:s}", "iss", "https://evil.example.test"))},
         {"own issuer, foreign key", NULL},
         {"not a JWT", xstrdup("abc.def")},
+        {"critical extension", NULL},
     };
     /* A token without exp: built by hand, ext_token would add one.  */
     json_t *noexp = json_pack("{s:s,s:s,s:s}", "iss", EXT_ISS, "aud", EXT_AUD, "sub", "alice");
@@ -252,6 +274,7 @@ START_TEST(external_tokens_refused_unless_valid)
     bad[4].tok = ext_token(ext_ec, rsa_kid, json_object());
     _cleanup_free_ char *own = own_issuer();
     bad[10].tok = ext_token(ext_rsa, rsa_kid, json_pack("{s:s}", "iss", own));
+    bad[12].tok = crit_token();
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         want_refused(bad[i].what, bad[i].tok);
         free(bad[i].tok);
@@ -489,8 +512,12 @@ START_TEST(identity_tokens)
     free(identity_token(host_tok, s1, "api://x", 403));
     want_code("GET", g, host_tok, NULL, 403, "AuthorizationFailed");
     want_code("GET", "/admin/roleAssignments", host_tok, NULL, 403, "AuthorizationFailed");
-    /* Users do not get identity tokens.  */
+    /* Users do not get identity tokens, nor does another issuer's token
+     * that claims to be a host.  */
     free(identity_token(srv.token, s1, "api://x", 403));
+    _cleanup_free_ char *fake_host =
+        ext_token(ext_rsa, rsa_kid, json_pack("{s:s,s:s}", "sbx_host", "h1", "sub", "host:h1"));
+    free(identity_token(fake_host, s1, "api://x", 403));
 
     /* Bad input: a clear 4xx each.  */
     want_code("POST", "/admin/identityTokens", admin, NULL, 400, "InvalidRequestContent");
