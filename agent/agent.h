@@ -92,6 +92,32 @@ size_t agent_api_body_limit(void *ctx, const char *method, const char *path);
 /* http_config_t.stream_body: file uploads are written while they arrive.  */
 bool agent_api_stream_body(void *ctx, const http_request_t *req);
 
+/* imds.c: managed identity tokens for code in a sandbox (Azure IMDS's
+ * GET /metadata/identity/oauth2/token with "Metadata: true", and App
+ * Service's GET /msi/token with "X-IDENTITY-HEADER").  The listener on a
+ * sandbox's own network knows which sandbox asked and passes its runtime
+ * id; tokens come from sandboxd's POST /admin/identityTokens, asked with
+ * the host's token.  */
+typedef struct agent_imds {
+    const char *sandboxd_url; /* http(s)://host:port of sandboxd */
+    const char *host_token;   /* from POST /admin/tokens {"host": NAME} */
+    const char *ca_file;      /* for an https sandboxd; NULL: the system's */
+} agent_imds_t;
+
+typedef struct agent_imds_request {
+    const char *method, *path;
+    const char *query;           /* raw (percent-encoded), without '?'; may be NULL */
+    const char *metadata;        /* the Metadata header or NULL */
+    const char *identity_header; /* the X-IDENTITY-HEADER header or NULL */
+} agent_imds_request_t;
+
+/* Answer one request from the sandbox `runtime_id`, whose IDENTITY_HEADER
+ * is `secret` (NULL: the App Service form is refused): returns the HTTP
+ * status and in *body the JSON to send (IMDS's token reply, or
+ * {"error", "error_description"}).  */
+int agent_imds_answer(const agent_imds_t *m, const char *runtime_id, const char *secret,
+                      const agent_imds_request_t *rq, char **body);
+
 /* Limits the API enforces; agent/README.md documents them.  */
 #define AGENT_MAX_JSON_BODY (1024 * 1024)
 #define AGENT_MAX_EXEC_BODY (8 * 1024 * 1024)

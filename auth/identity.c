@@ -105,13 +105,49 @@ static json_t *mint(auth_t *a, const auth_principal_t *p, const st_resource_t *s
     return out;
 }
 
+typedef struct by_runtime {
+    const char *rid;
+    char *id;
+} by_runtime_t;
+
+static void match_runtime(void *ud, const st_resource_t *r)
+{
+    by_runtime_t *b = ud;
+    const char *rid = json_string_value(json_object_get(r->body, "_runtimeId"));
+    if (!b->id && rid && strcmp(rid, b->rid) == 0)
+        b->id = xstrdup(r->id);
+}
+
+/* The ARM id of the sandbox a host knows by its runtime id: among that
+ * host's sandboxes only (all of them for the admin token).  */
+static char *sandbox_by_runtime(auth_t *a, const auth_principal_t *p, const char *rid)
+{
+    st_list_query_t q = {.type = SANDBOX_TYPE, .host_id = p->host};
+    by_runtime_t b = {.rid = rid};
+    if (st_resource_each(a->cfg.db, &q, match_runtime, &b, NULL) < 0) {
+        free(b.id);
+        return NULL;
+    }
+    return b.id;
+}
+
 static json_t *issue(auth_t *a, const auth_principal_t *p, const json_t *body, sbx_error_t *err)
 {
     const char *sid = json_string_value(json_object_get(body, "sandboxId"));
+    const char *rid = json_string_value(json_object_get(body, "runtimeId"));
     const char *resource = json_string_value(json_object_get(body, "resource"));
+    _cleanup_free_ char *found = NULL;
+    if (!sid && rid && *rid && strlen(rid) <= 128) {
+        found = sandbox_by_runtime(a, p, rid);
+        if (!found)
+            return sbx_error_arm(err, SBX_ERR_NOT_FOUND, "SandboxNotFound",
+                                 "No sandbox with that runtime id on this host."),
+                   NULL;
+        sid = found;
+    }
     if (!sid || strlen(sid) > 1024)
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidRequestContent",
-                             "'sandboxId' (the sandbox's ARM id) is required."),
+                             "'sandboxId' (the sandbox's ARM id) or 'runtimeId' is required."),
                NULL;
     if (!resource || !resource_valid(resource))
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidResource",

@@ -1,0 +1,291 @@
+/* test_agent_imds_e2e.c -- the host agent's managed identity answers
+ * (agent_imds_answer) against a real sandboxd with its local agent: a
+ * running sandbox gets a token for its own identity, in the IMDS and the
+ * App Service forms, that the openssl command verifies against sandboxd's
+ * JWKS; another host, another identity and bad requests get clear
+ * refusals.  */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "agent/agent.h"
+#include "auth/internal.h"
+#include "storage/storage.h"
+#include "tests/testutil.h"
+
+#define SUB "8d9e0f1a-2b3c-4d4e-8f5a-6b7c8d9e0f1a"
+#define API "api-version=2026-07-01"
+#define IMDS "/metadata/identity/oauth2/token"
+
+static char *tmp, *data, *base, *dev, *admin, *log_path;
+static pid_t pid = -1;
+
+static char *read_token(const char *name)
+{
+    _cleanup_free_ char *path = xasprintf("%s/%s", data, name);
+    char *t = NULL;
+    size_t n = 0;
+    if (sbx_read_file(path, &t, &n, NULL) < 0)
+        return NULL;
+    t[strcspn(t, "\n")] = '\0';
+    return t;
+}
+
+static long call(const char *method, const char *path, const char *token, const char *body,
+                 json_t **out)
+{
+    _cleanup_free_ char *url = xasprintf("%s%s", base, path);
+    _cleanup_free_ char *auth = xasprintf("Authorization: Bearer %s", token);
+    const char *hdrs[] = {auth, NULL};
+    tu_request_opts_t o = {.body = body, .headers = hdrs};
+    tu_response_t r;
+    ck_assert_int_eq(tu_http(method, url, &o, &r), 0);
+    long st = r.status;
+    if (out)
+        *out = tu_json(&r);
+    tu_response_free(&r);
+    return st;
+}
+
+static void setup(void)
+{
+    curl_global_init(CURL_GLOBAL_ALL);
+    tmp = tu_tmpdir("sbx-imds");
+    data = xasprintf("%s/data", tmp);
+    log_path = xasprintf("%s/sandboxd.log", tmp);
+    int port = tu_free_port();
+    base = xasprintf("http://127.0.0.1:%d", port);
+    char listen[64];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    _cleanup_free_ char *bin = tu_bin("sandboxd"), *agent = tu_bin("sandbox-agent");
+    const char *image = getenv("SBX_DEFAULT_IMAGE");
+    ck_assert_msg(image, "SBX_DEFAULT_IMAGE is not set");
+    char *argv[] = {bin,           "--listen",    listen, "--data-dir", data, "--default-image",
+                    (char *)image, "--agent-bin", agent,  NULL};
+    _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-imds-%d", (int)getpid());
+    char *env[] = {cg, NULL};
+    pid = tu_spawn(argv, env, log_path);
+    ck_assert_msg(tu_wait_port(port, 20000), "sandboxd did not listen");
+    dev = read_token("dev-token");
+    admin = read_token("admin-token");
+    ck_assert(dev && admin);
+}
+
+static void teardown(void)
+{
+    if (pid > 0)
+        tu_stop(pid, 30000);
+    tu_rmdir(tmp);
+    free(tmp);
+    free(data);
+    free(base);
+    free(dev);
+    free(admin);
+    free(log_path);
+    curl_global_cleanup();
+}
+
+static char *sandbox_path(const char *name)
+{
+    return xasprintf("/subscriptions/" SUB "/resourceGroups/imds/providers/Microsoft.App/"
+                     "sandboxGroups/g1/sandboxes/%s",
+                     name);
+}
+
+static void wait_running(const char *path)
+{
+    _cleanup_free_ char *p = xasprintf("%s?" API, path);
+    int64_t until = sbx_monotonic_ms() + 60000;
+    const char *state = NULL;
+    while (sbx_monotonic_ms() < until) {
+        json_t *j = NULL;
+        call("GET", p, dev, NULL, &j);
+        state = json_string_value(json_object_get(json_object_get(j, "properties"), "state"));
+        bool done = state && (!strcmp(state, "Running") || !strcmp(state, "Failed"));
+        bool running = state && !strcmp(state, "Running");
+        json_decref(j);
+        if (done) {
+            ck_assert_msg(running, "%s failed", path);
+            return;
+        }
+        usleep(100000);
+    }
+    ck_assert_msg(false, "%s not running in 60 s", path);
+}
+
+static char *runtime_id(const char *path)
+{
+    _cleanup_free_ char *db_path = xasprintf("%s/sandboxd.db", data);
+    st_db_t *db = st_open(db_path, NULL, NULL);
+    ck_assert_ptr_nonnull(db);
+    st_resource_t r = {0};
+    ck_assert_int_eq(st_resource_get(db, path, &r, NULL), 0);
+    char *rid = xstrdup(json_string_value(json_object_get(r.body, "_runtimeId")));
+    st_resource_done(&r);
+    st_close(db);
+    return rid;
+}
+
+static char *host_token(const char *host)
+{
+    _cleanup_free_ char *body = xasprintf("{\"host\":\"%s\"}", host);
+    json_t *j = NULL;
+    ck_assert_int_eq(call("POST", "/admin/tokens", admin, body, &j), 200);
+    char *t = xstrdup(json_string_value(json_object_get(j, "token")));
+    json_decref(j);
+    return t;
+}
+
+static int answer(const agent_imds_t *m, const char *rid, const char *method, const char *path,
+                  const char *query, const char *metadata, const char *ih, json_t **out)
+{
+    agent_imds_request_t rq = {.method = method,
+                               .path = path,
+                               .query = query,
+                               .metadata = metadata,
+                               .identity_header = ih};
+    char *body = NULL;
+    int st = agent_imds_answer(m, rid, "s3cret-header", &rq, &body);
+    *out = body ? json_loads(body, 0, NULL) : NULL;
+    ck_assert_msg(json_is_object(*out), "not a JSON object: %s", body);
+    free(body);
+    return st;
+}
+
+static bool openssl_verifies(const char *tok)
+{
+    json_t *jwks = NULL;
+    ck_assert_int_eq(call("GET", "/.well-known/jwks.json", dev, NULL, &jwks), 200);
+    _cleanup_free_ char *jf = xasprintf("%s/jwks.json", tmp), *tf = xasprintf("%s/tok", tmp);
+    ck_assert_int_eq(json_dump_file(jwks, jf, 0), 0);
+    json_decref(jwks);
+    ck_assert_int_eq(sbx_write_file_atomic(tf, tok, strlen(tok), 0600, NULL), 0);
+    _cleanup_free_ char *script = tu_src("tests/fixtures/jwt-openssl-verify.sh");
+    _cleanup_free_ char *cmd = xasprintf("'%s' '%s' '%s' >/dev/null 2>&1", script, tf, jf);
+    int rc = system(cmd);
+    return rc != -1 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0;
+}
+
+START_TEST(sandbox_gets_its_own_identity)
+{
+    const char *g = "/subscriptions/" SUB "/resourceGroups/imds/providers/Microsoft.App/"
+                    "sandboxGroups/g1?" API;
+    json_t *gj = NULL;
+    ck_assert_int_eq(call("PUT", g, dev,
+                          "{\"location\":\"local\",\"identity\":{\"type\":\"SystemAssigned\"}}",
+                          &gj),
+                     201);
+    _cleanup_free_ char *pid_sys =
+        xstrdup(json_string_value(json_object_get(json_object_get(gj, "identity"), "principalId")));
+    json_decref(gj);
+    _cleanup_free_ char *s1 = sandbox_path("s1"), *s2 = sandbox_path("s2");
+    _cleanup_free_ char *s1q = xasprintf("%s?" API, s1), *s2q = xasprintf("%s?" API, s2);
+    ck_assert_int_eq(call("PUT", s1q, dev, "{\"properties\":{\"identity\":\"system\"}}", NULL),
+                     201);
+    ck_assert_int_eq(call("PUT", s2q, dev, "{\"properties\":{}}", NULL), 201);
+    wait_running(s1);
+    wait_running(s2);
+    _cleanup_free_ char *rid1 = runtime_id(s1), *rid2 = runtime_id(s2);
+    _cleanup_free_ char *local = host_token("local"), *other = host_token("other");
+    agent_imds_t m = {.sandboxd_url = base, .host_token = local};
+
+    json_t *j = NULL;
+    const char *q = "api-version=2018-02-01&resource=api%3A%2F%2FAzureADTokenExchange";
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, q, "true", NULL, &j), 200);
+    const char *tok = json_string_value(json_object_get(j, "access_token"));
+    ck_assert_ptr_nonnull(tok);
+    ck_assert_msg(openssl_verifies(tok), "openssl does not verify the token");
+    jwt_t parsed;
+    ck_assert_int_eq(jwt_parse(tok, &parsed, NULL), 0);
+    _cleanup_free_ char *want_sub = xasprintf("%s/identities/system", s1);
+    ck_assert_str_eq(json_string_value(json_object_get(parsed.claims, "sub")), want_sub);
+    ck_assert_str_eq(json_string_value(json_object_get(parsed.claims, "aud")),
+                     "api://AzureADTokenExchange");
+    ck_assert_str_eq(json_string_value(json_object_get(parsed.claims, "oid")), pid_sys);
+    jwt_done(&parsed);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "resource")),
+                     "api://AzureADTokenExchange");
+    ck_assert(json_is_string(json_object_get(j, "expires_on")));
+    json_decref(j);
+
+    /* App Service's form, with the sandbox's IDENTITY_HEADER.  */
+    const char *q2 = "api-version=2019-08-01&resource=https://vault.azure.net";
+    ck_assert_int_eq(answer(&m, rid1, "GET", "/msi/token", q2, NULL, "s3cret-header", &j), 200);
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid1, "GET", "/msi/token", q2, NULL, "guess", &j), 401);
+    json_decref(j);
+
+    /* Another host cannot have it; nor a sandbox without an identity, nor
+     * an identity the sandbox was not given.  */
+    agent_imds_t m_other = {.sandboxd_url = base, .host_token = other};
+    ck_assert_int_ne(answer(&m_other, rid1, "GET", IMDS, q, "true", NULL, &j), 200);
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid2, "GET", IMDS, q, "true", NULL, &j), 400);
+    json_decref(j);
+    _cleanup_free_ char *q3 = xasprintf("%s&client_id=00000000-0000-0000-0000-000000000001", q);
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, q3, "true", NULL, &j), 400);
+    json_decref(j);
+
+    /* Bad requests.  */
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, q, NULL, NULL, &j), 400);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "error")), "invalid_request");
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, "api-version=2018-02-01", "true", NULL, &j),
+                     400);
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, "resource=x", "true", NULL, &j), 400);
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, "api-version=1&resource=%zz", "true", NULL, &j),
+                     400);
+    json_decref(j);
+    ck_assert_int_eq(
+        answer(&m, rid1, "GET", IMDS, "api-version=1&resource=a%00b", "true", NULL, &j), 400);
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, "api-version=1&resource=a+b", "true", NULL, &j),
+                     400);
+    json_decref(j);
+    ck_assert_int_eq(
+        answer(&m, rid1, "GET", IMDS, "api-version=1&resource=a&resource=b", "true", NULL, &j),
+        400);
+    json_decref(j);
+    _cleanup_free_ char *huge = xmalloc(20001);
+    memset(huge, 'a', 20000);
+    huge[20000] = '\0';
+    memcpy(huge, "resource=", 9);
+    ck_assert_int_eq(answer(&m, rid1, "GET", IMDS, huge, "true", NULL, &j), 400);
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid1, "POST", IMDS, q, "true", NULL, &j), 405);
+    json_decref(j);
+    ck_assert_int_eq(answer(&m, rid1, "GET", "/metadata/instance", q, "true", NULL, &j), 404);
+    json_decref(j);
+    /* sandboxd away: a clear 503.  */
+    agent_imds_t m_down = {.sandboxd_url = "http://127.0.0.1:1", .host_token = local};
+    ck_assert_int_eq(answer(&m_down, rid1, "GET", IMDS, q, "true", NULL, &j), 503);
+    json_decref(j);
+
+    /* The group goes, its sandboxes first.  */
+    ck_assert_int_eq(call("DELETE", g, dev, NULL, NULL), 202);
+    int64_t until = sbx_monotonic_ms() + 60000;
+    while (call("GET", g, dev, NULL, NULL) != 404 && sbx_monotonic_ms() < until)
+        usleep(100000);
+    ck_assert_int_eq(call("GET", g, dev, NULL, NULL), 404);
+}
+END_TEST
+
+static Suite *imds_suite(void)
+{
+    Suite *s = suite_create("agent_imds");
+    TCase *tc = tcase_create("imds");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 180);
+    tcase_add_test(tc, sandbox_gets_its_own_identity);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(imds_suite());
+}
