@@ -169,7 +169,10 @@ int keys_load(auth_t *a, sbx_error_t *err)
                               path);
         size_t i;
         json_t *k;
-        json_array_foreach(keys, i, k) if (r == 0 && load_one(a, k, err) < 0) r = -1;
+        json_array_foreach(keys, i, k) {
+            if (r == 0 && load_one(a, k, err) < 0)
+                r = -1;
+        }
         if (r == 0 && !a->cfg.issuer_url) {
             free(a->issuer);
             a->issuer = xstrdup(iss);

@@ -101,16 +101,18 @@ static bool principal_matches(const auth_principal_t *p, const json_t *as)
         return true;
     size_t i;
     json_t *g;
-    json_array_foreach(p->groups, i, g) if (json_is_string(g) &&
-                                            strcasecmp(who, json_string_value(g)) == 0) return true;
+    json_array_foreach(p->groups, i, g) {
+        if (json_is_string(g) && strcasecmp(who, json_string_value(g)) == 0)
+            return true;
+    }
     return false;
 }
 
 /* The permissions p holds over the request's scope.  any_below: also
  * count assignments at scopes under it (for a subscription's operation
  * statuses, which anyone working in it polls).  */
-static unsigned perms_over(auth_t *a, const auth_principal_t *p, char req[][160], int nreq,
-                           bool any_below)
+static unsigned perms_over_locked(auth_t *a, const auth_principal_t *p, char req[][160],
+                                  int nreq, bool any_below)
 {
     if (p->kind == AUTH_ADMIN)
         return P_READ | P_DATA | P_WRITE | P_ADMIN;
@@ -121,11 +123,9 @@ static unsigned perms_over(auth_t *a, const auth_principal_t *p, char req[][160]
     if (p->host)
         return 0;
     unsigned perms = 0;
-    pthread_mutex_lock(&a->lock);
     size_t i;
     json_t *as;
-    json_array_foreach(a->assignments, i, as)
-    {
+    json_array_foreach(a->assignments, i, as) {
         if (!principal_matches(p, as))
             continue;
         const char *scope = json_string_value(json_object_get(as, "scope"));
@@ -144,15 +144,31 @@ static unsigned perms_over(auth_t *a, const auth_principal_t *p, char req[][160]
         if (covers)
             perms |= r->perms;
     }
+    return perms;
+}
+
+static unsigned perms_over(auth_t *a, const auth_principal_t *p, char req[][160], int nreq,
+                           bool any_below)
+{
+    pthread_mutex_lock(&a->lock);
+    unsigned perms = perms_over_locked(a, p, req, nreq, any_below);
     pthread_mutex_unlock(&a->lock);
     return perms;
 }
 
-bool auth_is_owner(auth_t *a, const auth_principal_t *p, const char *scope)
+static bool is_owner_locked(auth_t *a, const auth_principal_t *p, const char *scope)
 {
     char s[16][160];
     int n = segments(scope, s, 16);
-    return n >= 0 && (perms_over(a, p, s, n, false) & P_ADMIN);
+    return n >= 0 && (perms_over_locked(a, p, s, n, false) & P_ADMIN);
+}
+
+bool auth_is_owner(auth_t *a, const auth_principal_t *p, const char *scope)
+{
+    pthread_mutex_lock(&a->lock);
+    bool owner = is_owner_locked(a, p, scope);
+    pthread_mutex_unlock(&a->lock);
+    return owner;
 }
 
 /* What an ARM request needs, and the action name a refusal quotes.  */
@@ -249,8 +265,7 @@ int roles_ensure_dev(auth_t *a, sbx_error_t *err)
     size_t i;
     json_t *as;
     bool found = false;
-    json_array_foreach(next, i, as)
-    {
+    json_array_foreach(next, i, as) {
         const char *name = json_string_value(json_object_get(as, "name"));
         if (name && strcmp(name, "dev") == 0) {
             /* The issuer URL may have been changed by the operator.  */
@@ -331,8 +346,7 @@ static json_t *find(json_t *arr, const char *name, size_t *at)
 {
     size_t i;
     json_t *as;
-    json_array_foreach(arr, i, as)
-    {
+    json_array_foreach(arr, i, as) {
         if (strcmp(json_string_value(json_object_get(as, "name")), name) == 0) {
             *at = i;
             return as;
@@ -349,6 +363,8 @@ static void forbid(http_response_t *res, const auth_principal_t *p, const char *
                      p->name ? p->name : "?", scope);
 }
 
+/* Read, check and write under one hold of the lock, so two changes made
+ * at once never lose one another.  */
 static void put_one(auth_t *a, const auth_principal_t *p, const http_request_t *req,
                     const char *name, http_response_t *res)
 {
@@ -359,65 +375,58 @@ static void put_one(auth_t *a, const auth_principal_t *p, const http_request_t *
         return;
     }
     const char *scope = json_string_value(json_object_get(as, "scope"));
-    if (!auth_is_owner(a, p, scope)) {
-        forbid(res, p, scope);
-        json_decref(as);
-        return;
-    }
     pthread_mutex_lock(&a->lock);
     json_t *next = json_deep_copy(a->assignments);
     size_t at = 0;
     json_t *old = find(next, name, &at);
     const char *old_scope = old ? json_string_value(json_object_get(old, "scope")) : NULL;
-    pthread_mutex_unlock(&a->lock);
-    /* Replacing one moves it away from where it was: Owner there too.  */
-    if (old_scope && !auth_is_owner(a, p, old_scope)) {
+    if (!is_owner_locked(a, p, scope)) {
+        forbid(res, p, scope);
+    } else if (old_scope && !is_owner_locked(a, p, old_scope)) {
+        /* Replacing one moves it away from where it was: Owner there too.  */
         forbid(res, p, old_scope);
     } else if (!old && json_array_size(next) >= MAX_ASSIGNMENTS) {
         http_reply_error(res, 409, "RoleAssignmentLimitExceeded", "Too many role assignments.");
     } else {
+        bool created = !old;
         if (old)
             json_array_set(next, at, as);
         else
             json_array_append(next, as);
-        pthread_mutex_lock(&a->lock);
-        int r = save_locked(a, next, &err);
-        pthread_mutex_unlock(&a->lock);
-        if (r < 0)
+        if (save_locked(a, next, &err) < 0)
             http_reply_sbx_error(res, &err);
         else
-            http_reply_json(res, old ? 200 : 201, served(as));
+            http_reply_json(res, created ? 201 : 200, served(as));
     }
+    pthread_mutex_unlock(&a->lock);
     json_decref(next);
     json_decref(as);
 }
 
-static void delete_one(auth_t *a, const auth_principal_t *p, const char *name, http_response_t *res)
+static void delete_one(auth_t *a, const auth_principal_t *p, const char *name,
+                       http_response_t *res)
 {
     pthread_mutex_lock(&a->lock);
     json_t *next = json_deep_copy(a->assignments);
-    pthread_mutex_unlock(&a->lock);
     size_t at = 0;
     json_t *old = find(next, name, &at);
     const char *scope = old ? json_string_value(json_object_get(old, "scope")) : NULL;
     if (!old) {
         http_reply_empty(res, 204);
-    } else if (!auth_is_owner(a, p, scope)) {
+    } else if (!is_owner_locked(a, p, scope)) {
         forbid(res, p, scope);
     } else {
         json_t *gone = served(old);
         json_array_remove(next, at);
         sbx_error_t err = {0};
-        pthread_mutex_lock(&a->lock);
-        int r = save_locked(a, next, &err);
-        pthread_mutex_unlock(&a->lock);
-        if (r < 0) {
+        if (save_locked(a, next, &err) < 0) {
             json_decref(gone);
             http_reply_sbx_error(res, &err);
         } else {
             http_reply_json(res, 200, gone);
         }
     }
+    pthread_mutex_unlock(&a->lock);
     json_decref(next);
 }
 
@@ -433,14 +442,13 @@ void roles_admin(auth_t *a, const auth_principal_t *p, const http_request_t *req
     if (!name && strcmp(m, "GET") == 0) {
         json_t *list = json_array();
         pthread_mutex_lock(&a->lock);
-        json_t *all = json_deep_copy(a->assignments);
-        pthread_mutex_unlock(&a->lock);
         size_t i;
         json_t *as;
-        json_array_foreach(
-            all, i, as) if (auth_is_owner(a, p, json_string_value(json_object_get(as, "scope"))))
-            json_array_append_new(list, served(as));
-        json_decref(all);
+        json_array_foreach(a->assignments, i, as) {
+            if (is_owner_locked(a, p, json_string_value(json_object_get(as, "scope"))))
+                json_array_append_new(list, served(as));
+        }
+        pthread_mutex_unlock(&a->lock);
         http_reply_json(res, 200, json_pack("{s:o}", "value", list));
     } else if (name && strcmp(m, "GET") == 0) {
         pthread_mutex_lock(&a->lock);

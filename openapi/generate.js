@@ -356,7 +356,7 @@ const DEFINITIONS = {
     properties: {
       ...sandboxShape(),
       egressPolicy: { type: 'string', maxLength: 63, description: 'Name of an egress policy of the group; without one (here or in the group), the sandbox reaches nothing outside itself.' },
-      identity: { type: 'string', maxLength: 1024, description: 'Which of the group\'s identities the sandbox may use: "SystemAssigned", or the ARM resource ID of one of the group\'s user-assigned identities. Without one, the sandbox gets no tokens.' },
+      identity: { type: 'string', maxLength: 1024, description: 'Which of the group\'s identities the sandbox may use: "system" (or "SystemAssigned") for the group\'s system-assigned identity, or the ARM resource ID of one of the group\'s user-assigned identities; anything else is refused. Without one, the sandbox gets no tokens.' },
       secureEnv: {
         ...stringMap('Secret environment variables: write-only. Accepted on create, never returned (their names are in secureEnvNames), stored encrypted. A PUT without secureEnv keeps the stored values, so a GET-modify-PUT never wipes them; a PUT with it must give the same values as stored (like env, it is fixed once the sandbox exists). A name may not be in both env and secureEnv. Same limits as env.'),
         'x-ms-secret': true,
@@ -927,6 +927,7 @@ const ERROR_CODES = [
   ['BadRequest', 400, 'any other invalid request'],
   ['AuthenticationFailed', 401, 'no credentials were given'],
   ['InvalidAuthenticationToken', 401, 'the bearer token is not valid'],
+  ['AuthorizationFailed', 403, 'the caller holds no role that allows the action at this scope'],
   ['Forbidden', 403, 'the caller may not do this'],
   ['ResourceNotFound', 404, 'the resource does not exist'],
   ['ParentResourceNotFound', 404, 'the parent (sandbox group) does not exist'],
