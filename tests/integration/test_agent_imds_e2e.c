@@ -94,10 +94,37 @@ static char *sandbox_path(const char *name)
                      name);
 }
 
+static void dump_log(void)
+{
+    _cleanup_free_ char *log = NULL;
+    size_t len = 0;
+    if (sbx_read_file(log_path, &log, &len, NULL) == 0)
+        fprintf(stderr, "---- sandboxd log (tail) ----\n%s\n----\n",
+                log + (len > 8000 ? len - 8000 : 0));
+}
+
+/* The local agent registers itself once it answers its health checks.  */
+static void wait_local_host(void)
+{
+    int64_t until = sbx_monotonic_ms() + 60000;
+    while (sbx_monotonic_ms() < until) {
+        json_t *j = NULL;
+        long st = call("GET", "/admin/hosts/local", admin, NULL, &j);
+        const char *state = json_string_value(json_object_get(j, "state"));
+        bool ready = st == 200 && state && !strcmp(state, "Ready");
+        json_decref(j);
+        if (ready)
+            return;
+        usleep(100000);
+    }
+    dump_log();
+    ck_assert_msg(false, "the local agent was not Ready in 60 s");
+}
+
 static void wait_running(const char *path)
 {
     _cleanup_free_ char *p = xasprintf("%s?" API, path);
-    int64_t until = sbx_monotonic_ms() + 60000;
+    int64_t until = sbx_monotonic_ms() + 120000;
     const char *state = NULL;
     while (sbx_monotonic_ms() < until) {
         json_t *j = NULL;
@@ -107,12 +134,15 @@ static void wait_running(const char *path)
         bool running = state && !strcmp(state, "Running");
         json_decref(j);
         if (done) {
+            if (!running)
+                dump_log();
             ck_assert_msg(running, "%s failed", path);
             return;
         }
         usleep(100000);
     }
-    ck_assert_msg(false, "%s not running in 60 s", path);
+    dump_log();
+    ck_assert_msg(false, "%s not running in 120 s", path);
 }
 
 static char *runtime_id(const char *path)
@@ -170,6 +200,7 @@ static bool openssl_verifies(const char *tok)
 
 START_TEST(sandbox_gets_its_own_identity)
 {
+    wait_local_host();
     const char *g = "/subscriptions/" SUB "/resourceGroups/imds/providers/Microsoft.App/"
                     "sandboxGroups/g1?" API;
     json_t *gj = NULL;
@@ -279,7 +310,7 @@ static Suite *imds_suite(void)
     Suite *s = suite_create("agent_imds");
     TCase *tc = tcase_create("imds");
     tcase_add_checked_fixture(tc, setup, teardown);
-    tcase_set_timeout(tc, 180);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, sandbox_gets_its_own_identity);
     suite_add_tcase(s, tc);
     return s;
