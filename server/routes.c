@@ -3,7 +3,6 @@
  * ARM APIs, with an audit line for everything that changes state.  */
 #include "server/routes.h"
 
-#include <openssl/crypto.h>
 #include <string.h>
 
 #include "api/api.h"
