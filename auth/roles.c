@@ -182,6 +182,11 @@ static unsigned needed(const char *method, char s[][160], int n, bool *status_po
         *verb = read ? "files/read" : "files/write";
         return P_DATA;
     }
+    /* A sandbox's processes (started, listed, signalled) are exec's kin.  */
+    if (n >= 11 && strcmp(s[8], "sandboxes") == 0 && strcmp(s[10], "processes") == 0) {
+        *verb = "processes/action";
+        return P_DATA;
+    }
     if (sandbox_sub && !strcmp(method, "POST")) {
         bool data = !strcmp(s[10], "exec") || !strcmp(s[10], "processes");
         *verb = data ? "exec/action" : "lifecycle/action";
