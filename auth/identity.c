@@ -112,7 +112,7 @@ typedef struct by_runtime {
 static void match_runtime(void *ud, const st_resource_t *r)
 {
     by_runtime_t *b = ud;
-    const char *rid = json_string_value(json_object_get(r->body, "_runtimeId"));
+    const char *rid = r->runtime_id;
     if (!b->id && rid && strcmp(rid, b->rid) == 0)
         b->id = xstrdup(r->id);
 }

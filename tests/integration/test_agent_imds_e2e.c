@@ -152,7 +152,8 @@ static char *runtime_id(const char *path)
     ck_assert_ptr_nonnull(db);
     st_resource_t r = {0};
     ck_assert_int_eq(st_resource_get(db, path, &r, NULL), 0);
-    char *rid = xstrdup(json_string_value(json_object_get(r.body, "_runtimeId")));
+    ck_assert_ptr_nonnull(r.runtime_id);
+    char *rid = xstrdup(r.runtime_id);
     st_resource_done(&r);
     st_close(db);
     return rid;
