@@ -80,6 +80,15 @@ static const char usage[] =
     "                         the local agent may pull images from registries at\n"
     "                         loopback, private and link-local addresses\n"
     "                         (SANDBOXD_ALLOW_PRIVATE_REGISTRIES=1)\n"
+    "  --e2b-listen HOST:PORT serve the E2B-compatible API (REST and in-sandbox) here\n"
+    "                         (SANDBOXD_E2B_LISTEN; default off)\n"
+    "  --e2b-group SUB/RG/GROUP\n"
+    "                         the sandbox group E2B sandboxes belong to, created when\n"
+    "                         missing (SANDBOXD_E2B_GROUP; default\n"
+    "                         00000000-0000-0000-0000-000000000000/e2b/e2b)\n"
+    "  --e2b-templates A=IMAGE,...\n"
+    "                         E2B template names for images; 'base' is the default\n"
+    "                         image (SANDBOXD_E2B_TEMPLATES)\n"
     "  --help, --version\n";
 
 enum {
@@ -90,7 +99,7 @@ enum {
     O_MAX_IN_FLIGHT, O_MAX_IN_FLIGHT_PER_CLIENT, O_MAX_CONNECTIONS,
     O_MAX_CONNECTIONS_PER_ADDRESS, O_HEADER_TIMEOUT,
     O_ALLOW_PRIVATE_REGISTRIES, O_ISSUER_URL, O_OIDC_ISSUER, O_OIDC_AUDIENCE, O_SIGNING_ALG,
-    O_KEY_ROTATION,
+    O_KEY_ROTATION, O_E2B_LISTEN, O_E2B_GROUP, O_E2B_TEMPLATES,
 };
 
 static const struct option options[] = {
@@ -128,6 +137,9 @@ static const struct option options[] = {
     {"oidc-audience", required_argument, NULL, O_OIDC_AUDIENCE},
     {"signing-alg", required_argument, NULL, O_SIGNING_ALG},
     {"key-rotation", required_argument, NULL, O_KEY_ROTATION},
+    {"e2b-listen", required_argument, NULL, O_E2B_LISTEN},
+    {"e2b-group", required_argument, NULL, O_E2B_GROUP},
+    {"e2b-templates", required_argument, NULL, O_E2B_TEMPLATES},
     {NULL, 0, NULL, 0},
 };
 
@@ -284,6 +296,9 @@ static void from_env(sbx_config_t *cfg)
         {"SANDBOXD_LOG_LEVEL", offsetof(sbx_config_t, log_level)},
         {"SANDBOXD_ISSUER_URL", offsetof(sbx_config_t, issuer_url)},
         {"SANDBOXD_SIGNING_ALG", offsetof(sbx_config_t, signing_alg)},
+        {"SANDBOXD_E2B_LISTEN", offsetof(sbx_config_t, e2b_listen)},
+        {"SANDBOXD_E2B_GROUP", offsetof(sbx_config_t, e2b_group)},
+        {"SANDBOXD_E2B_TEMPLATES", offsetof(sbx_config_t, e2b_templates)},
     };
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
         const char *v = getenv(strs[i].var);
@@ -362,6 +377,9 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_OIDC_AUDIENCE:
             list_add(&cfg->oidc_audiences, &cfg->n_oidc_audiences, optarg);
             break;
+        case O_E2B_LISTEN: set_str(&cfg->e2b_listen, optarg); break;
+        case O_E2B_GROUP: set_str(&cfg->e2b_group, optarg); break;
+        case O_E2B_TEMPLATES: set_str(&cfg->e2b_templates, optarg); break;
         case O_MAX_BODY:
             if (parse_size(optarg, "--max-body", 1024, 64 << 20, &cfg->max_body, err) < 0)
                 return -1;
@@ -416,7 +434,8 @@ void sbx_config_done(sbx_config_t *cfg)
 {
     char **strs[] = {&cfg->listen, &cfg->data_dir, &cfg->tls_cert, &cfg->tls_key,
                      &cfg->auth_token, &cfg->agent_bin, &cfg->log_level, &cfg->admin_token,
-                     &cfg->default_image, &cfg->issuer_url, &cfg->signing_alg};
+                     &cfg->default_image, &cfg->issuer_url, &cfg->signing_alg,
+                     &cfg->e2b_listen, &cfg->e2b_group, &cfg->e2b_templates};
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
         free(*strs[i]);
         *strs[i] = NULL;

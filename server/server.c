@@ -15,6 +15,7 @@
 
 #include "api/api.h"
 #include "http/http.h"
+#include "server/e2b_front.h"
 #include "server/routes.h"
 #include "storage/storage.h"
 
@@ -288,6 +289,15 @@ int sbx_server_run(const sbx_config_t *cfg)
     sbx_log(SBX_LOG_INFO, MODULE_NAME, "sandboxd %s listening on %s://%s (port %d), data in %s",
             SBX_VERSION, cert ? "https" : "http", cfg->listen, http_server_port(http),
             cfg->data_dir);
+    e2b_front_t *e2b = NULL;
+    if (cfg->e2b_listen) {
+        e2b_front_config_t ec = {.cfg = cfg, .arm_port = http_server_port(http),
+                                 .tls_cert = cert, .tls_key = key,
+                                 .arm_token = rcfg.auth_token, .secret_key = secret_key};
+        e2b = e2b_front_start(&ec, &err);
+        if (!e2b)
+            sbx_log(SBX_LOG_ERROR, MODULE_NAME, "E2B API: %s", err.msg);
+    }
     if (routes_start_background(routes, &err) < 0)
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
 
@@ -296,6 +306,9 @@ int sbx_server_run(const sbx_config_t *cfg)
     /* In-flight requests finish first, but none waits on a sandbox for
      * longer than the grace: a long exec is answered 503 and goes on.  */
     routes_shutdown_begin(routes, SHUTDOWN_GRACE_MS);
+    /* The E2B front goes first: it is a client of the ARM listener.  */
+    e2b_front_shutdown_begin(e2b);
+    e2b_front_stop(e2b);
     http_server_stop(http);
     routes_free(routes);
     st_close(db);

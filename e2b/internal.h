@@ -1,0 +1,122 @@
+/* internal.h -- shared inside the e2b module: the adapter's state, its ARM
+ * client, E2B and Connect error replies, and the handlers of each file.  */
+#ifndef SBX_E2B_INTERNAL_H
+#define SBX_E2B_INTERNAL_H
+
+#include <pthread.h>
+
+#include "e2b/e2b.h"
+
+#define E2B_ENVD_VERSION "0.5.7"
+#define E2B_API_VERSION "2026-07-01"
+
+typedef struct e2b_proc e2b_proc_t;
+
+struct e2b {
+    char *arm_url, *arm_token, *group_path;
+    char *state_dir;   /* store.c's files */
+    json_t *templates; /* alias -> image */
+    unsigned char key[E2B_SECRET_KEY_LEN];
+    bool insecure_tls;
+    size_t max_body;
+    pthread_mutex_t lock; /* guards what follows */
+    bool group_ready;
+    bool stopping;
+    unsigned threads;    /* command threads running */
+    pthread_cond_t idle; /* threads fell to 0 */
+    unsigned next_pid;
+    e2b_proc_t *procs; /* one-shot commands under way, for List and Connect */
+};
+
+/* ---- the ARM client (arm.c) ---- */
+
+typedef struct arm_reply {
+    long status; /* 0: no answer */
+    char *body;
+    size_t len;
+    char error[256]; /* why there was no answer */
+} arm_reply_t;
+void arm_reply_done(arm_reply_t *r);
+/* The reply's body as JSON (new reference) or NULL.  */
+json_t *arm_reply_json(const arm_reply_t *r);
+/* The ARM error message of a reply, or a description of the failure.  */
+const char *arm_reply_message(const arm_reply_t *r, char *buf, size_t size);
+
+typedef struct arm_req {
+    const char *method;
+    const char *sandbox; /* NULL: the group itself */
+    const char *suffix;  /* "/exec", "/files", "" */
+    const char *query;   /* extra query, already encoded; may be NULL */
+    const char *bearer;  /* NULL: no Authorization */
+    const char *body;
+    size_t len;
+    const char *content_type;
+    const char *if_match;
+    long timeout_ms; /* 0: 60 s */
+} arm_req_t;
+void arm_call(e2b_t *e, const arm_req_t *rq, arm_reply_t *r);
+/* The group's sandboxes (followed nextLink) as a JSON array, or NULL with
+ * the failing reply in r.  */
+json_t *arm_list_sandboxes(e2b_t *e, const char *bearer, arm_reply_t *r);
+/* Percent-encodes s for a query value (new string).  */
+char *arm_escape(const char *s);
+
+/* ---- what ARM does not keep (store.c) ---- */
+
+/* {"template","metadata","autoPause"} of a sandbox.  */
+int e2b_meta_put(e2b_t *e, const char *id, const json_t *meta, sbx_error_t *err);
+json_t *e2b_meta_get(const e2b_t *e, const char *id); /* new reference or NULL */
+void e2b_meta_delete(const e2b_t *e, const char *id);
+void e2b_meta_prune(const e2b_t *e, const json_t *live);
+
+/* ---- replies ---- */
+
+/* E2B REST error: {"code":status,"message":...}.  */
+void e2b_reply_error(http_response_t *res, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* An ARM failure as an E2B REST error with the same status.  */
+void e2b_reply_arm_error(http_response_t *res, const arm_reply_t *r);
+
+/* Connect unary error: HTTP status from the code, {"code","message"}.  */
+void connect_reply_error(http_response_t *res, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The Connect code for an ARM failure.  */
+const char *connect_code_for(const arm_reply_t *r);
+/* One enveloped message (flags 0, or 2 for the end of the stream).  */
+char *connect_envelope(unsigned flags, const json_t *msg, size_t *len);
+/* The request message: JSON for unary calls, the first envelope for
+ * streaming ones (Content-Type application/connect+json).  New reference or
+ * NULL.  */
+json_t *connect_request_json(const http_request_t *req, bool *streaming);
+
+/* ---- the sandbox an envd request names ---- */
+
+typedef struct envd_ctx {
+    e2b_t *e;
+    const char *sandbox; /* E2b-Sandbox-Id */
+    char home[256];      /* the user's home, for relative paths */
+} envd_ctx_t;
+/* An absolute path for p (relative ones against the home), or NULL when p
+ * is empty or too long.  New string.  */
+char *envd_path(const envd_ctx_t *c, const char *p);
+/* Run argv in the sandbox through ARM exec; the parsed reply in *out.  */
+int envd_exec(const envd_ctx_t *c, json_t *argv, int timeout_s, json_t **out, arm_reply_t *r);
+
+/* ---- handlers ---- */
+
+void e2b_rest_handle(e2b_t *e, const http_request_t *req, http_response_t *res);
+void e2b_files_handle(const envd_ctx_t *c, const http_request_t *req, http_response_t *res);
+void e2b_fs_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
+                   http_response_t *res);
+void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
+                        http_response_t *res);
+/* A command thread starts or ends (e2b_free waits for them).  */
+void e2b_thread_enter(e2b_t *e);
+void e2b_thread_leave(e2b_t *e);
+
+/* The envd access token of a sandbox: hex HMAC-SHA256 of its id.  */
+void e2b_access_token(const e2b_t *e, const char *sandbox, char out[65]);
+/* Whether a sandbox id is well formed (also a valid ARM name).  */
+bool e2b_id_valid(const char *id);
+
+#endif
