@@ -34,6 +34,20 @@ const char *arm_reply_message(const arm_reply_t *r, char *buf, size_t size)
     return buf;
 }
 
+bool arm_reply_sandbox_gone(const arm_reply_t *r)
+{
+    if (r->status != 404 && r->status != 409)
+        return false;
+    json_t *j = arm_reply_json(r);
+    const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+    bool gone = code && (strcmp(code, "ResourceNotFound") == 0 ||
+                         strcmp(code, "ParentResourceNotFound") == 0 ||
+                         strcmp(code, "SandboxNotFound") == 0 ||
+                         strcmp(code, "SandboxDeleting") == 0);
+    json_decref(j);
+    return gone;
+}
+
 char *arm_escape(const char *s)
 {
     char *c = curl_easy_escape(NULL, s, (int)strlen(s));

@@ -219,6 +219,8 @@ void connect_reply_error(http_response_t *res, const char *code, const char *fmt
 
 const char *connect_code_for(const arm_reply_t *r)
 {
+    if (arm_reply_sandbox_gone(r))
+        return "unavailable";
     switch (r->status) {
     case 0: return "unavailable";
     case 400: return "invalid_argument";

@@ -17,15 +17,12 @@ static const char *base_name(const char *path)
 
 static void files_reply_arm_error(http_response_t *res, const arm_reply_t *r)
 {
-    /* A sandbox that is gone answers like E2B's proxy: 502.  */
-    if (r->status == 404) {
-        char msg[400];
-        arm_reply_message(r, msg, sizeof(msg));
-        bool sandbox_gone = strstr(msg, "andbox") != NULL && !strstr(msg, "ile");
-        e2b_reply_error(res, sandbox_gone ? 502 : 404, "%s", msg);
-        return;
-    }
-    e2b_reply_arm_error(res, r);
+    char msg[400];
+    arm_reply_message(r, msg, sizeof(msg));
+    if (arm_reply_sandbox_gone(r))
+        e2b_reply_error(res, 502, "The sandbox was not found: %s", msg);
+    else
+        e2b_reply_arm_error(res, r);
 }
 
 static void files_get(const envd_ctx_t *c, const char *path, http_response_t *res)
@@ -273,7 +270,7 @@ static json_t *stat_entry(const envd_ctx_t *c, const char *path, http_response_t
     arm_reply_t r;
     _cleanup_json_ json_t *items = list_arm(c, dir, &r);
     if (!items) {
-        if (r.status == 404 || r.status == 400) {
+        if (!arm_reply_sandbox_gone(&r) && (r.status == 404 || r.status == 400)) {
             arm_reply_done(&r);
             connect_reply_error(res, "not_found", "path '%s' does not exist", path);
             return NULL;
@@ -299,7 +296,9 @@ static int list_into(const envd_ctx_t *c, const char *dir, unsigned depth, json_
     arm_reply_t r;
     _cleanup_json_ json_t *items = list_arm(c, dir, &r);
     if (!items) {
-        if (r.status == 404) {
+        if (arm_reply_sandbox_gone(&r)) {
+            fs_arm_error(res, &r);
+        } else if (r.status == 404) {
             arm_reply_done(&r);
             connect_reply_error(res, "not_found", "directory '%s' does not exist", dir);
         } else if (r.status == 400) {

@@ -58,6 +58,10 @@ void arm_call(e2b_t *e, const arm_req_t *rq, arm_reply_t *r);
 /* The group's sandboxes (followed nextLink) as a JSON array, or NULL with
  * the failing reply in r.  */
 json_t *arm_list_sandboxes(e2b_t *e, const char *bearer, arm_reply_t *r);
+/* Whether an ARM failure says the sandbox itself is not there (or is
+ * being deleted): E2B's proxy answers those 502, which its SDKs take for a
+ * sandbox past its timeout.  */
+bool arm_reply_sandbox_gone(const arm_reply_t *r);
 /* Percent-encodes s for a query value (new string).  */
 char *arm_escape(const char *s);
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds sandboxd with AddressSanitizer and UndefinedBehaviorSanitizer and
 # runs every test: the Check unit and integration tests (ctest), the Azure
-# SDK for JS against the real server, then the OpenAPI checks and the
+# SDK for JS and the e2b SDK against the real server, then the OpenAPI checks and the
 # conformance of every reply the tests recorded.  Then the Check tests once
 # more against the release build users run (sanitizers can hide what it
 # hits), and a warning-free build with clang.  Ends with one line
@@ -53,6 +53,9 @@ tests/sdk/run.sh "$root/build-test"
 count "Azure SDK for JS" $?
 tests/sdk/az.sh "$root/build-test"
 count "Azure CLI (az rest)" $?
+# The unmodified e2b SDK against the E2B-compatible API.
+tests/e2b/run.sh "$root/build-test"
+count "e2b SDK for JS" $?
 set -e
 
 # The OpenAPI description, its examples, ARM lint, and every recorded reply.
