@@ -221,11 +221,12 @@ static json_t *create_body(const json_t *in, const char *image)
 }
 
 /* Waits until the sandbox runs (ARM creates asynchronously; E2B's create
- * answers with a sandbox ready for commands).  */
+ * answers with a sandbox ready for commands).  A cold start takes tens of
+ * milliseconds, so the first polls are 1 ms apart; a create waiting for
+ * an image pull or for room is polled less often.  */
 static int wait_running(rest_t *r, const char *id)
 {
-    int64_t deadline = sbx_monotonic_ms() + CREATE_WAIT_MS;
-    useconds_t pause_us = 2000;
+    int64_t start = sbx_monotonic_ms(), deadline = start + CREATE_WAIT_MS;
     for (;;) {
         arm_reply_t ar;
         get_sandbox(r, id, &ar);
@@ -253,9 +254,8 @@ static int wait_running(rest_t *r, const char *id)
         }
         json_decref(sb);
         arm_reply_done(&ar);
-        usleep(pause_us);
-        if (pause_us < 50000)
-            pause_us *= 2;
+        int64_t waited = sbx_monotonic_ms() - start;
+        usleep(waited < 200 ? 1000 : waited < 5000 ? 10000 : 50000);
     }
 }
 
