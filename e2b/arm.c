@@ -40,10 +40,10 @@ bool arm_reply_sandbox_gone(const arm_reply_t *r)
         return false;
     json_t *j = arm_reply_json(r);
     const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
-    bool gone = code && (strcmp(code, "ResourceNotFound") == 0 ||
-                         strcmp(code, "ParentResourceNotFound") == 0 ||
-                         strcmp(code, "SandboxNotFound") == 0 ||
-                         strcmp(code, "SandboxDeleting") == 0);
+    bool gone =
+        code &&
+        (strcmp(code, "ResourceNotFound") == 0 || strcmp(code, "ParentResourceNotFound") == 0 ||
+         strcmp(code, "SandboxNotFound") == 0 || strcmp(code, "SandboxDeleting") == 0);
     json_decref(j);
     return gone;
 }

@@ -351,7 +351,7 @@ static void envd_handle(e2b_t *e, const http_request_t *req, http_response_t *re
         return;
     }
     if (!access_token_ok(e, req, sandbox)) {
-        if (sbx_str_has_prefix(req->path, "/files"))
+        if (strcmp(req->path, "/files") == 0)
             e2b_reply_error(res, 401, "Invalid or missing X-Access-Token.");
         else
             connect_reply_error(res, "unauthenticated", "Invalid or missing X-Access-Token.");

@@ -30,11 +30,11 @@ static bool authenticated(void *ctx, const http_request_t *req)
     return e2b_has_credentials(ctx, req);
 }
 
-/* Every answered request calls the ARM listener: none runs on an event
- * thread.  */
+/* Every request with credentials, and /health, calls the ARM listener:
+ * none of them runs on an event thread.  */
 static bool run_apart(void *ctx, const http_request_t *req)
 {
-    return e2b_has_credentials(ctx, req);
+    return e2b_has_credentials(ctx, req) || strcmp(req->path, "/health") == 0;
 }
 
 /* The ARM listener as seen from this process: its host, or loopback for a
