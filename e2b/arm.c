@@ -80,12 +80,19 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
     return k;
 }
 
+typedef struct progress {
+    e2b_t *e;
+    const arm_req_t *rq;
+} progress_t;
+
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
-    e2b_t *e = ud;
-    pthread_mutex_lock(&e->lock);
-    bool stop = e->stopping;
-    pthread_mutex_unlock(&e->lock);
+    progress_t *p = ud;
+    pthread_mutex_lock(&p->e->lock);
+    bool stop = p->e->stopping;
+    pthread_mutex_unlock(&p->e->lock);
+    if (!stop && p->rq->tick)
+        stop = !p->rq->tick(p->rq->tick_ud);
     return stop ? 1 : 0;
 }
 
@@ -127,6 +134,7 @@ static void call_url(e2b_t *e, const char *method, const char *url, const arm_re
         h = curl_slist_append(h, im);
     h = curl_slist_append(h, "Expect:");
     sink_t s = {.r = r};
+    progress_t prog = {.e = e, .rq = rq};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -136,7 +144,7 @@ static void call_url(e2b_t *e, const char *method, const char *url, const arm_re
     curl_easy_setopt(c, CURLOPT_PROXY, "");
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, e);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &prog);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, rq->timeout_ms > 0 ? rq->timeout_ms : 60000L);
     if (e->insecure_tls) {
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);

@@ -1,5 +1,6 @@
 /* e2b.c -- the adapter's entry: configuration, routing of REST and envd
  * requests, access tokens, and the E2B and Connect error replies.  */
+#include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <stdarg.h>
@@ -49,6 +50,9 @@ static int parse_group(e2b_t *e, const char *g, sbx_error_t *err)
 
 e2b_t *e2b_new(const e2b_config_t *cfg, sbx_error_t *err)
 {
+    /* Counted: a no-op when sandboxd's scheduler has done it, as it has
+     * before any request can arrive here.  */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     e2b_t *e = xcalloc(1, sizeof(*e));
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->idle, NULL);

@@ -53,6 +53,9 @@ typedef struct arm_req {
     const char *content_type;
     const char *if_match;
     long timeout_ms; /* 0: 60 s */
+    /* Called about once a second while the call runs; false cuts it.  */
+    bool (*tick)(void *ud);
+    void *tick_ud;
 } arm_req_t;
 void arm_call(e2b_t *e, const arm_req_t *rq, arm_reply_t *r);
 /* The group's sandboxes (followed nextLink) as a JSON array, or NULL with

@@ -119,8 +119,29 @@ typedef struct run {
     e2b_proc_t *p;
     http_pipe_t *pipe;
     json_t *exec; /* the ARM exec body */
-    char home[256];
+    int keepalive_s;
+    int64_t last_ms; /* of the last message sent */
 } run_t;
+
+/* A keepalive event now and then while the command runs silently (the
+ * client asks for them every Keepalive-Ping-Interval seconds): proxies and
+ * clients cut responses idle for too long.  A client gone cuts the exec.  */
+static bool run_tick(void *ud)
+{
+    run_t *r = ud;
+    int64_t now = sbx_monotonic_ms();
+    if (now - r->last_ms < (int64_t)r->keepalive_s * 1000)
+        return true;
+    r->last_ms = now;
+    return send_event(r->pipe, json_pack("{s:{}}", "keepalive")) == 0;
+}
+
+static int keepalive_s(const http_request_t *req)
+{
+    const char *h = http_header(req, "Keepalive-Ping-Interval");
+    long s = h ? strtol(h, NULL, 10) : 0;
+    return s < 5 ? 30 : s > 300 ? 300 : (int)s;
+}
 
 static void *run_main(void *ud)
 {
@@ -135,7 +156,9 @@ static void *run_main(void *ud)
                     .bearer = e->arm_token,
                     .body = js,
                     .len = strlen(js),
-                    .timeout_ms = (long)t * 1000 + 30000};
+                    .timeout_ms = (long)t * 1000 + 30000,
+                    .tick = run_tick,
+                    .tick_ud = r};
     arm_reply_t ar;
     arm_call(e, &rq, &ar);
     json_t *result = ar.status == 200 ? arm_reply_json(&ar) : NULL;
@@ -240,6 +263,8 @@ static void start(const envd_ctx_t *c, const http_request_t *req, const json_t *
     r->e = e;
     r->p = p;
     r->exec = exec_body(c, p->pid, proc, timeout_s(req));
+    r->keepalive_s = keepalive_s(req);
+    r->last_ms = sbx_monotonic_ms();
     r->pipe = http_pipe_new(PIPE_CAP);
     /* The pipe has room: the start event goes out before the command ends.  */
     send_event(r->pipe, json_pack("{s:{s:i}}", "start", "pid", (int)p->pid));
@@ -300,17 +325,27 @@ typedef struct watch {
     e2b_t *e;
     e2b_proc_t *p;
     http_pipe_t *pipe;
+    int keepalive_s;
 } watch_t;
 
 static void *watch_main(void *ud)
 {
     watch_t *w = ud;
+    bool client_gone = false;
     pthread_mutex_lock(&w->e->lock);
-    while (!w->p->done)
-        pthread_cond_wait(&w->p->cv, &w->e->lock);
+    while (!w->p->done && !client_gone) {
+        struct timespec until = sbx_deadline_in((int64_t)w->keepalive_s * 1000);
+        if (pthread_cond_timedwait(&w->p->cv, &w->e->lock, &until) != 0 && !w->p->done) {
+            /* Not under the lock: the write may wait for the client.  */
+            pthread_mutex_unlock(&w->e->lock);
+            client_gone = send_event(w->pipe, json_pack("{s:{}}", "keepalive")) < 0;
+            pthread_mutex_lock(&w->e->lock);
+        }
+    }
     pthread_mutex_unlock(&w->e->lock);
-    send_outcome(w->pipe, w->p);
-    http_pipe_close(w->pipe, true);
+    if (!client_gone)
+        send_outcome(w->pipe, w->p);
+    http_pipe_close(w->pipe, !client_gone);
     e2b_t *e = w->e;
     proc_unref(e, w->p);
     free(w);
@@ -320,7 +355,8 @@ static void *watch_main(void *ud)
 
 /* Connect: the start event now, the output when the command ends (the
  * one-shot exec has it only then).  */
-static void connect_proc(const envd_ctx_t *c, const json_t *in, http_response_t *res)
+static void connect_proc(const envd_ctx_t *c, const http_request_t *req, const json_t *in,
+                         http_response_t *res)
 {
     e2b_proc_t *p = find(c, in);
     if (!p) {
@@ -331,6 +367,7 @@ static void connect_proc(const envd_ctx_t *c, const json_t *in, http_response_t 
     w->e = c->e;
     w->p = p;
     w->pipe = http_pipe_new(PIPE_CAP);
+    w->keepalive_s = keepalive_s(req);
     http_pipe_t *mine = w->pipe;
     send_event(w->pipe, json_pack("{s:{s:i}}", "start", "pid", (int)p->pid));
     pthread_t th;
@@ -422,7 +459,7 @@ void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_requ
     if (strcmp(method, "Start") == 0)
         start(c, req, in, res);
     else if (strcmp(method, "Connect") == 0)
-        connect_proc(c, in, res);
+        connect_proc(c, req, in, res);
     else if (strcmp(method, "List") == 0)
         list_procs(c, res);
     else if (strcmp(method, "SendSignal") == 0)
