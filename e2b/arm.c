@@ -60,12 +60,20 @@ typedef struct sink {
     arm_reply_t *r;
     size_t cap;
     bool too_big;
+    CURL *curl;
+    const arm_req_t *rq;
 } sink_t;
 
 static size_t on_data(char *p, size_t sz, size_t n, void *ud)
 {
     sink_t *s = ud;
     size_t k = sz * n;
+    if (s->rq->on_body) {
+        long status = 0;
+        curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status);
+        if (status == 200)
+            return s->rq->on_body(s->rq->tick_ud, p, k) ? k : 0;
+    }
     if (s->r->len + k > ARM_MAX_REPLY) {
         s->too_big = true;
         return 0;
@@ -126,6 +134,8 @@ static void call_url(e2b_t *e, const char *method, const char *url, const arm_re
     _cleanup_free_ char *ct =
         xasprintf("Content-Type: %s", rq->content_type ? rq->content_type : "application/json");
     _cleanup_free_ char *im = rq->if_match ? xasprintf("If-Match: %s", rq->if_match) : NULL;
+    if (rq->on_body)
+        h = curl_slist_append(h, "Accept: text/event-stream");
     if (auth)
         h = curl_slist_append(h, auth);
     if (rq->body)
@@ -133,7 +143,7 @@ static void call_url(e2b_t *e, const char *method, const char *url, const arm_re
     if (im)
         h = curl_slist_append(h, im);
     h = curl_slist_append(h, "Expect:");
-    sink_t s = {.r = r};
+    sink_t s = {.r = r, .curl = c, .rq = rq};
     progress_t prog = {.e = e, .rq = rq};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
@@ -145,7 +155,10 @@ static void call_url(e2b_t *e, const char *method, const char *url, const arm_re
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &prog);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, rq->timeout_ms > 0 ? rq->timeout_ms : 60000L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+                     rq->timeout_ms > 0   ? rq->timeout_ms
+                     : rq->timeout_ms < 0 ? 0L
+                                          : 60000L);
     if (e->insecure_tls) {
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);

@@ -22,6 +22,7 @@ struct e2b {
     pthread_mutex_t lock; /* guards what follows */
     bool group_ready;
     bool stopping;
+    int proc_routes; /* the ARM API has process routes: 1, 0 unknown, -1 no */
     unsigned threads;    /* command threads running */
     pthread_cond_t idle; /* threads fell to 0 */
     unsigned next_pid;
@@ -52,10 +53,13 @@ typedef struct arm_req {
     size_t len;
     const char *content_type;
     const char *if_match;
-    long timeout_ms; /* 0: 60 s */
+    long timeout_ms; /* 0: 60 s; < 0: none */
     /* Called about once a second while the call runs; false cuts it.  */
     bool (*tick)(void *ud);
     void *tick_ud;
+    /* A 200 reply's body goes here as it arrives (with tick_ud), not into
+     * the reply; false cuts the call.  Asks for text/event-stream.  */
+    bool (*on_body)(void *ud, const char *data, size_t n);
 } arm_req_t;
 void arm_call(e2b_t *e, const arm_req_t *rq, arm_reply_t *r);
 /* The group's sandboxes (followed nextLink) as a JSON array, or NULL with
@@ -117,6 +121,11 @@ void e2b_fs_handle(const envd_ctx_t *c, const char *method, const http_request_t
                    http_response_t *res);
 void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
                         http_response_t *res);
+/* process.Process over the ARM API's process routes (procroutes.c):
+ * returns false, having answered nothing, when the ARM API has none.  */
+bool e2b_procroutes_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
+                           const json_t *in, http_response_t *res);
+
 /* A command thread starts or ends (e2b_free waits for them).  */
 void e2b_thread_enter(e2b_t *e);
 void e2b_thread_leave(e2b_t *e);

@@ -456,6 +456,8 @@ void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_requ
             connect_reply_error(res, "invalid_argument", "a unary JSON request was expected");
         return;
     }
+    if (e2b_procroutes_handle(c, method, req, in, res))
+        return;
     if (strcmp(method, "Start") == 0)
         start(c, req, in, res);
     else if (strcmp(method, "Connect") == 0)

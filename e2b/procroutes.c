@@ -1,0 +1,468 @@
+/* procroutes.c -- process.Process over the ARM API's process routes
+ * (POST .../processes, .../processes/{p}/stream|stdin|signal|resize): output
+ * streams as the command produces it, with stdin and terminals.  An ARM
+ * API without those routes (404 NotFound) leaves process.c's one-shot exec
+ * in charge.  */
+#include <openssl/evp.h>
+#include <string.h>
+
+#include "e2b/internal.h"
+
+#define PIPE_CAP (256u << 10)
+#define SSE_LINE_MAX (4u << 20)
+
+/* ---- Connect framing (as process.c) ---- */
+
+static int send_msg(http_pipe_t *pipe, unsigned flags, json_t *msg)
+{
+    size_t n;
+    _cleanup_free_ char *env = connect_envelope(flags, msg, &n);
+    json_decref(msg);
+    return http_pipe_write(pipe, env, n);
+}
+
+static int send_event(http_pipe_t *pipe, json_t *event)
+{
+    return send_msg(pipe, 0, json_pack("{s:o}", "event", event));
+}
+
+static void stream_error(http_response_t *res, const char *code, const char *msg)
+{
+    json_t *m = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    size_t n;
+    char *env = connect_envelope(2, m, &n);
+    json_decref(m);
+    http_reply_bytes(res, 200, "application/connect+json", env, n);
+}
+
+/* ---- ARM calls ---- */
+
+/* Whether the ARM API said it has no such route (404 NotFound, where a
+ * missing sandbox is ResourceNotFound and a missing process
+ * ProcessNotFound): it has no process routes.  */
+static bool no_route(const arm_reply_t *r)
+{
+    if (r->status == 405)
+        return true;
+    if (r->status != 404)
+        return false;
+    json_t *j = arm_reply_json(r);
+    const char *code = json_string_value(json_object_get(json_object_get(j, "error"), "code"));
+    bool none = code && strcmp(code, "NotFound") == 0;
+    json_decref(j);
+    return none;
+}
+
+static void proc_call(const envd_ctx_t *c, const char *method, const char *suffix,
+                      const json_t *body, arm_reply_t *r)
+{
+    _cleanup_free_ char *js = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    arm_req_t rq = {.method = method,
+                    .sandbox = c->sandbox,
+                    .suffix = suffix,
+                    .bearer = c->e->arm_token,
+                    .body = js,
+                    .len = js ? strlen(js) : 0};
+    arm_call(c->e, &rq, r);
+}
+
+/* The {processId} of a selector: its pid, else its tag; NULL for neither. */
+static char *selector(const json_t *in)
+{
+    json_t *sel = json_object_get(in, "process");
+    json_t *pid = json_object_get(sel, "pid");
+    const char *tag = json_string_value(json_object_get(sel, "tag"));
+    if (json_is_integer(pid) && json_integer_value(pid) > 0)
+        return xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(pid));
+    if (tag && *tag && !strpbrk(tag, "/?#%"))
+        return arm_escape(tag);
+    return NULL;
+}
+
+/* ---- the event stream ---- */
+
+typedef struct pstream {
+    e2b_t *e;
+    char *sandbox, *suffix;
+    http_pipe_t *pipe;
+    char *line; /* the SSE line being read */
+    size_t len, cap;
+    char event[32];
+    char *data;
+    bool ended, client_gone;
+} pstream_t;
+
+static json_t *end_event(const json_t *exit)
+{
+    json_int_t code = json_integer_value(json_object_get(exit, "exitCode"));
+    json_t *sig = json_object_get(exit, "signal");
+    char status[64];
+    if (json_is_integer(sig))
+        snprintf(status, sizeof(status), "signal: %s",
+                 json_integer_value(sig) == 9 ? "killed" : "terminated");
+    else
+        snprintf(status, sizeof(status), "exit status %d", (int)code);
+    return json_pack("{s:{s:I,s:b,s:s}}", "end", "exitCode", code, "exited", !json_is_integer(sig),
+                     "status", status);
+}
+
+/* One whole SSE event.  */
+static int dispatch(pstream_t *s)
+{
+    _cleanup_json_ json_t *d = s->data ? json_loads(s->data, 0, NULL) : NULL;
+    const char *ev = s->event;
+    if (!strcmp(ev, "stdout") || !strcmp(ev, "stderr") || !strcmp(ev, "pty")) {
+        const char *b64 = json_string_value(json_object_get(d, "data"));
+        if (b64 && *b64)
+            return send_event(s->pipe, json_pack("{s:{s:s}}", "data", ev, b64));
+    } else if (!strcmp(ev, "exit")) {
+        s->ended = true;
+        if (json_is_true(json_object_get(d, "timedOut")))
+            return send_msg(s->pipe, 2,
+                            json_pack("{s:{s:s,s:s}}", "error", "code", "deadline_exceeded",
+                                      "message", "the command ran past its timeout"));
+        if (send_event(s->pipe, end_event(d)) < 0)
+            return -1;
+        return send_msg(s->pipe, 2, json_object());
+    }
+    return 0; /* start (already sent), gap */
+}
+
+static int sse_line(pstream_t *s, const char *line)
+{
+    if (!*line) {
+        int rc = s->event[0] ? dispatch(s) : 0;
+        s->event[0] = '\0';
+        free(s->data);
+        s->data = NULL;
+        return rc;
+    }
+    if (line[0] == ':') /* the host's keep-alive, passed on */
+        return send_event(s->pipe, json_pack("{s:{}}", "keepalive"));
+    if (!strncmp(line, "event: ", 7))
+        snprintf(s->event, sizeof(s->event), "%s", line + 7);
+    else if (!strncmp(line, "data: ", 6)) {
+        free(s->data);
+        s->data = xstrdup(line + 6);
+    }
+    return 0;
+}
+
+static bool on_body(void *ud, const char *p, size_t n)
+{
+    pstream_t *s = ud;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r')
+            continue;
+        if (p[i] != '\n') {
+            if (s->len + 2 > s->cap) {
+                if (s->cap >= SSE_LINE_MAX)
+                    return false;
+                s->cap = s->cap ? s->cap * 2 : 4096;
+                s->line = xrealloc(s->line, s->cap);
+            }
+            s->line[s->len++] = p[i];
+            continue;
+        }
+        if (s->line)
+            s->line[s->len] = '\0';
+        s->len = 0;
+        if (sse_line(s, s->line ? s->line : "") < 0) {
+            s->client_gone = true;
+            return false;
+        }
+    }
+    return true;
+}
+
+static void *stream_main(void *ud)
+{
+    pstream_t *s = ud;
+    e2b_t *e = s->e;
+    arm_req_t rq = {.method = "GET",
+                    .sandbox = s->sandbox,
+                    .suffix = s->suffix,
+                    .bearer = e->arm_token,
+                    .timeout_ms = -1,
+                    .on_body = on_body,
+                    .tick_ud = s};
+    arm_reply_t r;
+    arm_call(e, &rq, &r);
+    if (!s->ended && !s->client_gone) {
+        char msg[400];
+        arm_reply_message(&r, msg, sizeof(msg));
+        if (r.status == 200)
+            snprintf(msg, sizeof(msg), "the process's output stream ended early");
+        send_msg(s->pipe, 2,
+                 json_pack("{s:{s:s,s:s}}", "error", "code",
+                           r.status == 200 ? "unavailable" : connect_code_for(&r), "message", msg));
+    }
+    arm_reply_done(&r);
+    http_pipe_close(s->pipe, !s->client_gone);
+    free(s->sandbox);
+    free(s->suffix);
+    free(s->line);
+    free(s->data);
+    free(s);
+    e2b_thread_leave(e);
+    return NULL;
+}
+
+/* Answer with the start event and the process's stream from then on.  */
+static void stream_reply(const envd_ctx_t *c, const char *id, json_int_t pid, http_response_t *res)
+{
+    pstream_t *s = xcalloc(1, sizeof(*s));
+    s->e = c->e;
+    s->sandbox = xstrdup(c->sandbox);
+    s->suffix = xasprintf("/processes/%s/stream", id);
+    s->pipe = http_pipe_new(PIPE_CAP);
+    http_pipe_t *mine = s->pipe;
+    send_event(s->pipe, json_pack("{s:{s:I}}", "start", "pid", pid));
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    e2b_thread_enter(c->e);
+    int rc = pthread_create(&th, &attr, stream_main, s);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        e2b_thread_leave(c->e);
+        http_pipe_close(s->pipe, false);
+        http_pipe_abandon(mine);
+        free(s->sandbox);
+        free(s->suffix);
+        free(s);
+        stream_error(res, "resource_exhausted", "no thread for the stream");
+        return;
+    }
+    http_reply_pipe(res, 200, "application/connect+json", HTTP_SIZE_UNKNOWN, mine);
+}
+
+/* ---- the calls ---- */
+
+static int timeout_s(const http_request_t *req)
+{
+    const char *h = http_header(req, "Connect-Timeout-Ms");
+    long ms = h ? strtol(h, NULL, 10) : 0;
+    return ms <= 0 ? 0 : ms / 1000 + 1 > 86400 ? 86400 : (int)(ms / 1000 + 1);
+}
+
+static json_t *start_body(const envd_ctx_t *c, const http_request_t *req, const json_t *in)
+{
+    json_t *proc = json_object_get(in, "process");
+    json_t *argv = json_pack("[s]", json_string_value(json_object_get(proc, "cmd")));
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(proc, "args"), i, a)
+    {
+        if (json_is_string(a))
+            json_array_append(argv, a);
+    }
+    json_t *env = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(proc, "envs"), k, v)
+    {
+        if (json_is_string(v))
+            json_object_set(env, k, v);
+    }
+    const char *cwd = json_string_value(json_object_get(proc, "cwd"));
+    _cleanup_free_ char *dir = envd_path(c, cwd && *cwd ? cwd : c->home);
+    json_t *b = json_pack("{s:o,s:o,s:s,s:b}", "command", argv, "env", env, "cwd", dir ? dir : "/",
+                          "stdin", json_is_true(json_object_get(in, "stdin")));
+    const char *tag = json_string_value(json_object_get(in, "tag"));
+    if (tag)
+        json_object_set_new(b, "tag", json_string(tag));
+    json_t *size = json_object_get(json_object_get(in, "pty"), "size");
+    if (json_object_get(in, "pty"))
+        json_object_set_new(
+            b, "pty",
+            json_pack("{s:I,s:I}", "rows", json_integer_value(json_object_get(size, "rows")) ?: 24,
+                      "cols", json_integer_value(json_object_get(size, "cols")) ?: 80));
+    int t = timeout_s(req);
+    if (t > 0)
+        json_object_set_new(b, "timeoutSeconds", json_integer(t));
+    return b;
+}
+
+static void fail(http_response_t *res, bool streaming, arm_reply_t *r)
+{
+    char msg[400];
+    arm_reply_message(r, msg, sizeof(msg));
+    if (streaming)
+        stream_error(res, connect_code_for(r), msg);
+    else
+        connect_reply_error(res, connect_code_for(r), "%s", msg);
+}
+
+/* Returns false when the ARM API turned out to have no process routes.  */
+static bool start(const envd_ctx_t *c, const http_request_t *req, const json_t *in,
+                  http_response_t *res)
+{
+    const char *cmd = json_string_value(json_object_get(json_object_get(in, "process"), "cmd"));
+    if (!cmd || !*cmd) {
+        stream_error(res, "invalid_argument", "process.cmd is required");
+        return true;
+    }
+    _cleanup_json_ json_t *body = start_body(c, req, in);
+    arm_reply_t r;
+    proc_call(c, "POST", "/processes", body, &r);
+    if (no_route(&r)) {
+        arm_reply_done(&r);
+        return false;
+    }
+    _cleanup_json_ json_t *p = r.status == 201 || r.status == 200 ? arm_reply_json(&r) : NULL;
+    json_int_t pid = json_integer_value(json_object_get(p, "pid"));
+    if (pid <= 0)
+        fail(res, true, &r);
+    else {
+        char id[32];
+        snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT, pid);
+        stream_reply(c, id, pid, res);
+    }
+    arm_reply_done(&r);
+    return true;
+}
+
+static bool connect_proc(const envd_ctx_t *c, const json_t *in, http_response_t *res)
+{
+    _cleanup_free_ char *id = selector(in);
+    if (!id) {
+        stream_error(res, "invalid_argument", "a pid or a tag is required");
+        return true;
+    }
+    _cleanup_free_ char *suffix = xasprintf("/processes/%s", id);
+    arm_reply_t r;
+    proc_call(c, "GET", suffix, NULL, &r);
+    if (no_route(&r)) {
+        arm_reply_done(&r);
+        return false;
+    }
+    _cleanup_json_ json_t *p = r.status == 200 ? arm_reply_json(&r) : NULL;
+    if (!p)
+        fail(res, true, &r);
+    else if (!json_is_true(json_object_get(p, "running")))
+        stream_error(res, "not_found", "the process is not running");
+    else
+        stream_reply(c, id, json_integer_value(json_object_get(p, "pid")), res);
+    arm_reply_done(&r);
+    return true;
+}
+
+static bool list(const envd_ctx_t *c, http_response_t *res)
+{
+    arm_reply_t r;
+    proc_call(c, "GET", "/processes", NULL, &r);
+    if (no_route(&r)) {
+        arm_reply_done(&r);
+        return false;
+    }
+    _cleanup_json_ json_t *j = r.status == 200 ? arm_reply_json(&r) : NULL;
+    if (!j) {
+        fail(res, false, &r);
+        arm_reply_done(&r);
+        return true;
+    }
+    arm_reply_done(&r);
+    json_t *out = json_array();
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(j, "value"), i, p)
+    {
+        if (!json_is_true(json_object_get(p, "running")))
+            continue;
+        json_t *cmd = json_object_get(p, "command");
+        json_t *args = json_array();
+        for (size_t k = 1; k < json_array_size(cmd); k++)
+            json_array_append(args, json_array_get(cmd, k));
+        const char *c0 = json_string_value(json_array_get(cmd, 0));
+        json_t *info = json_pack("{s:{s:s,s:o,s:{}},s:O}", "config", "cmd", c0 ? c0 : "", "args",
+                                 args, "envs", "pid", json_object_get(p, "pid"));
+        const char *tag = json_string_value(json_object_get(p, "tag"));
+        if (tag)
+            json_object_set_new(info, "tag", json_string(tag));
+        json_array_append_new(out, info);
+    }
+    http_reply_json(res, 200, json_pack("{s:o}", "processes", out));
+    return true;
+}
+
+/* SendInput, CloseStdin, SendSignal, Update: one POST each.  */
+static bool simple(const envd_ctx_t *c, const char *method, const json_t *in, http_response_t *res)
+{
+    _cleanup_free_ char *id = selector(in);
+    if (!id) {
+        connect_reply_error(res, "invalid_argument", "a pid or a tag is required");
+        return true;
+    }
+    const char *what;
+    _cleanup_json_ json_t *body = NULL;
+    if (!strcmp(method, "SendInput")) {
+        json_t *input = json_object_get(in, "input");
+        const char *b64 = json_string_value(json_object_get(input, "stdin"));
+        if (!b64)
+            b64 = json_string_value(json_object_get(input, "pty"));
+        what = "stdin";
+        body = json_pack("{s:s}", "dataBase64", b64 ? b64 : "");
+    } else if (!strcmp(method, "CloseStdin")) {
+        what = "stdin";
+        body = json_pack("{s:s,s:b}", "dataBase64", "", "eof", 1);
+    } else if (!strcmp(method, "SendSignal")) {
+        json_t *sig = json_object_get(in, "signal");
+        bool term = (json_is_string(sig) && strstr(json_string_value(sig), "SIGTERM")) ||
+                    (json_is_integer(sig) && json_integer_value(sig) == 15);
+        what = "signal";
+        body = json_pack("{s:s}", "signal", term ? "SIGTERM" : "SIGKILL");
+    } else {
+        json_t *size = json_object_get(json_object_get(in, "pty"), "size");
+        if (!size) {
+            http_reply_json(res, 200, json_object());
+            return true;
+        }
+        what = "resize";
+        body = json_pack("{s:I,s:I}", "rows", json_integer_value(json_object_get(size, "rows")),
+                         "cols", json_integer_value(json_object_get(size, "cols")));
+    }
+    _cleanup_free_ char *suffix = xasprintf("/processes/%s/%s", id, what);
+    arm_reply_t r;
+    proc_call(c, "POST", suffix, body, &r);
+    if (no_route(&r)) {
+        arm_reply_done(&r);
+        return false;
+    }
+    /* A process that has ended is not there for E2B.  */
+    if (r.status == 409 && !strcmp(what, "signal"))
+        r.status = 404;
+    if (r.status >= 200 && r.status < 300)
+        http_reply_json(res, 200, json_object());
+    else
+        fail(res, false, &r);
+    arm_reply_done(&r);
+    return true;
+}
+
+bool e2b_procroutes_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
+                           const json_t *in, http_response_t *res)
+{
+    pthread_mutex_lock(&c->e->lock);
+    int known = c->e->proc_routes;
+    pthread_mutex_unlock(&c->e->lock);
+    if (known < 0)
+        return false;
+    bool handled;
+    if (!strcmp(method, "Start"))
+        handled = start(c, req, in, res);
+    else if (!strcmp(method, "Connect"))
+        handled = connect_proc(c, in, res);
+    else if (!strcmp(method, "List"))
+        handled = list(c, res);
+    else if (!strcmp(method, "SendInput") || !strcmp(method, "CloseStdin") ||
+             !strcmp(method, "SendSignal") || !strcmp(method, "Update"))
+        handled = simple(c, method, in, res);
+    else
+        return false; /* StreamInput: process.c answers unimplemented */
+    pthread_mutex_lock(&c->e->lock);
+    c->e->proc_routes = handled ? 1 : -1;
+    pthread_mutex_unlock(&c->e->lock);
+    return handled;
+}
