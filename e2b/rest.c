@@ -247,7 +247,9 @@ static int wait_running(rest_t *r, const char *id)
                                 prop_str(sb, "statusMessage") ? prop_str(sb, "statusMessage")
                                                               : "no detail");
             else
-                e2b_reply_error(r->res, 504, "the sandbox did not start in time");
+                e2b_reply_error(r->res, 504, "the sandbox did not start in time (%s: %s)",
+                                st ? st : "?",
+                                prop_str(sb, "statusMessage") ? prop_str(sb, "statusMessage") : "");
             json_decref(sb);
             arm_reply_done(&ar);
             return -1;

@@ -183,15 +183,52 @@ test("background commands: list, connect by pid, kill", async () => {
   made.delete(sbx.sandboxId);
 });
 
-test("input and PTYs need the streaming process routes: refused clearly", async () => {
+// Whether the ARM API has process routes (streamed output, stdin, PTYs);
+// without them the adapter runs commands through the one-shot exec.
+async function processRoutes(sbx) {
+  return (await arm("GET", `/sandboxes/${sbx.sandboxId}/processes`)).status === 200;
+}
+
+test("streamed output, stdin and PTYs (refused clearly without process routes)", async () => {
   const sbx = await create();
-  const h = await sbx.commands.run("cat", { background: true, stdin: true });
-  await assert.rejects(sbx.commands.sendStdin(h.pid, "x"), SandboxError);
-  await sbx.commands.kill(h.pid);
-  await assert.rejects(
-    sbx.pty.create({ cols: 80, rows: 24, onData: () => {} }),
-    (e) => e instanceof SandboxError || /unimplemented/i.test(String(e)),
-  );
+  if (!(await processRoutes(sbx))) {
+    const h = await sbx.commands.run("cat", { background: true, stdin: true });
+    await assert.rejects(sbx.commands.sendStdin(h.pid, "x"), SandboxError);
+    await sbx.commands.kill(h.pid);
+    await assert.rejects(
+      sbx.pty.create({ cols: 80, rows: 24, onData: () => {} }),
+      (e) => e instanceof SandboxError || /unimplemented/i.test(String(e)),
+    );
+    await sbx.kill();
+    made.delete(sbx.sandboxId);
+    return;
+  }
+  // Output arrives while the command runs.
+  let firstAt = 0;
+  const t0 = Date.now();
+  const r = await sbx.commands.run("echo first; sleep 2; echo second", {
+    onStdout: () => {
+      if (!firstAt) firstAt = Date.now();
+    },
+  });
+  const endAt = Date.now();
+  assert.equal(r.stdout, "first\nsecond\n");
+  assert.ok(firstAt && endAt - firstAt > 1000, `first output ${firstAt - t0} ms, end ${endAt - t0} ms`);
+
+  // stdin, then its end.
+  const cat = await sbx.commands.run("cat", { background: true, stdin: true });
+  await sbx.commands.sendStdin(cat.pid, "hello ");
+  await sbx.commands.sendStdin(cat.pid, "stdin\n");
+  await sbx.commands.closeStdin(cat.pid);
+  assert.equal((await cat.wait()).stdout, "hello stdin\n");
+
+  // A terminal: input, resize, output.
+  const chunks = [];
+  const pty = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => chunks.push(Buffer.from(d)) });
+  await sbx.pty.resize(pty.pid, { cols: 100, rows: 40 });
+  await sbx.pty.sendInput(pty.pid, new TextEncoder().encode("stty size; exit\n"));
+  await pty.wait().catch(() => {});
+  assert.match(Buffer.concat(chunks).toString(), /40 100/);
   await sbx.kill();
   made.delete(sbx.sandboxId);
 });
