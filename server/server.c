@@ -293,7 +293,10 @@ int sbx_server_run(const sbx_config_t *cfg)
     if (cfg->e2b_listen) {
         e2b_front_config_t ec = {.cfg = cfg, .arm_port = http_server_port(http),
                                  .tls_cert = cert, .tls_key = key,
-                                 .arm_token = rcfg.auth_token, .secret_key = secret_key};
+                                 /* The adapter's own calls (envd requests, already
+                                  * checked against a sandbox's access token): no
+                                  * static ARM token exists by default any more.  */
+                                 .arm_token = rcfg.admin_token, .secret_key = secret_key};
         e2b = e2b_front_start(&ec, &err);
         if (!e2b)
             sbx_log(SBX_LOG_ERROR, MODULE_NAME, "E2B API: %s", err.msg);
