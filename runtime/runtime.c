@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 
 #include "runtime/driver.h"
@@ -671,6 +672,36 @@ int rt_spec_compare(rt_runtime_t *rt, const rt_spec_t *spec, bool *same, sbx_err
     pthread_rwlock_unlock(&sb->lock);
     sandbox_unref(sb);
     return ret;
+}
+
+/* The sandbox's network namespace, for the agent's egress links: opened
+ * through /proc while holding the lock, then checked against the init's
+ * pidfd, so a recycled pid never hands out another process's namespace.  */
+int rt_netns_open(rt_runtime_t *rt, const char *id, sbx_error_t *err)
+{
+    rt_sandbox_t *sb = sandbox_get(rt, id, err);
+    if (!sb)
+        return -1;
+    pthread_rwlock_rdlock(&sb->lock);
+    int fd = -1;
+    if (sandbox_removed(rt, sb)) {
+        sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", id);
+    } else if (sb->init_pidfd < 0 || sb->init_pid <= 0) {
+        sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", id);
+    } else {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/ns/net", (int)sb->init_pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || syscall(SYS_pidfd_send_signal, sb->init_pidfd, 0, NULL, 0) < 0) {
+            if (fd >= 0)
+                close(fd);
+            fd = -1;
+            sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", id);
+        }
+    }
+    pthread_rwlock_unlock(&sb->lock);
+    sandbox_unref(sb);
+    return fd;
 }
 
 int rt_list(rt_runtime_t *rt, rt_info_t **out, size_t *n, sbx_error_t *err)

@@ -139,6 +139,9 @@ int rt_spec_compare(rt_runtime_t *rt, const rt_spec_t *spec, bool *same, sbx_err
 /* *out is an array of *n infos, free() it.  */
 int rt_list(rt_runtime_t *rt, rt_info_t **out, size_t *n, sbx_error_t *err);
 int rt_destroy(rt_runtime_t *rt, const char *id, sbx_error_t *err);
+/* An fd of a running sandbox's network namespace (the caller closes it);
+ * SBX_ERR_CONFLICT when it is not running.  */
+int rt_netns_open(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 
 int rt_stop(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 int rt_start(rt_runtime_t *rt, const char *id, sbx_error_t *err);

@@ -233,7 +233,7 @@ static rt_exec_result_t fx_execv(const char *id, char **argv, int timeout_ms)
     return res;
 }
 
-static rt_exec_result_t fx_sh(const char *id, const char *script)
+static __attribute__((unused)) rt_exec_result_t fx_sh(const char *id, const char *script)
 {
     char *argv[] = {"sh", "-c", (char *)script, NULL};
     return fx_execv(id, argv, 20000);

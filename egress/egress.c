@@ -1,0 +1,576 @@
+/* egress.c -- the sandboxes' egress state on one host: which policy each
+ * has, its link (number, addresses, interface), its decision log; and the
+ * glue that keeps links and nft elements in step with it.  */
+#include "egress/internal.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+/* A denial goes to the agent's log at most this often per sandbox.  */
+#define DENY_LOG_INTERVAL_MS 1000
+
+struct eg_sandbox {
+    char id[64];
+    int refs;             /* under eg->mu */
+    eg_policy_t *policy;  /* NULL: none */
+    unsigned index;       /* link number, 0: none yet */
+    bool linked;
+    int ifindex;
+    char ifname[IFNAMSIZ];
+    struct in_addr host_addr, sb_addr;
+    uint64_t allowed, denied;
+    eg_decision_t recent[2][EGRESS_LOG_KEEP]; /* [0] denied, [1] allowed; rings */
+    size_t head[2], count[2];
+    int64_t last_log_ms;
+    unsigned suppressed;
+};
+
+struct egress {
+    pthread_mutex_t mu;       /* the registry and the logs */
+    pthread_mutex_t apply_mu; /* one change of links and rules at a time */
+    char *tag, *table, *state_dir;
+    uint32_t group;
+    uint32_t pool_base; /* host order */
+    unsigned pool_bits;
+    unsigned next_index, max_index;
+    eg_sandbox_t **sbs;
+    size_t n_sbs, cap_sbs;
+    eg_resolver_t resolver;
+    eg_nft_t *nft;
+    eg_proxy_t *proxy;
+    eg_dns_t *dns;
+};
+
+/* ---- registry ---- */
+
+static eg_sandbox_t *find_locked(egress_t *eg, const char *id)
+{
+    for (size_t i = 0; i < eg->n_sbs; i++)
+        if (strcmp(eg->sbs[i]->id, id) == 0)
+            return eg->sbs[i];
+    return NULL;
+}
+
+static eg_sandbox_t *add_locked(egress_t *eg, const char *id)
+{
+    if (eg->n_sbs == eg->cap_sbs) {
+        eg->cap_sbs = eg->cap_sbs ? eg->cap_sbs * 2 : 16;
+        eg->sbs = xrealloc(eg->sbs, eg->cap_sbs * sizeof(*eg->sbs));
+    }
+    eg_sandbox_t *sb = xcalloc(1, sizeof *sb);
+    snprintf(sb->id, sizeof sb->id, "%s", id);
+    sb->refs = 1;
+    eg->sbs[eg->n_sbs++] = sb;
+    return sb;
+}
+
+static void put_locked(eg_sandbox_t *sb)
+{
+    if (--sb->refs == 0) {
+        eg_policy_unref(sb->policy);
+        free(sb);
+    }
+}
+
+static void remove_locked(egress_t *eg, eg_sandbox_t *sb)
+{
+    for (size_t i = 0; i < eg->n_sbs; i++) {
+        if (eg->sbs[i] == sb) {
+            eg->sbs[i] = eg->sbs[--eg->n_sbs];
+            put_locked(sb);
+            return;
+        }
+    }
+}
+
+static bool index_used_locked(egress_t *eg, unsigned index)
+{
+    for (size_t i = 0; i < eg->n_sbs; i++)
+        if (eg->sbs[i]->index == index)
+            return true;
+    return false;
+}
+
+/* Round robin rather than lowest free, so an address comes back into use
+ * as late as possible (conntrack entries of its last owner expire).  */
+static unsigned index_take_locked(egress_t *eg)
+{
+    for (unsigned tries = 0; tries < eg->max_index; tries++) {
+        unsigned i = eg->next_index;
+        eg->next_index = eg->next_index >= eg->max_index ? 1 : eg->next_index + 1;
+        if (!index_used_locked(eg, i))
+            return i;
+    }
+    return 0;
+}
+
+static void addresses_of(egress_t *eg, eg_sandbox_t *sb)
+{
+    sb->host_addr.s_addr = htonl(eg->pool_base + 2 * sb->index);
+    sb->sb_addr.s_addr = htonl(eg->pool_base + 2 * sb->index + 1);
+    snprintf(sb->ifname, sizeof sb->ifname, "sx%s-%x", eg->tag, sb->index);
+}
+
+/* Another linked sandbox uses the policy with this hash.  */
+static bool hash_in_use_locked(egress_t *eg, const eg_sandbox_t *except, const char *hash)
+{
+    for (size_t i = 0; i < eg->n_sbs; i++) {
+        const eg_sandbox_t *o = eg->sbs[i];
+        if (o != except && o->linked && o->policy && strcmp(o->policy->hash, hash) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* ---- records on disk ---- */
+
+static char *record_path(egress_t *eg, const char *id)
+{
+    return xasprintf("%s/%s.json", eg->state_dir, id);
+}
+
+static void record_save(egress_t *eg, const eg_sandbox_t *sb)
+{
+    _cleanup_json_ json_t *j = json_pack("{s:I,s:O}", "index", (json_int_t)sb->index, "policy",
+                                         sb->policy ? sb->policy->json : json_null());
+    _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
+    _cleanup_free_ char *path = record_path(eg, sb->id);
+    sbx_error_t err = {0};
+    if (!text || sbx_write_file_atomic(path, text, strlen(text), 0600, &err) < 0)
+        sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: cannot save its egress record: %s", sb->id,
+                err.msg);
+}
+
+static void record_remove(egress_t *eg, const char *id)
+{
+    _cleanup_free_ char *path = record_path(eg, id);
+    if (unlink(path) < 0 && errno != ENOENT)
+        sbx_log(SBX_LOG_WARN, MODULE, "cannot remove %s: %m", path);
+}
+
+static void records_load(egress_t *eg)
+{
+    DIR *d = opendir(eg->state_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n < 6 || n > 63 + 5 || strcmp(de->d_name + n - 5, ".json") != 0)
+            continue;
+        char id[64];
+        snprintf(id, sizeof id, "%.*s", (int)(n - 5), de->d_name);
+        _cleanup_free_ char *path = record_path(eg, id);
+        json_error_t jerr;
+        _cleanup_json_ json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *index = json_object_get(j, "index"), *pj = json_object_get(j, "policy");
+        if (!json_is_integer(index) || json_integer_value(index) < 0 ||
+            json_integer_value(index) > eg->max_index)
+            continue;
+        sbx_error_t err = {0};
+        eg_policy_t *p = json_is_object(pj) ? eg_policy_parse(pj, &err) : NULL;
+        if (json_is_object(pj) && !p)
+            continue;
+        eg_sandbox_t *sb = add_locked(eg, id);
+        sb->policy = p;
+        sb->index = (unsigned)json_integer_value(index);
+        if (sb->index)
+            addresses_of(eg, sb);
+    }
+    closedir(d);
+}
+
+/* ---- open and close ---- */
+
+static int pool_parse(egress_t *eg, const char *pool, sbx_error_t *err)
+{
+    char addr[32];
+    unsigned bits;
+    struct in_addr a;
+    if (!pool || sscanf(pool, "%31[0-9.]/%u", addr, &bits) != 2 || inet_pton(AF_INET, addr, &a) != 1 ||
+        bits < 16 || bits > 28)
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "the egress pool must be an IPv4 CIDR block of /16 to /28, not '%s'",
+                             pool ? pool : "");
+    eg->pool_bits = bits;
+    eg->pool_base = ntohl(a.s_addr) & (~0u << (32 - bits));
+    eg->max_index = (1u << (32 - bits)) / 2 - 1;
+    eg->next_index = 1;
+    return 0;
+}
+
+static bool tag_valid(const char *t)
+{
+    size_t n = t ? strlen(t) : 0;
+    if (n == 0 || n > 6)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((t[i] >= 'a' && t[i] <= 'z') || (t[i] >= '0' && t[i] <= '9')))
+            return false;
+    return true;
+}
+
+/* Forwarding must be on for sandboxes' packets to leave the host (as for
+ * any container network).  */
+static int forwarding_on(sbx_error_t *err)
+{
+    const char *path = "/proc/sys/net/ipv4/ip_forward";
+    _cleanup_free_ char *cur = NULL;
+    size_t len;
+    if (sbx_read_file(path, &cur, &len, err) < 0)
+        return -1;
+    if (cur[0] == '1')
+        return 0;
+    sbx_log(SBX_LOG_INFO, MODULE, "turning IPv4 forwarding on for sandbox links");
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "1\n", 2) != 2)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "cannot turn IPv4 forwarding on");
+    return 0;
+}
+
+static int start(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
+{
+    uint16_t proxy_port = 0, dns_port = 0;
+    if (pool_parse(eg, cfg->pool, err) < 0 || forwarding_on(err) < 0 ||
+        eg_resolver_init(&eg->resolver, cfg->resolver, err) < 0)
+        return -1;
+    eg->proxy = eg_proxy_start(eg, &eg->resolver, &proxy_port, err);
+    if (!eg->proxy)
+        return -1;
+    eg->dns = eg_dns_start(eg, &eg->resolver, &dns_port, err);
+    if (!eg->dns)
+        return -1;
+    char pool[40];
+    struct in_addr base = {htonl(eg->pool_base)};
+    snprintf(pool, sizeof pool, "%s/%u", inet_ntoa(base), eg->pool_bits);
+    eg_nft_config_t nc = {.table = eg->table, .group = eg->group, .pool = pool,
+                          .proxy_port = proxy_port, .dns_port = dns_port};
+    eg->nft = eg_nft_open(&nc, err);
+    return eg->nft ? 0 : -1;
+}
+
+egress_t *egress_open(const egress_config_t *cfg, sbx_error_t *err)
+{
+    if (!tag_valid(cfg->tag))
+        return sbx_error_set(err, SBX_ERR_INVALID, "the egress tag must be 1-6 of [a-z0-9]"),
+               NULL;
+    if (!cfg->state_dir || sbx_mkdir_p(cfg->state_dir, 0700, err) < 0)
+        return sbx_error_set(err, SBX_ERR_INVALID, "the egress state dir is missing"), NULL;
+    egress_t *eg = xcalloc(1, sizeof *eg);
+    pthread_mutex_init(&eg->mu, NULL);
+    pthread_mutex_init(&eg->apply_mu, NULL);
+    eg->tag = xstrdup(cfg->tag);
+    eg->table = xasprintf("sandboxd_%s", cfg->tag);
+    eg->state_dir = xstrdup(cfg->state_dir);
+    uint32_t h = 2166136261u;
+    for (const char *p = cfg->tag; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    eg->group = 0x5b000000u | (h & 0xffffffu);
+    if (start(eg, cfg, err) < 0) {
+        egress_close(eg);
+        return NULL;
+    }
+    records_load(eg);
+    return eg;
+}
+
+void egress_close(egress_t *eg)
+{
+    if (!eg)
+        return;
+    eg_proxy_stop(eg->proxy);
+    eg_dns_stop(eg->dns);
+    bool linked = false;
+    for (size_t i = 0; i < eg->n_sbs; i++)
+        linked |= eg->sbs[i]->linked;
+    eg_nft_close(eg->nft, !linked);
+    while (eg->n_sbs)
+        remove_locked(eg, eg->sbs[0]);
+    free(eg->sbs);
+    pthread_mutex_destroy(&eg->mu);
+    pthread_mutex_destroy(&eg->apply_mu);
+    free(eg->tag);
+    free(eg->table);
+    free(eg->state_dir);
+    free(eg);
+}
+
+/* ---- attach, update, release ---- */
+
+int egress_policy_check(const json_t *policy, sbx_error_t *err)
+{
+    if (!policy || json_is_null(policy))
+        return 0;
+    eg_policy_t *p = eg_policy_parse(policy, err);
+    eg_policy_unref(p);
+    return p ? 0 : -1;
+}
+
+static void unlink_sandbox(egress_t *eg, eg_sandbox_t *sb)
+{
+    if (!sb->linked)
+        return;
+    pthread_mutex_lock(&eg->mu);
+    bool unused = sb->policy && !hash_in_use_locked(eg, sb, sb->policy->hash);
+    sb->linked = false;
+    pthread_mutex_unlock(&eg->mu);
+    sbx_error_t err = {0};
+    if (sb->policy &&
+        eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, NULL, &err) < 0)
+        sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);
+    eg_link_delete(sb->ifname);
+}
+
+static bool link_alive(const eg_sandbox_t *sb)
+{
+    return sb->linked && (int)if_nametoindex(sb->ifname) == sb->ifindex;
+}
+
+static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_t *p,
+                        sbx_error_t *err)
+{
+    if (!sb->index) {
+        pthread_mutex_lock(&eg->mu);
+        sb->index = index_take_locked(eg);
+        pthread_mutex_unlock(&eg->mu);
+        if (!sb->index)
+            return sbx_error_arm(err, SBX_ERR_UNAVAILABLE, "EgressPoolExhausted",
+                                 "no address is left in this host's egress pool");
+        addresses_of(eg, sb);
+    }
+    int ifindex;
+    if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex,
+                       err) < 0)
+        return -1;
+    if (eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, err) < 0) {
+        eg_link_delete(sb->ifname);
+        return -1;
+    }
+    sb->ifindex = ifindex;
+    return 0;
+}
+
+int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *policy,
+                 sbx_error_t *err)
+{
+    eg_policy_t *p = NULL;
+    if (policy && !json_is_null(policy) && !(p = eg_policy_parse(policy, err)))
+        return -1;
+    pthread_mutex_lock(&eg->apply_mu);
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    if (!sb)
+        sb = add_locked(eg, id);
+    sb->refs++;
+    pthread_mutex_unlock(&eg->mu);
+
+    int rc = 0;
+    bool wanted = eg_policy_allows_any(p);
+    if (!wanted || (sb->linked && !link_alive(sb)))
+        unlink_sandbox(eg, sb);
+    if (wanted && sb->linked) {
+        pthread_mutex_lock(&eg->mu);
+        bool unused = sb->policy && !hash_in_use_locked(eg, sb, sb->policy->hash);
+        pthread_mutex_unlock(&eg->mu);
+        rc = eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, p, err);
+    } else if (wanted && netns_fd >= 0) {
+        rc = link_sandbox(eg, sb, netns_fd, p, err);
+    }
+    pthread_mutex_lock(&eg->mu);
+    if (rc == 0) {
+        eg_policy_t *old = sb->policy;
+        sb->policy = p;
+        p = old;
+        if (wanted && netns_fd >= 0)
+            sb->linked = true;
+    }
+    put_locked(sb);
+    pthread_mutex_unlock(&eg->mu);
+    if (rc == 0)
+        record_save(eg, sb);
+    pthread_mutex_unlock(&eg->apply_mu);
+    eg_policy_unref(p);
+    return rc;
+}
+
+void egress_release(egress_t *eg, const char *id, bool forget)
+{
+    pthread_mutex_lock(&eg->apply_mu);
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    if (sb)
+        sb->refs++;
+    pthread_mutex_unlock(&eg->mu);
+    if (sb) {
+        unlink_sandbox(eg, sb);
+        pthread_mutex_lock(&eg->mu);
+        if (forget)
+            remove_locked(eg, sb);
+        put_locked(sb);
+        pthread_mutex_unlock(&eg->mu);
+        if (forget)
+            record_remove(eg, id);
+    }
+    pthread_mutex_unlock(&eg->apply_mu);
+}
+
+json_t *egress_policy_of(egress_t *eg, const char *id)
+{
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    json_t *j = sb && sb->policy ? json_incref(sb->policy->json) : NULL;
+    pthread_mutex_unlock(&eg->mu);
+    return j;
+}
+
+json_t *egress_ids(egress_t *eg)
+{
+    json_t *a = json_array();
+    pthread_mutex_lock(&eg->mu);
+    for (size_t i = 0; i < eg->n_sbs; i++)
+        json_array_append_new(a, json_string(eg->sbs[i]->id));
+    pthread_mutex_unlock(&eg->mu);
+    return a;
+}
+
+int egress_addresses(egress_t *eg, const char *id, char *sandbox, char *host, size_t len)
+{
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    int rc = sb && sb->linked ? 1 : 0;
+    if (rc) {
+        inet_ntop(AF_INET, &sb->sb_addr, sandbox, (socklen_t)len);
+        inet_ntop(AF_INET, &sb->host_addr, host, (socklen_t)len);
+    }
+    pthread_mutex_unlock(&eg->mu);
+    return rc;
+}
+
+/* ---- what the proxy and the resolver ask ---- */
+
+bool eg_lookup(egress_t *eg, struct in_addr addr, eg_lookup_t *out)
+{
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&eg->mu);
+    for (size_t i = 0; i < eg->n_sbs; i++) {
+        eg_sandbox_t *sb = eg->sbs[i];
+        if (sb->linked && sb->sb_addr.s_addr == addr.s_addr && sb->policy) {
+            sb->refs++;
+            out->sb = sb;
+            out->policy = eg_policy_ref(sb->policy);
+            out->id = sb->id;
+            out->host_addr = sb->host_addr;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&eg->mu);
+    return out->sb != NULL;
+}
+
+void eg_lookup_done(egress_t *eg, eg_lookup_t *l)
+{
+    if (!l->sb)
+        return;
+    eg_policy_unref(l->policy);
+    pthread_mutex_lock(&eg->mu);
+    put_locked(l->sb);
+    pthread_mutex_unlock(&eg->mu);
+    memset(l, 0, sizeof *l);
+}
+
+void eg_decision_log(egress_t *eg, eg_sandbox_t *sb, const eg_decision_t *d)
+{
+    pthread_mutex_lock(&eg->mu);
+    int k = d->allow ? 1 : 0;
+    sb->recent[k][sb->head[k]] = *d;
+    sb->head[k] = (sb->head[k] + 1) % EGRESS_LOG_KEEP;
+    if (sb->count[k] < EGRESS_LOG_KEEP)
+        sb->count[k]++;
+    if (d->allow)
+        sb->allowed++;
+    else
+        sb->denied++;
+    bool say = false;
+    unsigned suppressed = 0;
+    if (!d->allow) {
+        if (d->ms - sb->last_log_ms >= DENY_LOG_INTERVAL_MS) {
+            say = true;
+            suppressed = sb->suppressed;
+            sb->suppressed = 0;
+            sb->last_log_ms = d->ms;
+        } else {
+            sb->suppressed++;
+        }
+    }
+    char id[64];
+    snprintf(id, sizeof id, "%s", sb->id);
+    pthread_mutex_unlock(&eg->mu);
+    if (say)
+        sbx_log(SBX_LOG_INFO, MODULE,
+                "sandbox %s: denied %s %s%s%s port %u (%s%s) [%u more denials not logged]", id,
+                d->protocol, d->name[0] ? d->name : "", d->name[0] ? " " : "", d->address,
+                d->port, d->rule[0] ? "rule " : "default action", d->rule, suppressed);
+}
+
+static json_t *decision_json(const eg_decision_t *d)
+{
+    char t[40];
+    sbx_time_format(d->ms, t, sizeof t);
+    json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "time", t, "destination", d->name,
+                          "address", d->address, "port", (int)d->port, "protocol", d->protocol,
+                          "action", d->allow ? "Allow" : "Deny", "reason",
+                          d->reason ? d->reason : "");
+    json_object_set_new(j, "rule", d->rule[0] ? json_string(d->rule) : json_null());
+    return j;
+}
+
+json_t *egress_decisions(egress_t *eg, const char *id, sbx_error_t *err)
+{
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    if (!sb) {
+        pthread_mutex_unlock(&eg->mu);
+        return sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s has no egress record", id), NULL;
+    }
+    json_t *lists[2];
+    for (int k = 0; k < 2; k++) {
+        lists[k] = json_array();
+        for (size_t i = 0; i < sb->count[k]; i++) {
+            size_t at = (sb->head[k] + EGRESS_LOG_KEEP - 1 - i) % EGRESS_LOG_KEEP;
+            json_array_append_new(lists[k], decision_json(&sb->recent[k][at]));
+        }
+    }
+    json_t *j = json_pack("{s:I,s:I,s:o,s:o}", "allowed", (json_int_t)sb->allowed, "denied",
+                          (json_int_t)sb->denied, "recentAllowed", lists[1], "recentDenied",
+                          lists[0]);
+    json_object_set(j, "policy", sb->policy ? sb->policy->json : json_null());
+    pthread_mutex_unlock(&eg->mu);
+    return j;
+}
+
+bool eg_addr_is_host(const struct sockaddr_storage *addr)
+{
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) < 0)
+        return true;
+    bool found = false;
+    for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != addr->ss_family)
+            continue;
+        if (addr->ss_family == AF_INET)
+            found = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr ==
+                    ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
+        else if (addr->ss_family == AF_INET6)
+            found = memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
+                           &((const struct sockaddr_in6 *)addr)->sin6_addr, 16) == 0;
+    }
+    freeifaddrs(ifs);
+    return found;
+}

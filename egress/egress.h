@@ -1,0 +1,69 @@
+/* egress.h -- a sandbox's way out: a veth link from its network namespace
+ * to the host, nftables rules that allow exactly what its egress policy
+ * says, a transparent proxy for FQDN rules (TLS SNI, HTTP Host), a DNS
+ * resolver that answers only allowed names, and a log of the decisions.
+ *
+ * A policy is the JSON the ARM API stores as an egress policy's properties:
+ * {"defaultAction":"Allow"|"Deny","rules":[{"name","action","fqdns",
+ * "cidrs","ports"}]}.  A sandbox whose policy allows nothing has no link at
+ * all (loopback only).  Whatever a policy says, the host itself, other
+ * sandboxes, link-local and cloud metadata addresses stay unreachable.
+ * Thread-safe.  */
+#ifndef SBX_EGRESS_H
+#define SBX_EGRESS_H
+
+#include "common/common.h"
+
+typedef struct egress egress_t;
+
+typedef struct egress_config {
+    /* IPv4 pool the links' addresses come from (a /31 per sandbox), a
+     * prefix of /16 to /28 that nothing else on the host uses.  */
+    const char *pool;
+    /* Names this agent's nft table ("sandboxd_<tag>"), its interfaces
+     * ("sx<tag>-<n>") and their group: [a-z0-9]{1,6}, unique on the host.  */
+    const char *tag;
+    /* Upstream DNS server "ADDR" or "ADDR:PORT" the proxy and the
+     * sandboxes' resolver ask; NULL: the host's (/etc/resolv.conf).  */
+    const char *resolver;
+    /* Directory for each sandbox's record (policy, link number), so a
+     * restarted agent finds its links again.  */
+    const char *state_dir;
+} egress_config_t;
+
+/* Sets up the nft table and starts the proxy and the resolver.  */
+egress_t *egress_open(const egress_config_t *cfg, sbx_error_t *err);
+/* Stops the proxy and resolver.  Links and rules of sandboxes that are
+ * still attached stay (direct CIDR traffic goes on; a restarted agent takes
+ * them back); the table goes when no sandbox is attached.  */
+void egress_close(egress_t *eg);
+
+/* Check a policy as the agent receives it; SBX_ERR_INVALID with the
+ * offending field as target.  NULL is no policy (nothing allowed).  */
+int egress_policy_check(const json_t *policy, sbx_error_t *err);
+
+/* Give sandbox `id` the policy (NULL: none) and, when netns_fd >= 0 (its
+ * running network namespace), the link and rules it needs; a policy that
+ * allows nothing removes the link.  Idempotent; used on create, start and
+ * for live updates (new connections follow the new policy at once).  */
+int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *policy,
+                 sbx_error_t *err);
+/* The sandbox's link and rules go (it stopped, or is destroyed: `forget`
+ * also drops its policy and decision log).  */
+void egress_release(egress_t *eg, const char *id, bool forget);
+/* The policy a sandbox has (a new reference), or NULL.  */
+json_t *egress_policy_of(egress_t *eg, const char *id);
+/* Ids of the sandboxes that have a record (agent recovery).  */
+json_t *egress_ids(egress_t *eg);
+
+/* {"allowed":n,"denied":n,"recentAllowed":[...],"recentDenied":[...]}:
+ * counters and the last EGRESS_LOG_KEEP decisions of each kind, newest
+ * first, each {time, destination, address, port, protocol, rule, action,
+ * reason}.  SBX_ERR_NOT_FOUND for a sandbox without a record.  */
+#define EGRESS_LOG_KEEP 50
+json_t *egress_decisions(egress_t *eg, const char *id, sbx_error_t *err);
+
+/* The sandbox's addresses (for tests and logs); 0 when it has no link.  */
+int egress_addresses(egress_t *eg, const char *id, char *sandbox, char *host, size_t len);
+
+#endif

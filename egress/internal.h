@@ -1,0 +1,143 @@
+/* internal.h -- shared inside the egress module: the parsed policy, the
+ * link (netlink), the nft ruleset, the proxy and the resolver.  */
+#ifndef SBX_EGRESS_INTERNAL_H
+#define SBX_EGRESS_INTERNAL_H
+
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+#include "egress/egress.h"
+
+#define MODULE "egress"
+#define EG_MAX_RULES 100
+#define EG_MAX_ITEMS 100
+
+/* ---- policy.c ---- */
+
+typedef struct eg_cidr {
+    int family; /* AF_INET or AF_INET6 */
+    uint8_t addr[16];
+    unsigned bits;
+    char text[64]; /* canonical, with the prefix length */
+} eg_cidr_t;
+
+typedef struct eg_rule {
+    char *name;
+    bool allow;
+    char **fqdns; /* lower case, without a trailing dot */
+    size_t n_fqdns;
+    eg_cidr_t *cidrs;
+    size_t n_cidrs;
+    uint16_t *ports; /* none: every port */
+    size_t n_ports;
+} eg_rule_t;
+
+typedef struct eg_policy {
+    bool default_allow;
+    eg_rule_t *rules;
+    size_t n_rules;
+    char hash[17]; /* of the canonical JSON: names the policy's nft chains */
+    json_t *json;  /* as given, normalised */
+    _Atomic int refs;
+} eg_policy_t;
+
+eg_policy_t *eg_policy_parse(const json_t *j, sbx_error_t *err);
+eg_policy_t *eg_policy_ref(eg_policy_t *p);
+void eg_policy_unref(eg_policy_t *p);
+bool eg_policy_allows_any(const eg_policy_t *p);
+/* The first rule that matches a TCP connection to `name` (NULL or an IP
+ * literal: none) at `addr`:`port` decides; NULL rule: the default.
+ * *by_name says whether the rule matched on the name.  */
+bool eg_policy_decide(const eg_policy_t *p, const char *name, const struct sockaddr_storage *addr,
+                      uint16_t port, const char **rule, bool *by_name);
+/* Some Allow rule names `name` (the resolver answers only those).  */
+bool eg_policy_name_allowed(const eg_policy_t *p, const char *name, const char **rule);
+/* Some Allow rule's CIDR holds addr (a private resolution it permits).  */
+bool eg_policy_cidr_allows(const eg_policy_t *p, const struct sockaddr_storage *addr);
+bool eg_name_matches(const char *pattern, const char *name);
+/* A name as the policy compares it: lower case, no trailing dot; false
+ * for anything that is not a DNS name (IP literals included).  */
+bool eg_name_normalise(const char *in, size_t len, char *out, size_t out_len);
+/* Loopback, unspecified, link-local, private (RFC 1918, CGNAT, ULA),
+ * multicast, broadcast, documentation-reserved metadata: addresses a name
+ * from outside must not resolve to (DNS rebinding).  */
+bool eg_addr_private(const struct sockaddr_storage *addr);
+
+/* ---- net.c (rtnetlink) ---- */
+
+/* A veth pair: `host_if` on the host (group, host_addr/31, up) and eth0 in
+ * the namespace (sb_addr/31, up, default route via host_addr); no IPv6
+ * addresses on either.  Replaces a link of that name.  */
+int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_addr host_addr,
+                   struct in_addr sb_addr, int *ifindex, sbx_error_t *err);
+void eg_link_delete(const char *host_if);
+
+/* ---- nft.c (libnftables) ---- */
+
+typedef struct eg_nft eg_nft_t;
+typedef struct eg_nft_config {
+    const char *table;
+    uint32_t group;
+    const char *pool; /* CIDR text */
+    uint16_t proxy_port, dns_port;
+} eg_nft_config_t;
+
+eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err);
+void eg_nft_close(eg_nft_t *n, bool remove_table);
+/* Point (ifindex, addr) at policy p's chains (NULL: remove the elements),
+ * replacing old_p's, creating p's chains when new and dropping old_p's
+ * when `old_unused`; one transaction.  */
+int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t *old_p,
+                bool old_unused, const eg_policy_t *p, sbx_error_t *err);
+
+/* ---- egress.c: what the proxy and the resolver ask ---- */
+
+/* The sandbox whose link has address `addr`, with its current policy;
+ * both referenced until eg_lookup_done.  false when there is none.  */
+typedef struct eg_sandbox eg_sandbox_t;
+typedef struct eg_lookup {
+    eg_sandbox_t *sb;
+    eg_policy_t *policy;
+    const char *id;
+    struct in_addr host_addr;
+} eg_lookup_t;
+bool eg_lookup(egress_t *eg, struct in_addr addr, eg_lookup_t *out);
+void eg_lookup_done(egress_t *eg, eg_lookup_t *l);
+
+typedef struct eg_decision {
+    int64_t ms;
+    char name[256];   /* empty when none was seen */
+    char address[64]; /* empty when none */
+    uint16_t port;
+    const char *protocol; /* "tcp", "udp", "dns" */
+    char rule[64];        /* empty: the default action, or none applied */
+    bool allow;
+    const char *reason;
+} eg_decision_t;
+void eg_decision_log(egress_t *eg, eg_sandbox_t *sb, const eg_decision_t *d);
+/* The proxy's and resolver's view of the host: is addr one of its own?  */
+bool eg_addr_is_host(const struct sockaddr_storage *addr);
+
+/* ---- resolve.c: the upstream resolver ---- */
+
+typedef struct eg_resolver {
+    struct sockaddr_storage server;
+    socklen_t server_len;
+} eg_resolver_t;
+int eg_resolver_init(eg_resolver_t *r, const char *spec, sbx_error_t *err);
+/* A and AAAA... here A only: up to `max` IPv4 addresses of name (a
+ * timeout of `timeout_ms`).  0 addresses: NXDOMAIN or no A record.  */
+int eg_resolve_a(const eg_resolver_t *r, const char *name, struct in_addr *out, size_t max,
+                 size_t *n, int timeout_ms, sbx_error_t *err);
+
+/* ---- proxy.c, dns.c ---- */
+
+typedef struct eg_proxy eg_proxy_t;
+eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err);
+void eg_proxy_stop(eg_proxy_t *p);
+typedef struct eg_dns eg_dns_t;
+eg_dns_t *eg_dns_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err);
+void eg_dns_stop(eg_dns_t *d);
+
+#endif

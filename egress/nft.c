@@ -1,0 +1,258 @@
+/* nft.c -- the agent's nftables table: fixed chains that deny what no
+ * policy may allow, one filter and one nat chain per distinct policy, and
+ * two maps from (interface, sandbox address) to those chains, so a packet
+ * costs one map lookup plus its own policy's rules however many sandboxes
+ * the host runs.  Through libnftables, in process: an element costs about
+ * 0.2 ms, a fork of `nft` 30 ms.  */
+#include "egress/internal.h"
+
+#include <arpa/inet.h>
+#include <nftables/libnftables.h>
+#include <stdio.h>
+#include <string.h>
+
+struct eg_nft {
+    pthread_mutex_t mu; /* a nft_ctx is not thread-safe */
+    struct nft_ctx *ctx;
+    char *table;
+    uint16_t proxy_port;
+};
+
+/* Addresses no policy reaches (IPv4): "this network", loopback,
+ * link-local (the cloud metadata service 169.254.169.254 among them),
+ * multicast and reserved, broadcast, Alibaba's metadata address, and the
+ * pool of sandbox links (added at open).  */
+static const char *const deny4 =
+    "0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/3, 100.100.100.200";
+
+static int run(eg_nft_t *n, const char *cmd, sbx_error_t *err)
+{
+    pthread_mutex_lock(&n->mu);
+    int rc = nft_run_cmd_from_buffer(n->ctx, cmd);
+    const char *msg = nft_ctx_get_error_buffer(n->ctx);
+    if (rc != 0) {
+        sbx_error_set(err, SBX_ERR_INTERNAL, "nftables: %.400s", msg && *msg ? msg : "failed");
+        sbx_log(SBX_LOG_DEBUG, MODULE, "nft failed: %s", cmd);
+    }
+    pthread_mutex_unlock(&n->mu);
+    return rc == 0 ? 0 : -1;
+}
+
+static char *base_ruleset(const eg_nft_config_t *c)
+{
+    /* Delete-then-create: a table left by an earlier run of this agent is
+     * replaced whole (its sandboxes are bound again as they are found).  */
+    return xasprintf(
+        "table inet %1$s\n"
+        "delete table inet %1$s\n"
+        "table inet %1$s {\n"
+        "  set deny4 { type ipv4_addr; flags interval; auto-merge; elements = { %2$s, %3$s } }\n"
+        "  map nat_policy { type iface_index . ipv4_addr : verdict; }\n"
+        "  map filter_policy { type iface_index . ipv4_addr : verdict; }\n"
+        "  chain deny {\n"
+        "    meta l4proto tcp reject with tcp reset\n"
+        "    reject with icmpx admin-prohibited\n"
+        "  }\n"
+        "  chain nat_in { type nat hook prerouting priority dstnat; policy accept;\n"
+        "    iifgroup %4$u jump sandbox_nat\n"
+        "  }\n"
+        "  chain sandbox_nat {\n"
+        "    meta nfproto != ipv4 return\n"
+        "    fib daddr type local udp dport 53 redirect to :%6$u\n"
+        "    fib daddr type local return\n"
+        "    ip daddr @deny4 return\n"
+        "    meta iif . ip saddr vmap @nat_policy\n"
+        "  }\n"
+        "  chain host_in { type filter hook input priority filter; policy accept;\n"
+        "    iifgroup %4$u jump sandbox_in\n"
+        "    tcp dport %5$u drop\n"
+        "    udp dport %6$u drop\n"
+        "  }\n"
+        "  chain sandbox_in {\n"
+        "    ct state established,related accept\n"
+        "    ct status dnat tcp dport %5$u accept\n"
+        "    ct status dnat udp dport %6$u accept\n"
+        "    jump deny\n"
+        "  }\n"
+        "  chain forward_in { type filter hook forward priority filter; policy accept;\n"
+        "    iifgroup %4$u jump sandbox_out\n"
+        "    oifgroup %4$u ct state established,related accept\n"
+        "    oifgroup %4$u jump deny\n"
+        "  }\n"
+        "  chain sandbox_out {\n"
+        "    ct state established,related accept\n"
+        "    meta nfproto != ipv4 jump deny\n"
+        "    ip daddr @deny4 jump deny\n"
+        "    meta iif . ip saddr vmap @filter_policy\n"
+        "    jump deny\n"
+        "  }\n"
+        "  chain nat_out { type nat hook postrouting priority srcnat; policy accept;\n"
+        "    ip saddr %3$s oifgroup != %4$u masquerade\n"
+        "  }\n"
+        "}\n",
+        c->table, deny4, c->pool, c->group, c->proxy_port, c->dns_port);
+}
+
+eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err)
+{
+    eg_nft_t *n = xcalloc(1, sizeof *n);
+    pthread_mutex_init(&n->mu, NULL);
+    n->ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    n->table = xstrdup(cfg->table);
+    n->proxy_port = cfg->proxy_port;
+    if (!n->ctx) {
+        sbx_error_set(err, SBX_ERR_INTERNAL, "nftables: no context");
+        eg_nft_close(n, false);
+        return NULL;
+    }
+    nft_ctx_buffer_output(n->ctx);
+    nft_ctx_buffer_error(n->ctx);
+    _cleanup_free_ char *rules = base_ruleset(cfg);
+    if (run(n, rules, err) < 0) {
+        eg_nft_close(n, false);
+        return NULL;
+    }
+    return n;
+}
+
+void eg_nft_close(eg_nft_t *n, bool remove_table)
+{
+    if (!n)
+        return;
+    if (remove_table && n->ctx) {
+        _cleanup_free_ char *cmd = xasprintf("delete table inet %s", n->table);
+        sbx_error_t err = {0};
+        if (run(n, cmd, &err) < 0)
+            sbx_log(SBX_LOG_WARN, MODULE, "%s", err.msg);
+    }
+    if (n->ctx)
+        nft_ctx_free(n->ctx);
+    pthread_mutex_destroy(&n->mu);
+    free(n->table);
+    free(n);
+}
+
+/* ---- a policy's chains ---- */
+
+typedef struct buf {
+    char *s;
+    size_t len, cap;
+} buf_t;
+
+static void put(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (b->s && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = (b->cap + (size_t)n + 1) * 2;
+        b->s = xrealloc(b->s, b->cap);
+        if (b->len == 0)
+            b->s[0] = '\0';
+    }
+}
+
+static void put_ports(buf_t *b, const eg_rule_t *r, bool tcp_only)
+{
+    if (r->n_ports == 0) {
+        if (tcp_only)
+            put(b, " meta l4proto tcp");
+        return;
+    }
+    put(b, tcp_only ? " tcp dport {" : " meta l4proto { tcp, udp } th dport {");
+    for (size_t i = 0; i < r->n_ports; i++)
+        put(b, "%s %u", i ? "," : "", r->ports[i]);
+    put(b, " }");
+}
+
+/* The rule's IPv4 CIDRs as " ip daddr { ... }"; false when it names only
+ * IPv6 ones (it cannot match IPv4 traffic).  */
+static bool put_cidrs(buf_t *b, const eg_rule_t *r)
+{
+    size_t n4 = 0;
+    for (size_t i = 0; i < r->n_cidrs; i++)
+        n4 += r->cidrs[i].family == AF_INET;
+    if (n4 == 0)
+        return false;
+    put(b, " ip daddr {");
+    size_t k = 0;
+    for (size_t i = 0; i < r->n_cidrs; i++)
+        if (r->cidrs[i].family == AF_INET)
+            put(b, "%s %s", k++ ? "," : "", r->cidrs[i].text);
+    put(b, " }");
+    return true;
+}
+
+/* Filter chain: rules in order on addresses and ports; FQDN rules do not
+ * appear (their TCP went to the proxy in the nat chain).  Nat chain: the
+ * same order up to the first FQDN rule whose ports match, whose TCP is
+ * redirected to the proxy, which then decides on the name with the whole
+ * policy.  */
+static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
+                              uint16_t proxy_port)
+{
+    put(b, "add chain inet %s pf_%s\nflush chain inet %s pf_%s\n", table, p->hash, table,
+        p->hash);
+    put(b, "add chain inet %s pn_%s\nflush chain inet %s pn_%s\n", table, p->hash, table,
+        p->hash);
+    for (size_t i = 0; i < p->n_rules; i++) {
+        const eg_rule_t *r = &p->rules[i];
+        const char *verdict = r->allow ? "accept" : "jump deny";
+        bool any = r->n_fqdns == 0 && r->n_cidrs == 0;
+        if (r->n_cidrs > 0 || any) {
+            buf_t m = {0};
+            put(&m, "%s", "");
+            if (any || put_cidrs(&m, r)) {
+                put(b, "add rule inet %s pf_%s%s", table, p->hash, m.s);
+                put_ports(b, r, false);
+                put(b, " %s\n", verdict);
+                put(b, "add rule inet %s pn_%s%s", table, p->hash, m.s);
+                put_ports(b, r, false);
+                put(b, " accept\n");
+            }
+            free(m.s);
+        }
+        if (r->n_fqdns > 0) {
+            put(b, "add rule inet %s pn_%s", table, p->hash);
+            put_ports(b, r, true);
+            put(b, " redirect to :%u\n", proxy_port);
+        }
+    }
+    put(b, "add rule inet %s pf_%s %s\n", table, p->hash, p->default_allow ? "accept" : "jump deny");
+}
+
+static void put_elements(buf_t *b, const char *op, const char *table, int ifindex,
+                         const char *addr, const char *hash)
+{
+    put(b, "%s element inet %s nat_policy { %d . %s : jump pn_%s }\n", op, table, ifindex, addr,
+        hash);
+    put(b, "%s element inet %s filter_policy { %d . %s : jump pf_%s }\n", op, table, ifindex,
+        addr, hash);
+}
+
+int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t *old_p,
+                bool old_unused, const eg_policy_t *p, sbx_error_t *err)
+{
+    char a[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &addr, a, sizeof a);
+    buf_t b = {0};
+    put(&b, "%s", "");
+    if (old_p)
+        put_elements(&b, "delete", n->table, ifindex, a, old_p->hash);
+    if (p && (!old_p || strcmp(old_p->hash, p->hash) != 0))
+        put_policy_chains(&b, n->table, p, n->proxy_port);
+    if (p)
+        put_elements(&b, "add", n->table, ifindex, a, p->hash);
+    if (old_p && old_unused && (!p || strcmp(old_p->hash, p->hash) != 0))
+        put(&b, "delete chain inet %s pf_%s\ndelete chain inet %s pn_%s\n", n->table, old_p->hash,
+            n->table, old_p->hash);
+    int rc = run(n, b.s, err);
+    free(b.s);
+    return rc;
+}

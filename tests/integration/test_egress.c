@@ -1,0 +1,390 @@
+/* test_egress.c -- egress enforcement on real sandboxes: test servers
+ * (HTTP, HTTPS, TCP, UDP, DNS) run in a network namespace this test makes,
+ * sandboxes get links and nft rules from the egress module, and a static
+ * client inside them (tests/probe/netprobe.c) tries what the policy allows
+ * and what it must not.  No traffic leaves the machine.  */
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "egress/egress.h"
+#include "tests/integration/test_runtime_fixture.h"
+
+#define SRV_ADDR "203.0.113.2"  /* HTTP, HTTPS, DNS */
+#define SRV_ADDR2 "203.0.113.3" /* TCP and UDP echo, HTTP on 8080 */
+#define HOST_ADDR "203.0.113.1"
+
+static char netns[32], host_if[16], tag[8], pool[32];
+static pid_t servers;
+static char *cert_dir;
+static egress_t *eg;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    _cleanup_free_ char *cmd = NULL;
+    ck_assert(vasprintf(&cmd, fmt, ap) >= 0);
+    va_end(ap);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* The servers' namespace, its link to the host, and the servers.  */
+static void servers_start(void)
+{
+    int id = (int)getpid() % 100000;
+    snprintf(netns, sizeof netns, "sbxeg-%d", id);
+    snprintf(host_if, sizeof host_if, "sbxeg%d", id);
+    snprintf(tag, sizeof tag, "t%05x", id & 0xfffff);
+    snprintf(pool, sizeof pool, "10.234.%d.0/24", id % 256);
+    cert_dir = tu_tmpdir("sbx-eg-cert");
+    ck_assert_int_eq(sh("ip netns add %s && ip link add %s type veth peer name eth0 netns %s && "
+                        "ip addr add " HOST_ADDR "/24 dev %s && ip link set %s up && "
+                        "ip -n %s addr add " SRV_ADDR "/24 dev eth0 && "
+                        "ip -n %s addr add " SRV_ADDR2 "/24 dev eth0 && "
+                        "ip -n %s link set eth0 up && ip -n %s link set lo up && "
+                        "ip -n %s route add default via " HOST_ADDR,
+                        netns, host_if, netns, host_if, host_if, netns, netns, netns, netns,
+                        netns),
+                     0);
+    ck_assert_int_eq(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ok.test "
+                        "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
+                        cert_dir, cert_dir),
+                     0);
+    int out[2];
+    ck_assert_int_eq(pipe(out), 0);
+    servers = fork();
+    ck_assert_int_ge(servers, 0);
+    if (servers == 0) {
+        int in[2];
+        if (pipe(in) < 0)
+            _exit(1);
+        dup2(in[0], 0); /* stdin never ends: the servers run until killed */
+        dup2(out[1], 1);
+        _cleanup_free_ char *script = tu_src("tests/integration/egress_servers.py");
+        _cleanup_free_ char *cert = xasprintf("%s/cert.pem", cert_dir);
+        _cleanup_free_ char *key = xasprintf("%s/key.pem", cert_dir);
+        execlp("ip", "ip", "netns", "exec", netns, "python3", script, cert, key, SRV_ADDR2,
+               "ok.test=" SRV_ADDR, "a.wild.test=" SRV_ADDR, "other.test=" SRV_ADDR,
+               "private.test=10.77.0.2", "loop.test=127.0.0.1", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    char buf[16] = "";
+    ssize_t n = read(out[0], buf, sizeof buf - 1);
+    close(out[0]);
+    ck_assert_msg(n > 0 && strncmp(buf, "ready", 5) == 0, "test servers did not start");
+}
+
+static void servers_stop(void)
+{
+    if (servers > 0) {
+        kill(servers, SIGKILL);
+        waitpid(servers, NULL, 0);
+        servers = 0;
+    }
+    if (netns[0]) {
+        sh("ip netns pids %s 2>/dev/null | xargs -r kill -9; ip link del %s 2>/dev/null; "
+           "ip netns del %s 2>/dev/null; nft delete table inet sandboxd_%s 2>/dev/null",
+           netns, host_if, netns, tag);
+        netns[0] = '\0';
+    }
+    if (cert_dir) {
+        tu_rmdir(cert_dir);
+        free(cert_dir);
+        cert_dir = NULL;
+    }
+}
+
+static void setup(void)
+{
+    fx_setup();
+    _cleanup_free_ char *np = tu_bin("sbx-netprobe");
+    _cleanup_free_ char *dst = fx_path("bin/netprobe");
+    fx_copy(np, dst, 0755);
+    _cleanup_free_ char *state = xasprintf("%s/egress", fx_dir);
+    egress_config_t cfg = {.pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state};
+    sbx_error_t err = {0};
+    eg = egress_open(&cfg, &err);
+    ck_assert_msg(eg, "egress_open: %s", err.msg);
+}
+
+static void teardown(void)
+{
+    if (eg) {
+        _cleanup_json_ json_t *ids = egress_ids(eg);
+        size_t i;
+        json_t *v;
+        json_array_foreach(ids, i, v)
+            egress_release(eg, json_string_value(v), true);
+        egress_close(eg);
+        eg = NULL;
+    }
+    fx_teardown();
+}
+
+static json_t *policy(const char *text)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(text, 0, &jerr);
+    ck_assert_msg(j, "bad test policy: %s", jerr.text);
+    return j;
+}
+
+static const char *const web_policy =
+    "{\"defaultAction\":\"Deny\",\"rules\":["
+    "{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\",\"*.wild.test\"],"
+    "\"ports\":[80,443]},"
+    "{\"name\":\"echo\",\"action\":\"Allow\",\"cidrs\":[\"" SRV_ADDR2 "/32\"],"
+    "\"ports\":[7000,7001]},"
+    "{\"name\":\"private\",\"action\":\"Allow\",\"fqdns\":[\"private.test\",\"loop.test\"],"
+    "\"ports\":[80]}]}";
+
+static int64_t apply_ms;
+
+/* A running sandbox with the policy (NULL: none).  */
+static void sandbox(const char *id, const char *pol)
+{
+    fx_create(id, NULL);
+    sbx_error_t err = {0};
+    _cleanup_json_ json_t *p = pol ? policy(pol) : NULL;
+    int fd = rt_netns_open(fx_rt, id, &err);
+    ck_assert_msg(fd >= 0, "%s", err.msg);
+    int64_t t0 = sbx_now_ms();
+    ck_assert_msg(egress_apply(eg, id, fd, p, &err) == 0, "egress_apply: %s", err.msg);
+    apply_ms = sbx_now_ms() - t0;
+    close(fd);
+}
+
+/* netprobe's line; *ok whether it succeeded, and it must have ended
+ * within max_ms (denials are fast).  */
+static char *probe(const char *id, bool *ok, int max_ms, const char *a1, const char *a2,
+                   const char *a3, const char *a4)
+{
+    char *argv[] = {"/bin/netprobe", (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
+    rt_exec_result_t r = fx_execv(id, argv, 20000);
+    char *line = xstrdup(r.out ? r.out : "");
+    line[strcspn(line, "\n")] = '\0';
+    *ok = r.exit_code == 0 && strncmp(line, "ok ", 3) == 0;
+    const char *ms = strstr(line, "ms=");
+    ck_assert_msg(ms, "netprobe %s %s: '%s' (stderr %s)", a1, a2 ? a2 : "", line, r.err);
+    ck_assert_msg(atoi(ms + 3) <= max_ms, "netprobe %s %s %s %s took too long: %s", a1,
+                  a2 ? a2 : "", a3 ? a3 : "", a4 ? a4 : "", line);
+    rt_exec_result_done(&r);
+    return line;
+}
+
+#define EXPECT(id, want, ...)                                                                      \
+    do {                                                                                           \
+        bool ok_;                                                                                  \
+        _cleanup_free_ char *l_ = probe(id, &ok_, want ? 3000 : 1000, __VA_ARGS__);               \
+        ck_assert_msg(ok_ == (want), "%s: expected %s, got '%s'", #__VA_ARGS__,                    \
+                      (want) ? "success" : "failure", l_);                                         \
+    } while (0)
+
+static void addrs(const char *id, char *sb, char *gw)
+{
+    ck_assert_int_eq(egress_addresses(eg, id, sb, gw, 64), 1);
+}
+
+START_TEST(allowed_and_denied)
+{
+    sandbox("eg-a", web_policy);
+    fprintf(stderr, "egress_apply (link + rules) on create: %lld ms\n", (long long)apply_ms);
+    char sb[64], gw[64];
+    addrs("eg-a", sb, gw);
+
+    /* allowed: FQDN over HTTP and HTTPS (exact and wildcard), CIDR + port */
+    EXPECT("eg-a", true, "http", SRV_ADDR, "80", "ok.test");
+    EXPECT("eg-a", true, "tls", SRV_ADDR, "443", "ok.test");
+    EXPECT("eg-a", true, "tls", SRV_ADDR, "443", "a.wild.test");
+    EXPECT("eg-a", true, "tcp", SRV_ADDR2, "7000", NULL);
+    EXPECT("eg-a", true, "udp", SRV_ADDR2, "7001", NULL);
+    EXPECT("eg-a", true, "dns", gw, "ok.test", NULL);
+
+    /* denied, each fast */
+    EXPECT("eg-a", false, "http", SRV_ADDR2, "8080", "ok.test"); /* other port */
+    EXPECT("eg-a", false, "tcp", SRV_ADDR, "7000", NULL);        /* other address */
+    EXPECT("eg-a", false, "http", SRV_ADDR, "80", "other.test");
+    EXPECT("eg-a", false, "tls", SRV_ADDR, "443", "other.test");
+    EXPECT("eg-a", false, "tls", SRV_ADDR, "443", "b.a.wild.test"); /* one label only */
+    EXPECT("eg-a", false, "http", SRV_ADDR, "80", "private.test");  /* resolves to 10.77.0.2 */
+    EXPECT("eg-a", false, "http", SRV_ADDR, "80", "loop.test");     /* resolves to 127.0.0.1 */
+    EXPECT("eg-a", false, "http", SRV_ADDR, "80", SRV_ADDR);        /* IP literal */
+    EXPECT("eg-a", false, "tls", SRV_ADDR, "443", SRV_ADDR);
+    EXPECT("eg-a", false, "raw", NULL, NULL, NULL);
+    EXPECT("eg-a", false, "packet", NULL, NULL, NULL);
+    EXPECT("eg-a", false, "tcp6", "2001:db8::1", "80", NULL);
+    EXPECT("eg-a", false, "udp", SRV_ADDR, "7001", NULL);
+    EXPECT("eg-a", false, "dns", SRV_ADDR, "ok.test", NULL); /* another resolver */
+    EXPECT("eg-a", false, "dns", gw, "other.test", NULL);    /* a name no rule allows */
+    EXPECT("eg-a", false, "tcp", "169.254.169.254", "80", NULL);
+
+    /* the host: its link address, its other addresses, a service on it */
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in la = {.sin_family = AF_INET};
+    socklen_t ll = sizeof la;
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&la, sizeof la), 0);
+    ck_assert_int_eq(listen(lfd, 8), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&la, &ll), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(la.sin_port));
+    EXPECT("eg-a", false, "tcp", gw, port, NULL);
+    EXPECT("eg-a", false, "tcp", HOST_ADDR, port, NULL);
+    EXPECT("eg-a", false, "tcp", gw, "80", NULL);
+    close(lfd);
+
+    /* another sandbox, with the same policy */
+    sandbox("eg-b", web_policy);
+    char sb2[64], gw2[64];
+    addrs("eg-b", sb2, gw2);
+    EXPECT("eg-a", false, "tcp", sb2, "7000", NULL);
+    EXPECT("eg-b", true, "tcp", SRV_ADDR2, "7000", NULL);
+
+    /* a sandbox without a policy has no link at all */
+    sandbox("eg-c", NULL);
+    EXPECT("eg-c", false, "tcp", SRV_ADDR2, "7000", NULL);
+    ck_assert_int_eq(egress_addresses(eg, "eg-c", sb2, gw2, 64), 0);
+
+    /* the decision log says why */
+    sbx_error_t err = {0};
+    _cleanup_json_ json_t *d = egress_decisions(eg, "eg-a", &err);
+    ck_assert_msg(d, "%s", err.msg);
+    ck_assert_int_ge(json_integer_value(json_object_get(d, "denied")), 5);
+    ck_assert_int_ge(json_integer_value(json_object_get(d, "allowed")), 3);
+    bool saw_other = false, saw_private = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(d, "recentDenied"), i, e) {
+        const char *dest = json_string_value(json_object_get(e, "destination"));
+        if (dest && strcmp(dest, "other.test") == 0)
+            saw_other = true;
+        if (dest && strcmp(dest, "private.test") == 0) {
+            saw_private = true;
+            ck_assert_str_eq(json_string_value(json_object_get(e, "rule")), "private");
+        }
+    }
+    ck_assert(saw_other && saw_private);
+    json_t *last_allowed = json_array_get(json_object_get(d, "recentAllowed"), 0);
+    ck_assert_ptr_nonnull(last_allowed);
+}
+END_TEST
+
+static bool wait_for(const char *id, bool want, int ms, const char *a1, const char *a2,
+                     const char *a3)
+{
+    int64_t end = sbx_now_ms() + ms;
+    do {
+        bool ok;
+        _cleanup_free_ char *l = probe(id, &ok, 3000, a1, a2, a3, NULL);
+        if (ok == want)
+            return true;
+    } while (sbx_now_ms() < end);
+    return false;
+}
+
+START_TEST(live_update_and_cleanup)
+{
+    sandbox("eg-l", web_policy);
+    char sb[64], gw[64], ifname[IFNAMSIZ];
+    addrs("eg-l", sb, gw);
+    EXPECT("eg-l", true, "tcp", SRV_ADDR2, "7000", NULL);
+    EXPECT("eg-l", false, "tcp", SRV_ADDR, "7000", NULL);
+
+    /* narrow: the CIDR rule goes; new connections follow within 2 s */
+    _cleanup_json_ json_t *narrow = policy(
+        "{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"]}]}");
+    sbx_error_t err = {0};
+    int64_t t0 = sbx_now_ms();
+    ck_assert_msg(egress_apply(eg, "eg-l", -1, narrow, &err) == 0, "%s", err.msg);
+    ck_assert(wait_for("eg-l", false, 2000, "tcp", SRV_ADDR2, "7000"));
+    ck_assert_int_le(sbx_now_ms() - t0, 2000 + 1000);
+    EXPECT("eg-l", true, "http", SRV_ADDR, "80", "ok.test");
+
+    /* widen: a CIDR rule for the other address */
+    _cleanup_json_ json_t *wide = policy(
+        "{\"rules\":[{\"name\":\"all\",\"action\":\"Allow\",\"cidrs\":[\"203.0.113.0/24\"]}]}");
+    ck_assert_msg(egress_apply(eg, "eg-l", -1, wide, &err) == 0, "%s", err.msg);
+    ck_assert(wait_for("eg-l", true, 2000, "tcp", SRV_ADDR, "7000"));
+
+    /* a policy that allows nothing takes the link away */
+    _cleanup_json_ json_t *none = policy("{\"defaultAction\":\"Deny\",\"rules\":[]}");
+    ck_assert_msg(egress_apply(eg, "eg-l", -1, none, &err) == 0, "%s", err.msg);
+    snprintf(ifname, sizeof ifname, "sx%s-", tag);
+    ck_assert_int_eq(egress_addresses(eg, "eg-l", sb, gw, 64), 0);
+    EXPECT("eg-l", false, "tcp", SRV_ADDR, "7000", NULL);
+
+    /* back on a running sandbox: the link comes back */
+    int fd = rt_netns_open(fx_rt, "eg-l", &err);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_msg(egress_apply(eg, "eg-l", fd, wide, &err) == 0, "%s", err.msg);
+    close(fd);
+    EXPECT("eg-l", true, "tcp", SRV_ADDR, "7000", NULL);
+
+    /* delete: no link, no map element, no record */
+    egress_release(eg, "eg-l", true);
+    ck_assert_int_eq(rt_destroy(fx_rt, "eg-l", &err), 0);
+    ck_assert_int_eq(sh("ip -o link | grep -q ' sx%s-'", tag), 1);
+    ck_assert_int_eq(sh("nft list table inet sandboxd_%s | grep -q ' : jump '", tag), 1);
+    ck_assert_int_eq(sh("nft list table inet sandboxd_%s | grep -q 'chain p[fn]_'", tag), 1);
+    ck_assert_ptr_null(egress_decisions(eg, "eg-l", &err));
+}
+END_TEST
+
+START_TEST(bad_policies)
+{
+    static const struct {
+        const char *policy, *target;
+    } bad[] = {
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"cidrs\":[\"10.0.0.0/33\"]}]}",
+         "rules[0].cidrs[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"cidrs\":[\"10.0.0\"]}]}",
+         "rules[0].cidrs[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"fqdns\":[\"a.*.com\"]}]}",
+         "rules[0].fqdns[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"fqdns\":[\"*\"]}]}",
+         "rules[0].fqdns[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"ports\":[0]}]}",
+         "rules[0].ports[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Maybe\"}]}", "rules[0]"},
+        {"{\"defaultAction\":\"allow\"}", "defaultAction"},
+    };
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        _cleanup_json_ json_t *p = policy(bad[i].policy);
+        sbx_error_t err = {0};
+        ck_assert_int_eq(egress_policy_check(p, &err), -1);
+        ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+        ck_assert_str_eq(err.target, bad[i].target);
+    }
+    _cleanup_json_ json_t *many = json_pack("{s:[]}", "rules");
+    for (int i = 0; i < 10000; i++)
+        json_array_append_new(json_object_get(many, "rules"),
+                              json_pack("{s:s,s:s}", "name", "r", "action", "Allow"));
+    sbx_error_t err = {0};
+    ck_assert_int_eq(egress_policy_check(many, &err), -1);
+    ck_assert_str_eq(err.target, "rules");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("egress");
+    TCase *tc = tcase_create("egress");
+    tcase_add_unchecked_fixture(tc, servers_start, servers_stop);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_unchecked_fixture(tc, NULL, fx_sweep);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, allowed_and_denied);
+    tcase_add_test(tc, live_update_and_cleanup);
+    tcase_add_test(tc, bad_policies);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_run(suite());
+}
