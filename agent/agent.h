@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "common/common.h"
+#include "egress/egress.h"
 #include "http/http.h"
 #include "image/image.h"
 #include "runtime/runtime.h"
@@ -31,6 +32,8 @@ typedef struct agent_config {
     bool allow_private_registries; /* pull from non-public addresses too */
     uint64_t max_layer_bytes;       /* 0: the image store's default */
     uint64_t max_image_store_bytes; /* 0: the image store's default */
+    char *egress_pool;     /* IPv4 pool of sandbox links; NULL: no egress (loopback only) */
+    char *egress_resolver; /* upstream DNS "ADDR[:PORT]"; NULL: the host's */
     sbx_log_level_t log_level;
 } agent_config_t;
 
@@ -57,6 +60,7 @@ typedef struct agent_api_config {
     img_store_t *img;    /* borrowed */
     const char *data_dir;
     const char *environment;
+    egress_t *egress;    /* borrowed; NULL: policies are kept but not enforced */
 } agent_api_config_t;
 
 agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err);
@@ -117,6 +121,27 @@ typedef struct agent_imds_request {
  * {"error", "error_description"}).  */
 int agent_imds_answer(const agent_imds_t *m, const char *runtime_id, const char *secret,
                       const agent_imds_request_t *rq, char **body);
+
+/* ---- egress glue (egress_hooks.c): the sandbox lifecycle's calls into
+ * egress/, so sandboxes.c only names the moments ---- */
+
+/* The "egress" member of a create body: *policy NULL (none) or the policy
+ * (a new reference); -1 after replying 400.  */
+int agent_egress_parse(const agent_call_t *c, json_t **policy, http_response_t *res);
+/* Give the sandbox its policy, with a link when it runs.  */
+int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
+                       sbx_error_t *err);
+/* After a successful stop, start or delete of the sandbox.  */
+void agent_egress_after(egress_t *eg, rt_runtime_t *rt, const char *id, const char *action);
+/* At start: links for the running sandboxes that have a policy, and
+ * records of sandboxes that are gone dropped.  */
+void agent_egress_recover(egress_t *eg, rt_runtime_t *rt);
+/* GET|PUT /v1/sandboxes/{id}/egress: the sandbox's policy (JSON null:
+ * none), replaced live.  */
+void agent_egress_policy(egress_t *eg, rt_runtime_t *rt, const char *id, const agent_call_t *c,
+                         http_response_t *res);
+/* GET /v1/sandboxes/{id}/egressDecisions.  */
+void agent_egress_decisions(egress_t *eg, rt_runtime_t *rt, const char *id, http_response_t *res);
 
 /* Limits the API enforces; agent/README.md documents them.  */
 #define AGENT_MAX_JSON_BODY (1024 * 1024)

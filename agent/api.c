@@ -17,6 +17,8 @@ typedef enum {
     ROUTE_EXEC,
     ROUTE_FILES,
     ROUTE_PROCESSES,
+    ROUTE_EGRESS,
+    ROUTE_EGRESS_POLICY,
 } route_kind_t;
 
 typedef struct route {
@@ -36,6 +38,8 @@ static const char *const route_methods[] = {
     [ROUTE_EXEC] = "POST",
     [ROUTE_FILES] = "GET, PUT, DELETE",
     [ROUTE_PROCESSES] = "GET, POST", /* processes.c narrows it per path */
+    [ROUTE_EGRESS] = "GET",
+    [ROUTE_EGRESS_POLICY] = "GET, PUT",
 };
 
 /* Split "/v1/sandboxes/{id}/{action}" into a route.  Empty segments (a
@@ -102,6 +106,10 @@ static void route_parse(const char *path, route_t *r)
         r->kind = ROUTE_EXEC;
     if (SEG_IS(3, "files"))
         r->kind = ROUTE_FILES;
+    if (SEG_IS(3, "egressDecisions"))
+        r->kind = ROUTE_EGRESS;
+    if (SEG_IS(3, "egress"))
+        r->kind = ROUTE_EGRESS_POLICY;
 #undef SEG_IS
 }
 
@@ -146,6 +154,8 @@ void agent_api_call(agent_api_t *api, const agent_call_t *c, http_response_t *re
     case ROUTE_EXEC: return agent_exec(api, r.id, c, res);
     case ROUTE_FILES: return agent_files(api, r.id, c, res);
     case ROUTE_PROCESSES: return agent_processes(api, r.id, r.proc, r.proc_action, c, res);
+    case ROUTE_EGRESS: return agent_egress_decisions(api->egress, api->rt, r.id, res);
+    case ROUTE_EGRESS_POLICY: return agent_egress_policy(api->egress, api->rt, r.id, c, res);
     default: return http_reply_error(res, 404, "NotFound", "no such route");
     }
 }
@@ -209,6 +219,7 @@ agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err)
     agent_api_t *api = xcalloc(1, sizeof(*api));
     api->rt = cfg->rt;
     api->img = cfg->img;
+    api->egress = cfg->egress;
     api->environment = xstrdup(cfg->environment ? cfg->environment : "default");
     api->procs = agent_procs_new(cfg->rt);
     pthread_mutex_init(&api->lock, NULL);

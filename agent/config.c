@@ -34,6 +34,8 @@ enum {
     OPT_ALLOW_PRIVATE_REGISTRIES,
     OPT_MAX_LAYER_SIZE,
     OPT_MAX_IMAGE_STORE_SIZE,
+    OPT_EGRESS_POOL,
+    OPT_EGRESS_RESOLVER,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -93,6 +95,12 @@ static const struct flag {
     {{"max-image-store-size", required_argument, NULL, OPT_MAX_IMAGE_STORE_SIZE},
      "SANDBOX_AGENT_MAX_IMAGE_STORE_SIZE", "BYTES",
      "most the image store may hold (default: half its file system)"},
+    {{"egress-pool", required_argument, NULL, OPT_EGRESS_POOL}, "SANDBOX_AGENT_EGRESS_POOL",
+     "CIDR", "IPv4 block (/16../28) for sandboxes' egress links; without it egress policies "
+     "are not enforced and every sandbox reaches nothing (one block per agent on a host)"},
+    {{"egress-resolver", required_argument, NULL, OPT_EGRESS_RESOLVER},
+     "SANDBOX_AGENT_EGRESS_RESOLVER", "ADDR[:PORT]",
+     "DNS server the egress proxy and the sandboxes' resolver ask (default: the host's)"},
     {{"help", no_argument, NULL, OPT_HELP}, NULL, NULL, "show this help and exit"},
     {{"version", no_argument, NULL, OPT_VERSION}, NULL, NULL, "show the version and exit"},
 };
@@ -260,6 +268,8 @@ static int apply(agent_config_t *cfg, int opt, const char *name, const char *v, 
         return parse_bool(name, v ? v : "1", &cfg->allow_private_registries, err);
     case OPT_MAX_LAYER_SIZE: return parse_bytes(name, v, &cfg->max_layer_bytes, err);
     case OPT_MAX_IMAGE_STORE_SIZE: return parse_bytes(name, v, &cfg->max_image_store_bytes, err);
+    case OPT_EGRESS_POOL: set_str(&cfg->egress_pool, v); return 0;
+    case OPT_EGRESS_RESOLVER: set_str(&cfg->egress_resolver, v); return 0;
     }
     return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);
 }
@@ -434,5 +444,7 @@ void agent_config_done(agent_config_t *cfg)
     free(cfg->environment);
     free(cfg->default_image);
     free(cfg->cgroup_parent);
+    free(cfg->egress_pool);
+    free(cfg->egress_resolver);
     memset(cfg, 0, sizeof(*cfg));
 }

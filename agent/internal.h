@@ -16,6 +16,7 @@ typedef struct agent_procs agent_procs_t;
 struct agent_api {
     rt_runtime_t *rt;
     img_store_t *img;
+    egress_t *egress;
     char *environment;
     agent_procs_t *procs;
     /* Ids with a create or delete under way: those serialise per id, so a

@@ -90,6 +90,7 @@ typedef struct agent {
     char *ca, *cert, *key;
     img_store_t *img;
     rt_runtime_t *rt;
+    egress_t *egress;
     agent_api_t *api;
     http_server_t *http;
 } agent_t;
@@ -101,11 +102,34 @@ static void agent_done(agent_t *a)
     rt_shutdown_begin(a->rt, AGENT_SHUTDOWN_GRACE_MS);
     http_server_stop(a->http); /* first: no request may still use the rest */
     agent_api_free(a->api);
+    egress_close(a->egress);
     rt_close(a->rt);
     img_store_close(a->img);
     free(a->ca);
     free(a->cert);
     free(a->key);
+}
+
+/* Egress with a tag (nft table, interface names) from the data dir, so
+ * agents on one host never share one.  */
+static int egress_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
+{
+    char real[4096];
+    const char *dir = realpath(cfg->data_dir, real) ? real : cfg->data_dir;
+    uint32_t h = 2166136261u;
+    for (const char *p = dir; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    char tag[8];
+    snprintf(tag, sizeof tag, "%06x", h & 0xffffff);
+    _cleanup_free_ char *state = xasprintf("%s/egress", cfg->data_dir);
+    egress_config_t ec = {.pool = cfg->egress_pool, .tag = tag, .resolver = cfg->egress_resolver,
+                          .state_dir = state};
+    if (!(a->egress = egress_open(&ec, err)))
+        return sbx_error_wrap(err, "egress"), -1;
+    agent_egress_recover(a->egress, a->rt);
+    sbx_log(SBX_LOG_INFO, MODULE, "egress: links from %s, nft table sandboxd_%s", cfg->egress_pool,
+            tag);
+    return 0;
 }
 
 static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
@@ -152,8 +176,11 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
         sbx_log(SBX_LOG_INFO, MODULE, "sandboxes use host uids %u+%u and cgroup parent %s",
                 h.uid_start, h.uid_count, h.cgroup_parent);
 
+    if (cfg->egress_pool && egress_start(a, cfg, err) < 0)
+        return -1;
+
     agent_api_config_t ac = {.rt = a->rt, .img = a->img, .data_dir = cfg->data_dir,
-                             .environment = cfg->environment};
+                             .environment = cfg->environment, .egress = a->egress};
     if (!(a->api = agent_api_new(&ac, err)))
         return -1;
 

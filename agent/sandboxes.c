@@ -246,7 +246,8 @@ static int resolve_image(agent_api_t *api, const char *ref, char **rootfs, sbx_e
     return -1;
 }
 
-static void create_new(agent_api_t *api, const char *id, json_t *spec, http_response_t *res)
+static void create_new(agent_api_t *api, const char *id, json_t *spec, const json_t *egress,
+                       http_response_t *res)
 {
     sbx_error_t err = {0};
     const char *image = json_string_value(json_object_get(spec, "image"));
@@ -257,6 +258,12 @@ static void create_new(agent_api_t *api, const char *id, json_t *spec, http_resp
     rt_info_t info;
     if (rt_create(api->rt, &s, &info, &err) < 0)
         return agent_reply_error(res, &err, id);
+    if (agent_egress_apply(api->egress, api->rt, id, egress, &err) < 0) {
+        /* no sandbox without the network its policy promises */
+        (void)rt_destroy(api->rt, id, NULL);
+        agent_egress_after(api->egress, api->rt, id, "delete");
+        return agent_reply_error(res, &err, id);
+    }
     sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s created (%s, %s)", id, s.driver, image);
     reply_sandbox(res, 201, &info);
 }
@@ -267,19 +274,24 @@ void agent_sandbox_put(agent_api_t *api, const char *id, const agent_call_t *c,
     _cleanup_json_ json_t *spec = parse_spec(c, res);
     if (!spec)
         return;
+    _cleanup_json_ json_t *egress = NULL;
+    if (agent_egress_parse(c, &egress, res) < 0)
+        return;
     id_lock(api, id);
     rt_spec_t want = spec_of(id, spec, NULL);
     rt_info_t info;
     bool same = false;
     sbx_error_t err = {0};
     if (rt_spec_compare(api->rt, &want, &same, &err) == 0 && rt_get(api->rt, id, &info, &err) == 0) {
-        if (same)
-            reply_sandbox(res, 200, &info);
-        else
+        if (!same)
             http_reply_error(res, 409, "SandboxConflict",
                              "sandbox %s exists with a different spec; delete it first", id);
+        else if (agent_egress_apply(api->egress, api->rt, id, egress, &err) < 0)
+            agent_reply_error(res, &err, id); /* the same sandbox, a new policy: live */
+        else
+            reply_sandbox(res, 200, &info);
     } else if (err.code == SBX_ERR_NOT_FOUND) {
-        create_new(api, id, spec, res);
+        create_new(api, id, spec, egress, res);
     } else {
         agent_reply_error(res, &err, id);
     }
@@ -293,6 +305,7 @@ void agent_sandbox_delete(agent_api_t *api, const char *id, http_response_t *res
     int rc = rt_destroy(api->rt, id, &err);
     if (rc == 0 || err.code == SBX_ERR_NOT_FOUND) {
         agent_procs_forget(api->procs, id);
+        agent_egress_after(api->egress, api->rt, id, "delete");
         http_reply_empty(res, 204);
         if (rc == 0)
             sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s deleted", id);
@@ -320,6 +333,7 @@ void agent_sandbox_action(agent_api_t *api, const char *id, const char *action,
             continue;
         if (actions[i].fn(api->rt, id, &err) < 0)
             return agent_reply_error(res, &err, id);
+        agent_egress_after(api->egress, api->rt, id, actions[i].name);
         return agent_sandbox_get(api, id, res);
     }
     http_reply_error(res, 404, "NotFound", "no such action");

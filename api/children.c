@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_RULES 100
 #define MAX_RULE_ITEMS 100
@@ -190,7 +191,58 @@ static int egress_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
     return 0;
 }
 
+typedef struct users {
+    const char *name;
+    json_t *names;
+} users_t;
+
+static void note_user(void *ud, const st_resource_t *r)
+{
+    users_t *u = ud;
+    const char *p = json_string_value(
+        json_object_get(json_object_get(r->body, "properties"), "egressPolicy"));
+    if (p && strcasecmp(p, u->name) == 0)
+        json_array_append_new(u->names, json_string(r->name));
+}
+
+/* A policy that its group or sandboxes name cannot go: they would
+ * silently lose their network (or keep rules nobody can see).  */
+static int egress_check_delete(api_t *api, const st_resource_t *r, sbx_error_t *err)
+{
+    users_t u = {.name = r->name, .names = json_array()};
+    st_resource_t group = {0};
+    if (r->parent_id && st_resource_get(api->db, r->parent_id, &group, NULL) == 0) {
+        note_user(&u, &group);
+        st_resource_done(&group);
+    }
+    _cleanup_free_ char *parent = r->parent_id ? xstrdup(r->parent_id) : NULL;
+    if (parent)
+        sbx_str_lower(parent);
+    st_list_query_t q = {.type = API_SANDBOX_TYPE, .parent_id = parent, .limit = 1000};
+    int rc = parent ? st_resource_each(api->db, &q, note_user, &u, err) : 0;
+    if (rc == 0 && json_array_size(u.names) > 0) {
+        char list[256] = "";
+        size_t i, len = 0;
+        json_t *v;
+        json_array_foreach(u.names, i, v) {
+            if (i == 10 || len >= sizeof list - 70) {
+                snprintf(list + len, sizeof list - len, ", ...");
+                break;
+            }
+            len += (size_t)snprintf(list + len, sizeof list - len, "%s'%s'", i ? ", " : "",
+                                    json_string_value(v));
+        }
+        rc = sbx_error_arm(err, SBX_ERR_CONFLICT, "EgressPolicyInUse",
+                           "The egress policy '%s' is in use by %zu resource(s): %s. Point them "
+                           "at another policy first.",
+                           r->name, json_array_size(u.names), list);
+    }
+    json_decref(u.names);
+    return rc;
+}
+
 const api_kind_t api_kind_egress = {
+    .check_delete = egress_check_delete,
     .segment = "egresspolicies",
     .type = API_PROVIDER "/sandboxGroups/egressPolicies",
     .type_key = "microsoft.app/sandboxgroups/egresspolicies",

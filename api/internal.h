@@ -75,6 +75,8 @@ typedef struct api_kind {
                          sbx_error_t *err);
     /* Optional: a new child may be refused by a quota of its parent.  */
     int (*check_quota)(api_t *api, st_tx_t *tx, const st_resource_t *parent, sbx_error_t *err);
+    /* Optional: a resource still in use cannot be deleted (409).  */
+    int (*check_delete)(api_t *api, const st_resource_t *r, sbx_error_t *err);
 } api_kind_t;
 
 extern const api_kind_t api_kind_group;

@@ -442,6 +442,8 @@ void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,
     sbx_uuid(op.id);
     op.end_ms = work ? 0 : op.start_ms;
     int ret = api_check_preconditions(req, r.etag, &err);
+    if (ret == 0 && k->check_delete)
+        ret = k->check_delete(api, &r, &err);
     if (ret == 0 && work) {
         json_object_set_new(json_object_get(r.body, "properties"), "provisioningState",
                             json_string("Deleting"));

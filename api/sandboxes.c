@@ -198,8 +198,8 @@ static int sandbox_quota(api_t *api, st_tx_t *tx, const st_resource_t *parent, s
     return 0;
 }
 
-static const char *const actions[] = {"exec",  "suspend", "resume",
-                                      "stop",  "start",   "files", "processes"};
+static const char *const actions[] = {"exec",  "suspend", "resume",    "stop",
+                                      "start", "files",   "processes", "egressDecisions"};
 
 /* The methods of processes[/{pid}[/{what}]], or NULL for no such route. */
 static const char *process_methods(const route_t *rt)
@@ -255,7 +255,11 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
         http_reply_error(res, 404, "NotFound", "No route matches.");
         return;
     }
-    const char *allow = files ? "GET, PUT, DELETE" : procs ? process_methods(rt) : "POST";
+    bool decisions = strcmp(action, "egressDecisions") == 0;
+    const char *allow = files       ? "GET, PUT, DELETE"
+                        : procs     ? process_methods(rt)
+                        : decisions ? "GET"
+                                    : "POST";
     if (!allow) {
         http_reply_error(res, 404, "NotFound", "No action '%s' on processes.",
                          rt->action_rest[1]);

@@ -46,6 +46,7 @@ struct egress {
     eg_nft_t *nft;
     eg_proxy_t *proxy;
     eg_dns_t *dns;
+    eg_nflog_t *nflog;
 };
 
 /* ---- registry ---- */
@@ -250,8 +251,14 @@ static int start(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
     char pool[40];
     struct in_addr base = {htonl(eg->pool_base)};
     snprintf(pool, sizeof pool, "%s/%u", inet_ntoa(base), eg->pool_bits);
+    /* an NFLOG group of this agent's own, from its tag */
+    uint16_t log_group = (uint16_t)(1000 + (eg->group & 0xffffff) % 60000);
+    eg->nflog = eg_nflog_start(eg, log_group, err);
+    if (!eg->nflog)
+        return -1;
     eg_nft_config_t nc = {.table = eg->table, .group = eg->group, .pool = pool,
-                          .proxy_port = proxy_port, .dns_port = dns_port};
+                          .proxy_port = proxy_port, .dns_port = dns_port,
+                          .log_group = log_group};
     eg->nft = eg_nft_open(&nc, err);
     return eg->nft ? 0 : -1;
 }
@@ -287,6 +294,7 @@ void egress_close(egress_t *eg)
         return;
     eg_proxy_stop(eg->proxy);
     eg_dns_stop(eg->dns);
+    eg_nflog_stop(eg->nflog);
     bool linked = false;
     for (size_t i = 0; i < eg->n_sbs; i++)
         linked |= eg->sbs[i]->linked;

@@ -81,6 +81,7 @@ typedef struct eg_nft_config {
     uint32_t group;
     const char *pool; /* CIDR text */
     uint16_t proxy_port, dns_port;
+    uint16_t log_group; /* NFLOG group of the denials (nflog.c) */
 } eg_nft_config_t;
 
 eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err);
@@ -139,5 +140,8 @@ void eg_proxy_stop(eg_proxy_t *p);
 typedef struct eg_dns eg_dns_t;
 eg_dns_t *eg_dns_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err);
 void eg_dns_stop(eg_dns_t *d);
+typedef struct eg_nflog eg_nflog_t;
+eg_nflog_t *eg_nflog_start(egress_t *eg, uint16_t group, sbx_error_t *err);
+void eg_nflog_stop(eg_nflog_t *f);
 
 #endif

@@ -15,7 +15,7 @@ struct eg_nft {
     pthread_mutex_t mu; /* a nft_ctx is not thread-safe */
     struct nft_ctx *ctx;
     char *table;
-    uint16_t proxy_port;
+    uint16_t proxy_port, log_group;
 };
 
 /* Addresses no policy reaches (IPv4): "this network", loopback,
@@ -53,6 +53,14 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "    meta l4proto tcp reject with tcp reset\n"
         "    reject with icmpx admin-prohibited\n"
         "  }\n"
+        "  chain deny_fixed {\n"
+        "    limit rate 100/second burst 100 packets log prefix \"sbx:fixed\" group %7$u\n"
+        "    jump deny\n"
+        "  }\n"
+        "  chain deny_host {\n"
+        "    limit rate 100/second burst 100 packets log prefix \"sbx:host\" group %7$u\n"
+        "    jump deny\n"
+        "  }\n"
         "  chain nat_in { type nat hook prerouting priority dstnat; policy accept;\n"
         "    iifgroup %4$u jump sandbox_nat\n"
         "  }\n"
@@ -72,7 +80,7 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "    ct state established,related accept\n"
         "    ct status dnat tcp dport %5$u accept\n"
         "    ct status dnat udp dport %6$u accept\n"
-        "    jump deny\n"
+        "    jump deny_host\n"
         "  }\n"
         "  chain forward_in { type filter hook forward priority filter; policy accept;\n"
         "    iifgroup %4$u jump sandbox_out\n"
@@ -81,16 +89,16 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "  }\n"
         "  chain sandbox_out {\n"
         "    ct state established,related accept\n"
-        "    meta nfproto != ipv4 jump deny\n"
-        "    ip daddr @deny4 jump deny\n"
+        "    meta nfproto != ipv4 jump deny_fixed\n"
+        "    ip daddr @deny4 jump deny_fixed\n"
         "    meta iif . ip saddr vmap @filter_policy\n"
-        "    jump deny\n"
+        "    jump deny_fixed\n"
         "  }\n"
         "  chain nat_out { type nat hook postrouting priority srcnat; policy accept;\n"
         "    ip saddr %3$s oifgroup != %4$u masquerade\n"
         "  }\n"
         "}\n",
-        c->table, deny4, c->pool, c->group, c->proxy_port, c->dns_port);
+        c->table, deny4, c->pool, c->group, c->proxy_port, c->dns_port, c->log_group);
 }
 
 eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err)
@@ -100,6 +108,7 @@ eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err)
     n->ctx = nft_ctx_new(NFT_CTX_DEFAULT);
     n->table = xstrdup(cfg->table);
     n->proxy_port = cfg->proxy_port;
+    n->log_group = cfg->log_group;
     if (!n->ctx) {
         sbx_error_set(err, SBX_ERR_INTERNAL, "nftables: no context");
         eg_nft_close(n, false);
@@ -194,16 +203,48 @@ static bool put_cidrs(buf_t *b, const eg_rule_t *r)
  * same order up to the first FQDN rule whose ports match, whose TCP is
  * redirected to the proxy, which then decides on the name with the whole
  * policy.  */
-static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
-                              uint16_t proxy_port)
+/* A deny of rule i (or the default, i == n_rules) goes through a chain
+ * that logs it for the decision log, at most 100 a second, then rejects;
+ * a packet over the limit skips the log rule only, never the reject.  */
+static void put_deny_chain(buf_t *b, const char *table, const eg_policy_t *p, size_t i,
+                           uint16_t group)
 {
+    char idx[24];
+    if (i == p->n_rules)
+        snprintf(idx, sizeof idx, "default");
+    else
+        snprintf(idx, sizeof idx, "%zu", i);
+    put(b, "add chain inet %s pd_%s_%s\nflush chain inet %s pd_%s_%s\n", table, p->hash, idx,
+        table, p->hash, idx);
+    put(b,
+        "add rule inet %s pd_%s_%s limit rate 100/second burst 100 packets log prefix "
+        "\"sbx:%s:%s\" group %u\n",
+        table, p->hash, idx, p->hash, idx, group);
+    put(b, "add rule inet %s pd_%s_%s jump deny\n", table, p->hash, idx);
+}
+
+static bool denies(const eg_policy_t *p, size_t i)
+{
+    return i == p->n_rules ? !p->default_allow : !p->rules[i].allow;
+}
+
+static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
+                              uint16_t proxy_port, uint16_t group)
+{
+    for (size_t i = 0; i <= p->n_rules; i++)
+        if (denies(p, i))
+            put_deny_chain(b, table, p, i, group);
     put(b, "add chain inet %s pf_%s\nflush chain inet %s pf_%s\n", table, p->hash, table,
         p->hash);
     put(b, "add chain inet %s pn_%s\nflush chain inet %s pn_%s\n", table, p->hash, table,
         p->hash);
     for (size_t i = 0; i < p->n_rules; i++) {
         const eg_rule_t *r = &p->rules[i];
-        const char *verdict = r->allow ? "accept" : "jump deny";
+        char verdict[64];
+        if (r->allow)
+            snprintf(verdict, sizeof verdict, "accept");
+        else
+            snprintf(verdict, sizeof verdict, "jump pd_%s_%zu", p->hash, i);
         bool any = r->n_fqdns == 0 && r->n_cidrs == 0;
         if (r->n_cidrs > 0 || any) {
             buf_t m = {0};
@@ -224,7 +265,10 @@ static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
             put(b, " redirect to :%u\n", proxy_port);
         }
     }
-    put(b, "add rule inet %s pf_%s %s\n", table, p->hash, p->default_allow ? "accept" : "jump deny");
+    if (p->default_allow)
+        put(b, "add rule inet %s pf_%s accept\n", table, p->hash);
+    else
+        put(b, "add rule inet %s pf_%s jump pd_%s_default\n", table, p->hash, p->hash);
 }
 
 static void put_elements(buf_t *b, const char *op, const char *table, int ifindex,
@@ -246,12 +290,21 @@ int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t
     if (old_p)
         put_elements(&b, "delete", n->table, ifindex, a, old_p->hash);
     if (p && (!old_p || strcmp(old_p->hash, p->hash) != 0))
-        put_policy_chains(&b, n->table, p, n->proxy_port);
+        put_policy_chains(&b, n->table, p, n->proxy_port, n->log_group);
     if (p)
         put_elements(&b, "add", n->table, ifindex, a, p->hash);
-    if (old_p && old_unused && (!p || strcmp(old_p->hash, p->hash) != 0))
+    if (old_p && old_unused && (!p || strcmp(old_p->hash, p->hash) != 0)) {
         put(&b, "delete chain inet %s pf_%s\ndelete chain inet %s pn_%s\n", n->table, old_p->hash,
             n->table, old_p->hash);
+        for (size_t i = 0; i <= old_p->n_rules; i++) {
+            if (!denies(old_p, i))
+                continue;
+            if (i == old_p->n_rules)
+                put(&b, "delete chain inet %s pd_%s_default\n", n->table, old_p->hash);
+            else
+                put(&b, "delete chain inet %s pd_%s_%zu\n", n->table, old_p->hash, i);
+        }
+    }
     int rc = run(n, b.s, err);
     free(b.s);
     return rc;

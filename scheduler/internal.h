@@ -136,6 +136,16 @@ int sched_sandbox_spec(st_db_t *db, const st_resource_t *sandbox, sbx_spec_t *ou
                        sbx_error_t *err);
 /* The agent's request body for a spec.  */
 json_t *sched_spec_json(const sbx_spec_t *spec);
+/* egress_sync.c: the sandbox's effective egress policy ({defaultAction,
+ * rules}, or JSON null for none; NULL when storage failed), and keeping
+ * running sandboxes' hosts in step with it.  */
+json_t *sandbox_egress_policy(st_db_t *db, const st_resource_t *group,
+                              const st_resource_t *sandbox, sbx_error_t *err);
+/* The same, reading the sandbox's group.  */
+int sched_egress_for(st_db_t *db, const st_resource_t *sandbox, json_t **out, sbx_error_t *err);
+void sched_egress_sync(sched_t *s, const st_host_t *h, const st_resource_t *sb,
+                       const st_resource_t *group, sbx_state_t actual);
+void sched_egress_applied(const char *rid, const json_t *policy);
 /* Update a sandbox's reported properties in one transaction.  */
 int sched_sandbox_update(st_db_t *db, const char *id, json_t *patch, const char *host_id,
                          sbx_error_t *err);

@@ -135,6 +135,7 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
     json_t *defaults = NULL;
     if (sb->parent_id && st_resource_get(s->db, sb->parent_id, &group, NULL) == 0)
         defaults = json_object_get(json_object_get(group.body, "properties"), "sandboxDefaults");
+    sched_egress_sync(s, h, sb, group.id ? &group : NULL, actual);
     int64_t idle = prop_int(props, defaults, "idleTimeoutSeconds");
     int64_t lifetime = prop_int(props, defaults, "maxLifetimeSeconds");
     st_resource_done(&group);

@@ -252,11 +252,21 @@ static void create_on_host(sched_t *s, st_operation_t *op, const st_resource_t *
     }
     _cleanup_json_ json_t *j = sched_spec_json(&spec);
     sbx_spec_done(&spec);
+    /* the egress policy travels with the create, so the sandbox has its
+     * network from the start (egress_sync.c keeps it current) */
+    _cleanup_json_ json_t *egress = NULL;
+    if (sched_egress_for(s->db, sb, &egress, &err) < 0) {
+        retry_later(s, op, err.msg);
+        return;
+    }
+    json_object_set(j, "egress", egress);
     _cleanup_free_ char *body = json_dumps(j, JSON_COMPACT);
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sb->runtime_id);
     sched_reply_t r;
     int rc = sched_call(s, h->url, "PUT", path, NULL, NULL, body, strlen(body),
                         s->cfg.agent_timeout_ms, &r);
+    if (rc == 0 && (r.status == 200 || r.status == 201))
+        sched_egress_applied(sb->runtime_id, egress);
     create_answered(s, op, sb->host_id, rc, &r);
     sched_reply_done(&r);
 }

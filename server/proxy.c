@@ -264,6 +264,16 @@ static void call_lifecycle(sched_t *s, st_db_t *db, const st_host_t *h, const st
     sched_reply_done(&r);
 }
 
+/* The host keeps the decision log; it is passed on as it is.  */
+static void call_decisions(sched_t *s, const st_host_t *h, const char *rid, http_response_t *res)
+{
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/egressDecisions", rid);
+    sched_reply_t r;
+    sched_call(s, h->url, "GET", path, NULL, NULL, NULL, 0, 10000, &r);
+    pass_reply(res, &r);
+    sched_reply_done(&r);
+}
+
 void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sb, const char *action,
                        const http_request_t *req, http_response_t *res)
 {
@@ -281,6 +291,8 @@ void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sb, const c
         call_processes(s, &h, rid, action, req, res);
     else if (strcmp(action, "files") == 0)
         call_files(s, &h, rid, req, res);
+    else if (strcmp(action, "egressDecisions") == 0)
+        call_decisions(s, &h, rid, res);
     else
         call_lifecycle(s, db, &h, sb, action, res);
     st_host_done(&h);

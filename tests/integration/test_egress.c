@@ -9,95 +9,11 @@
 #include <sys/wait.h>
 
 #include "egress/egress.h"
+#define POOL_SECOND_OCTET 234
+#include "tests/integration/egress_fixture.h"
 #include "tests/integration/test_runtime_fixture.h"
 
-#define SRV_ADDR "203.0.113.2"  /* HTTP, HTTPS, DNS */
-#define SRV_ADDR2 "203.0.113.3" /* TCP and UDP echo, HTTP on 8080 */
-#define HOST_ADDR "203.0.113.1"
-
-static char netns[32], host_if[16], tag[8], pool[32];
-static pid_t servers;
-static char *cert_dir;
 static egress_t *eg;
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    _cleanup_free_ char *cmd = NULL;
-    ck_assert(vasprintf(&cmd, fmt, ap) >= 0);
-    va_end(ap);
-    int rc = system(cmd);
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-/* The servers' namespace, its link to the host, and the servers.  */
-static void servers_start(void)
-{
-    int id = (int)getpid() % 100000;
-    snprintf(netns, sizeof netns, "sbxeg-%d", id);
-    snprintf(host_if, sizeof host_if, "sbxeg%d", id);
-    snprintf(tag, sizeof tag, "t%05x", id & 0xfffff);
-    snprintf(pool, sizeof pool, "10.234.%d.0/24", id % 256);
-    cert_dir = tu_tmpdir("sbx-eg-cert");
-    ck_assert_int_eq(sh("ip netns add %s && ip link add %s type veth peer name eth0 netns %s && "
-                        "ip addr add " HOST_ADDR "/24 dev %s && ip link set %s up && "
-                        "ip -n %s addr add " SRV_ADDR "/24 dev eth0 && "
-                        "ip -n %s addr add " SRV_ADDR2 "/24 dev eth0 && "
-                        "ip -n %s link set eth0 up && ip -n %s link set lo up && "
-                        "ip -n %s route add default via " HOST_ADDR,
-                        netns, host_if, netns, host_if, host_if, netns, netns, netns, netns,
-                        netns),
-                     0);
-    ck_assert_int_eq(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ok.test "
-                        "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
-                        cert_dir, cert_dir),
-                     0);
-    int out[2];
-    ck_assert_int_eq(pipe(out), 0);
-    servers = fork();
-    ck_assert_int_ge(servers, 0);
-    if (servers == 0) {
-        int in[2];
-        if (pipe(in) < 0)
-            _exit(1);
-        dup2(in[0], 0); /* stdin never ends: the servers run until killed */
-        dup2(out[1], 1);
-        _cleanup_free_ char *script = tu_src("tests/integration/egress_servers.py");
-        _cleanup_free_ char *cert = xasprintf("%s/cert.pem", cert_dir);
-        _cleanup_free_ char *key = xasprintf("%s/key.pem", cert_dir);
-        execlp("ip", "ip", "netns", "exec", netns, "python3", script, cert, key, SRV_ADDR2,
-               "ok.test=" SRV_ADDR, "a.wild.test=" SRV_ADDR, "other.test=" SRV_ADDR,
-               "private.test=10.77.0.2", "loop.test=127.0.0.1", (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    char buf[16] = "";
-    ssize_t n = read(out[0], buf, sizeof buf - 1);
-    close(out[0]);
-    ck_assert_msg(n > 0 && strncmp(buf, "ready", 5) == 0, "test servers did not start");
-}
-
-static void servers_stop(void)
-{
-    if (servers > 0) {
-        kill(servers, SIGKILL);
-        waitpid(servers, NULL, 0);
-        servers = 0;
-    }
-    if (netns[0]) {
-        sh("ip netns pids %s 2>/dev/null | xargs -r kill -9; ip link del %s 2>/dev/null; "
-           "ip netns del %s 2>/dev/null; nft delete table inet sandboxd_%s 2>/dev/null",
-           netns, host_if, netns, tag);
-        netns[0] = '\0';
-    }
-    if (cert_dir) {
-        tu_rmdir(cert_dir);
-        free(cert_dir);
-        cert_dir = NULL;
-    }
-}
 
 static void setup(void)
 {
@@ -141,7 +57,9 @@ static const char *const web_policy =
     "{\"name\":\"echo\",\"action\":\"Allow\",\"cidrs\":[\"" SRV_ADDR2 "/32\"],"
     "\"ports\":[7000,7001]},"
     "{\"name\":\"private\",\"action\":\"Allow\",\"fqdns\":[\"private.test\",\"loop.test\"],"
-    "\"ports\":[80]}]}";
+    "\"ports\":[80]},"
+    "{\"name\":\"block7000\",\"action\":\"Deny\",\"cidrs\":[\"" SRV_ADDR "/32\"],"
+    "\"ports\":[7000]}]}";
 
 static int64_t apply_ms;
 
@@ -255,19 +173,28 @@ START_TEST(allowed_and_denied)
     ck_assert_msg(d, "%s", err.msg);
     ck_assert_int_ge(json_integer_value(json_object_get(d, "denied")), 5);
     ck_assert_int_ge(json_integer_value(json_object_get(d, "allowed")), 3);
-    bool saw_other = false, saw_private = false;
+    bool saw_other = false, saw_private = false, saw_cidr = false, saw_metadata = false;
     size_t i;
     json_t *e;
     json_array_foreach(json_object_get(d, "recentDenied"), i, e) {
         const char *dest = json_string_value(json_object_get(e, "destination"));
         if (dest && strcmp(dest, "other.test") == 0)
             saw_other = true;
+        const char *addr = json_string_value(json_object_get(e, "address"));
+        const char *rule = json_string_value(json_object_get(e, "rule"));
+        if (addr && strcmp(addr, SRV_ADDR) == 0 && rule && strcmp(rule, "block7000") == 0 &&
+            json_integer_value(json_object_get(e, "port")) == 7000)
+            saw_cidr = true;
+        if (addr && strcmp(addr, "169.254.169.254") == 0)
+            saw_metadata = true;
         if (dest && strcmp(dest, "private.test") == 0) {
             saw_private = true;
             ck_assert_str_eq(json_string_value(json_object_get(e, "rule")), "private");
         }
     }
     ck_assert(saw_other && saw_private);
+    ck_assert_msg(saw_cidr && saw_metadata, "packet-level denials are missing from the log: %s",
+                  json_dumps(d, JSON_COMPACT));
     json_t *last_allowed = json_array_get(json_object_get(d, "recentAllowed"), 0);
     ck_assert_ptr_nonnull(last_allowed);
 }
@@ -329,7 +256,7 @@ START_TEST(live_update_and_cleanup)
     ck_assert_int_eq(rt_destroy(fx_rt, "eg-l", &err), 0);
     ck_assert_int_eq(sh("ip -o link | grep -q ' sx%s-'", tag), 1);
     ck_assert_int_eq(sh("nft list table inet sandboxd_%s | grep -q ' : jump '", tag), 1);
-    ck_assert_int_eq(sh("nft list table inet sandboxd_%s | grep -q 'chain p[fn]_'", tag), 1);
+    ck_assert_int_eq(sh("nft list table inet sandboxd_%s | grep -q 'chain p[fnd]_'", tag), 1);
     ck_assert_ptr_null(egress_decisions(eg, "eg-l", &err));
 }
 END_TEST

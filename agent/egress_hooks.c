@@ -1,0 +1,131 @@
+/* egress_hooks.c -- where the sandbox lifecycle meets egress/: the policy a
+ * create or update carries, links made when a sandbox runs and dropped when
+ * it stops or goes, recovery at start, and the decision log route.  */
+#include "agent/agent.h"
+
+#include <string.h>
+
+#define MODULE "agent"
+
+int agent_egress_parse(const agent_call_t *c, json_t **policy, http_response_t *res)
+{
+    *policy = NULL;
+    json_error_t jerr;
+    _cleanup_json_ json_t *body =
+        c->body_len ? json_loadb(c->body, c->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    json_t *p = json_object_get(body, "egress");
+    if (!p || json_is_null(p))
+        return 0;
+    sbx_error_t err = {0};
+    if (egress_policy_check(p, &err) < 0) {
+        char target[160];
+        snprintf(target, sizeof target, "egress.%s", err.target);
+        sbx_error_target(&err, target);
+        http_reply_sbx_error(res, &err);
+        return -1;
+    }
+    *policy = json_incref(p);
+    return 0;
+}
+
+int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
+                       sbx_error_t *err)
+{
+    if (!eg) {
+        if (policy)
+            sbx_log(SBX_LOG_WARN, MODULE,
+                    "sandbox %s: egress is off on this agent (no --egress-pool); its policy "
+                    "is not enforced and it reaches nothing",
+                    id);
+        return 0;
+    }
+    sbx_error_t nerr = {0};
+    int fd = rt_netns_open(rt, id, &nerr);
+    int rc = egress_apply(eg, id, fd, policy, err);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+void agent_egress_after(egress_t *eg, rt_runtime_t *rt, const char *id, const char *action)
+{
+    if (!eg)
+        return;
+    if (strcmp(action, "delete") == 0 || strcmp(action, "stop") == 0) {
+        egress_release(eg, id, strcmp(action, "delete") == 0);
+        return;
+    }
+    if (strcmp(action, "start") != 0)
+        return;
+    _cleanup_json_ json_t *p = egress_policy_of(eg, id);
+    sbx_error_t err = {0};
+    if (p && agent_egress_apply(eg, rt, id, p, &err) < 0)
+        sbx_log(SBX_LOG_ERROR, MODULE, "sandbox %s: its egress link failed: %s", id, err.msg);
+}
+
+void agent_egress_recover(egress_t *eg, rt_runtime_t *rt)
+{
+    if (!eg)
+        return;
+    _cleanup_json_ json_t *ids = egress_ids(eg);
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) {
+        const char *id = json_string_value(v);
+        rt_info_t info;
+        sbx_error_t err = {0};
+        if (rt_get(rt, id, &info, &err) < 0) {
+            if (err.code == SBX_ERR_NOT_FOUND)
+                egress_release(eg, id, true);
+            continue;
+        }
+        if (info.state != RT_STATE_RUNNING && info.state != RT_STATE_SUSPENDED)
+            continue;
+        _cleanup_json_ json_t *p = egress_policy_of(eg, id);
+        if (agent_egress_apply(eg, rt, id, p, &err) < 0)
+            sbx_log(SBX_LOG_ERROR, MODULE, "sandbox %s: its egress link failed: %s", id, err.msg);
+    }
+}
+
+void agent_egress_decisions(egress_t *eg, rt_runtime_t *rt, const char *id, http_response_t *res)
+{
+    rt_info_t info;
+    sbx_error_t err = {0};
+    if (rt_get(rt, id, &info, &err) < 0) {
+        if (err.code == SBX_ERR_NOT_FOUND)
+            snprintf(err.arm_code, sizeof err.arm_code, "SandboxNotFound");
+        return http_reply_sbx_error(res, &err);
+    }
+    json_t *j = eg ? egress_decisions(eg, id, &err) : NULL;
+    if (!j)
+        j = json_pack("{s:i,s:i,s:[],s:[],s:n}", "allowed", 0, "denied", 0, "recentAllowed",
+                      "recentDenied", "policy");
+    json_object_set_new(j, "enforced", json_boolean(eg != NULL));
+    http_reply_json(res, 200, j);
+}
+
+void agent_egress_policy(egress_t *eg, rt_runtime_t *rt, const char *id, const agent_call_t *c,
+                         http_response_t *res)
+{
+    sbx_error_t err = {0};
+    if (rt_get(rt, id, NULL, &err) < 0)
+        return http_reply_sbx_error(res, &err);
+    if (strcmp(c->method, "PUT") == 0) {
+        json_error_t jerr;
+        _cleanup_json_ json_t *p =
+            json_loadb(c->body ? c->body : "null", c->body_len ? c->body_len : 4,
+                       JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+        if (!p || (!json_is_null(p) && !json_is_object(p)))
+            return http_reply_error(res, 400, "InvalidRequestContent",
+                                    "the body must be an egress policy object or null");
+        if (json_is_null(p)) {
+            json_decref(p);
+            p = NULL;
+        }
+        if (egress_policy_check(p, &err) < 0 || agent_egress_apply(eg, rt, id, p, &err) < 0)
+            return http_reply_sbx_error(res, &err);
+    }
+    json_t *cur = eg ? egress_policy_of(eg, id) : NULL;
+    http_reply_json(res, 200,
+                    json_pack("{s:o,s:b}", "policy", cur ? cur : json_null(), "enforced", eg != NULL));
+}
