@@ -41,9 +41,21 @@ int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const jso
     }
     sbx_error_t nerr = {0};
     int fd = rt_netns_open(rt, id, &nerr);
+    char had[64] = "", sb[64], gw[64];
+    egress_addresses(eg, id, sb, had, sizeof had);
     int rc = egress_apply(eg, id, fd, policy, err);
     if (fd >= 0)
         close(fd);
+    /* A new link: the sandbox's resolver is its gateway (as Docker writes
+     * resolv.conf); a sandbox may change the file afterwards.  */
+    if (rc == 0 && egress_addresses(eg, id, sb, gw, sizeof gw) == 1 && strcmp(had, gw) != 0) {
+        char conf[96];
+        int n = snprintf(conf, sizeof conf, "nameserver %s\n", gw);
+        sbx_error_t werr = {0};
+        if (rt_file_write(rt, id, "/etc/resolv.conf", conf, (size_t)n, &werr) < 0)
+            sbx_log(SBX_LOG_INFO, MODULE, "sandbox %s: /etc/resolv.conf not written: %s", id,
+                    werr.msg);
+    }
     return rc;
 }
 

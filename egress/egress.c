@@ -72,20 +72,23 @@ static eg_sandbox_t *add_locked(egress_t *eg, const char *id)
     return sb;
 }
 
-static void put_locked(eg_sandbox_t *sb)
+/* Drop n references (the registry's and a caller's are dropped together,
+ * so nothing touches sb after it may be freed).  */
+static void put_locked(eg_sandbox_t *sb, int n)
 {
-    if (--sb->refs == 0) {
+    sb->refs -= n;
+    if (sb->refs == 0) {
         eg_policy_unref(sb->policy);
         free(sb);
     }
 }
 
-static void remove_locked(egress_t *eg, eg_sandbox_t *sb)
+/* Out of the registry; the caller drops the registry's reference.  */
+static void unregister_locked(egress_t *eg, eg_sandbox_t *sb)
 {
     for (size_t i = 0; i < eg->n_sbs; i++) {
         if (eg->sbs[i] == sb) {
             eg->sbs[i] = eg->sbs[--eg->n_sbs];
-            put_locked(sb);
             return;
         }
     }
@@ -299,8 +302,11 @@ void egress_close(egress_t *eg)
     for (size_t i = 0; i < eg->n_sbs; i++)
         linked |= eg->sbs[i]->linked;
     eg_nft_close(eg->nft, !linked);
-    while (eg->n_sbs)
-        remove_locked(eg, eg->sbs[0]);
+    while (eg->n_sbs) {
+        eg_sandbox_t *sb = eg->sbs[eg->n_sbs - 1];
+        eg->n_sbs--;
+        put_locked(sb, 1);
+    }
     free(eg->sbs);
     pthread_mutex_destroy(&eg->mu);
     pthread_mutex_destroy(&eg->apply_mu);
@@ -331,7 +337,7 @@ static void unlink_sandbox(egress_t *eg, eg_sandbox_t *sb)
     pthread_mutex_unlock(&eg->mu);
     sbx_error_t err = {0};
     if (sb->policy &&
-        eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, NULL, &err) < 0)
+        eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, NULL, false, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);
     eg_link_delete(sb->ifname);
 }
@@ -357,7 +363,10 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex,
                        err) < 0)
         return -1;
-    if (eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, err) < 0) {
+    pthread_mutex_lock(&eg->mu);
+    bool exists = hash_in_use_locked(eg, sb, p->hash);
+    pthread_mutex_unlock(&eg->mu);
+    if (eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, exists, err) < 0) {
         eg_link_delete(sb->ifname);
         return -1;
     }
@@ -386,8 +395,9 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
     if (wanted && sb->linked) {
         pthread_mutex_lock(&eg->mu);
         bool unused = sb->policy && !hash_in_use_locked(eg, sb, sb->policy->hash);
+        bool exists = hash_in_use_locked(eg, sb, p->hash);
         pthread_mutex_unlock(&eg->mu);
-        rc = eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, p, err);
+        rc = eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, p, exists, err);
     } else if (wanted && netns_fd >= 0) {
         rc = link_sandbox(eg, sb, netns_fd, p, err);
     }
@@ -399,10 +409,10 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
         if (wanted && netns_fd >= 0)
             sb->linked = true;
     }
-    put_locked(sb);
-    pthread_mutex_unlock(&eg->mu);
     if (rc == 0)
         record_save(eg, sb);
+    put_locked(sb, 1);
+    pthread_mutex_unlock(&eg->mu);
     pthread_mutex_unlock(&eg->apply_mu);
     eg_policy_unref(p);
     return rc;
@@ -420,8 +430,8 @@ void egress_release(egress_t *eg, const char *id, bool forget)
         unlink_sandbox(eg, sb);
         pthread_mutex_lock(&eg->mu);
         if (forget)
-            remove_locked(eg, sb);
-        put_locked(sb);
+            unregister_locked(eg, sb);
+        put_locked(sb, forget ? 2 : 1);
         pthread_mutex_unlock(&eg->mu);
         if (forget)
             record_remove(eg, id);
@@ -488,7 +498,7 @@ void eg_lookup_done(egress_t *eg, eg_lookup_t *l)
         return;
     eg_policy_unref(l->policy);
     pthread_mutex_lock(&eg->mu);
-    put_locked(l->sb);
+    put_locked(l->sb, 1);
     pthread_mutex_unlock(&eg->mu);
     memset(l, 0, sizeof *l);
 }

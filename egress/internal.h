@@ -87,10 +87,11 @@ typedef struct eg_nft_config {
 eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err);
 void eg_nft_close(eg_nft_t *n, bool remove_table);
 /* Point (ifindex, addr) at policy p's chains (NULL: remove the elements),
- * replacing old_p's, creating p's chains when new and dropping old_p's
- * when `old_unused`; one transaction.  */
+ * replacing old_p's, creating p's chains unless `p_exists` (another
+ * sandbox uses them: then only the map elements change, which is cheap)
+ * and dropping old_p's when `old_unused`; one transaction.  */
 int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t *old_p,
-                bool old_unused, const eg_policy_t *p, sbx_error_t *err);
+                bool old_unused, const eg_policy_t *p, bool p_exists, sbx_error_t *err);
 
 /* ---- egress.c: what the proxy and the resolver ask ---- */
 

@@ -281,7 +281,7 @@ static void put_elements(buf_t *b, const char *op, const char *table, int ifinde
 }
 
 int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t *old_p,
-                bool old_unused, const eg_policy_t *p, sbx_error_t *err)
+                bool old_unused, const eg_policy_t *p, bool p_exists, sbx_error_t *err)
 {
     char a[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &addr, a, sizeof a);
@@ -289,7 +289,7 @@ int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t
     put(&b, "%s", "");
     if (old_p)
         put_elements(&b, "delete", n->table, ifindex, a, old_p->hash);
-    if (p && (!old_p || strcmp(old_p->hash, p->hash) != 0))
+    if (p && !p_exists && (!old_p || strcmp(old_p->hash, p->hash) != 0))
         put_policy_chains(&b, n->table, p, n->proxy_port, n->log_group);
     if (p)
         put_elements(&b, "add", n->table, ifindex, a, p->hash);

@@ -520,6 +520,36 @@ const DEFINITIONS = {
     },
     required: ['name', 'type'],
   }),
+  EgressDecision: ext({
+    description: 'One decision the sandbox\'s host took on a connection or a name the sandbox asked for.',
+    type: 'object',
+    properties: {
+      time: { type: 'string', format: 'date-time', description: 'When (UTC).' },
+      destination: { type: 'string', description: 'The name asked for (TLS SNI, HTTP Host or DNS question); empty when none was seen.' },
+      address: { type: 'string', description: 'The IPv4 address connected to or asked for; empty when none.' },
+      port: { type: 'integer', format: 'int32', minimum: 0, maximum: 65535, description: 'Destination port (0 when none).' },
+      protocol: enumOf('EgressProtocol', [
+        ['tcp', 'A TCP connection.'], ['udp', 'A UDP datagram.'], ['icmp', 'An ICMP packet.'],
+        ['ip', 'Another IP protocol.'], ['dns', 'A question to the sandbox\'s resolver.']], 'What was tried.'),
+      rule: { type: 'string', 'x-nullable': true, description: 'Name of the rule that decided; null when the default action (or a fixed denial) did.' },
+      action: def('EgressAction'),
+      reason: { type: 'string', description: 'Why, in words (e.g. "TLS SNI", "no rule allows this name", "no policy reaches the host itself").' },
+    },
+    required: ['time', 'destination', 'address', 'port', 'protocol', 'action', 'reason'],
+  }),
+  EgressDecisions: ext({
+    description: 'What the sandbox\'s egress policy decided: counters since the sandbox was placed on its host, and the latest decisions of each kind (newest first, at most 50 each). Packet-level denials are sampled (at most 100 a second per rule).',
+    type: 'object',
+    properties: {
+      allowed: { type: 'integer', format: 'int64', description: 'Decisions that allowed (by the proxy and the resolver; connections a CIDR rule lets through directly are not counted).' },
+      denied: { type: 'integer', format: 'int64', description: 'Decisions that denied.' },
+      recentAllowed: { type: 'array', items: def('EgressDecision'), description: 'The latest allowed decisions.', 'x-ms-identifiers': [] },
+      recentDenied: { type: 'array', items: def('EgressDecision'), description: 'The latest denied decisions.', 'x-ms-identifiers': [] },
+      policy: { type: 'object', 'x-nullable': true, description: 'The policy the host enforces now ({defaultAction, rules}); null when none.' },
+      enforced: { type: 'boolean', description: 'False when the host does not enforce egress (no egress pool configured): the sandbox then reaches nothing.' },
+    },
+    required: ['allowed', 'denied', 'recentAllowed', 'recentDenied'],
+  }),
   FileWriteResult: ext({
     description: 'What a file write stored.',
     type: 'object',
@@ -856,6 +886,15 @@ function paths() {
     ...sandboxAction('resume', 'Resume a suspended sandbox.'),
     ...sandboxAction('stop', 'Stop a sandbox: its processes end; its files are kept.'),
     ...sandboxAction('start', 'Start a stopped sandbox.'),
+    [SANDBOX + '/egressDecisions']: {
+      get: op({
+        id: 'Sandboxes_GetEgressDecisions', ext: true,
+        description: 'What the sandbox\'s egress policy allowed and denied lately, and by which rule, so a failed call can be explained.',
+        exampleTitle: 'Egress decisions of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter')],
+        responses: { 200: ok(def('EgressDecisions')) },
+      }),
+    },
     [SANDBOX + '/files']: {
       get: op({
         id: 'Sandboxes_GetFile', ext: true,
@@ -951,6 +990,7 @@ const ERROR_CODES = [
   ['StdinClosed', 409, 'the process\'s stdin is closed'],
   ['ExecDenied', 403, 'the group\'s execPolicy refuses the command (its allow list or admission webhook); the message says why'],
   ['SandboxConflict', 409, 'the sandbox\'s host holds a different sandbox under its ID'],
+  ['EgressPolicyInUse', 409, 'the egress policy is named by its group or by sandboxes (the message lists them)'],
   ['MaxSandboxesReached', 409, 'the group already holds scale.maxSandboxes sandboxes'],
   ['PreconditionFailed', 412, 'If-Match or If-None-Match did not hold'],
   ['RequestEntityTooLarge', 413, 'the body is larger than the server accepts'],
@@ -1162,6 +1202,19 @@ function examples(version, doc) {
   add('Sandboxes_DeleteFile', { ...sb, path: '/tmp/a.txt' }, { 204: {} });
   add('Sandboxes_ListFiles', { ...sb, path: '/tmp' }, {
     200: { body: { value: [{ name: 'a.txt', type: 'file', size: 6, mode: 420, modifiedAt: EX.time2 }, { name: 'data', type: 'dir', size: 4096, mode: 493, modifiedAt: EX.time }] } },
+  });
+
+  add('Sandboxes_GetEgressDecisions', sb, {
+    200: { body: {
+      allowed: 1, denied: 2,
+      recentAllowed: [{ time: EX.time2, destination: 'pypi.org', address: '151.101.0.223', port: 443, protocol: 'tcp', rule: 'pypi', action: 'Allow', reason: 'TLS SNI' }],
+      recentDenied: [
+        { time: EX.time2, destination: 'evil.example', address: '', port: 53, protocol: 'dns', rule: null, action: 'Deny', reason: 'no rule allows this name' },
+        { time: EX.time, destination: '', address: '169.254.169.254', port: 80, protocol: 'tcp', rule: null, action: 'Deny', reason: 'no policy reaches this address (loopback, link-local, metadata, multicast or another sandbox)' },
+      ],
+      policy: { defaultAction: 'Deny', rules: [{ name: 'pypi', action: 'Allow', fqdns: ['pypi.org'], ports: [443] }] },
+      enforced: true,
+    } },
   });
 
   const ep = { ...common, egressPolicyName: 'pypi-only' };

@@ -99,6 +99,8 @@ async function main() {
   await call('GET', sb + '/files' + q + '&path=/tmp/a.txt');
   await call('GET', sb + '/files' + q + '&path=/tmp&list=true');
   await call('DELETE', sb + '/files' + q + '&path=/tmp/a.txt');
+  await call('GET', sb + '/egressDecisions' + q);
+  await call('DELETE', GROUP + '/egressPolicies/pypi' + q); // 409: the sandbox uses it
 
   // Errors the description documents.
   await call('GET', GROUP);

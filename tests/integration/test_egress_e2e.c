@@ -132,6 +132,14 @@ START_TEST(policy_live_and_in_use)
     json_decref(j);
     ck_assert(reach("7000"));
 
+    /* the sandbox's resolver is its gateway */
+    _cleanup_free_ char *ex = xasprintf("%s/sandboxes/s1/exec" API, GROUP);
+    json_t *r = NULL;
+    ck_assert_int_eq(call("POST", ex, "{\"command\":[\"cat\",\"/etc/resolv.conf\"]}", &r), 200);
+    const char *conf = json_string_value(json_object_get(r, "stdout"));
+    ck_assert_msg(conf && strstr(conf, "nameserver 10.235."), "resolv.conf: %s", conf);
+    json_decref(r);
+
     /* the policy changes under the running sandbox, both ways */
     ck_assert_int_eq(call("PUT", pol, p8080, NULL), 200);
     int64_t off = until(false, "7000");
