@@ -234,7 +234,7 @@ static void measure(const char *label, int rounds, int conns, const char *bytes)
            label, conns, ld, lp, lp - ld, field(a, "p90_us="), field(b, "p90_us="));
     printf("[%s] throughput (%s bytes): direct %.0f Mbit/s, proxy %.0f Mbit/s (%.0f%%)\n", label,
            bytes, td, tp, td > 0 ? 100 * tp / td : 0);
-    int64_t closed[64], net[64];
+    int64_t closed[64], net[64], link[64], rules[64];
     int k = rounds < 64 ? rounds : 64;
     for (int i = 0; i < k; i++) {
         char id[32];
@@ -244,10 +244,12 @@ static void measure(const char *label, int rounds, int conns, const char *bytes)
         snprintf(id, sizeof id, "bench-n%d", i);
         if (create(id, true, &net[i]) == 0)
             destroy(id);
+        egress_last_link_us(eg, &link[i], &rules[i]);
     }
     double mc = median_ms(closed, (size_t)k), mn = median_ms(net, (size_t)k);
-    printf("[%s] create, median of %d: closed %.1f ms, networked %.1f ms (+%.1f ms)\n", label, k,
-           mc, mn, mn - mc);
+    printf("[%s] create, median of %d: closed %.1f ms, networked %.1f ms (+%.1f ms: link %.1f "
+           "ms, rules %.1f ms)\n",
+           label, k, mc, mn, mn - mc, median_ms(link, (size_t)k), median_ms(rules, (size_t)k));
 }
 
 int main(int argc, char **argv)

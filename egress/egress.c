@@ -7,7 +7,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ifaddrs.h>
 #include <net/if.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,7 +46,23 @@ struct egress {
     eg_proxy_t *proxy;
     eg_dns_t *dns;
     eg_nflog_t *nflog;
+    int64_t last_link_us, last_rules_us;
 };
+
+static int64_t mono_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
+void egress_last_link_us(egress_t *eg, int64_t *link_us, int64_t *rules_us)
+{
+    pthread_mutex_lock(&eg->mu);
+    *link_us = eg->last_link_us;
+    *rules_us = eg->last_rules_us;
+    pthread_mutex_unlock(&eg->mu);
+}
 
 /* ---- registry ---- */
 
@@ -140,6 +155,22 @@ static char *record_path(egress_t *eg, const char *id)
     return xasprintf("%s/%s.json", eg->state_dir, id);
 }
 
+/* Replaced atomically but not fsynced: the record matters across agent
+ * restarts (the page cache keeps it), not host crashes (after which no
+ * sandbox runs), and an fsync would cost the create path milliseconds.  */
+static int write_replace(const char *path, const char *text, sbx_error_t *err)
+{
+    _cleanup_free_ char *tmp = xasprintf("%s.tmp", path);
+    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t len = strlen(text);
+    if (fd < 0 || write(fd, text, len) != (ssize_t)len || rename(tmp, path) < 0) {
+        sbx_error_errno(err, SBX_ERR_INTERNAL, "%s", path);
+        (void)unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
 static void record_save(egress_t *eg, const eg_sandbox_t *sb)
 {
     _cleanup_json_ json_t *j = json_pack("{s:I,s:O}", "index", (json_int_t)sb->index, "policy",
@@ -147,7 +178,7 @@ static void record_save(egress_t *eg, const eg_sandbox_t *sb)
     _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
     _cleanup_free_ char *path = record_path(eg, sb->id);
     sbx_error_t err = {0};
-    if (!text || sbx_write_file_atomic(path, text, strlen(text), 0600, &err) < 0)
+    if (!text || write_replace(path, text, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: cannot save its egress record: %s", sb->id,
                 err.msg);
 }
@@ -360,9 +391,11 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
         addresses_of(eg, sb);
     }
     int ifindex;
+    int64_t t0 = mono_us();
     if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex,
                        err) < 0)
         return -1;
+    int64_t t1 = mono_us();
     pthread_mutex_lock(&eg->mu);
     bool exists = hash_in_use_locked(eg, sb, p->hash);
     pthread_mutex_unlock(&eg->mu);
@@ -370,6 +403,10 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
         eg_link_delete(sb->ifname);
         return -1;
     }
+    pthread_mutex_lock(&eg->mu);
+    eg->last_link_us = t1 - t0;
+    eg->last_rules_us = mono_us() - t1;
+    pthread_mutex_unlock(&eg->mu);
     sb->ifindex = ifindex;
     return 0;
 }
@@ -573,22 +610,23 @@ json_t *egress_decisions(egress_t *eg, const char *id, sbx_error_t *err)
     return j;
 }
 
+/* The kernel answers in O(1): binding to an address works only when it is
+ * one of the host's (or loopback).  getifaddrs() would list every sandbox's
+ * link as well, milliseconds at 500 of them, on every proxied connection.  */
 bool eg_addr_is_host(const struct sockaddr_storage *addr)
 {
-    struct ifaddrs *ifs;
-    if (getifaddrs(&ifs) < 0)
+    if (addr->ss_family != AF_INET && addr->ss_family != AF_INET6)
         return true;
-    bool found = false;
-    for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != addr->ss_family)
-            continue;
-        if (addr->ss_family == AF_INET)
-            found = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr ==
-                    ((const struct sockaddr_in *)addr)->sin_addr.s_addr;
-        else if (addr->ss_family == AF_INET6)
-            found = memcmp(&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr,
-                           &((const struct sockaddr_in6 *)addr)->sin6_addr, 16) == 0;
+    _cleanup_close_ int fd = socket(addr->ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return true;
+    struct sockaddr_storage a = *addr;
+    socklen_t len = sizeof(struct sockaddr_in);
+    if (a.ss_family == AF_INET) {
+        ((struct sockaddr_in *)&a)->sin_port = 0;
+    } else {
+        ((struct sockaddr_in6 *)&a)->sin6_port = 0;
+        len = sizeof(struct sockaddr_in6);
     }
-    freeifaddrs(ifs);
-    return found;
+    return bind(fd, (struct sockaddr *)&a, len) == 0 || errno != EADDRNOTAVAIL;
 }

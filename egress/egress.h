@@ -63,6 +63,10 @@ json_t *egress_ids(egress_t *eg);
 #define EGRESS_LOG_KEEP 50
 json_t *egress_decisions(egress_t *eg, const char *id, sbx_error_t *err);
 
+/* How long the last link took to make, and its rules to bind, in
+ * microseconds (for the bench).  */
+void egress_last_link_us(egress_t *eg, int64_t *link_us, int64_t *rules_us);
+
 /* The sandbox's addresses (for tests and logs); 0 when it has no link.  */
 int egress_addresses(egress_t *eg, const char *id, char *sandbox, char *host, size_t len);
 

@@ -5,7 +5,7 @@ set -eu
 
 BUILD="build-essential cmake pkg-config clang libmicrohttpd-dev libjansson-dev
 libsqlite3-dev libcurl4-openssl-dev libssl-dev uuid-dev check libseccomp-dev
-libarchive-dev libnftables-dev libmnl-dev openssl ca-certificates"
+libarchive-dev libnftables-dev libnftnl-dev libmnl-dev openssl ca-certificates"
 RUNTIME="iproute2 debootstrap runsc"
 TEST="sqlite3 wrk docker-registry curl jq busybox-static azure-cli procps nftables python3"
 

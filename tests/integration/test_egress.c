@@ -206,7 +206,7 @@ static bool wait_for(const char *id, bool want, int ms, const char *a1, const ch
     int64_t end = sbx_now_ms() + ms;
     do {
         bool ok;
-        _cleanup_free_ char *l = probe(id, &ok, 3000, a1, a2, a3, NULL);
+        free(probe(id, &ok, 3000, a1, a2, a3, NULL));
         if (ok == want)
             return true;
     } while (sbx_now_ms() < end);
