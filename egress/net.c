@@ -3,6 +3,7 @@
 #include "egress/internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libmnl/libmnl.h>
 #include <net/if.h>
 #include <linux/if_addr.h>
@@ -192,6 +193,19 @@ void eg_link_delete(const char *host_if)
     mnl_socket_close(nl);
 }
 
+/* Strict reverse-path filtering on the host end: a packet whose source is
+ * not the sandbox's own address is dropped before routing, so it can ask
+ * neither the resolver nor the proxy as another sandbox.  (An unprivileged
+ * sandbox cannot send one anyway; this is the second line.)  */
+static int rp_filter_strict(const char *host_if, sbx_error_t *err)
+{
+    _cleanup_free_ char *path = xasprintf("/proc/sys/net/ipv4/conf/%s/rp_filter", host_if);
+    _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "1\n", 2) != 2)
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "%s", path);
+    return 0;
+}
+
 int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_addr host_addr,
                    struct in_addr sb_addr, int *ifindex, sbx_error_t *err)
 {
@@ -210,6 +224,8 @@ int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_
         rc = sbx_error_errno(err, SBX_ERR_INTERNAL, "the new link %s", host_if);
     if (rc == 0)
         rc = link_no_ipv6(nl, index, err);
+    if (rc == 0)
+        rc = rp_filter_strict(host_if, err);
     if (rc == 0)
         rc = addr_add(nl, index, host_addr, sb_addr, err);
     if (rc == 0)

@@ -161,6 +161,19 @@ START_TEST(allowed_and_denied)
     addrs("eg-b", sb2, gw2);
     EXPECT("eg-a", false, "tcp", sb2, "7000", NULL);
     EXPECT("eg-b", true, "tcp", SRV_ADDR2, "7000", NULL);
+    /* a forged source (another sandbox's address): the sandbox's kernel
+     * refuses to route it without privileges (and the host end would drop
+     * it); either way the resolver never takes it as the other sandbox */
+    EXPECT("eg-a", true, "dns", gw, "ok.test", NULL);
+    bool ok;
+    _cleanup_free_ char *forged = probe("eg-a", &ok, 4000, "dnsfrom", sb2, gw, "ok.test");
+    ck_assert_msg(!ok, "forged DNS question: %s", forged);
+    {
+        sbx_error_t derr = {0};
+        _cleanup_json_ json_t *db = egress_decisions(eg, "eg-b", &derr);
+        ck_assert_msg(json_integer_value(json_object_get(db, "allowed")) == 0,
+                      "the resolver took a forged question as eg-b's");
+    }
 
     /* a sandbox without a policy has no link at all */
     sandbox("eg-c", NULL);

@@ -8,6 +8,7 @@
  *   netprobe tls ADDR PORT SNI      a ClientHello with SNI, expect a handshake reply
  *   netprobe udp ADDR PORT          send a datagram, expect one back
  *   netprobe dns SERVER NAME        an A query, print the rcode and first address
+ *   netprobe dnsfrom SRC SERVER NAME the same from a forged source (IP_FREEBIND)
  *   netprobe raw | packet           open a raw / packet socket
  *   netprobe tcp6 ADDR PORT         connect over IPv6
  */
@@ -191,9 +192,26 @@ static int cmd_udp(char **av)
     return done(1, "reply=%s", buf);
 }
 
+static const char *dns_source;
+
 static int cmd_dns(char **av)
 {
-    int fd = connect_v4(av[0], "53", SOCK_DGRAM);
+    int fd;
+    if (dns_source) {
+        struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET,
+                                                                 .sin_port = htons(53)};
+        inet_pton(AF_INET, dns_source, &src.sin_addr);
+        inet_pton(AF_INET, av[0], &dst.sin_addr);
+        int one = 1;
+        fd = socket(AF_INET, SOCK_DGRAM, 0);
+        set_timeouts(fd);
+        if (fd < 0 || setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one) < 0 ||
+            bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
+            connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0)
+            return fail_errno("bind");
+    } else {
+        fd = connect_v4(av[0], "53", SOCK_DGRAM);
+    }
     if (fd < 0)
         return fail_errno("connect");
     unsigned char q[512] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
@@ -263,6 +281,10 @@ int main(int argc, char **argv)
         return cmd_udp(argv + 2);
     if (!strcmp(c, "dns") && argc == 4)
         return cmd_dns(argv + 2);
+    if (!strcmp(c, "dnsfrom") && argc == 5) {
+        dns_source = argv[2];
+        return cmd_dns(argv + 3);
+    }
     if (!strcmp(c, "raw"))
         return cmd_socket(AF_INET, SOCK_RAW, IPPROTO_TCP, "raw");
     if (!strcmp(c, "packet"))
