@@ -78,9 +78,11 @@ void sched_egress_sync(sched_t *s, const st_host_t *h, const st_resource_t *sb,
         return;
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/egress", rid);
     sched_reply_t r;
+    /* 404: the sandbox is gone (reconcile sees to it) or the agent predates
+     * egress; either way asking again every pass would change nothing */
     if (sched_call(s, h->url, "PUT", path, NULL, "application/json", text, strlen(text), 5000,
                    &r) == 0 &&
-        r.status == 200)
+        (r.status == 200 || r.status == 404))
         remember(rid, text);
     else
         sbx_log(SBX_LOG_WARN, MODULE_NAME, "sandbox %s: egress policy not applied on %s (%ld)",
