@@ -126,8 +126,10 @@ int agent_imds_answer(const agent_imds_t *m, const char *runtime_id, const char 
  * egress/, so sandboxes.c only names the moments ---- */
 
 /* The "egress" member of a create body: *policy NULL (none) or the policy
- * (a new reference); -1 after replying 400.  */
-int agent_egress_parse(const agent_call_t *c, json_t **policy, http_response_t *res);
+ * (a new reference), *present whether the body named it at all; -1 after
+ * replying 400.  */
+int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present,
+                       http_response_t *res);
 /* Give the sandbox its policy, with a link when it runs.  */
 int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
                        sbx_error_t *err);

@@ -7,13 +7,15 @@
 
 #define MODULE "agent"
 
-int agent_egress_parse(const agent_call_t *c, json_t **policy, http_response_t *res)
+int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present,
+                       http_response_t *res)
 {
     *policy = NULL;
     json_error_t jerr;
     _cleanup_json_ json_t *body =
         c->body_len ? json_loadb(c->body, c->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
     json_t *p = json_object_get(body, "egress");
+    *present = p != NULL;
     if (!p || json_is_null(p))
         return 0;
     sbx_error_t err = {0};

@@ -275,7 +275,8 @@ void agent_sandbox_put(agent_api_t *api, const char *id, const agent_call_t *c,
     if (!spec)
         return;
     _cleanup_json_ json_t *egress = NULL;
-    if (agent_egress_parse(c, &egress, res) < 0)
+    bool egress_given;
+    if (agent_egress_parse(c, &egress, &egress_given, res) < 0)
         return;
     id_lock(api, id);
     rt_spec_t want = spec_of(id, spec, NULL);
@@ -286,8 +287,10 @@ void agent_sandbox_put(agent_api_t *api, const char *id, const agent_call_t *c,
         if (!same)
             http_reply_error(res, 409, "SandboxConflict",
                              "sandbox %s exists with a different spec; delete it first", id);
-        else if (agent_egress_apply(api->egress, api->rt, id, egress, &err) < 0)
-            agent_reply_error(res, &err, id); /* the same sandbox, a new policy: live */
+        else if (egress_given && agent_egress_apply(api->egress, api->rt, id, egress, &err) < 0)
+            /* the same sandbox, a new policy: a live update (a body without
+             * "egress" leaves the policy as it is) */
+            agent_reply_error(res, &err, id);
         else
             reply_sandbox(res, 200, &info);
     } else if (err.code == SBX_ERR_NOT_FOUND) {
