@@ -15,21 +15,21 @@
 /* ---- configuration (config.c) ---- */
 
 typedef struct agent_config {
-    char *listen;        /* "host:port" */
-    char *data_dir;      /* runtime/, images/ and sandboxes/ live here */
-    char *ca_file;       /* client certificates must chain to this CA */
+    char *listen;   /* "host:port" */
+    char *data_dir; /* runtime/, images/ and sandboxes/ live here */
+    char *ca_file;  /* client certificates must chain to this CA */
     char *cert_file, *key_file;
     char *environment;   /* label of the host pool this agent serves */
     char *default_image; /* OCI layout of the embedded default image, or NULL */
     bool insecure_http;  /* plain HTTP, loopback only */
     bool microvm_emulation;
-    char *cgroup_parent; /* parent cgroup of every sandbox; NULL: the runtime's */
-    unsigned max_sandboxes; /* 0: the runtime derives it */
+    char *cgroup_parent;           /* parent cgroup of every sandbox; NULL: the runtime's */
+    unsigned max_sandboxes;        /* 0: the runtime derives it */
     uint32_t uid_start, uid_count; /* host uids for sandboxes; count 0: the runtime picks */
     /* capacity reported at most (0: the host's): resources kept back */
     double capacity_cpu;
     uint64_t capacity_memory_mib, capacity_disk_mib, capacity_pids;
-    bool allow_private_registries; /* pull from non-public addresses too */
+    bool allow_private_registries;  /* pull from non-public addresses too */
     uint64_t max_layer_bytes;       /* 0: the image store's default */
     uint64_t max_image_store_bytes; /* 0: the image store's default */
     char *egress_pool;     /* IPv4 pool of sandbox links; NULL: no egress (loopback only) */
@@ -56,11 +56,11 @@ bool agent_listen_is_loopback(const char *listen);
 typedef struct agent_api agent_api_t;
 
 typedef struct agent_api_config {
-    rt_runtime_t *rt;    /* borrowed */
-    img_store_t *img;    /* borrowed */
+    rt_runtime_t *rt; /* borrowed */
+    img_store_t *img; /* borrowed */
     const char *data_dir;
     const char *environment;
-    egress_t *egress;    /* borrowed; NULL: policies are kept but not enforced */
+    egress_t *egress; /* borrowed; NULL: policies are kept but not enforced */
 } agent_api_config_t;
 
 agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err);
@@ -74,9 +74,9 @@ typedef struct agent_call {
     const char *path;
     const char *query_path; /* ?path=, or NULL */
     size_t query_path_len;
-    const char *query_list; /* ?list=, or NULL */
-    const char *query_offset; /* ?offset=, or NULL (process streams) */
-    const char *accept;       /* the Accept header, or NULL */
+    const char *query_list;    /* ?list=, or NULL */
+    const char *query_offset;  /* ?offset=, or NULL (process streams) */
+    const char *accept;        /* the Accept header, or NULL */
     const char *last_event_id; /* the Last-Event-ID header, or NULL */
     const char *body;
     size_t body_len;
@@ -128,8 +128,7 @@ int agent_imds_answer(const agent_imds_t *m, const char *runtime_id, const char 
 /* The "egress" member of a create body: *policy NULL (none) or the policy
  * (a new reference), *present whether the body named it at all; -1 after
  * replying 400.  */
-int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present,
-                       http_response_t *res);
+int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, http_response_t *res);
 /* Give the sandbox its policy, with a link when it runs.  */
 int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
                        sbx_error_t *err);

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 typedef enum {
     ROUTE_NONE,
     ROUTE_HEALTH,
@@ -23,7 +22,7 @@ typedef enum {
 
 typedef struct route {
     route_kind_t kind;
-    char id[80];        /* truncated ids fail validation anyway */
+    char id[80]; /* truncated ids fail validation anyway */
     char action[16];
     char proc[72], proc_action[16]; /* processes/{proc}/{proc_action}; "" when absent */
     bool id_too_long;

@@ -7,8 +7,7 @@
 
 #define MODULE "agent"
 
-int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present,
-                       http_response_t *res)
+int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, http_response_t *res)
 {
     *policy = NULL;
     json_error_t jerr;
@@ -93,7 +92,8 @@ void agent_egress_recover(egress_t *eg, rt_runtime_t *rt)
     _cleanup_json_ json_t *ids = egress_ids(eg);
     size_t i;
     json_t *v;
-    json_array_foreach(ids, i, v) {
+    json_array_foreach(ids, i, v)
+    {
         const char *id = json_string_value(v);
         rt_info_t info;
         sbx_error_t err = {0};
@@ -149,6 +149,7 @@ void agent_egress_policy(egress_t *eg, rt_runtime_t *rt, const char *id, const a
             return http_reply_sbx_error(res, &err);
     }
     json_t *cur = eg ? egress_policy_of(eg, id) : NULL;
-    http_reply_json(res, 200,
-                    json_pack("{s:o,s:b}", "policy", cur ? cur : json_null(), "enforced", eg != NULL));
+    http_reply_json(
+        res, 200,
+        json_pack("{s:o,s:b}", "policy", cur ? cur : json_null(), "enforced", eg != NULL));
 }

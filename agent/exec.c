@@ -10,7 +10,6 @@
 #define DEFAULT_EXEC_TIMEOUT 30
 #define MAX_EXEC_TIMEOUT 3600
 
-
 void agent_cmd_done(agent_cmd_t *c)
 {
     for (size_t i = 0; i < c->argc; i++)
@@ -28,7 +27,8 @@ int agent_cmd_parse(const json_t *body, agent_cmd_t *cmd, http_response_t *res)
         return agent_reply_invalid(res, "command must be an array of 1..%d strings", MAX_ARGS), -1;
     cmd->argv = xcalloc(json_array_size(argv) + 1, sizeof(char *));
     size_t i;
-    json_array_foreach(argv, i, v) {
+    json_array_foreach(argv, i, v)
+    {
         if (!agent_json_plain(v))
             return agent_reply_invalid(res, "command[%zu] must be a string without NULs", i), -1;
         cmd->argv[cmd->argc++] = xstrdup(json_string_value(v));
@@ -42,8 +42,8 @@ int agent_cmd_parse(const json_t *body, agent_cmd_t *cmd, http_response_t *res)
             return -1;
         cmd->env = xcalloc(json_object_size(env) + 1, sizeof(char *));
         const char *k;
-        json_object_foreach(env, k, v)
-            cmd->env[cmd->envc++] = xasprintf("%s=%s", k, json_string_value(v));
+        json_object_foreach(env, k, v) cmd->env[cmd->envc++] =
+            xasprintf("%s=%s", k, json_string_value(v));
     }
     cmd->cwd = "/";
     if ((v = json_object_get(body, "cwd")) && !json_is_null(v)) {
@@ -89,17 +89,16 @@ static int parse_exec(const json_t *body, rt_exec_request_t *req, agent_cmd_t *c
 static json_t *exec_result_json(const rt_exec_result_t *r)
 {
     json_t *j = json_pack("{s:i,s:o,s:o,s:b,s:I,s:b,s:b}", "exitCode", r->exit_code, "stdout",
-                          agent_json_text(r->out, r->out_len), "stderr", agent_json_text(r->err, r->err_len),
-                          "timedOut", r->timed_out, "durationMs", (json_int_t)r->duration_ms,
-                          "stdoutTruncated", r->out_truncated, "stderrTruncated",
-                          r->err_truncated);
+                          agent_json_text(r->out, r->out_len), "stderr",
+                          agent_json_text(r->err, r->err_len), "timedOut", r->timed_out,
+                          "durationMs", (json_int_t)r->duration_ms, "stdoutTruncated",
+                          r->out_truncated, "stderrTruncated", r->err_truncated);
     if (j && r->signal > 0)
         json_object_set_new(j, "signal", json_integer(r->signal));
     return j;
 }
 
-void agent_exec(agent_api_t *api, const char *id, const agent_call_t *c,
-                         http_response_t *res)
+void agent_exec(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res)
 {
     _cleanup_json_ json_t *body = agent_parse_object(c, false, res);
     if (!body)
@@ -124,4 +123,3 @@ void agent_exec(agent_api_t *api, const char *id, const agent_call_t *c,
     rt_exec_result_done(&r);
     agent_cmd_done(&cmd);
 }
-

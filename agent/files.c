@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-
 /* A file operation's error: an unknown id was checked before, so a
  * NOT_FOUND now means the file.  */
 static void reply_file_error(http_response_t *res, sbx_error_t *err, const char *id)
@@ -25,9 +24,10 @@ static json_t *dirents_json(const rt_dirent_t *d, size_t n)
 {
     json_t *value = json_array();
     for (size_t i = 0; i < n; i++) {
-        json_t *e = json_pack("{s:o,s:s,s:I,s:I,s:o}", "name", agent_json_cstr(d[i].name), "type",
-                              d[i].type, "size", (json_int_t)d[i].size, "mode",
-                              (json_int_t)d[i].mode, "modifiedAt", agent_json_time(d[i].modified_ms));
+        json_t *e =
+            json_pack("{s:o,s:s,s:I,s:I,s:o}", "name", agent_json_cstr(d[i].name), "type",
+                      d[i].type, "size", (json_int_t)d[i].size, "mode", (json_int_t)d[i].mode,
+                      "modifiedAt", agent_json_time(d[i].modified_ms));
         if (e)
             json_array_append_new(value, e);
     }
@@ -95,8 +95,9 @@ static void put_file(agent_api_t *api, const char *id, const agent_call_t *c, co
                          : rt_file_write(api->rt, id, path, c->body, c->body_len, &err);
     if (r < 0)
         return reply_file_error(res, &err, id);
-    http_reply_json(res, 201, json_pack("{s:o,s:I}", "path", agent_json_cstr(path), "size",
-                                        (json_int_t)written));
+    http_reply_json(
+        res, 201,
+        json_pack("{s:o,s:I}", "path", agent_json_cstr(path), "size", (json_int_t)written));
 }
 
 void agent_files(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res)
@@ -104,7 +105,8 @@ void agent_files(agent_api_t *api, const char *id, const agent_call_t *c, http_r
     const char *path = c->query_path;
     if (!path || !path[0])
         return http_reply_error(res, 400, "InvalidPath", "the path query parameter is required");
-    if (strlen(path) != c->query_path_len || path[0] != '/' || c->query_path_len > AGENT_MAX_PATH_LEN)
+    if (strlen(path) != c->query_path_len || path[0] != '/' ||
+        c->query_path_len > AGENT_MAX_PATH_LEN)
         return http_reply_error(res, 400, "InvalidPath",
                                 "path must be absolute, without NULs, at most %d bytes",
                                 AGENT_MAX_PATH_LEN);
@@ -127,4 +129,3 @@ void agent_files(agent_api_t *api, const char *id, const agent_call_t *c, http_r
         return reply_file_error(res, &err, id);
     http_reply_empty(res, 204);
 }
-

@@ -8,7 +8,6 @@
 #define MAX_ENV_ENTRIES 1024
 #define MAX_ENV_NAME 255
 
-
 /* Copy s, replacing every ill-formed UTF-8 sequence (maximal subpart) with
  * U+FFFD, so output from a sandbox always fits in a JSON string.  */
 static char *utf8_sanitize(const char *s, size_t len, size_t *out_len)
@@ -142,11 +141,14 @@ int agent_check_env(const json_t *env, http_response_t *res)
         return agent_reply_invalid(res, "env has more than %d entries", MAX_ENV_ENTRIES), -1;
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)env, k, v) {
+    json_object_foreach((json_t *)env, k, v)
+    {
         if (!env_name_valid(k))
-            return agent_reply_invalid(res, "env name '%.64s' is not [A-Za-z_][A-Za-z0-9_]*", k), -1;
+            return agent_reply_invalid(res, "env name '%.64s' is not [A-Za-z_][A-Za-z0-9_]*", k),
+                   -1;
         if (!agent_json_plain(v))
-            return agent_reply_invalid(res, "env value of '%s' must be a string without NULs", k), -1;
+            return agent_reply_invalid(res, "env value of '%s' must be a string without NULs", k),
+                   -1;
     }
     return 0;
 }
@@ -162,7 +164,7 @@ json_t *agent_parse_object(const agent_call_t *c, bool empty_ok, http_response_t
                            JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!j) {
         agent_reply_invalid(res, "the body is not valid JSON: %s (at offset %d)", jerr.text,
-                      jerr.position);
+                            jerr.position);
         return NULL;
     }
     if (!json_is_object(j)) {
@@ -172,4 +174,3 @@ json_t *agent_parse_object(const agent_call_t *c, bool empty_ok, http_response_t
     }
     return j;
 }
-

@@ -122,8 +122,8 @@ static int egress_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     char tag[8];
     snprintf(tag, sizeof tag, "%06x", h & 0xffffff);
     _cleanup_free_ char *state = xasprintf("%s/egress", cfg->data_dir);
-    egress_config_t ec = {.pool = cfg->egress_pool, .tag = tag, .resolver = cfg->egress_resolver,
-                          .state_dir = state};
+    egress_config_t ec = {
+        .pool = cfg->egress_pool, .tag = tag, .resolver = cfg->egress_resolver, .state_dir = state};
     if (!(a->egress = egress_open(&ec, err)))
         return sbx_error_wrap(err, "egress"), -1;
     agent_egress_recover(a->egress, a->rt);
@@ -151,7 +151,8 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     }
 
     _cleanup_free_ char *images = xasprintf("%s/images", cfg->data_dir);
-    img_config_t ic = {.store_dir = images, .default_layout = cfg->default_image,
+    img_config_t ic = {.store_dir = images,
+                       .default_layout = cfg->default_image,
                        .allow_private_registries = cfg->allow_private_registries,
                        .max_layer_bytes = cfg->max_layer_bytes,
                        .max_store_bytes = cfg->max_image_store_bytes};
@@ -179,8 +180,11 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     if (cfg->egress_pool && egress_start(a, cfg, err) < 0)
         return -1;
 
-    agent_api_config_t ac = {.rt = a->rt, .img = a->img, .data_dir = cfg->data_dir,
-                             .environment = cfg->environment, .egress = a->egress};
+    agent_api_config_t ac = {.rt = a->rt,
+                             .img = a->img,
+                             .data_dir = cfg->data_dir,
+                             .environment = cfg->environment,
+                             .egress = a->egress};
     if (!(a->api = agent_api_new(&ac, err)))
         return -1;
 

@@ -43,10 +43,9 @@ static json_t *proc_json(proc_t *p)
     proc_info_t i;
     proc_snapshot(p, &i);
     json_t *j = json_pack("{s:i,s:o,s:O,s:b,s:b,s:o,s:{s:I,s:I}}", "pid", i.pid, "tag",
-                          i.tag[0] ? json_string(i.tag) : json_null(), "command", p->command,
-                          "pty", i.pty, "running", i.running, "startedAt",
-                          agent_json_time(i.started_ms), "output", "start", (json_int_t)i.start,
-                          "end", (json_int_t)i.end);
+                          i.tag[0] ? json_string(i.tag) : json_null(), "command", p->command, "pty",
+                          i.pty, "running", i.running, "startedAt", agent_json_time(i.started_ms),
+                          "output", "start", (json_int_t)i.start, "end", (json_int_t)i.end);
     if (!j || i.running)
         return j;
     json_object_set_new(j, "endedAt", agent_json_time(i.ended_ms));
@@ -278,8 +277,7 @@ static int parse_terminal(const json_t *v, rt_proc_request_t *req, http_response
 
 /* The body of a start (and of a streamed exec) into s; replies 400 and
  * returns -1 on anything malformed.  */
-static int parse_start(const json_t *body, agent_cmd_t *cmd, proc_start_t *s,
-                       http_response_t *res)
+static int parse_start(const json_t *body, agent_cmd_t *cmd, proc_start_t *s, http_response_t *res)
 {
     if (agent_cmd_parse(body, cmd, res) < 0)
         return -1;
@@ -290,8 +288,9 @@ static int parse_start(const json_t *body, agent_cmd_t *cmd, proc_start_t *s,
     json_t *v;
     if ((v = json_object_get(body, "tag")) && !json_is_null(v)) {
         if (!json_is_string(v) || !tag_valid(json_string_value(v), json_string_length(v)))
-            return agent_reply_invalid(res, "tag must be 1..%d characters [A-Za-z0-9_.-], "
-                                            "starting with a letter or _",
+            return agent_reply_invalid(res,
+                                       "tag must be 1..%d characters [A-Za-z0-9_.-], "
+                                       "starting with a letter or _",
                                        PROC_MAX_TAG),
                    -1;
         s->tag = json_string_value(v);
@@ -397,8 +396,10 @@ static void post_stdin(proc_t *p, const agent_call_t *c, http_response_t *res)
         n = json_string_length(data);
     }
     if (n > MAX_STDIN)
-        return http_reply_error(res, 413, "RequestEntityTooLarge", "at most %u bytes of stdin "
-                                "a call", MAX_STDIN);
+        return http_reply_error(res, 413, "RequestEntityTooLarge",
+                                "at most %u bytes of stdin "
+                                "a call",
+                                MAX_STDIN);
     sbx_error_t err = {0};
     if ((d && proc_write_stdin(p, d, n, STDIN_TIMEOUT_MS, &err) < 0) ||
         (json_is_true(eof) && proc_close_stdin(p, &err) < 0))
@@ -418,8 +419,8 @@ static void post_signal(proc_t *p, const agent_call_t *c, http_response_t *res)
     sbx_error_t err = {0};
     if (proc_signal(p, sig, &err) < 0)
         return agent_reply_error(res, &err, p->sandbox);
-    sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s: process %d sent signal %d", p->sandbox,
-            p->pid, sig);
+    sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s: process %d sent signal %d", p->sandbox, p->pid,
+            sig);
     reply_proc(res, 200, p);
 }
 
@@ -472,8 +473,9 @@ static const char *const proc_actions[] = {"stream", "stdin", "signal", "resize"
 void agent_processes(agent_api_t *api, const char *id, const char *pid, const char *action,
                      const agent_call_t *c, http_response_t *res)
 {
-    const char *allow = !pid[0] ? "GET, POST" : !action[0] || !strcmp(action, "stream") ? "GET"
-                                                                                       : "POST";
+    const char *allow = !pid[0]                                   ? "GET, POST"
+                        : !action[0] || !strcmp(action, "stream") ? "GET"
+                                                                  : "POST";
     if (action[0]) {
         bool known = false;
         for (size_t i = 0; i < ARRAY_SIZE(proc_actions); i++)

@@ -504,8 +504,7 @@ static int stdin_dup(proc_t *p, sbx_error_t *err)
     if (!p->rp)
         sbx_error_arm(err, SBX_ERR_CONFLICT, "ProcessEnded", "process %d has ended", p->pid);
     else if (rt_proc_fd(p->rp, RT_PROC_STDIN) < 0)
-        sbx_error_arm(err, SBX_ERR_CONFLICT, "StdinClosed", "process %d has no stdin open",
-                      p->pid);
+        sbx_error_arm(err, SBX_ERR_CONFLICT, "StdinClosed", "process %d has no stdin open", p->pid);
     else if ((fd = fcntl(rt_proc_fd(p->rp, RT_PROC_STDIN), F_DUPFD_CLOEXEC, 3)) < 0)
         sbx_error_errno(err, SBX_ERR_INTERNAL, "dup");
     pthread_mutex_unlock(&p->mu);
@@ -532,16 +531,16 @@ int proc_write_stdin(proc_t *p, const char *data, size_t n, int timeout_ms, sbx_
         struct pollfd pfd = {.fd = fd, .events = POLLOUT};
         if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
             ret = sbx_error_arm(err, SBX_ERR_UNAVAILABLE, "StdinBlocked",
-                                "process %d took %zu of %zu bytes and reads no more", p->pid,
-                                done, n);
+                                "process %d took %zu of %zu bytes and reads no more", p->pid, done,
+                                n);
             break;
         }
         ssize_t w = write(fd, data + done, n - done < 65536 ? n - done : 65536);
         if (w < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (w < 0) {
-            ret = sbx_error_arm(err, SBX_ERR_CONFLICT, "StdinClosed",
-                                "process %d closed its stdin", p->pid);
+            ret = sbx_error_arm(err, SBX_ERR_CONFLICT, "StdinClosed", "process %d closed its stdin",
+                                p->pid);
             break;
         }
         done += (size_t)w;
@@ -570,8 +569,8 @@ int proc_signal(proc_t *p, int sig, sbx_error_t *err)
 {
     pthread_mutex_lock(&p->mu);
     int ret = p->rp ? rt_proc_signal(p->rp, sig, err)
-                    : sbx_error_arm(err, SBX_ERR_CONFLICT, "ProcessEnded",
-                                    "process %d has ended", p->pid);
+                    : sbx_error_arm(err, SBX_ERR_CONFLICT, "ProcessEnded", "process %d has ended",
+                                    p->pid);
     pthread_mutex_unlock(&p->mu);
     if (ret < 0 && err->code == SBX_ERR_CONFLICT && !err->arm_code[0])
         snprintf(err->arm_code, sizeof(err->arm_code), "ProcessEnded");
@@ -584,8 +583,8 @@ int proc_resize(proc_t *p, unsigned rows, unsigned cols, sbx_error_t *err)
     int ret = !p->pty ? sbx_error_arm(err, SBX_ERR_INVALID, "NoTerminal",
                                       "process %d has no terminal", p->pid)
               : p->rp ? rt_proc_resize(p->rp, (unsigned short)rows, (unsigned short)cols, err)
-                      : sbx_error_arm(err, SBX_ERR_CONFLICT, "ProcessEnded",
-                                      "process %d has ended", p->pid);
+                      : sbx_error_arm(err, SBX_ERR_CONFLICT, "ProcessEnded", "process %d has ended",
+                                      p->pid);
     pthread_mutex_unlock(&p->mu);
     return ret;
 }

@@ -9,11 +9,11 @@
 
 #include "agent/internal.h"
 
-#define PROC_RING_CAP (1u << 20)          /* output kept per process */
-#define PROC_MAX_RUNNING 64               /* per sandbox */
-#define PROC_MAX_EXITED 64                /* exit records per sandbox */
+#define PROC_RING_CAP (1u << 20)           /* output kept per process */
+#define PROC_MAX_RUNNING 64                /* per sandbox */
+#define PROC_MAX_EXITED 64                 /* exit records per sandbox */
 #define PROC_EXIT_KEEP_MS (10 * 60 * 1000) /* how long an exit record stays */
-#define PROC_READER_STALL_MS 10000        /* a reader that holds a process back no longer */
+#define PROC_READER_STALL_MS 10000         /* a reader that holds a process back no longer */
 #define PROC_MAX_TAG 64
 
 enum { PROC_STREAM_STDOUT, PROC_STREAM_STDERR, PROC_STREAM_PTY };

@@ -17,7 +17,6 @@
 
 #define MAX_IMAGE_REF SBX_IMAGE_REF_MAX
 
-
 static ssize_t busy_find(agent_api_t *api, const char *id)
 {
     for (size_t i = 0; i < api->n_busy; i++)
@@ -51,15 +50,14 @@ static void id_unlock(agent_api_t *api, const char *id)
     pthread_mutex_unlock(&api->lock);
 }
 
-
-
 static json_t *sandbox_json(const rt_info_t *i)
 {
     return json_pack("{s:o,s:s,s:o,s:o,s:f,s:I,s:o,s:o,s:o}", "id", agent_json_cstr(i->id), "state",
                      rt_state_name(i->state), "driver", agent_json_cstr(i->driver), "image",
-                     agent_json_cstr(i->image), "cpu", i->cpu, "memoryMiB", (json_int_t)i->memory_mib,
-                     "createdAt", agent_json_time(i->created_ms), "lastActivityAt",
-                     agent_json_time(i->last_activity_ms), "message", agent_json_cstr(i->message));
+                     agent_json_cstr(i->image), "cpu", i->cpu, "memoryMiB",
+                     (json_int_t)i->memory_mib, "createdAt", agent_json_time(i->created_ms),
+                     "lastActivityAt", agent_json_time(i->last_activity_ms), "message",
+                     agent_json_cstr(i->message));
 }
 
 static void reply_sandbox(http_response_t *res, int status, const rt_info_t *info)
@@ -93,10 +91,10 @@ void agent_health(agent_api_t *api, http_response_t *res)
      * share of the kernel's pid_max they may hold together); usage sums
      * the limits of the sandboxes here.  */
     json_t *j = json_pack(
-        "{s:s,s:s,s:s,s:o,s:{s:f,s:I,s:I,s:I,s:I},s:{s:f,s:I,s:I,s:I,s:I},s:{s:I,s:I}}",
-        "status", "ok", "version", SBX_VERSION, "environment", api->environment, "drivers",
-        drivers, "capacity", "cpu", h.cpu_total, "memoryMiB", (json_int_t)h.memory_total_mib,
-        "diskMiB", (json_int_t)h.disk_total_mib, "pids", (json_int_t)h.pids_total, "sandboxes",
+        "{s:s,s:s,s:s,s:o,s:{s:f,s:I,s:I,s:I,s:I},s:{s:f,s:I,s:I,s:I,s:I},s:{s:I,s:I}}", "status",
+        "ok", "version", SBX_VERSION, "environment", api->environment, "drivers", drivers,
+        "capacity", "cpu", h.cpu_total, "memoryMiB", (json_int_t)h.memory_total_mib, "diskMiB",
+        (json_int_t)h.disk_total_mib, "pids", (json_int_t)h.pids_total, "sandboxes",
         (json_int_t)h.slots_total, "usage", "cpu", h.cpu_allocated, "memoryMiB",
         (json_int_t)h.memory_allocated_mib, "diskMiB", (json_int_t)h.disk_allocated_mib, "pids",
         (json_int_t)h.pids_allocated, "sandboxes", (json_int_t)h.slots_used, "kernel", "pidMax",
@@ -110,8 +108,6 @@ void agent_health(agent_api_t *api, http_response_t *res)
     json_object_set_new(j, "unavailableDrivers", why);
     http_reply_json(res, 200, j);
 }
-
-
 
 static int info_cmp(const void *a, const void *b)
 {
@@ -176,9 +172,10 @@ static json_t *parse_spec(const agent_call_t *c, http_response_t *res)
 
     if ((v = json_object_get(body, "image")) && !json_is_null(v)) {
         if (!agent_json_plain(v) || !image_ref_plain(json_string_value(v)))
-            return agent_reply_invalid(res, "image must be an image reference of 1..%d printable "
-                                      "characters",
-                                 MAX_IMAGE_REF),
+            return agent_reply_invalid(res,
+                                       "image must be an image reference of 1..%d printable "
+                                       "characters",
+                                       MAX_IMAGE_REF),
                    NULL;
         image = json_string_value(v);
     }
@@ -283,7 +280,8 @@ void agent_sandbox_put(agent_api_t *api, const char *id, const agent_call_t *c,
     rt_info_t info;
     bool same = false;
     sbx_error_t err = {0};
-    if (rt_spec_compare(api->rt, &want, &same, &err) == 0 && rt_get(api->rt, id, &info, &err) == 0) {
+    if (rt_spec_compare(api->rt, &want, &same, &err) == 0 &&
+        rt_get(api->rt, id, &info, &err) == 0) {
         if (!same)
             http_reply_error(res, 409, "SandboxConflict",
                              "sandbox %s exists with a different spec; delete it first", id);
@@ -319,7 +317,7 @@ void agent_sandbox_delete(agent_api_t *api, const char *id, http_response_t *res
 }
 
 void agent_sandbox_action(agent_api_t *api, const char *id, const char *action,
-                           http_response_t *res)
+                          http_response_t *res)
 {
     static const struct {
         const char *name;
@@ -341,4 +339,3 @@ void agent_sandbox_action(agent_api_t *api, const char *id, const char *action,
     }
     http_reply_error(res, 404, "NotFound", "no such action");
 }
-

@@ -100,13 +100,12 @@ static int common_checks(const route_t *rt, const http_request_t *req, http_resp
         return -1;
     }
     if (rt->sub && !subscription_valid(rt->sub)) {
-        http_reply_error(res, 400, "InvalidSubscriptionId",
-                         "The subscription id must be a GUID.");
+        http_reply_error(res, 400, "InvalidSubscriptionId", "The subscription id must be a GUID.");
         return -1;
     }
     if ((is(req, "GET") || is(req, "DELETE") || is(req, "HEAD")) && req->body_len > 0) {
-        http_reply_error(res, 400, "InvalidRequestContent",
-                         "A %s request must not have a body.", req->method);
+        http_reply_error(res, 400, "InvalidRequestContent", "A %s request must not have a body.",
+                         req->method);
         return -1;
     }
     return 0;

@@ -40,8 +40,8 @@ typedef struct api_hooks {
 #define API_MAX_DISK_MIB 16384
 
 typedef struct api_config {
-    const char *principal; /* systemData.createdBy for requests; default "sandboxd" */
-    size_t page_size;      /* default list page size; default 100 */
+    const char *principal;          /* systemData.createdBy for requests; default "sandboxd" */
+    size_t page_size;               /* default list page size; default 100 */
     unsigned max_sandboxes_default; /* when a group sets none; 0: 100 */
     /* Largest diskMiB a sandbox (or sandboxDefaults) may ask for; 0:
      * API_MAX_DISK_MIB.  The writable layer is tmpfs, RAM on its host;

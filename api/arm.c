@@ -46,8 +46,8 @@ int api_check_content_type(const http_request_t *req, sbx_error_t *err)
         (n == 9 && strncasecmp(ct, "text/json", 9) == 0))
         return 0;
     return sbx_error_arm(err, SBX_ERR_MEDIA_TYPE, "UnsupportedMediaType",
-                         "The content type '%.*s' is not supported; use application/json.",
-                         (int)n, ct);
+                         "The content type '%.*s' is not supported; use application/json.", (int)n,
+                         ct);
 }
 
 /* No ARM body of ours nests deeper than a few levels; a deep document is
@@ -63,12 +63,14 @@ static bool depth_within(const json_t *j, int depth)
     size_t i;
     json_t *v;
     if (json_is_object(j)) {
-        json_object_foreach((json_t *)j, key, v) {
+        json_object_foreach((json_t *)j, key, v)
+        {
             if (!depth_within(v, depth + 1))
                 return false;
         }
     } else if (json_is_array(j)) {
-        json_array_foreach(j, i, v) {
+        json_array_foreach(j, i, v)
+        {
             if (!depth_within(v, depth + 1))
                 return false;
         }
@@ -82,8 +84,7 @@ json_t *api_parse_body(const http_request_t *req, sbx_error_t *err)
         api_invalid(err, NULL, "The request body is missing.");
         return NULL;
     }
-    if (memchr(req->body, '\0', req->body_len) ||
-        !sbx_utf8_valid(req->body, req->body_len)) {
+    if (memchr(req->body, '\0', req->body_len) || !sbx_utf8_valid(req->body, req->body_len)) {
         api_invalid(err, NULL, "The request body is not valid UTF-8 JSON.");
         return NULL;
     }
@@ -128,7 +129,8 @@ int api_validate_tags(const json_t *tags, sbx_error_t *err)
                              "A resource can have at most %d tags.", MAX_TAGS);
     const char *key;
     json_t *v;
-    json_object_foreach((json_t *)tags, key, v) {
+    json_object_foreach((json_t *)tags, key, v)
+    {
         if (!json_is_string(v))
             return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidTags",
                                  "The value of tag '%.64s' must be a string.", key);
@@ -234,7 +236,8 @@ json_t *api_envelope(const st_resource_t *r)
     const char *key;
     json_t *v;
     /* Keys starting with '_' are the server's own bookkeeping.  */
-    json_object_foreach(r->body, key, v) {
+    json_object_foreach(r->body, key, v)
+    {
         if (strcmp(key, "type") != 0 && key[0] != '_')
             json_object_set(out, key, v);
     }
@@ -369,10 +372,10 @@ int api_validate_env(const json_t *env, const char *target, sbx_error_t *err)
         return api_invalid(err, target, "'%s' has more than 256 variables.", target);
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)env, k, v) {
+    json_object_foreach((json_t *)env, k, v)
+    {
         if (!env_name_valid(k))
-            return api_invalid(err, target, "'%.64s' is not a valid environment variable name.",
-                               k);
+            return api_invalid(err, target, "'%.64s' is not a valid environment variable name.", k);
         if (!json_is_string(v) || json_string_length(v) > 32768 ||
             strlen(json_string_value(v)) != json_string_length(v))
             return api_invalid(err, target,
@@ -438,7 +441,8 @@ int api_validate_identity(api_t *api, const json_t *in, const json_t *old, json_
         json_t *op = old ? json_object_get(old, "principalId") : NULL;
         char p[37];
         sbx_uuid(p);
-        json_object_set_new(res, "principalId", json_is_string(op) ? json_copy(op) : json_string(p));
+        json_object_set_new(res, "principalId",
+                            json_is_string(op) ? json_copy(op) : json_string(p));
         json_object_set_new(res, "tenantId", json_string(api->tenant_id));
     }
     json_t *uai = json_object_get(in, "userAssignedIdentities");
@@ -457,7 +461,8 @@ int api_validate_identity(api_t *api, const json_t *in, const json_t *old, json_
         json_t *ids = json_object();
         const char *k;
         json_t *v;
-        json_object_foreach(uai, k, v) {
+        json_object_foreach(uai, k, v)
+        {
             if (!api_arm_id_valid(k, "userAssignedIdentities") ||
                 !(json_is_object(v) || json_is_null(v))) {
                 json_decref(ids);

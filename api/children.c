@@ -94,8 +94,8 @@ static bool cidr_valid(const char *s)
     return slash[1] && !*end && bits >= 0 && bits <= max;
 }
 
-static int validate_list(const json_t *rule, const char *key, size_t idx, bool (*ok)(const json_t *),
-                         sbx_error_t *err)
+static int validate_list(const json_t *rule, const char *key, size_t idx,
+                         bool (*ok)(const json_t *), sbx_error_t *err)
 {
     char t[64];
     snprintf(t, sizeof(t), "properties.rules[%zu].%s", idx, key);
@@ -103,11 +103,11 @@ static int validate_list(const json_t *rule, const char *key, size_t idx, bool (
     if (!arr || json_is_null(arr))
         return 0;
     if (!json_is_array(arr) || json_array_size(arr) > MAX_RULE_ITEMS)
-        return api_invalid(err, t, "'%s' must be an array of at most %d items.", t,
-                           MAX_RULE_ITEMS);
+        return api_invalid(err, t, "'%s' must be an array of at most %d items.", t, MAX_RULE_ITEMS);
     size_t i;
     json_t *v;
-    json_array_foreach(arr, i, v) {
+    json_array_foreach(arr, i, v)
+    {
         if (!ok(v))
             return api_invalid(err, t, "'%s' item %zu is not valid.", t, i);
     }
@@ -160,24 +160,27 @@ static int egress_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
     if (action && !json_is_null(action) && !action_valid(action))
         return api_invalid(err, "properties.defaultAction",
                            "'properties.defaultAction' must be Allow or Deny.");
-    json_object_set_new(*out, "defaultAction",
-                        json_string(action && json_is_string(action) ? json_string_value(action)
-                                                                     : "Deny"));
+    json_object_set_new(
+        *out, "defaultAction",
+        json_string(action && json_is_string(action) ? json_string_value(action) : "Deny"));
     json_t *rules = in ? json_object_get(in, "rules") : NULL;
-    if (rules && !json_is_null(rules) && (!json_is_array(rules) || json_array_size(rules) > MAX_RULES))
+    if (rules && !json_is_null(rules) &&
+        (!json_is_array(rules) || json_array_size(rules) > MAX_RULES))
         return api_invalid(err, "properties.rules",
                            "'properties.rules' must be an array of at most %d rules.", MAX_RULES);
     _cleanup_json_ json_t *seen = json_object();
     size_t i;
     json_t *r;
-    json_array_foreach(rules, i, r) {
+    json_array_foreach(rules, i, r)
+    {
         if (validate_rule(r, i, seen, err) < 0)
             return -1;
     }
     /* Only the documented fields are kept, so what is served is what the
      * description promises.  */
     json_t *kept = json_array();
-    json_array_foreach(rules, i, r) {
+    json_array_foreach(rules, i, r)
+    {
         json_t *k = json_object();
         const char *fields[] = {"name", "action", "fqdns", "cidrs", "ports"};
         for (size_t f = 0; f < ARRAY_SIZE(fields); f++) {
@@ -199,8 +202,8 @@ typedef struct users {
 static void note_user(void *ud, const st_resource_t *r)
 {
     users_t *u = ud;
-    const char *p = json_string_value(
-        json_object_get(json_object_get(r->body, "properties"), "egressPolicy"));
+    const char *p =
+        json_string_value(json_object_get(json_object_get(r->body, "properties"), "egressPolicy"));
     if (p && strcasecmp(p, u->name) == 0)
         json_array_append_new(u->names, json_string(r->name));
 }
@@ -224,7 +227,8 @@ static int egress_check_delete(api_t *api, const st_resource_t *r, sbx_error_t *
         char list[256] = "";
         size_t i, len = 0;
         json_t *v;
-        json_array_foreach(u.names, i, v) {
+        json_array_foreach(u.names, i, v)
+        {
             if (i == 10 || len >= sizeof list - 70) {
                 snprintf(list + len, sizeof list - len, ", ...");
                 break;

@@ -35,7 +35,8 @@ static int validate_allowed(const json_t *v, sbx_error_t *err)
                            MAX_ALLOWED);
     size_t i;
     json_t *e;
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         const char *s = json_string_value(e);
         if (!s || !*s || strlen(s) != json_string_length(e) || json_string_length(e) > 4096 ||
             (s[0] != '/' && strchr(s, '/')))
@@ -51,8 +52,10 @@ static int validate_webhook(json_t *w, sbx_error_t *err)
 {
     const char *t = "properties.execPolicy.webhook";
     if (!json_is_object(w))
-        return api_invalid(err, t, "'%s' must be an object {url, timeoutMs, failurePolicy, "
-                                   "secret}.", t);
+        return api_invalid(err, t,
+                           "'%s' must be an object {url, timeoutMs, failurePolicy, "
+                           "secret}.",
+                           t);
     const char *url = json_string_value(json_object_get(w, "url"));
     if (!url || strlen(url) > 2048 ||
         (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0))
@@ -85,7 +88,8 @@ static int validate_webhook(json_t *w, sbx_error_t *err)
     const char *k;
     json_t *v;
     void *tmp;
-    json_object_foreach_safe(w, tmp, k, v) {
+    json_object_foreach_safe(w, tmp, k, v)
+    {
         bool known = false;
         for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
             known |= strcmp(k, keys[i]) == 0;
@@ -122,13 +126,12 @@ json_t *api_exec_policy_build(const json_t *in, sbx_error_t *err)
 int api_exec_policy_private(api_t *api, const json_t *in, const json_t *old_body, json_t *body,
                             sbx_error_t *err)
 {
-    json_t *hook = json_object_get(json_object_get(json_object_get(body, "properties"),
-                                                   "execPolicy"),
-                                   "webhook");
+    json_t *hook = json_object_get(
+        json_object_get(json_object_get(body, "properties"), "execPolicy"), "webhook");
     if (!hook)
         return 0;
-    json_t *given = json_object_get(json_object_get(json_object_get(in, "execPolicy"), "webhook"),
-                                    "secret");
+    json_t *given =
+        json_object_get(json_object_get(json_object_get(in, "execPolicy"), "webhook"), "secret");
     json_t *old = json_object_get(old_body, EXEC_SECRET_KEY);
     if (json_is_string(given)) {
         if (!api->cfg.secret_key)
@@ -165,7 +168,8 @@ static bool executable_allowed(const json_t *allowed, const char *cmd)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(allowed, i, e) {
+    json_array_foreach(allowed, i, e)
+    {
         const char *s = json_string_value(e);
         if (s[0] == '/' ? strcmp(s, cmd) == 0 : (!strchr(cmd, '/') && strcmp(s, cmd) == 0))
             return true;
@@ -183,23 +187,23 @@ static const char *inline_code(json_t *argv, const char **lang)
         const char *prefix, *flag, *lang;
         bool combined;
     } forms[] = {
-        {"python", "-c", "python", false}, {"sh", "-c", "shell", true},
-        {"bash", "-c", "shell", true},     {"dash", "-c", "shell", true},
-        {"zsh", "-c", "shell", true},      {"ash", "-c", "shell", true},
+        {"python", "-c", "python", false},   {"sh", "-c", "shell", true},
+        {"bash", "-c", "shell", true},       {"dash", "-c", "shell", true},
+        {"zsh", "-c", "shell", true},        {"ash", "-c", "shell", true},
         {"node", "-e", "javascript", false}, {"node", "--eval", "javascript", false},
-        {"perl", "-e", "perl", false},     {"ruby", "-e", "ruby", false},
+        {"perl", "-e", "perl", false},       {"ruby", "-e", "ruby", false},
     };
     for (size_t f = 0; f < ARRAY_SIZE(forms); f++) {
         size_t pl = strlen(forms[f].prefix);
         /* python3, python3.12; but not "shred" for "sh".  */
-        if (strncmp(prog, forms[f].prefix, pl) != 0 || strspn(prog + pl, "0123456789.") !=
-                                                           strlen(prog + pl))
+        if (strncmp(prog, forms[f].prefix, pl) != 0 ||
+            strspn(prog + pl, "0123456789.") != strlen(prog + pl))
             continue;
         for (size_t i = 1; i + 1 < json_array_size(argv); i++) {
             const char *a = json_string_value(json_array_get(argv, i));
-            bool match = strcmp(a, forms[f].flag) == 0 ||
-                         (forms[f].combined && a[0] == '-' && a[1] != '-' &&
-                          strchr(a, forms[f].flag[1]));
+            bool match =
+                strcmp(a, forms[f].flag) == 0 ||
+                (forms[f].combined && a[0] == '-' && a[1] != '-' && strchr(a, forms[f].flag[1]));
             if (match) {
                 *lang = forms[f].lang;
                 return json_string_value(json_array_get(argv, i + 1));
@@ -306,7 +310,8 @@ static char *webhook_secret(api_t *api, const st_resource_t *group)
     if (!json_is_string(sealed) || !api->cfg.secret_key)
         return NULL;
     sbx_error_t err = {0};
-    _cleanup_json_ json_t *j = api_secret_open(api->cfg.secret_key, json_string_value(sealed), &err);
+    _cleanup_json_ json_t *j =
+        api_secret_open(api->cfg.secret_key, json_string_value(sealed), &err);
     const char *s = json_string_value(json_object_get(j, "secret"));
     return s ? xstrdup(s) : NULL;
 }
@@ -320,9 +325,9 @@ static json_t *question_of(const st_resource_t *group, const st_resource_t *sand
     json_t *v;
     json_object_foreach((json_t *)json_object_get(body, "env"), k, v)
         json_array_append_new(keys, json_string(k));
-    json_t *q = json_pack("{s:s,s:s,s:s,s:s,s:O,s:o}", "kind", kind, "subscriptionId",
-                          group->subscription, "group", group->name, "sandbox", sandbox->name,
-                          "command", argv, "envKeys", keys);
+    json_t *q =
+        json_pack("{s:s,s:s,s:s,s:s,s:O,s:o}", "kind", kind, "subscriptionId", group->subscription,
+                  "group", group->name, "sandbox", sandbox->name, "command", argv, "envKeys", keys);
     json_t *cwd = json_object_get(body, "cwd");
     if (json_is_string(cwd))
         json_object_set(q, "cwd", cwd);
@@ -335,7 +340,8 @@ static json_t *question_of(const st_resource_t *group, const st_resource_t *sand
     return q;
 }
 
-static int deny(const st_resource_t *sandbox, const char *cmd, const char *why, http_response_t *res)
+static int deny(const st_resource_t *sandbox, const char *cmd, const char *why,
+                http_response_t *res)
 {
     unsigned long long n = atomic_fetch_add(&denied_total, 1) + 1;
     sbx_log(SBX_LOG_WARN, MODULE, "exec denied in %s (%s): %s [%llu denied so far]", sandbox->id,
@@ -355,9 +361,8 @@ int api_exec_admit(api_t *api, const st_resource_t *sandbox, const char *kind,
         return 0; /* the sandbox's own lookup decides */
     int ret = 0;
     json_t *policy = json_object_get(json_object_get(group.body, "properties"), "execPolicy");
-    _cleanup_json_ json_t *body = policy ? json_loadb(req->body ? req->body : "", req->body_len,
-                                                      0, NULL)
-                                         : NULL;
+    _cleanup_json_ json_t *body =
+        policy ? json_loadb(req->body ? req->body : "", req->body_len, 0, NULL) : NULL;
     json_t *argv = json_object_get(body, "command");
     /* A malformed command is the host's to refuse (400), as without a
      * policy.  */

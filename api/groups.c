@@ -88,8 +88,8 @@ static int validate_scale(const json_t *scale, sbx_error_t *err)
     json_int_t max = 0, ready = 0;
     if (api_get_int(scale, "maxSandboxes", "properties.scale.maxSandboxes", 0, 100000, &has_max,
                     &max, err) < 0 ||
-        api_get_int(scale, "readySandboxes", "properties.scale.readySandboxes", 0, 1000,
-                    &has_ready, &ready, err) < 0)
+        api_get_int(scale, "readySandboxes", "properties.scale.readySandboxes", 0, 1000, &has_ready,
+                    &ready, err) < 0)
         return -1;
     if (has_max && has_ready && ready > max)
         return api_invalid(err, "properties.scale.readySandboxes",
@@ -149,8 +149,13 @@ static int environment_rule(const json_t *in, const json_t *old, bool patch, jso
  * the type checks to judge.  */
 static json_t *known_fields(json_t *v, const char *which)
 {
-    static const char *const defaults[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
-                                           "idleTimeoutSeconds", "maxLifetimeSeconds",
+    static const char *const defaults[] = {"image",
+                                           "cpu",
+                                           "memoryMiB",
+                                           "diskMiB",
+                                           "env",
+                                           "idleTimeoutSeconds",
+                                           "maxLifetimeSeconds",
                                            "isolation"};
     static const char *const scale[] = {"maxSandboxes", "readySandboxes"};
     bool is_defaults = strcmp(which, "sandboxDefaults") == 0;

@@ -45,11 +45,11 @@ typedef struct route {
 
 /* What differs between resource types; the CRUD engine does the rest.  */
 typedef struct api_kind {
-    const char *segment;   /* lower-case path segment: "vnetconnections" */
-    const char *type;      /* "Microsoft.App/sandboxGroups/vnetConnections" */
-    const char *type_key;  /* lower-cased type, as stored */
-    bool tracked;          /* has location and tags (groups) */
-    bool async_put;        /* PUT answers as a long-running operation */
+    const char *segment;  /* lower-case path segment: "vnetconnections" */
+    const char *type;     /* "Microsoft.App/sandboxGroups/vnetConnections" */
+    const char *type_key; /* lower-cased type, as stored */
+    bool tracked;         /* has location and tags (groups) */
+    bool async_put;       /* PUT answers as a long-running operation */
     bool patchable;
     /* Validate input properties (in may be NULL when absent) against the
      * stored ones (old may be NULL on create) and build the properties to
@@ -60,13 +60,11 @@ typedef struct api_kind {
      * and queue work; returns true when an operation stays InProgress.  */
     bool (*needs_work_on_put)(const json_t *props, const json_t *old);
     /* Optional: actions (POST .../{name}/{action}) and GET/PUT/DELETE files.  */
-    void (*action)(api_t *api, const route_t *rt, const http_request_t *req,
-                   http_response_t *res);
+    void (*action)(api_t *api, const route_t *rt, const http_request_t *req, http_response_t *res);
     bool needs_work_on_delete;
     /* Optional: turn a new resource into a ready one from a warm pool, in
      * the same transaction; true when it did (next is updated).  */
-    bool (*claim_warm)(api_t *api, st_tx_t *tx, const st_resource_t *parent,
-                       st_resource_t *next);
+    bool (*claim_warm)(api_t *api, st_tx_t *tx, const st_resource_t *parent, st_resource_t *next);
     /* Optional: write-only input (a sandbox's secureEnv) into the server's
      * private part of the body being built ('_' keys, never served), given
      * the input properties (may be NULL) and the stored body (NULL on
@@ -136,10 +134,10 @@ int api_validate_identity(api_t *api, const json_t *in, const json_t *old, json_
                           sbx_error_t *err);
 
 /* resources.c: the CRUD engine */
-void api_resource_get(api_t *api, const route_t *rt, const api_kind_t *k,
-                      const http_request_t *req, http_response_t *res);
-void api_resource_put(api_t *api, const route_t *rt, const api_kind_t *k,
-                      const http_request_t *req, http_response_t *res);
+void api_resource_get(api_t *api, const route_t *rt, const api_kind_t *k, const http_request_t *req,
+                      http_response_t *res);
+void api_resource_put(api_t *api, const route_t *rt, const api_kind_t *k, const http_request_t *req,
+                      http_response_t *res);
 void api_resource_patch(api_t *api, const route_t *rt, const api_kind_t *k,
                         const http_request_t *req, http_response_t *res);
 void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,

@@ -41,11 +41,11 @@ void api_operation_status(api_t *api, const route_t *rt, const http_request_t *r
     }
     char start[32], end[32];
     sbx_time_format(op.start_ms, start, sizeof(start));
-    _cleanup_free_ char *id = xasprintf("/subscriptions/%s/providers/" API_PROVIDER
-                                        "/locations/%s/operationStatuses/%s",
-                                        rt->sub, op.location, op.id);
-    json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", id, "name", op.id, "status",
-                             op.status, "startTime", start, "resourceId", op.resource_id);
+    _cleanup_free_ char *id =
+        xasprintf("/subscriptions/%s/providers/" API_PROVIDER "/locations/%s/operationStatuses/%s",
+                  rt->sub, op.location, op.id);
+    json_t *body = json_pack("{s:s,s:s,s:s,s:s,s:s}", "id", id, "name", op.id, "status", op.status,
+                             "startTime", start, "resourceId", op.resource_id);
     bool done = strcmp(op.status, "InProgress") != 0;
     if (done && op.end_ms) {
         sbx_time_format(op.end_ms, end, sizeof(end));
@@ -121,13 +121,13 @@ void api_operations_list(api_t *api, const http_request_t *req, http_response_t 
         for (size_t j = 0; j < ARRAY_SIZE(verbs); j++) {
             _cleanup_free_ char *name =
                 xasprintf(API_PROVIDER "/%s/%s", types[i].type, verbs[j].verb);
-            json_array_append_new(value, operation_entry(name, types[i].resource, verbs[j].op,
-                                                         verbs[j].desc));
+            json_array_append_new(
+                value, operation_entry(name, types[i].resource, verbs[j].op, verbs[j].desc));
         }
     const char *actions[] = {"exec", "suspend", "resume", "stop", "start"};
     for (size_t i = 0; i < ARRAY_SIZE(actions); i++) {
-        _cleanup_free_ char *name = xasprintf(API_PROVIDER "/sandboxGroups/sandboxes/%s/action",
-                                              actions[i]);
+        _cleanup_free_ char *name =
+            xasprintf(API_PROVIDER "/sandboxGroups/sandboxes/%s/action", actions[i]);
         json_array_append_new(value, operation_entry(name, "Sandboxes", actions[i],
                                                      "Runs this action on a sandbox."));
     }

@@ -65,8 +65,8 @@ static const char *route_name(const route_t *rt, const api_kind_t *k)
 
 /* ---- GET ---- */
 
-void api_resource_get(api_t *api, const route_t *rt, const api_kind_t *k,
-                      const http_request_t *req, http_response_t *res)
+void api_resource_get(api_t *api, const route_t *rt, const api_kind_t *k, const http_request_t *req,
+                      http_response_t *res)
 {
     sbx_error_t err = {0};
     _cleanup_free_ char *id = api_resource_id(rt, k);
@@ -74,8 +74,8 @@ void api_resource_get(api_t *api, const route_t *rt, const api_kind_t *k,
     if (st_resource_get(api->db, id, &r, &err) < 0) {
         if (err.code == SBX_ERR_NOT_FOUND)
             sbx_error_arm(&err, SBX_ERR_NOT_FOUND, "ResourceNotFound",
-                          "The Resource '%s/%s' under resource group '%s' was not found.",
-                          k->type, route_name(rt, k), rt->rg);
+                          "The Resource '%s/%s' under resource group '%s' was not found.", k->type,
+                          route_name(rt, k), rt->rg);
         reply_err(res, &err);
         return;
     }
@@ -160,7 +160,8 @@ static int build_location(put_ctx_t *c, const json_t *in, json_t *body, sbx_erro
 {
     if (!c->k->tracked) {
         json_t *ploc = json_object_get(c->parent.body, "location");
-        c->location = api_normalize_location(json_is_string(ploc) ? json_string_value(ploc) : "local");
+        c->location =
+            api_normalize_location(json_is_string(ploc) ? json_string_value(ploc) : "local");
         return 0;
     }
     json_t *old_loc = c->have_old ? json_object_get(c->old.body, "location") : NULL;
@@ -252,10 +253,10 @@ static int build_resource(put_ctx_t *c, const json_t *in, sbx_error_t *err)
     if (build_location(c, in, body, err) < 0 || build_tags(c, in, body, err) < 0 ||
         build_identity(c, in, body, err) < 0 || build_properties(c, in, body, err) < 0)
         return -1;
-    json_object_set_new(body, "systemData",
-                        api_system_data(c->have_old ? json_object_get(c->old.body, "systemData")
-                                                    : NULL,
-                                        api_principal(c->api), sbx_now_ms()));
+    json_object_set_new(
+        body, "systemData",
+        api_system_data(c->have_old ? json_object_get(c->old.body, "systemData") : NULL,
+                        api_principal(c->api), sbx_now_ms()));
     json_t *in_props = json_object_get(in, "properties");
     if (c->k->build_private &&
         c->k->build_private(c->api, json_is_object(in_props) ? in_props : NULL,
@@ -268,7 +269,8 @@ static int build_resource(put_ctx_t *c, const json_t *in, sbx_error_t *err)
          * destroy it.  What build_private set (or removed) stands.  */
         const char *key;
         json_t *v;
-        json_object_foreach(c->old.body, key, v) {
+        json_object_foreach(c->old.body, key, v)
+        {
             if (key[0] == '_' && !json_object_get(body, key) &&
                 !(c->k->build_private && strcmp(key, API_SECURE_ENV_KEY) == 0))
                 json_object_set(body, key, v);
@@ -367,8 +369,8 @@ static void put_or_patch(api_t *api, const route_t *rt, const api_kind_t *k,
     put_ctx_done(&c);
 }
 
-void api_resource_put(api_t *api, const route_t *rt, const api_kind_t *k,
-                      const http_request_t *req, http_response_t *res)
+void api_resource_put(api_t *api, const route_t *rt, const api_kind_t *k, const http_request_t *req,
+                      http_response_t *res)
 {
     put_or_patch(api, rt, k, req, res, false);
 }
@@ -436,9 +438,12 @@ void api_resource_delete(api_t *api, const route_t *rt, const api_kind_t *k,
     }
     bool work = k->needs_work_on_delete ||
                 (k == &api_kind_group && has_children_needing_work(tx, &r, &err));
-    st_operation_t op = {.resource_id = r.id, .kind = "delete",
-                         .status = work ? "InProgress" : "Succeeded", .location = nloc,
-                         .subscription = r.subscription, .start_ms = sbx_now_ms()};
+    st_operation_t op = {.resource_id = r.id,
+                         .kind = "delete",
+                         .status = work ? "InProgress" : "Succeeded",
+                         .location = nloc,
+                         .subscription = r.subscription,
+                         .start_ms = sbx_now_ms()};
     sbx_uuid(op.id);
     op.end_ms = work ? 0 : op.start_ms;
     int ret = api_check_preconditions(req, r.etag, &err);
@@ -523,9 +528,12 @@ void api_resource_list(api_t *api, const route_t *rt, const api_kind_t *k,
         }
         st_resource_done(&g);
     }
-    st_list_query_t q = {.type = k->type_key, .subscription = rt->sub,
-                         .resource_group = rt->rg, .parent_id = parent,
-                         .after = http_query(req, "$skiptoken"), .limit = limit};
+    st_list_query_t q = {.type = k->type_key,
+                         .subscription = rt->sub,
+                         .resource_group = rt->rg,
+                         .parent_id = parent,
+                         .after = http_query(req, "$skiptoken"),
+                         .limit = limit};
     st_list_t l = {0};
     if (st_resource_list(api->db, &q, &l, &err) < 0) {
         reply_err(res, &err);

@@ -6,15 +6,22 @@
 #include <string.h>
 
 /* Properties a client may set; the rest are the scheduler's to report.  */
-static const char *const writable[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
-                                       "egressPolicy", "identity", "idleTimeoutSeconds",
-                                       "maxLifetimeSeconds", "isolation"};
+static const char *const writable[] = {"image",
+                                       "cpu",
+                                       "memoryMiB",
+                                       "diskMiB",
+                                       "env",
+                                       "egressPolicy",
+                                       "identity",
+                                       "idleTimeoutSeconds",
+                                       "maxLifetimeSeconds",
+                                       "isolation"};
 /* Reported by the scheduler; kept across a replace.  */
 static const char *const reported[] = {"state", "host", "createdAt", "lastActivityAt",
                                        "statusMessage"};
 /* Changing these needs a new sandbox.  */
-static const char *const immutable[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
-                                        "isolation", "identity"};
+static const char *const immutable[] = {"image", "cpu",       "memoryMiB", "diskMiB",
+                                        "env",   "isolation", "identity"};
 
 static bool provisioning_failed(const json_t *props)
 {
@@ -32,15 +39,13 @@ static bool group_has_identity(const st_resource_t *group, const char *ident)
         return type && strstr(type, "SystemAssigned");
     const char *k;
     json_t *v;
-    json_object_foreach(json_object_get(id, "userAssignedIdentities"), k, v)
-        if (strcasecmp(k, ident) == 0)
-            return true;
+    json_object_foreach(json_object_get(id, "userAssignedIdentities"), k,
+                        v) if (strcasecmp(k, ident) == 0) return true;
     return false;
 }
 
-static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent,
-                            const json_t *in, const json_t *old, bool patch, json_t **out,
-                            sbx_error_t *err)
+static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent, const json_t *in,
+                            const json_t *old, bool patch, json_t **out, sbx_error_t *err)
 {
     json_t *props = json_object();
     *out = props;
@@ -48,7 +53,8 @@ static int sandbox_validate(api_t *api, st_tx_t *tx, const st_resource_t *parent
         return -1;
     bool present;
     const char *ident = NULL;
-    if (in && api_get_string(in, "identity", "properties.identity", 1024, &present, &ident, err) < 0)
+    if (in &&
+        api_get_string(in, "identity", "properties.identity", 1024, &present, &ident, err) < 0)
         return -1;
     if (ident && !group_has_identity(parent, ident))
         return api_invalid(err, "properties.identity",
@@ -97,8 +103,7 @@ static json_t *sorted_names(const json_t *obj)
     _cleanup_free_ const char **keys = xcalloc(n + 1, sizeof(*keys));
     const char *k;
     json_t *v;
-    json_object_foreach((json_t *)obj, k, v)
-        keys[i++] = k;
+    json_object_foreach((json_t *)obj, k, v) keys[i++] = k;
     qsort(keys, n, sizeof(*keys), cmp_str);
     json_t *names = json_array();
     for (i = 0; i < n; i++)
@@ -140,7 +145,8 @@ static int sandbox_private(api_t *api, const json_t *in, const json_t *old_body,
         return -1;
     const char *k;
     json_t *v;
-    json_object_foreach(given, k, v) {
+    json_object_foreach(given, k, v)
+    {
         if (json_object_get(json_object_get(props, "env"), k))
             return api_invalid(err, "properties.secureEnv",
                                "'%.64s' is in both 'env' and 'secureEnv'; name it once.", k);
@@ -183,10 +189,9 @@ static int sandbox_quota(api_t *api, st_tx_t *tx, const st_resource_t *parent, s
 {
     json_t *scale = json_object_get(json_object_get(parent->body, "properties"), "scale");
     json_t *maxv = json_object_get(scale, "maxSandboxes");
-    size_t max = json_is_integer(maxv) ? (size_t)json_integer_value(maxv)
-                                       : (api->cfg.max_sandboxes_default
-                                              ? api->cfg.max_sandboxes_default
-                                              : 100);
+    size_t max = json_is_integer(maxv)
+                     ? (size_t)json_integer_value(maxv)
+                     : (api->cfg.max_sandboxes_default ? api->cfg.max_sandboxes_default : 100);
     size_t n = 0;
     if (st_tx_resource_count(tx, api_kind_sandbox.type_key, parent->id, &n, err) < 0)
         return -1;
@@ -261,8 +266,7 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
                         : decisions ? "GET"
                                     : "POST";
     if (!allow) {
-        http_reply_error(res, 404, "NotFound", "No action '%s' on processes.",
-                         rt->action_rest[1]);
+        http_reply_error(res, 404, "NotFound", "No action '%s' on processes.", rt->action_rest[1]);
         return;
     }
     const char *m = req->method;
@@ -287,8 +291,8 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
         return;
     }
     _cleanup_free_ char *call = procs ? process_action(rt) : xstrdup(action);
-    bool starts = strcmp(action, "exec") == 0 || (procs && rt->n_action_rest == 0 &&
-                                                  strcmp(m, "POST") == 0);
+    bool starts =
+        strcmp(action, "exec") == 0 || (procs && rt->n_action_rest == 0 && strcmp(m, "POST") == 0);
     if (starts && api_exec_admit(api, &r, procs ? "process" : "exec", req, res) < 0) {
     } else if (!api->hooks.sandbox_call)
         http_reply_error(res, 503, "ServiceUnavailable", "No scheduler is running.");
@@ -301,8 +305,8 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
  * warm-pool member, which was started from exactly those.  */
 static bool pool_eligible(const json_t *props)
 {
-    static const char *const own[] = {"image", "cpu", "memoryMiB", "diskMiB", "env",
-                                       "isolation", "identity"};
+    static const char *const own[] = {"image", "cpu",       "memoryMiB", "diskMiB",
+                                      "env",   "isolation", "identity"};
     for (size_t i = 0; i < ARRAY_SIZE(own); i++)
         if (json_object_get(props, own[i]))
             return false;

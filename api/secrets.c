@@ -48,9 +48,8 @@ char *api_secret_seal(const unsigned char key[API_SECRET_KEY_LEN], const json_t 
         return sbx_error_set(err, SBX_ERR_INTERNAL, "cannot encode secrets"), NULL;
     size_t raw_len = NONCE_LEN + len + TAG_LEN;
     _cleanup_free_ unsigned char *raw = xmalloc(raw_len);
-    if (RAND_bytes(raw, NONCE_LEN) != 1 ||
-        crypt_gcm(true, key, raw, (unsigned char *)plain, len, raw + NONCE_LEN,
-                  raw + NONCE_LEN + len) < 0) {
+    if (RAND_bytes(raw, NONCE_LEN) != 1 || crypt_gcm(true, key, raw, (unsigned char *)plain, len,
+                                                     raw + NONCE_LEN, raw + NONCE_LEN + len) < 0) {
         OPENSSL_cleanse(plain, len);
         return sbx_error_set(err, SBX_ERR_INTERNAL, "cannot seal secrets"), NULL;
     }

@@ -39,7 +39,8 @@ static int choose(const json_t *group_identity, const char *want, chosen_t *out,
     }
     const char *k;
     json_t *v;
-    json_object_foreach(json_object_get(group_identity, "userAssignedIdentities"), k, v) {
+    json_object_foreach(json_object_get(group_identity, "userAssignedIdentities"), k, v)
+    {
         if (strcasecmp(k, want) != 0)
             continue;
         out->oid = json_string_value(json_object_get(v, "principalId"));

@@ -71,7 +71,8 @@ static void keyset_from_jwks(const json_t *jwks, auth_keyset_t *out)
 {
     size_t i;
     json_t *jwk;
-    json_array_foreach(json_object_get(jwks, "keys"), i, jwk) {
+    json_array_foreach(json_object_get(jwks, "keys"), i, jwk)
+    {
         const char *kid = json_string_value(json_object_get(jwk, "kid"));
         const char *alg = NULL;
         EVP_PKEY *key = kid && strlen(kid) < 256 ? jwt_jwk_import(jwk, &alg) : NULL;

@@ -169,7 +169,8 @@ int keys_load(auth_t *a, sbx_error_t *err)
                               path);
         size_t i;
         json_t *k;
-        json_array_foreach(keys, i, k) {
+        json_array_foreach(keys, i, k)
+        {
             if (r == 0 && load_one(a, k, err) < 0)
                 r = -1;
         }

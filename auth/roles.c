@@ -101,7 +101,8 @@ static bool principal_matches(const auth_principal_t *p, const json_t *as)
         return true;
     size_t i;
     json_t *g;
-    json_array_foreach(p->groups, i, g) {
+    json_array_foreach(p->groups, i, g)
+    {
         if (json_is_string(g) && strcasecmp(who, json_string_value(g)) == 0)
             return true;
     }
@@ -111,8 +112,8 @@ static bool principal_matches(const auth_principal_t *p, const json_t *as)
 /* The permissions p holds over the request's scope.  any_below: also
  * count assignments at scopes under it (for a subscription's operation
  * statuses, which anyone working in it polls).  */
-static unsigned perms_over_locked(auth_t *a, const auth_principal_t *p, char req[][160],
-                                  int nreq, bool any_below)
+static unsigned perms_over_locked(auth_t *a, const auth_principal_t *p, char req[][160], int nreq,
+                                  bool any_below)
 {
     if (p->kind == AUTH_ADMIN)
         return P_READ | P_DATA | P_WRITE | P_ADMIN;
@@ -125,7 +126,8 @@ static unsigned perms_over_locked(auth_t *a, const auth_principal_t *p, char req
     unsigned perms = 0;
     size_t i;
     json_t *as;
-    json_array_foreach(a->assignments, i, as) {
+    json_array_foreach(a->assignments, i, as)
+    {
         if (!principal_matches(p, as))
             continue;
         const char *scope = json_string_value(json_object_get(as, "scope"));
@@ -270,7 +272,8 @@ int roles_ensure_dev(auth_t *a, sbx_error_t *err)
     size_t i;
     json_t *as;
     bool found = false;
-    json_array_foreach(next, i, as) {
+    json_array_foreach(next, i, as)
+    {
         const char *name = json_string_value(json_object_get(as, "name"));
         if (name && strcmp(name, "dev") == 0) {
             /* The issuer URL may have been changed by the operator.  */
@@ -351,7 +354,8 @@ static json_t *find(json_t *arr, const char *name, size_t *at)
 {
     size_t i;
     json_t *as;
-    json_array_foreach(arr, i, as) {
+    json_array_foreach(arr, i, as)
+    {
         if (strcmp(json_string_value(json_object_get(as, "name")), name) == 0) {
             *at = i;
             return as;
@@ -408,8 +412,7 @@ static void put_one(auth_t *a, const auth_principal_t *p, const http_request_t *
     json_decref(as);
 }
 
-static void delete_one(auth_t *a, const auth_principal_t *p, const char *name,
-                       http_response_t *res)
+static void delete_one(auth_t *a, const auth_principal_t *p, const char *name, http_response_t *res)
 {
     pthread_mutex_lock(&a->lock);
     json_t *next = json_deep_copy(a->assignments);
@@ -449,7 +452,8 @@ void roles_admin(auth_t *a, const auth_principal_t *p, const http_request_t *req
         pthread_mutex_lock(&a->lock);
         size_t i;
         json_t *as;
-        json_array_foreach(a->assignments, i, as) {
+        json_array_foreach(a->assignments, i, as)
+        {
             if (is_owner_locked(a, p, json_string_value(json_object_get(as, "scope"))))
                 json_array_append_new(list, served(as));
         }

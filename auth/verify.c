@@ -65,7 +65,8 @@ static bool audience_ok(const json_t *aud, const char *const *want)
             return true;
         size_t i;
         json_t *v;
-        json_array_foreach(aud, i, v) {
+        json_array_foreach(aud, i, v)
+        {
             if (json_is_string(v) && audience_eq(json_string_value(v), *w))
                 return true;
         }

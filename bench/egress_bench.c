@@ -78,8 +78,9 @@ static void *http_conn(void *arg)
         long long want = atoll(big + 9);
         static char zeros[256 * 1024];
         while (want > 0) {
-            ssize_t n = send(fd, zeros, want < (long long)sizeof zeros ? (size_t)want : sizeof zeros,
-                             MSG_NOSIGNAL);
+            ssize_t n =
+                send(fd, zeros, want < (long long)sizeof zeros ? (size_t)want : sizeof zeros,
+                     MSG_NOSIGNAL);
             if (n <= 0)
                 break;
             want -= n;
@@ -216,7 +217,8 @@ static void measure(const char *label, int rounds, int conns, const char *bytes)
     snprintf(n, sizeof n, "%d", conns);
     char *rr_direct[] = {"/bin/netbench", "rr", SERVER, "9000", "bench.test", n, NULL};
     char *rr_proxy[] = {"/bin/netbench", "rr", SERVER, "8000", "bench.test", n, NULL};
-    char *get_direct[] = {"/bin/netbench", "get", SERVER, "9000", "bench.test", (char *)bytes, NULL};
+    char *get_direct[] = {"/bin/netbench", "get",         SERVER, "9000",
+                          "bench.test",    (char *)bytes, NULL};
     char *get_proxy[] = {"/bin/netbench", "get", SERVER, "8000", "bench.test", (char *)bytes, NULL};
     _cleanup_free_ char *a = run("bench-0", rr_direct);
     _cleanup_free_ char *b = run("bench-0", rr_proxy);
@@ -274,8 +276,8 @@ int main(int argc, char **argv)
     if (sh("ip netns add " NETNS " && ip link add sbxbench0 type veth peer name eth0 netns " NETNS
            " && ip addr add 198.51.100.1/24 dev sbxbench0 && ip link set sbxbench0 up && "
            "ip -n " NETNS " addr add " SERVER "/24 dev eth0 && ip -n " NETNS " link set eth0 up && "
-           "ip -n " NETNS " link set lo up && ip -n " NETNS " route add default via 198.51.100.1") !=
-        0)
+           "ip -n " NETNS " link set lo up && ip -n " NETNS
+           " route add default via 198.51.100.1") != 0)
         return 1;
     pthread_t t;
     pthread_create(&t, NULL, http_server, (void *)(intptr_t)8000);
@@ -298,16 +300,16 @@ int main(int argc, char **argv)
     _cleanup_free_ char *egs = xasprintf("%s/egress", dir);
     rt_config_t rc = {.state_dir = state, .cgroup_root = "sbx-egress-bench"};
     rt = rt_open(&rc, &err);
-    egress_config_t ec = {.pool = "10.236.0.0/21", .tag = "bench", .resolver = SERVER,
-                          .state_dir = egs};
+    egress_config_t ec = {
+        .pool = "10.236.0.0/21", .tag = "bench", .resolver = SERVER, .state_dir = egs};
     eg = rt ? egress_open(&ec, &err) : NULL;
     if (!eg) {
         fprintf(stderr, "egress_bench: %s\n", err.msg);
         return 1;
     }
     json_error_t jerr;
-    policy = json_loads("{\"rules\":[{\"name\":\"direct\",\"action\":\"Allow\",\"cidrs\":[\""
-                        SERVER "/32\"],\"ports\":[9000]},{\"name\":\"proxied\",\"action\":"
+    policy = json_loads("{\"rules\":[{\"name\":\"direct\",\"action\":\"Allow\",\"cidrs\":[\"" SERVER
+                        "/32\"],\"ports\":[9000]},{\"name\":\"proxied\",\"action\":"
                         "\"Allow\",\"fqdns\":[\"bench.test\"],\"ports\":[8000]}]}",
                         0, &jerr);
     int64_t us;

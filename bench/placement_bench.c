@@ -32,10 +32,13 @@ int main(void)
         char name[16], url[64];
         snprintf(name, sizeof(name), "h%02d", i);
         snprintf(url, sizeof(url), "https://10.0.0.%d:9443", i + 1);
-        st_host_t h = {.name = name, .url = url, .environment = "default", .state = "Ready",
+        st_host_t h = {.name = name,
+                       .url = url,
+                       .environment = "default",
+                       .state = "Ready",
                        .info = json_pack("{s:[s],s:{s:i,s:i,s:i,s:i}}", "drivers", "process",
-                                         "capacity", "cpu", 16, "memoryMiB", 65536, "pids",
-                                         1 << 20, "sandboxes", 500),
+                                         "capacity", "cpu", 16, "memoryMiB", 65536, "pids", 1 << 20,
+                                         "sandboxes", 500),
                        .last_seen_ms = sbx_now_ms()};
         st_host_put(db, &h, NULL);
         json_decref(h.info);

@@ -123,8 +123,8 @@ static int bench_suspend(rt_runtime_t *rt, sbx_error_t *err)
         return -1;
     int64_t t2 = sbx_monotonic_us();
     if (kib >= 0)
-        printf("%s: suspend %.1f ms (snapshot %lld KiB), resume to first exec %.1f ms\n",
-               g_driver, (double)(t1 - t0) / 1000.0, kib, (double)(t2 - t1) / 1000.0);
+        printf("%s: suspend %.1f ms (snapshot %lld KiB), resume to first exec %.1f ms\n", g_driver,
+               (double)(t1 - t0) / 1000.0, kib, (double)(t2 - t1) / 1000.0);
     else
         printf("%s: suspend %.1f ms (freezer), resume to first exec %.1f ms\n", g_driver,
                (double)(t1 - t0) / 1000.0, (double)(t2 - t1) / 1000.0);
@@ -215,8 +215,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--drivers") && i + 1 < argc)
             driver_list = argv[++i];
         else {
-            fprintf(stderr, "usage: runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR] "
-                            "[--drivers process,gvisor]\n");
+            fprintf(stderr,
+                    "usage: runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR] "
+                    "[--drivers process,gvisor]\n");
             return 2;
         }
     }
@@ -258,12 +259,10 @@ int main(int argc, char **argv)
         if (!first.first_exec_ms) {
             first = f;
             snprintf(first_name, sizeof first_name, "%s", d);
-        }
-        else
+        } else
             printf("%s vs %s: create-to-first-exec x%.1f, exec x%.1f, cgroup-charged memory "
                    "per idle sandbox x%.1f\n",
-                   d, first_name, f.first_exec_ms / first.first_exec_ms,
-                   f.exec_ms / first.exec_ms,
+                   d, first_name, f.first_exec_ms / first.first_exec_ms, f.exec_ms / first.exec_ms,
                    first.kib_per_sandbox > 0 ? f.kib_per_sandbox / first.kib_per_sandbox : 0);
     }
     free(lat);

@@ -146,7 +146,8 @@ static void bench_warm(int n)
     char body[128];
     snprintf(body, sizeof(body),
              "{\"location\":\"local\",\"properties\":{\"scale\":{\"readySandboxes\":%d,"
-             "\"maxSandboxes\":%d}}}", n, n + 10);
+             "\"maxSandboxes\":%d}}}",
+             n, n + 10);
     call(g_curl, "PUT", g, body, NULL, NULL);
     /* the pool fills at 4 a second */
     sleep((unsigned)(n / 4 + 3));
@@ -216,7 +217,8 @@ static void bench_exec(int n, const char *pki)
         char *list = xasprintf("%s/v1/sandboxes", agent ? agent : "");
         json_t *l = NULL;
         call(c, "GET", list, NULL, &l, pki);
-        const char *id = json_string_value(json_object_get(json_array_get(json_object_get(l, "value"), 0), "id"));
+        const char *id = json_string_value(
+            json_object_get(json_array_get(json_object_get(l, "value"), 0), "id"));
         char *ex = xasprintf("%s/v1/sandboxes/%s/exec", agent ? agent : "", id ? id : "none");
         int ok = 0;
         for (int i = 0; i < n; i++) {

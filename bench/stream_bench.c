@@ -196,7 +196,8 @@ static double stream_mbps(int mb)
 static double oneshot_mbps(int n)
 {
     _cleanup_free_ char *exec = url_of("/sandboxes/s1/exec");
-    const char *body = "{\"command\":[\"sh\",\"-c\",\"head -c 1000000 /dev/zero | tr '\\\\000' a\"]}";
+    const char *body =
+        "{\"command\":[\"sh\",\"-c\",\"head -c 1000000 /dev/zero | tr '\\\\000' a\"]}";
     int64_t t0 = sbx_monotonic_ms();
     for (int i = 0; i < n; i++) {
         sink_t s = {0};

@@ -91,7 +91,7 @@ void sbx_json_decrefp(json_t **j);
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Time.  */
-int64_t sbx_now_ms(void);      /* wall clock, ms since the epoch */
+int64_t sbx_now_ms(void);       /* wall clock, ms since the epoch */
 int64_t sbx_monotonic_ms(void); /* monotonic clock, ms */
 int64_t sbx_monotonic_us(void);
 /* The wall-clock time ms milliseconds from now, for pthread timed waits.  */

@@ -22,7 +22,7 @@ struct e2b {
     pthread_mutex_t lock; /* guards what follows */
     bool group_ready;
     bool stopping;
-    int proc_routes; /* the ARM API has process routes: 1, 0 unknown, -1 no */
+    int proc_routes;     /* the ARM API has process routes: 1, 0 unknown, -1 no */
     unsigned threads;    /* command threads running */
     pthread_cond_t idle; /* threads fell to 0 */
     unsigned next_pid;

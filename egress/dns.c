@@ -62,8 +62,8 @@ static void reply(eg_dns_t *d, const query_t *q, int rcode, const struct in_addr
 static void log_decision(egress_t *eg, eg_lookup_t *l, const query_t *q, bool allow,
                          const char *rule, const char *reason, const struct in_addr *a)
 {
-    eg_decision_t dec = {.ms = sbx_now_ms(), .port = 53, .protocol = "dns", .allow = allow,
-                         .reason = reason};
+    eg_decision_t dec = {
+        .ms = sbx_now_ms(), .port = 53, .protocol = "dns", .allow = allow, .reason = reason};
     snprintf(dec.name, sizeof dec.name, "%s", q->name);
     snprintf(dec.rule, sizeof dec.rule, "%s", rule ? rule : "");
     if (a)
@@ -168,8 +168,8 @@ static void *serve(void *arg)
         query_t *q = xcalloc(1, sizeof *q);
         q->d = d;
         socklen_t flen = sizeof q->from;
-        ssize_t n = recvfrom(d->fd, q->q, sizeof q->q, MSG_DONTWAIT, (struct sockaddr *)&q->from,
-                             &flen);
+        ssize_t n =
+            recvfrom(d->fd, q->q, sizeof q->q, MSG_DONTWAIT, (struct sockaddr *)&q->from, &flen);
         q->qlen = n > 0 ? (size_t)n : 0;
         if (n <= 0 || !query_parse(q)) {
             free(q);
@@ -211,7 +211,8 @@ eg_dns_t *eg_dns_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx
     struct sockaddr_in a = {.sin_family = AF_INET};
     socklen_t alen = sizeof a;
     if (d->fd < 0 || bind(d->fd, (struct sockaddr *)&a, sizeof a) < 0 ||
-        getsockname(d->fd, (struct sockaddr *)&a, &alen) < 0 || pipe2(d->stop_pipe, O_CLOEXEC) < 0) {
+        getsockname(d->fd, (struct sockaddr *)&a, &alen) < 0 ||
+        pipe2(d->stop_pipe, O_CLOEXEC) < 0) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "the sandboxes' resolver socket");
         eg_dns_stop(d);
         return NULL;

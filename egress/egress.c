@@ -17,9 +17,9 @@
 
 struct eg_sandbox {
     char id[64];
-    int refs;             /* under eg->mu */
-    eg_policy_t *policy;  /* NULL: none */
-    unsigned index;       /* link number, 0: none yet */
+    int refs;            /* under eg->mu */
+    eg_policy_t *policy; /* NULL: none */
+    unsigned index;      /* link number, 0: none yet */
     bool linked;
     int ifindex;
     char ifname[IFNAMSIZ];
@@ -229,8 +229,8 @@ static int pool_parse(egress_t *eg, const char *pool, sbx_error_t *err)
     char addr[32];
     unsigned bits;
     struct in_addr a;
-    if (!pool || sscanf(pool, "%31[0-9.]/%u", addr, &bits) != 2 || inet_pton(AF_INET, addr, &a) != 1 ||
-        bits < 16 || bits > 28)
+    if (!pool || sscanf(pool, "%31[0-9.]/%u", addr, &bits) != 2 ||
+        inet_pton(AF_INET, addr, &a) != 1 || bits < 16 || bits > 28)
         return sbx_error_set(err, SBX_ERR_INVALID,
                              "the egress pool must be an IPv4 CIDR block of /16 to /28, not '%s'",
                              pool ? pool : "");
@@ -290,8 +290,11 @@ static int start(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
     eg->nflog = eg_nflog_start(eg, log_group, err);
     if (!eg->nflog)
         return -1;
-    eg_nft_config_t nc = {.table = eg->table, .group = eg->group, .pool = pool,
-                          .proxy_port = proxy_port, .dns_port = dns_port,
+    eg_nft_config_t nc = {.table = eg->table,
+                          .group = eg->group,
+                          .pool = pool,
+                          .proxy_port = proxy_port,
+                          .dns_port = dns_port,
                           .log_group = log_group};
     eg->nft = eg_nft_open(&nc, err);
     return eg->nft ? 0 : -1;
@@ -300,8 +303,7 @@ static int start(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
 egress_t *egress_open(const egress_config_t *cfg, sbx_error_t *err)
 {
     if (!tag_valid(cfg->tag))
-        return sbx_error_set(err, SBX_ERR_INVALID, "the egress tag must be 1-6 of [a-z0-9]"),
-               NULL;
+        return sbx_error_set(err, SBX_ERR_INVALID, "the egress tag must be 1-6 of [a-z0-9]"), NULL;
     if (!cfg->state_dir || sbx_mkdir_p(cfg->state_dir, 0700, err) < 0)
         return sbx_error_set(err, SBX_ERR_INVALID, "the egress state dir is missing"), NULL;
     egress_t *eg = xcalloc(1, sizeof *eg);
@@ -392,8 +394,8 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     }
     int ifindex;
     int64_t t0 = mono_us();
-    if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex,
-                       err) < 0)
+    if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex, err) <
+        0)
         return -1;
     int64_t t1 = mono_us();
     pthread_mutex_lock(&eg->mu);
@@ -411,8 +413,7 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     return 0;
 }
 
-int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *policy,
-                 sbx_error_t *err)
+int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *policy, sbx_error_t *err)
 {
     eg_policy_t *p = NULL;
     if (policy && !json_is_null(policy) && !(p = eg_policy_parse(policy, err)))
@@ -570,18 +571,18 @@ void eg_decision_log(egress_t *eg, eg_sandbox_t *sb, const eg_decision_t *d)
     if (say)
         sbx_log(SBX_LOG_INFO, MODULE,
                 "sandbox %s: denied %s %s%s%s port %u (%s%s) [%u more denials not logged]", id,
-                d->protocol, d->name[0] ? d->name : "", d->name[0] ? " " : "", d->address,
-                d->port, d->rule[0] ? "rule " : "default action", d->rule, suppressed);
+                d->protocol, d->name[0] ? d->name : "", d->name[0] ? " " : "", d->address, d->port,
+                d->rule[0] ? "rule " : "default action", d->rule, suppressed);
 }
 
 static json_t *decision_json(const eg_decision_t *d)
 {
     char t[40];
     sbx_time_format(d->ms, t, sizeof t);
-    json_t *j = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "time", t, "destination", d->name,
-                          "address", d->address, "port", (int)d->port, "protocol", d->protocol,
-                          "action", d->allow ? "Allow" : "Deny", "reason",
-                          d->reason ? d->reason : "");
+    json_t *j =
+        json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:s}", "time", t, "destination", d->name, "address",
+                  d->address, "port", (int)d->port, "protocol", d->protocol, "action",
+                  d->allow ? "Allow" : "Deny", "reason", d->reason ? d->reason : "");
     json_object_set_new(j, "rule", d->rule[0] ? json_string(d->rule) : json_null());
     return j;
 }
@@ -602,9 +603,9 @@ json_t *egress_decisions(egress_t *eg, const char *id, sbx_error_t *err)
             json_array_append_new(lists[k], decision_json(&sb->recent[k][at]));
         }
     }
-    json_t *j = json_pack("{s:I,s:I,s:o,s:o}", "allowed", (json_int_t)sb->allowed, "denied",
-                          (json_int_t)sb->denied, "recentAllowed", lists[1], "recentDenied",
-                          lists[0]);
+    json_t *j =
+        json_pack("{s:I,s:I,s:o,s:o}", "allowed", (json_int_t)sb->allowed, "denied",
+                  (json_int_t)sb->denied, "recentAllowed", lists[1], "recentDenied", lists[0]);
     json_object_set(j, "policy", sb->policy ? sb->policy->json : json_null());
     pthread_mutex_unlock(&eg->mu);
     return j;

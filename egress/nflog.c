@@ -85,8 +85,10 @@ static void record(egress_t *eg, const pkt_t *p)
     if (!eg_lookup(eg, src, &l))
         return;
     eg_decision_t d = {.ms = sbx_now_ms(), .allow = false};
-    d.protocol = ip->protocol == IPPROTO_TCP ? "tcp" : ip->protocol == IPPROTO_UDP ? "udp"
-               : ip->protocol == IPPROTO_ICMP ? "icmp" : "ip";
+    d.protocol = ip->protocol == IPPROTO_TCP    ? "tcp"
+                 : ip->protocol == IPPROTO_UDP  ? "udp"
+                 : ip->protocol == IPPROTO_ICMP ? "icmp"
+                                                : "ip";
     if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && p->len >= ihl + 4)
         d.port = (uint16_t)((p->payload[ihl + 2] << 8) | p->payload[ihl + 3]);
     inet_ntop(AF_INET, &dst, d.address, sizeof d.address);
@@ -146,8 +148,8 @@ eg_nflog_t *eg_nflog_start(egress_t *eg, uint16_t group, sbx_error_t *err)
     f->stop_pipe[0] = f->stop_pipe[1] = -1;
     f->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
     if (!f->nl || mnl_socket_bind(f->nl, 0, MNL_SOCKET_AUTOPID) < 0 ||
-        config(f->nl, group, NFULNL_CFG_CMD_BIND, false) < 0 ||
-        config(f->nl, group, 0, true) < 0 || pipe2(f->stop_pipe, O_CLOEXEC) < 0) {
+        config(f->nl, group, NFULNL_CFG_CMD_BIND, false) < 0 || config(f->nl, group, 0, true) < 0 ||
+        pipe2(f->stop_pipe, O_CLOEXEC) < 0) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "the NFLOG group %u for the decision log", group);
         eg_nflog_stop(f);
         return NULL;

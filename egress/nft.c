@@ -223,8 +223,8 @@ static void put_deny_chain(buf_t *b, const char *table, const eg_policy_t *p, si
         snprintf(idx, sizeof idx, "default");
     else
         snprintf(idx, sizeof idx, "%zu", i);
-    put(b, "add chain inet %s pd_%s_%s\nflush chain inet %s pd_%s_%s\n", table, p->hash, idx,
-        table, p->hash, idx);
+    put(b, "add chain inet %s pd_%s_%s\nflush chain inet %s pd_%s_%s\n", table, p->hash, idx, table,
+        p->hash, idx);
     put(b,
         "add rule inet %s pd_%s_%s limit rate 100/second burst 100 packets log prefix "
         "\"sbx:%s:%s\" group %u\n",
@@ -243,10 +243,8 @@ static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
     for (size_t i = 0; i <= p->n_rules; i++)
         if (denies(p, i))
             put_deny_chain(b, table, p, i, group);
-    put(b, "add chain inet %s pf_%s\nflush chain inet %s pf_%s\n", table, p->hash, table,
-        p->hash);
-    put(b, "add chain inet %s pn_%s\nflush chain inet %s pn_%s\n", table, p->hash, table,
-        p->hash);
+    put(b, "add chain inet %s pf_%s\nflush chain inet %s pf_%s\n", table, p->hash, table, p->hash);
+    put(b, "add chain inet %s pn_%s\nflush chain inet %s pn_%s\n", table, p->hash, table, p->hash);
     for (size_t i = 0; i < p->n_rules; i++) {
         const eg_rule_t *r = &p->rules[i];
         char verdict[64];
@@ -280,13 +278,13 @@ static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
         put(b, "add rule inet %s pf_%s jump pd_%s_default\n", table, p->hash, p->hash);
 }
 
-static void put_elements(buf_t *b, const char *op, const char *table, int ifindex,
-                         const char *addr, const char *hash)
+static void put_elements(buf_t *b, const char *op, const char *table, int ifindex, const char *addr,
+                         const char *hash)
 {
     put(b, "%s element inet %s nat_policy { %d . %s : jump pn_%s }\n", op, table, ifindex, addr,
         hash);
-    put(b, "%s element inet %s filter_policy { %d . %s : jump pf_%s }\n", op, table, ifindex,
-        addr, hash);
+    put(b, "%s element inet %s filter_policy { %d . %s : jump pf_%s }\n", op, table, ifindex, addr,
+        hash);
 }
 
 /* ---- map elements alone, straight over nfnetlink ----
@@ -312,8 +310,8 @@ static void elem_msg(struct mnl_nlmsg_batch *b, const char *table, const char *m
     }
     nftnl_set_elem_add(s, e);
     struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(
-        mnl_nlmsg_batch_current(b), chain ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM,
-        NFPROTO_INET, (uint16_t)(NLM_F_ACK | (chain ? NLM_F_CREATE : 0)), (*seq)++);
+        mnl_nlmsg_batch_current(b), chain ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, NFPROTO_INET,
+        (uint16_t)(NLM_F_ACK | (chain ? NLM_F_CREATE : 0)), (*seq)++);
     nftnl_set_elems_nlmsg_build_payload(nlh, s);
     nftnl_set_free(s);
     mnl_nlmsg_batch_next(b);
@@ -397,8 +395,7 @@ int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t
     bool new_chains = p && !p_exists && !same;
     bool drop_chains = old_p && old_unused && !same;
     if (!new_chains && !drop_chains && (old_p || p))
-        return elements_only(n, ifindex, addr, old_p ? old_p->hash : NULL, p ? p->hash : NULL,
-                             err);
+        return elements_only(n, ifindex, addr, old_p ? old_p->hash : NULL, p ? p->hash : NULL, err);
     char a[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &addr, a, sizeof a);
     buf_t b = {0};

@@ -153,8 +153,9 @@ static int rule_items(const json_t *r, eg_rule_t *out, const char *t, sbx_error_
         char pat[260];
         snprintf(target, sizeof target, "%s.fqdns[%zu]", t, i);
         if (!json_is_string(v) || !pattern_parse(json_string_value(v), pat, sizeof pat))
-            return invalid(err, target, "must be a DNS name, or one with a single leading '*.' "
-                                        "label.");
+            return invalid(err, target,
+                           "must be a DNS name, or one with a single leading '*.' "
+                           "label.");
         out->fqdns[out->n_fqdns++] = xstrdup(pat);
     }
     out->cidrs = xcalloc(nc + 1, sizeof(eg_cidr_t));
@@ -233,16 +234,16 @@ eg_policy_t *eg_policy_parse(const json_t *j, sbx_error_t *err)
             eg_policy_unref(p);
             return NULL;
         }
-        json_t *k = json_pack("{s:s,s:s}", "name", out->name, "action",
-                              out->allow ? "Allow" : "Deny");
+        json_t *k =
+            json_pack("{s:s,s:s}", "name", out->name, "action", out->allow ? "Allow" : "Deny");
         const char *keys[] = {"fqdns", "cidrs", "ports"};
         for (size_t f = 0; f < ARRAY_SIZE(keys); f++)
             if (json_array_size(json_object_get(r, keys[f])))
                 json_object_set(k, keys[f], json_object_get(r, keys[f]));
         json_array_append_new(norm, k);
     }
-    p->json = json_pack("{s:s,s:o}", "defaultAction", p->default_allow ? "Allow" : "Deny",
-                        "rules", norm);
+    p->json =
+        json_pack("{s:s,s:o}", "defaultAction", p->default_allow ? "Allow" : "Deny", "rules", norm);
     _cleanup_free_ char *text = json_dumps(p->json, JSON_COMPACT | JSON_SORT_KEYS);
     snprintf(p->hash, sizeof p->hash, "%016llx", (unsigned long long)fnv1a(text));
     return p;
@@ -367,9 +368,9 @@ bool eg_addr_private(const struct sockaddr_storage *ss)
         static const struct {
             const char *net;
             unsigned bits;
-        } nets[] = {{"0.0.0.0", 8},      {"10.0.0.0", 8},    {"100.64.0.0", 10},
-                    {"127.0.0.0", 8},    {"169.254.0.0", 16}, {"172.16.0.0", 12},
-                    {"192.0.0.0", 24},   {"192.168.0.0", 16}, {"198.18.0.0", 15},
+        } nets[] = {{"0.0.0.0", 8},    {"10.0.0.0", 8},     {"100.64.0.0", 10},
+                    {"127.0.0.0", 8},  {"169.254.0.0", 16}, {"172.16.0.0", 12},
+                    {"192.0.0.0", 24}, {"192.168.0.0", 16}, {"198.18.0.0", 15},
                     {"224.0.0.0", 3}};
         for (size_t i = 0; i < ARRAY_SIZE(nets); i++)
             if (in4(a, nets[i].net, nets[i].bits))

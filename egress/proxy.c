@@ -91,7 +91,7 @@ static name_state_t tls_sni(const unsigned char *b, size_t len, char *out, size_
             if (p[2] != 0 || nl + 5 > l)
                 return NAME_NONE;
             return eg_name_normalise((const char *)p + 5, nl, out, out_len) ? NAME_FOUND
-                                                                              : NAME_NONE;
+                                                                            : NAME_NONE;
         }
         p += l;
     }
@@ -277,8 +277,8 @@ static bool pump(dir_t *d)
             return false;
     }
     while (d->in_pipe > 0) {
-        ssize_t n = splice(d->pipe[0], NULL, d->to, NULL, d->in_pipe,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t n =
+            splice(d->pipe[0], NULL, d->to, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (n > 0) {
             d->in_pipe -= (size_t)n;
             continue;
@@ -355,8 +355,8 @@ static void fd_track(eg_proxy_t *p, int fd, bool add)
 static void log_decision(eg_proxy_t *p, eg_lookup_t *l, const char *name, struct in_addr addr,
                          uint16_t port, const char *rule, bool allow, const char *reason)
 {
-    eg_decision_t d = {.ms = sbx_now_ms(), .port = port, .protocol = "tcp", .allow = allow,
-                       .reason = reason};
+    eg_decision_t d = {
+        .ms = sbx_now_ms(), .port = port, .protocol = "tcp", .allow = allow, .reason = reason};
     snprintf(d.name, sizeof d.name, "%s", name);
     inet_ntop(AF_INET, &addr, d.address, sizeof d.address);
     snprintf(d.rule, sizeof d.rule, "%s", rule ? rule : "");
@@ -379,8 +379,9 @@ static int decide(conn_t *c, eg_lookup_t *l, const struct sockaddr_in *orig)
     bool allow = eg_policy_decide(l->policy, name[0] ? name : NULL, &dst, port, &rule, &by_name);
     struct in_addr to = orig->sin_addr;
     if (!allow) {
-        why = name[0] ? "no rule allows this name" : "no name (SNI or Host) and no rule allows "
-                                                     "the address";
+        why = name[0] ? "no rule allows this name"
+                      : "no name (SNI or Host) and no rule allows "
+                        "the address";
     } else if (by_name) {
         allow = pick_address(c, l->policy, name, &to, &why);
         if (allow)
@@ -482,7 +483,8 @@ eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port,
     struct sockaddr_in a = {.sin_family = AF_INET};
     socklen_t alen = sizeof a;
     if (p->fd < 0 || bind(p->fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(p->fd, 1024) < 0 ||
-        getsockname(p->fd, (struct sockaddr *)&a, &alen) < 0 || pipe2(p->stop_pipe, O_CLOEXEC) < 0) {
+        getsockname(p->fd, (struct sockaddr *)&a, &alen) < 0 ||
+        pipe2(p->stop_pipe, O_CLOEXEC) < 0) {
         sbx_error_errno(err, SBX_ERR_INTERNAL, "the egress proxy's socket");
         eg_proxy_stop(p);
         return NULL;

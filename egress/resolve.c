@@ -57,8 +57,8 @@ static size_t query_build(const char *name, uint16_t id, unsigned char *q, size_
     return (size_t)n;
 }
 
-static int answers(const unsigned char *a, size_t len, struct in_addr *out, size_t max,
-                   size_t *n, sbx_error_t *err)
+static int answers(const unsigned char *a, size_t len, struct in_addr *out, size_t max, size_t *n,
+                   sbx_error_t *err)
 {
     ns_msg msg;
     if (ns_initparse(a, (int)len, &msg) < 0)

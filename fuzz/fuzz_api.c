@@ -67,8 +67,8 @@ typedef struct fuzz_state {
 static void fake_sandbox_call(void *ctx, const st_resource_t *sandbox, const char *action,
                               const http_request_t *req, http_response_t *res)
 {
-    http_reply_json(res, 200, json_pack("{s:s,s:I}", "action", action, "bytes",
-                                        (json_int_t)req->body_len));
+    http_reply_json(res, 200,
+                    json_pack("{s:s,s:I}", "action", action, "bytes", (json_int_t)req->body_len));
 }
 
 static void check_reply(const http_request_t *req, const http_response_t *res)

@@ -40,7 +40,7 @@ typedef struct conn_state {
     struct conn_state *prev, *next;
     struct conn_state *all_prev, *all_next; /* every open connection */
     bool waiting;
-    bool stream; /* a streamed body or response is under way */
+    bool stream;      /* a streamed body or response is under way */
     int64_t since_us; /* accepted, or its previous response sent */
     MHD_socket fd;
 } conn_state_t;
@@ -62,8 +62,8 @@ struct http_server {
     pthread_cond_t conn_wake;
     unsigned n_conns, shed_at;
     conn_state_t *heads_first, *heads_last;
-    conn_state_t *conns;  /* all of them */
-    bool streams_cut;     /* stopping: streams are closed, new ones at once */
+    conn_state_t *conns; /* all of them */
+    bool streams_cut;    /* stopping: streams are closed, new ones at once */
     pthread_t sweeper;
     bool sweeper_running, sweeper_stop;
     http_config_t cfg;
@@ -87,14 +87,14 @@ struct http_pipe {
     pthread_cond_t cv;
     char *buf;
     size_t cap, head, used;
-    bool eof;      /* the producer has no more */
-    int error;     /* an errno once either side gave up */
-    bool started;  /* a request body: the handler asked for it */
+    bool eof;     /* the producer has no more */
+    int error;    /* an errno once either side gave up */
+    bool started; /* a request body: the handler asked for it */
     int refs;
     struct MHD_Connection *conn;
-    bool pool;      /* event threads: suspend rather than wait */
-    bool suspended; /* conn is suspended waiting for the other side */
-    int sock;       /* a request body: conn's socket, valid while !error && !eof */
+    bool pool;             /* event threads: suspend rather than wait */
+    bool suspended;        /* conn is suspended waiting for the other side */
+    int sock;              /* a request body: conn's socket, valid while !error && !eof */
     http_server_t *server; /* a response pipe: listed in server->pipes */
     bool listed;           /* in server->pipes */
     struct http_pipe *next, *prev;
@@ -112,11 +112,11 @@ typedef struct request_state {
     char *cert_subject;
     const char *scheme;
     http_server_t *server;
-    bool apart;        /* handed to a thread of its own */
-    bool apart_done;   /* that thread filled res and resumed the connection */
+    bool apart;      /* handed to a thread of its own */
+    bool apart_done; /* that thread filled res and resumed the connection */
     http_response_t res;
-    conn_state_t *conn;   /* its connection's state */
-    client_slot_t *slot;  /* admitted: counted against this client */
+    conn_state_t *conn;  /* its connection's state */
+    client_slot_t *slot; /* admitted: counted against this client */
     /* stream_body requests: the connection and the handler's thread each
      * hold a reference; the body goes through body_pipe.  */
     atomic_int refs;
@@ -125,7 +125,7 @@ typedef struct request_state {
     bool handler_done; /* under body_pipe->mu */
     bool sent;
     uint64_t received;
-    size_t body_pos; /* http_body_read of a collected body */
+    size_t body_pos;     /* http_body_read of a collected body */
     char *method, *path; /* streamed: copies that outlive the connection */
     struct http_pipe *body_pipe;
 } request_state_t;
@@ -338,9 +338,10 @@ static enum MHD_Result send_response(http_server_t *s, request_state_t *st, http
     st->sent = true;
     if (res->stream_read)
         conn_stream_begins(s, st->conn);
-    struct MHD_Response *r = res->stream_read ? stream_response(s, st, res)
-                                              : MHD_create_response_from_buffer(
-                                                    res->body_len, res->body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *r =
+        res->stream_read
+            ? stream_response(s, st, res)
+            : MHD_create_response_from_buffer(res->body_len, res->body, MHD_RESPMEM_MUST_FREE);
     if (!r)
         return MHD_NO;
     res->body = NULL; /* MHD frees it now */
@@ -847,7 +848,6 @@ static int run_apart(http_server_t *s, request_state_t *st)
     return rc == 0 ? 0 : -1;
 }
 
-
 /* ---- streaming: pipes, streamed responses, streamed request bodies ---- */
 
 /* A streamed request body goes through a buffer this large.  */
@@ -1295,8 +1295,8 @@ static enum MHD_Result stream_start(http_server_t *s, request_state_t *st)
 /* Later calls: body bytes go into the pipe while there is room; the rest
  * waits in libmicrohttpd's buffer, the connection suspended.  Once the
  * body is in and the handler done, its response goes out.  */
-static enum MHD_Result stream_access(http_server_t *s, request_state_t *st,
-                                     const char *upload_data, size_t *upload_data_size)
+static enum MHD_Result stream_access(http_server_t *s, request_state_t *st, const char *upload_data,
+                                     size_t *upload_data_size)
 {
     if (!st->body_phase && *upload_data_size == 0)
         return stream_wait_start(st);
@@ -1515,7 +1515,8 @@ static int parse_listen(const char *listen, struct sockaddr_storage *ss, sbx_err
     unsigned long pnum = strtoul(port, &end, 10);
     if (!*port || *end || errno || pnum > 65535 || !(*port >= '0' && *port <= '9'))
         return sbx_error_set(err, SBX_ERR_INVALID, "listen address '%s': bad port", listen);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(*host ? host : NULL, port, &hints, &ai);
@@ -1547,8 +1548,7 @@ bool http_host_is_loopback(const char *host)
     if (inet_pton(AF_INET, host, &a4) == 1)
         return (ntohl(a4.s_addr) >> 24) == 127;
     if (inet_pton(AF_INET6, host, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6) ||
-               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
     return false;
 }
 
@@ -1637,8 +1637,9 @@ static void limits_init(http_server_t *s)
         if (rl.rlim_cur != RLIM_INFINITY && c->max_connections > room) {
             sbx_log(SBX_LOG_WARN, "http",
                     "%s: %u connections need more files than RLIMIT_NOFILE (%llu) allows; "
-                    "serving at most %llu", c->name ? c->name : "http", c->max_connections,
-                    (unsigned long long)rl.rlim_cur, (unsigned long long)room);
+                    "serving at most %llu",
+                    c->name ? c->name : "http", c->max_connections, (unsigned long long)rl.rlim_cur,
+                    (unsigned long long)room);
             c->max_connections = (unsigned)room;
         }
     }
@@ -1684,15 +1685,14 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
     /* An idle connection (a slow client before its request is in) is closed
      * after 30 s; a request being handled is not idle.  */
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 30, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections,
-                                        NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, s->cfg.max_connections, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, s};
     if (cfg->max_connections_per_address)
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT,
                                             cfg->max_connections_per_address, NULL};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_keep_nul,
-                                        NULL};
+    opts[n++] =
+        (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape_keep_nul, NULL};
     if (cfg->thread_pool)
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->thread_pool, NULL};
     if (cfg->tls_cert_pem) {

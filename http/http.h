@@ -13,9 +13,9 @@ typedef struct http_server http_server_t;
 
 typedef struct http_request {
     const char *method;
-    const char *path;        /* percent-decoded path, without the query */
-    const char *raw_url;     /* same as path: libmicrohttpd keeps no undecoded copy */
-    const char *body;        /* NUL-terminated; may contain NULs */
+    const char *path;    /* percent-decoded path, without the query */
+    const char *raw_url; /* same as path: libmicrohttpd keeps no undecoded copy */
+    const char *body;    /* NUL-terminated; may contain NULs */
     size_t body_len;
     char request_id[37];
     const char *client_cert_subject; /* verified client certificate's DN, or NULL */
@@ -115,9 +115,9 @@ typedef void (*http_handler_fn)(void *ctx, const http_request_t *req, http_respo
 typedef size_t (*http_body_limit_fn)(void *ctx, const char *method, const char *path);
 
 typedef struct http_config {
-    const char *name;          /* for logs: "sandboxd", "sandbox-agent" */
-    const char *listen;        /* "host:port"; port 0 picks a free one */
-    const char *tls_cert_pem;  /* contents, not paths; NULL: plain HTTP */
+    const char *name;         /* for logs: "sandboxd", "sandbox-agent" */
+    const char *listen;       /* "host:port"; port 0 picks a free one */
+    const char *tls_cert_pem; /* contents, not paths; NULL: plain HTTP */
     const char *tls_key_pem;
     const char *client_ca_pem; /* require client certificates signed by this CA */
     size_t max_body;           /* default 1 MiB */

@@ -39,9 +39,9 @@ typedef struct img_config {
     /* Connect to registries at loopback, private, link-local and other
      * non-public addresses too (image/README.md lists them).  */
     bool allow_private_registries;
-    uint64_t max_unpacked_bytes;  /* file data one image may unpack to; 0: 16 GiB */
-    uint64_t max_layer_bytes;     /* one pulled layer, compressed and unpacked; 0: 4 GiB */
-    uint64_t max_store_bytes;     /* the whole store; 0: half its file system */
+    uint64_t max_unpacked_bytes; /* file data one image may unpack to; 0: 16 GiB */
+    uint64_t max_layer_bytes;    /* one pulled layer, compressed and unpacked; 0: 4 GiB */
+    uint64_t max_store_bytes;    /* the whole store; 0: half its file system */
 } img_config_t;
 
 /* Open (creating it when needed) the store; with default_layout, imports

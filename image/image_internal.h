@@ -91,8 +91,8 @@ typedef enum { IMG_DOC_MANIFEST, IMG_DOC_INDEX } img_doc_kind_t;
 
 /* Parse a manifest or an index; `media_type` (from a descriptor or a
  * Content-Type header) may be NULL.  Checks the shape, not the blobs.  */
-json_t *img_doc_parse(const char *data, size_t len, const char *media_type,
-                      img_doc_kind_t *kind, sbx_error_t *err);
+json_t *img_doc_parse(const char *data, size_t len, const char *media_type, img_doc_kind_t *kind,
+                      sbx_error_t *err);
 /* The descriptor (borrowed) of an index that fits this host (linux and
  * this machine's architecture).  */
 json_t *img_index_pick(json_t *index, sbx_error_t *err);

@@ -86,11 +86,11 @@ static int check_manifest(json_t *doc, sbx_error_t *err)
     if (!json_is_array(layers))
         return sbx_error_set(err, SBX_ERR_INVALID, "manifest without layers");
     if (json_array_size(layers) > MAX_LAYERS)
-        return sbx_error_set(err, SBX_ERR_INVALID, "manifest with more than %d layers",
-                             MAX_LAYERS);
+        return sbx_error_set(err, SBX_ERR_INVALID, "manifest with more than %d layers", MAX_LAYERS);
     size_t i;
     json_t *layer;
-    json_array_foreach(layers, i, layer) {
+    json_array_foreach(layers, i, layer)
+    {
         if (img_descriptor(layer, &digest, NULL, err) < 0) {
             sbx_error_wrap(err, "layer %zu", i);
             return -1;
@@ -114,7 +114,8 @@ static int check_index(json_t *doc, sbx_error_t *err)
     size_t i;
     json_t *m;
     const char *digest;
-    json_array_foreach(manifests, i, m) {
+    json_array_foreach(manifests, i, m)
+    {
         if (img_descriptor(m, &digest, NULL, err) < 0) {
             sbx_error_wrap(err, "index entry %zu", i);
             return -1;
@@ -123,8 +124,8 @@ static int check_index(json_t *doc, sbx_error_t *err)
     return 0;
 }
 
-json_t *img_doc_parse(const char *data, size_t len, const char *media_type,
-                      img_doc_kind_t *kind, sbx_error_t *err)
+json_t *img_doc_parse(const char *data, size_t len, const char *media_type, img_doc_kind_t *kind,
+                      sbx_error_t *err)
 {
     json_error_t jerr;
     _cleanup_json_ json_t *doc = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -174,7 +175,8 @@ json_t *img_index_pick(json_t *index, sbx_error_t *err)
     json_t *manifests = json_object_get(index, "manifests");
     size_t i;
     json_t *m;
-    json_array_foreach(manifests, i, m) {
+    json_array_foreach(manifests, i, m)
+    {
         const char *type = json_string_value(json_object_get(m, "mediaType"));
         bool known = !type || in_list(type, manifest_types, ARRAY_SIZE(manifest_types)) ||
                      in_list(type, index_types, ARRAY_SIZE(index_types));

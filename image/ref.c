@@ -199,9 +199,9 @@ int img_ref_parse_full(const char *ref, img_ref_t *out, sbx_error_t *err)
         goto bad;
     out->repository = xstrdup(repo);
 
-    out->key = xasprintf("%s%s%s%s%s", out->registry ? out->registry : "",
-                         out->registry ? "/" : "", out->repository, out->digest ? "@" : ":",
-                         out->digest ? out->digest : out->tag);
+    out->key =
+        xasprintf("%s%s%s%s%s", out->registry ? out->registry : "", out->registry ? "/" : "",
+                  out->repository, out->digest ? "@" : ":", out->digest ? out->digest : out->tag);
     return 0;
 bad:
     img_ref_done(out);

@@ -29,11 +29,10 @@
 #define MAX_ERROR_BODY 512
 #define MAX_PARAM_LEN 2048
 
-static const char MANIFEST_ACCEPT[] =
-    "Accept: application/vnd.oci.image.index.v1+json, "
-    "application/vnd.oci.image.manifest.v1+json, "
-    "application/vnd.docker.distribution.manifest.list.v2+json, "
-    "application/vnd.docker.distribution.manifest.v2+json";
+static const char MANIFEST_ACCEPT[] = "Accept: application/vnd.oci.image.index.v1+json, "
+                                      "application/vnd.oci.image.manifest.v1+json, "
+                                      "application/vnd.docker.distribution.manifest.list.v2+json, "
+                                      "application/vnd.docker.distribution.manifest.v2+json";
 
 typedef struct reg_ctx {
     img_store_t *s;
@@ -207,7 +206,7 @@ static bool v6_public(const struct in6_addr *a)
         return v4_public(v4_at(b + 2));
     if (b[0] == 0x01 && b[1] == 0x00 && !memcmp(b + 2, zero, 6)) /* discard 100::/64 */
         return false;
-    return !((b[0] & 0xfe) == 0xfc ||                  /* unique local, fd00:ec2::254 */
+    return !((b[0] & 0xfe) == 0xfc ||                   /* unique local, fd00:ec2::254 */
              (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* link-local */
              (b[0] == 0xfe && (b[1] & 0xc0) == 0xc0) || /* site-local (deprecated) */
              b[0] == 0xff);                             /* multicast */
@@ -299,8 +298,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
         return len;
     }
     if (len > k->max - k->len) {
-        sbx_error_set(&k->err, SBX_ERR_TOO_LARGE, "registry reply larger than %zu bytes",
-                      k->max);
+        sbx_error_set(&k->err, SBX_ERR_TOO_LARGE, "registry reply larger than %zu bytes", k->max);
         k->failed = true;
         return 0;
     }
@@ -399,8 +397,8 @@ static int http_get(reg_ctx_t *ctx, const char *url, const char *accept, bool wi
         else
             sbx_log(SBX_LOG_WARN, "image", "pull of %s: %s", ctx->ref->key,
                     curl_easy_strerror(res));
-        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "image pull from %s failed: " IMG_UNREACHABLE,
-                             ctx->ref->registry);
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                             "image pull from %s failed: " IMG_UNREACHABLE, ctx->ref->registry);
     }
     curl_easy_getinfo(ctx->curl, CURLINFO_RESPONSE_CODE, status);
     return 0;
@@ -462,8 +460,7 @@ static int fetch_token(reg_ctx_t *ctx, const char *challenge, sbx_error_t *err)
     if (http_get(ctx, url, NULL, false, plain_http, &k, &status, err) < 0)
         goto out;
     if (status != 200) {
-        sbx_error_set(err, status == 401 || status == 403 ? SBX_ERR_FORBIDDEN
-                                                          : SBX_ERR_UNAVAILABLE,
+        sbx_error_set(err, status == 401 || status == 403 ? SBX_ERR_FORBIDDEN : SBX_ERR_UNAVAILABLE,
                       "token service of %s answered %ld", ctx->ref->registry, status);
         goto out;
     }
@@ -491,17 +488,17 @@ out:
 static int status_error(reg_ctx_t *ctx, long status, const char *what, const sink_t *k,
                         sbx_error_t *err)
 {
-    sbx_code_t code = status == 404                     ? SBX_ERR_NOT_FOUND
-                      : status == 401 || status == 403  ? SBX_ERR_FORBIDDEN
-                      : status == 400                   ? SBX_ERR_INVALID
-                                                        : SBX_ERR_UNAVAILABLE;
+    sbx_code_t code = status == 404                    ? SBX_ERR_NOT_FOUND
+                      : status == 401 || status == 403 ? SBX_ERR_FORBIDDEN
+                      : status == 400                  ? SBX_ERR_INVALID
+                                                       : SBX_ERR_UNAVAILABLE;
     /* Of the body only a distribution-API error code is passed on
      * ("MANIFEST_UNKNOWN"): whatever else answered keeps its words to the
      * agent's log.  */
     char detail[64] = "";
     _cleanup_json_ json_t *j = json_loadb(k->errbody, k->errlen, 0, NULL);
-    const char *c = json_string_value(json_object_get(json_array_get(json_object_get(j, "errors"), 0),
-                                                      "code"));
+    const char *c =
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "errors"), 0), "code"));
     size_t n = c ? strspn(c, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") : 0;
     if (c && n > 0 && n == strlen(c) && n < sizeof(detail))
         memcpy(detail, c, n + 1);
@@ -541,8 +538,7 @@ static int reg_get(reg_ctx_t *ctx, const char *path, const char *accept, sink_t 
 /* GET a manifest or index; checks it against `expect` (a digest, when the
  * caller knows it) and files it in the store.  */
 static json_t *fetch_manifest(reg_ctx_t *ctx, const char *reference, const char *expect,
-                              char digest[IMG_DIGEST_LEN], img_doc_kind_t *kind,
-                              sbx_error_t *err)
+                              char digest[IMG_DIGEST_LEN], img_doc_kind_t *kind, sbx_error_t *err)
 {
     _cleanup_free_ char *path = xasprintf("%s/manifests/%s", ctx->ref->repository, reference);
     sink_t k = {.max = IMG_MAX_MANIFEST_BYTES};
@@ -551,8 +547,8 @@ static json_t *fetch_manifest(reg_ctx_t *ctx, const char *reference, const char 
         goto out;
     img_sha256_digest(k.buf ? k.buf : "", k.len, digest);
     if (expect && strcmp(expect, digest) != 0) {
-        sbx_error_set(err, SBX_ERR_INVALID, "manifest digest mismatch: expected %s, got %s",
-                      expect, digest);
+        sbx_error_set(err, SBX_ERR_INVALID, "manifest digest mismatch: expected %s, got %s", expect,
+                      digest);
         goto out;
     }
     doc = img_doc_parse(k.buf ? k.buf : "", k.len, k.content_type, kind, err);
@@ -639,9 +635,10 @@ static int pull(reg_ctx_t *ctx, char **manifest_digest, sbx_error_t *err)
         return -1;
     size_t i;
     json_t *layer;
-    int64_t max_layer = ctx->s->max_layer_bytes > INT64_MAX ? INT64_MAX
-                                                            : (int64_t)ctx->s->max_layer_bytes;
-    json_array_foreach(json_object_get(doc, "layers"), i, layer) {
+    int64_t max_layer =
+        ctx->s->max_layer_bytes > INT64_MAX ? INT64_MAX : (int64_t)ctx->s->max_layer_bytes;
+    json_array_foreach(json_object_get(doc, "layers"), i, layer)
+    {
         if (fetch_blob(ctx, layer, max_layer, err) < 0)
             return -1;
     }

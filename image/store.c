@@ -101,8 +101,12 @@ img_blob_writer_t *img_blob_writer_new(img_store_t *s, const char *digest, int64
     if (fd < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "create '%s'", tmp), NULL;
     img_blob_writer_t *w = xcalloc(1, sizeof(*w));
-    *w = (img_blob_writer_t){.s = s, .digest = xstrdup(digest), .tmp = TAKE_PTR(tmp),
-                             .size = size, .fd = fd, .hasher = img_hasher_new()};
+    *w = (img_blob_writer_t){.s = s,
+                             .digest = xstrdup(digest),
+                             .tmp = TAKE_PTR(tmp),
+                             .size = size,
+                             .fd = fd,
+                             .hasher = img_hasher_new()};
     return w;
 }
 
@@ -180,8 +184,7 @@ int img_blob_put_mem(img_store_t *s, const char *digest, const void *data, size_
     img_blob_writer_t *w = img_blob_writer_new(s, digest, (int64_t)len, err);
     if (!w)
         return -1;
-    int ret = img_blob_writer_write(w, data, len, err) < 0 ? -1
-                                                             : img_blob_writer_commit(w, err);
+    int ret = img_blob_writer_write(w, data, len, err) < 0 ? -1 : img_blob_writer_commit(w, err);
     img_blob_writer_free(w);
     return ret;
 }
@@ -196,8 +199,7 @@ static char *ref_path(img_store_t *s, const char *key)
 }
 
 /* 1 with *digest set when the store has the name, 0 when not.  */
-static int ref_read(img_store_t *s, const char *key, char digest[IMG_DIGEST_LEN],
-                    sbx_error_t *err)
+static int ref_read(img_store_t *s, const char *key, char digest[IMG_DIGEST_LEN], sbx_error_t *err)
 {
     _cleanup_free_ char *path = ref_path(s, key), *data = NULL;
     size_t len;
@@ -254,8 +256,7 @@ static json_t *load_manifest(img_store_t *s, const char *digest, sbx_error_t *er
     json_t *doc = img_doc_parse(data, len, NULL, &kind, err);
     if (doc && kind != IMG_DOC_MANIFEST) {
         json_decref(doc);
-        return sbx_error_set(err, SBX_ERR_INVALID, "%s is an index, not a manifest", digest),
-               NULL;
+        return sbx_error_set(err, SBX_ERR_INVALID, "%s is an index, not a manifest", digest), NULL;
     }
     return doc;
 }
@@ -267,7 +268,8 @@ static int unpack_into(img_store_t *s, json_t *manifest, const char *dir, sbx_er
     char **paths = xcalloc(n + 1, sizeof(char *));
     json_t *layer;
     int ret = 0;
-    json_array_foreach(layers, i, layer) {
+    json_array_foreach(layers, i, layer)
+    {
         const char *digest;
         if (img_descriptor(layer, &digest, NULL, err) < 0) {
             ret = -1;
@@ -284,11 +286,10 @@ static int unpack_into(img_store_t *s, json_t *manifest, const char *dir, sbx_er
          * own bound does (measuring it walks the store: only when needed). */
         uint64_t used = img_store_usage(s);
         uint64_t room = used < s->max_store_bytes ? s->max_store_bytes - used : 0;
-        img_unpack_limits_t limits = {.max_bytes = room < s->max_unpacked_bytes
-                                                       ? room
-                                                       : s->max_unpacked_bytes,
-                                      .max_entries = IMG_MAX_ENTRIES,
-                                      .max_layer_bytes = s->max_layer_bytes};
+        img_unpack_limits_t limits = {
+            .max_bytes = room < s->max_unpacked_bytes ? room : s->max_unpacked_bytes,
+            .max_entries = IMG_MAX_ENTRIES,
+            .max_layer_bytes = s->max_layer_bytes};
         ret = img_unpack_layers(dir, (const char *const *)paths, n, &limits, err);
     }
     for (i = 0; i < n; i++)
@@ -366,8 +367,7 @@ static uint64_t tree_bytes(int fd, dev_t dev, int depth)
         if (S_ISREG(st.st_mode)) {
             sum += (uint64_t)st.st_size;
         } else if (S_ISDIR(st.st_mode) && depth < 256) {
-            int sub = openat(dirfd(d), de->d_name,
-                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int sub = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub >= 0)
                 sum += tree_bytes(sub, dev, depth + 1);
         }
@@ -473,20 +473,19 @@ static int import_descriptor(img_store_t *s, const char *layout, json_t *desc, i
     if (img_blob_read(s, digest, IMG_MAX_MANIFEST_BYTES, &data, &len, err) < 0)
         return -1;
     _cleanup_json_ json_t *doc =
-        img_doc_parse(data, len, json_string_value(json_object_get(desc, "mediaType")), &kind,
-                      err);
+        img_doc_parse(data, len, json_string_value(json_object_get(desc, "mediaType")), &kind, err);
     if (!doc)
         return -1;
     if (kind == IMG_DOC_INDEX) {
         json_t *pick = img_index_pick(doc, err);
         return pick ? import_descriptor(s, layout, pick, depth + 1, out, err) : -1;
     }
-    if (copy_layout_blob(s, layout, json_object_get(doc, "config"), IMG_MAX_CONFIG_BYTES, err) <
-        0)
+    if (copy_layout_blob(s, layout, json_object_get(doc, "config"), IMG_MAX_CONFIG_BYTES, err) < 0)
         return -1;
     size_t i;
     json_t *layer;
-    json_array_foreach(json_object_get(doc, "layers"), i, layer) {
+    json_array_foreach(json_object_get(doc, "layers"), i, layer)
+    {
         if (copy_layout_blob(s, layout, layer, INT64_MAX, err) < 0)
             return -1;
     }
@@ -499,9 +498,8 @@ static int import_descriptor(img_store_t *s, const char *layout, json_t *desc, i
  * `ref` itself; NULL when there is none.  */
 static char *layout_entry_name(json_t *desc, const char *ref)
 {
-    const char *name =
-        json_string_value(json_object_get(json_object_get(desc, "annotations"),
-                                          ANNOTATION_REF_NAME));
+    const char *name = json_string_value(
+        json_object_get(json_object_get(desc, "annotations"), ANNOTATION_REF_NAME));
     if (!name)
         return ref ? xstrdup(ref) : NULL;
     if (strpbrk(name, "/:@"))
@@ -561,7 +559,8 @@ static int import_layout(img_store_t *s, const char *layout, const char *ref,
 
     size_t i, imported = 0;
     json_t *desc;
-    json_array_foreach(json_object_get(index, "manifests"), i, desc) {
+    json_array_foreach(json_object_get(index, "manifests"), i, desc)
+    {
         json_t *platform = json_object_get(desc, "platform");
         if (platform && !img_platform_fits(platform))
             continue; /* another architecture's image */
@@ -742,15 +741,14 @@ img_store_t *img_store_open(const img_config_t *cfg, sbx_error_t *err)
     s->ca_file = cfg->ca_file ? xstrdup(cfg->ca_file) : NULL;
     s->allow_insecure_registry = cfg->allow_insecure_registry;
     s->allow_private_registries = cfg->allow_private_registries;
-    s->max_unpacked_bytes = cfg->max_unpacked_bytes ? cfg->max_unpacked_bytes
-                                                    : IMG_DEFAULT_MAX_UNPACKED;
+    s->max_unpacked_bytes =
+        cfg->max_unpacked_bytes ? cfg->max_unpacked_bytes : IMG_DEFAULT_MAX_UNPACKED;
     s->max_layer_bytes = cfg->max_layer_bytes ? cfg->max_layer_bytes : IMG_DEFAULT_MAX_LAYER;
     s->max_store_bytes = cfg->max_store_bytes;
     struct statvfs vfs;
     if (!s->max_store_bytes)
-        s->max_store_bytes = statvfs(real, &vfs) == 0
-                                 ? (uint64_t)vfs.f_blocks * vfs.f_frsize / 2
-                                 : UINT64_MAX;
+        s->max_store_bytes =
+            statvfs(real, &vfs) == 0 ? (uint64_t)vfs.f_blocks * vfs.f_frsize / 2 : UINT64_MAX;
     pthread_mutex_init(&s->stats_lock, NULL);
     const char *dirs[] = {s->blobs_dir, s->rootfs_dir, s->refs_dir, s->tmp_dir, s->locks_dir};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {

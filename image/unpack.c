@@ -112,12 +112,11 @@ typedef struct layer_ctx {
  * anything else is ours.  */
 static int fs_error(sbx_error_t *err, const char *op, const char *path)
 {
-    bool image_fault = errno == ENOENT || errno == ENOTDIR || errno == EEXIST ||
-                       errno == ELOOP || errno == ENAMETOOLONG || errno == EXDEV ||
-                       errno == EISDIR || errno == EMLINK || errno == EINVAL ||
-                       errno == ENOTEMPTY || errno == EPERM;
-    return sbx_error_errno(err, image_fault ? SBX_ERR_INVALID : SBX_ERR_INTERNAL,
-                           "%s '%.200s'", op, path);
+    bool image_fault = errno == ENOENT || errno == ENOTDIR || errno == EEXIST || errno == ELOOP ||
+                       errno == ENAMETOOLONG || errno == EXDEV || errno == EISDIR ||
+                       errno == EMLINK || errno == EINVAL || errno == ENOTEMPTY || errno == EPERM;
+    return sbx_error_errno(err, image_fault ? SBX_ERR_INVALID : SBX_ERR_INTERNAL, "%s '%.200s'", op,
+                           path);
 }
 
 static int open_in_root(int rootfd, const char *path, int flags)
@@ -382,8 +381,7 @@ static int clear_lower(layer_ctx_t *ctx, int dirfd, const char *path, sbx_error_
 
     int ret = 0;
     for (size_t i = 0; i < n && ret == 0; i++) {
-        _cleanup_free_ char *child = *path ? xasprintf("%s/%s", path, names[i])
-                                           : xstrdup(names[i]);
+        _cleanup_free_ char *child = *path ? xasprintf("%s/%s", path, names[i]) : xstrdup(names[i]);
         if (!strset_has(&ctx->touched, child)) {
             ret = remove_tree(dirfd, names[i], err);
             continue;
@@ -610,8 +608,8 @@ static int apply_layer(layer_ctx_t *ctx, const char *layer, sbx_error_t *err)
         if (r == ARCHIVE_EOF)
             break;
         if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-            ret = sbx_error_set(err, SBX_ERR_INVALID, "bad layer: %s",
-                                archive_error_string(ctx->a));
+            ret =
+                sbx_error_set(err, SBX_ERR_INVALID, "bad layer: %s", archive_error_string(ctx->a));
             break;
         }
         if (++*ctx->entries > ctx->limits->max_entries) {
@@ -638,7 +636,10 @@ int img_unpack_layers(const char *root, const char *const *layers, size_t n,
     uint64_t bytes = 0, entries = 0;
     for (size_t i = 0; i < n; i++) {
         layer_ctx_t ctx = {
-            .rootfd = rootfd, .bytes = &bytes, .entries = &entries, .limits = limits,
+            .rootfd = rootfd,
+            .bytes = &bytes,
+            .entries = &entries,
+            .limits = limits,
         };
         int ret = apply_layer(&ctx, layers[i], err);
         strset_free(&ctx.touched);
@@ -648,8 +649,8 @@ int img_unpack_layers(const char *root, const char *const *layers, size_t n,
             return -1;
         }
         if (ctx.skipped)
-            sbx_log(SBX_LOG_DEBUG, "image", "layer %zu: skipped %u device nodes or sockets",
-                    i + 1, ctx.skipped);
+            sbx_log(SBX_LOG_DEBUG, "image", "layer %zu: skipped %u device nodes or sockets", i + 1,
+                    ctx.skipped);
     }
     return 0;
 }

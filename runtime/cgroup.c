@@ -156,7 +156,8 @@ static int cg_create_v2(const rt_cgroups_t *cg, const char *id, const rt_cg_limi
     if (r < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "set pids.max");
     if (lim->cpu > 0) {
-        snprintf(val, sizeof val, "%lld 100000", (long long)(lim->cpu * 100000 < 1000 ? 1000 : lim->cpu * 100000));
+        snprintf(val, sizeof val, "%lld 100000",
+                 (long long)(lim->cpu * 100000 < 1000 ? 1000 : lim->cpu * 100000));
         p = xasprintf("%s/cpu.max", dir);
         r = write_str(p, val);
         free(p);
@@ -166,8 +167,8 @@ static int cg_create_v2(const rt_cgroups_t *cg, const char *id, const rt_cg_limi
     return 0;
 }
 
-static int set_v1(const rt_cgroups_t *cg, int i, const char *id, const char *file,
-                  const char *val, sbx_error_t *err)
+static int set_v1(const rt_cgroups_t *cg, int i, const char *id, const char *file, const char *val,
+                  sbx_error_t *err)
 {
     _cleanup_free_ char *p = xasprintf("%s/%s/%s/%s", cg->v1[i], cg->parent, id, file);
     if (write_str(p, val) < 0)
@@ -195,8 +196,8 @@ int rt_cg_create(const rt_cgroups_t *cg, const char *id, const rt_cg_limits_t *l
     /* The limit above bounds RAM only: without this one a sandbox could
      * spill into the host's swap without bound.  Absent when the kernel
      * does not account swap (then there is none to spill into either).  */
-    _cleanup_free_ char *memsw = xasprintf("%s/%s/%s/memory.memsw.limit_in_bytes",
-                                           cg->v1[RT_CG_MEMORY], cg->parent, id);
+    _cleanup_free_ char *memsw =
+        xasprintf("%s/%s/%s/memory.memsw.limit_in_bytes", cg->v1[RT_CG_MEMORY], cg->parent, id);
     if (access(memsw, F_OK) == 0 &&
         set_v1(cg, RT_CG_MEMORY, id, "memory.memsw.limit_in_bytes", val, err) < 0)
         return -1;
@@ -404,8 +405,7 @@ bool rt_cg_is_frozen(const rt_cgroups_t *cg, const char *id)
 int rt_cg_freeze(const rt_cgroups_t *cg, const char *id, bool frozen, sbx_error_t *err)
 {
     _cleanup_free_ char *dir = cg_dir(cg, cg->v2 ? 0 : RT_CG_FREEZER, id, NULL);
-    _cleanup_free_ char *p =
-        xasprintf("%s/%s", dir, cg->v2 ? "cgroup.freeze" : "freezer.state");
+    _cleanup_free_ char *p = xasprintf("%s/%s", dir, cg->v2 ? "cgroup.freeze" : "freezer.state");
     const char *val = cg->v2 ? (frozen ? "1" : "0") : (frozen ? "FROZEN" : "THAWED");
     if (write_str(p, val) < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "write %s", p);
@@ -468,8 +468,10 @@ void rt_cg_pressure(const rt_cgroups_t *cg, const char *id, rt_cg_pressure_t *ou
     memset(out, 0, sizeof *out);
     _cleanup_free_ char *mem = cg_dir(cg, cg->v2 ? 0 : RT_CG_MEMORY, id, NULL);
     _cleanup_free_ char *pids = cg_dir(cg, cg->v2 ? 0 : RT_CG_PIDS, id, NULL);
-    _cleanup_free_ char *used = xasprintf("%s/%s", mem, cg->v2 ? "memory.current" : "memory.usage_in_bytes");
-    _cleanup_free_ char *limit = xasprintf("%s/%s", mem, cg->v2 ? "memory.max" : "memory.limit_in_bytes");
+    _cleanup_free_ char *used =
+        xasprintf("%s/%s", mem, cg->v2 ? "memory.current" : "memory.usage_in_bytes");
+    _cleanup_free_ char *limit =
+        xasprintf("%s/%s", mem, cg->v2 ? "memory.max" : "memory.limit_in_bytes");
     _cleanup_free_ char *cur = xasprintf("%s/pids.current", pids);
     _cleanup_free_ char *max = xasprintf("%s/pids.max", pids);
     /* "max" (no limit) reads as 0.  */

@@ -58,10 +58,10 @@ typedef struct rt_sandbox {
     atomic_ullong exec_seq;
     rt_state_t state;
     char message[256];
-    pid_t init_pid;       /* host pid of the sandbox's pid 1; 0 when stopped */
-    uint64_t init_start;  /* its start time (clock ticks since boot) */
-    int init_pidfd;       /* -1 when stopped */
-    bool init_is_child;   /* ours to reap (false for adopted sandboxes) */
+    pid_t init_pid;      /* host pid of the sandbox's pid 1; 0 when stopped */
+    uint64_t init_start; /* its start time (clock ticks since boot) */
+    int init_pidfd;      /* -1 when stopped */
+    bool init_is_child;  /* ours to reap (false for adopted sandboxes) */
 } rt_sandbox_t;
 
 /* ---- cgroups (cgroup.c) ---------------------------------------------- */
@@ -70,7 +70,7 @@ enum { RT_CG_CPU, RT_CG_CPUACCT, RT_CG_MEMORY, RT_CG_PIDS, RT_CG_FREEZER, RT_CG_
 
 typedef struct rt_cgroups {
     bool v2;
-    char *root; /* v2: the cgroup2 mount */
+    char *root;        /* v2: the cgroup2 mount */
     char *v1[RT_CG_N]; /* v1: each controller's mount; NULL when absent */
     char *parent;      /* our parent cgroup name, e.g. "sandboxd" */
 } rt_cgroups_t;
@@ -118,8 +118,7 @@ void rt_cg_exec_done(const rt_cgroups_t *cg, const char *id, const char *sub);
 void rt_cg_sweep(const rt_cgroups_t *cg, const char *id);
 int rt_cg_freeze(const rt_cgroups_t *cg, const char *id, bool frozen, sbx_error_t *err);
 bool rt_cg_is_frozen(const rt_cgroups_t *cg, const char *id);
-void rt_cg_usage(const rt_cgroups_t *cg, const char *id, uint64_t *memory_bytes,
-                 uint64_t *cpu_us);
+void rt_cg_usage(const rt_cgroups_t *cg, const char *id, uint64_t *memory_bytes, uint64_t *cpu_us);
 
 /* ---- seccomp (seccomp.c) --------------------------------------------- */
 
@@ -146,7 +145,7 @@ struct rt_runtime {
     rt_cgroups_t cg;
     struct sock_fprog seccomp;
     int seccomp_memfd; /* seccomp.filter for exec helpers, sealed */
-    int init_memfd; /* the sandbox binary (init and exec helper), sealed */
+    int init_memfd;    /* the sandbox binary (init and exec helper), sealed */
     int lock_fd;
     /* Once the agent stops: execs still waiting at this time (monotonic
      * ms) give up on their command and leave it running; 0 until then.  */
@@ -187,8 +186,8 @@ struct rt_driver_ops {
                 rt_exec_result_t *out, sbx_error_t *err);
     /* Start a command that runs on its own (NULL: the driver has none);
      * called like exec, and returns once the command runs.  */
-    int (*spawn)(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_proc_request_t *req,
-                 rt_proc_t **out, sbx_error_t *err);
+    int (*spawn)(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_proc_request_t *req, rt_proc_t **out,
+                 sbx_error_t *err);
     int (*suspend)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
     int (*resume)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
     /* End every process; the writable layer stays.  */

@@ -50,12 +50,10 @@ static int path_error(sbx_error_t *err, const char *op, const char *path)
     case ENOENT:
     case ENOTDIR:
         return sbx_error_set(err, SBX_ERR_NOT_FOUND, "%s %s: no such file or directory", op, path);
-    case EISDIR:
-        return sbx_error_set(err, SBX_ERR_INVALID, "%s %s: is a directory", op, path);
+    case EISDIR: return sbx_error_set(err, SBX_ERR_INVALID, "%s %s: is a directory", op, path);
     case EACCES:
     case EPERM:
-    case EROFS:
-        return sbx_error_set(err, SBX_ERR_FORBIDDEN, "%s %s: permission denied", op, path);
+    case EROFS: return sbx_error_set(err, SBX_ERR_FORBIDDEN, "%s %s: permission denied", op, path);
     case ENOSPC:
     case EDQUOT:
     case EFBIG:
@@ -63,8 +61,7 @@ static int path_error(sbx_error_t *err, const char *op, const char *path)
                              "%s %s: the sandbox's disk is full", op, path);
     case ENOTEMPTY:
         return sbx_error_set(err, SBX_ERR_CONFLICT, "%s %s: directory not empty", op, path);
-    default:
-        return sbx_error_errno(err, SBX_ERR_INVALID, "%s %s", op, path);
+    default: return sbx_error_errno(err, SBX_ERR_INVALID, "%s %s", op, path);
     }
 }
 
@@ -109,8 +106,7 @@ static int path_split(const char *path, char **parent, const char **base, sbx_er
 }
 
 /* Open path as a regular file for reading; fills *size.  */
-static int open_regular(int root, const char *path, uint64_t max, uint64_t *size,
-                        sbx_error_t *err)
+static int open_regular(int root, const char *path, uint64_t max, uint64_t *size, sbx_error_t *err)
 {
     _cleanup_close_ int fd = resolve(root, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
     struct stat st;
@@ -217,10 +213,10 @@ static int mkdir_parents(int root, const char *dir, uid_t uid, sbx_error_t *err)
 typedef struct upload {
     rt_runtime_t *rt;
     const char *id, *path, *base;
-    char tmp[48];  /* the temporary name, in the parent directory */
-    char sub[24];  /* the writer's child cgroup */
-    int pfd;       /* parent directory (O_PATH) */
-    int data_w;    /* bytes to the writer */
+    char tmp[48]; /* the temporary name, in the parent directory */
+    char sub[24]; /* the writer's child cgroup */
+    int pfd;      /* parent directory (O_PATH) */
+    int data_w;   /* bytes to the writer */
     pid_t writer;
     bool have_tmp, have_cg;
 } upload_t;
@@ -560,11 +556,10 @@ int rt_file_write_stream(rt_runtime_t *rt, const char *id, const char *path, uin
     rt_sandbox_root_close(sb, root);
     int read_errno = 0;
     if (ret == 0 && upload_copy(&u, read_fn, ud, written, &read_errno) < 0 && read_errno) {
-        ret = read_errno == EFBIG
-                  ? sbx_error_arm(err, SBX_ERR_TOO_LARGE, "RequestEntityTooLarge",
-                                  "the request body is larger than allowed")
-                  : sbx_error_set(err, SBX_ERR_INVALID, "write %s: the upload was interrupted",
-                                  path);
+        ret = read_errno == EFBIG ? sbx_error_arm(err, SBX_ERR_TOO_LARGE, "RequestEntityTooLarge",
+                                                  "the request body is larger than allowed")
+                                  : sbx_error_set(err, SBX_ERR_INVALID,
+                                                  "write %s: the upload was interrupted", path);
     }
     if (u.writer > 0) {
         int w = writer_wait(&u, ret == 0 ? err : NULL);
@@ -592,8 +587,8 @@ static ssize_t mem_read(void *ud, void *buf, size_t n)
     return (ssize_t)k;
 }
 
-int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void *data,
-                  size_t len, sbx_error_t *err)
+int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void *data, size_t len,
+                  sbx_error_t *err)
 {
     if (len && !data)
         return sbx_error_set(err, SBX_ERR_INVALID, "write: no data");
@@ -665,8 +660,8 @@ static int dirent_cmp(const void *a, const void *b)
     return strcmp(((const rt_dirent_t *)a)->name, ((const rt_dirent_t *)b)->name);
 }
 
-int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t **out,
-                 size_t *n, sbx_error_t *err)
+int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t **out, size_t *n,
+                 sbx_error_t *err)
 {
     if (path_check(path, err) < 0 || !out || !n)
         return -1;
@@ -706,8 +701,10 @@ int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t
         memset(e, 0, sizeof *e);
         e->name = xstrdup(de->d_name);
         snprintf(e->type, sizeof e->type, "%s",
-                 S_ISREG(st.st_mode) ? "file" : S_ISDIR(st.st_mode) ? "dir"
-                                            : S_ISLNK(st.st_mode) ? "symlink" : "other");
+                 S_ISREG(st.st_mode)   ? "file"
+                 : S_ISDIR(st.st_mode) ? "dir"
+                 : S_ISLNK(st.st_mode) ? "symlink"
+                                       : "other");
         e->size = (uint64_t)st.st_size;
         e->mode = st.st_mode & 07777;
         e->modified_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;

@@ -76,8 +76,8 @@ static bool find_runsc(char *out, size_t len)
         snprintf(out, len, "%s", env);
         return access(out, X_OK) == 0;
     }
-    const char *const dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
-                                "/sbin", "/bin"};
+    const char *const dirs[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+                                "/usr/bin",        "/sbin",          "/bin"};
     for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
         snprintf(out, len, "%s/runsc", dirs[i]);
         if (access(out, X_OK) == 0)
@@ -237,8 +237,7 @@ static int run_argv(rt_runtime_t *rt, char *const *argv, const char *cg_id, int 
     if (!in_time)
         return sbx_error_set(err, SBX_ERR_INTERNAL, "%s: runsc did not finish within %d ms", what,
                              timeout_ms);
-    return sbx_error_set(err, SBX_ERR_INTERNAL, "%s: %s", what,
-                         line[0] ? line : "runsc failed");
+    return sbx_error_set(err, SBX_ERR_INTERNAL, "%s: %s", what, line[0] ? line : "runsc failed");
 }
 
 static void probe_once(void);
@@ -295,8 +294,8 @@ static bool platform_works(const char *platform, char *why, size_t len)
     }
     _cleanup_free_ char *root_flag = xasprintf("--root=%s", root);
     _cleanup_free_ char *plat_flag = xasprintf("--platform=%s", platform);
-    char *argv[] = {probe.runsc, root_flag, plat_flag, "--network=none", "--ignore-cgroups",
-                    "do", "/bin/true", NULL};
+    char *argv[] = {probe.runsc,        root_flag, plat_flag,   "--network=none",
+                    "--ignore-cgroups", "do",      "/bin/true", NULL};
     rt_runtime_t none = {0};
     sbx_error_t err = {0};
     bool ok = run_argv(&none, argv, NULL, GV_PROBE_TIMEOUT_MS, platform, &err) == 0;
@@ -471,13 +470,13 @@ static int bundle_write(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         "s:{s:o,s:o,s:[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}]}}",
         "ociVersion", "1.0.2", "process", "args", GV_PAUSE_PATH, "cwd", "/", "env",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "user", "uid", 0,
-        "gid", 0, "noNewPrivileges", 1, "root", "path", root, "readonly", 0, "hostname",
-        hostname, "mounts", "destination", "/proc", "type", "proc", "source", "proc",
-        "destination", GV_PAUSE_PATH, "type", "bind", "source", pause, "options", "rbind", "ro",
-        "nosuid", "nodev", "destination", "/tmp", "type", "bind", "source", tmp, "options",
-        "rbind", "nosuid", "nodev", "linux", "uidMappings", id_map(sb->host_uid), "gidMappings",
-        id_map(sb->host_uid), "namespaces", "type", "pid", "type", "network", "type", "ipc",
-        "type", "uts", "type", "mount", "type", "user");
+        "gid", 0, "noNewPrivileges", 1, "root", "path", root, "readonly", 0, "hostname", hostname,
+        "mounts", "destination", "/proc", "type", "proc", "source", "proc", "destination",
+        GV_PAUSE_PATH, "type", "bind", "source", pause, "options", "rbind", "ro", "nosuid", "nodev",
+        "destination", "/tmp", "type", "bind", "source", tmp, "options", "rbind", "nosuid", "nodev",
+        "linux", "uidMappings", id_map(sb->host_uid), "gidMappings", id_map(sb->host_uid),
+        "namespaces", "type", "pid", "type", "network", "type", "ipc", "type", "uts", "type",
+        "mount", "type", "user");
     if (!spec)
         return sbx_error_set(err, SBX_ERR_INTERNAL, "cannot encode the gVisor spec");
     _cleanup_free_ char *path = xasprintf("%s/config.json", bundle);
@@ -625,8 +624,7 @@ static int gv_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     if (!probe.ok)
         return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "gvisor: %s", probe.why);
     if (gvisor_dir_prepare(rt, err) < 0 || limits_apply(rt, sb, err) < 0 ||
-        root_mount(sb, err) < 0 || run_root_bind(rt, sb, err) < 0 ||
-        bundle_write(rt, sb, err) < 0)
+        root_mount(sb, err) < 0 || run_root_bind(rt, sb, err) < 0 || bundle_write(rt, sb, err) < 0)
         return -1;
     /* Whatever an earlier run left in runsc's state goes first.  */
     runsc_forget(rt, sb);
@@ -676,8 +674,8 @@ static int gv_suspend(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         sb->init_start = 0;
         return 0;
     }
-    sbx_log(SBX_LOG_WARN, "runtime", "sandbox %s: %s; suspending with the freezer instead",
-            sb->id, cerr.msg[0] ? cerr.msg : "cannot make the checkpoint directory");
+    sbx_log(SBX_LOG_WARN, "runtime", "sandbox %s: %s; suspending with the freezer instead", sb->id,
+            cerr.msg[0] ? cerr.msg : "cannot make the checkpoint directory");
     (void)sbx_rm_rf(ckpt, NULL);
     return rt_cg_freeze(&rt->cg, sb->id, true, err);
 }
@@ -687,8 +685,7 @@ static int gv_resume(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     _cleanup_free_ char *ckpt = xasprintf("%s/checkpoint", sb->dir);
     if (!file_exists(ckpt, "checkpoint.img"))
         return rt_cg_freeze(&rt->cg, sb->id, false, err);
-    if (limits_apply(rt, sb, err) < 0 || root_mount(sb, err) < 0 ||
-        run_root_bind(rt, sb, err) < 0)
+    if (limits_apply(rt, sb, err) < 0 || root_mount(sb, err) < 0 || run_root_bind(rt, sb, err) < 0)
         return -1;
     _cleanup_free_ char *image = xasprintf("--image-path=%s", ckpt);
     _cleanup_free_ char *bundle = xasprintf("--bundle=%s/bundle", sb->dir);
@@ -726,10 +723,9 @@ static bool oom_killed(rt_runtime_t *rt, rt_sandbox_t *sb)
 {
     _cleanup_free_ char *path =
         rt->cg.v2 ? xasprintf("%s/%s/%s/memory.events", rt->cg.root, rt->cg.parent, sb->id)
-        : rt->cg.v1[RT_CG_MEMORY]
-            ? xasprintf("%s/%s/%s/memory.oom_control", rt->cg.v1[RT_CG_MEMORY], rt->cg.parent,
-                        sb->id)
-            : NULL;
+        : rt->cg.v1[RT_CG_MEMORY] ? xasprintf("%s/%s/%s/memory.oom_control",
+                                              rt->cg.v1[RT_CG_MEMORY], rt->cg.parent, sb->id)
+                                  : NULL;
     _cleanup_free_ char *text = NULL;
     size_t len;
     if (!path || sbx_read_file(path, &text, &len, NULL) < 0)
@@ -834,9 +830,9 @@ static int exec_spec_write(struct gv_exec *x, rt_sandbox_t *sb, const rt_exec_re
     for (size_t i = 0; env[i]; i++)
         json_array_append_new(jenv, json_string(env[i]));
     rt_strv_free(env);
-    json_t *spec = json_pack("{s:o,s:o,s:s,s:{s:i,s:i},s:b}", "args", args, "env", jenv, "cwd",
-                             req->cwd ? req->cwd : "/", "user", "uid", 0, "gid", 0,
-                             "noNewPrivileges", 1);
+    json_t *spec =
+        json_pack("{s:o,s:o,s:s,s:{s:i,s:i},s:b}", "args", args, "env", jenv, "cwd",
+                  req->cwd ? req->cwd : "/", "user", "uid", 0, "gid", 0, "noNewPrivileges", 1);
     if (!spec)
         return sbx_error_set(err, SBX_ERR_INVALID, "exec: arguments and environment must be UTF-8");
     _cleanup_free_ char *text = json_dumps(spec, JSON_COMPACT);
@@ -965,7 +961,7 @@ static int exec_wait(struct gv_exec *x, sbx_error_t *err)
             ip = np;
             pfd[np++] = (struct pollfd){.fd = x->in_w, .events = POLLOUT};
         }
-        int64_t until = x->ended ? x->ended_at + GV_GRACE_AFTER_EXIT_MS
+        int64_t until = x->ended       ? x->ended_at + GV_GRACE_AFTER_EXIT_MS
                         : x->timed_out ? (x->hard_end ? x->hard_end : now + 1000)
                                        : x->deadline;
         int wait = (int)(until - now);
@@ -1000,8 +996,8 @@ static char *take_stream(struct gv_stream *s, size_t *len, bool *truncated)
 
 /* runsc exec exits 128 with a message of its own when the command never
  * started (no pid file): a bad cwd, a command not found.  */
-static int exec_not_started(struct gv_exec *x, const rt_exec_request_t *req,
-                            rt_exec_result_t *out, sbx_error_t *err)
+static int exec_not_started(struct gv_exec *x, const rt_exec_request_t *req, rt_exec_result_t *out,
+                            sbx_error_t *err)
 {
     char line[512];
     last_line(x->e.data ? x->e.data : (char[1]){0}, x->e.data ? x->e.len : 0, line, sizeof line);
@@ -1011,9 +1007,9 @@ static int exec_not_started(struct gv_exec *x, const rt_exec_request_t *req,
     if (strstr(line, "initial working directory"))
         return sbx_error_set(err, SBX_ERR_INVALID, "exec: cwd %s: no such directory",
                              req->cwd ? req->cwd : "/");
-    int code = strstr(line, "no such file") ? 127
+    int code = strstr(line, "no such file")                                       ? 127
                : strstr(line, "permission denied") || strstr(line, "exec format") ? 126
-                                                                                   : -1;
+                                                                                  : -1;
     if (code < 0)
         return sbx_error_set(err, SBX_ERR_INTERNAL, "exec: %s", line[0] ? line : "runsc failed");
     out->exit_code = code;
@@ -1060,8 +1056,14 @@ static int gv_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *
                    rt_exec_result_t *out, sbx_error_t *err)
 {
     struct gv_exec x = {
-        .rt = rt, .init_pidfd = -1, .pidfd = -1, .in_w = -1, .o = {.fd = -1}, .e = {.fd = -1},
-        .stdin_p = req->stdin_data, .stdin_left = req->stdin_data ? req->stdin_len : 0,
+        .rt = rt,
+        .init_pidfd = -1,
+        .pidfd = -1,
+        .in_w = -1,
+        .o = {.fd = -1},
+        .e = {.fd = -1},
+        .stdin_p = req->stdin_data,
+        .stdin_left = req->stdin_data ? req->stdin_len : 0,
         .t0 = sbx_monotonic_ms(),
     };
     size_t cap = req->output_cap ? req->output_cap : RT_DEFAULT_OUTPUT_CAP;

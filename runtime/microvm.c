@@ -10,7 +10,8 @@
 
 static bool find_qemu(void)
 {
-    const char *const paths[] = {"/usr/bin/qemu-system-x86_64", "/usr/local/bin/qemu-system-x86_64"};
+    const char *const paths[] = {"/usr/bin/qemu-system-x86_64",
+                                 "/usr/local/bin/qemu-system-x86_64"};
     for (size_t i = 0; i < ARRAY_SIZE(paths); i++)
         if (access(paths[i], X_OK) == 0)
             return true;
@@ -20,11 +21,13 @@ static bool find_qemu(void)
 static bool mv_usable(rt_runtime_t *rt, char *why, size_t len)
 {
     if (!find_qemu())
-        snprintf(why, len, "qemu-system-x86_64 not found (install the Debian package "
-                           "qemu-system-x86)");
+        snprintf(why, len,
+                 "qemu-system-x86_64 not found (install the Debian package "
+                 "qemu-system-x86)");
     else if (access("/dev/kvm", R_OK | W_OK) != 0 && !rt->cfg.allow_microvm_emulation)
-        snprintf(why, len, "no usable /dev/kvm, and software emulation is not allowed "
-                           "(--microvm-emulation)");
+        snprintf(why, len,
+                 "no usable /dev/kvm, and software emulation is not allowed "
+                 "(--microvm-emulation)");
     else
         snprintf(why, len, "the microvm driver is not built into this agent yet");
     return false;

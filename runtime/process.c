@@ -72,9 +72,8 @@ struct clone3_args {
 
 static pid_t sys_clone3(uint64_t flags, int *pidfd)
 {
-    struct clone3_args a = {.flags = flags | CLONE_PIDFD,
-                            .pidfd = (uint64_t)(uintptr_t)pidfd,
-                            .exit_signal = SIGCHLD};
+    struct clone3_args a = {
+        .flags = flags | CLONE_PIDFD, .pidfd = (uint64_t)(uintptr_t)pidfd, .exit_signal = SIGCHLD};
     return (pid_t)syscall(SYS_clone3, &a, sizeof a);
 }
 
@@ -108,11 +107,34 @@ uint64_t rt_pid_start_time(pid_t pid)
 /* ---- child-side helpers (no allocation) -------------------------------- */
 
 static const char *const step_names[RT_STEP_N] = {
-    "", "sync", "setgroups", "setgid", "setuid", "cgroup namespace", "mount namespace",
-    "mount propagation", "hostname", "loopback", "chdir root", "mount /proc", "mount /dev",
-    "pivot_root", "detach old root", "stdio", "drop capabilities", "no_new_privs",
-    "seccomp", "execve", "join cgroup", "setns", "fork", "chdir", "setsid", "mask /proc",
-    "exec parameters", "start exec helper",
+    "",
+    "sync",
+    "setgroups",
+    "setgid",
+    "setuid",
+    "cgroup namespace",
+    "mount namespace",
+    "mount propagation",
+    "hostname",
+    "loopback",
+    "chdir root",
+    "mount /proc",
+    "mount /dev",
+    "pivot_root",
+    "detach old root",
+    "stdio",
+    "drop capabilities",
+    "no_new_privs",
+    "seccomp",
+    "execve",
+    "join cgroup",
+    "setns",
+    "fork",
+    "chdir",
+    "setsid",
+    "mask /proc",
+    "exec parameters",
+    "start exec helper",
 };
 
 static _Noreturn void child_fail(int fd, int step)
@@ -130,8 +152,8 @@ static _Noreturn void child_fail(int fd, int step)
  * copied above the highest target, so none is overwritten before it has
  * moved.  Raw system calls on the stack only: this also runs in a child
  * sharing the agent's memory (CLONE_VM).  */
-__attribute__((no_sanitize("address", "undefined")))
-static int child_remap_fds(const int *src, int n, unsigned cloexec)
+__attribute__((no_sanitize("address", "undefined"))) static int
+child_remap_fds(const int *src, int n, unsigned cloexec)
 {
     int tmp[CHILD_MAX_FDS];
     if (n > CHILD_MAX_FDS)
@@ -217,9 +239,9 @@ static int child_mount_dev(void)
  * spec's defaults, plus the host's kernel command line): files get
  * /dev/null, directories an empty tmpfs; all read-only.  */
 static const char *const masked_proc[] = {
-    "proc/cmdline", "proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list",
-    "proc/timer_stats", "proc/sched_debug", "proc/sysrq-trigger", "proc/acpi", "proc/asound",
-    "proc/scsi",
+    "proc/cmdline",    "proc/kcore",       "proc/keys",        "proc/latency_stats",
+    "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/sysrq-trigger",
+    "proc/acpi",       "proc/asound",      "proc/scsi",
 };
 static const char *const readonly_proc[] = {"proc/bus", "proc/fs", "proc/irq", "proc/sys"};
 
@@ -239,7 +261,8 @@ static int child_mask_proc(void)
             return -1;
         }
         if (S_ISDIR(st.st_mode)) {
-            if (mount("tmpfs", masked_proc[i], "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            if (mount("tmpfs", masked_proc[i], "tmpfs",
+                      MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
                       "size=4k,nr_inodes=2,mode=555") < 0)
                 return -1;
         } else if (mount("/dev/null", masked_proc[i], NULL, MS_BIND, NULL) < 0 ||
@@ -359,8 +382,7 @@ static int mount_layer(rt_sandbox_t *sb, sbx_error_t *err)
     _cleanup_free_ char *layer = xasprintf("%s/layer", sb->dir);
     if (is_mount_root(layer))
         return 0;
-    _cleanup_free_ char *opts =
-        xasprintf("size=%llum,mode=0700", (unsigned long long)sb->disk_mib);
+    _cleanup_free_ char *opts = xasprintf("size=%llum,mode=0700", (unsigned long long)sb->disk_mib);
     if (mount("sandboxd-layer", layer, "tmpfs", MS_NOSUID | MS_NODEV, opts) < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "mount writable layer");
     _cleanup_close_ int fd = open(layer, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -392,8 +414,9 @@ static int mount_lower(rt_sandbox_t *sb, pid_t userns_pid, sbx_error_t *err)
     if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) {
         /* A filesystem without id-mapped mounts: the image's files show
          * as nobody inside, but stay read-only.  */
-        sbx_log(SBX_LOG_WARN, "runtime", "no id-mapped mount for %s (%s); image files show as nobody",
-                sb->rootfs, strerror(errno));
+        sbx_log(SBX_LOG_WARN, "runtime",
+                "no id-mapped mount for %s (%s); image files show as nobody", sb->rootfs,
+                strerror(errno));
         attr.attr_set &= ~(uint64_t)MOUNT_ATTR_IDMAP;
         attr.userns_fd = 0;
         if (mount_setattr(tree, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
@@ -543,10 +566,16 @@ static int proc_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "pipe");
     }
     struct init_prep prep = {
-        .go_r = go[0], .go_w = go[1], .report_r = report[0], .report_w = report[1],
+        .go_r = go[0],
+        .go_w = go[1],
+        .report_r = report[0],
+        .report_w = report[1],
         .null_fd = open("/dev/null", O_RDWR | O_CLOEXEC),
-        .memfd = rt->init_memfd, .root = root, .hostname = sb->id,
-        .seccomp = &rt->seccomp, .cap_last = rt->cap_last,
+        .memfd = rt->init_memfd,
+        .root = root,
+        .hostname = sb->id,
+        .seccomp = &rt->seccomp,
+        .cap_last = rt->cap_last,
     };
     int pidfd = -1, ret = -1;
     pid_t pid = -1;
@@ -697,8 +726,8 @@ static int proc_root_fd(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     struct statfs sfs;
     if (fstatfs(fd, &sfs) < 0 || sfs.f_type != OVERLAYFS_SUPER_MAGIC) {
         close(fd);
-        return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s has no mounted filesystem; start it",
-                             sb->id);
+        return sbx_error_set(err, SBX_ERR_CONFLICT,
+                             "sandbox %s has no mounted filesystem; start it", sb->id);
     }
     return fd;
 }
@@ -796,8 +825,8 @@ char **rt_exec_env(rt_sandbox_t *sb, char **extra, sbx_error_t *err)
     env_put(&env, &n, xasprintf("HOSTNAME=%s", sb->id));
     const char *key;
     json_t *val;
-    json_object_foreach(sb->env, key, val)
-        env_put(&env, &n, xasprintf("%s=%s", key, json_string_value(val) ? json_string_value(val) : ""));
+    json_object_foreach(sb->env, key, val) env_put(
+        &env, &n, xasprintf("%s=%s", key, json_string_value(val) ? json_string_value(val) : ""));
     for (size_t j = 0; extra && extra[j]; j++) {
         const char *eq = strchr(extra[j], '=');
         if (!eq || eq == extra[j]) {
@@ -846,7 +875,6 @@ static char **exec_candidates(const char *cmd, char **env)
     }
     return c;
 }
-
 
 /* The exec helper's parameters as NUL-separated strings in a memfd (see
  * sandbox_proto.h): cwd, candidates, argv, environment.  */
@@ -898,8 +926,7 @@ struct helper_spawn {
 
 /* Runs on its own stack in the agent's memory (CLONE_VM) until execve:
  * only system calls, nothing written but its stack.  */
-__attribute__((no_sanitize("address", "undefined")))
-static int helper_child(void *arg)
+__attribute__((no_sanitize("address", "undefined"))) static int helper_child(void *arg)
 {
     const struct helper_spawn *h = arg;
     if (child_remap_fds(h->src, h->n, 1u << (h->n - 1)) == 0) {
@@ -916,8 +943,8 @@ static int helper_child(void *arg)
  * posix_spawn, the child shares the agent's memory and the caller waits
  * (CLONE_VFORK) until its execve: nothing of the agent is copied, so
  * launching costs the same whatever the agent's size.  */
-static int helper_spawn(rt_runtime_t *rt, const int *fds, int n, int ncg, bool fork_cg,
-                        int flags, int *pidfd, sbx_error_t *err)
+static int helper_spawn(rt_runtime_t *rt, const int *fds, int n, int ncg, bool fork_cg, int flags,
+                        int *pidfd, sbx_error_t *err)
 {
     struct helper_spawn h = {.n = n + 1};
     char ncg_s[16], cap_s[16], flags_s[16];
@@ -990,20 +1017,20 @@ struct exec_run {
     bool locked, have_cg;
     char id[64], sub[32];
     const char *cwd;
-    int init_pidfd;   /* our copy of the sandbox init's pidfd */
-    int pidfd;        /* the helper's; -1 once reaped */
+    int init_pidfd; /* our copy of the sandbox init's pidfd */
+    int pidfd;      /* the helper's; -1 once reaped */
     int in_w, rep_r;
-    int ctl_w;        /* the helper's control pipe: signals for the command */
-    bool pty;         /* stdio is a terminal: in_w and ob.fd are its master */
-    int nspid;        /* the command's pid in the sandbox, once started */
+    int ctl_w; /* the helper's control pipe: signals for the command */
+    bool pty;  /* stdio is a terminal: in_w and ob.fd are its master */
+    int nspid; /* the command's pid in the sandbox, once started */
     struct outbuf ob, eb;
     const char *stdin_p;
     size_t stdin_left;
     struct rt_report fail; /* the first failure reported */
     bool forked, started, done, ended, timed_out, backstop;
-    bool detached; /* given up on at a stop: the command goes on */
+    bool detached;      /* given up on at a stop: the command goes on */
     bool start_timeout; /* the helper killed its command before its execve */
-    int status; /* the command's wait status, when done */
+    int status;         /* the command's wait status, when done */
     int64_t t0, start_deadline, deadline, hard_end, ended_at, next_kill;
 };
 
@@ -1029,8 +1056,8 @@ static int pty_open(rt_sandbox_t *sb, unsigned short rows, unsigned short cols, 
     if (root < 0 || pidfd_exited(sb->init_pidfd, 0))
         return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", sb->id);
     struct open_how how = {.flags = O_RDWR | O_NOCTTY | O_CLOEXEC,
-                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS |
-                                      RESOLVE_NO_SYMLINKS};
+                           .resolve =
+                               RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS};
     _cleanup_close_ int m = (int)syscall(SYS_openat2, root, "dev/pts/ptmx", &how, sizeof how);
     struct statfs fs;
     struct stat st;
@@ -1133,8 +1160,7 @@ static int exec_launch(struct exec_run *x, const struct launch *l, sbx_error_t *
         fds[n++] = fork_cg;
     for (int i = 0; i < ncg; i++)
         fds[n++] = cg[i];
-    if (helper_spawn(rt, fds, n, ncg, fork_cg >= 0, l->pty ? RT_EXEC_F_PTY : 0, &x->pidfd,
-                     err) < 0)
+    if (helper_spawn(rt, fds, n, ncg, fork_cg >= 0, l->pty ? RT_EXEC_F_PTY : 0, &x->pidfd, err) < 0)
         goto out;
     x->in_w = TAKE_FD(mine[0]);
     x->ob.fd = TAKE_FD(mine[1]);
@@ -1143,8 +1169,8 @@ static int exec_launch(struct exec_run *x, const struct launch *l, sbx_error_t *
     x->ctl_w = TAKE_FD(ctl[1]);
     ret = 0;
 out:;
-    const int left[] = {io[0], io[1], io[2], mine[0], mine[1], mine[2], rp[0], rp[1],
-                        ctl[0], ctl[1], fork_cg, params};
+    const int left[] = {io[0], io[1], io[2],  mine[0], mine[1], mine[2],
+                        rp[0], rp[1], ctl[0], ctl[1],  fork_cg, params};
     for (size_t i = 0; i < ARRAY_SIZE(left); i++)
         if (left[i] >= 0)
             close(left[i]);
@@ -1156,17 +1182,13 @@ out:;
 static void run_report(struct exec_run *x, const struct rt_report *r)
 {
     switch (r->step) {
-    case RT_REPORT_FORKED:
-        x->forked = true;
-        break;
+    case RT_REPORT_FORKED: x->forked = true; break;
     case RT_REPORT_STARTED:
         x->started = true;
         x->nspid = r->err;
         break;
     case RT_REPORT_START_TIMEOUT:
-    case RT_REPORT_LOST:
-        x->start_timeout = true;
-        break;
+    case RT_REPORT_LOST: x->start_timeout = true; break;
     case RT_REPORT_DONE:
         x->done = true;
         x->status = r->err;
@@ -1250,7 +1272,8 @@ static int exec_wait(struct exec_run *x, sbx_error_t *err)
         if (x->locked && (x->forked || x->fail.step || x->ended || x->backstop))
             run_unlock(x);
         int64_t now = sbx_monotonic_ms();
-        if (x->ended && ((x->ob.fd < 0 && x->eb.fd < 0) || now >= x->ended_at + GRACE_AFTER_EXIT_MS))
+        if (x->ended &&
+            ((x->ob.fd < 0 && x->eb.fd < 0) || now >= x->ended_at + GRACE_AFTER_EXIT_MS))
             return 0;
         int64_t cut = __atomic_load_n(&x->rt->cut_execs_at_ms, __ATOMIC_RELAXED);
         if (!x->ended && cut && now >= cut) {
@@ -1361,8 +1384,7 @@ static int exec_failed(struct exec_run *x, bool init_gone, sbx_error_t *err)
     if (init_gone || (f->step == RT_STEP_SETNS && f->err == ESRCH))
         return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", x->id);
     if (f->step == RT_STEP_FORK && f->err == EAGAIN)
-        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "sandbox %s is at its process limit",
-                             x->id);
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "sandbox %s is at its process limit", x->id);
     if (f->err == ENOMEM || f->err == EAGAIN)
         return exec_unavailable(x, err);
     return report_error(err, "exec", f);
@@ -1403,8 +1425,8 @@ static int exec_result(struct exec_run *x, const rt_exec_request_t *req, rt_exec
         out->exit_code = x->fail.err == ENOENT ? 127 : 126;
         out->signal = 0;
         char msg[512];
-        int len = snprintf(msg, sizeof msg, "sandbox: %s: %s\n", req->argv[0],
-                           strerror(x->fail.err));
+        int len =
+            snprintf(msg, sizeof msg, "sandbox: %s: %s\n", req->argv[0], strerror(x->fail.err));
         len = len < (int)sizeof msg ? len : (int)sizeof msg - 1;
         eb->data = xrealloc(eb->data, eb->len + (size_t)len + 1);
         memcpy(eb->data + eb->len, msg, (size_t)len);
@@ -1450,10 +1472,19 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
                      rt_exec_result_t *out, sbx_error_t *err)
 {
     struct exec_run x = {
-        .rt = rt, .sb = sb, .locked = true, .cwd = req->cwd ? req->cwd : "/",
-        .init_pidfd = -1, .pidfd = -1, .in_w = -1, .rep_r = -1, .ctl_w = -1,
-        .ob = {.fd = -1}, .eb = {.fd = -1},
-        .stdin_p = req->stdin_data, .stdin_left = req->stdin_data ? req->stdin_len : 0,
+        .rt = rt,
+        .sb = sb,
+        .locked = true,
+        .cwd = req->cwd ? req->cwd : "/",
+        .init_pidfd = -1,
+        .pidfd = -1,
+        .in_w = -1,
+        .rep_r = -1,
+        .ctl_w = -1,
+        .ob = {.fd = -1},
+        .eb = {.fd = -1},
+        .stdin_p = req->stdin_data,
+        .stdin_left = req->stdin_data ? req->stdin_len : 0,
         .t0 = sbx_monotonic_ms(),
     };
     leftovers_reap();
@@ -1524,16 +1555,27 @@ static int proc_spawn(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_proc_request_
     rt_proc_t *p = xcalloc(1, sizeof *p);
     struct exec_run *x = &p->x;
     *x = (struct exec_run){
-        .rt = rt, .sb = sb, .locked = true, .cwd = req->cwd ? req->cwd : "/",
-        .init_pidfd = -1, .pidfd = -1, .in_w = -1, .rep_r = -1, .ctl_w = -1,
-        .ob = {.fd = -1}, .eb = {.fd = -1}, .pty = req->pty, .t0 = sbx_monotonic_ms(),
+        .rt = rt,
+        .sb = sb,
+        .locked = true,
+        .cwd = req->cwd ? req->cwd : "/",
+        .init_pidfd = -1,
+        .pidfd = -1,
+        .in_w = -1,
+        .rep_r = -1,
+        .ctl_w = -1,
+        .ob = {.fd = -1},
+        .eb = {.fd = -1},
+        .pty = req->pty,
+        .t0 = sbx_monotonic_ms(),
     };
     leftovers_reap();
     x->start_deadline = x->t0 + EXEC_START_BACKSTOP_MS;
     memcpy(x->id, sb->id, sizeof x->id);
-    snprintf(x->sub, sizeof x->sub, "p%llx", (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
-    struct launch l = {.argv = req->argv, .env = req->env, .pty = req->pty, .rows = req->rows,
-                       .cols = req->cols};
+    snprintf(x->sub, sizeof x->sub, "p%llx",
+             (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
+    struct launch l = {
+        .argv = req->argv, .env = req->env, .pty = req->pty, .rows = req->rows, .cols = req->cols};
     if (exec_launch(x, &l, err) < 0 || spawn_wait(x, req->argv[0], err) < 0) {
         exec_run_done(x);
         free(p);

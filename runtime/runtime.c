@@ -24,8 +24,7 @@
 
 extern const unsigned char rt_init_blob[], rt_init_blob_end[];
 
-static const rt_driver_ops_t *const drivers[] = {&rt_process_ops, &rt_gvisor_ops,
-                                                  &rt_microvm_ops};
+static const rt_driver_ops_t *const drivers[] = {&rt_process_ops, &rt_gvisor_ops, &rt_microvm_ops};
 
 const char *rt_state_name(rt_state_t s)
 {
@@ -88,7 +87,8 @@ static rt_sandbox_t *sandbox_new(rt_runtime_t *rt, const char *id)
     sb->dir = xasprintf("%s/%s", rt->sandboxes_dir, id);
     pthread_rwlock_init(&sb->lock, NULL);
     atomic_init(&sb->refs, 1);
-    atomic_init(&sb->exec_seq, ((unsigned long long)sbx_now_ms() << 16) ^ (unsigned long long)getpid());
+    atomic_init(&sb->exec_seq,
+                ((unsigned long long)sbx_now_ms() << 16) ^ (unsigned long long)getpid());
     sb->init_pidfd = -1;
     return sb;
 }
@@ -111,14 +111,13 @@ static int rt_sandbox_save(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
     json_t *env = sb->env ? json_incref(sb->env) : json_object();
     _cleanup_json_ json_t *j = json_pack(
-        "{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:s, s:s, s:I, s:I}",
-        "id", sb->id, "driver", sb->ops->name, "rootfs", sb->rootfs, "image",
-        sb->image ? sb->image : "", "cpu", sb->cpu, "memoryMiB", (json_int_t)sb->memory_mib,
-        "diskMiB", (json_int_t)sb->disk_mib, "pidsMax", (json_int_t)sb->pids_max, "env",
-        env, "slot", (json_int_t)sb->slot, "hostUid",
-        (json_int_t)sb->host_uid, "createdMs", (json_int_t)sb->created_ms, "state",
-        rt_state_name(sb->state), "message", sb->message, "initPid", (json_int_t)sb->init_pid,
-        "initStart", (json_int_t)sb->init_start);
+        "{s:s, s:s, s:s, s:s, s:f, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:s, s:s, s:I, s:I}", "id",
+        sb->id, "driver", sb->ops->name, "rootfs", sb->rootfs, "image", sb->image ? sb->image : "",
+        "cpu", sb->cpu, "memoryMiB", (json_int_t)sb->memory_mib, "diskMiB",
+        (json_int_t)sb->disk_mib, "pidsMax", (json_int_t)sb->pids_max, "env", env, "slot",
+        (json_int_t)sb->slot, "hostUid", (json_int_t)sb->host_uid, "createdMs",
+        (json_int_t)sb->created_ms, "state", rt_state_name(sb->state), "message", sb->message,
+        "initPid", (json_int_t)sb->init_pid, "initStart", (json_int_t)sb->init_start);
     if (!j)
         return sbx_error_set(err, SBX_ERR_INTERNAL, "encode sandbox record");
     _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
@@ -350,9 +349,9 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
 {
     if (!cfg || !cfg->state_dir || !*cfg->state_dir)
         return sbx_error_set(err, SBX_ERR_INVALID, "runtime needs a state directory"), NULL;
-    if (cfg->cgroup_root && (!*cfg->cgroup_root || strchr(cfg->cgroup_root, '/') ||
-                             strlen(cfg->cgroup_root) > 63 || strcmp(cfg->cgroup_root, "..") == 0 ||
-                             strcmp(cfg->cgroup_root, ".") == 0))
+    if (cfg->cgroup_root &&
+        (!*cfg->cgroup_root || strchr(cfg->cgroup_root, '/') || strlen(cfg->cgroup_root) > 63 ||
+         strcmp(cfg->cgroup_root, "..") == 0 || strcmp(cfg->cgroup_root, ".") == 0))
         return sbx_error_set(err, SBX_ERR_INVALID, "invalid cgroup root name"), NULL;
     if ((cfg->uid_count || cfg->uid_start) &&
         rt_uid_range_check(cfg->uid_start, cfg->uid_count, err) < 0)
@@ -392,8 +391,8 @@ rt_runtime_t *rt_open(const rt_config_t *cfg, sbx_error_t *err)
         goto fail;
     /* Exec helpers load the filter from here: a program that is not the
      * agent cannot take it from the agent's memory.  */
-    rt->seccomp_memfd = sealed_memfd_create(
-        "sandbox-seccomp", rt->seccomp.filter, rt->seccomp.len * sizeof *rt->seccomp.filter, err);
+    rt->seccomp_memfd = sealed_memfd_create("sandbox-seccomp", rt->seccomp.filter,
+                                            rt->seccomp.len * sizeof *rt->seccomp.filter, err);
     if (rt->seccomp_memfd < 0)
         goto fail;
     rt->cap_last = 40;
@@ -541,7 +540,8 @@ static int spec_check(const rt_spec_t *spec, const rt_driver_ops_t **ops, sbx_er
             return sbx_error_set(err, SBX_ERR_INVALID, "env must be an object of strings");
         const char *k;
         json_t *v;
-        json_object_foreach(spec->env, k, v) {
+        json_object_foreach(spec->env, k, v)
+        {
             if (!json_is_string(v) || !*k || strchr(k, '='))
                 return sbx_error_set(err, SBX_ERR_INVALID, "env must be an object of strings");
         }
@@ -556,8 +556,10 @@ int rt_create(rt_runtime_t *rt, const rt_spec_t *spec, rt_info_t *out, sbx_error
         return rt ? -1 : sbx_error_set(err, SBX_ERR_INVALID, "no runtime");
     char why[192] = "";
     if (!ops->usable(rt, why, sizeof why))
-        return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "the %s isolation is not available on this "
-                             "host: %s", ops->name, why);
+        return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
+                             "the %s isolation is not available on this "
+                             "host: %s",
+                             ops->name, why);
 
     pthread_mutex_lock(&rt->mu);
     rt_sandbox_t *sb = registry_find_locked(rt, spec->id);
@@ -895,8 +897,8 @@ static rt_sandbox_t *sandbox_running(rt_runtime_t *rt, const char *id, sbx_error
     return sb;
 }
 
-int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
-            rt_exec_result_t *out, sbx_error_t *err)
+int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req, rt_exec_result_t *out,
+            sbx_error_t *err)
 {
     if (!req || !out || !req->argv || !req->argv[0] || !req->argv[0][0])
         return sbx_error_set(err, SBX_ERR_INVALID, "exec needs a command");
@@ -917,8 +919,8 @@ int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
     return ret;
 }
 
-int rt_proc_start(rt_runtime_t *rt, const char *id, const rt_proc_request_t *req,
-                  rt_proc_t **out, sbx_error_t *err)
+int rt_proc_start(rt_runtime_t *rt, const char *id, const rt_proc_request_t *req, rt_proc_t **out,
+                  sbx_error_t *err)
 {
     if (!req || !out || !req->argv || !req->argv[0] || !req->argv[0][0])
         return sbx_error_set(err, SBX_ERR_INVALID, "a process needs a command");

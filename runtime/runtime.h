@@ -45,15 +45,15 @@ typedef struct rt_config {
 } rt_config_t;
 
 typedef struct rt_spec {
-    const char *id;        /* [a-z0-9][a-z0-9-]{0,62}, chosen by the caller */
-    const char *driver;    /* "process" (default when NULL), "gvisor", "microvm" */
-    const char *rootfs;    /* unpacked image directory, shared read-only */
-    const char *image;     /* reference, recorded only */
-    double cpu;            /* cores; 0: no limit */
-    uint64_t memory_mib;   /* 0: default */
-    uint64_t disk_mib;     /* writable layer bound; 0: default */
-    uint32_t pids_max;     /* 0: default */
-    json_t *env;           /* object of strings, borrowed; may be NULL */
+    const char *id;      /* [a-z0-9][a-z0-9-]{0,62}, chosen by the caller */
+    const char *driver;  /* "process" (default when NULL), "gvisor", "microvm" */
+    const char *rootfs;  /* unpacked image directory, shared read-only */
+    const char *image;   /* reference, recorded only */
+    double cpu;          /* cores; 0: no limit */
+    uint64_t memory_mib; /* 0: default */
+    uint64_t disk_mib;   /* writable layer bound; 0: default */
+    uint32_t pids_max;   /* 0: default */
+    json_t *env;         /* object of strings, borrowed; may be NULL */
 } rt_spec_t;
 
 typedef struct rt_info {
@@ -66,25 +66,25 @@ typedef struct rt_info {
     double cpu;
     uint64_t memory_mib;
     uint64_t memory_used_bytes;
-    uint64_t cpu_used_us;  /* CPU time used by the sandbox's processes */
-    char message[256];     /* why Failed, when it is */
+    uint64_t cpu_used_us; /* CPU time used by the sandbox's processes */
+    char message[256];    /* why Failed, when it is */
 } rt_info_t;
 
 typedef struct rt_exec_request {
-    char **argv;           /* NULL-terminated, argv[0] looked up in the sandbox PATH */
-    char **env;            /* NULL-terminated "K=V", added to the sandbox env; may be NULL */
-    const char *cwd;       /* inside the sandbox; NULL: "/" */
+    char **argv;     /* NULL-terminated, argv[0] looked up in the sandbox PATH */
+    char **env;      /* NULL-terminated "K=V", added to the sandbox env; may be NULL */
+    const char *cwd; /* inside the sandbox; NULL: "/" */
     const char *stdin_data;
     size_t stdin_len;
-    int timeout_ms;        /* kills the exec's whole process tree; 0: default 30 s */
-    size_t output_cap;     /* per stream; 0: default 1 MiB */
+    int timeout_ms;    /* kills the exec's whole process tree; 0: default 30 s */
+    size_t output_cap; /* per stream; 0: default 1 MiB */
 } rt_exec_request_t;
 
 typedef struct rt_exec_result {
-    int exit_code;         /* -1 when killed by a signal */
-    int signal;            /* 0 unless killed by a signal */
+    int exit_code; /* -1 when killed by a signal */
+    int signal;    /* 0 unless killed by a signal */
     bool timed_out;
-    char *out, *err;       /* owned, NUL-terminated (may also contain NULs) */
+    char *out, *err; /* owned, NUL-terminated (may also contain NULs) */
     size_t out_len, err_len;
     bool out_truncated, err_truncated;
     int64_t duration_ms;
@@ -93,9 +93,9 @@ void rt_exec_result_done(rt_exec_result_t *r);
 
 typedef struct rt_dirent {
     char *name;
-    char type[8];          /* "file" | "dir" | "symlink" | "other" */
+    char type[8]; /* "file" | "dir" | "symlink" | "other" */
     uint64_t size;
-    unsigned mode;         /* permission bits */
+    unsigned mode; /* permission bits */
     int64_t modified_ms;
 } rt_dirent_t;
 
@@ -115,7 +115,7 @@ typedef struct rt_health {
     struct {
         const char *name; /* NULL past the last */
         char why[192];
-    } unavailable[4]; /* the drivers that do not work here, and why */
+    } unavailable[4];              /* the drivers that do not work here, and why */
     uint32_t uid_start, uid_count; /* the host uids this runtime holds */
     char cgroup_parent[64];
 } rt_health_t;
@@ -149,16 +149,16 @@ int rt_suspend(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 int rt_resume(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 
 /* Exec into a running sandbox (a suspended one is resumed first).  */
-int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req,
-            rt_exec_result_t *out, sbx_error_t *err);
+int rt_exec(rt_runtime_t *rt, const char *id, const rt_exec_request_t *req, rt_exec_result_t *out,
+            sbx_error_t *err);
 
 /* ---- processes: commands that run on their own, watched by the caller ---- */
 
 typedef struct rt_proc_request {
-    char **argv;           /* NULL-terminated, argv[0] looked up in the sandbox PATH */
-    char **env;            /* NULL-terminated "K=V", added to the sandbox env; may be NULL */
-    const char *cwd;       /* inside the sandbox; NULL: "/" */
-    bool pty;              /* stdin, stdout and stderr are one terminal of rows x cols */
+    char **argv;               /* NULL-terminated, argv[0] looked up in the sandbox PATH */
+    char **env;                /* NULL-terminated "K=V", added to the sandbox env; may be NULL */
+    const char *cwd;           /* inside the sandbox; NULL: "/" */
+    bool pty;                  /* stdin, stdout and stderr are one terminal of rows x cols */
     unsigned short rows, cols; /* 0: 24 x 80 */
 } rt_proc_request_t;
 
@@ -175,8 +175,8 @@ typedef enum rt_proc_fd {
  * with ARM code CommandNotFound (CommandNotExecutable).  The command runs
  * until it ends or is signalled, whatever the caller does meanwhile; it
  * ends with the sandbox.  */
-int rt_proc_start(rt_runtime_t *rt, const char *id, const rt_proc_request_t *req,
-                  rt_proc_t **out, sbx_error_t *err);
+int rt_proc_start(rt_runtime_t *rt, const char *id, const rt_proc_request_t *req, rt_proc_t **out,
+                  sbx_error_t *err);
 int rt_proc_pid(const rt_proc_t *p); /* in the sandbox's pid namespace */
 /* The caller's ends; owned by p, valid until rt_proc_free.  */
 int rt_proc_fd(const rt_proc_t *p, rt_proc_fd_t which);
@@ -195,10 +195,10 @@ void rt_proc_free(rt_proc_t *p, bool kill);
 
 /* Files: every path resolves inside the sandbox root; `..`, symlinks and
  * races cannot leave it.  */
-int rt_file_read(rt_runtime_t *rt, const char *id, const char *path, size_t max,
-                 char **data, size_t *len, sbx_error_t *err);
-int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void *data,
-                  size_t len, sbx_error_t *err);
+int rt_file_read(rt_runtime_t *rt, const char *id, const char *path, size_t max, char **data,
+                 size_t *len, sbx_error_t *err);
+int rt_file_write(rt_runtime_t *rt, const char *id, const char *path, const void *data, size_t len,
+                  sbx_error_t *err);
 /* Open a regular file for reading (the caller closes *fd); *size is its
  * size when opened.  Fails with TOO_LARGE past max (0: no bound).  */
 int rt_file_open(rt_runtime_t *rt, const char *id, const char *path, uint64_t max, int *fd,
@@ -216,8 +216,8 @@ typedef ssize_t (*rt_read_fn)(void *ud, void *buf, size_t n);
 int rt_file_write_stream(rt_runtime_t *rt, const char *id, const char *path, uint64_t expected,
                          rt_read_fn read, void *ud, uint64_t *written, sbx_error_t *err);
 int rt_file_delete(rt_runtime_t *rt, const char *id, const char *path, sbx_error_t *err);
-int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t **out,
-                 size_t *n, sbx_error_t *err);
+int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t **out, size_t *n,
+                 sbx_error_t *err);
 void rt_dirents_free(rt_dirent_t *d, size_t n);
 
 bool rt_id_valid(const char *id);

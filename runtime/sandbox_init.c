@@ -35,7 +35,6 @@
 #include "runtime/sandbox_child.h"
 #include "runtime/sandbox_proto.h"
 
-
 static _Noreturn void init_main(void)
 {
     /* Not dumpable: processes of the sandbox (same uid) cannot open our

@@ -36,18 +36,41 @@ enum {
 
 /* Start-up steps; a report names the step that failed and its errno.  */
 enum rt_step {
-    RT_STEP_NONE, RT_STEP_GO, RT_STEP_SETGROUPS, RT_STEP_SETGID, RT_STEP_SETUID,
-    RT_STEP_CGROUPNS, RT_STEP_MOUNTNS, RT_STEP_PRIVATE, RT_STEP_HOSTNAME, RT_STEP_LOOPBACK,
-    RT_STEP_ROOT, RT_STEP_PROC, RT_STEP_DEV, RT_STEP_PIVOT, RT_STEP_OLDROOT, RT_STEP_STDIO,
-    RT_STEP_CAPS, RT_STEP_NNP, RT_STEP_SECCOMP, RT_STEP_EXEC, RT_STEP_CGROUP, RT_STEP_SETNS,
-    RT_STEP_FORK, RT_STEP_CWD, RT_STEP_SETSID, RT_STEP_MASK, RT_STEP_ARGS, RT_STEP_SPAWN,
+    RT_STEP_NONE,
+    RT_STEP_GO,
+    RT_STEP_SETGROUPS,
+    RT_STEP_SETGID,
+    RT_STEP_SETUID,
+    RT_STEP_CGROUPNS,
+    RT_STEP_MOUNTNS,
+    RT_STEP_PRIVATE,
+    RT_STEP_HOSTNAME,
+    RT_STEP_LOOPBACK,
+    RT_STEP_ROOT,
+    RT_STEP_PROC,
+    RT_STEP_DEV,
+    RT_STEP_PIVOT,
+    RT_STEP_OLDROOT,
+    RT_STEP_STDIO,
+    RT_STEP_CAPS,
+    RT_STEP_NNP,
+    RT_STEP_SECCOMP,
+    RT_STEP_EXEC,
+    RT_STEP_CGROUP,
+    RT_STEP_SETNS,
+    RT_STEP_FORK,
+    RT_STEP_CWD,
+    RT_STEP_SETSID,
+    RT_STEP_MASK,
+    RT_STEP_ARGS,
+    RT_STEP_SPAWN,
     RT_STEP_N,
     /* Not failures: progress of an exec helper.  */
-    RT_REPORT_FORKED = 100, /* the command's process exists in the sandbox */
-    RT_REPORT_STARTED,      /* the command's execve succeeded; err is its pid in the sandbox */
+    RT_REPORT_FORKED = 100,  /* the command's process exists in the sandbox */
+    RT_REPORT_STARTED,       /* the command's execve succeeded; err is its pid in the sandbox */
     RT_REPORT_START_TIMEOUT, /* it did not get there in time and was killed */
-    RT_REPORT_LOST,         /* it died before execve without saying why (killed) */
-    RT_REPORT_DONE,         /* the command ended; err is its wait status */
+    RT_REPORT_LOST,          /* it died before execve without saying why (killed) */
+    RT_REPORT_DONE,          /* the command ended; err is its wait status */
 };
 
 struct rt_report {

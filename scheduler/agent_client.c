@@ -44,8 +44,8 @@ static void handle_put(sched_t *s, CURL *c)
     curl_easy_reset(c);
     pthread_mutex_lock(&s->lock);
     if (s->n_curl == s->cap_curl)
-        s->curl_pool = xrealloc(s->curl_pool, (s->cap_curl = s->cap_curl ? s->cap_curl * 2 : 8) *
-                                                  sizeof(void *));
+        s->curl_pool = xrealloc(s->curl_pool,
+                                (s->cap_curl = s->cap_curl ? s->cap_curl * 2 : 8) * sizeof(void *));
     s->curl_pool[s->n_curl++] = c;
     pthread_mutex_unlock(&s->lock);
 }
@@ -129,8 +129,8 @@ static int call_finish(sched_t *s, CURL *c, CURLcode rc, sink_t *sink, sched_rep
 }
 
 static int curl_call(void *ctx, const char *base_url, const char *method, const char *path,
-                     const char *query, const char *content_type, const char *body,
-                     size_t body_len, int timeout_ms, sched_reply_t *out)
+                     const char *query, const char *content_type, const char *body, size_t body_len,
+                     int timeout_ms, sched_reply_t *out)
 {
     sched_t *s = ctx;
     memset(out, 0, sizeof(*out));
@@ -145,7 +145,8 @@ static int curl_call(void *ctx, const char *base_url, const char *method, const 
     char ct[128];
     hdrs = curl_slist_append(hdrs, "Expect:");
     if (body) {
-        snprintf(ct, sizeof(ct), "Content-Type: %s", content_type ? content_type : "application/json");
+        snprintf(ct, sizeof(ct), "Content-Type: %s",
+                 content_type ? content_type : "application/json");
         hdrs = curl_slist_append(hdrs, ct);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
@@ -191,8 +192,8 @@ static void stream_setup(CURL *c)
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, STREAM_STALL_S);
 }
 
-static int curl_call_upload(void *ctx, const char *base_url, const char *method,
-                            const char *path, const char *query, uint64_t size,
+static int curl_call_upload(void *ctx, const char *base_url, const char *method, const char *path,
+                            const char *query, uint64_t size,
                             ssize_t (*read_fn)(void *ud, void *buf, size_t n), void *ud,
                             int *read_errno, sched_reply_t *out)
 {
@@ -451,20 +452,19 @@ int sched_call(sched_t *s, const char *base_url, const char *method, const char 
     void *ctx;
     const sched_agent_ops_t *ops = ops_of(s, &ctx);
     memset(out, 0, sizeof(*out));
-    return ops->call(ctx, base_url, method, path, query, content_type, body, body_len,
-                     timeout_ms, out);
+    return ops->call(ctx, base_url, method, path, query, content_type, body, body_len, timeout_ms,
+                     out);
 }
 
 int sched_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
                       const char *query, uint64_t size,
-                      ssize_t (*read_fn)(void *ud, void *buf, size_t n), void *ud,
-                      int *read_errno, sched_reply_t *out)
+                      ssize_t (*read_fn)(void *ud, void *buf, size_t n), void *ud, int *read_errno,
+                      sched_reply_t *out)
 {
     void *ctx;
     const sched_agent_ops_t *ops = ops_of(s, &ctx);
     memset(out, 0, sizeof(*out));
-    return ops->call_upload(ctx, base_url, method, path, query, size, read_fn, ud, read_errno,
-                            out);
+    return ops->call_upload(ctx, base_url, method, path, query, size, read_fn, ud, read_errno, out);
 }
 
 int sched_call_stream(sched_t *s, const char *base_url, const sched_stream_call_t *call,

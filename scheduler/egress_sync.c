@@ -16,8 +16,8 @@ static json_t *applied;
 
 #define APPLIED_MAX 100000
 
-json_t *sandbox_egress_policy(st_db_t *db, const st_resource_t *group,
-                              const st_resource_t *sandbox, sbx_error_t *err)
+json_t *sandbox_egress_policy(st_db_t *db, const st_resource_t *group, const st_resource_t *sandbox,
+                              sbx_error_t *err)
 {
     json_t *props = json_object_get(sandbox->body, "properties");
     const char *name = json_string_value(json_object_get(props, "egressPolicy"));

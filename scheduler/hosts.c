@@ -101,9 +101,12 @@ static bool recreate_elsewhere(sched_t *s, const st_resource_t *sb, const char *
             json_object_del(props, "host");
             free(cur.host_id);
             cur.host_id = NULL;
-            st_operation_t op = {.resource_id = cur.id, .kind = "update",
-                                 .status = "InProgress", .location = nloc,
-                                 .subscription = cur.subscription, .start_ms = sched_now(s)};
+            st_operation_t op = {.resource_id = cur.id,
+                                 .kind = "update",
+                                 .status = "InProgress",
+                                 .location = nloc,
+                                 .subscription = cur.subscription,
+                                 .start_ms = sched_now(s)};
             sbx_uuid(op.id);
             if (st_tx_resource_put(tx, &cur, NULL) == 0 &&
                 st_tx_operation_put(tx, &op, NULL) == 0 && st_commit(TAKE_PTR(tx), NULL) == 0)
@@ -179,8 +182,8 @@ static void check_one(sched_t *s, st_host_t *h)
     /* h was read before the health call: the row may have been drained,
      * re-registered or removed since, and writing h back would undo that. */
     _cleanup_free_ char *now_state = NULL;
-    if (st_host_report(s->db, h->name, ok ? h->info : NULL, h->last_seen_ms, was, next,
-                       &now_state, NULL) < 0 ||
+    if (st_host_report(s->db, h->name, ok ? h->info : NULL, h->last_seen_ms, was, next, &now_state,
+                       NULL) < 0 ||
         !changed || strcmp(now_state, next) != 0)
         return;
     sbx_log(SBX_LOG_WARN, MODULE_NAME, "host %s: %s -> %s", h->name, was, next);
@@ -223,8 +226,11 @@ int sched_host_register(sched_t *s, const char *name, const char *url, const cha
     }
     st_host_t h = {0};
     bool existed = st_host_lookup(s->db, name, &h, NULL) > 0;
-    st_host_t next = {.name = (char *)name, .url = (char *)url, .environment = (char *)environment,
-                      .state = existed ? h.state : "Down", .info = existed ? h.info : NULL,
+    st_host_t next = {.name = (char *)name,
+                      .url = (char *)url,
+                      .environment = (char *)environment,
+                      .state = existed ? h.state : "Down",
+                      .info = existed ? h.info : NULL,
                       .last_seen_ms = existed ? h.last_seen_ms : 0,
                       .created_ms = existed ? h.created_ms : sched_now(s)};
     int r = st_host_put(s->db, &next, err);

@@ -32,8 +32,8 @@ struct sched {
     sched_config_t cfg;
     st_db_t *db;
     pthread_mutex_t lock;
-    pthread_cond_t wake;   /* workers */
-    pthread_cond_t rwake;  /* the reconciler */
+    pthread_cond_t wake;  /* workers */
+    pthread_cond_t rwake; /* the reconciler */
     bool stopping;
     /* Once shutting down: calls to agents still running at this time
      * (monotonic ms) are cut off; 0 while serving.  */
@@ -55,7 +55,7 @@ struct sched {
     struct host_slots {
         char name[64];
         unsigned busy;
-    } *slots;
+    } * slots;
     size_t n_slots;
     size_t n_loads;
     /* pooled curl handles keep TLS sessions to agents alive */
@@ -139,8 +139,8 @@ json_t *sched_spec_json(const sbx_spec_t *spec);
 /* egress_sync.c: the sandbox's effective egress policy ({defaultAction,
  * rules}, or JSON null for none; NULL when storage failed), and keeping
  * running sandboxes' hosts in step with it.  */
-json_t *sandbox_egress_policy(st_db_t *db, const st_resource_t *group,
-                              const st_resource_t *sandbox, sbx_error_t *err);
+json_t *sandbox_egress_policy(st_db_t *db, const st_resource_t *group, const st_resource_t *sandbox,
+                              sbx_error_t *err);
 /* The same, reading the sandbox's group.  */
 int sched_egress_for(st_db_t *db, const st_resource_t *sandbox, json_t **out, sbx_error_t *err);
 void sched_egress_sync(sched_t *s, const st_host_t *h, const st_resource_t *sb,

@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#define VALID_DAYS 825       /* leaf certificates */
-#define CA_VALID_DAYS 3650   /* the CA */
-#define RENEW_DAYS 30        /* reissue what expires sooner than this */
+#define VALID_DAYS 825     /* leaf certificates */
+#define CA_VALID_DAYS 3650 /* the CA */
+#define RENEW_DAYS 30      /* reissue what expires sooner than this */
 
 /* A new file for `path`, 0600 from its creation whatever the umask (the
  * old one, if any, is replaced).  */
@@ -60,8 +60,8 @@ static int write_cert(const char *path, X509 *cert, sbx_error_t *err)
 /* Files an older version wrote with the umask's bits are narrowed.  */
 static int narrow_modes(const char *dir, sbx_error_t *err)
 {
-    static const char *const names[] = {"ca.pem", "ca.key", "agent.pem", "agent.key",
-                                        "client.pem", "client.key"};
+    static const char *const names[] = {"ca.pem",    "ca.key",     "agent.pem",
+                                        "agent.key", "client.pem", "client.key"};
     if (chmod(dir, 0700) < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "chmod '%s'", dir);
     for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
@@ -88,8 +88,8 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 }
 
 /* A certificate for `key` named `cn`, signed by issuer (self when NULL).  */
-static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key,
-                       bool ca, bool server, bool client)
+static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *issuer_key, bool ca,
+                       bool server, bool client)
 {
     X509 *c = X509_new();
     if (!c)
@@ -108,7 +108,8 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
     X509_gmtime_adj(X509_getm_notAfter(c), (long)(ca ? CA_VALID_DAYS : VALID_DAYS) * 86400);
     X509_set_pubkey(c, key);
     X509_NAME *name = X509_get_subject_name(c);
-    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"sandboxd", -1, -1, 0);
+    X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"sandboxd", -1, -1,
+                               0);
     X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     X509 *iss = issuer ? issuer : c;
     X509_set_issuer_name(c, X509_get_subject_name(iss));
@@ -120,7 +121,9 @@ static X509 *make_cert(EVP_PKEY *key, const char *cn, X509 *issuer, EVP_PKEY *is
         bad |= add_ext(c, iss, NID_subject_alt_name, "IP:127.0.0.1,DNS:localhost");
     if (server || client)
         bad |= add_ext(c, iss, NID_ext_key_usage,
-                       server && client ? "serverAuth,clientAuth" : server ? "serverAuth" : "clientAuth");
+                       server && client ? "serverAuth,clientAuth"
+                       : server         ? "serverAuth"
+                                        : "clientAuth");
     if (bad || !X509_sign(c, issuer_key ? issuer_key : key, EVP_sha256())) {
         X509_free(c);
         return NULL;

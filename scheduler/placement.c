@@ -16,10 +16,8 @@ enum { R_CPU, R_MEMORY, R_DISK, R_PIDS, R_SLOTS, R_N };
 static const struct resource {
     const char *key, *unit, *noun;
 } resources[R_N] = {
-    [R_CPU] = {"cpu", "cpu", NULL},
-    [R_MEMORY] = {"memoryMiB", "MiB", "memory"},
-    [R_DISK] = {"diskMiB", "MiB", "disk"},
-    [R_PIDS] = {"pids", "pids", NULL},
+    [R_CPU] = {"cpu", "cpu", NULL},           [R_MEMORY] = {"memoryMiB", "MiB", "memory"},
+    [R_DISK] = {"diskMiB", "MiB", "disk"},    [R_PIDS] = {"pids", "pids", NULL},
     [R_SLOTS] = {"sandboxes", "slots", NULL},
 };
 
@@ -131,7 +129,8 @@ static int has_driver(const json_t *info, const char *driver)
         return -1;
     size_t i;
     json_t *d;
-    json_array_foreach(list, i, d) {
+    json_array_foreach(list, i, d)
+    {
         if (json_is_string(d) && strcmp(json_string_value(d), driver) == 0)
             return 1;
     }
@@ -180,10 +179,10 @@ static void used_vector(const host_load_t *l, double v[R_N])
 typedef struct tally {
     size_t in_env, reported, offer, ready, never;
     size_t never_by[R_N + 1], short_by[R_N];
-    double biggest[R_N + 1];  /* largest budget of a host offering the driver */
-    double most_free[R_N];    /* largest free amount on a Ready candidate */
-    char offered[96];         /* drivers the environment's hosts offer */
-    char why_not[256];        /* why the first host that says so lacks the driver */
+    double biggest[R_N + 1]; /* largest budget of a host offering the driver */
+    double most_free[R_N];   /* largest free amount on a Ready candidate */
+    char offered[96];        /* drivers the environment's hosts offer */
+    char why_not[256];       /* why the first host that says so lacks the driver */
     double best;
     const char *chosen;
 } tally_t;
@@ -192,7 +191,8 @@ static void note_offered(tally_t *t, const json_t *info)
 {
     size_t i;
     json_t *d;
-    json_array_foreach(json_object_get(info, "drivers"), i, d) {
+    json_array_foreach(json_object_get(info, "drivers"), i, d)
+    {
         const char *name = json_string_value(d);
         if (!name || strlen(name) > 16 || strstr(t->offered, name))
             continue;
@@ -317,52 +317,48 @@ static int refusal(const tally_t *t, const char *env, const char *driver, const 
     char want[64], have[64], n1[32], n2[32];
     if (t->in_env == 0)
         return refuse(why, SBX_FAIL_NO_HOST, err, SBX_ERR_UNAVAILABLE,
-                             "no host is registered in environment '%s'", env);
+                      "no host is registered in environment '%s'", env);
     if (t->offer == 0 && t->reported == t->in_env)
         return refuse(why, SBX_FAIL_NO_DRIVER, err, SBX_ERR_INVALID,
-                             "no host in environment '%s' offers the '%s' isolation (they "
-                             "offer: %s)%s",
-                             env, driver, t->offered[0] ? t->offered : "none", t->why_not);
+                      "no host in environment '%s' offers the '%s' isolation (they "
+                      "offer: %s)%s",
+                      env, driver, t->offered[0] ? t->offered : "none", t->why_not);
     if (t->offer > 0 && t->never == t->offer) {
         /* Name a reason that holds for every host.  */
         if (t->biggest[R_N] > 0 && need[R_MEMORY] + need[R_DISK] > t->biggest[R_N])
             return refuse(why, SBX_FAIL_TOO_LARGE, err, SBX_ERR_INVALID,
-                                 "memoryMiB plus diskMiB (%s MiB) is more than the memory of "
-                                 "any host in environment '%s' (largest: %s MiB); the "
-                                 "writable layer is held in memory",
-                                 num(need[R_MEMORY] + need[R_DISK], n1), env,
-                                 num(t->biggest[R_N], n2));
+                          "memoryMiB plus diskMiB (%s MiB) is more than the memory of "
+                          "any host in environment '%s' (largest: %s MiB); the "
+                          "writable layer is held in memory",
+                          num(need[R_MEMORY] + need[R_DISK], n1), env, num(t->biggest[R_N], n2));
         for (int r = 0; r < R_N; r++) {
             if (!t->never_by[r] || need[r] <= t->biggest[r])
                 continue;
             amount(r, need[r], want, sizeof(want));
             return refuse(why, SBX_FAIL_TOO_LARGE, err, SBX_ERR_INVALID,
-                                 "no host in environment '%s' can ever hold %s (largest: %s %s)",
-                                 env, want, num(t->biggest[r], n1), resources[r].unit);
+                          "no host in environment '%s' can ever hold %s (largest: %s %s)", env,
+                          want, num(t->biggest[r], n1), resources[r].unit);
         }
         return refuse(why, SBX_FAIL_TOO_LARGE, err, SBX_ERR_INVALID,
-                             "no host in environment '%s' can ever hold %s cpu, %s MiB of "
-                             "memory and %s MiB of disk together",
-                             env, num(need[R_CPU], n1), num(need[R_MEMORY], n2),
-                             num(need[R_DISK], have));
+                      "no host in environment '%s' can ever hold %s cpu, %s MiB of "
+                      "memory and %s MiB of disk together",
+                      env, num(need[R_CPU], n1), num(need[R_MEMORY], n2), num(need[R_DISK], have));
     }
     if (t->ready == 0)
         return refuse(why, SBX_FAIL_NO_HOST, err, SBX_ERR_UNAVAILABLE,
-                             "no Ready host in environment '%s' offers the '%s' isolation", env,
-                             driver);
+                      "no Ready host in environment '%s' offers the '%s' isolation", env, driver);
     int r = most_counted(t->short_by, R_N);
     if (t->short_by[r] == 0) /* the Ready hosts are all too small */
         return refuse(why, SBX_FAIL_NO_HOST, err, SBX_ERR_UNAVAILABLE,
-                             "no Ready host in environment '%s' is large enough for it", env);
+                      "no Ready host in environment '%s' is large enough for it", env);
     if (r == R_SLOTS)
         return refuse(why, SBX_FAIL_NO_ROOM, err, SBX_ERR_UNAVAILABLE,
-                             "no host in environment '%s' has a free sandbox slot", env);
+                      "no host in environment '%s' has a free sandbox slot", env);
     amount(r, need[r], want, sizeof(want));
     snprintf(have, sizeof(have), "%s %s", num(t->most_free[r] > 0 ? t->most_free[r] : 0, n1),
              resources[r].unit);
     return refuse(why, SBX_FAIL_NO_ROOM, err, SBX_ERR_UNAVAILABLE,
-                         "no host in environment '%s' has %s free (largest free: %s)", env, want,
-                         have);
+                  "no host in environment '%s' has %s free (largest free: %s)", env, want, have);
 }
 
 int sched_place_choose(sched_t *s, const char *environment, const char *driver,

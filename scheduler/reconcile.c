@@ -38,7 +38,8 @@ static json_t *fetch_agent_sandboxes(sched_t *s, const st_host_t *h)
         by_id = json_object();
         size_t i;
         json_t *v;
-        json_array_foreach(json_object_get(j, "value"), i, v) {
+        json_array_foreach(json_object_get(j, "value"), i, v)
+        {
             const char *id = json_string_value(json_object_get(v, "id"));
             if (id)
                 json_object_set(by_id, id, v);
@@ -69,8 +70,11 @@ static void expire(sched_t *s, const st_resource_t *sb)
             json_object_set_new(props, "provisioningState", json_string("Deleting"));
             json_object_set_new(props, "statusMessage",
                                 json_string("deleted: maxLifetimeSeconds reached"));
-            st_operation_t op = {.resource_id = cur.id, .kind = "delete", .status = "InProgress",
-                                 .location = "local", .subscription = cur.subscription,
+            st_operation_t op = {.resource_id = cur.id,
+                                 .kind = "delete",
+                                 .status = "InProgress",
+                                 .location = "local",
+                                 .subscription = cur.subscription,
                                  .start_ms = sched_now(s)};
             sbx_uuid(op.id);
             if (st_tx_resource_put(tx, &cur, NULL) == 0 && st_tx_operation_put(tx, &op, NULL) == 0)
@@ -144,8 +148,7 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
         return;
     }
     int64_t last_ms = parse_time_ms(json_string_value(last));
-    if (idle > 0 && actual == SBX_STATE_RUNNING && last_ms > 0 &&
-        now - last_ms > idle * 1000)
+    if (idle > 0 && actual == SBX_STATE_RUNNING && last_ms > 0 && now - last_ms > idle * 1000)
         suspend_idle(s, h, sb);
 }
 
@@ -157,7 +160,8 @@ static void destroy_unknown(sched_t *s, const st_host_t *h, json_t *unknown)
     const char *rid;
     json_t *v;
     void *tmp;
-    json_object_foreach_safe(unknown, tmp, rid, v) {
+    json_object_foreach_safe(unknown, tmp, rid, v)
+    {
         sbx_log(SBX_LOG_WARN, MODULE_NAME, "host %s runs unknown sandbox %s: destroying it",
                 h->name, rid);
         _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", rid);
@@ -174,8 +178,7 @@ static int runtime_id_known(sched_t *s, const char *rid)
     sbx_error_t err = {0};
     int r = st_resource_runtime_id_exists(s->db, rid, &err);
     if (r < 0)
-        sbx_log(SBX_LOG_WARN, MODULE_NAME, "runtime id %s: %s; left alone this pass", rid,
-                err.msg);
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "runtime id %s: %s; left alone this pass", rid, err.msg);
     return r;
 }
 
@@ -237,7 +240,8 @@ static void reconcile_host(sched_t *s, const st_host_t *h, int64_t now)
         json_t *v;
         void *tmp;
         size_t looked = 0;
-        json_object_foreach_safe(by_id, tmp, rid, v) {
+        json_object_foreach_safe(by_id, tmp, rid, v)
+        {
             /* Only what storage says it does not know is destroyed: a
              * lookup that failed is no answer.  */
             if (looked++ >= UNKNOWN_PER_PASS || runtime_id_known(s, rid) != 0)

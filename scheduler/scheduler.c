@@ -14,7 +14,6 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-
 #define LOCAL_HOST "local"
 #define LOCAL_READY_MS 15000
 

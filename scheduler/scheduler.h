@@ -45,28 +45,28 @@ typedef struct sched_agent_ops {
                 int timeout_ms, sched_reply_t *out);
     int (*call_upload)(void *ctx, const char *base_url, const char *method, const char *path,
                        const char *query, uint64_t size,
-                       ssize_t (*read)(void *ud, void *buf, size_t n), void *ud,
-                       int *read_errno, sched_reply_t *out);
+                       ssize_t (*read)(void *ud, void *buf, size_t n), void *ud, int *read_errno,
+                       sched_reply_t *out);
     int (*call_stream)(void *ctx, const char *base_url, const sched_stream_call_t *call,
                        http_pipe_t *pipe, uint64_t *length, sched_reply_t *out);
 } sched_agent_ops_t;
 
 typedef struct sched_config {
-    const char *ca_file;        /* CA that signs agents' certificates */
-    const char *cert_file;      /* our client certificate */
+    const char *ca_file;   /* CA that signs agents' certificates */
+    const char *cert_file; /* our client certificate */
     const char *key_file;
-    unsigned workers;           /* operation worker threads; 0: 4 */
-    int health_interval_ms;     /* 0: 1000 */
-    int host_down_ms;           /* 0: 5000 */
-    int reconcile_interval_ms;  /* 0: 1000 */
-    int max_attempts;           /* 0: 5 */
-    int agent_timeout_ms;       /* lifecycle calls; 0: 60000 */
+    unsigned workers;          /* operation worker threads; 0: 4 */
+    int health_interval_ms;    /* 0: 1000 */
+    int host_down_ms;          /* 0: 5000 */
+    int reconcile_interval_ms; /* 0: 1000 */
+    int max_attempts;          /* 0: 5 */
+    int agent_timeout_ms;      /* lifecycle calls; 0: 60000 */
     /* Admission: the sums of the limits of a host's sandboxes stay within
      * its reported capacity times these ratios (0: the defaults below).  */
-    double overcommit_cpu;      /* 0: 4.0 (cpu is shared, not lost) */
-    double overcommit_memory;   /* 0: 1.0 */
-    double overcommit_disk;     /* 0: 4.0 (tmpfs pages are charged to memory) */
-    double overcommit_pids;     /* 0: 1.0 */
+    double overcommit_cpu;    /* 0: 4.0 (cpu is shared, not lost) */
+    double overcommit_memory; /* 0: 1.0 */
+    double overcommit_disk;   /* 0: 4.0 (tmpfs pages are charged to memory) */
+    double overcommit_pids;   /* 0: 1.0 */
     /* How long a create waits for a host with room before it fails; 0:
      * 600000 (10 minutes).  */
     int placement_wait_ms;
@@ -115,12 +115,12 @@ int sched_host_remove(sched_t *s, const char *name, sbx_error_t *err);
 
 /* One call's answer (agent_client.c).  */
 struct sched_reply {
-    long status;      /* 0 when no answer arrived */
+    long status; /* 0 when no answer arrived */
     char *body;
     size_t body_len;
     char *content_type;
-    char error[256];  /* transport error, when status is 0 */
-    bool shutdown;    /* cut off by sched_shutdown_begin */
+    char error[256]; /* transport error, when status is 0 */
+    bool shutdown;   /* cut off by sched_shutdown_begin */
 };
 void sched_reply_done(sched_reply_t *r);
 int sched_call(sched_t *s, const char *base_url, const char *method, const char *path,
@@ -132,8 +132,8 @@ json_t *sched_reply_json(const sched_reply_t *r);
  * *read_errno gets the errno of a failed read (the call then fails).  */
 int sched_call_upload(sched_t *s, const char *base_url, const char *method, const char *path,
                       const char *query, uint64_t size,
-                      ssize_t (*read)(void *ud, void *buf, size_t n), void *ud,
-                      int *read_errno, sched_reply_t *out);
+                      ssize_t (*read)(void *ud, void *buf, size_t n), void *ud, int *read_errno,
+                      sched_reply_t *out);
 /* A GET whose reply body streams into `pipe` from a thread of its own.
  * Returns once the agent's status is known: a 2xx reply keeps flowing into
  * the pipe (out->body stays empty, *length is its Content-Length or
@@ -158,8 +158,8 @@ int sched_sandbox_lifecycle(sched_t *s, const char *host_url, const st_resource_
 int sched_pki_ensure(const char *pki_dir, sbx_error_t *err);
 
 typedef struct sched_local_agent_config {
-    const char *agent_bin;     /* NULL: sandbox-agent beside this executable */
-    const char *data_dir;      /* the agent's data directory */
+    const char *agent_bin; /* NULL: sandbox-agent beside this executable */
+    const char *data_dir;  /* the agent's data directory */
     const char *pki_dir;
     const char *default_image; /* may be NULL */
     bool microvm_emulation;

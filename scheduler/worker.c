@@ -31,8 +31,7 @@ static void finish(sched_t *s, const st_operation_t *op, bool ok, sbx_failure_t 
 }
 
 /* The operation fails, and its sandbox with it, saying why.  */
-static void fail_operation(sched_t *s, const st_operation_t *op, sbx_failure_t why,
-                           const char *msg)
+static void fail_operation(sched_t *s, const st_operation_t *op, sbx_failure_t why, const char *msg)
 {
     _cleanup_json_ json_t *patch =
         json_pack("{s:s,s:s}", "state", sbx_state_name(SBX_STATE_FAILED), "statusMessage", msg);
@@ -86,10 +85,10 @@ static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_
     int64_t now = sched_now(s);
     bool for_good = refused_for_good(why);
     if (for_good || now - op->start_ms >= s->cfg.placement_wait_ms) {
-        _cleanup_free_ char *msg =
-            for_good ? xstrdup(e->msg)
-                     : xasprintf("no host had room within %d s: %s",
-                                 (s->cfg.placement_wait_ms + 999) / 1000, e->msg);
+        _cleanup_free_ char *msg = for_good
+                                       ? xstrdup(e->msg)
+                                       : xasprintf("no host had room within %d s: %s",
+                                                   (s->cfg.placement_wait_ms + 999) / 1000, e->msg);
         fail_operation(s, op, why, msg);
         return;
     }
@@ -104,8 +103,8 @@ static void placement_refused(sched_t *s, st_operation_t *op, const st_resource_
     op_store(s, op);
 }
 
-static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec,
-                            const char *env, char **host, sbx_failure_t *why, sbx_error_t *err);
+static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec, const char *env,
+                            char **host, sbx_failure_t *why, sbx_error_t *err);
 
 /* Write the host and runtime id down before calling the agent, so a crash
  * between the two calls the same host with the same id again.  */
@@ -132,8 +131,8 @@ static int assign_host(sched_t *s, st_resource_t *sb, char **host, sbx_failure_t
 }
 
 /* Choose a host and write the choice down (caller holds place_lock).  */
-static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec,
-                            const char *env, char **host, sbx_failure_t *why, sbx_error_t *err)
+static int placement_record(sched_t *s, st_resource_t *sb, const sbx_spec_t *spec, const char *env,
+                            char **host, sbx_failure_t *why, sbx_error_t *err)
 {
     sbx_need_t need = sbx_spec_need(spec);
     if (sched_place_choose(s, env, spec->driver, &need, host, why, err) < 0)
@@ -201,8 +200,7 @@ static char *agent_error_message(const sched_reply_t *r)
 
 /* secureEnv, opened only here, on its way to the host: into the spec's env
  * (the API refused a name in both).  */
-static int spec_add_secrets(sched_t *s, const st_resource_t *sb, sbx_spec_t *spec,
-                            sbx_error_t *err)
+static int spec_add_secrets(sched_t *s, const st_resource_t *sb, sbx_spec_t *spec, sbx_error_t *err)
 {
     const char *sealed = json_string_value(json_object_get(sb->body, API_SECURE_ENV_KEY));
     if (!sealed)
@@ -280,8 +278,8 @@ static bool run_sandbox_create(sched_t *s, st_operation_t *op)
     int found = st_resource_lookup(s->db, op->resource_id, &sb, &err);
     if (found <= 0) {
         if (found == 0)
-            finish(s, op, false, SBX_FAIL_GONE,
-                   "The sandbox was deleted while it was created.", NULL);
+            finish(s, op, false, SBX_FAIL_GONE, "The sandbox was deleted while it was created.",
+                   NULL);
         else
             retry_later(s, op, err.msg);
         return true;
@@ -320,12 +318,12 @@ int sched_sandbox_destroy(sched_t *s, const st_resource_t *sb, sbx_error_t *err)
     if (strcmp(h.state, "Down") != 0) {
         _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sb->runtime_id);
         sched_reply_t r;
-        if (sched_call(s, h.url, "DELETE", path, NULL, NULL, NULL, 0, s->cfg.agent_timeout_ms,
-                       &r) < 0 ||
+        if (sched_call(s, h.url, "DELETE", path, NULL, NULL, NULL, 0, s->cfg.agent_timeout_ms, &r) <
+                0 ||
             (r.status != 204 && r.status != 200 && r.status != 404))
-            ret = sbx_error_set(err, SBX_ERR_UNAVAILABLE,
-                                "host '%s' did not destroy the sandbox: %s", h.name,
-                                r.status ? "error reply" : r.error);
+            ret =
+                sbx_error_set(err, SBX_ERR_UNAVAILABLE, "host '%s' did not destroy the sandbox: %s",
+                              h.name, r.status ? "error reply" : r.error);
         sched_reply_done(&r);
     }
     if (ret == 0)
@@ -355,8 +353,8 @@ static void run_sandbox_delete(sched_t *s, st_operation_t *op)
 
 /* Destroy one batch of a group's children of one type on their hosts and
  * remove their rows; *why gets the last destroy that must be retried.  */
-static int delete_children(sched_t *s, const st_operation_t *op, const char *type,
-                           sbx_error_t *why, bool *more)
+static int delete_children(sched_t *s, const st_operation_t *op, const char *type, sbx_error_t *why,
+                           bool *more)
 {
     st_list_query_t q = {.type = type, .parent_id = op->resource_id, .limit = 1000};
     st_list_t l = {0};
@@ -396,8 +394,8 @@ static bool is_sandbox_id(const char *id)
     _cleanup_free_ char *lower = xstrdup(id);
     sbx_str_lower(lower);
     const char *g = strstr(lower, "/providers/microsoft.app/sandboxgroups/");
-    const char *rest = g ? strchr(g + strlen("/providers/microsoft.app/sandboxgroups/"), '/')
-                         : NULL;
+    const char *rest =
+        g ? strchr(g + strlen("/providers/microsoft.app/sandboxgroups/"), '/') : NULL;
     return rest && sbx_str_has_prefix(rest, "/sandboxes/");
 }
 

@@ -7,7 +7,8 @@ BUILD="build-essential cmake pkg-config clang libmicrohttpd-dev libjansson-dev
 libsqlite3-dev libcurl4-openssl-dev libssl-dev uuid-dev check libseccomp-dev
 libarchive-dev libnftables-dev libnftnl-dev libmnl-dev openssl ca-certificates"
 RUNTIME="iproute2 debootstrap runsc"
-TEST="sqlite3 wrk docker-registry curl jq busybox-static azure-cli procps nftables python3"
+TEST="sqlite3 wrk docker-registry curl jq busybox-static azure-cli procps nftables python3
+clang-format"
 
 want="$BUILD $RUNTIME"
 [ "${1:-}" = "--test" ] && want="$want $TEST"

@@ -83,6 +83,13 @@ set -e
 [ "$rc" -eq 0 ] || tail -40 build-clang/build.log
 count "clang build" "$rc"
 
+# The code is as clang-format writes it (.clang-format).
+set +e
+scripts/check-format.sh
+rc=$?
+set -e
+count "clang-format" "$rc"
+
 cat "$log"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

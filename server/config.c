@@ -92,14 +92,43 @@ static const char usage[] =
     "  --help, --version\n";
 
 enum {
-    O_LISTEN = 256, O_DATA_DIR, O_TLS_CERT, O_TLS_KEY, O_AUTH_TOKEN, O_NO_AUTH, O_ADMIN_TOKEN,
-    O_NO_LOCAL_AGENT, O_AGENT_BIN, O_DEFAULT_IMAGE, O_MICROVM, O_SYNC_FULL, O_MAX_BODY,
-    O_THREADS, O_LOG_LEVEL, O_HELP, O_VERSION, O_OC_CPU, O_OC_MEMORY, O_OC_DISK, O_OC_PIDS,
-    O_PLACEMENT_TIMEOUT, O_MAX_DISK,
-    O_MAX_IN_FLIGHT, O_MAX_IN_FLIGHT_PER_CLIENT, O_MAX_CONNECTIONS,
-    O_MAX_CONNECTIONS_PER_ADDRESS, O_HEADER_TIMEOUT,
-    O_ALLOW_PRIVATE_REGISTRIES, O_ISSUER_URL, O_OIDC_ISSUER, O_OIDC_AUDIENCE, O_SIGNING_ALG,
-    O_KEY_ROTATION, O_E2B_LISTEN, O_E2B_GROUP, O_E2B_TEMPLATES,
+    O_LISTEN = 256,
+    O_DATA_DIR,
+    O_TLS_CERT,
+    O_TLS_KEY,
+    O_AUTH_TOKEN,
+    O_NO_AUTH,
+    O_ADMIN_TOKEN,
+    O_NO_LOCAL_AGENT,
+    O_AGENT_BIN,
+    O_DEFAULT_IMAGE,
+    O_MICROVM,
+    O_SYNC_FULL,
+    O_MAX_BODY,
+    O_THREADS,
+    O_LOG_LEVEL,
+    O_HELP,
+    O_VERSION,
+    O_OC_CPU,
+    O_OC_MEMORY,
+    O_OC_DISK,
+    O_OC_PIDS,
+    O_PLACEMENT_TIMEOUT,
+    O_MAX_DISK,
+    O_MAX_IN_FLIGHT,
+    O_MAX_IN_FLIGHT_PER_CLIENT,
+    O_MAX_CONNECTIONS,
+    O_MAX_CONNECTIONS_PER_ADDRESS,
+    O_HEADER_TIMEOUT,
+    O_ALLOW_PRIVATE_REGISTRIES,
+    O_ISSUER_URL,
+    O_OIDC_ISSUER,
+    O_OIDC_AUDIENCE,
+    O_SIGNING_ALG,
+    O_KEY_ROTATION,
+    O_E2B_LISTEN,
+    O_E2B_GROUP,
+    O_E2B_TEMPLATES,
 };
 
 static const struct option options[] = {
@@ -161,8 +190,8 @@ static int parse_size(const char *s, const char *what, size_t min, size_t max, s
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
     if (!*s || *end || v < min || v > max)
-        return sbx_error_set(err, SBX_ERR_INVALID, "%s must be a number from %zu to %zu", what,
-                             min, max);
+        return sbx_error_set(err, SBX_ERR_INVALID, "%s must be a number from %zu to %zu", what, min,
+                             max);
     *out = (size_t)v;
     return 0;
 }
@@ -204,9 +233,8 @@ static const struct num_flag {
      offsetof(sbx_config_t, max_disk_mib), false},
     {O_MAX_IN_FLIGHT, "--max-in-flight", "SANDBOXD_MAX_IN_FLIGHT", 1, 65536,
      offsetof(sbx_config_t, max_in_flight), false},
-    {O_MAX_IN_FLIGHT_PER_CLIENT, "--max-in-flight-per-client",
-     "SANDBOXD_MAX_IN_FLIGHT_PER_CLIENT", 1, 65536,
-     offsetof(sbx_config_t, max_in_flight_per_client), false},
+    {O_MAX_IN_FLIGHT_PER_CLIENT, "--max-in-flight-per-client", "SANDBOXD_MAX_IN_FLIGHT_PER_CLIENT",
+     1, 65536, offsetof(sbx_config_t, max_in_flight_per_client), false},
     {O_MAX_CONNECTIONS, "--max-connections", "SANDBOXD_MAX_CONNECTIONS", 16, 1 << 20,
      offsetof(sbx_config_t, max_connections), false},
     {O_MAX_CONNECTIONS_PER_ADDRESS, "--max-connections-per-address",
@@ -250,12 +278,15 @@ static int check_identity(const sbx_config_t *cfg, sbx_error_t *err)
     for (size_t i = 0; i < cfg->n_oidc_issuers; i++) {
         const char *v = cfg->oidc_issuers[i];
         if (!sbx_str_has_prefix(v, "https://") && !sbx_str_has_prefix(v, "http://"))
-            return sbx_error_set(err, SBX_ERR_INVALID, "--oidc-issuer '%s' is not an http(s) "
-                                 "URL", v);
+            return sbx_error_set(err, SBX_ERR_INVALID,
+                                 "--oidc-issuer '%s' is not an http(s) "
+                                 "URL",
+                                 v);
     }
     for (size_t i = 0; i < cfg->n_oidc_audiences; i++)
         if (!*cfg->oidc_audiences[i] || strlen(cfg->oidc_audiences[i]) > 512)
-            return sbx_error_set(err, SBX_ERR_INVALID, "--oidc-audience must be 1 to 512 "
+            return sbx_error_set(err, SBX_ERR_INVALID,
+                                 "--oidc-audience must be 1 to 512 "
                                  "characters");
     if (cfg->issuer_url && !sbx_str_has_prefix(cfg->issuer_url, "https://") &&
         !sbx_str_has_prefix(cfg->issuer_url, "http://"))
@@ -374,9 +405,7 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_ISSUER_URL: set_str(&cfg->issuer_url, optarg); break;
         case O_SIGNING_ALG: set_str(&cfg->signing_alg, optarg); break;
         case O_OIDC_ISSUER: list_add(&cfg->oidc_issuers, &cfg->n_oidc_issuers, optarg); break;
-        case O_OIDC_AUDIENCE:
-            list_add(&cfg->oidc_audiences, &cfg->n_oidc_audiences, optarg);
-            break;
+        case O_OIDC_AUDIENCE: list_add(&cfg->oidc_audiences, &cfg->n_oidc_audiences, optarg); break;
         case O_E2B_LISTEN: set_str(&cfg->e2b_listen, optarg); break;
         case O_E2B_GROUP: set_str(&cfg->e2b_group, optarg); break;
         case O_E2B_TEMPLATES: set_str(&cfg->e2b_templates, optarg); break;
@@ -409,15 +438,18 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_HELP: fputs(usage, stdout); return 1;
         case O_VERSION: printf("sandboxd %s\n", SBX_VERSION); return 1;
         default:
-            return sbx_error_set(err, SBX_ERR_INVALID, "unknown or incomplete option '%s' "
-                                 "(see --help)", argv[optind - 1]);
+            return sbx_error_set(err, SBX_ERR_INVALID,
+                                 "unknown or incomplete option '%s' "
+                                 "(see --help)",
+                                 argv[optind - 1]);
         }
     }
     if (optind < argc)
         return sbx_error_set(err, SBX_ERR_INVALID, "unexpected argument '%s'", argv[optind]);
     /* An empty token would let "Authorization: Bearer " in.  */
     if ((cfg->auth_token && !*cfg->auth_token) || (cfg->admin_token && !*cfg->admin_token))
-        return sbx_error_set(err, SBX_ERR_INVALID, "--auth-token and --admin-token must not be "
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "--auth-token and --admin-token must not be "
                              "empty");
     if (check_identity(cfg, err) < 0)
         return -1;
@@ -425,17 +457,18 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         return sbx_error_set(err, SBX_ERR_INVALID, "--tls-cert and --tls-key go together");
     if (cfg->log_level && strcmp(cfg->log_level, "debug") && strcmp(cfg->log_level, "info") &&
         strcmp(cfg->log_level, "warn") && strcmp(cfg->log_level, "error"))
-        return sbx_error_set(err, SBX_ERR_INVALID, "--log-level must be debug, info, warn or "
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "--log-level must be debug, info, warn or "
                              "error");
     return 0;
 }
 
 void sbx_config_done(sbx_config_t *cfg)
 {
-    char **strs[] = {&cfg->listen, &cfg->data_dir, &cfg->tls_cert, &cfg->tls_key,
-                     &cfg->auth_token, &cfg->agent_bin, &cfg->log_level, &cfg->admin_token,
-                     &cfg->default_image, &cfg->issuer_url, &cfg->signing_alg,
-                     &cfg->e2b_listen, &cfg->e2b_group, &cfg->e2b_templates};
+    char **strs[] = {&cfg->listen,        &cfg->data_dir,     &cfg->tls_cert,    &cfg->tls_key,
+                     &cfg->auth_token,    &cfg->agent_bin,    &cfg->log_level,   &cfg->admin_token,
+                     &cfg->default_image, &cfg->issuer_url,   &cfg->signing_alg, &cfg->e2b_listen,
+                     &cfg->e2b_group,     &cfg->e2b_templates};
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
         free(*strs[i]);
         *strs[i] = NULL;

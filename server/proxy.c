@@ -14,8 +14,7 @@
 
 #define EXEC_GRACE_MS 15000
 
-static int sandbox_host(st_db_t *db, const st_resource_t *sb, st_host_t *h,
-                        http_response_t *res)
+static int sandbox_host(st_db_t *db, const st_resource_t *sb, st_host_t *h, http_response_t *res)
 {
     const char *rid = sb->runtime_id;
     json_t *props = json_object_get(sb->body, "properties");
@@ -32,8 +31,8 @@ static int sandbox_host(st_db_t *db, const st_resource_t *sb, st_host_t *h,
         return -1;
     }
     if (st_host_lookup(db, sb->host_id, h, NULL) <= 0 || strcmp(h->state, "Down") == 0) {
-        http_reply_error(res, 503, "HostUnavailable",
-                         "The sandbox's host '%s' is not answering.", sb->host_id);
+        http_reply_error(res, 503, "HostUnavailable", "The sandbox's host '%s' is not answering.",
+                         sb->host_id);
         return -1;
     }
     return 0;
@@ -59,8 +58,7 @@ static void pass_reply(http_response_t *res, sched_reply_t *r)
         return;
     }
     if (r->status >= 500 || r->status < 200 || (r->status >= 300 && r->status < 400)) {
-        http_reply_error(res, 502, "HostCallFailed", "The sandbox's host failed (%ld).",
-                         r->status);
+        http_reply_error(res, 502, "HostCallFailed", "The sandbox's host failed (%ld).", r->status);
         return;
     }
     /* The agent's error codes are stable and shared; its 404 for the
@@ -146,8 +144,11 @@ static void call_processes(sched_t *s, const st_host_t *h, const char *rid, cons
         char *enc = from ? curl_easy_escape(NULL, from, (int)strlen(from)) : NULL;
         _cleanup_free_ char *query = enc ? xasprintf("offset=%s", enc) : NULL;
         curl_free(enc);
-        sched_stream_call_t call = {.method = "GET", .path = path, .query = query,
-                                    .accept = "text/event-stream", .events = true};
+        sched_stream_call_t call = {.method = "GET",
+                                    .path = path,
+                                    .query = query,
+                                    .accept = "text/event-stream",
+                                    .events = true};
         return call_streamed(s, h, &call, res);
     }
     bool post = strcmp(req->method, "POST") == 0;
@@ -163,9 +164,12 @@ static void call_exec(sched_t *s, const st_host_t *h, const char *rid, const htt
 {
     if (wants_events(req)) {
         _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/exec", rid);
-        sched_stream_call_t call = {.method = "POST", .path = path,
-                                    .accept = "text/event-stream", .body = req->body,
-                                    .body_len = req->body_len, .events = true};
+        sched_stream_call_t call = {.method = "POST",
+                                    .path = path,
+                                    .accept = "text/event-stream",
+                                    .body = req->body,
+                                    .body_len = req->body_len,
+                                    .events = true};
         return call_streamed(s, h, &call, res);
     }
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/exec", rid);

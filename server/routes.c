@@ -97,7 +97,9 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
     r->cert = xasprintf("%s/client.pem", r->pki_dir);
     r->key = xasprintf("%s/client.key", r->pki_dir);
     const sbx_config_t *cfg = rc->cfg;
-    sched_config_t scfg = {.ca_file = r->ca, .cert_file = r->cert, .key_file = r->key,
+    sched_config_t scfg = {.ca_file = r->ca,
+                           .cert_file = r->cert,
+                           .key_file = r->key,
                            .overcommit_cpu = cfg->overcommit_cpu,
                            .overcommit_memory = cfg->overcommit_memory,
                            .overcommit_disk = cfg->overcommit_disk,
@@ -109,10 +111,11 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
         routes_free(r);
         return NULL;
     }
-    api_config_t acfg = {.principal = "dev-token", .openapi_json = rc->openapi_json,
-                         .max_disk_mib = cfg->max_disk_mib, .secret_key = rc->secret_key};
-    api_hooks_t hooks = {.ctx = r, .operations_queued = on_queued,
-                         .sandbox_call = on_sandbox_call};
+    api_config_t acfg = {.principal = "dev-token",
+                         .openapi_json = rc->openapi_json,
+                         .max_disk_mib = cfg->max_disk_mib,
+                         .secret_key = rc->secret_key};
+    api_hooks_t hooks = {.ctx = r, .operations_queued = on_queued, .sandbox_call = on_sandbox_call};
     r->api = api_new(&acfg, db, &hooks);
     return r;
 }
@@ -122,12 +125,12 @@ int routes_start_background(routes_t *r, sbx_error_t *err)
     const sbx_config_t *cfg = r->rc.cfg;
     if (!cfg->no_local_agent) {
         _cleanup_free_ char *agent_dir = xasprintf("%s/agent", cfg->data_dir);
-        sched_local_agent_config_t lc = {.agent_bin = cfg->agent_bin, .data_dir = agent_dir,
+        sched_local_agent_config_t lc = {.agent_bin = cfg->agent_bin,
+                                         .data_dir = agent_dir,
                                          .pki_dir = r->pki_dir,
                                          .default_image = cfg->default_image,
                                          .microvm_emulation = cfg->microvm_emulation,
-                                         .allow_private_registries =
-                                             cfg->allow_private_registries};
+                                         .allow_private_registries = cfg->allow_private_registries};
         if (sched_local_agent_start(r->sched, &lc, err) < 0) {
             sched_start(r->sched, NULL);
             return -1;

@@ -12,7 +12,7 @@ typedef struct routes routes_t;
 
 typedef struct routes_config {
     const sbx_config_t *cfg;
-    const char *auth_token;  /* --auth-token: a fixed token (NULL: JWTs only) */
+    const char *auth_token; /* --auth-token: a fixed token (NULL: JWTs only) */
     const char *admin_token;
     const char *openapi_json;
     const unsigned char *secret_key; /* API_SECRET_KEY_LEN bytes; outlives the routes */

@@ -63,8 +63,8 @@ static int data_dir_prepare(const char *dir, sbx_error_t *err)
     if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode))
         return sbx_error_set(err, SBX_ERR_INTERNAL, "'%s' is not a directory", dir);
     if ((st.st_mode & 07777) != 0700) {
-        sbx_log(SBX_LOG_WARN, MODULE_NAME, "data directory '%s' had mode %04o; setting 0700",
-                dir, (unsigned)(st.st_mode & 07777));
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "data directory '%s' had mode %04o; setting 0700", dir,
+                (unsigned)(st.st_mode & 07777));
         if (chmod(dir, 0700) < 0)
             return sbx_error_errno(err, SBX_ERR_INTERNAL, "chmod '%s'", dir);
     }
@@ -134,8 +134,8 @@ static void set_log_level(const char *level)
 {
     if (!level)
         return;
-    sbx_log_set_level(!strcmp(level, "debug")  ? SBX_LOG_DEBUG
-                      : !strcmp(level, "warn") ? SBX_LOG_WARN
+    sbx_log_set_level(!strcmp(level, "debug")   ? SBX_LOG_DEBUG
+                      : !strcmp(level, "warn")  ? SBX_LOG_WARN
                       : !strcmp(level, "error") ? SBX_LOG_ERROR
                                                 : SBX_LOG_INFO);
 }
@@ -235,8 +235,8 @@ int sbx_server_run(const sbx_config_t *cfg)
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
         return 1;
     }
-    if (cfg->tls_cert && (read_pem(cfg->tls_cert, &cert, &err) < 0 ||
-                          read_pem(cfg->tls_key, &key, &err) < 0)) {
+    if (cfg->tls_cert &&
+        (read_pem(cfg->tls_cert, &cert, &err) < 0 || read_pem(cfg->tls_key, &key, &err) < 0)) {
         sbx_log(SBX_LOG_ERROR, MODULE_NAME, "%s", err.msg);
         return 1;
     }
@@ -291,12 +291,15 @@ int sbx_server_run(const sbx_config_t *cfg)
             cfg->data_dir);
     e2b_front_t *e2b = NULL;
     if (cfg->e2b_listen) {
-        e2b_front_config_t ec = {.cfg = cfg, .arm_port = http_server_port(http),
-                                 .tls_cert = cert, .tls_key = key,
+        e2b_front_config_t ec = {.cfg = cfg,
+                                 .arm_port = http_server_port(http),
+                                 .tls_cert = cert,
+                                 .tls_key = key,
                                  /* The adapter's own calls (envd requests, already
                                   * checked against a sandbox's access token): no
                                   * static ARM token exists by default any more.  */
-                                 .arm_token = rcfg.admin_token, .secret_key = secret_key};
+                                 .arm_token = rcfg.admin_token,
+                                 .secret_key = secret_key};
         e2b = e2b_front_start(&ec, &err);
         if (!e2b)
             sbx_log(SBX_LOG_ERROR, MODULE_NAME, "E2B API: %s", err.msg);

@@ -7,10 +7,10 @@
 #include "common/common.h"
 
 typedef struct sbx_config {
-    char *listen;        /* host:port */
+    char *listen; /* host:port */
     char *data_dir;
     char *tls_cert, *tls_key; /* paths; both or neither */
-    char *auth_token;    /* a fixed bearer token also accepted; NULL: JWTs only */
+    char *auth_token;         /* a fixed bearer token also accepted; NULL: JWTs only */
     /* Identity (auth module): sandboxd's own issuer URL, the algorithm of
      * its new keys, their rotation period; trusted issuers ("ISSUER" or
      * "ISSUER=JWKS") and API audiences (NULL-terminated, may be NULL).  */
@@ -21,24 +21,24 @@ typedef struct sbx_config {
     size_t n_oidc_issuers;
     char **oidc_audiences;
     size_t n_oidc_audiences;
-    bool no_auth;        /* accept every request (loopback only) */
+    bool no_auth; /* accept every request (loopback only) */
     bool no_local_agent;
     bool microvm_emulation;
-    bool sync_full;      /* fsync every commit */
+    bool sync_full; /* fsync every commit */
     size_t max_body;
-    unsigned threads;    /* event threads; 0: a thread per connection */
+    unsigned threads; /* event threads; 0: a thread per connection */
     /* Admission and connection limits (see http_config_t).  */
     unsigned max_in_flight, max_in_flight_per_client;
     unsigned max_connections, max_connections_per_address;
     unsigned header_timeout; /* seconds */
-    char *agent_bin;     /* sandbox-agent to start locally; default: beside sandboxd */
+    char *agent_bin;         /* sandbox-agent to start locally; default: beside sandboxd */
     char *log_level;
     char *admin_token;   /* for the host admin API; NULL: written to data-dir */
     char *default_image; /* OCI layout of the embedded default image */
     /* admission (docs/scheduler.md); 0: the scheduler's defaults */
     double overcommit_cpu, overcommit_memory, overcommit_disk, overcommit_pids;
-    unsigned placement_timeout_s; /* a create waits this long for room */
-    unsigned max_disk_mib;        /* largest diskMiB the API accepts */
+    unsigned placement_timeout_s;  /* a create waits this long for room */
+    unsigned max_disk_mib;         /* largest diskMiB the API accepts */
     bool allow_private_registries; /* passed to the local agent */
     /* The E2B-compatible API (e2b/e2b.h): its listen address (NULL: off),
      * the group its sandboxes belong to, and template aliases.  */

@@ -81,8 +81,8 @@ static void on_host_row(void *ud, int ncols, const char *const *c)
     if (ncols < 7)
         return;
     if (rows->n == rows->cap)
-        rows->items = xrealloc(rows->items, (rows->cap = rows->cap ? rows->cap * 2 : 8) *
-                                                sizeof(st_host_t));
+        rows->items =
+            xrealloc(rows->items, (rows->cap = rows->cap ? rows->cap * 2 : 8) * sizeof(st_host_t));
     st_host_t *h = &rows->items[rows->n++];
     h->name = xstrdup(c[0] ? c[0] : "");
     h->url = xstrdup(c[1] ? c[1] : "");
@@ -124,8 +124,8 @@ int st_host_get(st_db_t *db, const char *name, st_host_t *out, sbx_error_t *err)
 int st_host_list(st_db_t *db, st_host_t **out, size_t *n, sbx_error_t *err)
 {
     host_rows_t rows = {0};
-    if (st_query(db, "SELECT " HOST_COLS " FROM hosts ORDER BY name", NULL, 0, on_host_row,
-                 &rows, err) < 0) {
+    if (st_query(db, "SELECT " HOST_COLS " FROM hosts ORDER BY name", NULL, 0, on_host_row, &rows,
+                 err) < 0) {
         st_hosts_free(rows.items, rows.n);
         return -1;
     }
@@ -158,16 +158,15 @@ int st_resource_runtime_id_exists(st_db_t *db, const char *runtime_id, sbx_error
     return found[0] != '\0';
 }
 
-int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_id,
-                               sbx_error_t *err)
+int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_id, sbx_error_t *err)
 {
     const char *params[] = {type, host_id};
-    return st_query(db, "DELETE FROM resources WHERE type = lower(?1) AND host_id = ?2", params,
-                    2, NULL, NULL, err);
+    return st_query(db, "DELETE FROM resources WHERE type = lower(?1) AND host_id = ?2", params, 2,
+                    NULL, NULL, err);
 }
 
-int st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
-                      const char *status, char out[37], sbx_error_t *err)
+int st_operation_find(st_db_t *db, const char *resource_id, const char *kind, const char *status,
+                      char out[37], sbx_error_t *err)
 {
     const char *params[] = {resource_id, kind, status};
     out[0] = '\0';

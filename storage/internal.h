@@ -8,7 +8,7 @@
  * (for rarely used queries); statements that write queue with the other
  * writers.  */
 typedef void (*st_row_fn)(void *ud, int ncols, const char *const *cols);
-int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams,
-             st_row_fn row, void *ud, sbx_error_t *err);
+int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams, st_row_fn row,
+             void *ud, sbx_error_t *err);
 
 #endif

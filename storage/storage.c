@@ -23,7 +23,7 @@
 static const char *const migrations[] = {
     /* 1: resources and operations */
     "CREATE TABLE resources ("
-    "  key TEXT PRIMARY KEY,"          /* lower-cased ARM id */
+    "  key TEXT PRIMARY KEY," /* lower-cased ARM id */
     "  id TEXT NOT NULL,"
     "  type TEXT NOT NULL,"
     "  name TEXT NOT NULL,"
@@ -53,15 +53,16 @@ static const char *const migrations[] = {
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  next_attempt_ms INTEGER NOT NULL DEFAULT 0"
     ") WITHOUT ROWID;"
-    "CREATE INDEX operations_due ON operations(status, next_attempt_ms) WHERE status = 'InProgress';"
+    "CREATE INDEX operations_due ON operations(status, next_attempt_ms) WHERE status = "
+    "'InProgress';"
     "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
     /* 2: hosts that run sandboxes */
     "CREATE TABLE hosts ("
     "  name TEXT PRIMARY KEY,"
     "  url TEXT NOT NULL,"
     "  environment TEXT NOT NULL,"
-    "  state TEXT NOT NULL,"           /* Ready | Down | Draining */
-    "  info TEXT NOT NULL,"            /* last health report (capacity, usage, drivers) */
+    "  state TEXT NOT NULL," /* Ready | Down | Draining */
+    "  info TEXT NOT NULL,"  /* last health report (capacity, usage, drivers) */
     "  last_seen_ms INTEGER NOT NULL,"
     "  created_ms INTEGER NOT NULL"
     ") WITHOUT ROWID;",
@@ -85,8 +86,8 @@ static const char *const migrations[] = {
 };
 
 /* The columns resource_from_row reads, in its order.  */
-#define RES_COLS                                                                                \
-    "id, type, name, subscription, resource_group, parent_key, host_id, body, etag,"            \
+#define RES_COLS                                                                                   \
+    "id, type, name, subscription, resource_group, parent_key, host_id, body, etag,"               \
     " created_ms, updated_ms, runtime_id, need_cpu, need_memory_mib, need_disk_mib, need_pids"
 
 /* Prepared statements, cached per connection.  */
@@ -217,8 +218,8 @@ static conn_t *conn_open(st_db_t *s, sbx_error_t *err)
         return NULL;
     }
     sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-    const char *sync = s->opts.synchronous_full ? "PRAGMA synchronous=FULL;"
-                                                : "PRAGMA synchronous=NORMAL;";
+    const char *sync =
+        s->opts.synchronous_full ? "PRAGMA synchronous=FULL;" : "PRAGMA synchronous=NORMAL;";
     if (exec_sql(c->db,
                  "PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=0;",
                  err) < 0 ||
@@ -302,12 +303,12 @@ static int migrate(sqlite3 *db, sbx_error_t *err)
         return sql_error(err, db, "read schema version");
     if (have > (int)ARRAY_SIZE(migrations))
         return sbx_error_set(err, SBX_ERR_INTERNAL,
-                             "storage: database schema %d is newer than this sandboxd (%zu)",
-                             have, ARRAY_SIZE(migrations));
+                             "storage: database schema %d is newer than this sandboxd (%zu)", have,
+                             ARRAY_SIZE(migrations));
     for (int v = have + 1; v <= (int)ARRAY_SIZE(migrations); v++) {
-        _cleanup_free_ char *record = xasprintf(
-            "INSERT INTO schema_migrations (version, applied_ms) VALUES (%d, %lld);", v,
-            (long long)sbx_now_ms());
+        _cleanup_free_ char *record =
+            xasprintf("INSERT INTO schema_migrations (version, applied_ms) VALUES (%d, %lld);", v,
+                      (long long)sbx_now_ms());
         if (exec_sql(db, "BEGIN IMMEDIATE", err) < 0)
             return -1;
         if (exec_sql(db, migrations[v - 1], err) < 0 || exec_sql(db, record, err) < 0) {
@@ -354,8 +355,7 @@ static int private_files(const char *path, sbx_error_t *err)
 {
     if (path[0] == ':' || sbx_str_has_prefix(path, "file:"))
         return 0; /* in memory, or a URI SQLite resolves itself */
-    _cleanup_close_ int fd =
-        open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
     if (fd < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "storage: open '%s'", path);
     struct stat st;
@@ -1033,8 +1033,8 @@ static bool fault_matches(st_db_t *db, const char *sql)
     return hit;
 }
 
-int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams,
-             st_row_fn row, void *ud, sbx_error_t *err)
+int st_query(st_db_t *db, const char *sql, const char *const *params, size_t nparams, st_row_fn row,
+             void *ud, sbx_error_t *err)
 {
     if (fault_matches(db, sql))
         return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "storage: query: injected fault");

@@ -39,7 +39,7 @@ typedef struct st_resource {
      * before placement, and what placement counted of it there.  */
     char *runtime_id;
     sbx_need_t need;
-    json_t *body;         /* owned reference */
+    json_t *body; /* owned reference */
     char etag[40];
     int64_t created_ms, updated_ms;
 } st_resource_t;
@@ -156,8 +156,8 @@ int st_resource_delete_by_host(st_db_t *db, const char *type, const char *host_i
                                sbx_error_t *err);
 /* The id of an operation on resource_id of that kind and status, if any
  * (out is "" unless 1 is returned).  */
-int st_operation_find(st_db_t *db, const char *resource_id, const char *kind,
-                      const char *status, char out[37], sbx_error_t *err);
+int st_operation_find(st_db_t *db, const char *resource_id, const char *kind, const char *status,
+                      char out[37], sbx_error_t *err);
 /* Forget finished operations that ended before the given time.  */
 int st_operations_sweep(st_db_t *db, int64_t ended_before_ms, sbx_error_t *err);
 

@@ -147,7 +147,8 @@ bool tu_deadline_wait(tu_deadline_t *d)
 static bool port_answers(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
     close(fd);
@@ -244,11 +245,11 @@ static void record_traffic(const char *method, const char *url, const tu_request
         }
         line = end ? end + 2 : NULL;
     }
-    json_t *rec = json_pack("{s:s,s:s,s:i,s:o,s:o}", "method", method, "url", url, "status",
-                            (int)r->status, "requestHeaders", req_headers, "responseHeaders",
-                            res_headers);
-    json_t *reqb = o->body ? json_loadb(o->body, o->body_len ? o->body_len : strlen(o->body), 0, NULL)
-                           : NULL;
+    json_t *rec =
+        json_pack("{s:s,s:s,s:i,s:o,s:o}", "method", method, "url", url, "status", (int)r->status,
+                  "requestHeaders", req_headers, "responseHeaders", res_headers);
+    json_t *reqb =
+        o->body ? json_loadb(o->body, o->body_len ? o->body_len : strlen(o->body), 0, NULL) : NULL;
     json_t *resb = r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
     json_object_set_new(rec, "requestBody", reqb ? reqb : json_null());
     json_object_set_new(rec, "responseBody", resb ? resb : json_null());
@@ -268,8 +269,7 @@ static void record_traffic(const char *method, const char *url, const tu_request
     json_decref(rec);
 }
 
-int tu_http(const char *method, const char *url, const tu_request_opts_t *opts,
-            tu_response_t *out)
+int tu_http(const char *method, const char *url, const tu_request_opts_t *opts, tu_response_t *out)
 {
     static const tu_request_opts_t none = {0};
     const tu_request_opts_t *o = opts ? opts : &none;
@@ -390,8 +390,8 @@ int tu_server_start(tu_server_t *s, const char *data_dir, const char *const *ext
         s->port = tu_free_port();
         char listen[64];
         snprintf(listen, sizeof(listen), "127.0.0.1:%d", s->port);
-        const char *argv[48] = {bin, "--listen", listen, "--data-dir", s->data_dir,
-                                "--no-local-agent"};
+        const char *argv[48] = {bin,          "--listen",  listen,
+                                "--data-dir", s->data_dir, "--no-local-agent"};
         size_t n = 6;
         for (const char *const *a = extra_args; a && *a && n < ARRAY_SIZE(argv) - 1; a++) {
             if (strcmp(*a, "--auth-token") == 0 && a[1])
@@ -459,8 +459,8 @@ char *tu_server_admin_token(const tu_server_t *s)
 }
 
 /* A call to the admin API with the admin token.  */
-static long admin_call(const tu_server_t *s, const char *method, const char *path,
-                       const char *body, json_t **out)
+static long admin_call(const tu_server_t *s, const char *method, const char *path, const char *body,
+                       json_t **out)
 {
     _cleanup_free_ char *admin = tu_server_admin_token(s);
     if (!admin)
@@ -492,8 +492,8 @@ char *tu_mint_token(const tu_server_t *s, const char *subject)
     return out;
 }
 
-long tu_assign_role(const tu_server_t *s, const char *name, const char *principal,
-                    const char *role, const char *scope)
+long tu_assign_role(const tu_server_t *s, const char *name, const char *principal, const char *role,
+                    const char *scope)
 {
     json_t *req = json_pack("{s:{s:s,s:s,s:s}}", "properties", "principalId", principal,
                             "roleDefinitionName", role, "scope", scope);

@@ -41,7 +41,7 @@ bool tu_wait_port(int port, int timeout_ms);
     ({                                                                                             \
         tu_deadline_t tu_deadline_ = tu_deadline_in(timeout_ms);                                   \
         bool tu_met_;                                                                              \
-        while (!(tu_met_ = (cond)) && tu_deadline_wait(&tu_deadline_))                              \
+        while (!(tu_met_ = (cond)) && tu_deadline_wait(&tu_deadline_))                             \
             ;                                                                                      \
         tu_met_;                                                                                   \
     })
@@ -66,16 +66,15 @@ char *tu_header(const tu_response_t *r, const char *name);
 
 typedef struct tu_request_opts {
     const char *body;
-    size_t body_len;         /* 0: strlen(body) */
-    const char *content_type;/* default "application/json" when body set */
-    const char *const *headers; /* NULL-terminated "Name: value" */
+    size_t body_len;                            /* 0: strlen(body) */
+    const char *content_type;                   /* default "application/json" when body set */
+    const char *const *headers;                 /* NULL-terminated "Name: value" */
     const char *ca_file, *cert_file, *key_file; /* for HTTPS */
-    long timeout_ms;         /* default 30000 */
+    long timeout_ms;                            /* default 30000 */
 } tu_request_opts_t;
 
 /* One HTTP call; returns 0 when a response arrived (any status).  */
-int tu_http(const char *method, const char *url, const tu_request_opts_t *opts,
-            tu_response_t *out);
+int tu_http(const char *method, const char *url, const tu_request_opts_t *opts, tu_response_t *out);
 /* Parse the body as JSON (NULL if it is not).  */
 json_t *tu_json(const tu_response_t *r);
 
@@ -109,7 +108,7 @@ char *tu_server_admin_token(const tu_server_t *s);
 char *tu_mint_token(const tu_server_t *s, const char *subject);
 /* PUT /admin/roleAssignments/{name} with the admin token; returns the
  * HTTP status (-1 without an answer).  */
-long tu_assign_role(const tu_server_t *s, const char *name, const char *principal,
-                    const char *role, const char *scope);
+long tu_assign_role(const tu_server_t *s, const char *name, const char *principal, const char *role,
+                    const char *scope);
 
 #endif

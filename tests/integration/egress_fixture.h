@@ -47,8 +47,7 @@ static void servers_start(void)
                         "ip -n %s addr add " SRV_ADDR2 "/24 dev eth0 && "
                         "ip -n %s link set eth0 up && ip -n %s link set lo up && "
                         "ip -n %s route add default via " HOST_ADDR,
-                        netns, host_if, netns, host_if, host_if, netns, netns, netns, netns,
-                        netns),
+                        netns, host_if, netns, host_if, host_if, netns, netns, netns, netns, netns),
                      0);
     ck_assert_int_eq(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ok.test "
                         "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",

@@ -67,7 +67,8 @@ static const char *const layout_script =
     "printf '{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
     "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":"
     "\"sha256:%s\",\"size\":%s},\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1."
-    "tar+gzip\",\"digest\":\"sha256:%s\",\"size\":%s}]}' \"$cd_\" \"$cs\" \"$ld\" \"$ls\" > m.json\n"
+    "tar+gzip\",\"digest\":\"sha256:%s\",\"size\":%s}]}' \"$cd_\" \"$cs\" \"$ld\" \"$ls\" > "
+    "m.json\n"
     "md=$(sha256sum m.json | cut -d' ' -f1); ms=$(stat -c %s m.json)\n"
     "mv m.json \"$out/blobs/sha256/$md\"\n"
     "printf '{\"imageLayoutVersion\":\"1.0.0\"}' > \"$out/oci-layout\"\n"
@@ -157,10 +158,10 @@ static bool agent_start_args(agent_t *a, const char *const *extra)
     _cleanup_free_ char *key = path_in(g_certs, "agent.key");
     a->port = tu_free_port();
     _cleanup_free_ char *listen = xasprintf("127.0.0.1:%d", a->port);
-    const char *argv[32] = {bin,  "--listen", listen, "--data-dir",    a->data_dir,
-                            "--ca", ca,       "--cert", cert,          "--key",
-                            key,  "--environment", "test-env", "--default-image", g_layout,
-                            "--cgroup-parent", a->cgroup};
+    const char *argv[32] = {
+        bin,        "--listen",        listen,   "--data-dir",      a->data_dir, "--ca",
+        ca,         "--cert",          cert,     "--key",           key,         "--environment",
+        "test-env", "--default-image", g_layout, "--cgroup-parent", a->cgroup};
     size_t n = 17;
     for (size_t i = 0; extra && extra[i] && n < ARRAY_SIZE(argv) - 1; i++)
         argv[n++] = extra[i];
@@ -200,7 +201,7 @@ typedef struct call_opts {
     const char *body;
     size_t body_len;
     const char *content_type;
-    const char *cert_dir; /* client certificate from this dir; NULL: g_certs */
+    const char *cert_dir;  /* client certificate from this dir; NULL: g_certs */
     const char *cert_name; /* "client" (default) or "agent": which pair to present */
     bool no_cert;
     bool plain_http;
@@ -215,8 +216,8 @@ static int call_ex(const char *method, const char *path, const call_opts_t *o, t
     _cleanup_free_ char *key_file = xasprintf("%s.key", o->cert_name ? o->cert_name : "client");
     _cleanup_free_ char *cert = path_in(dir, cert_file);
     _cleanup_free_ char *key = path_in(dir, key_file);
-    _cleanup_free_ char *url = xasprintf("%s://127.0.0.1:%d%s", o->plain_http ? "http" : "https",
-                                         g_agent.port, path);
+    _cleanup_free_ char *url =
+        xasprintf("%s://127.0.0.1:%d%s", o->plain_http ? "http" : "https", g_agent.port, path);
     tu_request_opts_t t = {
         .body = o->body,
         .body_len = o->body_len,
@@ -305,7 +306,8 @@ static void delete_all_sandboxes(void)
     if (call("GET", "/v1/sandboxes", NULL, &list) == 200) {
         size_t i;
         json_t *s;
-        json_array_foreach(json_object_get(list, "value"), i, s) {
+        json_array_foreach(json_object_get(list, "value"), i, s)
+        {
             _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", jstr(s, "id"));
             call("DELETE", path, NULL, NULL);
         }
@@ -333,11 +335,11 @@ static void teardown(void)
         status = agent_stop(&g_agent);
     }
     /* The cgroup parent the runtime made for this agent.  */
-    static const char *const ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified",
-                                        ""};
+    static const char *const ctrls[] = {"cpu",     "cpuacct", "memory", "pids",
+                                        "freezer", "unified", ""};
     for (size_t i = 0; i < ARRAY_SIZE(ctrls); i++) {
-        _cleanup_free_ char *p = xasprintf("/sys/fs/cgroup/%s%s%s", ctrls[i],
-                                           *ctrls[i] ? "/" : "", g_agent.cgroup);
+        _cleanup_free_ char *p =
+            xasprintf("/sys/fs/cgroup/%s%s%s", ctrls[i], *ctrls[i] ? "/" : "", g_agent.cgroup);
         (void)rmdir(p);
     }
     free(g_agent.data_dir);
@@ -361,8 +363,8 @@ START_TEST(test_agent_health)
     bool process = false;
     size_t i;
     json_t *d;
-    json_array_foreach(json_object_get(j, "drivers"), i, d)
-        process |= strcmp(json_string_value(d), "process") == 0;
+    json_array_foreach(json_object_get(j, "drivers"), i, d) process |=
+        strcmp(json_string_value(d), "process") == 0;
     ck_assert(process);
     /* Each driver that does not work here is named with why.  */
     json_t *why = json_object_get(j, "unavailableDrivers");
@@ -424,8 +426,9 @@ END_TEST
 
 START_TEST(test_agent_lifecycle)
 {
-    json_t *j = create_sandbox("life-1", "{\"cpu\":0.5,\"memoryMiB\":256,\"diskMiB\":256,"
-                                         "\"env\":{\"GREETING\":\"hello\"}}",
+    json_t *j = create_sandbox("life-1",
+                               "{\"cpu\":0.5,\"memoryMiB\":256,\"diskMiB\":256,"
+                               "\"env\":{\"GREETING\":\"hello\"}}",
                                201);
     ck_assert_str_eq(jstr(j, "id"), "life-1");
     ck_assert_str_eq(jstr(j, "state"), "Running");
@@ -452,8 +455,8 @@ START_TEST(test_agent_lifecycle)
     /* Files: binary bytes in, the same bytes out, seen inside too.  */
     static const char bytes[] = "line one\n\0\xff\xfe binary\n";
     tu_response_t r;
-    call_opts_t put = {.body = bytes, .body_len = sizeof(bytes) - 1,
-                       .content_type = "application/octet-stream"};
+    call_opts_t put = {
+        .body = bytes, .body_len = sizeof(bytes) - 1, .content_type = "application/octet-stream"};
     ck_assert_int_eq(call_ex("PUT", "/v1/sandboxes/life-1/files?path=/tmp/a.bin", &put, &r), 0);
     ck_assert_int_eq(r.status, 201);
     tu_response_free(&r);
@@ -474,7 +477,8 @@ START_TEST(test_agent_lifecycle)
     bool found = false;
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(j, "value"), i, e) {
+    json_array_foreach(json_object_get(j, "value"), i, e)
+    {
         if (strcmp(jstr(e, "name"), "a.bin") == 0) {
             found = true;
             ck_assert_str_eq(jstr(e, "type"), "file");
@@ -520,11 +524,9 @@ START_TEST(test_agent_lifecycle)
     ck_assert_str_eq(jstr(j, "stdout"), "back\n");
     json_decref(j);
 
-    ck_assert_int_eq(call("DELETE", "/v1/sandboxes/life-1/files?path=/tmp/a.bin", NULL, NULL),
-                     204);
+    ck_assert_int_eq(call("DELETE", "/v1/sandboxes/life-1/files?path=/tmp/a.bin", NULL, NULL), 204);
     expect_error("GET", "/v1/sandboxes/life-1/files?path=/tmp/a.bin", NULL, 404, "FileNotFound");
-    ck_assert_int_eq(call("DELETE", "/v1/sandboxes/life-1/files?path=/tmp/a.bin", NULL, NULL),
-                     204);
+    ck_assert_int_eq(call("DELETE", "/v1/sandboxes/life-1/files?path=/tmp/a.bin", NULL, NULL), 204);
 
     ck_assert_int_eq(call("DELETE", "/v1/sandboxes/life-1", NULL, NULL), 204);
     expect_error("GET", "/v1/sandboxes/life-1", NULL, 404, "SandboxNotFound");
@@ -646,11 +648,26 @@ START_TEST(test_agent_bad_requests)
 
     /* Bodies: not JSON, not an object, wrong types, bad values.  */
     static const char *const bad_specs[] = {
-        "{", "[1]", "\"x\"", "{\"cpu\":\"1\"}", "{\"cpu\":0}", "{\"cpu\":-1}",
-        "{\"cpu\":1e9}", "{\"memoryMiB\":1.5}", "{\"memoryMiB\":1}", "{\"diskMiB\":\"1\"}",
-        "{\"image\":5}", "{\"image\":\"\"}", "{\"image\":\"a b\"}", "{\"driver\":\"docker\"}",
-        "{\"env\":[]}", "{\"env\":{\"A\":1}}", "{\"env\":{\"1A\":\"x\"}}",
-        "{\"env\":{\"A=B\":\"x\"}}", "{\"env\":{\"A\":\"x\\u0000y\"}}", "{\"cpu\":1,\"cpu\":2}",
+        "{",
+        "[1]",
+        "\"x\"",
+        "{\"cpu\":\"1\"}",
+        "{\"cpu\":0}",
+        "{\"cpu\":-1}",
+        "{\"cpu\":1e9}",
+        "{\"memoryMiB\":1.5}",
+        "{\"memoryMiB\":1}",
+        "{\"diskMiB\":\"1\"}",
+        "{\"image\":5}",
+        "{\"image\":\"\"}",
+        "{\"image\":\"a b\"}",
+        "{\"driver\":\"docker\"}",
+        "{\"env\":[]}",
+        "{\"env\":{\"A\":1}}",
+        "{\"env\":{\"1A\":\"x\"}}",
+        "{\"env\":{\"A=B\":\"x\"}}",
+        "{\"env\":{\"A\":\"x\\u0000y\"}}",
+        "{\"cpu\":1,\"cpu\":2}",
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad_specs); i++)
         expect_error("PUT", "/v1/sandboxes/bad-1", bad_specs[i], 400, "InvalidRequestContent");
@@ -660,26 +677,31 @@ START_TEST(test_agent_bad_requests)
 
     /* Exec requests are checked before the sandbox is looked up.  */
     static const char *const bad_execs[] = {
-        "", "{}", "{\"command\":[]}", "{\"command\":\"sh\"}", "{\"command\":[1]}",
-        "{\"command\":[\"\"]}", "{\"command\":[\"a\\u0000b\"]}",
+        "",
+        "{}",
+        "{\"command\":[]}",
+        "{\"command\":\"sh\"}",
+        "{\"command\":[1]}",
+        "{\"command\":[\"\"]}",
+        "{\"command\":[\"a\\u0000b\"]}",
         "{\"command\":[\"true\"],\"timeoutSeconds\":0}",
         "{\"command\":[\"true\"],\"timeoutSeconds\":3601}",
         "{\"command\":[\"true\"],\"timeoutSeconds\":\"5\"}",
-        "{\"command\":[\"true\"],\"timeoutSeconds\":1.5}", "{\"command\":[\"true\"],\"cwd\":\"tmp\"}",
-        "{\"command\":[\"true\"],\"cwd\":7}", "{\"command\":[\"true\"],\"stdin\":7}",
+        "{\"command\":[\"true\"],\"timeoutSeconds\":1.5}",
+        "{\"command\":[\"true\"],\"cwd\":\"tmp\"}",
+        "{\"command\":[\"true\"],\"cwd\":7}",
+        "{\"command\":[\"true\"],\"stdin\":7}",
         "{\"command\":[\"true\"],\"env\":{\"\":\"x\"}}",
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad_execs); i++)
-        expect_error("POST", "/v1/sandboxes/nope/exec", bad_execs[i], 400,
-                     "InvalidRequestContent");
+        expect_error("POST", "/v1/sandboxes/nope/exec", bad_execs[i], 400, "InvalidRequestContent");
 
     /* Unknown sandbox, route, method.  */
     expect_error("GET", "/v1/sandboxes/nope", NULL, 404, "SandboxNotFound");
     expect_error("POST", "/v1/sandboxes/nope/suspend", NULL, 404, "SandboxNotFound");
     expect_error("POST", "/v1/sandboxes/nope/exec", "{\"command\":[\"true\"]}", 404,
                  "SandboxNotFound");
-    expect_error("GET", "/v1/sandboxes/nope/files?path=/etc/passwd", NULL, 404,
-                 "SandboxNotFound");
+    expect_error("GET", "/v1/sandboxes/nope/files?path=/etc/passwd", NULL, 404, "SandboxNotFound");
     expect_error("GET", "/v1/nothing", NULL, 404, "NotFound");
     expect_error("GET", "/v1/sandboxes/nope/reboot", NULL, 404, "NotFound");
     expect_error("GET", "/v2/health", NULL, 404, "NotFound");
@@ -758,9 +780,8 @@ START_TEST(test_agent_bad_file_requests)
     /* Uploads are capped at 64 MiB.  */
     size_t over = 64 * 1024 * 1024 + 1;
     char *too_big = xcalloc(over, 1);
-    ck_assert_int_eq(put_expect_continue("/v1/sandboxes/files-1/files?path=/tmp/huge", too_big,
-                                         over),
-                     413);
+    ck_assert_int_eq(
+        put_expect_continue("/v1/sandboxes/files-1/files?path=/tmp/huge", too_big, over), 413);
     free(too_big);
     expect_error("GET", "/v1/sandboxes/files-1/files?path=/tmp/huge", NULL, 404, "FileNotFound");
     ck_assert_int_eq(call("DELETE", "/v1/sandboxes/files-1", NULL, NULL), 204);
@@ -779,11 +800,14 @@ START_TEST(test_agent_exec_results)
 
     /* Invalid UTF-8 becomes U+FFFD; valid multi-byte text passes.  */
     j = exec_sh("exec-1", "printf 'a\\377b\\303\\251\\355\\240\\200c'", NULL);
-    ck_assert_str_eq(jstr(j, "stdout"), "a\xEF\xBF\xBD" "b\xC3\xA9\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD" "c");
+    ck_assert_str_eq(jstr(j, "stdout"), "a\xEF\xBF\xBD"
+                                        "b\xC3\xA9\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"
+                                        "c");
     json_decref(j);
 
-    j = exec_sh("exec-1", "cat; pwd; echo $FOO", "{\"stdin\":\"from stdin\\n\",\"cwd\":\"/tmp\","
-                                                  "\"env\":{\"FOO\":\"bar\"}}");
+    j = exec_sh("exec-1", "cat; pwd; echo $FOO",
+                "{\"stdin\":\"from stdin\\n\",\"cwd\":\"/tmp\","
+                "\"env\":{\"FOO\":\"bar\"}}");
     ck_assert_str_eq(jstr(j, "stdout"), "from stdin\n/tmp\nbar\n");
     json_decref(j);
 
@@ -837,8 +861,8 @@ START_TEST(test_agent_insecure_http)
     _cleanup_free_ char *bin = tu_bin("sandbox-agent");
     _cleanup_free_ char *log = xasprintf("%s.cli", g_agent.log);
 
-    const char *wide[] = {bin, "--listen", "0.0.0.0:0", "--data-dir", g_agent.data_dir,
-                          "--insecure-http", NULL};
+    const char *wide[] = {
+        bin, "--listen", "0.0.0.0:0", "--data-dir", g_agent.data_dir, "--insecure-http", NULL};
     pid_t pid = tu_spawn((char *const *)wide, NULL, log);
     int status;
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
@@ -860,7 +884,8 @@ START_TEST(test_agent_insecure_http)
                    xasprintf("SANDBOX_AGENT_DATA_DIR=%s", g_agent.data_dir),
                    xasprintf("SANDBOX_AGENT_DEFAULT_IMAGE=%s", g_layout),
                    xstrdup("SANDBOX_AGENT_INSECURE_HTTP=1"),
-                   xasprintf("SANDBOX_AGENT_CGROUP_PARENT=%s", g_agent.cgroup), NULL};
+                   xasprintf("SANDBOX_AGENT_CGROUP_PARENT=%s", g_agent.cgroup),
+                   NULL};
     const char *bare[] = {bin, NULL};
     g_agent.pid = spawn_agent(bare, env, g_agent.log);
     g_agent.port = port;

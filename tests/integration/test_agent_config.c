@@ -21,10 +21,25 @@ static int parse(agent_config_t *cfg, char **argv, char **envp, agent_config_act
 
 START_TEST(test_agent_config_flags)
 {
-    char *argv[] = {"sandbox-agent", "--listen", "127.0.0.1:9555", "--data-dir", "/tmp/x",
-                    "--ca", "ca.pem", "--cert", "a.pem", "--key", "a.key", "--environment",
-                    "pool-1", "--max-sandboxes", "7", "--microvm-emulation",
-                    "--default-image", "/img", NULL};
+    char *argv[] = {"sandbox-agent",
+                    "--listen",
+                    "127.0.0.1:9555",
+                    "--data-dir",
+                    "/tmp/x",
+                    "--ca",
+                    "ca.pem",
+                    "--cert",
+                    "a.pem",
+                    "--key",
+                    "a.key",
+                    "--environment",
+                    "pool-1",
+                    "--max-sandboxes",
+                    "7",
+                    "--microvm-emulation",
+                    "--default-image",
+                    "/img",
+                    NULL};
     agent_config_t cfg;
     agent_config_action_t action;
     sbx_error_t err = {0};
@@ -45,9 +60,13 @@ END_TEST
 START_TEST(test_agent_config_env)
 {
     char *argv[] = {"sandbox-agent", "--environment", "from-flag", NULL};
-    char *envp[] = {"SANDBOX_AGENT_LISTEN=[::1]:9000", "SANDBOX_AGENT_DATA_DIR=/d",
-                    "SANDBOX_AGENT_INSECURE_HTTP=true", "SANDBOX_AGENT_ENVIRONMENT=from-env",
-                    "SANDBOXD_MICROVM_EMULATION=1", "SANDBOX_AGENT_LOG_LEVEL=debug", NULL};
+    char *envp[] = {"SANDBOX_AGENT_LISTEN=[::1]:9000",
+                    "SANDBOX_AGENT_DATA_DIR=/d",
+                    "SANDBOX_AGENT_INSECURE_HTTP=true",
+                    "SANDBOX_AGENT_ENVIRONMENT=from-env",
+                    "SANDBOXD_MICROVM_EMULATION=1",
+                    "SANDBOX_AGENT_LOG_LEVEL=debug",
+                    NULL};
     agent_config_t cfg;
     agent_config_action_t action;
     sbx_error_t err = {0};
@@ -108,8 +127,8 @@ END_TEST
 /* The image flags: the private-registry switch and sizes with units.  */
 START_TEST(test_agent_config_image_flags)
 {
-    char *argv[] = {"sandbox-agent", "--insecure-http", "--allow-private-registries",
-                    "--max-layer-size", "512MiB", NULL};
+    char *argv[] = {"sandbox-agent",    "--insecure-http", "--allow-private-registries",
+                    "--max-layer-size", "512MiB",          NULL};
     char *envp[] = {"SANDBOX_AGENT_MAX_IMAGE_STORE_SIZE=20G", NULL};
     agent_config_t cfg;
     agent_config_action_t action;
@@ -164,11 +183,14 @@ static void api_teardown(void)
     free(g_data);
 }
 
-static void expect(const char *method, const char *path, const char *query_path,
-                   const char *body, int status, const char *code)
+static void expect(const char *method, const char *path, const char *query_path, const char *body,
+                   int status, const char *code)
 {
-    agent_call_t c = {.method = method, .path = path, .query_path = query_path,
-                      .query_path_len = query_path ? strlen(query_path) : 0, .body = body,
+    agent_call_t c = {.method = method,
+                      .path = path,
+                      .query_path = query_path,
+                      .query_path_len = query_path ? strlen(query_path) : 0,
+                      .body = body,
                       .body_len = body ? strlen(body) : 0};
     http_response_t res = {0};
     agent_api_call(g_api, &c, &res);
@@ -205,19 +227,20 @@ END_TEST
 
 START_TEST(test_agent_api_validation)
 {
-    expect("PUT", "/v1/sandboxes/ok-1", NULL, "{\"memoryMiB\":true}", 400,
-           "InvalidRequestContent");
+    expect("PUT", "/v1/sandboxes/ok-1", NULL, "{\"memoryMiB\":true}", 400, "InvalidRequestContent");
     expect("PUT", "/v1/sandboxes/ok-1", NULL, "{\"env\":{\"PATH\":null}}", 400,
            "InvalidRequestContent");
     expect("POST", "/v1/sandboxes/ok-1/exec", NULL, "{\"command\":[\"sh\",null]}", 400,
            "InvalidRequestContent");
-    expect("POST", "/v1/sandboxes/ok-1/exec", NULL, "{\"command\":[\"sh\"],\"env\":{\"X\":5}}",
-           400, "InvalidRequestContent");
+    expect("POST", "/v1/sandboxes/ok-1/exec", NULL, "{\"command\":[\"sh\"],\"env\":{\"X\":5}}", 400,
+           "InvalidRequestContent");
     expect("GET", "/v1/sandboxes/ok-1/files", NULL, NULL, 400, "InvalidPath");
     expect("DELETE", "/v1/sandboxes/ok-1/files", "x/y", NULL, 400, "InvalidPath");
     /* A NUL inside the decoded value: the length gives it away.  */
-    agent_call_t c = {.method = "GET", .path = "/v1/sandboxes/ok-1/files",
-                      .query_path = "/etc\0/passwd", .query_path_len = 12};
+    agent_call_t c = {.method = "GET",
+                      .path = "/v1/sandboxes/ok-1/files",
+                      .query_path = "/etc\0/passwd",
+                      .query_path_len = 12};
     http_response_t res = {0};
     agent_api_call(g_api, &c, &res);
     ck_assert_int_eq(res.status, 400);
@@ -258,9 +281,18 @@ START_TEST(test_agent_config_uid_range)
     ck_assert_msg(parse(&cfg, plain, NULL, &action, &err) == 0, "%s", err.msg);
     ck_assert_uint_eq(cfg.uid_count, 0); /* the runtime picks */
     agent_config_done(&cfg);
-    const char *bad[] = {"abc", "1879048192", "1879048192:", ":65536", "1879048192:1000",
-                         "0:65536", "-1:65536", "1879048192:-65536", "0x70000000:65536",
-                         "4294901760:65536", "99999999999:65536", "1879048192:65536x"};
+    const char *bad[] = {"abc",
+                         "1879048192",
+                         "1879048192:",
+                         ":65536",
+                         "1879048192:1000",
+                         "0:65536",
+                         "-1:65536",
+                         "1879048192:-65536",
+                         "0x70000000:65536",
+                         "4294901760:65536",
+                         "99999999999:65536",
+                         "1879048192:65536x"};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         char *a[] = {"sandbox-agent", "--insecure-http", "--uid-range", (char *)bad[i], NULL};
         ck_assert_msg(parse(&cfg, a, NULL, &action, &err) < 0, "%s accepted", bad[i]);

@@ -138,7 +138,7 @@ typedef struct sse {
     bool saw_gap, done, abort_now, joined;
     long status;
     int pause_ms_after_first; /* a slow reader */
-    char head[256]; /* the first bytes, to tell what an error reply said */
+    char head[256];           /* the first bytes, to tell what an error reply said */
     size_t head_len;
     int64_t t0;
     pthread_t thread;
@@ -175,8 +175,8 @@ static void sse_event(sse_t *x)
 {
     if (!x->type[0])
         return;
-    bool output = !strcmp(x->type, "stdout") || !strcmp(x->type, "stderr") ||
-                  !strcmp(x->type, "pty");
+    bool output =
+        !strcmp(x->type, "stdout") || !strcmp(x->type, "stderr") || !strcmp(x->type, "pty");
     char *payload = x->data ? x->data : xstrdup("");
     size_t len = x->data_len;
     if (output) {
@@ -394,8 +394,8 @@ static void global_setup(void)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     _cleanup_free_ char *bin = tu_bin("sandboxd");
     _cleanup_free_ char *agent = tu_bin("sandbox-agent");
-    char *argv[] = {bin, "--listen", listen, "--data-dir", g_data, "--auth-token", TOKEN,
-                    "--default-image", g_image, "--agent-bin", agent, NULL};
+    char *argv[] = {bin,   "--listen",        listen,  "--data-dir",  g_data, "--auth-token",
+                    TOKEN, "--default-image", g_image, "--agent-bin", agent,  NULL};
     _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-procs-%d", (int)getpid());
     char *env[] = {cg, "SANDBOXD_OVERCOMMIT_PIDS=8", "SANDBOXD_OVERCOMMIT_CPU=64", NULL};
     g_pid = tu_spawn(argv, env, g_log);
@@ -535,12 +535,14 @@ START_TEST(test_stdin_and_terminal)
     const char *repl = g_python ? "[\"python3\",\"-i\",\"-q\"]" : "[\"sh\",\"-i\"]";
     start("p1", "{\"command\":%s,\"pty\":{\"rows\":30,\"cols\":100},\"tag\":\"repl\"}", repl);
     x = attach("p1", "repl", NULL);
+    ck_assert_int_eq(
+        proc_call("POST", "p1", "repl", "stdin",
+                  g_python ? "{\"data\":\"print(6*7)\\n\"}" : "{\"data\":\"echo $((6*7))\\n\"}",
+                  NULL),
+        200);
     ck_assert_int_eq(proc_call("POST", "p1", "repl", "stdin",
-                               g_python ? "{\"data\":\"print(6*7)\\n\"}" : "{\"data\":\"echo $((6*7))\\n\"}",
+                               g_python ? "{\"data\":\"exit()\\n\"}" : "{\"data\":\"exit\\n\"}",
                                NULL),
-                     200);
-    ck_assert_int_eq(proc_call("POST", "p1", "repl", "stdin",
-                               g_python ? "{\"data\":\"exit()\\n\"}" : "{\"data\":\"exit\\n\"}", NULL),
                      200);
     e = sse_exit(x, 10000);
     ck_assert_ptr_nonnull(e);
@@ -672,8 +674,8 @@ START_TEST(test_limits)
         ck_assert_int_eq(call("GET", list, NULL, &j), 200);
         size_t n = json_array_size(json_object_get(j, "value")), running = 0, i;
         json_t *p;
-        json_array_foreach(json_object_get(j, "value"), i, p)
-            running += json_is_true(json_object_get(p, "running"));
+        json_array_foreach(json_object_get(j, "value"), i, p) running +=
+            json_is_true(json_object_get(p, "running"));
         json_decref(j);
         /* One list may catch a process ending after the pruning.  */
         if (running == 0 && n <= 64)
@@ -737,7 +739,8 @@ START_TEST(test_hostile_input)
     json_decref(body);
     ck_assert_int_eq(call("POST", list, bigenv, NULL), 400);
     ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"tag\":\"1bad\"}", NULL), 400);
-    ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"pty\":{\"rows\":0}}", NULL), 400);
+    ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"pty\":{\"rows\":0}}", NULL),
+                     400);
     ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"user\":\"nobody\"}", NULL), 400);
     ck_assert_int_eq(call("POST", list, "{\"command\":[\"/no/such\"]}", &j), 400);
     ck_assert_str_eq(err_code(j), "CommandNotFound");
@@ -852,8 +855,7 @@ static void expect_denied(const char *body, const char *reason_part)
     long st = exec_body(body, &j);
     ck_assert_msg(st == 403, "%s: %ld", body, st);
     ck_assert_str_eq(err_code(j), "ExecDenied");
-    const char *msg =
-        json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
     ck_assert_msg(msg && strstr(msg, reason_part), "%s: denied with '%s'", body, msg);
     json_decref(j);
 }
@@ -881,18 +883,17 @@ START_TEST(test_exec_admission)
     _cleanup_free_ char *slog = xasprintf("%s/scanner.log", g_root);
     pid_t spid = tu_spawn(argv, env, slog);
     ck_assert(tu_wait_port(port, 10000));
-    _cleanup_free_ char *pol = xasprintf(
-        "{\"webhook\":{\"url\":\"http://127.0.0.1:%d/admit\",\"secret\":\"s3cret\","
-        "\"failurePolicy\":\"Deny\",\"timeoutMs\":5000}}",
-        port);
+    _cleanup_free_ char *pol =
+        xasprintf("{\"webhook\":{\"url\":\"http://127.0.0.1:%d/admit\",\"secret\":\"s3cret\","
+                  "\"failurePolicy\":\"Deny\",\"timeoutMs\":5000}}",
+                  port);
     put_policy(pol);
     /* The secret is not served.  */
     _cleanup_free_ char *gp = xasprintf("/subscriptions/" SUB "/resourceGroups/rg/providers/"
                                         "Microsoft.App/sandboxGroups/" GROUP API);
     ck_assert_int_eq(call("GET", gp, NULL, &j), 200);
-    json_t *hook = json_object_get(json_object_get(json_object_get(j, "properties"),
-                                                   "execPolicy"),
-                                   "webhook");
+    json_t *hook =
+        json_object_get(json_object_get(json_object_get(j, "properties"), "execPolicy"), "webhook");
     ck_assert(json_is_true(json_object_get(hook, "hasSecret")));
     ck_assert_ptr_null(json_object_get(hook, "secret"));
     _cleanup_free_ char *served = json_dumps(j, JSON_COMPACT);

@@ -1689,8 +1689,9 @@ START_TEST(authentication)
         _cleanup_free_ char *dir = xasprintf("%s/empty-token-%zu", tmp, i);
         char listen[32];
         snprintf(listen, sizeof(listen), "127.0.0.1:%d", tu_free_port());
-        char *argv[] = {bin, "--listen", listen, "--data-dir", dir, "--no-local-agent",
-                        (char *)flags[i], "", NULL};
+        char *argv[] = {bin, "--listen",         listen,           "--data-dir",
+                        dir, "--no-local-agent", (char *)flags[i], "",
+                        NULL};
         pid_t pid = tu_spawn(argv, NULL, NULL);
         int status = 0;
         bool exited = false;
@@ -1901,10 +1902,15 @@ START_TEST(loopback_checks_parse_addresses)
 {
     static const char *const ok[] = {"http://127.0.0.1:1/", "http://[::1]:2", "http://localhost:3",
                                      "http://127.0.0.9"};
-    static const char *const bad[] = {"http://127.example.com:1", "http://127.0.0.1.evil.com:1/",
-                                      "http://127.0.0.1@evil.com:1/", "http://127.0.0.1:1@evil.com/",
-                                      "http://localhost.evil.com:1", "http://[::1].evil.com:1",
-                                      "http://[::1]evil:1", "http://::1:1", "http://127.0.0.1:x"};
+    static const char *const bad[] = {"http://127.example.com:1",
+                                      "http://127.0.0.1.evil.com:1/",
+                                      "http://127.0.0.1@evil.com:1/",
+                                      "http://127.0.0.1:1@evil.com/",
+                                      "http://localhost.evil.com:1",
+                                      "http://[::1].evil.com:1",
+                                      "http://[::1]evil:1",
+                                      "http://::1:1",
+                                      "http://127.0.0.1:x"};
     for (size_t i = 0; i < ARRAY_SIZE(ok); i++) {
         long st = admin_put_host("lo-ok", ok[i]);
         ck_assert_msg(st == 200 || st == 201, "%s refused (%ld)", ok[i], st);
@@ -1916,8 +1922,8 @@ START_TEST(loopback_checks_parse_addresses)
     _cleanup_free_ char *dir = xasprintf("%s/no-auth-name", tmp);
     char listen[64];
     snprintf(listen, sizeof(listen), "127.example.com:%d", tu_free_port());
-    char *argv[] = {bin, "--listen", listen, "--data-dir", dir, "--no-local-agent", "--no-auth",
-                    NULL};
+    char *argv[] = {bin, "--listen",         listen,      "--data-dir",
+                    dir, "--no-local-agent", "--no-auth", NULL};
     pid_t pid = tu_spawn(argv, NULL, NULL);
     int status = 0;
     bool exited = false;
@@ -2006,8 +2012,8 @@ START_TEST(damaged_secrets_key_kept)
     _cleanup_free_ char *keyf = xasprintf("%s/secrets.key", data);
     static const char *const contents[] = {"", "0011223344\n"};
     for (size_t i = 0; i < ARRAY_SIZE(contents); i++) {
-        ck_assert_int_eq(sbx_write_file_atomic(keyf, contents[i], strlen(contents[i]), 0600,
-                                               NULL), 0);
+        ck_assert_int_eq(sbx_write_file_atomic(keyf, contents[i], strlen(contents[i]), 0600, NULL),
+                         0);
         _cleanup_free_ char *bin = tu_bin("sandboxd");
         char listen[64];
         snprintf(listen, sizeof(listen), "127.0.0.1:%d", tu_free_port());
@@ -2118,8 +2124,7 @@ START_TEST(secure_env_write_only)
                "InvalidRequestContent");
     call_error("PUT", s2, "{\"properties\":{\"secureEnv\":{\"K\":1}}}", 400,
                "InvalidRequestContent");
-    call_error("PUT", s2, "{\"properties\":{\"secureEnv\":\"K=b\"}}", 400,
-               "InvalidRequestContent");
+    call_error("PUT", s2, "{\"properties\":{\"secureEnv\":\"K=b\"}}", 400, "InvalidRequestContent");
     /* Group defaults are served: no secrets there.  */
     call_error("PUT", g,
                "{\"location\":\"westeurope\",\"properties\":{\"sandboxDefaults\":"
@@ -2131,8 +2136,7 @@ START_TEST(secure_env_write_only)
     const char *files[] = {"sandboxd.db", "sandboxd.db-wal"};
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
         _cleanup_free_ char *path = xasprintf("%s/%s", srv.data_dir, files[i]);
-        ck_assert_msg(!file_contains(path, SECRET), "%s holds the secret in plain text",
-                      files[i]);
+        ck_assert_msg(!file_contains(path, SECRET), "%s holds the secret in plain text", files[i]);
     }
     _cleanup_free_ char *db = xasprintf("%s/sandboxd.db", srv.data_dir);
     _cleanup_free_ char *wal = xasprintf("%s/sandboxd.db-wal", srv.data_dir);
@@ -2163,8 +2167,9 @@ static pid_t e2e_spawn(int owner)
     _cleanup_free_ char *bin = tu_bin("sandboxd");
     _cleanup_free_ char *agent = tu_bin("sandbox-agent");
     _cleanup_free_ char *log = xasprintf("%s/sandboxd.log", e2e.root);
-    char *argv[] = {bin, "--listen", listen, "--data-dir", e2e.data, "--auth-token", E2E_TOKEN,
-                    "--default-image", e2e.image, "--agent-bin", agent, NULL};
+    char *argv[] = {bin,       "--listen",     listen,    "--data-dir",
+                    e2e.data,  "--auth-token", E2E_TOKEN, "--default-image",
+                    e2e.image, "--agent-bin",  agent,     NULL};
     _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-arm-%d", owner);
     char *env[] = {cg, NULL};
     pid_t pid = tu_spawn(argv, env, log);
@@ -2224,7 +2229,8 @@ static void e2e_setup(void)
 
 static long e2e_call(const char *method, const char *path, const char *body, json_t **out)
 {
-    _cleanup_free_ char *url = xasprintf("%s%s%s" API, e2e.base, path, strchr(path, '?') ? "&" : "?");
+    _cleanup_free_ char *url =
+        xasprintf("%s%s%s" API, e2e.base, path, strchr(path, '?') ? "&" : "?");
     const char *hdrs[] = {"Authorization: Bearer " E2E_TOKEN, NULL};
     tu_request_opts_t o = {.headers = hdrs, .body = body, .timeout_ms = 60000};
     tu_response_t r;
@@ -2261,10 +2267,10 @@ static void e2e_teardown(void)
         e2e.root);
     (void)!system(cmd);
     /* The agent's cgroup parents, empty once its sandbox is gone.  */
-    _cleanup_free_ char *cg = xasprintf(
-        "for d in /sys/fs/cgroup/*/sbx-arm-%d; do [ -d $d ] && "
-        "find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; true",
-        (int)getpid());
+    _cleanup_free_ char *cg =
+        xasprintf("for d in /sys/fs/cgroup/*/sbx-arm-%d; do [ -d $d ] && "
+                  "find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; true",
+                  (int)getpid());
     (void)!system(cg);
     tu_rmdir(e2e.root);
     free(e2e.root);
@@ -2311,10 +2317,10 @@ START_TEST(secure_env_reaches_sandbox)
                   jstr(j, "properties.statusMessage"));
     json_decref(j);
     _cleanup_free_ char *exec = xasprintf("%s/exec", sb);
-    ck_assert_int_eq(e2e_call("POST", exec,
-                              "{\"command\":[\"sh\",\"-c\",\"printenv SECRET_KEY; printenv PLAIN\"]}",
-                              &j),
-                     200);
+    ck_assert_int_eq(
+        e2e_call("POST", exec,
+                 "{\"command\":[\"sh\",\"-c\",\"printenv SECRET_KEY; printenv PLAIN\"]}", &j),
+        200);
     ck_assert_str_eq(jstr(j, "stdout"), E2E_SECRET "\np\n");
     json_decref(j);
 

@@ -549,7 +549,8 @@ static json_t *kids(void)
     ck_assert_int_eq(call("GET", "/.well-known/jwks.json", NULL, NULL, &jwks, NULL), 200);
     size_t i;
     json_t *k;
-    json_array_foreach(json_object_get(jwks, "keys"), i, k) {
+    json_array_foreach(json_object_get(jwks, "keys"), i, k)
+    {
         ck_assert_ptr_null(json_object_get(k, "d")); /* never a private part */
         json_array_append(out, json_object_get(k, "kid"));
     }
@@ -570,7 +571,8 @@ static bool has_kid(const json_t *list, const char *kid)
 {
     size_t i;
     json_t *k;
-    json_array_foreach(list, i, k) {
+    json_array_foreach(list, i, k)
+    {
         if (strcmp(json_string_value(k), kid) == 0)
             return true;
     }

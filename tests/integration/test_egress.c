@@ -34,8 +34,7 @@ static void teardown(void)
         _cleanup_json_ json_t *ids = egress_ids(eg);
         size_t i;
         json_t *v;
-        json_array_foreach(ids, i, v)
-            egress_release(eg, json_string_value(v), true);
+        json_array_foreach(ids, i, v) egress_release(eg, json_string_value(v), true);
         egress_close(eg);
         eg = NULL;
     }
@@ -98,7 +97,7 @@ static char *probe(const char *id, bool *ok, int max_ms, const char *a1, const c
 #define EXPECT(id, want, ...)                                                                      \
     do {                                                                                           \
         bool ok_;                                                                                  \
-        _cleanup_free_ char *l_ = probe(id, &ok_, want ? 3000 : 1000, __VA_ARGS__);               \
+        _cleanup_free_ char *l_ = probe(id, &ok_, want ? 3000 : 1000, __VA_ARGS__);                \
         ck_assert_msg(ok_ == (want), "%s: expected %s, got '%s'", #__VA_ARGS__,                    \
                       (want) ? "success" : "failure", l_);                                         \
     } while (0)
@@ -189,7 +188,8 @@ START_TEST(allowed_and_denied)
     bool saw_other = false, saw_private = false, saw_cidr = false, saw_metadata = false;
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(d, "recentDenied"), i, e) {
+    json_array_foreach(json_object_get(d, "recentDenied"), i, e)
+    {
         const char *dest = json_string_value(json_object_get(e, "destination"));
         if (dest && strcmp(dest, "other.test") == 0)
             saw_other = true;
@@ -235,8 +235,8 @@ START_TEST(live_update_and_cleanup)
     EXPECT("eg-l", false, "tcp", SRV_ADDR, "7000", NULL);
 
     /* narrow: the CIDR rule goes; new connections follow within 2 s */
-    _cleanup_json_ json_t *narrow = policy(
-        "{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"]}]}");
+    _cleanup_json_ json_t *narrow =
+        policy("{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"]}]}");
     sbx_error_t err = {0};
     int64_t t0 = sbx_now_ms();
     ck_assert_msg(egress_apply(eg, "eg-l", -1, narrow, &err) == 0, "%s", err.msg);
@@ -287,8 +287,7 @@ START_TEST(bad_policies)
          "rules[0].fqdns[0]"},
         {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"fqdns\":[\"*\"]}]}",
          "rules[0].fqdns[0]"},
-        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"ports\":[0]}]}",
-         "rules[0].ports[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"ports\":[0]}]}", "rules[0].ports[0]"},
         {"{\"rules\":[{\"name\":\"r\",\"action\":\"Maybe\"}]}", "rules[0]"},
         {"{\"defaultAction\":\"allow\"}", "defaultAction"},
     };

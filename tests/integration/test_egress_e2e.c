@@ -42,8 +42,12 @@ static void cluster_start(void)
     _cleanup_free_ char *bin = tu_bin("sandboxd");
     _cleanup_free_ char *agent = tu_bin("sandbox-agent");
     const char *image = getenv("SBX_DEFAULT_IMAGE");
-    char *argv[] = {bin, "--listen", listen, "--data-dir", data, "--auth-token", TOKEN,
-                    "--agent-bin", agent, image ? "--default-image" : NULL, (char *)image, NULL};
+    char *argv[] = {bin,           "--listen",
+                    listen,        "--data-dir",
+                    data,          "--auth-token",
+                    TOKEN,         "--agent-bin",
+                    agent,         image ? "--default-image" : NULL,
+                    (char *)image, NULL};
     _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-eg-e2e-%d", (int)getpid());
     _cleanup_free_ char *pl = xasprintf("SANDBOX_AGENT_EGRESS_POOL=%s", pool);
     char *env[] = {cg, pl, "SANDBOX_AGENT_EGRESS_RESOLVER=" SRV_ADDR, NULL};
@@ -87,11 +91,11 @@ static json_t *wait_sandbox(const char *path)
 static bool reach(const char *port)
 {
     _cleanup_free_ char *p = xasprintf("%s/sandboxes/s1/exec" API, GROUP);
-    _cleanup_free_ char *script = xasprintf(
-        "import socket\ntry:\n s=socket.create_connection(('" SRV_ADDR2 "',%s),1)\n"
-        " s.send(b'ping\\n'); print(s.recv(10).decode().strip())\n"
-        "except Exception as e: print('fail', e)\n",
-        port);
+    _cleanup_free_ char *script =
+        xasprintf("import socket\ntry:\n s=socket.create_connection(('" SRV_ADDR2 "',%s),1)\n"
+                  " s.send(b'ping\\n'); print(s.recv(10).decode().strip())\n"
+                  "except Exception as e: print('fail', e)\n",
+                  port);
     json_t *cmd = json_pack("{s:[s,s,s]}", "command", "python3", "-c", script);
     _cleanup_free_ char *body = json_dumps(cmd, JSON_COMPACT);
     json_decref(cmd);
@@ -126,9 +130,9 @@ START_TEST(policy_live_and_in_use)
     _cleanup_free_ char *sb = xasprintf("%s/sandboxes/s1" API, GROUP);
     ck_assert_int_eq(call("PUT", sb, "{\"properties\":{\"egressPolicy\":\"echo\"}}", NULL), 201);
     json_t *j = wait_sandbox(sb);
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "properties"),
-                                                       "provisioningState")),
-                     "Succeeded");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(j, "properties"), "provisioningState")),
+        "Succeeded");
     json_decref(j);
     ck_assert(reach("7000"));
 

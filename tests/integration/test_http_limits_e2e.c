@@ -108,10 +108,9 @@ static void global_setup(void)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     _cleanup_free_ char *bin = tu_bin("sandboxd");
     _cleanup_free_ char *agent = tu_bin("sandbox-agent");
-    char *argv[] = {bin, "--listen", listen, "--data-dir", g_data, "--auth-token", TOKEN,
-                    "--default-image", g_image, "--agent-bin", agent, NULL};
-    _cleanup_free_ char *cg =
-        xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-limits-%d", (int)getpid());
+    char *argv[] = {bin,   "--listen",        listen,  "--data-dir",  g_data, "--auth-token",
+                    TOKEN, "--default-image", g_image, "--agent-bin", agent,  NULL};
+    _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-limits-%d", (int)getpid());
     _cleanup_free_ char *bound = xasprintf("SANDBOXD_MAX_IN_FLIGHT_PER_CLIENT=%d", PER_TOKEN);
     char *env[] = {cg, bound, NULL};
     g_pid = tu_spawn(argv, env, g_log);
@@ -140,10 +139,10 @@ static void global_teardown(void)
         g_root);
     run_sh(cmd);
     /* The agent's cgroup parents, empty once its sandbox is gone.  */
-    _cleanup_free_ char *cg = xasprintf(
-        "for d in /sys/fs/cgroup/*/sbx-limits-%d; do [ -d $d ] && "
-        "find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; true",
-        (int)getpid());
+    _cleanup_free_ char *cg =
+        xasprintf("for d in /sys/fs/cgroup/*/sbx-limits-%d; do [ -d $d ] && "
+                  "find $d -depth -type d -exec rmdir {} + 2>/dev/null; done; true",
+                  (int)getpid());
     run_sh(cg);
     tu_rmdir(g_root);
     free(g_root);
@@ -193,8 +192,8 @@ static void *exec_batch_main(void *arg)
 {
     exec_batch_t *b = arg;
     _cleanup_free_ char *url = xasprintf("%s" GROUP "/sandboxes/s1/exec" API, g_base);
-    _cleanup_free_ char *body = xasprintf(
-        "{\"command\":[\"sleep\",\"%d\"],\"timeoutSeconds\":120}", SLEEP_S);
+    _cleanup_free_ char *body =
+        xasprintf("{\"command\":[\"sleep\",\"%d\"],\"timeoutSeconds\":120}", SLEEP_S);
     struct curl_slist *hdrs = curl_slist_append(NULL, "Authorization: Bearer " TOKEN);
     hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
     CURLM *m = curl_multi_init();
@@ -257,8 +256,8 @@ static int cmp_i64(const void *a, const void *b)
 
 START_TEST(long_execs_leave_reads_fast)
 {
-    ck_assert_int_eq(call("PUT", GROUP API, "{\"location\":\"westus\",\"properties\":{}}", 30000,
-                          NULL), 201);
+    ck_assert_int_eq(
+        call("PUT", GROUP API, "{\"location\":\"westus\",\"properties\":{}}", 30000, NULL), 201);
     ck_assert_int_eq(call("PUT", GROUP "/sandboxes/s1" API, "{\"properties\":{}}", 30000, NULL),
                      201);
     int64_t deadline = sbx_monotonic_ms() + 60000;
@@ -320,8 +319,8 @@ START_TEST(long_execs_leave_reads_fast)
     fprintf(stderr,
             "long_execs: %d execs: %d ran, %d failed on the host, %d got 429 (slowest answer "
             "%lld ms); GET p50 %lld ms, p99 %lld ms, max %lld ms\n",
-            EXECS, ok, host_failed, busy, (long long)busy_slowest, (long long)p50,
-            (long long)p99, (long long)max);
+            EXECS, ok, host_failed, busy, (long long)busy_slowest, (long long)p50, (long long)p99,
+            (long long)max);
     free(b);
     ck_assert_msg(reads_during_execs, "the execs were over before the reads were");
     ck_assert_int_lt(p99, 100);

@@ -114,8 +114,8 @@ static void push_blob(registry_t *r, const char *repo, const char *layout, const
     ck_assert_ptr_nonnull(location);
     _cleanup_free_ char *put = xasprintf("%s%s%sdigest=%s", location[0] == '/' ? r->base : "",
                                          location, strchr(location, '?') ? "&" : "?", digest);
-    tu_request_opts_t o = {.body = data, .body_len = len,
-                           .content_type = "application/octet-stream"};
+    tu_request_opts_t o = {
+        .body = data, .body_len = len, .content_type = "application/octet-stream"};
     ck_assert_int_eq(tu_http("PUT", put, &o, &res), 0);
     ck_assert_msg(res.status == 201, "blob push: %ld %s", res.status, res.body);
     tu_response_free(&res);
@@ -128,7 +128,8 @@ static void push_manifest(registry_t *r, const char *repo, const char *ref, cons
     size_t len;
     _cleanup_free_ char *data = layout_blob(layout, digest, &len);
     _cleanup_free_ char *url = xasprintf("%s/v2/%s/manifests/%s", r->base, repo, ref);
-    tu_request_opts_t o = {.body = data, .body_len = len,
+    tu_request_opts_t o = {.body = data,
+                           .body_len = len,
                            .content_type = json_string_value(json_object_get(desc, "mediaType"))};
     tu_response_t res;
     ck_assert_int_eq(tu_http("PUT", url, &o, &res), 0);
@@ -192,10 +193,10 @@ START_TEST(test_pull_from_registry)
     json_t *amd = tl_platform(one_file_image(layout, "etc/arch", "amd64", TL_ZSTD), "amd64");
     push_image(&r, "test/multi", json_string_value(json_object_get(arm, "digest")), layout, arm);
     push_image(&r, "test/multi", json_string_value(json_object_get(amd, "digest")), layout, amd);
-    json_t *index = tl_json_blob(layout, "application/vnd.oci.image.index.v1+json",
-                                 json_pack("{s:i,s:s,s:[O,O]}", "schemaVersion", 2, "mediaType",
-                                           "application/vnd.oci.image.index.v1+json",
-                                           "manifests", arm, amd));
+    json_t *index =
+        tl_json_blob(layout, "application/vnd.oci.image.index.v1+json",
+                     json_pack("{s:i,s:s,s:[O,O]}", "schemaVersion", 2, "mediaType",
+                               "application/vnd.oci.image.index.v1+json", "manifests", arm, amd));
     push_manifest(&r, "test/multi", "latest", layout, index);
     _cleanup_free_ char *multi = xasprintf("127.0.0.1:%d/test/multi", r.port);
     ck_assert_msg(img_resolve(s, multi, &root, &digest, &err) == 0, "%s", err.msg);
@@ -226,12 +227,10 @@ START_TEST(test_pull_from_registry)
     _cleanup_free_ char *mtext =
         layout_blob(layout, json_string_value(json_object_get(m, "digest")), &mlen);
     _cleanup_json_ json_t *mdoc = json_loadb(mtext, mlen, 0, NULL);
-    const char *ldigest =
-        json_string_value(json_object_get(json_array_get(json_object_get(mdoc, "layers"), 0),
-                                          "digest"));
-    _cleanup_free_ char *on_disk =
-        xasprintf("%s/docker/registry/v2/blobs/sha256/%.2s/%s/data", r.data_dir, ldigest + 7,
-                  ldigest + 7);
+    const char *ldigest = json_string_value(
+        json_object_get(json_array_get(json_object_get(mdoc, "layers"), 0), "digest"));
+    _cleanup_free_ char *on_disk = xasprintf("%s/docker/registry/v2/blobs/sha256/%.2s/%s/data",
+                                             r.data_dir, ldigest + 7, ldigest + 7);
     size_t blen;
     _cleanup_free_ char *bytes = NULL;
     ck_assert_int_eq(sbx_read_file(on_disk, &bytes, &blen, NULL), 0);
@@ -263,8 +262,8 @@ typedef struct fake {
     int fd, port;
     pthread_t thread;
     volatile bool stop;
-    char *realm;         /* what the challenge names */
-    int token_status;    /* what the token service answers */
+    char *realm;      /* what the challenge names */
+    int token_status; /* what the token service answers */
     route_t routes[16];
     size_t nroutes;
     pthread_mutex_t lock;
@@ -272,8 +271,7 @@ typedef struct fake {
     char last_token_query[1024];
 } fake_t;
 
-static void fake_route(fake_t *f, const char *path, const char *type, const char *body,
-                       size_t len)
+static void fake_route(fake_t *f, const char *path, const char *type, const char *body, size_t len)
 {
     ck_assert_uint_lt(f->nroutes, ARRAY_SIZE(f->routes));
     route_t *r = &f->routes[f->nroutes++];
@@ -335,10 +333,10 @@ static void serve_one(fake_t *f, int fd)
     if (!authorized) {
         f->unauthorized++;
         pthread_mutex_unlock(&f->lock);
-        _cleanup_free_ char *challenge = xasprintf(
-            "WWW-Authenticate: Bearer realm=\"%s\",service=\"fake-registry\","
-            "scope=\"repository:auth/img:pull\"\r\n",
-            f->realm);
+        _cleanup_free_ char *challenge =
+            xasprintf("WWW-Authenticate: Bearer realm=\"%s\",service=\"fake-registry\","
+                      "scope=\"repository:auth/img:pull\"\r\n",
+                      f->realm);
         const char *body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}";
         reply(fd, 401, challenge, "application/json", body, strlen(body));
         return;
@@ -420,7 +418,8 @@ static void fake_serve_image(fake_t *f, const char *repo, const char *tag, const
     json_array_extend(blobs, json_object_get(m, "layers"));
     size_t i;
     json_t *b;
-    json_array_foreach(blobs, i, b) {
+    json_array_foreach(blobs, i, b)
+    {
         const char *d = json_string_value(json_object_get(b, "digest"));
         size_t blen;
         _cleanup_free_ char *bytes = layout_blob(layout, d, &blen);
@@ -506,8 +505,8 @@ START_TEST(test_pull_with_bearer_token)
     f.realm = xstrdup("http://token.example.com/token");
     s = open_store("realm", true);
     ck_assert_int_eq(img_resolve(s, ref, &root, &digest, &err), -1);
-    ck_assert_msg(err.code == SBX_ERR_FORBIDDEN && strstr(err.msg, "untrusted"), "%d %s",
-                  err.code, err.msg);
+    ck_assert_msg(err.code == SBX_ERR_FORBIDDEN && strstr(err.msg, "untrusted"), "%d %s", err.code,
+                  err.msg);
     img_store_close(s);
     free(f.realm);
     f.realm = xasprintf("http://127.0.0.1:%d/token", f.port);
@@ -517,8 +516,7 @@ START_TEST(test_pull_with_bearer_token)
     size_t len;
     _cleanup_free_ char *other_text =
         layout_blob(layout, json_string_value(json_object_get(other, "digest")), &len);
-    _cleanup_free_ char *lie = xasprintf(
-        "/v2/auth/img/manifests/sha256:%064d", 7);
+    _cleanup_free_ char *lie = xasprintf("/v2/auth/img/manifests/sha256:%064d", 7);
     fake_route(&f, lie, "application/vnd.oci.image.manifest.v1+json", other_text, len);
     _cleanup_free_ char *lie_ref = xasprintf("127.0.0.1:%d/auth/img@sha256:%064d", f.port, 7);
     s = open_store("lie", true);
@@ -566,8 +564,8 @@ START_TEST(test_private_registry_refused)
         sbx_error_t err = {0};
         char *root = NULL, *digest = NULL;
         ck_assert_int_eq(img_resolve(s, ref, &root, &digest, &err), -1);
-        ck_assert_msg(err.code == SBX_ERR_UNAVAILABLE && !strcmp(err.msg, want), "%s: %d %s",
-                      ref, err.code, err.msg);
+        ck_assert_msg(err.code == SBX_ERR_UNAVAILABLE && !strcmp(err.msg, want), "%s: %d %s", ref,
+                      err.code, err.msg);
     }
     pthread_mutex_lock(&f.lock);
     ck_assert_int_eq(f.unauthorized + f.token_requests + f.manifest_hits, 0);
@@ -653,8 +651,17 @@ START_TEST(test_unreachable_messages_identical)
     int tls_port = tu_free_port();
     char accept_arg[32];
     snprintf(accept_arg, sizeof(accept_arg), "127.0.0.1:%d", tls_port);
-    char *argv[] = {"/usr/bin/openssl", "s_server", "-quiet", "-www", "-accept", accept_arg,
-                    "-cert", cert, "-key", key, NULL};
+    char *argv[] = {"/usr/bin/openssl",
+                    "s_server",
+                    "-quiet",
+                    "-www",
+                    "-accept",
+                    accept_arg,
+                    "-cert",
+                    cert,
+                    "-key",
+                    key,
+                    NULL};
     pid_t tls = tu_spawn(argv, NULL, NULL);
     ck_assert_msg(tu_wait_port(tls_port, 10000), "openssl s_server did not start");
     int ports[] = {tu_free_port(), hangup.port, babble.port, http.port, tls_port};
@@ -700,8 +707,8 @@ START_TEST(test_pull_bounds)
     json_t *m = one_file_image(layout, "etc/noise", noise, TL_PLAIN);
     fake_serve_image(&f, "auth/img", "v1", layout, m);
     _cleanup_free_ char *ref = xasprintf("127.0.0.1:%d/auth/img:v1", f.port);
-    img_config_t cfg = {.allow_insecure_registry = true, .allow_private_registries = true,
-                        .max_layer_bytes = 4096};
+    img_config_t cfg = {
+        .allow_insecure_registry = true, .allow_private_registries = true, .max_layer_bytes = 4096};
     img_store_t *s = open_store_cfg("layer-cap", cfg);
     sbx_error_t err = {0};
     char *root = NULL, *digest = NULL;
@@ -710,12 +717,12 @@ START_TEST(test_pull_bounds)
                   err.code, err.msg);
     img_store_close(s);
 
-    img_config_t full = {.allow_insecure_registry = true, .allow_private_registries = true,
-                         .max_store_bytes = 4096};
+    img_config_t full = {
+        .allow_insecure_registry = true, .allow_private_registries = true, .max_store_bytes = 4096};
     s = open_store_cfg("store-cap", full);
     ck_assert_int_eq(img_resolve(s, ref, &root, &digest, &err), -1);
-    ck_assert_msg(err.code == SBX_ERR_TOO_LARGE && strstr(err.msg, "max-image-store-size"),
-                  "%d %s", err.code, err.msg);
+    ck_assert_msg(err.code == SBX_ERR_TOO_LARGE && strstr(err.msg, "max-image-store-size"), "%d %s",
+                  err.code, err.msg);
     img_store_close(s);
     /* Nothing of the layer was fetched.  */
     s = open_store("fits", true);

@@ -199,13 +199,12 @@ START_TEST(test_runtime_exec_concurrent)
 }
 END_TEST
 
-
 /* Nothing of the host in a command's output: no marker file of the host,
  * no host path, no agent binary talking.  */
 static void assert_no_host(const char *what, const rt_exec_result_t *r)
 {
-    const char *bad[] = {"HOST-SECRET", fx_dir, "cgroup", "memfd:", "shared libraries",
-                         "libmicrohttpd", "libcheck"};
+    const char *bad[] = {
+        "HOST-SECRET", fx_dir, "cgroup", "memfd:", "shared libraries", "libmicrohttpd", "libcheck"};
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         ck_assert_msg(!strstr(r->out, bad[i]) && !strstr(r->err, bad[i]),
                       "%s reached the host (%s): out '%s' err '%s'", what, bad[i], r->out, r->err);
@@ -427,7 +426,6 @@ START_TEST(test_runtime_exec_stop_race)
     atomic_store(&rc.stop, true);
     pthread_join(stopper, NULL);
     ck_assert_int_eq(atomic_load(&rc.refused) + atomic_load(&rc.ran), RACE_TRIES);
-
 }
 END_TEST
 

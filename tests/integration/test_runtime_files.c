@@ -104,9 +104,11 @@ START_TEST(test_runtime_files_bad_requests)
     ck_assert_int_eq(rt_file_list(fx_rt, "fs-bad", "/etc/passwd", &ents, &n, &err), -1);
     ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
     /* Size limits: the read cap, and the sandbox's disk.  */
-    ck_assert(rt_file_write(fx_rt, "fs-bad", "/tmp/100", "0123456789012345678901234567890123456789"
-                                                         "0123456789012345678901234567890123456789"
-                                                         "01234567890123456789", 100, &err) == 0);
+    ck_assert(rt_file_write(fx_rt, "fs-bad", "/tmp/100",
+                            "0123456789012345678901234567890123456789"
+                            "0123456789012345678901234567890123456789"
+                            "01234567890123456789",
+                            100, &err) == 0);
     ck_assert_int_eq(rt_file_read(fx_rt, "fs-bad", "/tmp/100", 10, &data, &len, &err), -1);
     ck_assert_int_eq(err.code, SBX_ERR_TOO_LARGE);
     size_t big = 16 << 20;
@@ -158,7 +160,8 @@ START_TEST(test_runtime_files_escapes)
     char *data;
     size_t len;
     /* `..` stops at the sandbox's root: this is the sandbox's passwd.  */
-    ck_assert_msg(rt_file_read(fx_rt, "fs-esc", "../../../../etc/passwd", 0, &data, &len, &err) == 0,
+    ck_assert_msg(rt_file_read(fx_rt, "fs-esc", "../../../../etc/passwd", 0, &data, &len, &err) ==
+                      0,
                   "%s", err.msg);
     ck_assert_str_eq(data, "root:x:0:0:root:/root:/bin/sh\n");
     free(data);
@@ -170,7 +173,8 @@ START_TEST(test_runtime_files_escapes)
      * upwards, and to /.  */
     _cleanup_free_ char *script = xasprintf(
         "ln -s %s /tmp/abs && ln -s ../../../../../../../..%s /tmp/rel && ln -s / /tmp/root && "
-        "mkdir -p %s && ln -s %s /tmp/hostdir && echo ok", marker, marker, fx_dir, fx_dir);
+        "mkdir -p %s && ln -s %s /tmp/hostdir && echo ok",
+        marker, marker, fx_dir, fx_dir);
     rt_exec_result_t r = fx_sh("fs-esc", script);
     ck_assert_str_eq(r.out, "ok\n");
     rt_exec_result_done(&r);
@@ -336,13 +340,12 @@ START_TEST(test_runtime_files_write_interrupted)
     sbx_error_t err = {0};
     ck_assert(rt_file_write(fx_rt, "fs-cut", "/tmp/keep", "old", 3, &err) == 0);
     zsrc_t z = {.size = 8 << 20, .fail_after = 1 << 20, .fail_errno = ECONNABORTED};
-    ck_assert_int_eq(rt_file_write_stream(fx_rt, "fs-cut", "/tmp/keep", 8 << 20, zsrc_read, &z,
-                                          NULL, &err),
-                     -1);
+    ck_assert_int_eq(
+        rt_file_write_stream(fx_rt, "fs-cut", "/tmp/keep", 8 << 20, zsrc_read, &z, NULL, &err), -1);
     z = (zsrc_t){.size = 8 << 20, .fail_after = 1 << 20, .fail_errno = EFBIG};
-    ck_assert_int_eq(rt_file_write_stream(fx_rt, "fs-cut", "/tmp/new", UINT64_MAX, zsrc_read, &z,
-                                          NULL, &err),
-                     -1);
+    ck_assert_int_eq(
+        rt_file_write_stream(fx_rt, "fs-cut", "/tmp/new", UINT64_MAX, zsrc_read, &z, NULL, &err),
+        -1);
     ck_assert_int_eq(err.code, SBX_ERR_TOO_LARGE);
     char *data;
     size_t len;
@@ -369,8 +372,7 @@ END_TEST
 START_TEST(test_runtime_files_write_foreign_owner)
 {
     fx_create("fs-own", NULL);
-    _cleanup_free_ char *foreign =
-        xasprintf("%s/sandboxes/fs-own/layer/upper/foreign", fx_state);
+    _cleanup_free_ char *foreign = xasprintf("%s/sandboxes/fs-own/layer/upper/foreign", fx_state);
     sbx_error_t err = {0};
     ck_assert_msg(sbx_write_file_atomic(foreign, "img", 3, 0644, &err) == 0, "%s", err.msg);
     ck_assert_int_eq(chown(foreign, 200000, 200000), 0);
@@ -378,8 +380,7 @@ START_TEST(test_runtime_files_write_foreign_owner)
     rt_exec_result_t r = fx_sh("fs-own", "stat -c '%u:%g' /foreign");
     ck_assert_str_eq(r.out, "65534:65534\n");
     rt_exec_result_done(&r);
-    ck_assert_msg(rt_file_write(fx_rt, "fs-own", "/foreign", "new", 3, &err) == 0, "%s",
-                  err.msg);
+    ck_assert_msg(rt_file_write(fx_rt, "fs-own", "/foreign", "new", 3, &err) == 0, "%s", err.msg);
     r = fx_sh("fs-own", "stat -c '%u:%g %a' /foreign; cat /foreign");
     ck_assert_str_eq(r.out, "0:0 755\nnew");
     rt_exec_result_done(&r);
@@ -392,18 +393,18 @@ END_TEST
 START_TEST(test_runtime_files_temp_names_unguessable)
 {
     fx_create("fs-tmpname", NULL);
-    rt_exec_result_t r = fx_sh("fs-tmpname",
-                               "seq=$(sed -n 's/^[0-9]*:pids:\\/x\\([0-9a-f]*\\).*/\\1/p' "
-                               "/proc/self/cgroup); n=$((0x$seq)); i=1; "
-                               "while [ $i -le 512 ]; do "
-                               ": > /tmp/.sandbox-upload-$(printf %x $((n+i))); "
-                               "i=$((i+1)); done; ls -a /tmp | wc -l");
+    rt_exec_result_t r =
+        fx_sh("fs-tmpname", "seq=$(sed -n 's/^[0-9]*:pids:\\/x\\([0-9a-f]*\\).*/\\1/p' "
+                            "/proc/self/cgroup); n=$((0x$seq)); i=1; "
+                            "while [ $i -le 512 ]; do "
+                            ": > /tmp/.sandbox-upload-$(printf %x $((n+i))); "
+                            "i=$((i+1)); done; ls -a /tmp | wc -l");
     ck_assert_int_ge(atoi(r.out), 512);
     rt_exec_result_done(&r);
     sbx_error_t err = {0};
     for (int i = 0; i < 4; i++)
-        ck_assert_msg(rt_file_write(fx_rt, "fs-tmpname", "/tmp/up.txt", "up", 2, &err) == 0,
-                      "%s", err.msg);
+        ck_assert_msg(rt_file_write(fx_rt, "fs-tmpname", "/tmp/up.txt", "up", 2, &err) == 0, "%s",
+                      err.msg);
     r = fx_sh("fs-tmpname", "cat /tmp/up.txt");
     ck_assert_str_eq(r.out, "up");
     rt_exec_result_done(&r);

@@ -19,9 +19,9 @@ static char *fx_dir, *fx_rootfs, *fx_state, *fx_cgroot;
 static rt_runtime_t *fx_rt;
 
 static const char *const fx_applets[] = {
-    "sh", "cat", "echo", "sleep", "ls", "mkdir", "rm", "ps", "kill", "true", "false", "env",
-    "id", "hostname", "head", "wc", "dd", "ln", "touch", "test", "pwd", "yes", "printf", "stat",
-    "readlink", "seq", "grep", "uname", "mv", "mkfifo",
+    "sh",    "cat", "echo",   "sleep",    "ls",       "mkdir", "rm",   "ps",    "kill",  "true",
+    "false", "env", "id",     "hostname", "head",     "wc",    "dd",   "ln",    "touch", "test",
+    "pwd",   "yes", "printf", "stat",     "readlink", "seq",   "grep", "uname", "mv",    "mkfifo",
 };
 
 static void fx_copy(const char *from, const char *to, mode_t mode)
@@ -99,8 +99,7 @@ static void fx_register(void)
     _cleanup_free_ char *entry = xasprintf("%s/%s", reg, fx_cgroot);
     _cleanup_free_ char *line = xasprintf("%s\n%s\n", fx_dir, fx_cgroot);
     sbx_error_t err = {0};
-    ck_assert_msg(sbx_write_file_atomic(entry, line, strlen(line), 0600, &err) == 0, "%s",
-                  err.msg);
+    ck_assert_msg(sbx_write_file_atomic(entry, line, strlen(line), 0600, &err) == 0, "%s", err.msg);
 }
 
 static void fx_unregister(void)
@@ -198,8 +197,8 @@ static void fx_teardown(void)
     /* The cgroup parent the runtime made for this test.  */
     const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};
     for (size_t i = 0; i < ARRAY_SIZE(ctrls); i++) {
-        _cleanup_free_ char *p = xasprintf("/sys/fs/cgroup/%s%s%s", ctrls[i], *ctrls[i] ? "/" : "",
-                                           fx_cgroot);
+        _cleanup_free_ char *p =
+            xasprintf("/sys/fs/cgroup/%s%s%s", ctrls[i], *ctrls[i] ? "/" : "", fx_cgroot);
         (void)rmdir(p);
     }
     tu_rmdir(fx_dir);
@@ -240,7 +239,8 @@ static __attribute__((unused)) rt_exec_result_t fx_sh(const char *id, const char
 }
 
 /* Run the probe and parse its JSON answer.  */
-static __attribute__((unused)) json_t *fx_probe(const char *id, const char *a1, const char *a2, const char *a3)
+static __attribute__((unused)) json_t *fx_probe(const char *id, const char *a1, const char *a2,
+                                                const char *a3)
 {
     char *argv[] = {"/bin/probe", (char *)a1, (char *)a2, (char *)a3, NULL};
     rt_exec_result_t r = fx_execv(id, argv, 30000);

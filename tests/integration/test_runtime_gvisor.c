@@ -161,9 +161,26 @@ START_TEST(test_gvisor_probe_refused)
     gv_create("gv-sys", 128);
     json_t *j = fx_probe("gv-sys", "syscalls", NULL, NULL);
     const char *must_fail[] = {
-        "mount", "mount_proc", "umount", "pivot_root", "chroot", "ptrace_pid1", "kexec_load",
-        "init_module", "finit_module", "delete_module", "bpf", "keyctl", "add_key", "setns",
-        "perf_event_open", "open_by_handle_at", "swapon", "reboot", "acct", "mknod",
+        "mount",
+        "mount_proc",
+        "umount",
+        "pivot_root",
+        "chroot",
+        "ptrace_pid1",
+        "kexec_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "bpf",
+        "keyctl",
+        "add_key",
+        "setns",
+        "perf_event_open",
+        "open_by_handle_at",
+        "swapon",
+        "reboot",
+        "acct",
+        "mknod",
         "socket_vsock",
     };
     for (size_t i = 0; i < ARRAY_SIZE(must_fail); i++) {
@@ -177,7 +194,8 @@ START_TEST(test_gvisor_probe_refused)
     ck_assert(sbx_write_file_atomic(marker, "host secret\n", 12, 0644, &err) == 0);
     _cleanup_free_ char *script = xasprintf(
         "cat %s; ln -s %s /tmp/l; cat /tmp/l; cat /proc/1/root%s; echo image > /etc/image-marker;"
-        " echo done", marker, marker, marker);
+        " echo done",
+        marker, marker, marker);
     rt_exec_result_t r = fx_sh("gv-sys", script);
     ck_assert_str_eq(r.out, "done\n");
     rt_exec_result_done(&r);

@@ -18,8 +18,8 @@
 /* Host pid of a process named comm in sandbox id (0 if none).  */
 static pid_t host_pid_of_now(const char *id, const char *comm)
 {
-    const char *base = access("/sys/fs/cgroup/pids", F_OK) == 0 ? "/sys/fs/cgroup/pids"
-                                                                  : "/sys/fs/cgroup";
+    const char *base =
+        access("/sys/fs/cgroup/pids", F_OK) == 0 ? "/sys/fs/cgroup/pids" : "/sys/fs/cgroup";
     _cleanup_free_ char *dir = xasprintf("%s/%s/%s", base, fx_cgroot, id);
     DIR *d = opendir(dir);
     ck_assert_ptr_nonnull(d);
@@ -29,8 +29,8 @@ static pid_t host_pid_of_now(const char *id, const char *comm)
     for (int pass = 0; (de = pass ? readdir(d) : NULL) || pass == 0; pass = 1) {
         if (pass && (de->d_type != DT_DIR || de->d_name[0] == '.'))
             continue;
-        _cleanup_free_ char *procs =
-            pass ? xasprintf("%s/%s/cgroup.procs", dir, de->d_name) : xasprintf("%s/cgroup.procs", dir);
+        _cleanup_free_ char *procs = pass ? xasprintf("%s/%s/cgroup.procs", dir, de->d_name)
+                                          : xasprintf("%s/cgroup.procs", dir);
         FILE *f = fopen(procs, "r");
         int pid;
         while (f && !found && fscanf(f, "%d", &pid) == 1) {
@@ -136,11 +136,33 @@ START_TEST(test_runtime_isolation_syscalls_refused)
     fx_create("iso-sys", NULL);
     json_t *j = fx_probe("iso-sys", "syscalls", NULL, NULL);
     const char *must_fail[] = {
-        "mount", "mount_proc", "umount", "pivot_root", "chroot", "ptrace_pid1", "kexec_load",
-        "init_module", "finit_module", "delete_module", "bpf", "keyctl", "add_key",
-        "unshare_user", "unshare_net", "clone_newuser", "setns", "perf_event_open",
-        "userfaultfd", "open_by_handle_at", "swapon", "reboot", "acct", "io_uring_setup",
-        "mknod", "socket_vsock", "socket_vsock_high",
+        "mount",
+        "mount_proc",
+        "umount",
+        "pivot_root",
+        "chroot",
+        "ptrace_pid1",
+        "kexec_load",
+        "init_module",
+        "finit_module",
+        "delete_module",
+        "bpf",
+        "keyctl",
+        "add_key",
+        "unshare_user",
+        "unshare_net",
+        "clone_newuser",
+        "setns",
+        "perf_event_open",
+        "userfaultfd",
+        "open_by_handle_at",
+        "swapon",
+        "reboot",
+        "acct",
+        "io_uring_setup",
+        "mknod",
+        "socket_vsock",
+        "socket_vsock_high",
     };
     for (size_t i = 0; i < ARRAY_SIZE(must_fail); i++) {
         json_t *v = json_object_get(j, must_fail[i]);
@@ -186,9 +208,10 @@ START_TEST(test_runtime_isolation_host_files)
     ck_assert(!json_is_true(json_object_get(j, "ok")));
     json_decref(j);
     /* Through a symlink, .. chains, and the init's root.  */
-    _cleanup_free_ char *script = xasprintf(
-        "ln -s %s /tmp/l; cat /tmp/l; cat /../../../..%s; cat /proc/1/root%s; "
-        "cat /proc/self/cwd/../../..%s; echo done", marker, marker, marker, marker);
+    _cleanup_free_ char *script =
+        xasprintf("ln -s %s /tmp/l; cat /tmp/l; cat /../../../..%s; cat /proc/1/root%s; "
+                  "cat /proc/self/cwd/../../..%s; echo done",
+                  marker, marker, marker, marker);
     rt_exec_result_t r = fx_sh("iso-host", script);
     ck_assert_str_eq(r.out, "done\n");
     rt_exec_result_done(&r);
@@ -202,9 +225,10 @@ START_TEST(test_runtime_isolation_image_unchanged)
 {
     fx_create("iso-img", NULL);
     fx_create("iso-img2", NULL);
-    rt_exec_result_t r = fx_sh("iso-img", "rm /bin/sh.bak 2>/dev/null; echo changed > /etc/image-marker && "
-                                          "rm /bin/ls && echo new > /newfile && mkdir /usr/newdir && "
-                                          "cat /etc/image-marker");
+    rt_exec_result_t r =
+        fx_sh("iso-img", "rm /bin/sh.bak 2>/dev/null; echo changed > /etc/image-marker && "
+                         "rm /bin/ls && echo new > /newfile && mkdir /usr/newdir && "
+                         "cat /etc/image-marker");
     ck_assert_str_eq(r.out, "changed\n");
     ck_assert_int_eq(r.exit_code, 0);
     rt_exec_result_done(&r);
@@ -289,8 +313,8 @@ START_TEST(test_runtime_isolation_memory_hog)
     fx_create("iso-calm2", NULL);
     /* cgroup v1: swap counts against the limit too (the host may have
      * swap the memory limit alone would let it fill).  */
-    _cleanup_free_ char *memsw = xasprintf("/sys/fs/cgroup/memory/%s/iso-hog/memory.memsw.limit_in_bytes",
-                                           fx_cgroot);
+    _cleanup_free_ char *memsw =
+        xasprintf("/sys/fs/cgroup/memory/%s/iso-hog/memory.memsw.limit_in_bytes", fx_cgroot);
     if (access(memsw, F_OK) == 0) {
         _cleanup_free_ char *lim = NULL;
         size_t len;
@@ -574,8 +598,8 @@ static bool leaves_trace(const char *id, char *what, size_t len)
 {
     const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};
     for (size_t i = 0; i < ARRAY_SIZE(ctrls); i++) {
-        _cleanup_free_ char *p = xasprintf("/sys/fs/cgroup/%s%s%s/%s", ctrls[i],
-                                           *ctrls[i] ? "/" : "", fx_cgroot, id);
+        _cleanup_free_ char *p =
+            xasprintf("/sys/fs/cgroup/%s%s%s/%s", ctrls[i], *ctrls[i] ? "/" : "", fx_cgroot, id);
         if (access(p, F_OK) == 0) {
             snprintf(what, len, "cgroup %s", p);
             return true;
@@ -642,10 +666,9 @@ static void exec_and_destroy_in_time(const char *id, pid_t init, const char *exp
                       r.exit_code, r.signal, r.timed_out);
         rt_exec_result_done(&r);
     } else {
-        ck_assert_msg(err.code == SBX_ERR_UNAVAILABLE || err.code == SBX_ERR_CONFLICT,
-                      "exec: %s", err.msg);
-        ck_assert_msg(err.code == SBX_ERR_CONFLICT || strstr(err.msg, expect), "exec: %s",
+        ck_assert_msg(err.code == SBX_ERR_UNAVAILABLE || err.code == SBX_ERR_CONFLICT, "exec: %s",
                       err.msg);
+        ck_assert_msg(err.code == SBX_ERR_CONFLICT || strstr(err.msg, expect), "exec: %s", err.msg);
     }
     rt_health_t h0, h1;
     ck_assert(rt_health(fx_rt, &h0, NULL) == 0);
@@ -685,8 +708,8 @@ START_TEST(test_runtime_isolation_memory_stuck)
     rt_spec_t spec = {.memory_mib = 64};
     fx_create("iso-stuck", &spec);
     pid_t init = host_pid_of("iso-stuck", "sandbox-init");
-    _cleanup_free_ char *oom = xasprintf("/sys/fs/cgroup/memory/%s/iso-stuck/memory.oom_control",
-                                         fx_cgroot);
+    _cleanup_free_ char *oom =
+        xasprintf("/sys/fs/cgroup/memory/%s/iso-stuck/memory.oom_control", fx_cgroot);
     if (access(oom, F_OK) != 0)
         return; /* cgroup v2 has no such switch */
     FILE *f = fopen(oom, "w");
@@ -697,8 +720,8 @@ START_TEST(test_runtime_isolation_memory_stuck)
     rt_exec_result_t r = fx_sh("iso-stuck", "/bin/probe memhog 100 >/dev/null 2>&1 & echo started");
     ck_assert_str_eq(r.out, "started\n");
     rt_exec_result_done(&r);
-    _cleanup_free_ char *usage = xasprintf("/sys/fs/cgroup/memory/%s/iso-stuck/memory.usage_in_bytes",
-                                           fx_cgroot);
+    _cleanup_free_ char *usage =
+        xasprintf("/sys/fs/cgroup/memory/%s/iso-stuck/memory.usage_in_bytes", fx_cgroot);
     for (int64_t end = sbx_monotonic_ms() + 10000; sbx_monotonic_ms() < end; usleep(20000)) {
         _cleanup_free_ char *u = NULL;
         size_t len;
@@ -717,7 +740,8 @@ START_TEST(test_runtime_isolation_pids_full)
     ck_assert_int_gt(init, 0);
     /* A fork bomb that keeps going in the background: every process slot
      * taken, and taken again as soon as one frees.  */
-    rt_exec_result_t r = fx_sh("iso-pids", "/bin/probe forkbomb 3600 >/dev/null 2>&1 & echo started");
+    rt_exec_result_t r =
+        fx_sh("iso-pids", "/bin/probe forkbomb 3600 >/dev/null 2>&1 & echo started");
     ck_assert_str_eq(r.out, "started\n");
     rt_exec_result_done(&r);
     _cleanup_free_ char *cur = xasprintf("/sys/fs/cgroup/pids/%s/iso-pids/pids.current", fx_cgroot);

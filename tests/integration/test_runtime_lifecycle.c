@@ -57,7 +57,10 @@ START_TEST(test_runtime_lifecycle_create_checks)
     ck_assert_int_eq(err.code, SBX_ERR_INVALID);
     json_decref(env);
 
-    rt_spec_t spec = {.id = "lc-idem", .rootfs = fx_rootfs, .image = "test/image:1", .cpu = 0.5,
+    rt_spec_t spec = {.id = "lc-idem",
+                      .rootfs = fx_rootfs,
+                      .image = "test/image:1",
+                      .cpu = 0.5,
                       .memory_mib = 128};
     ck_assert_msg(rt_create(fx_rt, &spec, &info, &err) == 0, "%s", err.msg);
     int64_t created = info.created_ms;

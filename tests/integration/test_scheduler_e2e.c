@@ -26,9 +26,9 @@ typedef struct cluster {
     char *base, *admin;
 } cluster_t;
 
-static char *g_root;    /* scratch */
-static char *g_image;   /* the default image layout sandboxd hands its agent */
-static bool g_python;   /* the image has python3 (the real default image) */
+static char *g_root;  /* scratch */
+static char *g_image; /* the default image layout sandboxd hands its agent */
+static bool g_python; /* the image has python3 (the real default image) */
 static cluster_t g_c;
 
 static int run_sh(const char *cmd)
@@ -89,8 +89,8 @@ static void cluster_start(cluster_t *c)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", c->port);
     _cleanup_free_ char *bin = tu_bin("sandboxd");
     _cleanup_free_ char *agent = tu_bin("sandbox-agent");
-    char *argv[] = {bin, "--listen", listen, "--data-dir", c->data, "--auth-token", TOKEN,
-                    "--default-image", g_image, "--agent-bin", agent, NULL};
+    char *argv[] = {bin,   "--listen",        listen,  "--data-dir",  c->data, "--auth-token",
+                    TOKEN, "--default-image", g_image, "--agent-bin", agent,   NULL};
     /* The local agent inherits this: its cgroups stay apart from other
      * tests' agents running at the same time.  */
     _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-e2e-%d", (int)getpid());
@@ -162,9 +162,9 @@ static void delete_all_groups(void)
     }
     size_t i;
     json_t *g;
-    json_array_foreach(json_object_get(j, "value"), i, g) {
-        _cleanup_free_ char *p =
-            xasprintf("%s" API, json_string_value(json_object_get(g, "id")));
+    json_array_foreach(json_object_get(j, "value"), i, g)
+    {
+        _cleanup_free_ char *p = xasprintf("%s" API, json_string_value(json_object_get(g, "id")));
         call("DELETE", p, NULL, NULL);
         wait_gone(p, 60000);
     }
@@ -200,8 +200,8 @@ static long call_ex(const char *method, const char *path, const char *body, size
 {
     _cleanup_free_ char *url = xasprintf("%s%s", g_c.base, path);
     const char *hdrs[] = {"Authorization: Bearer " TOKEN, NULL};
-    tu_request_opts_t o = {.headers = hdrs, .body = body, .body_len = len, .content_type = ctype,
-                           .timeout_ms = 60000};
+    tu_request_opts_t o = {
+        .headers = hdrs, .body = body, .body_len = len, .content_type = ctype, .timeout_ms = 60000};
     if (tu_http(method, url, &o, r) < 0)
         return -1;
     return r->status;
@@ -234,8 +234,8 @@ static void put_group(const char *g, const char *props)
 {
     _cleanup_free_ char *gp = group_path(g);
     _cleanup_free_ char *p = xasprintf("%s" API, gp);
-    _cleanup_free_ char *body = xasprintf("{\"location\":\"westus\",\"properties\":%s}",
-                                          props ? props : "{}");
+    _cleanup_free_ char *body =
+        xasprintf("{\"location\":\"westus\",\"properties\":%s}", props ? props : "{}");
     long st = call("PUT", p, body, NULL);
     ck_assert_msg(st == 201 || st == 200, "PUT group %s: %ld", g, st);
 }
@@ -277,8 +277,7 @@ static json_t *wait_sandbox(const char *g, const char *s, int timeout_ms)
 {
     _cleanup_free_ char *p = sandbox_path(g, s, NULL);
     json_t *j = NULL;
-    if (tu_wait_until(fetched_prop_is(p, &j, "provisioningState", "Succeeded|Failed"),
-                      timeout_ms))
+    if (tu_wait_until(fetched_prop_is(p, &j, "provisioningState", "Succeeded|Failed"), timeout_ms))
         return j;
     json_decref(j);
     return NULL;
@@ -360,8 +359,8 @@ START_TEST(test_scheduler_e2e_lifecycle)
     json_t *all = NULL;
     ck_assert_int_eq(call("GET", list, NULL, &all), 200);
     ck_assert_uint_eq(json_array_size(json_object_get(all, "value")), 1);
-    ck_assert_str_eq(json_string_value(json_object_get(
-                         json_array_get(json_object_get(all, "value"), 0), "name")),
+    ck_assert_str_eq(json_string_value(
+                         json_object_get(json_array_get(json_object_get(all, "value"), 0), "name")),
                      "s1");
     json_decref(all);
 
@@ -395,7 +394,8 @@ START_TEST(test_scheduler_e2e_lifecycle)
     bool found = false;
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(l, "value"), i, e) {
+    json_array_foreach(json_object_get(l, "value"), i, e)
+    {
         if (strcmp(json_string_value(json_object_get(e, "name")), "a.txt") == 0) {
             found = true;
             ck_assert_int_eq(json_integer_value(json_object_get(e, "size")), 6);
@@ -510,8 +510,7 @@ START_TEST(test_scheduler_e2e_bad_requests)
                      "SandboxFailed");
     json_decref(j);
     /* PUT again: ARM's retry; it runs again (and fails again, same image) */
-    ck_assert_int_eq(call("PUT", fp, "{\"properties\":{\"image\":\"no-such/image:1\"}}", &j),
-                     200);
+    ck_assert_int_eq(call("PUT", fp, "{\"properties\":{\"image\":\"no-such/image:1\"}}", &j), 200);
     ck_assert_str_eq(prop(j, "provisioningState"), "Updating");
     ck_assert_str_eq(prop(j, "state"), "Pending");
     json_decref(j);
@@ -540,8 +539,8 @@ static void *create_many(void *arg)
         char name[32];
         snprintf(name, sizeof(name), "many-%03d", i);
         _cleanup_free_ char *p = sandbox_path("many", name, NULL);
-        long st = call("PUT", p,
-                       "{\"properties\":{\"memoryMiB\":64,\"cpu\":0.1,\"diskMiB\":64}}", NULL);
+        long st =
+            call("PUT", p, "{\"properties\":{\"memoryMiB\":64,\"cpu\":0.1,\"diskMiB\":64}}", NULL);
         if (st != 201)
             return (void *)1;
     }
@@ -644,9 +643,10 @@ static void extra_start(extra_agent_t *a)
         a->port = tu_free_port();
     char listen[64];
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", a->port);
-    char *argv[] = {bin, "--listen", listen, "--data-dir", a->data, "--ca", ca, "--cert", cert,
-                    "--key", key, "--environment", "e2e-pool", "--cgroup-parent", cg,
-                    "--default-image", g_image, NULL};
+    char *argv[] = {
+        bin,        "--listen",        listen, "--data-dir",      a->data, "--ca",
+        ca,         "--cert",          cert,   "--key",           key,     "--environment",
+        "e2e-pool", "--cgroup-parent", cg,     "--default-image", g_image, NULL};
     a->pid = tu_spawn(argv, NULL, a->log);
     ck_assert(tu_wait_port(a->port, 20000));
 }
@@ -686,8 +686,9 @@ static void extras_up(void)
     }
 }
 
-#define POOL_ENV "{\"environmentId\":\"/subscriptions/" SUB "/resourceGroups/rg/providers/" \
-                 "Microsoft.App/managedEnvironments/e2e-pool\"}"
+#define POOL_ENV                                                                                   \
+    "{\"environmentId\":\"/subscriptions/" SUB "/resourceGroups/rg/providers/"                     \
+    "Microsoft.App/managedEnvironments/e2e-pool\"}"
 
 START_TEST(test_scheduler_e2e_spread_over_hosts)
 {
@@ -896,8 +897,7 @@ START_TEST(test_scheduler_e2e_warm_pool)
     ck_assert_msg(wait_agent_count(before + 3, 20000), "the pool was not refilled");
     /* asking for more than the defaults is a cold start */
     _cleanup_free_ char *p2 = sandbox_path("warm", "w2", NULL);
-    ck_assert_int_eq(call_ex("PUT", p2, "{\"properties\":{\"memoryMiB\":128}}", 0, NULL, &r),
-                     201);
+    ck_assert_int_eq(call_ex("PUT", p2, "{\"properties\":{\"memoryMiB\":128}}", 0, NULL, &r), 201);
     j = tu_json(&r);
     tu_response_free(&r);
     ck_assert_str_eq(prop(j, "provisioningState"), "InProgress");
@@ -1003,9 +1003,10 @@ static void small_host(extra_agent_t *a, const char *name, const char *env, cons
     a->port = tu_free_port();
     char listen[64];
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", a->port);
-    char *argv[] = {bin, "--listen", listen, "--data-dir", a->data, "--ca", ca, "--cert", cert,
-                    "--key", key, "--environment", (char *)env, "--cgroup-parent", cg,
-                    "--default-image", g_image, NULL};
+    char *argv[] = {
+        bin,         "--listen",        listen, "--data-dir",      a->data, "--ca",
+        ca,          "--cert",          cert,   "--key",           key,     "--environment",
+        (char *)env, "--cgroup-parent", cg,     "--default-image", g_image, NULL};
     char *envp[] = {(char *)cap, NULL};
     a->pid = tu_spawn(argv, envp, a->log);
     ck_assert(tu_wait_port(a->port, 20000));
@@ -1028,8 +1029,9 @@ static void small_hosts_down(void)
     }
 }
 
-#define ENV_OF(e) "{\"environmentId\":\"/subscriptions/" SUB "/resourceGroups/rg/providers/" \
-                  "Microsoft.App/managedEnvironments/" e "\"}"
+#define ENV_OF(e)                                                                                  \
+    "{\"environmentId\":\"/subscriptions/" SUB "/resourceGroups/rg/providers/"                     \
+    "Microsoft.App/managedEnvironments/" e "\"}"
 
 static void put_sandbox(const char *g, const char *s, const char *props)
 {
@@ -1073,13 +1075,13 @@ static unsigned char file_byte(uint64_t i)
 typedef struct xfer {
     bool upload;
     char *url;
-    uint64_t size;       /* upload: bytes to send */
+    uint64_t size; /* upload: bytes to send */
     uint64_t stop_after;
-    bool chunked;        /* upload without a Content-Length */
-    uint64_t done;       /* bytes moved */
+    bool chunked;  /* upload without a Content-Length */
+    uint64_t done; /* bytes moved */
     bool bad_byte;
-    long status;         /* 0: no answer */
-    char body[1024];     /* a JSON reply (upload, or an error) */
+    long status;     /* 0: no answer */
+    char body[1024]; /* a JSON reply (upload, or an error) */
     size_t body_len;
     CURL *c;
 } xfer_t;
@@ -1224,7 +1226,8 @@ static uint64_t dir_bytes(const char *g, const char *s, const char *dir, bool *t
     size_t i;
     json_t *e;
     *temp_left = false;
-    json_array_foreach(json_object_get(j, "value"), i, e) {
+    json_array_foreach(json_object_get(j, "value"), i, e)
+    {
         total += (uint64_t)json_integer_value(json_object_get(e, "size"));
         if (strstr(json_string_value(json_object_get(e, "name")), "upload"))
             *temp_left = true;
@@ -1293,8 +1296,8 @@ START_TEST(test_scheduler_e2e_admission_memory_sums)
     ck_assert_str_eq(prop(j, "provisioningState"), "Failed");
     ck_assert_str_eq(prop(j, "state"), "Failed");
     const char *msg = prop(j, "statusMessage");
-    ck_assert_msg(strstr(msg, "within " E2E_PLACEMENT_TIMEOUT " s") && strstr(msg, "memory"),
-                  "%s", msg);
+    ck_assert_msg(strstr(msg, "within " E2E_PLACEMENT_TIMEOUT " s") && strstr(msg, "memory"), "%s",
+                  msg);
     ck_assert_int_ge(sbx_monotonic_ms() - put_at, atoi(E2E_PLACEMENT_TIMEOUT) * 1000 - 1000);
     json_decref(j);
     delete_group("small");
@@ -1404,8 +1407,7 @@ START_TEST(test_scheduler_e2e_files_streamed)
             xs[i] = (xfer_t){.url = url};
         xfer_parallel(xs, N);
         for (int i = 0; i < N; i++) {
-            ck_assert_msg(xs[i].status == 200, "download %d: %ld %s", i, xs[i].status,
-                          xs[i].body);
+            ck_assert_msg(xs[i].status == 200, "download %d: %ld %s", i, xs[i].status, xs[i].body);
             ck_assert_uint_eq(xs[i].done, 64 * MIB);
             ck_assert_msg(!xs[i].bad_byte, "download %d: wrong bytes", i);
         }
@@ -1428,10 +1430,16 @@ START_TEST(test_scheduler_e2e_files_streamed)
     _cleanup_free_ char *url2 = files_url("fstream", "s1", "/tmp/cut.bin");
     for (int round = 0; round < 4; round++) {
         int chunked = round % 2;
-        xfer_t c1 = {.upload = true, .url = url2, .size = 32 * MIB, .stop_after = 5 * MIB,
+        xfer_t c1 = {.upload = true,
+                     .url = url2,
+                     .size = 32 * MIB,
+                     .stop_after = 5 * MIB,
                      .chunked = chunked};
         xfer_run(&c1);
-        xfer_t c2 = {.upload = true, .url = url, .size = 32 * MIB, .stop_after = 5 * MIB,
+        xfer_t c2 = {.upload = true,
+                     .url = url,
+                     .size = 32 * MIB,
+                     .stop_after = 5 * MIB,
                      .chunked = chunked};
         xfer_run(&c2);
     }
@@ -1471,8 +1479,8 @@ START_TEST(test_scheduler_e2e_files_charged_to_sandbox)
     xfer_parallel(xs, N);
     int refused = 0;
     for (int i = 0; i < N; i++) {
-        ck_assert_msg(xs[i].status == 201 || (xs[i].status == 413 &&
-                                              strstr(xs[i].body, "SandboxStorageFull")),
+        ck_assert_msg(xs[i].status == 201 ||
+                          (xs[i].status == 413 && strstr(xs[i].body, "SandboxStorageFull")),
                       "upload %d: %ld %s", i, xs[i].status, xs[i].body);
         refused += xs[i].status == 413;
         free(urls[i]);

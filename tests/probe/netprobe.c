@@ -106,8 +106,8 @@ static int cmd_http(char **av)
     if (fd < 0)
         return fail_errno("connect");
     char req[512], buf[4096];
-    int n = snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
-                     av[2]);
+    int n =
+        snprintf(req, sizeof req, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", av[2]);
     if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
         return fail_errno("send");
     ssize_t got = read_some(fd, buf, sizeof buf);
@@ -135,7 +135,7 @@ static size_t client_hello(const char *sni, unsigned char *out)
         0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17, /* groups x25519, p256 */
         0x00, 0x0b, 0x00, 0x02, 0x01, 0x00,                         /* point formats */
         0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x01, 0x04, 0x03, 0x08, 0x04, /* sig algs */
-        0xff, 0x01, 0x00, 0x01, 0x00,                               /* renegotiation_info */
+        0xff, 0x01, 0x00, 0x01, 0x00, /* renegotiation_info */
     };
     memcpy(ext + e, rest, sizeof rest);
     e += sizeof rest;
@@ -174,8 +174,7 @@ static int cmd_tls(char **av)
     if (got <= 0)
         return got == 0 ? done(0, "%s", "closed") : fail_errno("recv");
     /* a handshake record (ServerHello) or an alert: a TLS server answered */
-    return done(buf[0] == 0x16 || buf[0] == 0x15, "%s",
-                buf[0] == 0x16 ? "server_hello" : "alert");
+    return done(buf[0] == 0x16 || buf[0] == 0x15, "%s", buf[0] == 0x16 ? "server_hello" : "alert");
 }
 
 static int cmd_udp(char **av)
@@ -198,8 +197,8 @@ static int cmd_dns(char **av)
 {
     int fd;
     if (dns_source) {
-        struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET,
-                                                                 .sin_port = htons(53)};
+        struct sockaddr_in src = {.sin_family = AF_INET},
+                           dst = {.sin_family = AF_INET, .sin_port = htons(53)};
         inet_pton(AF_INET, dns_source, &src.sin_addr);
         inet_pton(AF_INET, av[0], &dst.sin_addr);
         int one = 1;
@@ -235,8 +234,8 @@ static int cmd_dns(char **av)
     int rcode = a[3] & 0xf, an = (a[6] << 8) | a[7];
     char detail[64];
     if (rcode == 0 && an > 0 && n >= (ssize_t)o + 16)
-        snprintf(detail, sizeof detail, "rcode=0 addr=%u.%u.%u.%u", a[o + 12], a[o + 13],
-                 a[o + 14], a[o + 15]);
+        snprintf(detail, sizeof detail, "rcode=0 addr=%u.%u.%u.%u", a[o + 12], a[o + 13], a[o + 14],
+                 a[o + 15]);
     else
         snprintf(detail, sizeof detail, "rcode=%d answers=%d", rcode, an);
     return done(rcode == 0 && an > 0, "%s", detail);

@@ -104,8 +104,8 @@ static int cmd_info(void)
     printf("],\"hostname\":");
     json_str(host);
     printf(",\"uid\":%d,\"euid\":%d,\"gid\":%d", (int)getuid(), (int)geteuid(), (int)getgid());
-    const char *fields[] = {"CapEff", "CapPrm", "CapBnd", "CapInh", "CapAmb", "NoNewPrivs",
-                            "Seccomp", "Groups"};
+    const char *fields[] = {"CapEff", "CapPrm",     "CapBnd",  "CapInh",
+                            "CapAmb", "NoNewPrivs", "Seccomp", "Groups"};
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
         char v[128];
         status_field(fields[i], v, sizeof v);
@@ -138,7 +138,7 @@ static int cmd_info(void)
     do {                                                                                           \
         errno = 0;                                                                                 \
         long r_ = (long)(call);                                                                    \
-        printf("%s\"%s\":%d", first ? "" : ",", name, r_ < 0 ? errno : 0);                          \
+        printf("%s\"%s\":%d", first ? "" : ",", name, r_ < 0 ? errno : 0);                         \
         first = 0;                                                                                 \
     } while (0)
 

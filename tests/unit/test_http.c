@@ -507,8 +507,8 @@ START_TEST(apart_requests_survive_stop)
      * arrives after the stop began must neither start a thread that
      * outlives the server nor leave a connection suspended.  */
     for (int round = 0; round < 25; round++) {
-        http_config_t cfg = {.name = "apart", .listen = "127.0.0.1:0", .thread_pool = 1,
-                             .run_apart = all_apart};
+        http_config_t cfg = {
+            .name = "apart", .listen = "127.0.0.1:0", .thread_pool = 1, .run_apart = all_apart};
         sbx_error_t err = {0};
         http_server_t *s = http_server_start(&cfg, apart_handler, NULL, &err);
         ck_assert_msg(s != NULL, "%s", err.msg);
@@ -517,8 +517,7 @@ START_TEST(apart_requests_survive_stop)
         pthread_t t[4];
         for (int i = 0; i < 4; i++) {
             h[i] = (hammer_t){.stop = &stop};
-            snprintf(h[i].url, sizeof(h[i].url), "http://127.0.0.1:%d/r%d",
-                     http_server_port(s), i);
+            snprintf(h[i].url, sizeof(h[i].url), "http://127.0.0.1:%d/r%d", http_server_port(s), i);
             ck_assert_int_eq(pthread_create(&t[i], NULL, hammer_main, &h[i]), 0);
         }
         int64_t until = sbx_monotonic_ms() + 5000;
@@ -655,8 +654,11 @@ static void stream_handler(void *ctx, const http_request_t *req, http_response_t
  * byte now and then) cannot hold up a stop: its stream is cut.  */
 START_TEST(stop_cuts_stalled_streams)
 {
-    http_config_t cfg = {.name = "streams", .listen = "127.0.0.1:0", .thread_pool = 1,
-                         .run_apart = all_apart, .stream_body = upload_streamed};
+    http_config_t cfg = {.name = "streams",
+                         .listen = "127.0.0.1:0",
+                         .thread_pool = 1,
+                         .run_apart = all_apart,
+                         .stream_body = upload_streamed};
     sbx_error_t err = {0};
     stream_readers = producers_done = 0;
     http_server_t *s = http_server_start(&cfg, stream_handler, NULL, &err);
@@ -720,8 +722,11 @@ static size_t large_limit(void *ctx, const char *method, const char *path)
  * waiting for the reader.  */
 START_TEST(cut_upload_noticed)
 {
-    http_config_t cfg = {.name = "cut", .listen = "127.0.0.1:0", .thread_pool = 1,
-                         .run_apart = all_apart, .stream_body = upload_streamed,
+    http_config_t cfg = {.name = "cut",
+                         .listen = "127.0.0.1:0",
+                         .thread_pool = 1,
+                         .run_apart = all_apart,
+                         .stream_body = upload_streamed,
                          .body_limit = large_limit};
     sbx_error_t err = {0};
     cut_aborted = 0;
@@ -786,8 +791,7 @@ START_TEST(ambiguous_framing_refused)
         bool closed = false;
         raw_read(fd, buf, sizeof(buf), 3000, &closed);
         close(fd);
-        ck_assert_msg(strncmp(buf, "HTTP/1.1 400", 12) == 0, "case %zu answered: %.80s", i,
-                      buf);
+        ck_assert_msg(strncmp(buf, "HTTP/1.1 400", 12) == 0, "case %zu answered: %.80s", i, buf);
         ck_assert_msg(strstr(buf, "\"InvalidRequest\""), "case %zu: %s", i, buf);
         ck_assert_msg(closed, "case %zu: connection left open", i);
         /* One answer only: the second request was never read.  */
@@ -908,9 +912,13 @@ START_TEST(slow_requests_admitted_within_bounds)
     const unsigned pools[] = {1, 0};
     for (size_t m = 0; m < ARRAY_SIZE(pools); m++) {
         gate_open = false;
-        http_config_t cfg = {.name = "admit", .listen = "127.0.0.1:0", .thread_pool = pools[m],
-                             .run_apart = posts_apart, .client_key = client_from_header,
-                             .max_in_flight = 6, .max_in_flight_per_client = 4};
+        http_config_t cfg = {.name = "admit",
+                             .listen = "127.0.0.1:0",
+                             .thread_pool = pools[m],
+                             .run_apart = posts_apart,
+                             .client_key = client_from_header,
+                             .max_in_flight = 6,
+                             .max_in_flight_per_client = 4};
         sbx_error_t err = {0};
         http_server_t *s = http_server_start(&cfg, gate_handler, NULL, &err);
         ck_assert_msg(s != NULL, "%s", err.msg);
@@ -963,7 +971,9 @@ END_TEST
 
 static http_server_t *limits_server(unsigned max_conns, unsigned per_address, unsigned head_ms)
 {
-    http_config_t cfg = {.name = "limits", .listen = "127.0.0.1:0", .thread_pool = 1,
+    http_config_t cfg = {.name = "limits",
+                         .listen = "127.0.0.1:0",
+                         .thread_pool = 1,
                          .max_connections = max_conns,
                          .max_connections_per_address = per_address,
                          .header_timeout_ms = head_ms};
@@ -981,8 +991,7 @@ static void get_within(int port, int ms)
     int64_t t0 = sbx_monotonic_ms();
     int rc = tu_http("GET", url, &(tu_request_opts_t){.timeout_ms = ms}, &r);
     int64_t took = sbx_monotonic_ms() - t0;
-    ck_assert_msg(rc == 0 && r.status == 200, "GET unanswered after %lld ms",
-                  (long long)took);
+    ck_assert_msg(rc == 0 && r.status == 200, "GET unanswered after %lld ms", (long long)took);
     tu_response_free(&r);
 }
 
@@ -1053,8 +1062,11 @@ static bool trickled_body_cut(int port, const char *auth, int ms)
  * may upload as slowly as it likes.  */
 START_TEST(unauthenticated_body_under_header_deadline)
 {
-    http_config_t cfg = {.name = "limits", .listen = "127.0.0.1:0", .thread_pool = 1,
-                         .header_timeout_ms = 500, .authenticated = has_token};
+    http_config_t cfg = {.name = "limits",
+                         .listen = "127.0.0.1:0",
+                         .thread_pool = 1,
+                         .header_timeout_ms = 500,
+                         .authenticated = has_token};
     sbx_error_t err = {0};
     http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
     ck_assert_msg(s != NULL, "%s", err.msg);
@@ -1072,8 +1084,11 @@ END_TEST
  * refused).  */
 START_TEST(unauthenticated_body_small_limit)
 {
-    http_config_t cfg = {.name = "limits", .listen = "127.0.0.1:0", .max_body = 1024,
-                         .body_limit = body_limit, .authenticated = has_token};
+    http_config_t cfg = {.name = "limits",
+                         .listen = "127.0.0.1:0",
+                         .max_body = 1024,
+                         .body_limit = body_limit,
+                         .authenticated = has_token};
     sbx_error_t err = {0};
     http_server_t *s = http_server_start(&cfg, handler, NULL, &err);
     ck_assert_msg(s != NULL, "%s", err.msg);
@@ -1138,11 +1153,23 @@ END_TEST
 
 START_TEST(loopback_parsed_not_prefixed)
 {
-    static const char *const yes[] = {"127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost",
-                                      "LocalHost", "::ffff:127.0.0.1", "[0:0:0:0:0:0:0:1]"};
-    static const char *const no[] = {"127.example.com", "127.0.0.1.evil.com", "localhost.evil.com",
-                                     "127.1", "0x7f.0.0.1", "128.0.0.1", "0.0.0.0", "::", "[::]",
-                                     "::2", "", "[::1", "127.0.0.1 ", "evil.com"};
+    static const char *const yes[] = {
+        "127.0.0.1",        "127.8.9.10",       "::1", "[::1]", "localhost", "LocalHost",
+        "::ffff:127.0.0.1", "[0:0:0:0:0:0:0:1]"};
+    static const char *const no[] = {"127.example.com",
+                                     "127.0.0.1.evil.com",
+                                     "localhost.evil.com",
+                                     "127.1",
+                                     "0x7f.0.0.1",
+                                     "128.0.0.1",
+                                     "0.0.0.0",
+                                     "::",
+                                     "[::]",
+                                     "::2",
+                                     "",
+                                     "[::1",
+                                     "127.0.0.1 ",
+                                     "evil.com"};
     for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
         ck_assert_msg(http_host_is_loopback(yes[i]), "%s", yes[i]);
     for (size_t i = 0; i < ARRAY_SIZE(no); i++)

@@ -121,9 +121,26 @@ START_TEST(test_ref_parse)
         free(reg), free(repo), free(tag);
     }
     const char *bad[] = {
-        "", "UPPER", "a//b", "/abs", "a/", "-a", "a-", "a..b", "a___b", "host:/x", "r.io:99999/x",
-        "x:", "x:-tag", "x@sha256:abc", "x@md5:0123456789abcdef0123456789abcdef",
-        "x y", "x\n", "r.io/x:../../etc", "bad-.host/x", "x:tag\x7f",
+        "",
+        "UPPER",
+        "a//b",
+        "/abs",
+        "a/",
+        "-a",
+        "a-",
+        "a..b",
+        "a___b",
+        "host:/x",
+        "r.io:99999/x",
+        "x:",
+        "x:-tag",
+        "x@sha256:abc",
+        "x@md5:0123456789abcdef0123456789abcdef",
+        "x y",
+        "x\n",
+        "r.io/x:../../etc",
+        "bad-.host/x",
+        "x:tag\x7f",
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         char *reg = NULL, *repo = NULL, *tag = NULL;
@@ -165,15 +182,14 @@ START_TEST(test_challenge_parse)
     img_challenge_done(&c);
 
     /* A second challenge after the Bearer one does not leak into it.  */
-    ck_assert_int_eq(img_challenge_parse("Bearer realm=\"https://a/t\", Basic realm=\"other\"",
-                                         &c, &err),
-                     0);
+    ck_assert_int_eq(
+        img_challenge_parse("Bearer realm=\"https://a/t\", Basic realm=\"other\"", &c, &err), 0);
     ck_assert_str_eq(c.realm, "https://a/t");
     img_challenge_done(&c);
 
     const char *bad[] = {
         "Basic realm=\"x\"", "Bearer", "Bearer service=\"s\"", "Bearer realm=\"unterminated",
-        "Bearerrealm=\"x\"", "", "Bearer realm=\"\"",
+        "Bearerrealm=\"x\"", "",       "Bearer realm=\"\"",
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
         ck_assert_msg(img_challenge_parse(bad[i], &c, &err) == -1, "accepted '%s'", bad[i]);
@@ -356,8 +372,7 @@ START_TEST(test_hostile_layers)
      * followed inside the root, where that directory does not exist.  */
     const tl_entry_t through[] = {{'l', "evil", escape_sym, 0}, {'f', "evil/pwned", "x", 0}};
     hostile_case(s, "through", through, 2, NULL, 0, true);
-    const tl_entry_t through_rel[] = {{'l', "evil", rel_escape, 0},
-                                      {'f', "evil/pwned2", "x", 0}};
+    const tl_entry_t through_rel[] = {{'l', "evil", rel_escape, 0}, {'f', "evil/pwned2", "x", 0}};
     hostile_case(s, "through-rel", through_rel, 2, NULL, 0, true);
     /* The same across layers.  */
     const tl_entry_t plant[] = {{'l', "evil", escape_sym, 0}};
@@ -392,8 +407,8 @@ START_TEST(test_hostile_layers)
         {'f', "up/sbx-test-marker2", "inside", 0},
         {'c', "dev/evil", NULL, 0666},
     };
-    free(tl_simple(layout, json_pack("[o]", tl_layer(layout, contained, ARRAY_SIZE(contained),
-                                                     TL_GZIP)),
+    free(tl_simple(layout,
+                   json_pack("[o]", tl_layer(layout, contained, ARRAY_SIZE(contained), TL_GZIP)),
                    "test/contained:1"));
     _cleanup_free_ char *root = import_and_resolve(s, layout, "test/contained:1");
     ck_assert(exists(root, "etc/sbx-test-marker"));
@@ -443,8 +458,8 @@ START_TEST(test_digest_mismatch)
     _cleanup_free_ char *l1 = layout_dir("tampered");
     tl_init(l1);
     json_t *layer = tl_layer(l1, files, 1, TL_GZIP);
-    _cleanup_free_ char *blob = xasprintf(
-        "%s/blobs/sha256/%s", l1, json_string_value(json_object_get(layer, "digest")) + 7);
+    _cleanup_free_ char *blob = xasprintf("%s/blobs/sha256/%s", l1,
+                                          json_string_value(json_object_get(layer, "digest")) + 7);
     free(tl_simple(l1, json_pack("[o]", layer), "test/tampered:1"));
     int fd = open(blob, O_WRONLY);
     ck_assert_int_ge(fd, 0);
@@ -456,8 +471,8 @@ START_TEST(test_digest_mismatch)
     _cleanup_free_ char *l2 = layout_dir("size");
     tl_init(l2);
     layer = tl_layer(l2, files, 1, TL_GZIP);
-    json_object_set_new(layer, "size", json_integer(json_integer_value(
-                                           json_object_get(layer, "size")) - 1));
+    json_object_set_new(layer, "size",
+                        json_integer(json_integer_value(json_object_get(layer, "size")) - 1));
     free(tl_simple(l2, json_pack("[o]", layer), "test/size:1"));
     import_fails(s, l2, SBX_ERR_INVALID, "larger than");
 
@@ -526,15 +541,12 @@ START_TEST(test_platform_choice)
     tl_init(layout);
     const tl_entry_t amd[] = {{'f', "arch", "amd64", 0}};
     const tl_entry_t arm[] = {{'f', "arch", "arm64", 0}};
-    json_t *m_arm = tl_platform(tl_manifest(layout, json_pack("[o]", tl_layer(layout, arm, 1,
-                                                                             TL_GZIP))),
-                                "arm64");
-    json_t *m_amd = tl_platform(tl_manifest(layout, json_pack("[o]", tl_layer(layout, amd, 1,
-                                                                             TL_GZIP))),
-                                "amd64");
+    json_t *m_arm = tl_platform(
+        tl_manifest(layout, json_pack("[o]", tl_layer(layout, arm, 1, TL_GZIP))), "arm64");
+    json_t *m_amd = tl_platform(
+        tl_manifest(layout, json_pack("[o]", tl_layer(layout, amd, 1, TL_GZIP))), "amd64");
     json_t *inner = json_pack("{s:i,s:s,s:[o,o]}", "schemaVersion", 2, "mediaType",
-                              "application/vnd.oci.image.index.v1+json", "manifests", m_arm,
-                              m_amd);
+                              "application/vnd.oci.image.index.v1+json", "manifests", m_arm, m_amd);
     json_t *inner_desc = tl_json_blob(layout, "application/vnd.oci.image.index.v1+json", inner);
     tl_index(layout, json_pack("[o]", inner_desc), "latest"); /* a bare tag */
 
@@ -616,8 +628,8 @@ START_TEST(test_default_layout)
     tl_init(layout);
     const tl_entry_t files[] = {{'f', "bin/sh", "#!", 0755}};
     /* The layout names it otherwise: it is still the default.  */
-    _cleanup_free_ char *digest = tl_simple(
-        layout, json_pack("[o]", tl_layer(layout, files, 1, TL_GZIP)), "other/name:2");
+    _cleanup_free_ char *digest =
+        tl_simple(layout, json_pack("[o]", tl_layer(layout, files, 1, TL_GZIP)), "other/name:2");
 
     img_store_t *s = open_store(layout);
     ck_assert_uint_eq(img_store_unpack_count(s), 1);
@@ -662,21 +674,48 @@ static bool addr_public(const char *text)
 
 START_TEST(test_registry_addresses)
 {
-    static const char *const refused[] = {
-        "127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "10.0.0.1", "172.16.0.1",
-        "172.31.255.255", "192.168.1.1", "169.254.169.254", "169.254.0.1", "100.64.0.1",
-        "100.100.100.200", "224.0.0.1", "239.1.2.3", "255.255.255.255", "240.0.0.1",
-        "192.0.0.170", "198.18.0.1", "::", "::1", "fe80::1", "febf::1", "fec0::1", "fc00::1",
-        "fd00:ec2::254", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.1.2.3",
-        "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::1",
-        "2002:a9fe:a9fe::1", "100::1"};
+    static const char *const refused[] = {"127.0.0.1",
+                                          "127.255.0.9",
+                                          "0.0.0.0",
+                                          "0.1.2.3",
+                                          "10.0.0.1",
+                                          "172.16.0.1",
+                                          "172.31.255.255",
+                                          "192.168.1.1",
+                                          "169.254.169.254",
+                                          "169.254.0.1",
+                                          "100.64.0.1",
+                                          "100.100.100.200",
+                                          "224.0.0.1",
+                                          "239.1.2.3",
+                                          "255.255.255.255",
+                                          "240.0.0.1",
+                                          "192.0.0.170",
+                                          "198.18.0.1",
+                                          "::",
+                                          "::1",
+                                          "fe80::1",
+                                          "febf::1",
+                                          "fec0::1",
+                                          "fc00::1",
+                                          "fd00:ec2::254",
+                                          "ff02::1",
+                                          "::ffff:127.0.0.1",
+                                          "::ffff:10.1.2.3",
+                                          "::ffff:169.254.169.254",
+                                          "::127.0.0.1",
+                                          "64:ff9b::a9fe:a9fe",
+                                          "2002:7f00:1::1",
+                                          "2002:a9fe:a9fe::1",
+                                          "100::1"};
     for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
         ck_assert_msg(!addr_public(refused[i]), "%s passed", refused[i]);
-    static const char *const allowed[] = {"1.1.1.1",  "8.8.8.8", "172.15.255.255", "172.32.0.1",
-                                          "100.63.255.255", "100.128.0.1", "169.253.1.1",
-                                          "192.169.0.1", "2001:4860:4860::8888",
-                                          "2606:4700::1111", "::ffff:8.8.8.8",
-                                          "64:ff9b::808:808", "2002:808:808::1"};
+    static const char *const allowed[] = {
+        "1.1.1.1",         "8.8.8.8",        "172.15.255.255",
+        "172.32.0.1",      "100.63.255.255", "100.128.0.1",
+        "169.253.1.1",     "192.169.0.1",    "2001:4860:4860::8888",
+        "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808",
+        "2002:808:808::1"};
     for (size_t i = 0; i < ARRAY_SIZE(allowed); i++)
         ck_assert_msg(addr_public(allowed[i]), "%s refused", allowed[i]);
     struct sockaddr unix_addr = {.sa_family = AF_UNIX};

@@ -10,8 +10,18 @@
 
 START_TEST(test_runtime_id_valid)
 {
-    const char *good[] = {"a", "0", "sandbox-1", "a-b-c", "x123456789012345678901234567890123456789012345678901234567890ab"};
-    const char *bad[] = {NULL, "", "-a", "A", "a_b", "a.b", "a/b", "..", "a b", "é",
+    const char *good[] = {"a", "0", "sandbox-1", "a-b-c",
+                          "x123456789012345678901234567890123456789012345678901234567890ab"};
+    const char *bad[] = {NULL,
+                         "",
+                         "-a",
+                         "A",
+                         "a_b",
+                         "a.b",
+                         "a/b",
+                         "..",
+                         "a b",
+                         "é",
                          "x1234567890123456789012345678901234567890123456789012345678901234"};
     for (size_t i = 0; i < ARRAY_SIZE(good); i++)
         ck_assert_msg(rt_id_valid(good[i]), "%s", good[i]);

@@ -51,8 +51,8 @@ START_TEST(test_scheduler_pki_made_and_kept)
 {
     sbx_error_t err = {0};
     ck_assert_msg(sched_pki_ensure(dir, &err) == 0, "%s", err.msg);
-    const char *files[] = {"ca.pem", "ca.key", "agent.pem", "agent.key", "client.pem",
-                           "client.key"};
+    const char *files[] = {"ca.pem",    "ca.key",     "agent.pem",
+                           "agent.key", "client.pem", "client.key"};
     for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
         _cleanup_free_ char *p = xasprintf("%s/%s", dir, files[i]);
         ck_assert_msg(access(p, R_OK) == 0, "%s missing", files[i]);

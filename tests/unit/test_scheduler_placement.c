@@ -40,15 +40,18 @@ static void teardown(void)
 }
 
 /* A host as its health check would have stored it.  */
-static void add_host(const char *name, const char *env, const char *state, double cpu,
-                     int memory, int pids, int slots)
+static void add_host(const char *name, const char *env, const char *state, double cpu, int memory,
+                     int pids, int slots)
 {
     _cleanup_free_ char *url = xasprintf("https://%s.example:9443", name);
-    st_host_t h = {.name = (char *)name, .url = url, .environment = (char *)env,
-                   .state = (char *)state, .last_seen_ms = sbx_now_ms(),
+    st_host_t h = {.name = (char *)name,
+                   .url = url,
+                   .environment = (char *)env,
+                   .state = (char *)state,
+                   .last_seen_ms = sbx_now_ms(),
                    .info = json_pack("{s:[s],s:{s:f,s:i,s:i,s:i,s:i}}", "drivers", "process",
-                                     "capacity", "cpu", cpu, "memoryMiB", memory, "diskMiB",
-                                     memory, "pids", pids, "sandboxes", slots)};
+                                     "capacity", "cpu", cpu, "memoryMiB", memory, "diskMiB", memory,
+                                     "pids", pids, "sandboxes", slots)};
     sbx_error_t err = {0};
     ck_assert_int_eq(st_host_put(g_db, &h, &err), 0);
     json_decref(h.info);
@@ -56,8 +59,7 @@ static void add_host(const char *name, const char *env, const char *state, doubl
 
 static sbx_need_t need(double cpu, double memory, double disk)
 {
-    return (sbx_need_t){.cpu = cpu, .memory_mib = memory, .disk_mib = disk,
-                          .pids = SANDBOX_PIDS};
+    return (sbx_need_t){.cpu = cpu, .memory_mib = memory, .disk_mib = disk, .pids = SANDBOX_PIDS};
 }
 
 /* Why the last place() was refused.  */
@@ -112,8 +114,8 @@ START_TEST(pids_are_budgeted_per_host)
     }
     ck_assert_ptr_null(place("default", "process", need(0.1, 64, 64), &err));
     ck_assert_int_eq(g_why, SBX_FAIL_NO_ROOM);
-    ck_assert_msg(strstr(err.msg, "1024 pids") && strstr(err.msg, "largest free: 500 pids"),
-                  "%s", err.msg);
+    ck_assert_msg(strstr(err.msg, "1024 pids") && strstr(err.msg, "largest free: 500 pids"), "%s",
+                  err.msg);
 }
 END_TEST
 
@@ -165,8 +167,11 @@ START_TEST(isolation_no_host_offers_fails_at_once)
     ck_assert_msg(strstr(err.msg, "'gvisor'") && strstr(err.msg, "they offer: process"), "%s",
                   err.msg);
     /* A host that says why it lacks the driver: the message names it.  */
-    st_host_t why = {.name = "h4", .url = "https://h4.example:9443", .environment = "default",
-                     .state = "Ready", .last_seen_ms = sbx_now_ms(),
+    st_host_t why = {.name = "h4",
+                     .url = "https://h4.example:9443",
+                     .environment = "default",
+                     .state = "Ready",
+                     .last_seen_ms = sbx_now_ms(),
                      .info = json_pack("{s:[s],s:{s:s}}", "drivers", "process",
                                        "unavailableDrivers", "gvisor", "runsc not found")};
     ck_assert_int_eq(st_host_put(g_db, &why, NULL), 0);
@@ -175,8 +180,8 @@ START_TEST(isolation_no_host_offers_fails_at_once)
     ck_assert_int_eq(g_why, SBX_FAIL_NO_DRIVER);
     ck_assert_msg(strstr(err.msg, "host 'h4': runsc not found"), "%s", err.msg);
     /* A host that has not reported its drivers yet might offer it: wait.  */
-    st_host_t h = {.name = "h3", .url = "https://h3.example:9443", .environment = "default",
-                   .state = "Down"};
+    st_host_t h = {
+        .name = "h3", .url = "https://h3.example:9443", .environment = "default", .state = "Down"};
     ck_assert_int_eq(st_host_put(g_db, &h, NULL), 0);
     ck_assert_ptr_null(place("default", "gvisor", need(1, 256, 1024), &err));
     ck_assert_int_eq(err.code, SBX_ERR_UNAVAILABLE);
@@ -227,9 +232,15 @@ START_TEST(placed_rows_count_after_a_rebuild)
     /* A sandbox row placed on h1, as the worker records it.  */
     const char *id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/"
                      "sandboxGroups/g/sandboxes/a";
-    st_resource_t r = {.id = (char *)id, .type = SANDBOX_TYPE, .name = "a", .subscription = "s",
-                       .resource_group = "rg", .host_id = "h1", .runtime_id = "rid-a",
-                       .need = need(1, 700, 64), .body = json_pack("{s:{}}", "properties")};
+    st_resource_t r = {.id = (char *)id,
+                       .type = SANDBOX_TYPE,
+                       .name = "a",
+                       .subscription = "s",
+                       .resource_group = "rg",
+                       .host_id = "h1",
+                       .runtime_id = "rid-a",
+                       .need = need(1, 700, 64),
+                       .body = json_pack("{s:{}}", "properties")};
     st_tx_t *tx = st_begin(g_db, NULL);
     ck_assert_int_eq(st_tx_resource_put(tx, &r, NULL), 0);
     ck_assert_int_eq(st_commit(tx, NULL), 0);

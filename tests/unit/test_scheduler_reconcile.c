@@ -19,13 +19,13 @@ static void agent_handle(void *ctx, const http_request_t *req, http_response_t *
     (void)ctx;
     if (strcmp(req->path, "/v1/health") == 0) {
         http_reply_json(res, 200,
-                        json_pack("{s:s,s:[s],s:{s:i,s:i,s:i,s:i,s:i}}", "status", "ok",
-                                  "drivers", "process", "capacity", "cpu", 8, "memoryMiB", 8192,
-                                  "diskMiB", 8192, "pids", 24576, "sandboxes", 100));
+                        json_pack("{s:s,s:[s],s:{s:i,s:i,s:i,s:i,s:i}}", "status", "ok", "drivers",
+                                  "process", "capacity", "cpu", 8, "memoryMiB", 8192, "diskMiB",
+                                  8192, "pids", 24576, "sandboxes", 100));
     } else if (strcmp(req->path, "/v1/sandboxes") == 0) {
         http_reply_json(res, 200,
-                        json_pack("{s:[{s:s,s:s},{s:s,s:s}]}", "value", "id", "rid-live",
-                                  "state", "Running", "id", "rid-orphan", "state", "Running"));
+                        json_pack("{s:[{s:s,s:s},{s:s,s:s}]}", "value", "id", "rid-live", "state",
+                                  "Running", "id", "rid-orphan", "state", "Running"));
     } else if (strcmp(req->method, "DELETE") == 0 &&
                sbx_str_has_prefix(req->path, "/v1/sandboxes/")) {
         pthread_mutex_lock(&g_mu);
@@ -43,7 +43,8 @@ static bool deleted(const char *rid)
     bool found = false;
     size_t i;
     json_t *v;
-    json_array_foreach(g_deleted, i, v) {
+    json_array_foreach(g_deleted, i, v)
+    {
         if (strcmp(json_string_value(v), rid) == 0)
             found = true;
     }
@@ -70,7 +71,10 @@ static void setup(void)
     g_agent = http_server_start(&hc, agent_handle, NULL, &err);
     ck_assert_msg(g_agent != NULL, "%s", err.msg);
     _cleanup_free_ char *url = xasprintf("http://127.0.0.1:%d", http_server_port(g_agent));
-    st_host_t h = {.name = "h1", .url = url, .environment = "default", .state = "Ready",
+    st_host_t h = {.name = "h1",
+                   .url = url,
+                   .environment = "default",
+                   .state = "Ready",
                    .last_seen_ms = sbx_now_ms()};
     ck_assert_int_eq(st_host_put(g_db, &h, &err), 0);
     sched_config_t cfg = {0};
@@ -95,10 +99,14 @@ static void put_known_sandbox(void)
 {
     const char *id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/"
                      "sandboxGroups/g/sandboxes/live";
-    st_resource_t r = {.id = (char *)id, .type = SANDBOXES, .name = "live",
-                       .subscription = "s", .resource_group = "rg", .runtime_id = "rid-live",
-                       .body = json_pack("{s:{s:s}}", "properties", "provisioningState",
-                                         "Succeeded")};
+    st_resource_t r = {.id = (char *)id,
+                       .type = SANDBOXES,
+                       .name = "live",
+                       .subscription = "s",
+                       .resource_group = "rg",
+                       .runtime_id = "rid-live",
+                       .body =
+                           json_pack("{s:{s:s}}", "properties", "provisioningState", "Succeeded")};
     sbx_error_t err = {0};
     st_tx_t *tx = st_begin(g_db, &err);
     ck_assert_ptr_nonnull(tx);

@@ -69,9 +69,14 @@ static void put_placed(const char *id, const char *rg, const char *parent, const
 {
     st_tx_t *tx = st_begin(db, NULL);
     ck_assert_ptr_nonnull(tx);
-    st_resource_t r = {.id = (char *)id, .type = SANDBOXES, .name = "s", .subscription = SUB,
-                       .resource_group = (char *)rg, .parent_id = (char *)parent,
-                       .host_id = (char *)host, .runtime_id = (char *)rid,
+    st_resource_t r = {.id = (char *)id,
+                       .type = SANDBOXES,
+                       .name = "s",
+                       .subscription = SUB,
+                       .resource_group = (char *)rg,
+                       .parent_id = (char *)parent,
+                       .host_id = (char *)host,
+                       .runtime_id = (char *)rid,
                        .need = {.cpu = 0.5, .memory_mib = 64, .disk_mib = 16, .pids = 1024},
                        .body = json_object()};
     ck_assert_int_eq(st_tx_resource_put(tx, &r, NULL), 0);
@@ -164,8 +169,10 @@ START_TEST(old_bookkeeping_keys_become_columns)
 {
     _cleanup_free_ char *g = group_id(SUB, "old", "g");
     _cleanup_free_ char *a = xasprintf("%s/sandboxes/a", g), *b = xasprintf("%s/sandboxes/b", g);
-    free(put(a, SANDBOXES, "a", SUB, "old", g, "h1", json_pack("{s:{s:s}}", "properties", "state", "Running")));
-    free(put(b, SANDBOXES, "b", SUB, "old", g, NULL, json_pack("{s:{s:s}}", "properties", "state", "Pending")));
+    free(put(a, SANDBOXES, "a", SUB, "old", g, "h1",
+             json_pack("{s:{s:s}}", "properties", "state", "Running")));
+    free(put(b, SANDBOXES, "b", SUB, "old", g, NULL,
+             json_pack("{s:{s:s}}", "properties", "state", "Pending")));
     st_close(db);
     db = NULL;
     /* Undo migration 3 by hand, as a database of the previous release.  */
@@ -190,9 +197,9 @@ START_TEST(old_bookkeeping_keys_become_columns)
     ck_assert(r.need.disk_mib == 1024 && r.need.pids == 1024);
     ck_assert_ptr_null(json_object_get(r.body, "_runtimeId"));
     ck_assert_ptr_null(json_object_get(r.body, "_cpu"));
-    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(r.body, "properties"),
-                                                       "state")),
-                     "Running");
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(r.body, "properties"), "state")),
+        "Running");
     st_resource_done(&r);
     ck_assert_int_eq(st_resource_get(db, b, &r, &err), 0);
     ck_assert_ptr_null(r.runtime_id);
@@ -452,11 +459,11 @@ START_TEST(lookups_by_value)
     put_op("op-done", "Succeeded", 1000, 0);
     put_op("op-running", "InProgress", 2000, 0);
     char id[37];
-    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id,
-                                       &err), 1);
+    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id, &err),
+                     1);
     ck_assert_str_eq(id, "op-running");
-    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "delete", "InProgress", id,
-                                       &err), 0);
+    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "delete", "InProgress", id, &err),
+                     0);
     ck_assert_int_eq(st_operations_sweep(db, 5000, &err), 0);
     st_operation_t op = {0};
     ck_assert_int_eq(st_operation_get(db, "op-done", &op, &err), -1);
@@ -480,8 +487,8 @@ START_TEST(lookups_by_value_report_errors)
     ck_assert_int_eq(st_resource_runtime_id_exists(db, "rid-none", NULL), -1);
     st_fault_inject(db, "FROM operations");
     char id[37] = "x";
-    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id,
-                                       NULL), -1);
+    ck_assert_int_eq(st_operation_find(db, "/subscriptions/x/r", "create", "InProgress", id, NULL),
+                     -1);
     ck_assert_str_eq(id, "");
     st_fault_inject(db, NULL);
     ck_assert_int_eq(st_resource_runtime_id_exists(db, "rid-e", &err), 1);
@@ -814,8 +821,12 @@ END_TEST
 START_TEST(host_health_report)
 {
     sbx_error_t err = {0};
-    st_host_t h = {.name = "h1", .url = "https://10.0.0.1:9443", .environment = "default",
-                   .state = "Ready", .last_seen_ms = 1000, .created_ms = 500};
+    st_host_t h = {.name = "h1",
+                   .url = "https://10.0.0.1:9443",
+                   .environment = "default",
+                   .state = "Ready",
+                   .last_seen_ms = 1000,
+                   .created_ms = 500};
     ck_assert_int_eq(st_host_put(db, &h, &err), 0);
     json_t *info = json_pack("{s:i}", "cpus", 4);
     char *state = NULL;
