@@ -43,7 +43,7 @@ static const char usage[] =
     "                         (SANDBOXD_MICROVM_EMULATION=1)\n"
     "  --sync-full            fsync every commit (SANDBOXD_SYNC_FULL=1)\n"
     "  --max-body BYTES       largest JSON request body (SANDBOXD_MAX_BODY; 1048576)\n"
-    "  --threads N            HTTP event threads (poll) for reads; writes and sandbox\n"
+    "  --threads N            HTTP event threads (epoll) for reads; writes and sandbox\n"
     "                         actions run on threads of their own; 0 = a thread per\n"
     "                         connection (SANDBOXD_THREADS; default 1)\n"
     "  --overcommit-cpu R     admit sandboxes while the sum of their cpu limits on a\n"

@@ -908,7 +908,7 @@ static void expect_429(int port, const char *client, const char *why)
 
 START_TEST(slow_requests_admitted_within_bounds)
 {
-    /* Event threads (poll) and a thread per connection alike.  */
+    /* Event threads (epoll) and a thread per connection alike.  */
     const unsigned pools[] = {1, 0};
     for (size_t m = 0; m < ARRAY_SIZE(pools); m++) {
         gate_open = false;
