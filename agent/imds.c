@@ -82,27 +82,9 @@ static json_t *parse_query(const char *q)
     return out;
 }
 
-typedef struct buf {
-    char *data;
-    size_t len;
-} buf_t;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ud)
-{
-    buf_t *b = ud;
-    size_t add = size * n;
-    if (b->len + add > MAX_REPLY)
-        return 0;
-    b->data = xrealloc(b->data, b->len + add + 1);
-    memcpy(b->data + b->len, p, add);
-    b->len += add;
-    b->data[b->len] = '\0';
-    return add;
-}
-
 /* POST sandboxd's /admin/identityTokens; returns the HTTP status (0: no
  * answer) and the reply.  */
-static long upstream(const agent_imds_t *m, const json_t *req, buf_t *reply)
+static long upstream(const agent_imds_t *m, const json_t *req, sbx_sink_t *reply)
 {
     _cleanup_free_ char *url = xasprintf("%s/admin/identityTokens", m->sandboxd_url);
     _cleanup_free_ char *body = json_dumps(req, JSON_COMPACT);
@@ -115,7 +97,7 @@ static long upstream(const agent_imds_t *m, const json_t *req, buf_t *reply)
         curl_easy_setopt(c, CURLOPT_URL, url);
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sbx_sink_write);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, reply);
         curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)UPSTREAM_TIMEOUT_S);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -186,7 +168,7 @@ int agent_imds_answer(const agent_imds_t *m, const char *runtime_id, const char 
         if (v)
             json_object_set(req, sel[i][1], v);
     }
-    buf_t reply = {0};
+    sbx_sink_t reply = {.max = MAX_REPLY};
     long status = upstream(m, req, &reply);
     json_decref(req);
     json_t *j = reply.data ? json_loadb(reply.data, reply.len, 0, NULL) : NULL;

@@ -213,23 +213,6 @@ static const char *inline_code(json_t *argv, const char **lang)
     return NULL;
 }
 
-typedef struct reply_buf {
-    char *data;
-    size_t len;
-} reply_buf_t;
-
-static size_t on_reply(char *p, size_t size, size_t n, void *ud)
-{
-    reply_buf_t *b = ud;
-    if (b->len + size * n > MAX_WEBHOOK_REPLY)
-        return 0;
-    b->data = xrealloc(b->data, b->len + size * n + 1);
-    memcpy(b->data + b->len, p, size * n);
-    b->len += size * n;
-    b->data[b->len] = 0;
-    return size * n;
-}
-
 static char *hmac_hex(const char *secret, const char *body)
 {
     unsigned char md[32];
@@ -266,7 +249,7 @@ static verdict_t ask_webhook(const json_t *hook, const char *secret, const json_
         sig = xasprintf("X-Sandboxd-Signature: sha256=%s", hex);
         h = curl_slist_append(h, sig);
     }
-    reply_buf_t r = {0};
+    sbx_sink_t r = {.max = MAX_WEBHOOK_REPLY};
     curl_easy_setopt(c, CURLOPT_URL, json_string_value(json_object_get(hook, "url")));
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
@@ -275,7 +258,7 @@ static verdict_t ask_webhook(const json_t *hook, const char *secret, const json_
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_PROXY, ""); /* never a proxy from the environment */
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_reply);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sbx_sink_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;

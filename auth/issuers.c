@@ -10,28 +10,10 @@
 #define FETCH_MAX (1 << 20)
 #define FETCH_TIMEOUT_S 5
 
-typedef struct buf {
-    char *data;
-    size_t len;
-} buf_t;
-
-static size_t on_data(char *p, size_t size, size_t n, void *ud)
-{
-    buf_t *b = ud;
-    size_t add = size * n;
-    if (b->len + add > FETCH_MAX)
-        return 0;
-    b->data = xrealloc(b->data, b->len + add + 1);
-    memcpy(b->data + b->len, p, add);
-    b->len += add;
-    b->data[b->len] = '\0';
-    return add;
-}
-
 static json_t *fetch_json(const char *where, sbx_error_t *err)
 {
     bool url = sbx_str_has_prefix(where, "https://") || sbx_str_has_prefix(where, "http://");
-    buf_t b = {0};
+    sbx_sink_t b = {.max = FETCH_MAX};
     if (!url) {
         if (sbx_read_file(where, &b.data, &b.len, err) < 0)
             return NULL;
@@ -41,7 +23,7 @@ static json_t *fetch_json(const char *where, sbx_error_t *err)
         if (!c)
             return sbx_error_set(err, SBX_ERR_INTERNAL, "no curl handle"), NULL;
         curl_easy_setopt(c, CURLOPT_URL, where);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sbx_sink_write);
         curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
         curl_easy_setopt(c, CURLOPT_TIMEOUT, (long)FETCH_TIMEOUT_S);
         curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);

@@ -168,6 +168,21 @@ char *xasprintf(const char *fmt, ...)
     return r < 0 ? oom() : s;
 }
 
+size_t sbx_sink_write(char *p, size_t size, size_t n, void *sink)
+{
+    sbx_sink_t *s = sink;
+    size_t add = size * n;
+    if (add > s->max || s->len > s->max - add) {
+        s->overflow = true;
+        return 0;
+    }
+    s->data = xrealloc(s->data, s->len + add + 1);
+    memcpy(s->data + s->len, p, add);
+    s->len += add;
+    s->data[s->len] = '\0';
+    return add;
+}
+
 void sbx_freep(void *p)
 {
     free(*(void **)p);

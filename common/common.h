@@ -68,6 +68,17 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A reply read from the network, kept NUL-terminated and cut off past max
+ * bytes (overflow set): sbx_sink_write has libcurl's write-callback shape,
+ * and returning short makes libcurl abort the transfer.  */
+typedef struct sbx_sink {
+    char *data;
+    size_t len;
+    size_t max;
+    bool overflow;
+} sbx_sink_t;
+size_t sbx_sink_write(char *p, size_t size, size_t n, void *sink);
+
 /* Cleanup attributes: the variable is released when it leaves scope.  Hand
  * ownership out with TAKE_PTR / TAKE_FD.  */
 void sbx_freep(void *p);

@@ -9,28 +9,6 @@
 
 #define MAX_REPLY (80u << 20)
 
-typedef struct sink {
-    char *data;
-    size_t len;
-    size_t max; /* 0: MAX_REPLY */
-    bool overflow;
-} sink_t;
-
-static size_t on_body(char *p, size_t size, size_t n, void *ud)
-{
-    sink_t *s = ud;
-    size_t add = size * n;
-    if (s->len + add > (s->max ? s->max : MAX_REPLY)) {
-        s->overflow = true;
-        return 0; /* an agent that floods us is cut off */
-    }
-    s->data = xrealloc(s->data, s->len + add + 1);
-    memcpy(s->data + s->len, p, add);
-    s->len += add;
-    s->data[s->len] = '\0';
-    return add;
-}
-
 static CURL *handle_get(sched_t *s)
 {
     pthread_mutex_lock(&s->lock);
@@ -105,7 +83,7 @@ static char *call_url(const char *base_url, const char *path, const char *query)
 }
 
 /* Status and content type of a finished call into out; the body from sink.  */
-static int call_finish(sched_t *s, CURL *c, CURLcode rc, sink_t *sink, sched_reply_t *out)
+static int call_finish(sched_t *s, CURL *c, CURLcode rc, sbx_sink_t *sink, sched_reply_t *out)
 {
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
@@ -140,7 +118,7 @@ static int curl_call(void *ctx, const char *base_url, const char *method, const 
         return -1;
     }
     _cleanup_free_ char *url = call_url(base_url, path, query);
-    sink_t sink = {0};
+    sbx_sink_t sink = {.max = MAX_REPLY};
     struct curl_slist *hdrs = NULL;
     char ct[128];
     hdrs = curl_slist_append(hdrs, "Expect:");
@@ -152,7 +130,7 @@ static int curl_call(void *ctx, const char *base_url, const char *method, const 
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
     }
     call_setup(s, c, url, method, hdrs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sbx_sink_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 60000));
     CURLcode rc = curl_easy_perform(c);
@@ -206,7 +184,7 @@ static int curl_call_upload(void *ctx, const char *base_url, const char *method,
         return -1;
     }
     _cleanup_free_ char *url = call_url(base_url, path, query);
-    sink_t sink = {.max = STREAM_ERROR_MAX};
+    sbx_sink_t sink = {.max = STREAM_ERROR_MAX};
     upload_src_t src = {read_fn, ud, 0};
     struct curl_slist *hdrs = curl_slist_append(NULL, "Expect:");
     hdrs = curl_slist_append(hdrs, "Content-Type: application/octet-stream");
@@ -216,7 +194,7 @@ static int curl_call_upload(void *ctx, const char *base_url, const char *method,
     curl_easy_setopt(c, CURLOPT_READDATA, &src);
     if (size != UINT64_MAX)
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sbx_sink_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &sink);
     stream_setup(c);
     CURLcode rc = curl_easy_perform(c);
@@ -237,7 +215,7 @@ typedef struct download {
     char *content_type;
     curl_off_t length;
     CURLcode rc;
-    sink_t error_body; /* a reply other than 2xx */
+    sbx_sink_t error_body; /* a reply other than 2xx */
     http_pipe_t *pipe;
     sched_t *s;
     CURL *c;
@@ -292,7 +270,7 @@ static size_t on_download_body(char *p, size_t size, size_t n, void *ud)
     bool ok = status_ok(d->status);
     pthread_mutex_unlock(&d->mu);
     if (!ok)
-        return on_body(p, size, n, &d->error_body);
+        return sbx_sink_write(p, size, n, &d->error_body);
     /* Blocks while the pipe is full: the client's pace is the agent's.  */
     return http_pipe_write(d->pipe, p, size * n) == 0 ? size * n : 0;
 }

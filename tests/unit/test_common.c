@@ -433,6 +433,22 @@ START_TEST(rm_rf_deep_tree)
 }
 END_TEST
 
+/* Bytes kept NUL-terminated up to max; one byte past it aborts.  */
+START_TEST(sink_capped)
+{
+    sbx_sink_t s = {.max = 5};
+    ck_assert_uint_eq(sbx_sink_write("abc", 1, 3, &s), 3);
+    ck_assert_uint_eq(sbx_sink_write("de", 2, 1, &s), 2);
+    ck_assert_str_eq(s.data, "abcde");
+    ck_assert(!s.overflow);
+    ck_assert_uint_eq(sbx_sink_write("f", 1, 1, &s), 0);
+    ck_assert(s.overflow);
+    ck_assert_uint_eq(s.len, 5);
+    ck_assert_str_eq(s.data, "abcde");
+    free(s.data);
+}
+END_TEST
+
 START_TEST(cleanup_helpers)
 {
     char *p = xstrdup("x");
@@ -478,6 +494,7 @@ static Suite *common_suite(void)
     tcase_add_test(tc, rm_rf_does_not_follow_links);
     tcase_add_test(tc, rm_rf_deep_tree);
     tcase_add_test(tc, cleanup_helpers);
+    tcase_add_test(tc, sink_capped);
     suite_add_tcase(s, tc);
     return s;
 }
