@@ -165,8 +165,9 @@ static void pump_finish(proc_t *p, int status, bool ended)
     p->ended_ms = sbx_now_ms();
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    /* Whatever it left running in its cgroup ends with it.  */
-    rt_proc_free(rp, ended);
+    /* One still running (nothing can watch it) ends; what an ended one
+     * left in the background goes on.  */
+    rt_proc_free(rp, true);
 }
 
 static void *pump_main(void *arg)

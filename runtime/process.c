@@ -1450,8 +1450,10 @@ static void exec_run_done(struct exec_run *x)
     if (x->pidfd >= 0 && x->detached) {
         close(TAKE_FD(x->pidfd)); /* the helper reaps its command, later */
     } else if (x->pidfd >= 0) {
-        /* Given up on: end its command first, so the helper can reap it.  */
-        if (x->have_cg)
+        /* Given up on: end its command first, so the helper can reap it.
+         * A command that has ended leaves what it started in the
+         * background running, as exec does: its helper only has to exit.  */
+        if (x->have_cg && !x->done)
             (void)rt_cg_kill(&x->rt->cg, x->id, x->sub, 500, NULL);
         helper_reap(TAKE_FD(x->pidfd), x->forked ? 1000 : 0);
     }

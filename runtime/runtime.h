@@ -189,8 +189,10 @@ void rt_proc_close_stdin(rt_proc_t *p);
  * started (its cgroup).  SBX_ERR_CONFLICT once it has ended.  */
 int rt_proc_signal(rt_proc_t *p, int sig, sbx_error_t *err);
 int rt_proc_resize(rt_proc_t *p, unsigned short rows, unsigned short cols, sbx_error_t *err);
-/* Let go of p: kill ends what is left of the command (and reaps it);
- * without, a command still running goes on unwatched (the agent stops).  */
+/* Let go of p: kill ends the command if it still runs, with everything
+ * it started (and reaps it); without, a command still running goes on
+ * unwatched (the agent stops).  What an ended command left running in
+ * the background goes on either way.  */
 void rt_proc_free(rt_proc_t *p, bool kill);
 
 /* Files: every path resolves inside the sandbox root; `..`, symlinks and

@@ -2,6 +2,7 @@
  * environment, cwd, stdin, separate capped output, exit codes and signals,
  * timeouts that kill forking trees, background processes, concurrency; and
  * no way for an exec to reach the agent's fds, binary or cwd.  */
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -154,6 +155,36 @@ START_TEST(test_runtime_exec_background_survives)
     ck_assert_msg(sbx_monotonic_ms() - t0 < 2000, "exec waited for a pipe holder");
     ck_assert_str_eq(r.out, "now\n");
     rt_exec_result_done(&r);
+}
+END_TEST
+
+/* A process (rt_proc) that has ended leaves its background children
+ * running, even when let go of before its helper has exited.  */
+START_TEST(test_runtime_exec_proc_background_survives)
+{
+    fx_create("exec7", NULL);
+    for (int i = 1; i <= 5; i++) {
+        char *argv[] = {"sh", "-c", "sleep 100 >/dev/null 2>&1 & exit 0", NULL};
+        rt_proc_request_t req = {.argv = argv};
+        rt_proc_t *p = NULL;
+        sbx_error_t err = {0};
+        ck_assert_msg(rt_proc_start(fx_rt, "exec7", &req, &p, &err) == 0, "%s", err.msg);
+        rt_proc_close_stdin(p);
+        int status = -1;
+        int64_t deadline = sbx_monotonic_ms() + 10000;
+        while (!rt_proc_poll(p, &status)) {
+            ck_assert_msg(sbx_monotonic_ms() < deadline, "the process did not end");
+            struct pollfd pfd = {.fd = rt_proc_fd(p, RT_PROC_EVENTS), .events = POLLIN};
+            (void)poll(&pfd, 1, pfd.fd < 0 ? 20 : 200);
+        }
+        ck_assert_int_eq(status, 0);
+        rt_proc_free(p, true); /* right away: its helper may still be exiting */
+        rt_exec_result_t r = fx_sh("exec7", "ps -o comm | grep -c sleep");
+        char want[8];
+        snprintf(want, sizeof want, "%d\n", i);
+        ck_assert_str_eq(r.out, want);
+        rt_exec_result_done(&r);
+    }
 }
 END_TEST
 
@@ -475,6 +506,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_runtime_exec_output_cap);
     tcase_add_test(tc, test_runtime_exec_timeout_kills_tree);
     tcase_add_test(tc, test_runtime_exec_background_survives);
+    tcase_add_test(tc, test_runtime_exec_proc_background_survives);
     tcase_add_test(tc, test_runtime_exec_concurrent);
     tcase_add_test(tc, test_runtime_exec_proc_self_exe);
     tcase_add_test(tc, test_runtime_exec_cwd_agent_fds);
