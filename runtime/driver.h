@@ -217,4 +217,28 @@ int rt_root_prepare(rt_sandbox_t *sb, pid_t userns_pid, sbx_error_t *err);
 char **rt_exec_env(rt_sandbox_t *sb, char **extra, sbx_error_t *err);
 void rt_strv_free(char **v);
 
+/* ---- an exec's pipes on the host side (exec_io.c) ---------------------- */
+
+/* Past the cap, output is counted and dropped; past this much dropped,
+ * the stream is closed and the command gets EPIPE.  */
+#define RT_EXEC_DISCARD_MAX (4u << 20)
+
+/* One stream of a command's output, kept up to `cap` bytes.  */
+typedef struct rt_outbuf {
+    int fd; /* read end; -1 once at end-of-file or closed */
+    char *data;
+    size_t len, cap, dropped;
+    bool truncated;
+} rt_outbuf_t;
+
+/* One read of whatever the (non-blocking) fd has.  */
+void rt_outbuf_read(rt_outbuf_t *b);
+/* Add a note of our own (not counted against the cap).  */
+void rt_outbuf_append(rt_outbuf_t *b, const char *s, size_t len);
+/* What was kept, NUL-terminated; the buffer is left empty.  */
+char *rt_outbuf_take(rt_outbuf_t *b, size_t *len, bool *truncated);
+/* Write what is left of an exec's input to the non-blocking *fd, without
+ * SIGPIPE; closes *fd once all is written or the command has closed it.  */
+void rt_stdin_feed(int *fd, const char **p, size_t *left);
+
 #endif

@@ -44,7 +44,6 @@ extern const unsigned char rt_gvisor_pause_blob[], rt_gvisor_pause_blob_end[];
 #define GV_SNAPSHOT_TIMEOUT_MS 120000
 #define GV_KILL_TIMEOUT_MS 5000
 #define GV_ERR_MAX 4096
-#define GV_DISCARD_MAX (4u << 20)
 /* After runsc exec exits, the sentry may still be closing the command's
  * pipes: output is read this much longer.  */
 #define GV_GRACE_AFTER_EXIT_MS 500
@@ -771,36 +770,6 @@ static void gv_usage(rt_runtime_t *rt, rt_sandbox_t *sb, uint64_t *memory_bytes,
 
 /* ---- exec --------------------------------------------------------------------- */
 
-struct gv_stream {
-    int fd;
-    char *data;
-    size_t len, cap, dropped;
-    bool truncated;
-};
-
-static void stream_read(struct gv_stream *s)
-{
-    char tmp[65536];
-    ssize_t n = read(s->fd, tmp, sizeof tmp);
-    if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            close(TAKE_FD(s->fd));
-        return;
-    }
-    size_t room = s->cap - s->len, take = (size_t)n < room ? (size_t)n : room;
-    if (take < (size_t)n) {
-        s->truncated = true;
-        s->dropped += (size_t)n - take;
-    }
-    if (take) {
-        s->data = xrealloc(s->data, s->len + take + 1);
-        memcpy(s->data + s->len, tmp, take);
-        s->len += take;
-    }
-    if (s->dropped > GV_DISCARD_MAX)
-        close(TAKE_FD(s->fd));
-}
-
 struct gv_exec {
     rt_runtime_t *rt;
     char id[64];
@@ -808,7 +777,7 @@ struct gv_exec {
     int init_pidfd;
     pid_t pid;
     int pidfd, in_w;
-    struct gv_stream o, e;
+    rt_outbuf_t o, e;
     const char *stdin_p;
     size_t stdin_left;
     bool ended, timed_out;
@@ -901,26 +870,6 @@ static void exec_kill(struct gv_exec *x)
     }
 }
 
-static void exec_write_stdin(struct gv_exec *x)
-{
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    ssize_t w = write(x->in_w, x->stdin_p, x->stdin_left);
-    if (w < 0 && errno == EPIPE) {
-        struct timespec zero = {0, 0};
-        (void)sigtimedwait(&pipe_set, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (w > 0) {
-        x->stdin_p += w;
-        x->stdin_left -= (size_t)w;
-    }
-    if ((w < 0 && errno != EAGAIN) || x->stdin_left == 0)
-        close(TAKE_FD(x->in_w));
-}
-
 static int exec_wait(struct gv_exec *x, sbx_error_t *err)
 {
     if (!x->stdin_left)
@@ -970,11 +919,11 @@ static int exec_wait(struct gv_exec *x, sbx_error_t *err)
         if (poll(pfd, (nfds_t)np, wait < 0 ? 0 : wait) < 0 && errno != EINTR)
             return sbx_error_errno(err, SBX_ERR_INTERNAL, "poll");
         if (io >= 0 && pfd[io].revents)
-            stream_read(&x->o);
+            rt_outbuf_read(&x->o);
         if (ie >= 0 && pfd[ie].revents)
-            stream_read(&x->e);
+            rt_outbuf_read(&x->e);
         if (ip >= 0 && pfd[ip].revents)
-            exec_write_stdin(x);
+            rt_stdin_feed(&x->in_w, &x->stdin_p, &x->stdin_left);
         if (ih >= 0 && pfd[ih].revents) {
             while (waitpid(x->pid, &x->status, 0) < 0 && errno == EINTR)
                 ;
@@ -983,15 +932,6 @@ static int exec_wait(struct gv_exec *x, sbx_error_t *err)
             x->ended_at = sbx_monotonic_ms();
         }
     }
-}
-
-static char *take_stream(struct gv_stream *s, size_t *len, bool *truncated)
-{
-    char *d = s->data ? TAKE_PTR(s->data) : xstrdup("");
-    d[s->len] = 0;
-    *len = s->len;
-    *truncated = s->truncated;
-    return d;
 }
 
 /* runsc exec exits 128 with a message of its own when the command never
@@ -1046,8 +986,8 @@ static int exec_result(struct gv_exec *x, const rt_exec_request_t *req, rt_exec_
                                  x->id);
         return sbx_error_set(err, SBX_ERR_INTERNAL, "exec: runsc was killed");
     }
-    out->out = take_stream(&x->o, &out->out_len, &out->out_truncated);
-    out->err = take_stream(&x->e, &out->err_len, &out->err_truncated);
+    out->out = rt_outbuf_take(&x->o, &out->out_len, &out->out_truncated);
+    out->err = rt_outbuf_take(&x->e, &out->err_len, &out->err_truncated);
     out->duration_ms = (x->ended ? x->ended_at : sbx_monotonic_ms()) - x->t0;
     return 0;
 }

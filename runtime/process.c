@@ -746,7 +746,6 @@ static void proc_usage(rt_runtime_t *rt, rt_sandbox_t *sb, uint64_t *memory_byte
  * command that prints a little too much ends normally; then its pipe is
  * closed and further writes fail (EPIPE, SIGPIPE) instead of costing the
  * agent CPU that no sandbox quota counts.  */
-#define EXEC_DISCARD_MAX (4u << 20)
 #define HELPER_STACK_SIZE (64 * 1024)
 
 /* Helpers that did not die in time after SIGKILL (stuck in the kernel)
@@ -979,37 +978,6 @@ static int helper_spawn(rt_runtime_t *rt, const int *fds, int n, int ncg, bool f
     return 0;
 }
 
-/* One stream of the command's output.  */
-struct outbuf {
-    int fd; /* read end; -1 once at end-of-file or closed */
-    char *data;
-    size_t len, cap, dropped;
-    bool truncated;
-};
-
-static void outbuf_read(struct outbuf *b)
-{
-    char tmp[65536];
-    ssize_t n = read(b->fd, tmp, sizeof tmp);
-    if (n <= 0) {
-        if (n == 0 || (errno != EAGAIN && errno != EINTR))
-            close(TAKE_FD(b->fd));
-        return;
-    }
-    size_t room = b->cap - b->len, take = (size_t)n < room ? (size_t)n : room;
-    if (take < (size_t)n) {
-        b->truncated = true;
-        b->dropped += (size_t)n - take;
-    }
-    if (take) {
-        b->data = xrealloc(b->data, b->len + take + 1);
-        memcpy(b->data + b->len, tmp, take);
-        b->len += take;
-    }
-    if (b->dropped > EXEC_DISCARD_MAX)
-        close(TAKE_FD(b->fd));
-}
-
 /* One exec, from launch to result.  */
 struct exec_run {
     rt_runtime_t *rt;
@@ -1023,7 +991,7 @@ struct exec_run {
     int ctl_w; /* the helper's control pipe: signals for the command */
     bool pty;  /* stdio is a terminal: in_w and ob.fd are its master */
     int nspid; /* the command's pid in the sandbox, once started */
-    struct outbuf ob, eb;
+    rt_outbuf_t ob, eb;
     const char *stdin_p;
     size_t stdin_left;
     struct rt_report fail; /* the first failure reported */
@@ -1217,28 +1185,6 @@ static void run_read_reports(struct exec_run *x)
     }
 }
 
-static void run_write_stdin(struct exec_run *x)
-{
-    /* A command that does not read its input closes the pipe: keep
-     * SIGPIPE from the agent while writing.  */
-    sigset_t pipe_set, old;
-    sigemptyset(&pipe_set);
-    sigaddset(&pipe_set, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
-    ssize_t w = write(x->in_w, x->stdin_p, x->stdin_left);
-    if (w < 0 && errno == EPIPE) {
-        struct timespec zero = {0, 0};
-        (void)sigtimedwait(&pipe_set, NULL, &zero);
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (w > 0) {
-        x->stdin_p += w;
-        x->stdin_left -= (size_t)w;
-    }
-    if ((w < 0 && errno != EAGAIN) || x->stdin_left == 0)
-        close(TAKE_FD(x->in_w));
-}
-
 /* The helper has exited: reap it and take its last reports.  */
 static void run_helper_ended(struct exec_run *x)
 {
@@ -1342,11 +1288,11 @@ static int exec_wait(struct exec_run *x, sbx_error_t *err)
         if (irep >= 0 && pfd[irep].revents)
             run_read_reports(x);
         if (iout >= 0 && pfd[iout].revents)
-            outbuf_read(&x->ob);
+            rt_outbuf_read(&x->ob);
         if (ierr >= 0 && pfd[ierr].revents)
-            outbuf_read(&x->eb);
+            rt_outbuf_read(&x->eb);
         if (ip >= 0 && pfd[ip].revents)
-            run_write_stdin(x);
+            rt_stdin_feed(&x->in_w, &x->stdin_p, &x->stdin_left);
         if (ihelper >= 0 && pfd[ihelper].revents)
             run_helper_ended(x);
     }
@@ -1419,7 +1365,6 @@ static int exec_result(struct exec_run *x, const rt_exec_request_t *req, rt_exec
         out->exit_code = -1;
         out->signal = WIFSIGNALED(x->status) ? WTERMSIG(x->status) : 0;
     }
-    struct outbuf *eb = &x->eb;
     if (not_found) {
         /* As a shell reports it: 127 not found, 126 not executable.  */
         out->exit_code = x->fail.err == ENOENT ? 127 : 126;
@@ -1428,18 +1373,10 @@ static int exec_result(struct exec_run *x, const rt_exec_request_t *req, rt_exec
         int len =
             snprintf(msg, sizeof msg, "sandbox: %s: %s\n", req->argv[0], strerror(x->fail.err));
         len = len < (int)sizeof msg ? len : (int)sizeof msg - 1;
-        eb->data = xrealloc(eb->data, eb->len + (size_t)len + 1);
-        memcpy(eb->data + eb->len, msg, (size_t)len);
-        eb->len += (size_t)len;
+        rt_outbuf_append(&x->eb, msg, (size_t)len);
     }
-    out->out = x->ob.data ? TAKE_PTR(x->ob.data) : xstrdup("");
-    out->out[x->ob.len] = 0;
-    out->out_len = x->ob.len;
-    out->out_truncated = x->ob.truncated;
-    out->err = eb->data ? TAKE_PTR(eb->data) : xstrdup("");
-    out->err[eb->len] = 0;
-    out->err_len = eb->len;
-    out->err_truncated = eb->truncated;
+    out->out = rt_outbuf_take(&x->ob, &out->out_len, &out->out_truncated);
+    out->err = rt_outbuf_take(&x->eb, &out->err_len, &out->err_truncated);
     out->duration_ms = (x->ended ? x->ended_at : sbx_monotonic_ms()) - x->t0;
     return 0;
 }
