@@ -240,6 +240,28 @@ static void tokens_handle(auth_t *a, const auth_principal_t *p, const http_reque
     free(tok);
 }
 
+bool auth_handle_authorization(auth_t *a, const auth_principal_t *p, const http_request_t *req,
+                               http_response_t *res)
+{
+    static const char provider[] = "/providers/Microsoft.Authorization/";
+    const char *at = strcasestr(req->path, provider);
+    if (!at)
+        return false;
+    if (p->host) {
+        http_reply_error(res, 403, "AuthorizationFailed",
+                         "A host token serves identity tokens only.");
+        return true;
+    }
+    /* Clients join "/" + scope, so "//subscriptions/..." is common.  */
+    const char *from = req->path;
+    while (from[0] == '/' && from[1] == '/')
+        from++;
+    _cleanup_free_ char *scope =
+        at <= from ? xstrdup("/") : xasprintf("%.*s", (int)(at - from), from);
+    roles_arm_handle(a, p, req, res, scope, at + strlen(provider));
+    return true;
+}
+
 bool auth_handle_admin(auth_t *a, const auth_principal_t *p, const http_request_t *req,
                        http_response_t *res)
 {

@@ -96,6 +96,12 @@ bool auth_handle_public(auth_t *a, const http_request_t *req, http_response_t *r
 bool auth_handle_admin(auth_t *a, const auth_principal_t *p, const http_request_t *req,
                        http_response_t *res);
 
+/* {scope}/providers/Microsoft.Authorization/{roleAssignments,
+ * roleDefinitions}[/{name}] in ARM's shape; true when the path was one
+ * of them (res filled).  p is authenticated.  */
+bool auth_handle_authorization(auth_t *a, const auth_principal_t *p, const http_request_t *req,
+                               http_response_t *res);
+
 /* One audit line for a request that changes something (or tried to).  */
 void auth_audit_request(auth_t *a, const auth_principal_t *p, const http_request_t *req,
                         int status);

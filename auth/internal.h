@@ -120,6 +120,23 @@ int roles_load(auth_t *a, sbx_error_t *err);
 int roles_ensure_dev(auth_t *a, sbx_error_t *err);
 void roles_admin(auth_t *a, const auth_principal_t *p, const http_request_t *req,
                  http_response_t *res, const char *name);
+/* For roles_arm.c: the assignments (a JSON array of {name, principalId,
+ * principalIssuer?, principalType?, roleDefinitionName, scope}) live in
+ * a->assignments, read and replaced under a->lock.  */
+#define ROLES_MAX_ASSIGNMENTS 10000
+const char *roles_canonical(const char *role_name); /* NULL: no such role */
+bool roles_scope_valid(const char *scope);
+/* Whether scope is outer or under it (path segments, any case).  */
+bool roles_scope_within(const char *scope, const char *outer);
+json_t *roles_find(json_t *arr, const char *name, size_t *at);
+int roles_save_locked(auth_t *a, json_t *next, sbx_error_t *err);
+bool roles_is_owner_locked(auth_t *a, const auth_principal_t *p, const char *scope);
+bool roles_may_read_locked(auth_t *a, const auth_principal_t *p, const char *scope);
+
+/* roles_arm.c: {scope}/providers/Microsoft.Authorization/roleAssignments
+ * and roleDefinitions, ARM's own shapes over the same assignments.  */
+void roles_arm_handle(auth_t *a, const auth_principal_t *p, const http_request_t *req,
+                      http_response_t *res, const char *scope, const char *rest);
 
 /* identity.c: tokens for sandboxes' identities */
 void identity_token_handle(auth_t *a, const auth_principal_t *p, const http_request_t *req,

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #define KV_KEY "role_assignments"
-#define MAX_ASSIGNMENTS 10000
 
 enum {
     P_READ = 1,  /* GET of resources */
@@ -26,6 +25,14 @@ static const struct role {
     {"Contributor", P_READ | P_DATA | P_WRITE},
     {"Owner", P_READ | P_DATA | P_WRITE | P_ADMIN},
 };
+
+static const struct role *role_named(const char *name);
+
+const char *roles_canonical(const char *name)
+{
+    const struct role *r = role_named(name);
+    return r ? r->name : NULL;
+}
 
 static const struct role *role_named(const char *name)
 {
@@ -73,7 +80,7 @@ static bool scope_covers(const char *scope, char req[][160], int nreq)
 
 /* The shapes a scope may take: "/", a subscription, a resource group, or
  * a sandbox group.  */
-static bool scope_valid(const char *scope)
+bool roles_scope_valid(const char *scope)
 {
     char s[16][160];
     int n = segments(scope, s, 16);
@@ -158,11 +165,33 @@ static unsigned perms_over(auth_t *a, const auth_principal_t *p, char req[][160]
     return perms;
 }
 
-static bool is_owner_locked(auth_t *a, const auth_principal_t *p, const char *scope)
+static bool holds_locked(auth_t *a, const auth_principal_t *p, const char *scope, unsigned perm)
 {
     char s[16][160];
     int n = segments(scope, s, 16);
-    return n >= 0 && (perms_over_locked(a, p, s, n, false) & P_ADMIN);
+    return n >= 0 && (perms_over_locked(a, p, s, n, false) & perm);
+}
+
+static bool is_owner_locked(auth_t *a, const auth_principal_t *p, const char *scope)
+{
+    return holds_locked(a, p, scope, P_ADMIN);
+}
+
+bool roles_is_owner_locked(auth_t *a, const auth_principal_t *p, const char *scope)
+{
+    return holds_locked(a, p, scope, P_ADMIN);
+}
+
+bool roles_may_read_locked(auth_t *a, const auth_principal_t *p, const char *scope)
+{
+    return holds_locked(a, p, scope, P_READ);
+}
+
+bool roles_scope_within(const char *scope, const char *outer)
+{
+    char s[16][160];
+    int n = segments(scope, s, 16);
+    return n >= 0 && scope_covers(outer, s, n);
 }
 
 bool auth_is_owner(auth_t *a, const auth_principal_t *p, const char *scope)
@@ -250,7 +279,7 @@ int roles_load(auth_t *a, sbx_error_t *err)
     return 0;
 }
 
-static int save_locked(auth_t *a, json_t *next, sbx_error_t *err)
+int roles_save_locked(auth_t *a, json_t *next, sbx_error_t *err)
 {
     _cleanup_free_ char *text = json_dumps(next, JSON_COMPACT);
     st_tx_t *tx = st_begin(a->cfg.db, err);
@@ -285,7 +314,7 @@ int roles_ensure_dev(auth_t *a, sbx_error_t *err)
         json_array_append_new(next, json_pack("{s:s,s:s,s:s,s:s,s:s}", "name", "dev", "principalId",
                                               AUTH_DEV_SUBJECT, "principalIssuer", a->issuer,
                                               "roleDefinitionName", "Contributor", "scope", "/"));
-    int r = json_equal(next, a->assignments) ? 0 : save_locked(a, next, err);
+    int r = json_equal(next, a->assignments) ? 0 : roles_save_locked(a, next, err);
     json_decref(next);
     pthread_mutex_unlock(&a->lock);
     return r;
@@ -336,7 +365,7 @@ static int parse_assignment(const http_request_t *req, const char *name, json_t 
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidRoleDefinition",
                              "'properties.roleDefinitionName' must be Reader, Sandbox "
                              "Executor, Contributor or Owner.");
-    if (!scope || strlen(scope) > 1024 || !scope_valid(scope))
+    if (!scope || strlen(scope) > 1024 || !roles_scope_valid(scope))
         return sbx_error_arm(err, SBX_ERR_INVALID, "InvalidScope",
                              "'properties.scope' must be '/', a subscription, a resource group "
                              "or a sandbox group id.");
@@ -350,7 +379,7 @@ static int parse_assignment(const http_request_t *req, const char *name, json_t 
     return 0;
 }
 
-static json_t *find(json_t *arr, const char *name, size_t *at)
+json_t *roles_find(json_t *arr, const char *name, size_t *at)
 {
     size_t i;
     json_t *as;
@@ -387,14 +416,14 @@ static void put_one(auth_t *a, const auth_principal_t *p, const http_request_t *
     pthread_mutex_lock(&a->lock);
     json_t *next = json_deep_copy(a->assignments);
     size_t at = 0;
-    json_t *old = find(next, name, &at);
+    json_t *old = roles_find(next, name, &at);
     const char *old_scope = old ? json_string_value(json_object_get(old, "scope")) : NULL;
     if (!is_owner_locked(a, p, scope)) {
         forbid(res, p, scope);
     } else if (old_scope && !is_owner_locked(a, p, old_scope)) {
         /* Replacing one moves it away from where it was: Owner there too.  */
         forbid(res, p, old_scope);
-    } else if (!old && json_array_size(next) >= MAX_ASSIGNMENTS) {
+    } else if (!old && json_array_size(next) >= ROLES_MAX_ASSIGNMENTS) {
         http_reply_error(res, 409, "RoleAssignmentLimitExceeded", "Too many role assignments.");
     } else {
         bool created = !old;
@@ -402,7 +431,7 @@ static void put_one(auth_t *a, const auth_principal_t *p, const http_request_t *
             json_array_set(next, at, as);
         else
             json_array_append(next, as);
-        if (save_locked(a, next, &err) < 0)
+        if (roles_save_locked(a, next, &err) < 0)
             http_reply_sbx_error(res, &err);
         else
             http_reply_json(res, created ? 201 : 200, served(as));
@@ -417,7 +446,7 @@ static void delete_one(auth_t *a, const auth_principal_t *p, const char *name, h
     pthread_mutex_lock(&a->lock);
     json_t *next = json_deep_copy(a->assignments);
     size_t at = 0;
-    json_t *old = find(next, name, &at);
+    json_t *old = roles_find(next, name, &at);
     const char *scope = old ? json_string_value(json_object_get(old, "scope")) : NULL;
     if (!old) {
         http_reply_empty(res, 204);
@@ -427,7 +456,7 @@ static void delete_one(auth_t *a, const auth_principal_t *p, const char *name, h
         json_t *gone = served(old);
         json_array_remove(next, at);
         sbx_error_t err = {0};
-        if (save_locked(a, next, &err) < 0) {
+        if (roles_save_locked(a, next, &err) < 0) {
             json_decref(gone);
             http_reply_sbx_error(res, &err);
         } else {
@@ -462,7 +491,7 @@ void roles_admin(auth_t *a, const auth_principal_t *p, const http_request_t *req
     } else if (name && strcmp(m, "GET") == 0) {
         pthread_mutex_lock(&a->lock);
         size_t at = 0;
-        json_t *as = find(a->assignments, name, &at);
+        json_t *as = roles_find(a->assignments, name, &at);
         json_t *copy = as ? json_deep_copy(as) : NULL;
         pthread_mutex_unlock(&a->lock);
         if (!copy || !auth_is_owner(a, p, json_string_value(json_object_get(copy, "scope"))))

@@ -219,6 +219,8 @@ static void dispatch(routes_t *r, const auth_principal_t *p, const http_request_
             http_reply_error(res, 404, "NotFound", "No route matches.");
         return;
     }
+    if (auth_handle_authorization(r->auth, p, req, res))
+        return;
     sbx_error_t err = {0};
     if (auth_authorize(r->auth, p, req->method, req->path, &err) < 0) {
         http_reply_sbx_error(res, &err);

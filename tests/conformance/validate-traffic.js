@@ -105,7 +105,11 @@ function normaliseUrl(raw) {
   return u;
 }
 
-const isArmRoute = (p) => /^\/(subscriptions|providers)\//i.test(p);
+// Microsoft.Authorization (roleAssignments, roleDefinitions) is Azure's own
+// provider's shape, not described by our sandboxGroups description; the
+// Check tests (test_auth) assert on those replies instead.
+const isArmRoute = (p) =>
+  /^\/(subscriptions|providers)\//i.test(p) && !/\/providers\/Microsoft\.Authorization\//i.test(p);
 const isAbsoluteUrl = (s) => /^https?:\/\/[^/]+\//i.test(s || '');
 
 function checkErrorEnvelope(x, errorCodes, problems) {

@@ -398,6 +398,127 @@ START_TEST(roles_limit_what_tokens_do)
 }
 END_TEST
 
+#define AUTHZ "/providers/Microsoft.Authorization"
+#define READER_ID "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+
+static char *arm_assignment(const char *role_guid, const char *principal)
+{
+    json_t *body = json_pack("{s:{s:s,s:s,s:s}}", "properties", "roleDefinitionId", role_guid,
+                             "principalId", principal, "principalType", "User");
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    return text;
+}
+
+/* roleAssignments and roleDefinitions in ARM's shape, over the same
+ * assignments the admin API keeps.  */
+START_TEST(arm_role_assignments)
+{
+    const char *rg2 = "/subscriptions/" SUB "/resourceGroups/rg2";
+    _cleanup_free_ char *g2 = gpath(SUB, "rg2", "g2");
+    want_code("PUT", g2, srv.token, "{\"location\":\"westeurope\"}", 201, NULL);
+    _cleanup_free_ char *owner = tu_mint_token(&srv, "rg-owner");
+    _cleanup_free_ char *erin = tu_mint_token(&srv, "erin");
+    ck_assert_int_eq(tu_assign_role(&srv, "o1", "rg-owner", "Owner", rg2), 201);
+
+    /* The built-in definitions, found by name the way clients do.  */
+    json_t *j = NULL;
+    _cleanup_free_ char *defs = xasprintf("/subscriptions/" SUB AUTHZ "/roleDefinitions?$filter="
+                                          "roleName%%20eq%%20%%27Reader%%27&" API);
+    ck_assert_int_eq(call("GET", defs, erin, NULL, &j, NULL), 200);
+    json_t *list = json_object_get(j, "value");
+    ck_assert_int_eq(json_array_size(list), 1);
+    const char *def_id = json_string_value(json_object_get(json_array_get(list, 0), "id"));
+    ck_assert_str_eq(def_id, "/subscriptions/" SUB AUTHZ "/roleDefinitions/" READER_ID);
+    _cleanup_free_ char *reader_def = xstrdup(def_id);
+    json_decref(j);
+    _cleanup_free_ char *all_defs = xasprintf("%s" AUTHZ "/roleDefinitions", rg2);
+    ck_assert_int_eq(call("GET", all_defs, erin, NULL, &j, NULL), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "value")), 4);
+    json_decref(j);
+    _cleanup_free_ char *one_def = xasprintf("%s/" READER_ID, all_defs);
+    want_code("GET", one_def, erin, NULL, 200, NULL);
+    _cleanup_free_ char *no_def = xasprintf("%s/00000000-0000-0000-0000-000000000000", all_defs);
+    want_code("GET", no_def, erin, NULL, 404, "RoleDefinitionDoesNotExist");
+    want_code("DELETE", one_def, srv.token, NULL, 405, "MethodNotAllowed");
+
+    /* Erin gets Reader on rg2 from its Owner, and may read there at once.  */
+    want_code("GET", g2, erin, NULL, 403, "AuthorizationFailed");
+    const char *name = "3f2c8a4e-1b7d-4e9a-8c5f-6d0b2a9e7c13";
+    _cleanup_free_ char *as_path = xasprintf("%s" AUTHZ "/roleAssignments/%s", rg2, name);
+    _cleanup_free_ char *body = arm_assignment(reader_def, "erin");
+    ck_assert_int_eq(call("PUT", as_path, owner, body, &j, NULL), 201);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "id")), as_path);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "type")),
+                     "Microsoft.Authorization/roleAssignments");
+    json_t *props = json_object_get(j, "properties");
+    ck_assert_str_eq(json_string_value(json_object_get(props, "roleDefinitionId")), reader_def);
+    ck_assert_str_eq(json_string_value(json_object_get(props, "scope")), rg2);
+    ck_assert_str_eq(json_string_value(json_object_get(props, "principalId")), "erin");
+    json_decref(j);
+    want_code("GET", g2, erin, NULL, 200, NULL);
+    want_code("PUT", g2, erin, "{\"location\":\"westeurope\"}", 403, "AuthorizationFailed");
+    want_code("GET", as_path, erin, NULL, 200, NULL);
+    /* The admin API sees the same assignment.  */
+    _cleanup_free_ char *admin = tu_server_admin_token(&srv);
+    _cleanup_free_ char *admin_path = xasprintf("/admin/roleAssignments/%s", name);
+    want_code("GET", admin_path, admin, NULL, 200, NULL);
+
+    /* Same again is fine; a change or a second name for it is not.  */
+    want_code("PUT", as_path, owner, body, 201, NULL);
+    _cleanup_free_ char *contrib = arm_assignment(
+        "/subscriptions/" SUB AUTHZ "/roleDefinitions/b24988ac-6180-42a0-ab88-20f7382dd24c",
+        "erin");
+    want_code("PUT", as_path, owner, contrib, 409, "RoleAssignmentUpdateNotPermitted");
+    _cleanup_free_ char *twin =
+        xasprintf("%s" AUTHZ "/roleAssignments/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", rg2);
+    want_code("PUT", twin, owner, body, 409, "RoleAssignmentExists");
+    /* Bad input.  */
+    _cleanup_free_ char *bad_name = xasprintf("%s" AUTHZ "/roleAssignments/not-a-guid", rg2);
+    want_code("PUT", bad_name, owner, body, 400, "InvalidRoleAssignmentId");
+    _cleanup_free_ char *bad_role = arm_assignment("/providers/x/roleDefinitions/nope", "erin");
+    want_code("PUT", twin, owner, bad_role, 400, "RoleDefinitionDoesNotExist");
+    _cleanup_free_ char *short_role = arm_assignment("/x", "erin");
+    want_code("PUT", twin, owner, short_role, 400, "RoleDefinitionDoesNotExist");
+    want_code("PUT", twin, owner, "{\"properties\":[]}", 400, "InvalidRequestContent");
+    want_code("PUT", twin, owner, "not json", 400, "InvalidRequestContent");
+    _cleanup_free_ char *no_version = xasprintf("%s?x=1", twin);
+    want_code("PUT", no_version, owner, body, 400, "MissingApiVersionParameter");
+    _cleanup_free_ char *bad_scope =
+        xasprintf("/subscriptions/" SUB "/resourceGroups" AUTHZ "/roleAssignments/%s", name);
+    want_code("GET", bad_scope, owner, NULL, 400, "InvalidScope");
+    want_code("GET", as_path, NULL, NULL, 401, NULL);
+    /* Owner of rg2 only: not over the subscription.  */
+    _cleanup_free_ char *wide = xasprintf("/subscriptions/" SUB AUTHZ "/roleAssignments/%s", name);
+    want_code("PUT", wide, owner, body, 403, "AuthorizationFailed");
+    want_code("PUT", twin, erin, contrib, 403, "AuthorizationFailed");
+    /* The same name at another scope is not there.  */
+    want_code("GET", wide, srv.token, NULL, 404, "RoleAssignmentNotFound");
+
+    /* Lists: at and above the scope (the Owner's, at rg2), and filters.  */
+    _cleanup_free_ char *list_path = xasprintf("%s" AUTHZ "/roleAssignments", rg2);
+    ck_assert_int_eq(call("GET", list_path, erin, NULL, &j, NULL), 200);
+    ck_assert_int_ge(json_array_size(json_object_get(j, "value")), 2);
+    json_decref(j);
+    _cleanup_free_ char *mine =
+        xasprintf("%s?$filter=principalId%%20eq%%20%%27erin%%27&" API, list_path);
+    ck_assert_int_eq(call("GET", mine, erin, NULL, &j, NULL), 200);
+    ck_assert_int_eq(json_array_size(json_object_get(j, "value")), 1);
+    json_decref(j);
+    _cleanup_free_ char *odd = xasprintf("%s?$filter=whatever&" API, list_path);
+    want_code("GET", odd, erin, NULL, 400, "InvalidFilter");
+    _cleanup_free_ char *other_rg =
+        xasprintf("/subscriptions/" SUB "/resourceGroups/rg1" AUTHZ "/roleAssignments");
+    want_code("GET", other_rg, erin, NULL, 403, "AuthorizationFailed");
+
+    /* Delete: by the Owner only; then the rights are gone; again is 204.  */
+    want_code("DELETE", as_path, erin, NULL, 403, "AuthorizationFailed");
+    want_code("DELETE", as_path, owner, NULL, 200, NULL);
+    want_code("GET", g2, erin, NULL, 403, "AuthorizationFailed");
+    want_code("DELETE", as_path, owner, NULL, 204, NULL);
+}
+END_TEST
+
 static json_t *claims_of(const char *tok)
 {
     jwt_t j;
@@ -807,6 +928,7 @@ static Suite *auth_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, external_tokens_refused_unless_valid);
     tcase_add_test(tc, roles_limit_what_tokens_do);
+    tcase_add_test(tc, arm_role_assignments);
     tcase_add_test(tc, identity_tokens);
     tcase_add_test(tc, keys_survive_restart);
     tcase_add_test(tc, keys_rotate_with_overlap);

@@ -1,11 +1,13 @@
 // sdk.test.mjs -- the unmodified Azure SDK for JavaScript against a real
 // sandboxd: @azure/arm-appcontainers for sandboxGroups and vnetConnections
 // (long-running operations polled to the end, paged lists), and
-// @azure/arm-resources for generic access by resource id.
+// @azure/arm-resources for generic access by resource id, and
+// @azure/arm-authorization for role definitions and assignments.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { ContainerAppsAPIClient } from "@azure/arm-appcontainers";
 import { ResourceManagementClient } from "@azure/arm-resources";
+import { AuthorizationManagementClient } from "@azure/arm-authorization";
 import { startServer } from "./server.mjs";
 
 const SUB = "7d1f0a8e-3c5b-4a9e-9f2d-1b6c8e4a2f10";
@@ -18,11 +20,13 @@ const POLL = { updateIntervalInMs: 20 };
 let server;
 let apps;
 let resources;
+let authz;
 
 before(async () => {
   server = await startServer();
   apps = new ContainerAppsAPIClient(server.credential, SUB, { endpoint: server.url });
   resources = new ResourceManagementClient(server.credential, SUB, { endpoint: server.url });
+  authz = new AuthorizationManagementClient(server.adminCredential, SUB, { endpoint: server.url });
 });
 
 after(async () => {
@@ -223,4 +227,34 @@ test("a wrong token is refused", async () => {
   };
   const client = new ContainerAppsAPIClient(wrong, SUB, { endpoint: server.url });
   await assertRestError(client.sandboxGroups.get(RG, "anything"), 401, "InvalidAuthenticationToken");
+});
+
+test("arm-authorization: find a role, assign it, list, get, delete", async () => {
+  const scope = `/subscriptions/${SUB}/resourceGroups/${RG}`;
+  const readers = await collect(authz.roleDefinitions.list(scope, { filter: "roleName eq 'Reader'" }));
+  assert.equal(readers.length, 1);
+  assert.equal(readers[0].roleName, "Reader");
+  assert.equal(readers[0].roleType, "BuiltInRole");
+  const name = "0c7e4b2a-9d1f-4e3a-8b6c-5a2d1f0e9c87";
+  const made = await authz.roleAssignments.create(scope, name, {
+    roleDefinitionId: readers[0].id,
+    principalId: "sdk-reader",
+    principalType: "User",
+  });
+  assert.equal(made.name, name);
+  assert.equal(made.scope, scope);
+  assert.equal(made.roleDefinitionId, readers[0].id);
+  assert.equal(made.principalType, "User");
+  const got = await authz.roleAssignments.get(scope, name);
+  assert.equal(got.principalId, "sdk-reader");
+  const listed = await collect(authz.roleAssignments.listForScope(scope, { filter: "principalId eq 'sdk-reader'" }));
+  assert.deepEqual(listed.map((a) => a.name), [name]);
+  await assertRestError(
+    authz.roleAssignments.create(scope, "not-a-guid", { roleDefinitionId: readers[0].id, principalId: "x" }),
+    400,
+    "InvalidRoleAssignmentId",
+  );
+  const gone = await authz.roleAssignments.delete(scope, name);
+  assert.equal(gone.name, name);
+  await assertRestError(authz.roleAssignments.get(scope, name), 404, "RoleAssignmentNotFound");
 });

@@ -63,6 +63,13 @@ export async function startServer() {
     credential: {
       getToken: async () => ({ token, expiresOnTimestamp: Date.now() + 3600 * 1000 }),
     },
+    // The admin token (Owner on the ARM API), for managing access.
+    adminCredential: {
+      getToken: async () => ({
+        token: readFileSync(join(dataDir, "admin-token"), "utf8").trim(),
+        expiresOnTimestamp: Date.now() + 3600 * 1000,
+      }),
+    },
     log: () => log,
     // SIGTERM must end in exit 0: a clean shutdown, and under the
     // sanitizers no leak or error found on the way.
