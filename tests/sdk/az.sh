@@ -107,6 +107,26 @@ grep -q ResourceNotFound <<<"$err" || fail "GET after DELETE: expected ResourceN
 out=$(azr --method get --url "$base$group?$ver") || fail "list after DELETE"
 expect '.value | length' '0' "$out"
 
+echo "az rest: role assignments (Microsoft.Authorization)"
+admin=(--skip-authorization-header --headers "Authorization=Bearer $(cat "$work/data/admin-token")")
+rg_scope="/subscriptions/$sub/resourceGroups/az-rg"
+authz="$base$rg_scope/providers/Microsoft.Authorization"
+out=$(az rest --only-show-errors "${admin[@]}" --method get \
+    --url "$authz/roleDefinitions?api-version=2022-04-01" \
+    --url-parameters "\$filter=roleName eq 'Sandbox Executor'") || fail "roleDefinitions"
+expect '[.value[].properties.roleName]' '["Sandbox Executor"]' "$out"
+role_id=$(jq -r '.value[0].id' <<<"$out")
+ra="$authz/roleAssignments/6e1d2c3b-4a59-4f68-9e7d-8c0b1a2f3e4d?api-version=2022-04-01"
+out=$(az rest --only-show-errors "${admin[@]}" --method put --url "$ra" \
+    --body "{\"properties\":{\"roleDefinitionId\":\"$role_id\",\"principalId\":\"cli-user\"}}") ||
+    fail "PUT roleAssignment"
+expect .properties.scope "\"$rg_scope\"" "$out"
+if err=$(azr --method put --url "$ra" --body '{"properties":{"roleDefinitionId":"'"$role_id"'","principalId":"x"}}' 2>&1); then
+    fail "a Contributor assigned a role"
+fi
+grep -q AuthorizationFailed <<<"$err" || fail "Contributor assigning: got $err"
+az rest --only-show-errors "${admin[@]}" --method delete --url "$ra" >/dev/null || fail "DELETE roleAssignment"
+
 echo "az rest: a wrong token is refused"
 if err=$(az rest --only-show-errors --skip-authorization-header --headers "Authorization=Bearer nope" \
     --method get --url "$base$group?$ver" 2>&1); then
