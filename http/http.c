@@ -2,7 +2,7 @@
  * optional client-certificate verification, request ids and access logs,
  * admission of slow requests, and the connection limits and header deadline
  * that keep slow or idle clients from crowding out the rest.  */
-#include "http/http.h"
+#include "http/internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #define DEFAULT_MAX_BODY (1024 * 1024)
 #define DEFAULT_MAX_IN_FLIGHT 1024
@@ -74,7 +75,18 @@ struct http_server {
     struct http_pipe *pipes; /* response pipes being sent and streamed request
                               * bodies, under apart_lock */
     bool pipes_stopping;     /* http_server_stop cut them all */
+    struct ws_run *wss;      /* WebSocket sessions running, under apart_lock */
+    unsigned ws_running;
 };
+
+/* A WebSocket session: its connection, from the upgrade to the close.  */
+typedef struct ws_run {
+    http_server_t *server;
+    http_ws_offer_t *offer;
+    http_ws_t *ws;
+    struct MHD_UpgradeResponseHandle *urh;
+    struct ws_run *next, *prev;
+} ws_run_t;
 
 /* A bounded ring between a thread and a connection.  For a response the
  * thread produces and the connection consumes; for a streamed request body
@@ -128,6 +140,8 @@ typedef struct request_state {
     size_t body_pos;     /* http_body_read of a collected body */
     char *method, *path; /* streamed: copies that outlive the connection */
     struct http_pipe *body_pipe;
+    http_ws_offer_t *ws_offer; /* a 101 sent, until libmicrohttpd hands the socket over */
+    bool upgraded;
 } request_state_t;
 
 /* ---- request accessors ---- */
@@ -177,6 +191,8 @@ static void stream_release(http_response_t *res);
 static void response_reset(http_response_t *res)
 {
     stream_release(res);
+    ws_offer_free(res->ws);
+    res->ws = NULL;
     free(res->body);
     res->body = NULL;
     res->body_len = 0;
@@ -256,6 +272,8 @@ void http_add_header(http_response_t *res, const char *name, const char *fmt, ..
 static void response_done(http_response_t *res)
 {
     stream_release(res);
+    ws_offer_free(res->ws);
+    res->ws = NULL;
     free(res->body);
     for (size_t i = 0; i < res->n_headers; i++) {
         free(res->headers[i].name);
@@ -332,10 +350,14 @@ static void retry_after_default(http_response_t *res)
     http_add_header(res, "Retry-After", "%d", RETRY_AFTER_S);
 }
 
+static enum MHD_Result send_upgrade(http_server_t *s, request_state_t *st, http_response_t *res);
+
 static enum MHD_Result send_response(http_server_t *s, request_state_t *st, http_response_t *res)
 {
     retry_after_default(res);
     st->sent = true;
+    if (res->ws)
+        return send_upgrade(s, st, res);
     if (res->stream_read)
         conn_stream_begins(s, st->conn);
     struct MHD_Response *r =
@@ -1108,6 +1130,8 @@ static void pipes_stop(http_server_t *s)
 {
     pthread_mutex_lock(&s->apart_lock);
     s->pipes_stopping = true;
+    for (ws_run_t *w = s->wss; w; w = w->next)
+        http_ws_cut(w->ws);
     for (http_pipe_t *p = s->pipes; p; p = p->next) {
         pthread_mutex_lock(&p->mu);
         if (!p->error)
@@ -1116,6 +1140,128 @@ static void pipes_stop(http_server_t *s)
         pthread_mutex_unlock(&p->mu);
     }
     pthread_mutex_unlock(&s->apart_lock);
+}
+
+ssize_t http_pipe_read(http_pipe_t *p, void *buf, size_t n, int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (timeout_ms >= 0) {
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+    }
+    ssize_t ret;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        if (p->used) {
+            ret = (ssize_t)pipe_take(p, buf, n);
+        } else if (p->error || p->eof) {
+            errno = p->error;
+            ret = -1;
+        } else if (timeout_ms < 0) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        } else if (pthread_cond_timedwait(&p->cv, &p->mu, &until) == ETIMEDOUT) {
+            ret = 0;
+        } else {
+            continue;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return ret;
+}
+
+/* ---- WebSocket sessions ---- */
+
+static void *ws_main(void *arg)
+{
+    ws_run_t *w = arg;
+    http_server_t *s = w->server;
+    w->offer->session(w->offer->ud, w->ws);
+    w->offer->free_fn = NULL; /* ud was the session's */
+    pthread_mutex_lock(&s->apart_lock);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->wss = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&s->apart_lock);
+    MHD_upgrade_action(w->urh, MHD_UPGRADE_ACTION_CLOSE);
+    ws_free(w->ws);
+    ws_offer_free(w->offer);
+    free(w);
+    pthread_mutex_lock(&s->apart_lock);
+    s->ws_running--;
+    pthread_cond_broadcast(&s->apart_done);
+    pthread_mutex_unlock(&s->apart_lock);
+    return NULL;
+}
+
+/* libmicrohttpd sent the 101 and hands the connection over: the session
+ * gets a thread of its own (counted, so stopping waits for it).  */
+static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra,
+                       size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    http_server_t *s = cls;
+    request_state_t *st = con_cls;
+    (void)conn;
+    ws_run_t *w = xcalloc(1, sizeof(*w));
+    w->server = s;
+    w->offer = st->ws_offer;
+    st->ws_offer = NULL;
+    w->urh = urh;
+    w->ws = ws_new(sock, extra, extra_len, HTTP_WS_MAX_MESSAGE);
+    pthread_attr_t attr;
+    pthread_t t;
+    pthread_mutex_lock(&s->apart_lock);
+    int rc = -1;
+    if (!s->stopping && w->offer) {
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&t, &attr, ws_main, w);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc == 0) {
+        s->ws_running++;
+        w->next = s->wss;
+        if (s->wss)
+            s->wss->prev = w;
+        s->wss = w;
+    }
+    pthread_mutex_unlock(&s->apart_lock);
+    if (rc != 0) {
+        MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+        ws_free(w->ws);
+        ws_offer_free(w->offer);
+        free(w);
+    }
+}
+
+static enum MHD_Result send_upgrade(http_server_t *s, request_state_t *st, http_response_t *res)
+{
+    conn_stream_begins(s, st->conn);
+    ws_offer_free(st->ws_offer);
+    st->ws_offer = res->ws;
+    res->ws = NULL;
+    st->upgraded = true;
+    struct MHD_Response *r = MHD_create_response_for_upgrade(on_upgrade, s);
+    if (!r)
+        return MHD_NO;
+    MHD_add_response_header(r, "Upgrade", "websocket");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", st->ws_offer->accept);
+    for (size_t i = 0; i < res->n_headers; i++)
+        MHD_add_response_header(r, res->headers[i].name, res->headers[i].value);
+    MHD_add_response_header(r, "x-ms-request-id", st->req.request_id);
+    enum MHD_Result ret = MHD_queue_response(st->req.conn, MHD_HTTP_SWITCHING_PROTOCOLS, r);
+    MHD_destroy_response(r);
+    access_log(s, st, 101);
+    return ret;
 }
 
 ssize_t http_body_reader(void *req, void *buf, size_t n)
@@ -1454,7 +1600,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (st->conn) {
         pthread_mutex_lock(&s->conn_lock);
         st->conn->stream = false;
-        heads_append(s, st->conn);
+        if (!st->upgraded) /* an upgraded connection never has another request */
+            heads_append(s, st->conn);
         pthread_mutex_unlock(&s->conn_lock);
         st->conn = NULL;
     }
@@ -1484,6 +1631,7 @@ static void request_free(request_state_t *st)
         pthread_mutex_unlock(&s->apart_lock);
     }
     response_done(&st->res);
+    ws_offer_free(st->ws_offer);
     if (st->body_pipe)
         pipe_unref(st->body_pipe);
     free(st->body);
@@ -1672,7 +1820,7 @@ http_server_t *http_server_start(const http_config_t *cfg, http_handler_fn handl
         return NULL;
     }
     s->sweeper_running = true;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
     if (cfg->thread_pool)
         flags |= MHD_ALLOW_SUSPEND_RESUME; /* run apart, and streams */
     flags |= cfg->thread_pool ? MHD_USE_EPOLL : (MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL);
@@ -1744,7 +1892,7 @@ void http_server_stop(http_server_t *s)
         pipes_stop(s);
         streams_close(s);
         pthread_mutex_lock(&s->apart_lock);
-        while (s->apart_running > 0)
+        while (s->apart_running > 0 || s->ws_running > 0)
             pthread_cond_wait(&s->apart_done, &s->apart_lock);
         pthread_mutex_unlock(&s->apart_lock);
         MHD_stop_daemon(s->daemon);

@@ -22,6 +22,8 @@ typedef struct http_request {
     struct MHD_Connection *conn;
 } http_request_t;
 
+typedef struct http_ws_offer http_ws_offer_t;
+
 typedef struct http_header {
     char *name, *value;
 } http_header_t;
@@ -40,6 +42,7 @@ typedef struct http_response {
     void *stream_ud;
     uint64_t stream_size;
     struct http_pipe *pipe;
+    http_ws_offer_t *ws; /* a WebSocket accepted (http_reply_websocket) */
 } http_response_t;
 
 /* A header of the request (case-insensitive) or NULL.  */
@@ -109,6 +112,58 @@ void http_pipe_close(http_pipe_t *p, bool complete);
 void http_reply_pipe(http_response_t *res, int status, const char *content_type, uint64_t size,
                      http_pipe_t *p);
 void http_pipe_abandon(http_pipe_t *p);
+
+/* A bounded blocking read of a pipe nobody replies from (the producer's
+ * other end kept by a WebSocket session, say): up to n bytes, 0 when
+ * nothing came within timeout_ms (-1: no limit), -1 at its end with errno
+ * 0 (complete) or EIO (cut short), or once abandoned.  */
+ssize_t http_pipe_read(http_pipe_t *p, void *buf, size_t n, int timeout_ms);
+
+/* ---- WebSocket (RFC 6455, ws.c) ---- */
+
+typedef struct http_ws http_ws_t;
+typedef void (*http_ws_session_fn)(void *ud, http_ws_t *ws);
+enum {
+    HTTP_WS_TEXT = 1,
+    HTTP_WS_BINARY = 2,
+    HTTP_WS_CLOSE = 8,
+    HTTP_WS_PING = 9,
+    HTTP_WS_PONG = 10,
+};
+/* Largest message a client may send; bigger ones are closed with 1009.  */
+#define HTTP_WS_MAX_MESSAGE (256u << 10)
+
+/* Whether the request asks for a WebSocket (Upgrade: websocket).  */
+bool http_ws_requested(const http_request_t *req);
+/* Whether its opening handshake is well formed; if not, replies 400 (or
+ * 426 for a version other than 13) and returns false.  */
+bool http_ws_handshake_ok(const http_request_t *req, http_response_t *res);
+/* Reply 101 to a handshake http_ws_handshake_ok passed.  Once it is sent,
+ * session(ud, ws) runs on a thread of its own with the connection; when it
+ * returns the connection is closed (ws is then gone).  When the upgrade
+ * never happens (the client left first), free_fn(ud) instead.  The server
+ * stopping cuts the connection (http_ws_recv returns -1).  */
+void http_reply_websocket(const http_request_t *req, http_response_t *res,
+                          http_ws_session_fn session, void (*free_fn)(void *ud), void *ud);
+/* The client's next whole data message (fragments joined, pings answered,
+ * pongs noted): returns HTTP_WS_TEXT or HTTP_WS_BINARY with *data valid
+ * until the next call (NUL-terminated, text is valid UTF-8), 0 when
+ * nothing came within timeout_ms (-1: no limit), or -1 when the
+ * connection is over: the client closed (answered; see
+ * http_ws_close_code), left, or broke the protocol (a close frame with
+ * 1002, 1007 or 1009 was sent).  One thread only.  */
+int http_ws_recv(http_ws_t *ws, const char **data, size_t *len, int timeout_ms);
+/* One frame of a then b (either may be empty); blocks while the client is
+ * behind.  -1 once closed or cut.  Any thread.  */
+int http_ws_send(http_ws_t *ws, int opcode, const void *a, size_t na, const void *b, size_t nb);
+/* Send the close frame (once; code 0: without a code).  */
+void http_ws_close(http_ws_t *ws, unsigned code, const char *reason);
+/* Cut the connection: blocked sends and receives return -1.  */
+void http_ws_cut(http_ws_t *ws);
+/* When the last frame came from the client (sbx_monotonic_ms).  */
+int64_t http_ws_last_heard_ms(const http_ws_t *ws);
+/* The code of the client's close frame (1005: it had none), or 0.  */
+unsigned http_ws_close_code(const http_ws_t *ws);
 
 typedef void (*http_handler_fn)(void *ctx, const http_request_t *req, http_response_t *res);
 /* Largest body accepted for this request; the default is cfg->max_body.  */

@@ -89,9 +89,11 @@ static bool wants_events(const http_request_t *req)
     return accept && strstr(accept, "text/event-stream");
 }
 
-/* A call whose 2xx reply is a stream passed on as it comes.  */
+/* A call whose 2xx reply is a stream passed on as it comes: as the
+ * response body, or (ws_base set) to the WebSocket the request asked for,
+ * whose messages go to the process at ws_base.  */
 static void call_streamed(sched_t *s, const st_host_t *h, const sched_stream_call_t *call,
-                          http_response_t *res)
+                          const char *ws_base, const http_request_t *req, http_response_t *res)
 {
     http_pipe_t *pipe = NULL;
     uint64_t length;
@@ -107,7 +109,9 @@ static void call_streamed(sched_t *s, const st_host_t *h, const sched_stream_cal
         sched_reply_done(&r);
         usleep(100000 << attempt);
     }
-    if (r.status >= 200 && r.status < 300) {
+    if (r.status >= 200 && r.status < 300 && ws_base) {
+        routes_ws_offer(s, h->url, ws_base, pipe, req, res);
+    } else if (r.status >= 200 && r.status < 300) {
         http_reply_pipe(res, (int)r.status, "text/event-stream", HTTP_SIZE_UNKNOWN, pipe);
         http_add_header(res, "Cache-Control", "no-cache");
         http_add_header(res, "X-Accel-Buffering", "no");
@@ -137,6 +141,9 @@ static void call_processes(sched_t *s, const st_host_t *h, const char *rid, cons
         path = longer;
         rest += n;
     }
+    bool ws = stream && http_ws_requested(req);
+    if (ws && !http_ws_handshake_ok(req, res))
+        return;
     if (stream) {
         const char *offset = http_query(req, "offset");
         const char *last = http_header(req, "Last-Event-ID");
@@ -149,7 +156,8 @@ static void call_processes(sched_t *s, const st_host_t *h, const char *rid, cons
                                     .query = query,
                                     .accept = "text/event-stream",
                                     .events = true};
-        return call_streamed(s, h, &call, res);
+        _cleanup_free_ char *base = xstrndup(path, strlen(path) - strlen("/stream"));
+        return call_streamed(s, h, &call, ws ? base : NULL, req, res);
     }
     bool post = strcmp(req->method, "POST") == 0;
     sched_reply_t r;
@@ -170,7 +178,7 @@ static void call_exec(sched_t *s, const st_host_t *h, const char *rid, const htt
                                     .body = req->body,
                                     .body_len = req->body_len,
                                     .events = true};
-        return call_streamed(s, h, &call, res);
+        return call_streamed(s, h, &call, NULL, req, res);
     }
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/exec", rid);
     sched_reply_t r;

@@ -47,6 +47,12 @@ void routes_admin_hosts(sched_t *s, st_db_t *db, const http_request_t *req, http
 void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sandbox, const char *action,
                        const http_request_t *req, http_response_t *res);
 
+/* Answer a process stream's WebSocket handshake (ws_proxy.c): the host's
+ * event stream already flows into pipe (taken); base is the host's path of
+ * the process, for its stdin, resize and signal calls.  */
+void routes_ws_offer(sched_t *s, const char *host_url, const char *base, http_pipe_t *pipe,
+                     const http_request_t *req, http_response_t *res);
+
 int sbx_token_file(const char *dir, const char *name, char **out, sbx_error_t *err);
 
 #endif

@@ -1,0 +1,360 @@
+/* ws_proxy.c -- a process's stream as a WebSocket: sandboxd ends the
+ * WebSocket itself and drives the host's event stream (turned into
+ * frames) and its stdin, resize and signal calls (made from the client's
+ * messages), so the agent speaks only plain HTTP.
+ *
+ * To the client: binary frames of one stream tag byte (1 stdout, 2 stderr,
+ * 3 pty) and the bytes; text frames of JSON {"type":"start"|"gap"|"exit"|
+ * "error", ...}; after exit a close with 1000.  From the client: binary
+ * frames are stdin; text frames are JSON {"type":"stdin","data"|
+ * "dataBase64"}, {"type":"eof"}, {"type":"resize","rows","cols"},
+ * {"type":"signal","signal"}.  A refused message gets an "error" frame and
+ * the session goes on; a client that breaks the protocol gets a close
+ * frame; a client that leaves leaves the process running.  */
+#include "server/routes.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+/* A ping after this long without a frame from the client, and the end
+ * after this long (it did not answer).  */
+#define PING_MS 20000
+#define DEAD_MS 60000
+/* How long the client has to answer our close.  */
+#define CLOSE_WAIT_MS 5000
+/* Largest event line from the host (48 KiB of output is 64 KiB base64).  */
+#define MAX_EVENT (256u << 10)
+#define HOST_CALL_MS 20000
+
+enum { TAG_STDOUT = 1, TAG_STDERR = 2, TAG_PTY = 3 };
+
+typedef struct ws_proxy {
+    sched_t *s;
+    char *host_url;
+    char *base; /* the host's /v1/sandboxes/{id}/processes/{pid} */
+    http_pipe_t *pipe;
+    http_ws_t *ws;
+    atomic_bool stop, out_done;
+    atomic_llong out_done_ms;
+    /* The event being read (output thread only).  */
+    char *line;
+    size_t line_len;
+    char type[16];
+    char *data;
+    size_t data_len;
+} ws_proxy_t;
+
+static void proxy_free(void *ud)
+{
+    ws_proxy_t *w = ud;
+    if (!w)
+        return;
+    if (w->pipe)
+        http_pipe_abandon(w->pipe);
+    free(w->host_url);
+    free(w->base);
+    free(w->line);
+    free(w->data);
+    free(w);
+}
+
+static char *b64_encode(const char *d, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *u = (const unsigned char *)d;
+    char *out = xmalloc((n + 2) / 3 * 4 + 1), *o = out;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)u[i] << 16 | (i + 1 < n ? (unsigned)u[i + 1] << 8 : 0) |
+                     (i + 2 < n ? u[i + 2] : 0);
+        *o++ = tab[v >> 18 & 63];
+        *o++ = tab[v >> 12 & 63];
+        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        *o++ = i + 2 < n ? tab[v & 63] : '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+static int b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* The host's base64 (padded) into out (room for n / 4 * 3); -1 if bad.  */
+static ssize_t b64_decode(const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    unsigned acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '=')
+            break;
+        int v = b64_value(s[i]);
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (unsigned)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (char)(acc >> bits & 0xff);
+        }
+    }
+    return (ssize_t)o;
+}
+
+/* ---- host to client ---- */
+
+static int send_json(http_ws_t *ws, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text)
+        return 0;
+    int rc = http_ws_send(ws, HTTP_WS_TEXT, text, strlen(text), NULL, 0);
+    free(text);
+    return rc;
+}
+
+static void out_finish(ws_proxy_t *w, unsigned code, const char *why)
+{
+    http_ws_close(w->ws, code, why);
+    atomic_store(&w->out_done_ms, sbx_monotonic_ms());
+    atomic_store(&w->out_done, true);
+}
+
+/* One whole event from the host: 0 to go on, 1 after the exit, -1 when
+ * the client cannot take more.  */
+static int dispatch(ws_proxy_t *w)
+{
+    _cleanup_json_ json_t *j = w->data ? json_loadb(w->data, w->data_len, 0, NULL) : NULL;
+    const char *t = w->type;
+    int tag = !strcmp(t, "stdout")   ? TAG_STDOUT
+              : !strcmp(t, "stderr") ? TAG_STDERR
+              : !strcmp(t, "pty")    ? TAG_PTY
+                                     : 0;
+    if (!json_is_object(j))
+        return 0;
+    if (tag) {
+        json_t *d = json_object_get(j, "data");
+        if (!json_is_string(d))
+            return 0;
+        size_t n = json_string_length(d);
+        _cleanup_free_ char *bytes = xmalloc(n / 4 * 3 + 3);
+        ssize_t k = b64_decode(json_string_value(d), n, bytes);
+        unsigned char b = (unsigned char)tag;
+        return k < 0 ? 0 : http_ws_send(w->ws, HTTP_WS_BINARY, &b, 1, bytes, (size_t)k);
+    }
+    if (strcmp(t, "start") && strcmp(t, "gap") && strcmp(t, "exit"))
+        return 0;
+    json_t *e = json_deep_copy(j);
+    json_object_set_new(e, "type", json_string(t));
+    if (send_json(w->ws, e) < 0)
+        return -1;
+    if (strcmp(t, "exit") != 0)
+        return 0;
+    out_finish(w, 1000, "process exited");
+    return 1;
+}
+
+/* One line of the host's event stream (without its newline).  */
+static int on_line(ws_proxy_t *w, const char *l, size_t n)
+{
+    if (n == 0) {
+        int rc = w->type[0] ? dispatch(w) : 0;
+        w->type[0] = '\0';
+        w->data_len = 0;
+        return rc;
+    }
+    if (n > 7 && !strncmp(l, "event: ", 7)) {
+        size_t k = n - 7 < sizeof(w->type) - 1 ? n - 7 : sizeof(w->type) - 1;
+        memcpy(w->type, l + 7, k);
+        w->type[k] = '\0';
+    } else if (n > 6 && !strncmp(l, "data: ", 6)) {
+        w->data = xrealloc(w->data, w->data_len + n - 6 + 1);
+        memcpy(w->data + w->data_len, l + 6, n - 6);
+        w->data_len += n - 6;
+        w->data[w->data_len] = '\0';
+    }
+    return 0;
+}
+
+static int feed(ws_proxy_t *w, const char *buf, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        const char *nl = memchr(buf + i, '\n', n - i);
+        size_t k = nl ? (size_t)(nl - (buf + i)) : n - i;
+        if (w->line_len + k > MAX_EVENT)
+            return out_finish(w, 1011, "the host sent an event too large"), -1;
+        w->line = xrealloc(w->line, w->line_len + k + 1);
+        memcpy(w->line + w->line_len, buf + i, k);
+        w->line_len += k;
+        i += k;
+        if (!nl)
+            break;
+        i++;
+        int rc = on_line(w, w->line, w->line_len);
+        w->line_len = 0;
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void *out_main(void *arg)
+{
+    ws_proxy_t *w = arg;
+    char *buf = xmalloc(64u << 10);
+    while (!atomic_load(&w->stop)) {
+        ssize_t k = http_pipe_read(w->pipe, buf, 64u << 10, 500);
+        if (k < 0) {
+            out_finish(w, errno ? 1011 : 1000,
+                       errno ? "the host's stream ended" : "the stream ended");
+            break;
+        }
+        if (k > 0 && feed(w, buf, (size_t)k) != 0)
+            break;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* ---- client to host ---- */
+
+static void send_error(ws_proxy_t *w, long status, json_t *error)
+{
+    send_json(w->ws,
+              json_pack("{s:s,s:i,s:o}", "type", "error", "status", (int)status, "error", error));
+}
+
+static void send_invalid(ws_proxy_t *w, const char *msg)
+{
+    send_error(w, 400, json_pack("{s:s,s:s}", "code", "InvalidMessage", "message", msg));
+}
+
+/* POST body to the host's .../{what}; a refusal is told to the client.  */
+static void host_call(ws_proxy_t *w, const char *what, json_t *body)
+{
+    _cleanup_free_ char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    _cleanup_free_ char *path = xasprintf("%s/%s", w->base, what);
+    sched_reply_t r;
+    sched_call(w->s, w->host_url, "POST", path, NULL, "application/json", text,
+               text ? strlen(text) : 0, HOST_CALL_MS, &r);
+    if (r.status >= 200 && r.status < 300) {
+        sched_reply_done(&r);
+        return;
+    }
+    json_t *j = r.status >= 400 && r.status < 500 ? sched_reply_json(&r) : NULL;
+    json_t *e = json_object_get(j, "error");
+    if (json_is_object(e))
+        send_error(w, r.status, json_incref(e));
+    else
+        send_error(w, 502,
+                   json_pack("{s:s,s:s}", "code", "HostCallFailed", "message",
+                             r.status ? "the sandbox's host failed" : "no answer from the host"));
+    json_decref(j);
+    sched_reply_done(&r);
+}
+
+static void on_text(ws_proxy_t *w, const char *d, size_t n)
+{
+    _cleanup_json_ json_t *j = json_loadb(d, n, 0, NULL);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (!json_is_object(j) || !type)
+        return send_invalid(w, "a text message is a JSON object with a \"type\"");
+    if (!strcmp(type, "stdin")) {
+        json_t *b = json_object();
+        const char *keys[] = {"data", "dataBase64", "eof"};
+        for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+            if (json_object_get(j, keys[i]))
+                json_object_set(b, keys[i], json_object_get(j, keys[i]));
+        return host_call(w, "stdin", b);
+    }
+    if (!strcmp(type, "eof"))
+        return host_call(w, "stdin", json_pack("{s:b}", "eof", 1));
+    if (!strcmp(type, "resize"))
+        return host_call(w, "resize",
+                         json_pack("{s:O*,s:O*}", "rows", json_object_get(j, "rows"), "cols",
+                                   json_object_get(j, "cols")));
+    if (!strcmp(type, "signal"))
+        return host_call(w, "signal", json_pack("{s:O*}", "signal", json_object_get(j, "signal")));
+    send_invalid(w, "type must be stdin, eof, resize or signal");
+}
+
+static void on_binary(ws_proxy_t *w, const char *d, size_t n)
+{
+    if (n == 0)
+        return;
+    char *b64 = b64_encode(d, n);
+    host_call(w, "stdin", json_pack("{s:s%}", "dataBase64", b64, strlen(b64)));
+    free(b64);
+}
+
+/* The client's side, until it closes or leaves, or does not answer pings,
+ * or does not answer our close.  */
+static void input_loop(ws_proxy_t *w)
+{
+    int64_t last_ping = 0;
+    for (;;) {
+        const char *d;
+        size_t n;
+        int op = http_ws_recv(w->ws, &d, &n, 1000);
+        if (op < 0)
+            return;
+        int64_t now = sbx_monotonic_ms();
+        if (atomic_load(&w->out_done)) {
+            if (now - atomic_load(&w->out_done_ms) > CLOSE_WAIT_MS)
+                return;
+            continue; /* after our close, the client's messages are dropped */
+        }
+        if (op == HTTP_WS_TEXT)
+            on_text(w, d, n);
+        else if (op == HTTP_WS_BINARY)
+            on_binary(w, d, n);
+        int64_t quiet = now - http_ws_last_heard_ms(w->ws);
+        if (quiet >= DEAD_MS) {
+            http_ws_close(w->ws, 1001, "no answer to pings");
+            return;
+        }
+        if (quiet >= PING_MS && now - last_ping >= PING_MS) {
+            last_ping = now;
+            (void)http_ws_send(w->ws, HTTP_WS_PING, "sbx", 3, NULL, 0);
+        }
+    }
+}
+
+static void session(void *ud, http_ws_t *ws)
+{
+    ws_proxy_t *w = ud;
+    w->ws = ws;
+    pthread_t t;
+    if (pthread_create(&t, NULL, out_main, w) != 0) {
+        http_ws_close(ws, 1011, "cannot stream now");
+        return proxy_free(w);
+    }
+    input_loop(w);
+    /* The process goes on whatever happened here.  */
+    atomic_store(&w->stop, true);
+    http_ws_cut(ws);
+    pthread_join(t, NULL);
+    proxy_free(w);
+}
+
+void routes_ws_offer(sched_t *s, const char *host_url, const char *base, http_pipe_t *pipe,
+                     const http_request_t *req, http_response_t *res)
+{
+    ws_proxy_t *w = xcalloc(1, sizeof(*w));
+    w->s = s;
+    w->host_url = xstrdup(host_url);
+    w->base = xstrdup(base);
+    w->pipe = pipe;
+    http_reply_websocket(req, res, session, proxy_free, w);
+}
