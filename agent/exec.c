@@ -107,8 +107,10 @@ void agent_exec(agent_api_t *api, const char *id, const agent_call_t *c, http_re
         return agent_exec_stream(api, id, body, res);
     rt_exec_request_t req = {0};
     agent_cmd_t cmd = {0};
-    if (parse_exec(body, &req, &cmd, res) < 0)
+    if (parse_exec(body, &req, &cmd, res) < 0 ||
+        agent_user_resolve(api, id, body, &cmd, &req.user, res) < 0)
         return agent_cmd_done(&cmd);
+    req.env = cmd.env; /* the user's HOME and USER may have been added */
     rt_exec_result_t r = {0};
     sbx_error_t err = {0};
     if (rt_exec(api->rt, id, &req, &r, &err) < 0) {

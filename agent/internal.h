@@ -70,6 +70,12 @@ void agent_cmd_done(agent_cmd_t *c);
 /* command, env and cwd of body into *cmd; replies 400 and returns -1 on
  * anything malformed.  */
 int agent_cmd_parse(const json_t *body, agent_cmd_t *cmd, http_response_t *res);
+/* body's "user" (a name or a uid of the sandbox) into *out, from the
+ * sandbox's own /etc/passwd and /etc/group; adds HOME, USER and LOGNAME
+ * to cmd's env unless set.  Replies 400 and returns -1 on a bad or unknown
+ * user (users.c).  */
+int agent_user_resolve(agent_api_t *api, const char *id, const json_t *body, agent_cmd_t *cmd,
+                       rt_user_t *out, http_response_t *res);
 void agent_exec(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res);
 
 /* With Accept: text/event-stream, the exec runs as a process streamed

@@ -295,10 +295,6 @@ static int parse_start(const json_t *body, agent_cmd_t *cmd, proc_start_t *s, ht
                    -1;
         s->tag = json_string_value(v);
     }
-    if ((v = json_object_get(body, "user")) && !json_is_null(v) &&
-        !(json_is_string(v) && strcmp(json_string_value(v), "root") == 0) &&
-        !(json_is_integer(v) && json_integer_value(v) == 0))
-        return agent_reply_invalid(res, "user: only root (0) runs commands in a sandbox"), -1;
     if ((v = json_object_get(body, "stdin")) && !json_is_null(v) && !json_is_boolean(v))
         return agent_reply_invalid(res, "stdin must be true or false"), -1;
     s->keep_stdin = json_is_true(v);
@@ -327,8 +323,11 @@ static void start_process(agent_api_t *api, const char *id, const agent_call_t *
     proc_start_t s = {0};
     proc_t *p = NULL;
     sbx_error_t err = {0};
-    if (parse_start(body, &cmd, &s, res) < 0) {
-    } else if (agent_procs_start(api->procs, id, &s, &p, &err) < 0) {
+    if (parse_start(body, &cmd, &s, res) < 0 ||
+        agent_user_resolve(api, id, body, &cmd, &s.req.user, res) < 0)
+        return agent_cmd_done(&cmd);
+    s.req.env = cmd.env; /* with the user's HOME and USER */
+    if (agent_procs_start(api->procs, id, &s, &p, &err) < 0) {
         agent_reply_error(res, &err, id);
     } else {
         sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s: process %d started (%s)", id, p->pid,
@@ -529,7 +528,8 @@ void agent_exec_stream(agent_api_t *api, const char *id, const json_t *body, htt
     sbx_error_t err = {0};
     json_t *in = json_object_get(body, "stdin"), *t = json_object_get(body, "timeoutSeconds");
     json_int_t timeout = 30;
-    if (agent_cmd_parse(body, &cmd, res) < 0)
+    if (agent_cmd_parse(body, &cmd, res) < 0 ||
+        agent_user_resolve(api, id, body, &cmd, &s.req.user, res) < 0)
         goto out;
     if (in && !json_is_null(in) && !json_is_string(in)) {
         agent_reply_invalid(res, "stdin must be a string");

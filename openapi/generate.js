@@ -395,6 +395,7 @@ const DEFINITIONS = {
       env: stringMap('Extra environment variables for this command.'),
       cwd: { type: 'string', description: 'Absolute working directory (default "/").' },
       stdin: { type: 'string', description: 'Bytes written to the command\'s standard input (UTF-8).' },
+      user: { type: 'string', maxLength: 32, description: 'Who the command runs as: a user name of the sandbox or a uid (digits, 0..65535), resolved from the sandbox\'s own /etc/passwd and /etc/group (never the host\'s) into its uid, gid and supplementary groups; HOME, USER and LOGNAME are set from the entry unless env sets them. A uid with no entry runs with gid 0 and no other groups. Default "root": the sandbox\'s root, which holds no capabilities and is an unprivileged user of the host. A name the sandbox does not have is 400 UserNotFound; only process-isolation sandboxes take another user.' },
       timeoutSeconds: { type: 'integer', format: 'int32', minimum: 1, maximum: 3600, description: 'Seconds (default 30) after which the command\'s process tree is killed and timedOut is true.' },
     },
     required: ['command'],
@@ -421,7 +422,7 @@ const DEFINITIONS = {
       command: { type: 'array', minItems: 1, maxItems: 4096, items: { type: 'string' }, description: 'Program and arguments, run without a shell; the program is looked up in the sandbox\'s PATH.' },
       env: stringMap('Extra environment variables for this process.'),
       cwd: { type: 'string', description: 'Absolute working directory (default "/").' },
-      user: { type: 'string', description: 'Only "root" (the sandbox\'s root, an unprivileged host user) is supported.' },
+      user: { type: 'string', maxLength: 32, description: 'Who the command runs as: a user name of the sandbox or a uid (digits, 0..65535), resolved from the sandbox\'s own /etc/passwd and /etc/group (never the host\'s) into its uid, gid and supplementary groups; HOME, USER and LOGNAME are set from the entry unless env sets them. A uid with no entry runs with gid 0 and no other groups. Default "root": the sandbox\'s root, which holds no capabilities and is an unprivileged user of the host. A name the sandbox does not have is 400 UserNotFound; only process-isolation sandboxes take another user.' },
       tag: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z_][A-Za-z0-9_.-]{0,63}$', description: 'A name to find the process by; unique among the sandbox\'s running processes.' },
       stdin: { type: 'boolean', description: 'Keep stdin open for .../stdin (default false: stdin is at its end at once).' },
       pty: {

@@ -876,11 +876,17 @@ static char **exec_candidates(const char *cmd, char **env)
 }
 
 /* The exec helper's parameters as NUL-separated strings in a memfd (see
- * sandbox_proto.h): cwd, candidates, argv, environment.  */
-static int exec_params_memfd(const char *cwd, char **cands, char **argv, char **env,
-                             sbx_error_t *err)
+ * sandbox_proto.h): user, cwd, candidates, argv, environment.  */
+static int exec_params_memfd(const rt_user_t *user, const char *cwd, char **cands, char **argv,
+                             char **env, sbx_error_t *err)
 {
-    size_t nc = 0, na = 0, len = strlen(cwd) + 1 + 2 * 24;
+    char who[16 * (RT_MAX_GROUPS + 2)] = "";
+    for (unsigned i = 0; user && user->set && i < user->n_groups + 2; i++)
+        snprintf(who + strlen(who), sizeof(who) - strlen(who), "%s%u", i == 0 ? "" : ":",
+                 i == 0   ? user->uid
+                 : i == 1 ? user->gid
+                          : user->groups[i - 2]);
+    size_t nc = 0, na = 0, len = strlen(who) + 1 + strlen(cwd) + 1 + 2 * 24;
     for (; cands[nc]; nc++)
         len += strlen(cands[nc]) + 1;
     for (; argv[na]; na++)
@@ -891,6 +897,7 @@ static int exec_params_memfd(const char *cwd, char **cands, char **argv, char **
     size_t at = 0;
 #define PUT(s) (memcpy(buf + at, (s), strlen(s) + 1), at += strlen(s) + 1)
     char num[24];
+    PUT(who);
     PUT(cwd);
     snprintf(num, sizeof num, "%zu", nc);
     PUT(num);
@@ -1050,6 +1057,7 @@ static int pty_open(rt_sandbox_t *sb, unsigned short rows, unsigned short cols, 
 
 /* What a launch starts: the command, and how its stdio is wired.  */
 struct launch {
+    const rt_user_t *user;
     char **argv, **env;
     bool pty;
     unsigned short rows, cols;
@@ -1094,7 +1102,7 @@ static int exec_launch(struct exec_run *x, const struct launch *l, sbx_error_t *
     if (!env)
         return -1;
     char **cands = exec_candidates(l->argv[0], env);
-    params = exec_params_memfd(x->cwd, cands, l->argv, env, err);
+    params = exec_params_memfd(l->user, x->cwd, cands, l->argv, env, err);
     rt_strv_free(env);
     rt_strv_free(cands);
     if (params < 0)
@@ -1433,7 +1441,7 @@ static int proc_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t
     x.deadline = x.t0 + (req->timeout_ms > 0 ? req->timeout_ms : RT_DEFAULT_TIMEOUT_MS);
     memcpy(x.id, sb->id, sizeof x.id);
     snprintf(x.sub, sizeof x.sub, "x%llx", (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
-    struct launch l = {.argv = req->argv, .env = req->env};
+    struct launch l = {.user = &req->user, .argv = req->argv, .env = req->env};
     int ret = exec_launch(&x, &l, err);
     if (ret == 0)
         ret = exec_wait(&x, err);
@@ -1513,8 +1521,12 @@ static int proc_spawn(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_proc_request_
     memcpy(x->id, sb->id, sizeof x->id);
     snprintf(x->sub, sizeof x->sub, "p%llx",
              (unsigned long long)atomic_fetch_add(&sb->exec_seq, 1));
-    struct launch l = {
-        .argv = req->argv, .env = req->env, .pty = req->pty, .rows = req->rows, .cols = req->cols};
+    struct launch l = {.user = &req->user,
+                       .argv = req->argv,
+                       .env = req->env,
+                       .pty = req->pty,
+                       .rows = req->rows,
+                       .cols = req->cols};
     if (exec_launch(x, &l, err) < 0 || spawn_wait(x, req->argv[0], err) < 0) {
         exec_run_done(x);
         free(p);

@@ -70,6 +70,16 @@ typedef struct rt_info {
     char message[256];    /* why Failed, when it is */
 } rt_info_t;
 
+/* Who a command runs as in a sandbox: uid, gid and supplementary groups
+ * of the sandbox's own user namespace (0..65535); not set: its root.  */
+#define RT_MAX_GROUPS 32
+typedef struct rt_user {
+    bool set;
+    uint32_t uid, gid;
+    uint32_t groups[RT_MAX_GROUPS];
+    unsigned n_groups;
+} rt_user_t;
+
 typedef struct rt_exec_request {
     char **argv;     /* NULL-terminated, argv[0] looked up in the sandbox PATH */
     char **env;      /* NULL-terminated "K=V", added to the sandbox env; may be NULL */
@@ -78,6 +88,7 @@ typedef struct rt_exec_request {
     size_t stdin_len;
     int timeout_ms;    /* kills the exec's whole process tree; 0: default 30 s */
     size_t output_cap; /* per stream; 0: default 1 MiB */
+    rt_user_t user;
 } rt_exec_request_t;
 
 typedef struct rt_exec_result {
@@ -160,6 +171,7 @@ typedef struct rt_proc_request {
     const char *cwd;           /* inside the sandbox; NULL: "/" */
     bool pty;                  /* stdin, stdout and stderr are one terminal of rows x cols */
     unsigned short rows, cols; /* 0: 24 x 80 */
+    rt_user_t user;
 } rt_proc_request_t;
 
 typedef struct rt_proc rt_proc_t;

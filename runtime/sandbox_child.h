@@ -54,7 +54,7 @@ static inline void child_reset_signals(void)
  * disk, outside the sandbox's limits; handlers skip the core when the
  * limit is 0.  And a real-time priority escapes the CPU quota, which
  * only bounds normal tasks.  Both were the agent's, often unlimited.  */
-static inline int child_drop_privileges(int cap_last)
+static inline int child_lock_privileges(int cap_last)
 {
     const struct rlimit zero = {0, 0};
     if (setrlimit(RLIMIT_CORE, &zero) < 0 || setrlimit(RLIMIT_RTPRIO, &zero) < 0)
@@ -70,10 +70,22 @@ static inline int child_drop_privileges(int cap_last)
                   SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
               0, 0, 0) < 0)
         return -1;
+    return 0;
+}
+
+/* The capabilities themselves, last: a switch to another user (which
+ * needs CAP_SETUID and CAP_SETGID) goes between the two.  */
+static inline int child_clear_caps(void)
+{
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
     return (int)syscall(SYS_capset, &hdr, data);
+}
+
+static inline int child_drop_privileges(int cap_last)
+{
+    return child_lock_privileges(cap_last) < 0 ? -1 : child_clear_caps();
 }
 
 #endif

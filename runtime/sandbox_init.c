@@ -22,6 +22,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -61,6 +62,11 @@ static _Noreturn void init_main(void)
 
 struct exec_params {
     int ncg, first_cg, cap_last, flags;
+    bool as_user; /* else the sandbox's root */
+    uid_t uid;
+    gid_t gid;
+    size_t ngroups;
+    gid_t groups[RT_EXEC_MAX_GROUPS + 1];
     const char *cwd;
     char **cands; /* absolute paths to try for argv[0], NULL-terminated */
     char **argv, **envp;
@@ -119,7 +125,39 @@ static char *read_all(int fd, size_t max, size_t *len)
     return buf;
 }
 
-/* Cut the params memfd into cwd, candidates, argv and environment.  */
+/* "uid:gid[:group...]" (or "": root) into p.  */
+static int parse_user(struct exec_params *p, const char *s)
+{
+    if (!*s)
+        return 0;
+    long v[RT_EXEC_MAX_GROUPS + 2];
+    size_t n = 0;
+    char num[16];
+    for (const char *c = s;;) {
+        size_t k = strcspn(c, ":");
+        if (n == RT_EXEC_MAX_GROUPS + 2 || k == 0 || k >= sizeof num)
+            return -1;
+        memcpy(num, c, k);
+        num[k] = 0;
+        if ((v[n++] = parse_count(num, 65535)) < 0)
+            return -1;
+        if (!c[k])
+            break;
+        c += k + 1;
+    }
+    if (n < 2)
+        return -1;
+    p->as_user = true;
+    p->uid = (uid_t)v[0];
+    p->gid = (gid_t)v[1];
+    /* The primary group is one of the groups too, as login(1) has it.  */
+    p->groups[p->ngroups++] = p->gid;
+    for (size_t i = 2; i < n; i++)
+        p->groups[p->ngroups++] = (gid_t)v[i];
+    return 0;
+}
+
+/* Cut the params memfd into user, cwd, candidates, argv and environment.  */
 static int read_params(struct exec_params *p)
 {
     size_t len;
@@ -133,16 +171,20 @@ static int read_params(struct exec_params *p)
     size_t n = 0;
     for (size_t i = 0; i < len; i++)
         n += buf[i] == 0;
-    char **s = calloc(n + 1, sizeof *s);
-    if (!s)
+    char **strs = calloc(n + 1, sizeof *strs);
+    if (!strs)
         return -1;
     for (size_t i = 0, k = 0; i < len; i += strlen(buf + i) + 1)
-        s[k++] = buf + i;
-    /* cwd, count, candidates, count, argv, environment...  */
+        strs[k++] = buf + i;
+    /* user, then cwd, count, candidates, count, argv, environment...  */
     size_t at = 0;
     long nc, na;
     errno = EINVAL;
-    if (n < 3 || (nc = parse_count(s[1], (long)n)) < 0 || (size_t)nc + 3 > n)
+    if (n < 4 || parse_user(p, strs[0]) < 0)
+        return -1;
+    char **s = strs + 1;
+    n--;
+    if ((nc = parse_count(s[1], (long)n)) < 0 || (size_t)nc + 3 > n)
         return -1;
     p->cwd = s[0];
     at = 2 + (size_t)nc;
@@ -166,7 +208,7 @@ static int read_params(struct exec_params *p)
     for (size_t i = at + 1 + (size_t)na; i < n; i++)
         all[k++] = s[i];
     all[k] = NULL;
-    free(s);
+    free(strs);
     return 0;
 }
 
@@ -274,7 +316,15 @@ static _Noreturn void exec_command(const struct exec_params *p, int sync)
     if (cwd < 0 || fchdir(cwd) < 0)
         child_fail(RT_STEP_CWD);
     close(cwd);
-    if (child_drop_privileges(p->cap_last) < 0)
+    if (child_lock_privileges(p->cap_last) < 0)
+        child_fail(RT_STEP_CAPS);
+    if (p->as_user && syscall(SYS_setgroups, p->ngroups, p->groups) < 0)
+        child_fail(RT_STEP_SETGROUPS);
+    if (p->as_user && syscall(SYS_setresgid, p->gid, p->gid, p->gid) < 0)
+        child_fail(RT_STEP_SETGID);
+    if (p->as_user && syscall(SYS_setresuid, p->uid, p->uid, p->uid) < 0)
+        child_fail(RT_STEP_SETUID);
+    if (child_clear_caps() < 0)
         child_fail(RT_STEP_CAPS);
     const char *path = NULL;
     int fd = resolve_command(root, p->cands, &path);

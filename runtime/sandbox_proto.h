@@ -24,12 +24,15 @@ enum {
 /* argv: RT_EXEC_ARGV0, number of command cgroup fds, "1" when there is a
  * fork cgroup fd and "0" otherwise, the last capability number, the flags
  * (RT_EXEC_F_* as a number), NULL.
- * The params memfd holds NUL-terminated strings: the cwd, the number of
+ * The params memfd holds NUL-terminated strings: the user ("" for the
+ * sandbox's root, else "uid:gid[:group...]", at most RT_EXEC_MAX_GROUPS
+ * groups), the cwd, the number of
  * candidate paths, the candidates, the number of arguments, the
  * arguments, then the environment up to the end.  The environment is not
  * the helper's own: glibc would parse (GLIBC_TUNABLES...) what a client
  * wrote in a process that is still host root.  */
 #define RT_EXEC_MAX_CG_FDS 8
+#define RT_EXEC_MAX_GROUPS 32
 /* stdin is a terminal (a pty the agent opened in the sandbox's devpts):
  * the command makes it its controlling terminal.  */
 #define RT_EXEC_F_PTY 1

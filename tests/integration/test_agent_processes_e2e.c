@@ -741,7 +741,16 @@ START_TEST(test_hostile_input)
     ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"tag\":\"1bad\"}", NULL), 400);
     ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"pty\":{\"rows\":0}}", NULL),
                      400);
-    ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"user\":\"nobody\"}", NULL), 400);
+    ck_assert_int_eq(call("POST", list, "{\"command\":[\"true\"],\"user\":\"nosuchuser\"}", &j),
+                     400);
+    ck_assert_str_eq(err_code(j), "UserNotFound");
+    json_decref(j);
+    const char *bad_users[] = {"a:b", "70000", "-1", "", "../etc"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad_users); i++) {
+        _cleanup_free_ char *b =
+            xasprintf("{\"command\":[\"true\"],\"user\":\"%s\"}", bad_users[i]);
+        ck_assert_msg(call("POST", list, b, NULL) == 400, "user %s", bad_users[i]);
+    }
     ck_assert_int_eq(call("POST", list, "{\"command\":[\"/no/such\"]}", &j), 400);
     ck_assert_str_eq(err_code(j), "CommandNotFound");
     json_decref(j);
@@ -950,6 +959,50 @@ START_TEST(test_exec_admission)
 }
 END_TEST
 
+/* Commands as a user of the sandbox's own /etc/passwd: its uid, gid and
+ * groups, its HOME; root's files are out of its reach.  */
+START_TEST(test_user)
+{
+    json_t *j = NULL;
+    ck_assert_int_eq(exec_body("{\"command\":[\"sh\",\"-c\",\"echo alice:x:1000:1000::/home/"
+                               "alice:/bin/sh >> /etc/passwd && echo alice:x:1000: >> /etc/group "
+                               "&& echo devs:x:2000:bob,alice >> /etc/group && echo secret > "
+                               "/root-only && chmod 600 /root-only\"]}",
+                               &j),
+                     200);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "exitCode")), 0);
+    json_decref(j);
+    const char *as[] = {"alice", "1000"};
+    for (size_t i = 0; i < ARRAY_SIZE(as); i++) {
+        _cleanup_free_ char *b = xasprintf(
+            "{\"command\":[\"sh\",\"-c\",\"id; echo $HOME; echo x > /etc/x || echo no-etc; "
+            "cat /root-only || echo no-read; echo y >> /root-only || echo no-write\"],"
+            "\"user\":\"%s\"}",
+            as[i]);
+        ck_assert_int_eq(exec_body(b, &j), 200);
+        const char *out = json_string_value(json_object_get(j, "stdout"));
+        ck_assert_msg(strstr(out, "uid=1000(alice) gid=1000(alice) groups=1000(alice),2000(devs)"),
+                      "%s: %s", as[i], out);
+        ck_assert_msg(strstr(out, "/home/alice\nno-etc\nno-read\nno-write\n"), "%s", out);
+        json_decref(j);
+    }
+    /* A process too, and a uid the sandbox has no entry for.  */
+    start("p1", "{\"command\":[\"id\"],\"user\":\"4242\",\"tag\":\"asuser\"}");
+    sse_t *x = attach("p1", "asuser", NULL);
+    json_decref(sse_exit(x, 10000));
+    _cleanup_free_ char *out = sse_output(x);
+    ck_assert_msg(strncmp(out, "uid=4242 gid=0", 14) == 0, "%s", out);
+    sse_close(x);
+    /* The file root wrote is as it was.  */
+    ck_assert_int_eq(exec_body("{\"command\":[\"cat\",\"/root-only\"]}", &j), 200);
+    ck_assert_str_eq(json_string_value(json_object_get(j, "stdout")), "secret\n");
+    json_decref(j);
+    ck_assert_int_eq(exec_body("{\"command\":[\"id\"],\"user\":\"nosuchuser\"}", &j), 400);
+    ck_assert_str_eq(err_code(j), "UserNotFound");
+    json_decref(j);
+}
+END_TEST
+
 /* Last: neither sandboxd nor its agent reported a sanitizer error (nor
  * was the agent restarted after a crash).  */
 START_TEST(test_no_crash)
@@ -979,6 +1032,7 @@ int main(void)
     tcase_add_test(tc, test_delete_ends_streams);
     tcase_add_test(tc, test_hostile_input);
     tcase_add_test(tc, test_exec_admission);
+    tcase_add_test(tc, test_user);
     tcase_add_test(tc, test_no_crash);
     suite_add_tcase(s, tc);
     return tu_run(s);
