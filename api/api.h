@@ -51,9 +51,22 @@ typedef struct api_config {
     /* API_SECRET_KEY_LEN bytes that seal secureEnv values in storage;
      * NULL: secureEnv is refused.  */
     const unsigned char *secret_key;
+    /* Admission webhooks may be at loopback, private, link-local (cloud
+     * metadata) and other non-public addresses.  */
+    bool exec_webhook_allow_private;
 } api_config_t;
 
 api_t *api_new(const api_config_t *cfg, st_db_t *db, const api_hooks_t *hooks);
+
+/* Exec admission since sandboxd started (exec_policy.c), for operators.  */
+typedef struct api_exec_counts {
+    uint64_t checked;          /* execs and process starts in groups with an execPolicy */
+    uint64_t denied;           /* answered 403 ExecDenied */
+    uint64_t webhook_calls;    /* admission webhooks asked */
+    uint64_t webhook_failures; /* ... that failed (timeout, error, garbage, address) */
+    uint64_t webhook_refused;  /* ... of those, at an address that is not public */
+} api_exec_counts_t;
+void api_exec_counters(api_exec_counts_t *out);
 void api_free(api_t *api);
 /* Answer one request (already authenticated).  */
 void api_handle(api_t *api, const http_request_t *req, http_response_t *res);

@@ -5,10 +5,20 @@
  *
  * The webhook's secret is write-only: sealed in the group's private part
  * (EXEC_SECRET_KEY), served as webhook.hasSecret.  Each call is signed
- * with it: X-Sandboxd-Signature: sha256=<hex HMAC-SHA256 of the body>.  */
+ * with it: X-Sandboxd-Signature: sha256=<hex HMAC-SHA256 of the body>.
+ *
+ * sandboxd calls the webhook from inside the operator's network on
+ * behalf of whoever may write a group: unless the operator allows it, an
+ * address that is not public (loopback, private, link-local with the
+ * cloud metadata service, ...) is refused, checked on the address each
+ * connection really uses, so a name that resolves differently later (DNS
+ * rebinding) is caught too.  */
 #include "api/internal.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <openssl/hmac.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,7 +33,7 @@
 #define DEFAULT_TIMEOUT_MS 2000
 #define MODULE "api"
 
-static atomic_ullong denied_total, webhook_failures;
+static atomic_ullong checked_total, denied_total, webhook_calls, webhook_failures, webhook_refused;
 
 /* ---- validation ---- */
 
@@ -227,10 +237,33 @@ static char *hmac_hex(const char *secret, const char *body)
 
 typedef enum { VERDICT_ALLOW, VERDICT_DENY, VERDICT_FAILED } verdict_t;
 
+typedef struct hook_conn {
+    bool allow_private;
+    char refused[INET6_ADDRSTRLEN]; /* the address refused, if one was */
+} hook_conn_t;
+
+/* curl's open-socket callback: every connection the call makes passes
+ * here with the address it is for.  */
+static curl_socket_t open_checked(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    hook_conn_t *hc = ud;
+    (void)purpose;
+    if (!hc->allow_private && !sbx_addr_public(&a->addr)) {
+        const void *raw = a->family == AF_INET6
+                              ? (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr
+                              : (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr;
+        if (!inet_ntop(a->family, raw, hc->refused, sizeof(hc->refused)))
+            snprintf(hc->refused, sizeof(hc->refused), "(family %d)", a->family);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 /* Ask the webhook; *why says why on a deny or a failure.  */
 static verdict_t ask_webhook(const json_t *hook, const char *secret, const json_t *question,
-                             char *why, size_t why_len)
+                             bool allow_private, char *why, size_t why_len)
 {
+    hook_conn_t hc = {.allow_private = allow_private};
     _cleanup_free_ char *body = json_dumps(question, JSON_COMPACT);
     CURL *c = curl_easy_init();
     if (!c || !body) {
@@ -260,12 +293,22 @@ static verdict_t ask_webhook(const json_t *hook, const char *secret, const json_
     curl_easy_setopt(c, CURLOPT_PROXY, ""); /* never a proxy from the environment */
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sbx_sink_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_checked);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &hc);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     _cleanup_free_ char *data = r.data;
+    if (rc != CURLE_OK && hc.refused[0]) {
+        atomic_fetch_add(&webhook_refused, 1);
+        snprintf(why, why_len,
+                 "the admission webhook's address %s is not a public one (sandboxd "
+                 "--exec-webhook-allow-private allows it)",
+                 hc.refused);
+        return VERDICT_FAILED;
+    }
     if (rc != CURLE_OK || status != 200) {
         snprintf(why, why_len, "the admission webhook %s",
                  rc == CURLE_OPERATION_TIMEDOUT ? "did not answer in time"
@@ -359,6 +402,7 @@ int api_exec_admit(api_t *api, const st_resource_t *sandbox, const char *kind,
     }
     json_t *allowed = json_object_get(policy, "allowedExecutables");
     json_t *hook = json_object_get(policy, "webhook");
+    atomic_fetch_add(&checked_total, 1);
     char why[MAX_REASON + 64];
     if (allowed && !executable_allowed(allowed, cmd)) {
         snprintf(why, sizeof(why), "'%.200s' is not among the group's allowed executables", cmd);
@@ -366,7 +410,9 @@ int api_exec_admit(api_t *api, const st_resource_t *sandbox, const char *kind,
     } else if (hook) {
         _cleanup_free_ char *secret = webhook_secret(api, &group);
         _cleanup_json_ json_t *q = question_of(&group, sandbox, kind, body);
-        verdict_t v = ask_webhook(hook, secret, q, why, sizeof(why));
+        atomic_fetch_add(&webhook_calls, 1);
+        verdict_t v =
+            ask_webhook(hook, secret, q, api->cfg.exec_webhook_allow_private, why, sizeof(why));
         if (v == VERDICT_FAILED) {
             const char *fp = json_string_value(json_object_get(hook, "failurePolicy"));
             bool open = fp && strcmp(fp, "Allow") == 0;
@@ -383,8 +429,11 @@ int api_exec_admit(api_t *api, const st_resource_t *sandbox, const char *kind,
     return ret;
 }
 
-void api_exec_counters(uint64_t *denied, uint64_t *failures)
+void api_exec_counters(api_exec_counts_t *out)
 {
-    *denied = atomic_load(&denied_total);
-    *failures = atomic_load(&webhook_failures);
+    out->checked = atomic_load(&checked_total);
+    out->denied = atomic_load(&denied_total);
+    out->webhook_calls = atomic_load(&webhook_calls);
+    out->webhook_failures = atomic_load(&webhook_failures);
+    out->webhook_refused = atomic_load(&webhook_refused);
 }

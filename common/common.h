@@ -104,6 +104,12 @@ void sbx_json_decrefp(json_t **j);
 /* Time.  */
 int64_t sbx_now_ms(void);       /* wall clock, ms since the epoch */
 int64_t sbx_monotonic_ms(void); /* monotonic clock, ms */
+struct sockaddr;
+/* Whether an address is public: not loopback, private, link-local (the
+ * cloud metadata service's 169.254.169.254 and fd00:ec2::254 among
+ * them), shared, multicast or reserved, also when wrapped in IPv6
+ * (mapped, NAT64, 6to4); addr.c.  */
+bool sbx_addr_public(const struct sockaddr *sa);
 int64_t sbx_monotonic_us(void);
 /* The wall-clock time ms milliseconds from now, for pthread timed waits.  */
 struct timespec sbx_deadline_in(int64_t ms);

@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "api/api.h"
 #include "scheduler/scheduler.h"
 
 static json_t *host_json(sched_t *s, const st_host_t *h)
@@ -126,6 +127,19 @@ static void admin_host(sched_t *s, st_db_t *db, const char *name, const http_req
         admin_delete(s, name, res);
     else
         method_not_allowed(res, "GET, PUT, DELETE", "Method not allowed.");
+}
+
+void routes_admin_exec_admission(const http_request_t *req, http_response_t *res)
+{
+    if (strcmp(req->method, "GET") != 0)
+        return method_not_allowed(res, "GET", "Use GET.");
+    api_exec_counts_t c;
+    api_exec_counters(&c);
+    http_reply_json(res, 200,
+                    json_pack("{s:I,s:I,s:I,s:I,s:I}", "checked", (json_int_t)c.checked, "denied",
+                              (json_int_t)c.denied, "webhookCalls", (json_int_t)c.webhook_calls,
+                              "webhookFailures", (json_int_t)c.webhook_failures,
+                              "webhookRefusedAddresses", (json_int_t)c.webhook_refused));
 }
 
 /* /admin/hosts, /admin/hosts/{name}, /admin/hosts/{name}/{drain|ready} */

@@ -76,6 +76,10 @@ static const char usage[] =
     "                         connecting (or of the previous response), or the\n"
     "                         connection is closed (SANDBOXD_HEADER_TIMEOUT; default 10)\n"
     "  --log-level LEVEL      debug, info, warn or error (SANDBOXD_LOG_LEVEL)\n"
+    "  --exec-webhook-allow-private\n"
+    "                         admission webhooks may be at loopback, private or\n"
+    "                         link-local addresses (cloud metadata among them)\n"
+    "                         (SANDBOXD_EXEC_WEBHOOK_ALLOW_PRIVATE=1)\n"
     "  --allow-private-registries\n"
     "                         the local agent may pull images from registries at\n"
     "                         loopback, private and link-local addresses\n"
@@ -121,6 +125,7 @@ enum {
     O_MAX_CONNECTIONS_PER_ADDRESS,
     O_HEADER_TIMEOUT,
     O_ALLOW_PRIVATE_REGISTRIES,
+    O_EXEC_WEBHOOK_ALLOW_PRIVATE,
     O_ISSUER_URL,
     O_OIDC_ISSUER,
     O_OIDC_AUDIENCE,
@@ -161,6 +166,7 @@ static const struct option options[] = {
     {"help", no_argument, NULL, O_HELP},
     {"version", no_argument, NULL, O_VERSION},
     {"allow-private-registries", no_argument, NULL, O_ALLOW_PRIVATE_REGISTRIES},
+    {"exec-webhook-allow-private", no_argument, NULL, O_EXEC_WEBHOOK_ALLOW_PRIVATE},
     {"issuer-url", required_argument, NULL, O_ISSUER_URL},
     {"oidc-issuer", required_argument, NULL, O_OIDC_ISSUER},
     {"oidc-audience", required_argument, NULL, O_OIDC_AUDIENCE},
@@ -341,6 +347,7 @@ static void from_env(sbx_config_t *cfg)
     cfg->microvm_emulation = env_flag("SANDBOXD_MICROVM_EMULATION");
     cfg->sync_full = env_flag("SANDBOXD_SYNC_FULL");
     cfg->allow_private_registries = env_flag("SANDBOXD_ALLOW_PRIVATE_REGISTRIES");
+    cfg->exec_webhook_allow_private = env_flag("SANDBOXD_EXEC_WEBHOOK_ALLOW_PRIVATE");
     const char *v = getenv("SANDBOXD_OIDC_ISSUERS");
     if (v)
         list_add_words(&cfg->oidc_issuers, &cfg->n_oidc_issuers, v);
@@ -402,6 +409,7 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_SYNC_FULL: cfg->sync_full = true; break;
         case O_LOG_LEVEL: set_str(&cfg->log_level, optarg); break;
         case O_ALLOW_PRIVATE_REGISTRIES: cfg->allow_private_registries = true; break;
+        case O_EXEC_WEBHOOK_ALLOW_PRIVATE: cfg->exec_webhook_allow_private = true; break;
         case O_ISSUER_URL: set_str(&cfg->issuer_url, optarg); break;
         case O_SIGNING_ALG: set_str(&cfg->signing_alg, optarg); break;
         case O_OIDC_ISSUER: list_add(&cfg->oidc_issuers, &cfg->n_oidc_issuers, optarg); break;

@@ -114,7 +114,8 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
     api_config_t acfg = {.principal = "dev-token",
                          .openapi_json = rc->openapi_json,
                          .max_disk_mib = cfg->max_disk_mib,
-                         .secret_key = rc->secret_key};
+                         .secret_key = rc->secret_key,
+                         .exec_webhook_allow_private = cfg->exec_webhook_allow_private};
     api_hooks_t hooks = {.ctx = r, .operations_queued = on_queued, .sandbox_call = on_sandbox_call};
     r->api = api_new(&acfg, db, &hooks);
     return r;
@@ -212,6 +213,15 @@ static void dispatch(routes_t *r, const auth_principal_t *p, const http_request_
 {
     if (strncasecmp(req->path, "/admin/hosts", 12) == 0) {
         admin_hosts(r, p, req, res);
+        return;
+    }
+    if (strcasecmp(req->path, "/admin/execAdmission") == 0) {
+        if (!auth_is_owner(r->auth, p, "/"))
+            http_reply_error(res, 403, "AuthorizationFailed",
+                             "The admin API needs the admin token (data-dir/admin-token) or the "
+                             "Owner role at scope '/'.");
+        else
+            routes_admin_exec_admission(req, res);
         return;
     }
     if (strncasecmp(req->path, "/admin/", 7) == 0) {

@@ -42,6 +42,8 @@ size_t routes_body_limit(const routes_t *r, const char *method, const char *path
 /* The host admin API under /admin/hosts (admin.c); the caller checked the
  * admin token.  */
 void routes_admin_hosts(sched_t *s, st_db_t *db, const http_request_t *req, http_response_t *res);
+/* GET /admin/execAdmission: the exec admission counts (admin.c).  */
+void routes_admin_exec_admission(const http_request_t *req, http_response_t *res);
 /* A sandbox action through its host (proxy.c): "exec", "files", "suspend",
  * "resume", "stop", "start".  Fills res with the ARM reply.  */
 void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sandbox, const char *action,

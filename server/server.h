@@ -40,6 +40,7 @@ typedef struct sbx_config {
     unsigned placement_timeout_s;  /* a create waits this long for room */
     unsigned max_disk_mib;         /* largest diskMiB the API accepts */
     bool allow_private_registries; /* passed to the local agent */
+    bool exec_webhook_allow_private;
     /* The E2B-compatible API (e2b/e2b.h): its listen address (NULL: off),
      * the group its sandboxes belong to, and template aliases.  */
     char *e2b_listen, *e2b_group, *e2b_templates;

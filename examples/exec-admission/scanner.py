@@ -7,6 +7,8 @@ fetch from the network.  Standard library only.
 Run:   SCANNER_SECRET=s3cret python3 scanner.py --listen 127.0.0.1:8089
 Group: "execPolicy": {"webhook": {"url": "http://127.0.0.1:8089/admit",
                                   "secret": "s3cret", "failurePolicy": "Deny"}}
+(a webhook on loopback or a private address needs sandboxd
+--exec-webhook-allow-private; without it only public addresses are called)
 
 sandboxd POSTs {"kind", "subscriptionId", "group", "sandbox", "command",
 "envKeys", "cwd"?, "language"?, "code"?} signed with X-Sandboxd-Signature:

@@ -394,8 +394,10 @@ static void global_setup(void)
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
     _cleanup_free_ char *bin = tu_bin("sandboxd");
     _cleanup_free_ char *agent = tu_bin("sandbox-agent");
-    char *argv[] = {bin,   "--listen",        listen,  "--data-dir",  g_data, "--auth-token",
-                    TOKEN, "--default-image", g_image, "--agent-bin", agent,  NULL};
+    char *argv[] = {bin,     "--listen",     listen, "--data-dir",
+                    g_data,  "--auth-token", TOKEN,  "--default-image",
+                    g_image, "--agent-bin",  agent,  "--exec-webhook-allow-private",
+                    NULL};
     _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-procs-%d", (int)getpid());
     char *env[] = {cg, "SANDBOXD_OVERCOMMIT_PIDS=8", "SANDBOXD_OVERCOMMIT_CPU=64", NULL};
     g_pid = tu_spawn(argv, env, g_log);

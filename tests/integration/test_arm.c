@@ -2426,6 +2426,57 @@ START_TEST(shutdown_cuts_long_execs)
 }
 END_TEST
 
+/* Without --exec-webhook-allow-private, an admission webhook at an
+ * address that is not public is refused on the address connected to: a
+ * literal, a name that resolves to loopback, the cloud metadata service.
+ * The exec is denied before any host is asked (this sandbox has none).  */
+START_TEST(exec_webhook_address_policy)
+{
+    _cleanup_free_ char *g = gpath("hooks", "wh");
+    _cleanup_free_ char *sb = child_path("hooks", "wh", "sandboxes", "s1");
+    _cleanup_free_ char *exec = xasprintf("%s/exec", sb);
+    const char *urls[] = {
+        "http://127.0.0.1:9/admit", "http://localhost:9/admit", "http://169.254.169.254/latest",
+        "http://[::1]:9/",          "http://10.1.2.3:9/",       "http://[::ffff:127.0.0.1]:9/"};
+    for (size_t i = 0; i < ARRAY_SIZE(urls); i++) {
+        _cleanup_free_ char *body =
+            xasprintf("{\"location\":\"westeurope\",\"properties\":{\"execPolicy\":{\"webhook\":"
+                      "{\"url\":\"%s\",\"timeoutMs\":3000,\"failurePolicy\":\"Deny\"}}}}",
+                      urls[i]);
+        tu_response_t r;
+        long st = call("PUT", g, body, &r);
+        tu_response_free(&r);
+        ck_assert_msg(st == 200 || st == 201, "PUT %s: %ld", urls[i], st);
+        if (i == 0)
+            json_decref(call_want("PUT", sb, "{\"properties\":{}}", 201, NULL));
+        json_t *j = call_want("POST", exec, "{\"command\":[\"true\"]}", 403, NULL);
+        json_t *e = json_object_get(j, "error");
+        ck_assert_str_eq(json_string_value(json_object_get(e, "code")), "ExecDenied");
+        const char *msg = json_string_value(json_object_get(e, "message"));
+        ck_assert_msg(msg && strstr(msg, "is not a public one"), "%s: %s", urls[i], msg);
+        json_decref(j);
+    }
+    /* The operator reads the counts.  */
+    _cleanup_free_ char *admin = tu_server_admin_token(&srv);
+    call_opts_t o = {.token = admin, .raw = true};
+    tu_response_t r;
+    ck_assert_int_eq(call_ex("GET", "/admin/execAdmission", &o, &r), 200);
+    json_t *c = tu_json(&r);
+    tu_response_free(&r);
+    ck_assert_int_ge(json_integer_value(json_object_get(c, "webhookRefusedAddresses")),
+                     (json_int_t)ARRAY_SIZE(urls));
+    ck_assert_int_ge(json_integer_value(json_object_get(c, "denied")),
+                     (json_int_t)ARRAY_SIZE(urls));
+    ck_assert_int_ge(json_integer_value(json_object_get(c, "checked")),
+                     (json_int_t)ARRAY_SIZE(urls));
+    json_decref(c);
+    ck_assert_int_eq(call_ex("POST", "/admin/execAdmission", &o, &r), 405);
+    tu_response_free(&r);
+    call("DELETE", sb, NULL, &r);
+    tu_response_free(&r);
+}
+END_TEST
+
 static Suite *arm_suite(void)
 {
     Suite *s = suite_create("arm");
@@ -2468,6 +2519,7 @@ static Suite *arm_suite(void)
     tcase_add_test(hostile, slow_headers_leave_clients_served);
     tcase_add_test(hostile, ambiguous_framing_refused);
     tcase_add_test(hostile, loopback_checks_parse_addresses);
+    tcase_add_test(hostile, exec_webhook_address_policy);
     suite_add_tcase(s, hostile);
 
     TCase *secrets = tcase_create("secrets");
