@@ -34,6 +34,7 @@
 #define RT_CLAIM_DIR "/var/lib/sandboxd-host"
 
 typedef struct rt_driver_ops rt_driver_ops_t;
+typedef struct rt_driver_files rt_driver_files_t;
 
 /* One sandbox.  Fields above `lock` are fixed after creation; the rest
  * change under `lock` held for writing (lifecycle) and are read under it
@@ -166,6 +167,8 @@ struct rt_runtime {
  * its root; release both with rt_sandbox_root_close.  */
 int rt_sandbox_root_open(rt_runtime_t *rt, const char *id, rt_sandbox_t **sb, sbx_error_t *err);
 void rt_sandbox_root_close(rt_sandbox_t *sb, int fd);
+/* The same without the root: release with rt_sandbox_root_close(sb, -1).  */
+int rt_sandbox_hold(rt_runtime_t *rt, const char *id, rt_sandbox_t **sb, sbx_error_t *err);
 
 /* ---- drivers ---------------------------------------------------------- */
 
@@ -201,6 +204,22 @@ struct rt_driver_ops {
     /* An O_PATH fd on the sandbox's root directory for the files API.  */
     int (*root_fd)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
     void (*usage)(rt_runtime_t *rt, rt_sandbox_t *sb, uint64_t *memory_bytes, uint64_t *cpu_us);
+    /* NULL: the files API works on root_fd.  Otherwise the driver serves
+     * files itself (a VM's root is not the host's to open); called with
+     * sb->lock held for reading, paths as the client gave them.  */
+    const rt_driver_files_t *files;
+};
+
+struct rt_driver_files {
+    /* A readable fd of the file's bytes (a copy), *size its size.  */
+    int (*open)(rt_runtime_t *rt, rt_sandbox_t *sb, const char *path, uint64_t max, int *fd,
+                uint64_t *size, sbx_error_t *err);
+    int (*write)(rt_runtime_t *rt, rt_sandbox_t *sb, const char *path, const void *data, size_t len,
+                 sbx_error_t *err);
+    int (*remove)(rt_runtime_t *rt, rt_sandbox_t *sb, const char *path, sbx_error_t *err);
+    int (*list)(rt_runtime_t *rt, rt_sandbox_t *sb, const char *path, rt_dirent_t **out, size_t *n,
+                sbx_error_t *err);
+    size_t write_max; /* the largest file write accepts */
 };
 
 extern const rt_driver_ops_t rt_process_ops;

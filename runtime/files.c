@@ -74,6 +74,19 @@ static int path_check(const char *path, sbx_error_t *err)
     return 0;
 }
 
+/* The sandbox, held, when its driver serves files itself (a microVM's
+ * guest agent); NULL otherwise, and for errors the usual path reports.  */
+static rt_sandbox_t *guest_files(rt_runtime_t *rt, const char *id)
+{
+    rt_sandbox_t *sb;
+    if (rt_sandbox_hold(rt, id, &sb, NULL) < 0)
+        return NULL;
+    if (sb->ops->files)
+        return sb;
+    rt_sandbox_root_close(sb, -1);
+    return NULL;
+}
+
 /* Split path into its parent (owned) and last component (inside path's
  * copy in *parent's buffer); fails for "/" and names "." or "..".  */
 static int path_split(const char *path, char **parent, const char **base, sbx_error_t *err)
@@ -130,7 +143,12 @@ int rt_file_open(rt_runtime_t *rt, const char *id, const char *path, uint64_t ma
 {
     if (path_check(path, err) < 0 || !fdp || !size)
         return -1;
-    rt_sandbox_t *sb;
+    rt_sandbox_t *sb = guest_files(rt, id);
+    if (sb) {
+        int r = sb->ops->files->open(rt, sb, path, max, fdp, size, err);
+        rt_sandbox_root_close(sb, -1);
+        return r;
+    }
     int root = rt_sandbox_root_open(rt, id, &sb, err);
     if (root < 0)
         return -1;
@@ -524,6 +542,44 @@ static void upload_done(upload_t *u)
         rt_cg_exec_done(&u->rt->cg, u->id, u->sub);
 }
 
+/* The whole upload in memory (bounded by the driver's write_max and the
+ * sandbox's disk), then one write through the driver.  */
+static int guest_write(rt_runtime_t *rt, rt_sandbox_t *sb, const char *path, uint64_t expected,
+                       rt_read_fn read_fn, void *ud, uint64_t *written, sbx_error_t *err)
+{
+    size_t max = sb->ops->files->write_max;
+    if ((sb->disk_mib << 20) < max)
+        max = (size_t)(sb->disk_mib << 20);
+    if (expected != UINT64_MAX && expected > max)
+        return storage_full(err, path, "disk");
+    size_t cap = 65536, n = 0;
+    _cleanup_free_ char *buf = xmalloc(cap);
+    for (;;) {
+        if (n == cap) {
+            if (cap > max)
+                return storage_full(err, path, "disk");
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        ssize_t r = read_fn(ud, buf + n, cap - n);
+        if (r < 0 && errno == EFBIG)
+            return sbx_error_arm(err, SBX_ERR_TOO_LARGE, "RequestEntityTooLarge",
+                                 "the request body is larger than allowed");
+        if (r < 0)
+            return sbx_error_set(err, SBX_ERR_INVALID, "write %s: the upload was interrupted",
+                                 path);
+        if (r == 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n > max)
+        return storage_full(err, path, "disk");
+    if (sb->ops->files->write(rt, sb, path, buf, n, err) < 0)
+        return -1;
+    *written = n;
+    return 0;
+}
+
 int rt_file_write_stream(rt_runtime_t *rt, const char *id, const char *path, uint64_t expected,
                          rt_read_fn read_fn, void *ud, uint64_t *written, sbx_error_t *err)
 {
@@ -539,7 +595,12 @@ int rt_file_write_stream(rt_runtime_t *rt, const char *id, const char *path, uin
     upload_t u = {.rt = rt, .id = id, .path = path, .pfd = -1, .data_w = -1};
     if (path_split(path, &parent, &u.base, err) < 0)
         return -1;
-    rt_sandbox_t *sb;
+    rt_sandbox_t *sb = guest_files(rt, id);
+    if (sb) {
+        int r = guest_write(rt, sb, path, expected, read_fn, ud, written, err);
+        rt_sandbox_root_close(sb, -1);
+        return r;
+    }
     int root = rt_sandbox_root_open(rt, id, &sb, err);
     if (root < 0)
         return -1;
@@ -643,7 +704,12 @@ int rt_file_delete(rt_runtime_t *rt, const char *id, const char *path, sbx_error
     const char *base;
     if (path_split(path, &parent, &base, err) < 0)
         return -1;
-    rt_sandbox_t *sb;
+    rt_sandbox_t *sb = guest_files(rt, id);
+    if (sb) {
+        int r = sb->ops->files->remove(rt, sb, path, err);
+        rt_sandbox_root_close(sb, -1);
+        return r;
+    }
     int root = rt_sandbox_root_open(rt, id, &sb, err);
     if (root < 0)
         return -1;
@@ -665,7 +731,14 @@ int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t
 {
     if (path_check(path, err) < 0 || !out || !n)
         return -1;
-    rt_sandbox_t *sb;
+    rt_sandbox_t *sb = guest_files(rt, id);
+    if (sb) {
+        int r = sb->ops->files->list(rt, sb, path, out, n, err);
+        rt_sandbox_root_close(sb, -1);
+        if (r == 0)
+            qsort(*out, *n, sizeof **out, dirent_cmp);
+        return r;
+    }
     int root = rt_sandbox_root_open(rt, id, &sb, err);
     if (root < 0)
         return -1;

@@ -943,19 +943,34 @@ int rt_proc_start(rt_runtime_t *rt, const char *id, const rt_proc_request_t *req
 
 /* ---- for files.c ------------------------------------------------------------ */
 
-int rt_sandbox_root_open(rt_runtime_t *rt, const char *id, rt_sandbox_t **sbp, sbx_error_t *err)
+int rt_sandbox_hold(rt_runtime_t *rt, const char *id, rt_sandbox_t **sbp, sbx_error_t *err)
 {
     rt_sandbox_t *sb = sandbox_get(rt, id, err);
     if (!sb)
         return -1;
     pthread_rwlock_rdlock(&sb->lock);
-    int fd = -1;
+    int ret = -1;
     if (sandbox_removed(rt, sb))
         sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", id);
     else if (sb->state == RT_STATE_CREATING)
         sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is being created", id);
     else
-        fd = sb->ops->root_fd(rt, sb, err);
+        ret = 0;
+    if (ret < 0) {
+        pthread_rwlock_unlock(&sb->lock);
+        sandbox_unref(sb);
+        return -1;
+    }
+    *sbp = sb;
+    return 0;
+}
+
+int rt_sandbox_root_open(rt_runtime_t *rt, const char *id, rt_sandbox_t **sbp, sbx_error_t *err)
+{
+    rt_sandbox_t *sb;
+    if (rt_sandbox_hold(rt, id, &sb, err) < 0)
+        return -1;
+    int fd = sb->ops->root_fd(rt, sb, err);
     if (fd < 0) {
         pthread_rwlock_unlock(&sb->lock);
         sandbox_unref(sb);

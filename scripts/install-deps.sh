@@ -6,7 +6,7 @@ set -eu
 BUILD="build-essential cmake pkg-config clang libmicrohttpd-dev libjansson-dev
 libsqlite3-dev libcurl4-openssl-dev libssl-dev uuid-dev check libseccomp-dev
 libarchive-dev libnftables-dev libnftnl-dev libmnl-dev openssl ca-certificates"
-RUNTIME="iproute2 debootstrap runsc"
+RUNTIME="iproute2 debootstrap runsc qemu-system-x86 e2fsprogs"
 TEST="sqlite3 wrk docker-registry curl jq busybox-static azure-cli procps nftables python3
 clang-format"
 
@@ -22,10 +22,13 @@ done
 if [ "${1:-}" = "--test" ] && ! command -v npm >/dev/null 2>&1; then
     missing="$missing nodejs npm"
 fi
-[ -z "$missing" ] && exit 0
+# The microvm driver's guest kernel, from Debian's cloud kernel package.
+kernel() { "$(dirname "$0")/microvm-kernel.sh"; }
+[ -z "$missing" ] && { kernel; exit 0; }
 
 echo "installing:$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+kernel

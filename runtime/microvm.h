@@ -1,0 +1,37 @@
+/* microvm.h -- the microvm driver's private parts: microvm.c runs the VM,
+ * microvm_agent.c speaks to the guest agent (guest/agent.c) inside it.  */
+#ifndef SBX_RUNTIME_MICROVM_H
+#define SBX_RUNTIME_MICROVM_H
+
+#include "runtime/driver.h"
+
+/* In each sandbox's directory: the socket QEMU listens on for the guest
+ * agent's virtio-serial port.  */
+#define MV_AGENT_SOCK "agent.sock"
+/* Bounds on what the guest may send back (base64 inflates by 4/3).  */
+#define MV_FILE_MAX (32u << 20)
+#define MV_OUTPUT_CAP_MAX (16u << 20)
+#define MV_FRAME_MAX (48u << 20)
+/* How long a request may wait past its own timeout (a loaded emulated
+ * guest is slow), and for requests without one.  */
+#define MV_REQUEST_SLACK_MS 30000
+
+/* One request to the guest agent of the VM whose directory is dirfd (an
+ * O_PATH fd): connect to its socket, send req, wait until deadline
+ * (monotonic ms) for a reply of at most reply_max bytes that is a JSON
+ * object.  The reply is validated as JSON only; its members are the
+ * caller's to check.  SBX_ERR_CONFLICT when the VM is not there.  */
+int mv_agent_call(int dirfd, json_t *req, size_t reply_max, int64_t deadline, json_t **reply,
+                  sbx_error_t *err);
+
+/* A reply with "ok": false, turned into an error for `op` on `path`.  */
+int mv_agent_error(json_t *reply, const char *op, const char *path, sbx_error_t *err);
+
+/* exec through the guest agent; called with sb->lock held for reading,
+ * which it releases once the request is on its way.  */
+int mv_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req, rt_exec_result_t *out,
+            sbx_error_t *err);
+
+extern const rt_driver_files_t mv_files;
+
+#endif

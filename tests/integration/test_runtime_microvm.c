@@ -1,0 +1,262 @@
+/* test_runtime_microvm.c -- the microvm driver end to end on the runtime
+ * API, under software emulation (this machine's KVM cannot boot a guest):
+ * a sandbox is a QEMU microVM with its own kernel; exec and files go
+ * through the guest agent; the writable disk survives stop and start; a
+ * killed QEMU makes the sandbox Failed; destroy leaves no QEMU, disk,
+ * socket or cgroup.  Two boots in all, to keep the run short.  Skipped
+ * (with a message) where QEMU or the guest kernel is missing.  */
+#include <signal.h>
+#include <sys/utsname.h>
+
+#include "tests/integration/test_runtime_fixture.h"
+
+/* Reopen the fixture's runtime with emulation allowed.  */
+static bool mv_open(void)
+{
+    rt_close(fx_rt);
+    rt_config_t cfg = {
+        .state_dir = fx_state, .cgroup_root = fx_cgroot, .allow_microvm_emulation = true};
+    sbx_error_t err = {0};
+    fx_rt = rt_open(&cfg, &err);
+    ck_assert_msg(fx_rt != NULL, "rt_open: %s", err.msg);
+    rt_health_t h;
+    ck_assert_int_eq(rt_health(fx_rt, &h, &err), 0);
+    for (size_t i = 0; i < ARRAY_SIZE(h.drivers) && h.drivers[i]; i++)
+        if (strcmp(h.drivers[i], "microvm") == 0)
+            return true;
+    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
+        if (strcmp(h.unavailable[i].name, "microvm") == 0)
+            fprintf(stderr, "microvm unavailable, test skipped: %s\n", h.unavailable[i].why);
+    return false;
+}
+
+/* Host pid of a QEMU whose command line names the sandbox, or 0.  */
+static pid_t qemu_of(const char *id)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    pid_t found = 0;
+    _cleanup_free_ char *needle = xasprintf("sbx.hostname=%s ", id);
+    _cleanup_free_ char *needle_end = xasprintf("sbx.hostname=%s", id);
+    while (d && !found && (de = readdir(d))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        _cleanup_free_ char *p = xasprintf("/proc/%s/cmdline", de->d_name);
+        char buf[8192];
+        FILE *f = fopen(p, "r");
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        buf[n] = 0;
+        if (!strstr(buf, "qemu-system"))
+            continue;
+        for (size_t i = 0; i + 1 < n; i++)
+            if (!buf[i])
+                buf[i] = ' ';
+        size_t l = strlen(needle_end);
+        char *at = strstr(buf, needle_end);
+        if (at && (at[l] == 0 || at[l] == ' ') && fx_pid_alive(atoi(de->d_name)))
+            found = atoi(de->d_name);
+    }
+    if (d)
+        closedir(d);
+    return found;
+}
+
+static void exec_checks(const char *id)
+{
+    struct utsname u;
+    uname(&u);
+    rt_exec_result_t r = fx_sh(id, "uname -r; hostname; id -u; grep -c ^processor /proc/cpuinfo");
+    ck_assert_int_eq(r.exit_code, 0);
+    char rel[128];
+    ck_assert_int_eq(sscanf(r.out, "%127s", rel), 1);
+    ck_assert_msg(strcmp(rel, u.release) != 0, "the guest runs the host's kernel %s", rel);
+    ck_assert_ptr_nonnull(strstr(r.out, id));
+    rt_exec_result_done(&r);
+
+    r = fx_sh(id, "echo out; echo err >&2; exit 7");
+    ck_assert_int_eq(r.exit_code, 7);
+    ck_assert_str_eq(r.out, "out\n");
+    ck_assert_str_eq(r.err, "err\n");
+    rt_exec_result_done(&r);
+
+    char *cat[] = {"cat", NULL};
+    rt_exec_request_t req = {
+        .argv = cat, .stdin_data = "from stdin", .stdin_len = 10, .env = (char *[]){"A=1", NULL}};
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_exec(fx_rt, id, &req, &r, &err) == 0, "%s", err.msg);
+    ck_assert_str_eq(r.out, "from stdin");
+    rt_exec_result_done(&r);
+
+    char *missing[] = {"no-such-command", NULL};
+    r = fx_execv(id, missing, 20000);
+    ck_assert_int_eq(r.exit_code, 127);
+    rt_exec_result_done(&r);
+
+    req = (rt_exec_request_t){.argv = cat, .cwd = "/no/such/dir"};
+    ck_assert_int_eq(rt_exec(fx_rt, id, &req, &r, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_INVALID);
+
+    char *sleeper[] = {"sleep", "30", NULL};
+    req = (rt_exec_request_t){.argv = sleeper, .timeout_ms = 1000};
+    ck_assert_msg(rt_exec(fx_rt, id, &req, &r, &err) == 0, "%s", err.msg);
+    ck_assert(r.timed_out);
+    rt_exec_result_done(&r);
+
+    /* Output past the cap is cut, not the command.  */
+    char *yes[] = {"sh", "-c", "head -c 100000 /dev/zero; exit 3", NULL};
+    req = (rt_exec_request_t){.argv = yes, .output_cap = 1000};
+    ck_assert_msg(rt_exec(fx_rt, id, &req, &r, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(r.exit_code, 3);
+    ck_assert_uint_eq(r.out_len, 1000);
+    ck_assert(r.out_truncated);
+    rt_exec_result_done(&r);
+}
+
+static void file_checks(const char *id)
+{
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_file_write(fx_rt, id, "/tmp/a/b.txt", "hello\0x", 7, &err) == 0, "%s",
+                  err.msg);
+    char *data = NULL;
+    size_t len = 0;
+    /* .. cannot leave the guest's root.  */
+    ck_assert_msg(rt_file_read(fx_rt, id, "/../../tmp/a/../a/b.txt", 0, &data, &len, &err) == 0,
+                  "%s", err.msg);
+    ck_assert_uint_eq(len, 7);
+    ck_assert_mem_eq(data, "hello\0x", 7);
+    free(data);
+    rt_exec_result_t r = fx_sh(id, "cat /tmp/a/b.txt | head -c 5; cat /etc/image-marker");
+    ck_assert_str_eq(r.out, "helloimage\n");
+    rt_exec_result_done(&r);
+
+    rt_dirent_t *ents = NULL;
+    size_t n = 0;
+    ck_assert_msg(rt_file_list(fx_rt, id, "/tmp/a", &ents, &n, &err) == 0, "%s", err.msg);
+    ck_assert_uint_eq(n, 1);
+    ck_assert_str_eq(ents[0].name, "b.txt");
+    ck_assert_str_eq(ents[0].type, "file");
+    ck_assert_uint_eq(ents[0].size, 7);
+    rt_dirents_free(ents, n);
+
+    ck_assert_int_eq(rt_file_read(fx_rt, id, "/nope", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    ck_assert_int_eq(rt_file_read(fx_rt, id, "/tmp", 0, &data, &len, &err), -1);
+    ck_assert_int_eq(rt_file_read(fx_rt, id, "/bin/busybox", 10, &data, &len, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_TOO_LARGE);
+    ck_assert_msg(rt_file_delete(fx_rt, id, "/tmp/a", &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(rt_file_list(fx_rt, id, "/tmp/a", &ents, &n, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_NOT_FOUND);
+    /* Kept for the restart check.  */
+    ck_assert(rt_file_write(fx_rt, id, "/root/kept", "kept", 4, &err) == 0);
+}
+
+START_TEST(test_microvm_end_to_end)
+{
+    if (!mv_open())
+        return;
+    const char *id = "mv-one";
+    rt_spec_t spec = {.driver = "microvm", .memory_mib = 256, .disk_mib = 64};
+    int64_t t0 = sbx_monotonic_ms();
+    fx_create(id, &spec);
+    fprintf(stderr, "microvm: created (booted) in %lld ms\n", (long long)(sbx_monotonic_ms() - t0));
+    pid_t qemu = qemu_of(id);
+    ck_assert_int_gt(qemu, 0);
+    /* QEMU is not root, and is in the sandbox's cgroups.  */
+    _cleanup_free_ char *status = xasprintf("/proc/%d/status", (int)qemu);
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    ck_assert(sbx_read_file(status, &text, &len, NULL) == 0);
+    ck_assert_ptr_null(strstr(text, "\nUid:\t0\t"));
+    _cleanup_free_ char *procs = xasprintf("/sys/fs/cgroup/pids/%s/%s/cgroup.procs", fx_cgroot, id);
+    _cleanup_free_ char *pids = NULL;
+    ck_assert(sbx_read_file(procs, &pids, &len, NULL) == 0);
+    ck_assert_int_eq(atoi(pids), qemu);
+
+    exec_checks(id);
+    file_checks(id);
+
+    /* The writable disk outlives a stop; a second boot sees the file.  */
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_stop(fx_rt, id, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(qemu_of(id), 0);
+    t0 = sbx_monotonic_ms();
+    ck_assert_msg(rt_start(fx_rt, id, &err) == 0, "%s", err.msg);
+    fprintf(stderr, "microvm: restarted in %lld ms\n", (long long)(sbx_monotonic_ms() - t0));
+    rt_exec_result_t r = fx_sh(id, "cat /root/kept");
+    ck_assert_str_eq(r.out, "kept");
+    rt_exec_result_done(&r);
+
+    /* A killed QEMU: the sandbox is Failed.  */
+    qemu = qemu_of(id);
+    ck_assert_int_gt(qemu, 0);
+    kill(qemu, SIGKILL);
+    rt_info_t info;
+    for (int64_t end = sbx_monotonic_ms() + 10000; sbx_monotonic_ms() < end; usleep(50000)) {
+        ck_assert_int_eq(rt_get(fx_rt, id, &info, &err), 0);
+        if (info.state == RT_STATE_FAILED)
+            break;
+    }
+    ck_assert_int_eq(info.state, RT_STATE_FAILED);
+    ck_assert_ptr_nonnull(strstr(info.message, "QEMU"));
+    char *cat[] = {"cat", NULL};
+    rt_exec_request_t req = {.argv = cat};
+    ck_assert_int_eq(rt_exec(fx_rt, id, &req, &r, &err), -1);
+
+    /* Destroy leaves nothing: no QEMU, disk, socket, directory or cgroup.  */
+    ck_assert_msg(rt_destroy(fx_rt, id, &err) == 0, "%s", err.msg);
+    ck_assert_int_eq(qemu_of(id), 0);
+    _cleanup_free_ char *dir = xasprintf("%s/sandboxes/%s", fx_state, id);
+    ck_assert_int_ne(access(dir, F_OK), 0);
+    _cleanup_free_ char *cg = xasprintf("/sys/fs/cgroup/pids/%s/%s", fx_cgroot, id);
+    ck_assert_int_ne(access(cg, F_OK), 0);
+}
+END_TEST
+
+/* Without emulation allowed and without a KVM that boots, the driver is
+ * unavailable with its reason, and a create is refused with it.  */
+START_TEST(test_microvm_needs_kvm_or_emulation)
+{
+    if (access("/dev/kvm", F_OK) == 0)
+        return; /* the answer depends on whether this KVM boots a guest */
+    rt_health_t h;
+    sbx_error_t err = {0};
+    ck_assert_int_eq(rt_health(fx_rt, &h, &err), 0);
+    bool listed = false;
+    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
+        if (strcmp(h.unavailable[i].name, "microvm") == 0) {
+            listed = true;
+            ck_assert_msg(strstr(h.unavailable[i].why, "kvm") ||
+                              strstr(h.unavailable[i].why, "qemu") ||
+                              strstr(h.unavailable[i].why, "kernel"),
+                          "%s", h.unavailable[i].why);
+        }
+    ck_assert(listed);
+    rt_spec_t spec = {.id = "mv-no", .driver = "microvm", .rootfs = fx_rootfs};
+    rt_info_t info;
+    ck_assert_int_eq(rt_create(fx_rt, &spec, &info, &err), -1);
+    ck_assert_int_eq(err.code, SBX_ERR_UNAVAILABLE);
+}
+END_TEST
+
+int main(void)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "test_runtime_microvm: needs root, skipped\n");
+        return 0;
+    }
+    Suite *s = suite_create("runtime_microvm");
+    TCase *tc = tcase_create("microvm");
+    tcase_add_checked_fixture(tc, fx_setup, fx_teardown);
+    tcase_add_unchecked_fixture(tc, NULL, fx_sweep);
+    tcase_set_timeout(tc, 240);
+    tcase_add_test(tc, test_microvm_needs_kvm_or_emulation);
+    tcase_add_test(tc, test_microvm_end_to_end);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
