@@ -36,7 +36,6 @@ static pid_t qemu_of(const char *id)
     DIR *d = opendir("/proc");
     struct dirent *de;
     pid_t found = 0;
-    _cleanup_free_ char *needle = xasprintf("sbx.hostname=%s ", id);
     _cleanup_free_ char *needle_end = xasprintf("sbx.hostname=%s", id);
     while (d && !found && (de = readdir(d))) {
         if (de->d_name[0] < '0' || de->d_name[0] > '9')

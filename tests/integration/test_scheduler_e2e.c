@@ -840,6 +840,7 @@ static void extras_down(void)
             tu_stop(g_extra[i].pid, 20000);
         free(g_extra[i].data);
         free(g_extra[i].log);
+        g_extra[i] = (extra_agent_t){0}; /* the next case starts its own */
     }
 }
 
@@ -982,7 +983,7 @@ END_TEST
 
 /* ---- admission: hosts that report small capacities ---- */
 
-static extra_agent_t g_small[2];
+static extra_agent_t g_small[3];
 
 /* An agent in environment env whose health reports what `cap` (a
  * SANDBOX_AGENT_CAPACITY_*=N setting) leaves of this machine.  */
@@ -1026,6 +1027,7 @@ static void small_hosts_down(void)
             tu_stop(g_small[i].pid, 20000);
         free(g_small[i].data);
         free(g_small[i].log);
+        g_small[i] = (extra_agent_t){0}; /* the next case starts its own */
     }
 }
 
@@ -1537,6 +1539,47 @@ START_TEST(test_scheduler_e2e_isolation)
 }
 END_TEST
 
+/* A group whose isolation is microvm, on a host that allows emulation
+ * (SANDBOXD_MICROVM_EMULATION=1): its sandbox boots its own kernel and
+ * answers exec and files through the ARM API.  A case of its own
+ * (CK_RUN_CASE=microvm runs it alone).  */
+START_TEST(test_scheduler_e2e_microvm)
+{
+    if (access("/usr/bin/qemu-system-x86_64", X_OK) != 0 ||
+        access("/var/cache/sandboxd/microvm-kernel/vmlinuz", R_OK) != 0) {
+        fprintf(stderr, "qemu or the guest kernel missing: microvm part skipped\n");
+        return;
+    }
+    small_host(&g_small[2], "mv", "e2e-mv", "SANDBOXD_MICROVM_EMULATION=1");
+    put_group("isomv2", "{\"environmentId\":\"/subscriptions/" SUB
+                        "/resourceGroups/rg/providers/Microsoft.App/managedEnvironments/e2e-mv\","
+                        "\"sandboxDefaults\":{\"isolation\":\"microvm\"}}");
+    _cleanup_free_ char *p = sandbox_path("isomv2", "v1", NULL);
+    ck_assert_int_eq(call("PUT", p, "{\"properties\":{}}", NULL), 201);
+    json_t *j = wait_sandbox("isomv2", "v1", 180000);
+    ck_assert_msg(j != NULL, "the microvm sandbox never finished provisioning");
+    ck_assert_msg(strcmp(prop(j, "state"), "Running") == 0, "%s", prop(j, "statusMessage"));
+    json_decref(j);
+    struct utsname u;
+    uname(&u);
+    json_t *r = exec_sh("isomv2", "v1", "uname -r");
+    const char *out = json_string_value(json_object_get(r, "stdout"));
+    ck_assert_msg(out && strncmp(out, u.release, strlen(u.release)) != 0, "%s", out);
+    json_decref(r);
+    _cleanup_free_ char *f = sandbox_path("isomv2", "v1", "/files");
+    _cleanup_free_ char *fput = xasprintf("%s&path=/tmp/a.txt", f);
+    tu_response_t resp;
+    ck_assert_int_eq(call_ex("PUT", fput, "data\x01\x02", 6, "application/octet-stream", &resp),
+                     201);
+    tu_response_free(&resp);
+    ck_assert_int_eq(call_ex("GET", fput, NULL, 0, NULL, &resp), 200);
+    ck_assert_uint_eq(resp.body_len, 6);
+    ck_assert(memcmp(resp.body, "data\x01\x02", 6) == 0);
+    tu_response_free(&resp);
+    delete_group("isomv2");
+}
+END_TEST
+
 static Suite *e2e_suite(void)
 {
     Suite *s = suite_create("scheduler_e2e");
@@ -1561,6 +1604,11 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_files_charged_to_sandbox);
     tcase_add_test(tc, test_scheduler_e2e_isolation);
     suite_add_tcase(s, tc);
+    TCase *mv = tcase_create("microvm");
+    tcase_add_unchecked_fixture(mv, global_setup, global_teardown);
+    tcase_set_timeout(mv, 300);
+    tcase_add_test(mv, test_scheduler_e2e_microvm);
+    suite_add_tcase(s, mv);
     return s;
 }
 
