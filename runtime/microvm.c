@@ -20,8 +20,13 @@
  * be thousands of times slower); otherwise TCG emulation, only when the
  * operator allows it (--microvm-emulation).
  *
+ * Suspend writes the VM's memory and device state to a file (QEMU's
+ * migration to an fd, microvm_qmp.c) and ends QEMU; resume starts QEMU
+ * again with -incoming from that file.
+ *
  * Under <state_dir>/microvm: initrd.cpio, images/<hash>.ext4.  In a
- * sandbox's directory: disk.ext4, agent.sock while it runs.  */
+ * sandbox's directory: disk.ext4, agent.sock and qmp.sock while it runs,
+ * snapshot.mem while suspended.  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +56,7 @@ extern const unsigned char rt_guest_agent_blob[], rt_guest_agent_blob_end[];
 #define MV_MKFS_TIMEOUT_MS 300000
 #define MV_KILL_TIMEOUT_MS 5000
 #define MV_SYNC_TIMEOUT_MS 5000
+#define MV_SNAPSHOT_TIMEOUT_MS 120000
 /* What QEMU itself takes beyond the guest's RAM (TCG's translation cache
  * is bounded to 64 MiB below).  */
 #define MV_QEMU_OVERHEAD_MIB 192
@@ -537,16 +543,17 @@ static int mv_create(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     return disk_prepare(sb, err);
 }
 
-/* The socket QEMU listens on for the guest agent's port, bound through
- * the directory's fd (its path may be longer than an address holds).  */
-static int agent_listen(rt_sandbox_t *sb, int dirfd, sbx_error_t *err)
+/* A socket QEMU listens on (the guest agent's port, the monitor), bound
+ * through the directory's fd (its path may be longer than an address
+ * holds).  */
+static int sock_listen(rt_sandbox_t *sb, int dirfd, const char *name, sbx_error_t *err)
 {
-    (void)unlinkat(dirfd, MV_AGENT_SOCK, 0);
+    (void)unlinkat(dirfd, name, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/" MV_AGENT_SOCK, dirfd);
+    snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dirfd, name);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 64) < 0) {
-        sbx_error_errno(err, SBX_ERR_INTERNAL, "listen on %s/" MV_AGENT_SOCK, sb->dir);
+        sbx_error_errno(err, SBX_ERR_INTERNAL, "listen on %s/%s", sb->dir, name);
         if (fd >= 0)
             close(fd);
         return -1;
@@ -564,8 +571,9 @@ static char *kernel_cmdline(rt_sandbox_t *sb)
                      tsc_khz(), sb->id);
 }
 
-/* QEMU's argv; its files are fds 3..6 (see mv_start).  */
-static char **qemu_argv(rt_sandbox_t *sb)
+/* QEMU's argv; its files are fds 3..8, and 9 the snapshot to restore
+ * when `restore` (see vm_boot).  */
+static char **qemu_argv(rt_sandbox_t *sb, bool restore)
 {
     bool kvm = strcmp(probe.accel, "kvm") == 0;
     unsigned smp = sb->cpu > 1 ? (unsigned)(sb->cpu + 0.999) : 1;
@@ -581,7 +589,8 @@ static char **qemu_argv(rt_sandbox_t *sb)
         "id=disk,file=/dev/fd/7,format=raw,if=none,cache=unsafe", "-device",
         "virtio-blk-device,drive=disk,serial=sbxdisk", "-device", "virtio-serial-device",
         "-chardev", "socket,id=agent,fd=3,server=on,wait=off", "-device",
-        "virtserialport,chardev=agent,name=sbx.agent"};
+        "virtserialport,chardev=agent,name=sbx.agent", "-chardev",
+        "socket,id=qmp,fd=8,server=on,wait=off", "-mon", "chardev=qmp,mode=control"};
     char **v = xcalloc(ARRAY_SIZE(fixed) + 16, sizeof *v);
     size_t k = 0;
     v[k++] = xstrdup(probe.qemu);
@@ -597,6 +606,10 @@ static char **qemu_argv(rt_sandbox_t *sb)
     v[k++] = xasprintf("%u", smp);
     v[k++] = xstrdup("-append");
     v[k++] = kernel_cmdline(sb);
+    if (restore) {
+        v[k++] = xstrdup("-incoming");
+        v[k++] = xstrdup("fd:9");
+    }
     return v;
 }
 
@@ -607,8 +620,11 @@ static void vm_forget(rt_sandbox_t *sb)
     sb->init_pidfd = -1;
     sb->init_pid = 0;
     sb->init_start = 0;
-    _cleanup_free_ char *sock = xasprintf("%s/" MV_AGENT_SOCK, sb->dir);
-    (void)unlink(sock);
+    const char *const socks[] = {MV_AGENT_SOCK, MV_QMP_SOCK};
+    for (size_t i = 0; i < ARRAY_SIZE(socks); i++) {
+        _cleanup_free_ char *sock = xasprintf("%s/%s", sb->dir, socks[i]);
+        (void)unlink(sock);
+    }
 }
 
 /* The guest's dirty pages to its disk, before QEMU is killed: what the
@@ -675,7 +691,39 @@ static int wait_agent(rt_sandbox_t *sb, int dirfd, int64_t deadline, sbx_error_t
     }
 }
 
-static int mv_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
+/* After an incoming migration the VM waits, paused as it was saved:
+ * continue it once the state is in.  */
+static int restore_finish(rt_sandbox_t *sb, int dirfd, int64_t deadline, sbx_error_t *err)
+{
+    mv_qmp_t *q = NULL;
+    while (!q) {
+        sbx_error_t qerr = {0};
+        q = mv_qmp_open(dirfd, deadline, &qerr);
+        struct pollfd p = {.fd = sb->init_pidfd, .events = POLLIN};
+        if (!q && (poll(&p, 1, 0) > 0 || sbx_monotonic_ms() >= deadline))
+            return sbx_error_set(err, SBX_ERR_INTERNAL, "microvm: restore: %s", qerr.msg);
+        if (!q)
+            usleep(20 * 1000);
+    }
+    char status[64] = "inmigrate";
+    int ret = 0;
+    while (ret == 0 && strcmp(status, "inmigrate") == 0) {
+        ret = mv_qmp_query(q, "query-status", "status", status, sizeof status, deadline, err);
+        if (ret == 0 && strcmp(status, "inmigrate") == 0)
+            usleep(20 * 1000);
+    }
+    json_t *r = NULL;
+    if (ret == 0 && strcmp(status, "running") != 0 &&
+        !(r = mv_qmp_cmd(q, "cont", NULL, -1, deadline, err)))
+        ret = -1;
+    json_decref(r);
+    mv_qmp_close(q);
+    return ret;
+}
+
+/* Start QEMU: a fresh boot, or (restore_fd >= 0) a VM restored from a
+ * snapshot.  Returns once the guest agent answers.  */
+static int vm_boot(rt_runtime_t *rt, rt_sandbox_t *sb, int restore_fd, sbx_error_t *err)
 {
     probe_once(rt);
     if (!probe.ok)
@@ -690,19 +738,21 @@ static int mv_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     _cleanup_free_ char *kernel = xasprintf("%s/vmlinuz", probe.kernel_dir);
     _cleanup_free_ char *initrd = xasprintf("%s/microvm/initrd.cpio", rt->state_dir);
     _cleanup_free_ char *disk = xasprintf("%s/disk.ext4", sb->dir);
-    _cleanup_close_ int sock = agent_listen(sb, dirfd, err);
+    _cleanup_close_ int sock = sock_listen(sb, dirfd, MV_AGENT_SOCK, err);
+    _cleanup_close_ int qmp = sock < 0 ? -1 : sock_listen(sb, dirfd, MV_QMP_SOCK, err);
     _cleanup_close_ int kfd = open(kernel, O_RDONLY | O_CLOEXEC);
     _cleanup_close_ int ifd = open(initrd, O_RDONLY | O_CLOEXEC);
     _cleanup_close_ int rfd = open(image, O_RDONLY | O_CLOEXEC);
     _cleanup_close_ int dfd = open(disk, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (sock < 0)
+    if (sock < 0 || qmp < 0)
         return -1;
     if (kfd < 0 || ifd < 0 || rfd < 0 || dfd < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "microvm: open the VM's files");
-    char **argv = qemu_argv(sb);
-    const int fds[] = {-1, -1, -1, sock, kfd, ifd, rfd, dfd};
+    char **argv = qemu_argv(sb, restore_fd >= 0);
+    const int fds[] = {-1, -1, -1, sock, kfd, ifd, rfd, dfd, qmp, restore_fd};
     int pidfd = -1;
-    pid_t pid = spawn(rt, argv, fds, (int)ARRAY_SIZE(fds), sb->id, sb->host_uid, &pidfd, err);
+    int nfds = (int)ARRAY_SIZE(fds) - (restore_fd < 0);
+    pid_t pid = spawn(rt, argv, fds, nfds, sb->id, sb->host_uid, &pidfd, err);
     rt_strv_free(argv);
     if (pid < 0)
         return -1;
@@ -712,7 +762,9 @@ static int mv_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     sb->init_is_child = true;
     int64_t boot =
         strcmp(probe.accel, "kvm") == 0 ? MV_BOOT_TIMEOUT_KVM_MS : MV_BOOT_TIMEOUT_TCG_MS;
-    if (wait_agent(sb, dirfd, sbx_monotonic_ms() + boot, err) < 0) {
+    int64_t deadline = sbx_monotonic_ms() + boot;
+    if ((restore_fd >= 0 && restore_finish(sb, dirfd, deadline, err) < 0) ||
+        wait_agent(sb, dirfd, deadline, err) < 0) {
         sbx_error_t serr = {0};
         (void)vm_kill(rt, sb, &serr);
         return -1;
@@ -728,14 +780,84 @@ static int mv_destroy(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     return sbx_rm_rf(sb->dir, err);
 }
 
+static int mv_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
+{
+    return vm_boot(rt, sb, -1, err);
+}
+
+/* Pause the VM and migrate its memory and device state into fd.  */
+static int snapshot_write(rt_sandbox_t *sb, int dirfd, int fd, sbx_error_t *err)
+{
+    int64_t deadline = sbx_monotonic_ms() + MV_SNAPSHOT_TIMEOUT_MS;
+    mv_qmp_t *q = mv_qmp_open(dirfd, deadline, err);
+    if (!q)
+        return -1;
+    json_t *r = mv_qmp_cmd(q, "stop", NULL, -1, deadline, err);
+    int ret = r ? 0 : -1;
+    json_decref(r);
+    if (ret == 0) {
+        r = mv_qmp_cmd(q, "getfd", json_pack("{s:s}", "fdname", "snapshot"), fd, deadline, err);
+        ret = r ? 0 : -1;
+        json_decref(r);
+    }
+    if (ret == 0) {
+        r = mv_qmp_cmd(q, "migrate", json_pack("{s:s}", "uri", "fd:snapshot"), -1, deadline, err);
+        ret = r ? 0 : -1;
+        json_decref(r);
+    }
+    char status[64] = "active";
+    while (ret == 0 && strcmp(status, "completed") != 0) {
+        ret = mv_qmp_query(q, "query-migrate", "status", status, sizeof status, deadline, err);
+        if (ret == 0 && (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0))
+            ret = sbx_error_set(err, SBX_ERR_INTERNAL, "microvm: the snapshot of %s %s", sb->id,
+                                status);
+        else if (ret == 0 && strcmp(status, "completed") != 0)
+            usleep(20 * 1000);
+    }
+    if (ret < 0) /* the VM runs on as it was */
+        json_decref(mv_qmp_cmd(q, "cont", NULL, -1, sbx_monotonic_ms() + 5000, NULL));
+    mv_qmp_close(q);
+    return ret;
+}
+
+/* Memory to a file: the VM's state goes to <dir>/snapshot.mem and QEMU
+ * ends, so a suspended sandbox holds no RAM.  Where that fails, the
+ * freezer holds the VM instead.  */
 static int mv_suspend(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
+    _cleanup_close_ int dirfd = open(sb->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_free_ char *path = xasprintf("%s/" MV_SNAPSHOT, sb->dir);
+    _cleanup_close_ int fd =
+        open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    sbx_error_t serr = {0};
+    if (dirfd >= 0 && fd >= 0 && snapshot_write(sb, dirfd, fd, &serr) == 0 && fsync(fd) == 0) {
+        sbx_error_t kerr = {0};
+        if (vm_kill(rt, sb, &kerr) < 0)
+            sbx_log(SBX_LOG_WARN, "runtime", "sandbox %s: %s", sb->id, kerr.msg);
+        return 0;
+    }
+    sbx_log(SBX_LOG_WARN, "runtime", "sandbox %s: %s; suspending with the freezer instead", sb->id,
+            serr.msg[0] ? serr.msg : "cannot write the snapshot");
+    (void)unlink(path);
     return rt_cg_freeze(&rt->cg, sb->id, true, err);
 }
 
 static int mv_resume(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
-    return rt_cg_freeze(&rt->cg, sb->id, false, err);
+    _cleanup_free_ char *path = xasprintf("%s/" MV_SNAPSHOT, sb->dir);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return rt_cg_freeze(&rt->cg, sb->id, false, err);
+    if (vm_boot(rt, sb, fd, err) < 0)
+        return -1;
+    (void)unlink(path);
+    return 0;
+}
+
+static bool has_snapshot(rt_sandbox_t *sb)
+{
+    _cleanup_free_ char *path = xasprintf("%s/" MV_SNAPSHOT, sb->dir);
+    return access(path, F_OK) == 0;
 }
 
 static bool vm_alive(rt_sandbox_t *sb)
@@ -757,6 +879,9 @@ static bool vm_alive(rt_sandbox_t *sb)
 static int mv_list(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
     if (sb->state != RT_STATE_RUNNING && sb->state != RT_STATE_SUSPENDED)
+        return 0;
+    if (sb->state == RT_STATE_SUSPENDED && sb->init_pidfd < 0 && sb->init_pid == 0 &&
+        has_snapshot(sb))
         return 0;
     if (vm_alive(sb)) {
         sb->state = rt_cg_is_frozen(&rt->cg, sb->id) ? RT_STATE_SUSPENDED : RT_STATE_RUNNING;

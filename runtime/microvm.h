@@ -8,6 +8,10 @@
 /* In each sandbox's directory: the socket QEMU listens on for the guest
  * agent's virtio-serial port.  */
 #define MV_AGENT_SOCK "agent.sock"
+/* ... and for its monitor (QMP), used for memory snapshots.  */
+#define MV_QMP_SOCK "qmp.sock"
+/* A suspended VM's memory and device state.  */
+#define MV_SNAPSHOT "snapshot.mem"
 /* Bounds on what the guest may send back (base64 inflates by 4/3).  */
 #define MV_FILE_MAX (32u << 20)
 #define MV_OUTPUT_CAP_MAX (16u << 20)
@@ -33,5 +37,18 @@ int mv_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req, rt
             sbx_error_t *err);
 
 extern const rt_driver_files_t mv_files;
+
+/* QMP (microvm_qmp.c): a connection to the monitor of the VM whose
+ * directory is dirfd, capabilities negotiated.  */
+typedef struct mv_qmp mv_qmp_t;
+mv_qmp_t *mv_qmp_open(int dirfd, int64_t deadline, sbx_error_t *err);
+void mv_qmp_close(mv_qmp_t *q);
+/* Run cmd with args (stolen; may be NULL), passing pass_fd (>= 0) along
+ * with it; its "return" value (the caller's reference).  */
+json_t *mv_qmp_cmd(mv_qmp_t *q, const char *cmd, json_t *args, int pass_fd, int64_t deadline,
+                   sbx_error_t *err);
+/* The string member key of cmd's reply (query-status "status" ...).  */
+int mv_qmp_query(mv_qmp_t *q, const char *cmd, const char *key, char *out, size_t len,
+                 int64_t deadline, sbx_error_t *err);
 
 #endif

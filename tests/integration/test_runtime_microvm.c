@@ -6,6 +6,7 @@
  * socket or cgroup.  Two boots in all, to keep the run short.  Skipped
  * (with a message) where QEMU or the guest kernel is missing.  */
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 
 #include "tests/integration/test_runtime_fixture.h"
@@ -151,6 +152,57 @@ static void file_checks(const char *id)
     ck_assert(rt_file_write(fx_rt, id, "/root/kept", "kept", 4, &err) == 0);
 }
 
+static long count_of(const char *id)
+{
+    rt_exec_result_t r = fx_sh(id, "cat /tmp/count");
+    long n = atol(r.out);
+    rt_exec_result_done(&r);
+    return n;
+}
+
+/* Suspend writes the VM's memory to a file and ends QEMU; resume restores
+ * it: a counting process goes on from its count, the same process.  */
+static void snapshot_checks(const char *id)
+{
+    rt_exec_result_t r = fx_sh(id, "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
+                                   "sleep 0.1; done) >/dev/null 2>&1 & echo $! > /tmp/pid");
+    ck_assert_int_eq(r.exit_code, 0);
+    rt_exec_result_done(&r);
+    long before = 0;
+    for (int64_t end = sbx_monotonic_ms() + 20000; before < 3 && sbx_monotonic_ms() < end;
+         usleep(100000))
+        before = count_of(id);
+    ck_assert_int_ge(before, 3);
+    sbx_error_t err = {0};
+    int64_t t0 = sbx_monotonic_ms();
+    ck_assert_msg(rt_suspend(fx_rt, id, &err) == 0, "%s", err.msg);
+    int64_t suspend_ms = sbx_monotonic_ms() - t0;
+    ck_assert_int_eq(qemu_of(id), 0);
+    _cleanup_free_ char *snap = xasprintf("%s/sandboxes/%s/snapshot.mem", fx_state, id);
+    struct stat st;
+    ck_assert_int_eq(stat(snap, &st), 0);
+    rt_info_t info;
+    ck_assert_int_eq(rt_get(fx_rt, id, &info, &err), 0);
+    ck_assert_int_eq(info.state, RT_STATE_SUSPENDED);
+    t0 = sbx_monotonic_ms();
+    ck_assert_msg(rt_resume(fx_rt, id, &err) == 0, "%s", err.msg);
+    int64_t resume_ms = sbx_monotonic_ms() - t0;
+    fprintf(stderr, "microvm: snapshot %lld KiB, suspend %lld ms, resume %lld ms\n",
+            (long long)st.st_size / 1024, (long long)suspend_ms, (long long)resume_ms);
+    ck_assert_int_ne(access(snap, F_OK), 0);
+    long after = count_of(id);
+    ck_assert_int_ge(after, before);
+    /* Counting on from there, not from 0 (a reboot would have lost it).  */
+    long later = after;
+    for (int64_t end = sbx_monotonic_ms() + 20000; later <= after && sbx_monotonic_ms() < end;
+         usleep(100000))
+        later = count_of(id);
+    ck_assert_int_gt(later, after);
+    r = fx_sh(id, "kill $(cat /tmp/pid) && echo killed");
+    ck_assert_str_eq(r.out, "killed\n");
+    rt_exec_result_done(&r);
+}
+
 START_TEST(test_microvm_end_to_end)
 {
     if (!mv_open())
@@ -175,6 +227,8 @@ START_TEST(test_microvm_end_to_end)
 
     exec_checks(id);
     file_checks(id);
+
+    snapshot_checks(id);
 
     /* The writable disk outlives a stop; a second boot sees the file.  */
     sbx_error_t err = {0};
