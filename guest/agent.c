@@ -54,7 +54,9 @@ static void say(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "sbx-guest: ");
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    fprintf(stderr, "sbx-guest [%lld ms]: ", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -284,6 +286,7 @@ static int boot(void)
     mount_or_say("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_or_say("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL);
     modules_load();
+    say("modules loaded");
     int64_t deadline = now_ms() + DEVICE_WAIT_MS;
     char rootdev[300], diskdev[300], port[300];
     if (!wait_dev("/sys/class/virtio-ports", "name", PORT_NAME, port, sizeof port, deadline)) {
@@ -296,7 +299,9 @@ static int boot(void)
     }
     mount_or_say(rootdev, "/lower", "ext4", MS_RDONLY, "noload");
     if (wait_dev("/sys/block", "serial", "sbxdisk", diskdev, sizeof diskdev, now_ms() + 1000))
-        mount_or_say(diskdev, "/upper", "ext4", MS_NOSUID | MS_NODEV, NULL);
+        /* No background zeroing of inode tables: CPU an emulated guest
+         * lacks at boot.  */
+        mount_or_say(diskdev, "/upper", "ext4", MS_NOSUID | MS_NODEV, "noinit_itable");
     else
         mount_or_say("tmpfs", "/upper", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
     mkdirs("/upper/upper");
@@ -885,6 +890,10 @@ static void serve(int port)
         json_t *req = json_loadb(buf, n, 0, NULL);
         free(buf);
         json_t *out = req ? dispatch(req) : fail(EINVAL, "bad json");
+        /* The host matches replies to requests by their id.  */
+        json_t *id = json_object_get(req, "id");
+        if (out && id)
+            json_object_set(out, "id", id);
         json_decref(req);
         reply(port, out ? out : fail(ENOMEM, "reply"));
     }

@@ -579,8 +579,7 @@ static char **qemu_argv(rt_sandbox_t *sb, bool restore)
     unsigned smp = sb->cpu > 1 ? (unsigned)(sb->cpu + 0.999) : 1;
     uint64_t mem = sb->memory_mib < MV_MIN_MEMORY_MIB ? MV_MIN_MEMORY_MIB : sb->memory_mib;
     const char *const fixed[] = {
-        "-M", "microvm,rtc=off", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", "null",
+        "-M", "microvm", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         /* QEMU's own seccomp filter: no new processes, no privileges.  */
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "-kernel", "/dev/fd/4", "-initrd", "/dev/fd/5", "-drive",
@@ -606,6 +605,10 @@ static char **qemu_argv(rt_sandbox_t *sb, bool restore)
     v[k++] = xasprintf("%u", smp);
     v[k++] = xstrdup("-append");
     v[k++] = kernel_cmdline(sb);
+    /* For an operator chasing a guest that does not boot: its console.  */
+    const char *con = getenv("SANDBOXD_MICROVM_CONSOLE_DIR");
+    v[k++] = xstrdup("-serial");
+    v[k++] = con && con[0] == '/' ? xasprintf("file:%s/%s.log", con, sb->id) : xstrdup("null");
     if (restore) {
         v[k++] = xstrdup("-incoming");
         v[k++] = xstrdup("fd:9");

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -19,6 +20,9 @@
 #include <unistd.h>
 
 #include "runtime/microvm.h"
+
+/* Replies to earlier requests skipped before one gives up.  */
+#define MV_STALE_MAX 8
 
 /* ---- base64 ----------------------------------------------------------------- */
 
@@ -164,9 +168,57 @@ static int agent_connect(int dirfd, sbx_error_t *err)
     return fd;
 }
 
+/* Read past a frame of len bytes that is not for us, in pieces.  */
+static int frame_skip(int fd, size_t len, int64_t deadline, sbx_error_t *err)
+{
+    char buf[65536];
+    while (len) {
+        size_t n = len < sizeof buf ? len : sizeof buf;
+        if (recv_all(fd, buf, n, deadline, err) < 0)
+            return -1;
+        len -= n;
+    }
+    return 0;
+}
+
+/* One frame that parses as a JSON object with a boolean "ok"; NULL and
+ * *stale when it is a frame to skip (too large for this request).  */
+static json_t *frame_read(int fd, size_t reply_max, int64_t deadline, bool *stale, sbx_error_t *err)
+{
+    unsigned char hdr[4];
+    *stale = false;
+    if (recv_all(fd, (char *)hdr, 4, deadline, err) < 0)
+        return NULL;
+    size_t len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
+    if (len > MV_FRAME_MAX)
+        return sbx_error_set(err, SBX_ERR_INTERNAL,
+                             "the microVM's guest agent sent a frame of %zu bytes", len),
+               NULL;
+    if (len > reply_max) {
+        *stale = frame_skip(fd, len, deadline, err) == 0;
+        return NULL;
+    }
+    _cleanup_free_ char *body = xmalloc(len + 1);
+    if (recv_all(fd, body, len, deadline, err) < 0)
+        return NULL;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(j) || !json_is_boolean(json_object_get(j, "ok"))) {
+        json_decref(j);
+        return sbx_error_set(err, SBX_ERR_INTERNAL, "the microVM's guest agent sent a bad reply"),
+               NULL;
+    }
+    return j;
+}
+
 int mv_agent_call(int dirfd, json_t *req, size_t reply_max, int64_t deadline, json_t **reply,
                   sbx_error_t *err)
 {
+    /* Each request has an id the reply repeats: a reply the guest wrote
+     * after an earlier caller gave up waits in the port for the next
+     * connection, and is skipped.  */
+    static atomic_ullong seq;
+    json_int_t id = (json_int_t)(atomic_fetch_add(&seq, 1) & 0x3fffffffffffffULL);
+    json_object_set_new(req, "id", json_integer(id));
     _cleanup_free_ char *text = json_dumps(req, JSON_COMPACT);
     if (!text)
         return sbx_error_set(err, SBX_ERR_INVALID, "the request cannot be encoded (not UTF-8?)");
@@ -178,24 +230,22 @@ int mv_agent_call(int dirfd, json_t *req, size_t reply_max, int64_t deadline, js
         return -1;
     unsigned char hdr[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16),
                             (unsigned char)(n >> 8), (unsigned char)n};
-    if (send_all(fd, (char *)hdr, 4, deadline, err) < 0 ||
-        send_all(fd, text, n, deadline, err) < 0 || recv_all(fd, (char *)hdr, 4, deadline, err) < 0)
+    if (send_all(fd, (char *)hdr, 4, deadline, err) < 0 || send_all(fd, text, n, deadline, err) < 0)
         return -1;
-    size_t len = (size_t)hdr[0] << 24 | (size_t)hdr[1] << 16 | (size_t)hdr[2] << 8 | hdr[3];
-    if (len > reply_max || len > MV_FRAME_MAX)
-        return sbx_error_set(err, SBX_ERR_INTERNAL,
-                             "the microVM's guest agent sent a reply of %zu bytes (at most %zu)",
-                             len, reply_max);
-    _cleanup_free_ char *body = xmalloc(len + 1);
-    if (recv_all(fd, body, len, deadline, err) < 0)
-        return -1;
-    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-    if (!json_is_object(j) || !json_is_boolean(json_object_get(j, "ok"))) {
+    for (int skipped = 0; skipped <= MV_STALE_MAX; skipped++) {
+        bool stale;
+        json_t *j = frame_read(fd, reply_max, deadline, &stale, err);
+        if (!j && !stale)
+            return -1;
+        json_t *jid = json_object_get(j, "id");
+        if (j && json_is_integer(jid) && json_integer_value(jid) == id) {
+            *reply = j;
+            return 0;
+        }
         json_decref(j);
-        return sbx_error_set(err, SBX_ERR_INTERNAL, "the microVM's guest agent sent a bad reply");
     }
-    *reply = j;
-    return 0;
+    return sbx_error_set(err, SBX_ERR_INTERNAL,
+                         "the microVM's guest agent sent replies to no request of ours");
 }
 
 int mv_agent_error(json_t *reply, const char *op, const char *path, sbx_error_t *err)

@@ -73,6 +73,12 @@ static void exec_checks(const char *id)
     ck_assert_int_eq(sscanf(r.out, "%127s", rel), 1);
     ck_assert_msg(strcmp(rel, u.release) != 0, "the guest runs the host's kernel %s", rel);
     ck_assert_ptr_nonnull(strstr(r.out, id));
+    /* Its /proc/cpuinfo is the VM's: one vCPU (the sandbox asked for no
+     * more), whatever the host has.  */
+    const char *last = strrchr(r.out, '\n');
+    while (last && last > r.out && last[-1] != '\n')
+        last--;
+    ck_assert_int_eq(atoi(last ? last : r.out), 1);
     rt_exec_result_done(&r);
 
     r = fx_sh(id, "echo out; echo err >&2; exit 7");
