@@ -564,11 +564,14 @@ static int sock_listen(rt_sandbox_t *sb, int dirfd, const char *name, sbx_error_
 static char *kernel_cmdline(rt_sandbox_t *sb)
 {
     /* Fast boot: no PCI bus to scan, no keyboard controller to probe, a
-     * known TSC rate, quiet console; the agent is /init.  */
-    return xasprintf("console=ttyS0 quiet loglevel=1 panic=-1 pci=off i8042.noaux i8042.nomux "
-                     "i8042.nopnp i8042.dumbkbd nomodeset tsc_early_khz=%lu rdinit=/init "
-                     "sbx.hostname=%s",
-                     tsc_khz(), sb->id);
+     * known TSC rate, quiet console; the agent is /init.  tsc=reliable:
+     * an emulated TSC fails the kernel's watchdog, and the jiffies clock
+     * it falls back to ticks 250 times a second even when idle.  */
+    return xasprintf(
+        "console=ttyS0 quiet loglevel=1 panic=-1 pci=off i8042.noaux i8042.nomux "
+        "i8042.nopnp i8042.dumbkbd nomodeset tsc_early_khz=%lu tsc=reliable rdinit=/init "
+        "sbx.hostname=%s",
+        tsc_khz(), sb->id);
 }
 
 /* QEMU's argv; its files are fds 3..8, and 9 the snapshot to restore
