@@ -31,7 +31,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <grp.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -127,8 +126,11 @@ static pid_t spawn(rt_runtime_t *rt, char *const *argv, const int *fds, int nfds
             _exit(127);
         close(nfds);
         if (uid) {
-            if (unshare(CLONE_NEWNET) < 0 || setgroups(0, NULL) < 0 ||
-                setresgid(uid, uid, uid) < 0 || setresuid(uid, uid, uid) < 0 ||
+            /* Raw calls: glibc's would signal the agent's other threads,
+             * which the child does not have.  */
+            if (unshare(CLONE_NEWNET) < 0 || syscall(SYS_setgroups, 0, NULL) < 0 ||
+                syscall(SYS_setresgid, uid, uid, uid) < 0 ||
+                syscall(SYS_setresuid, uid, uid, uid) < 0 ||
                 prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 _exit(126);
         }
