@@ -247,11 +247,21 @@ START_TEST(test_microvm_end_to_end)
     ck_assert_str_eq(r.out, "kept");
     rt_exec_result_done(&r);
 
-    /* A killed QEMU: the sandbox is Failed.  */
+    /* A new runtime on the same state directory (an agent restart)
+     * adopts the running VM: the same QEMU answers.  */
     qemu = qemu_of(id);
     ck_assert_int_gt(qemu, 0);
-    kill(qemu, SIGKILL);
+    ck_assert(mv_open());
     rt_info_t info;
+    ck_assert_int_eq(rt_get(fx_rt, id, &info, &err), 0);
+    ck_assert_int_eq(info.state, RT_STATE_RUNNING);
+    r = fx_sh(id, "cat /root/kept");
+    ck_assert_str_eq(r.out, "kept");
+    rt_exec_result_done(&r);
+    ck_assert_int_eq(qemu_of(id), qemu);
+
+    /* A killed QEMU: the sandbox is Failed.  */
+    kill(qemu, SIGKILL);
     for (int64_t end = sbx_monotonic_ms() + 10000; sbx_monotonic_ms() < end; usleep(50000)) {
         ck_assert_int_eq(rt_get(fx_rt, id, &info, &err), 0);
         if (info.state == RT_STATE_FAILED)
