@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #endif
 #include <dirent.h>
+#include <grp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -676,9 +677,43 @@ static char **strv(json_t *arr, size_t max)
     return v;
 }
 
+/* Who the command runs as: the request's "user" (uid, gid, groups), or
+ * root when there is none.  */
+typedef struct who {
+    bool set;
+    uid_t uid;
+    gid_t gid;
+    gid_t groups[32];
+    size_t n_groups;
+} who_t;
+
+static bool who_parse(json_t *u, who_t *w)
+{
+    memset(w, 0, sizeof *w);
+    if (!u)
+        return true;
+    json_t *uid = json_object_get(u, "uid"), *gid = json_object_get(u, "gid");
+    json_t *groups = json_object_get(u, "groups");
+    if (!json_is_integer(uid) || !json_is_integer(gid) || json_integer_value(uid) < 0 ||
+        json_integer_value(gid) < 0 || json_integer_value(uid) > 65535 ||
+        json_integer_value(gid) > 65535 || (groups && !json_is_array(groups)) ||
+        json_array_size(groups) > 32)
+        return false;
+    w->set = true;
+    w->uid = (uid_t)json_integer_value(uid);
+    w->gid = (gid_t)json_integer_value(gid);
+    for (size_t i = 0; i < json_array_size(groups); i++) {
+        json_int_t g = json_integer_value(json_array_get(groups, i));
+        if (g < 0 || g > 65535)
+            return false;
+        w->groups[w->n_groups++] = (gid_t)g;
+    }
+    return true;
+}
+
 /* In the child: never returns.  Failures go to `report` as {tag, errno}.  */
 static void exec_child(int in, int out, int errp, int report, char **argv, char **env,
-                       const char *cwd)
+                       const char *cwd, const who_t *who)
 {
     setsid();
     dup2(in, 0);
@@ -692,6 +727,14 @@ static void exec_child(int in, int out, int errp, int report, char **argv, char 
         msg[1] = errno;
         write_full(report, msg, sizeof msg);
         _exit(127);
+    }
+    if (who->set &&
+        (setgroups(who->n_groups, who->groups) < 0 || setresgid(who->gid, who->gid, who->gid) < 0 ||
+         setresuid(who->uid, who->uid, who->uid) < 0)) {
+        msg[0] = 'e';
+        msg[1] = errno;
+        write_full(report, msg, sizeof msg);
+        _exit(126);
     }
     signal(SIGPIPE, SIG_DFL);
     environ = env;
@@ -725,7 +768,9 @@ static json_t *op_exec(json_t *req)
     json_int_t cap = json_integer_value(json_object_get(req, "cap"));
     size_t in_len = 0;
     unsigned char *in_data = in_b64 ? b64_decode(in_b64, &in_len) : NULL;
-    if (!argv || !argv[0] || !env || (in_b64 && !in_data)) {
+    who_t who;
+    bool who_ok = who_parse(json_object_get(req, "user"), &who);
+    if (!argv || !argv[0] || !env || (in_b64 && !in_data) || !who_ok) {
         free(argv);
         free(env);
         free(in_data);
@@ -746,7 +791,7 @@ static json_t *op_exec(json_t *req)
     int64_t t0 = now_ms();
     pid_t pid = fork();
     if (pid == 0)
-        exec_child(pin[0], pout[1], perr[1], rep[1], argv, env, cwd ? cwd : "/");
+        exec_child(pin[0], pout[1], perr[1], rep[1], argv, env, cwd ? cwd : "/", &who);
     close(pin[0]);
     close(pout[1]);
     close(perr[1]);

@@ -346,6 +346,14 @@ int mv_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req, rt
         return sbx_error_set(err, SBX_ERR_INVALID, "exec: arguments and environment must be UTF-8");
     if (in)
         json_object_set_new(r, "stdin", json_string(in));
+    if (req->user.set) {
+        json_t *groups = json_array();
+        for (unsigned i = 0; i < req->user.n_groups && i < RT_MAX_GROUPS; i++)
+            json_array_append_new(groups, json_integer(req->user.groups[i]));
+        json_object_set_new(r, "user",
+                            json_pack("{s:I,s:I,s:o}", "uid", (json_int_t)req->user.uid, "gid",
+                                      (json_int_t)req->user.gid, "groups", groups));
+    }
     json_t *reply = NULL;
     /* Two base64 streams of cap bytes and the JSON around them.  */
     size_t reply_max = 2 * (4 * ((cap + 2) / 3)) + 4096;

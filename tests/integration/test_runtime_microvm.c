@@ -95,6 +95,17 @@ static void exec_checks(const char *id)
     ck_assert_str_eq(r.out, "from stdin");
     rt_exec_result_done(&r);
 
+    /* A user of the request's: its uid, gid and groups, not root's.  */
+    char *idcmd[] = {"id", NULL};
+    req = (rt_exec_request_t){
+        .argv = idcmd,
+        .user = {.set = true, .uid = 1234, .gid = 1235, .groups = {7}, .n_groups = 1}};
+    ck_assert_msg(rt_exec(fx_rt, id, &req, &r, &err) == 0, "%s", err.msg);
+    ck_assert_msg(strstr(r.out, "uid=1234") && strstr(r.out, "gid=1235") &&
+                      strstr(r.out, "groups=7"),
+                  "%s", r.out);
+    rt_exec_result_done(&r);
+
     char *missing[] = {"no-such-command", NULL};
     r = fx_execv(id, missing, 20000);
     ck_assert_int_eq(r.exit_code, 127);
