@@ -191,6 +191,9 @@ static void global_teardown(void)
     free(g_c.log);
     free(g_c.base);
     free(g_c.admin);
+    /* The next case's set-up starts from nothing.  */
+    g_c = (cluster_t){0};
+    g_root = g_image = NULL;
 }
 
 /* ---- calls ---- */
