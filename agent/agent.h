@@ -32,7 +32,9 @@ typedef struct agent_config {
     bool allow_private_registries;  /* pull from non-public addresses too */
     uint64_t max_layer_bytes;       /* 0: the image store's default */
     uint64_t max_image_store_bytes; /* 0: the image store's default */
-    char *egress_pool;     /* IPv4 pool of sandbox links; NULL: no egress (loopback only) */
+    /* IPv4 pool of sandbox links, or "auto" (egress_pool_pick); NULL: no
+     * egress (loopback only) */
+    char *egress_pool;
     char *egress_resolver; /* upstream DNS "ADDR[:PORT]"; NULL: the host's */
     sbx_log_level_t log_level;
 } agent_config_t;
@@ -60,7 +62,11 @@ typedef struct agent_api_config {
     img_store_t *img; /* borrowed */
     const char *data_dir;
     const char *environment;
-    egress_t *egress; /* borrowed; NULL: policies are kept but not enforced */
+    egress_t *egress;        /* borrowed; NULL: policies are kept but not enforced */
+    const char *egress_pool; /* the pool in use, for health */
+    /* Why egress is off when it was asked for (health, and the message of
+     * a sandbox whose policy it cannot enforce); NULL: not asked for.  */
+    const char *egress_unavailable;
 } agent_api_config_t;
 
 agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err);

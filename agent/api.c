@@ -219,6 +219,8 @@ agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err)
     api->rt = cfg->rt;
     api->img = cfg->img;
     api->egress = cfg->egress;
+    api->egress_pool = cfg->egress_pool ? xstrdup(cfg->egress_pool) : NULL;
+    api->egress_unavailable = cfg->egress_unavailable ? xstrdup(cfg->egress_unavailable) : NULL;
     api->environment = xstrdup(cfg->environment ? cfg->environment : "default");
     api->procs = agent_procs_new(cfg->rt);
     pthread_mutex_init(&api->lock, NULL);
@@ -237,5 +239,7 @@ void agent_api_free(agent_api_t *api)
     pthread_mutex_destroy(&api->lock);
     pthread_cond_destroy(&api->changed);
     free(api->environment);
+    free(api->egress_pool);
+    free(api->egress_unavailable);
     free(api);
 }

@@ -131,9 +131,10 @@ static const struct flag {
      "most the image store may hold (default: half its file system)"},
     {{"egress-pool", required_argument, NULL, OPT_EGRESS_POOL},
      "SANDBOX_AGENT_EGRESS_POOL",
-     "CIDR",
-     "IPv4 block (/16../28) for sandboxes' egress links; without it egress policies "
-     "are not enforced and every sandbox reaches nothing (one block per agent on a host)"},
+     "CIDR|auto",
+     "IPv4 block (/16../28) for sandboxes' egress links, or auto (a free /20 of "
+     "100.64.0.0/10, checked against the host's routes); without it egress policies are not "
+     "enforced and every sandbox reaches nothing (one block per agent on a host)"},
     {{"egress-resolver", required_argument, NULL, OPT_EGRESS_RESOLVER},
      "SANDBOX_AGENT_EGRESS_RESOLVER",
      "ADDR[:PORT]",

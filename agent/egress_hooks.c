@@ -1,7 +1,7 @@
 /* egress_hooks.c -- where the sandbox lifecycle meets egress/: the policy a
  * create or update carries, links made when a sandbox runs and dropped when
  * it stops or goes, recovery at start, and the decision log route.  */
-#include "agent/agent.h"
+#include "agent/internal.h"
 
 #include <string.h>
 
@@ -152,4 +152,23 @@ void agent_egress_policy(egress_t *eg, rt_runtime_t *rt, const char *id, const a
     http_reply_json(
         res, 200,
         json_pack("{s:o,s:b}", "policy", cur ? cur : json_null(), "enforced", eg != NULL));
+}
+
+json_t *agent_egress_health(const agent_api_t *api)
+{
+    const char *why = api->egress               ? NULL
+                      : api->egress_unavailable ? api->egress_unavailable
+                                                : "egress is off on this agent (no --egress-pool)";
+    return json_pack("{s:b,s:s?,s:s?}", "enforced", api->egress != NULL, "pool",
+                     api->egress ? api->egress_pool : NULL, "unavailable", why);
+}
+
+void agent_egress_note(const agent_api_t *api, const json_t *policy, rt_info_t *info)
+{
+    if (api->egress || !policy || json_is_null(policy) || info->message[0])
+        return;
+    snprintf(info->message, sizeof info->message,
+             "egress is unavailable on this host (%.120s): the sandbox's egress policy is not "
+             "enforced and it reaches nothing",
+             api->egress_unavailable ? api->egress_unavailable : "no --egress-pool");
 }

@@ -17,6 +17,7 @@ struct agent_api {
     rt_runtime_t *rt;
     img_store_t *img;
     egress_t *egress;
+    char *egress_pool, *egress_unavailable; /* agent_api_config_t's */
     char *environment;
     agent_procs_t *procs;
     /* Ids with a create or delete under way: those serialise per id, so a
@@ -57,6 +58,14 @@ void agent_sandbox_put(agent_api_t *api, const char *id, const agent_call_t *c,
 void agent_sandbox_delete(agent_api_t *api, const char *id, http_response_t *res);
 void agent_sandbox_action(agent_api_t *api, const char *id, const char *action,
                           http_response_t *res);
+
+/* ---- egress (egress_hooks.c) ---- */
+
+/* health's "egress": {"enforced", "pool", "unavailable"}.  */
+json_t *agent_egress_health(const agent_api_t *api);
+/* A sandbox given a policy on an agent without egress says so in its
+ * message (the scheduler shows it as statusMessage).  */
+void agent_egress_note(const agent_api_t *api, const json_t *policy, rt_info_t *info);
 
 /* ---- exec (exec.c) ---- */
 

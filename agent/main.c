@@ -91,6 +91,9 @@ typedef struct agent {
     img_store_t *img;
     rt_runtime_t *rt;
     egress_t *egress;
+    char egress_pool[40];
+    char *egress_unavailable; /* why egress is off though asked for */
+    int pool_claim;           /* holds an automatic pool (egress_pool_pick) */
     agent_api_t *api;
     http_server_t *http;
 } agent_t;
@@ -103,6 +106,9 @@ static void agent_done(agent_t *a)
     http_server_stop(a->http); /* first: no request may still use the rest */
     agent_api_free(a->api);
     egress_close(a->egress);
+    if (a->pool_claim > 0)
+        close(a->pool_claim);
+    free(a->egress_unavailable);
     rt_close(a->rt);
     img_store_close(a->img);
     free(a->ca);
@@ -122,13 +128,41 @@ static int egress_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     char tag[8];
     snprintf(tag, sizeof tag, "%06x", h & 0xffffff);
     _cleanup_free_ char *state = xasprintf("%s/egress", cfg->data_dir);
+    snprintf(a->egress_pool, sizeof a->egress_pool, "%s", cfg->egress_pool);
+    if (strcmp(cfg->egress_pool, "auto") == 0 &&
+        egress_pool_pick(tag, state, a->egress_pool, sizeof a->egress_pool, &a->pool_claim, err) <
+            0)
+        return sbx_error_wrap(err, "egress"), -1;
     egress_config_t ec = {
-        .pool = cfg->egress_pool, .tag = tag, .resolver = cfg->egress_resolver, .state_dir = state};
+        .pool = a->egress_pool, .tag = tag, .resolver = cfg->egress_resolver, .state_dir = state};
     if (!(a->egress = egress_open(&ec, err)))
         return sbx_error_wrap(err, "egress"), -1;
     agent_egress_recover(a->egress, a->rt);
-    sbx_log(SBX_LOG_INFO, MODULE, "egress: links from %s, nft table sandboxd_%s", cfg->egress_pool,
+    sbx_log(SBX_LOG_INFO, MODULE, "egress: links from %s, nft table sandboxd_%s", a->egress_pool,
             tag);
+    return 0;
+}
+
+/* An explicit pool that does not work stops the agent (its operator asked
+ * for that block); "auto" (sandboxd's default for its local agent) does
+ * not: the agent runs, says in its health why egress is off, and a
+ * sandbox with a policy reaches nothing and says so.  */
+static int egress_start_or_report(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
+{
+    sbx_error_t eerr = {0};
+    if (egress_start(a, cfg, &eerr) == 0)
+        return 0;
+    if (strcmp(cfg->egress_pool, "auto") != 0) {
+        *err = eerr;
+        return -1;
+    }
+    if (a->pool_claim > 0)
+        close(a->pool_claim);
+    a->pool_claim = 0;
+    a->egress_pool[0] = '\0';
+    a->egress_unavailable = xstrdup(eerr.msg);
+    sbx_log(SBX_LOG_ERROR, MODULE,
+            "egress is unavailable: %s; sandboxes with an egress policy reach nothing", eerr.msg);
     return 0;
 }
 
@@ -177,14 +211,16 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
         sbx_log(SBX_LOG_INFO, MODULE, "sandboxes use host uids %u+%u and cgroup parent %s",
                 h.uid_start, h.uid_count, h.cgroup_parent);
 
-    if (cfg->egress_pool && egress_start(a, cfg, err) < 0)
+    if (cfg->egress_pool && egress_start_or_report(a, cfg, err) < 0)
         return -1;
 
     agent_api_config_t ac = {.rt = a->rt,
                              .img = a->img,
                              .data_dir = cfg->data_dir,
                              .environment = cfg->environment,
-                             .egress = a->egress};
+                             .egress = a->egress,
+                             .egress_pool = a->egress_pool[0] ? a->egress_pool : NULL,
+                             .egress_unavailable = a->egress_unavailable};
     if (!(a->api = agent_api_new(&ac, err)))
         return -1;
 

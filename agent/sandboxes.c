@@ -106,6 +106,7 @@ void agent_health(agent_api_t *api, http_response_t *res)
     for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
         json_object_set_new(why, h.unavailable[i].name, agent_json_cstr(h.unavailable[i].why));
     json_object_set_new(j, "unavailableDrivers", why);
+    json_object_set_new(j, "egress", agent_egress_health(api));
     http_reply_json(res, 200, j);
 }
 
@@ -262,6 +263,7 @@ static void create_new(agent_api_t *api, const char *id, json_t *spec, const jso
         return agent_reply_error(res, &err, id);
     }
     sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s created (%s, %s)", id, s.driver, image);
+    agent_egress_note(api, egress, &info);
     reply_sandbox(res, 201, &info);
 }
 

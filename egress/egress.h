@@ -31,6 +31,14 @@ typedef struct egress_config {
     const char *state_dir;
 } egress_config_t;
 
+/* "--egress-pool auto": a /20 of 100.64.0.0/10 that overlaps no route of
+ * the host (any table; routes through this agent's own links "sx<tag>-*"
+ * aside) and that no other agent on the host holds, the one saved in
+ * state_dir/pool first.  The claim lasts as long as *claim_fd is open.
+ * SBX_ERR_UNAVAILABLE when none is free.  */
+int egress_pool_pick(const char *tag, const char *state_dir, char *out, size_t len, int *claim_fd,
+                     sbx_error_t *err);
+
 /* Sets up the nft table and starts the proxy and the resolver.  */
 egress_t *egress_open(const egress_config_t *cfg, sbx_error_t *err);
 /* Stops the proxy and resolver.  Links and rules of sandboxes that are

@@ -19,7 +19,7 @@
 
 struct local_agent {
     sched_local_agent_config_t cfg;
-    char *bin, *data_dir, *pki_dir, *default_image;
+    char *bin, *data_dir, *pki_dir, *default_image, *egress_pool;
     pthread_t thread;
     pid_t pid;
     int port;
@@ -148,7 +148,7 @@ static pid_t spawn_agent(local_agent_t *la)
     _cleanup_free_ char *ca = xasprintf("%s/ca.pem", la->pki_dir);
     _cleanup_free_ char *cert = xasprintf("%s/agent.pem", la->pki_dir);
     _cleanup_free_ char *key = xasprintf("%s/agent.key", la->pki_dir);
-    char *argv[16];
+    char *argv[20];
     size_t n = 0;
     argv[n++] = la->bin;
     argv[n++] = "--listen";
@@ -169,6 +169,10 @@ static pid_t spawn_agent(local_agent_t *la)
         argv[n++] = "--microvm-emulation";
     if (la->cfg.allow_private_registries)
         argv[n++] = "--allow-private-registries";
+    if (la->egress_pool) {
+        argv[n++] = "--egress-pool";
+        argv[n++] = la->egress_pool;
+    }
     argv[n] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -267,6 +271,9 @@ int sched_local_agent_start(sched_t *s, const sched_local_agent_config_t *cfg, s
     la->data_dir = xstrdup(cfg->data_dir);
     la->pki_dir = xstrdup(cfg->pki_dir);
     la->default_image = cfg->default_image ? xstrdup(cfg->default_image) : NULL;
+    la->egress_pool =
+        cfg->egress_pool && strcmp(cfg->egress_pool, "off") != 0 ? xstrdup(cfg->egress_pool) : NULL;
+    la->cfg.egress_pool = NULL; /* not kept: la->egress_pool is the copy */
     if (!la->default_image) {
         /* The build puts the embedded default image beside the binaries.  */
         char *dir = sibling_binary("default-image");
@@ -311,6 +318,7 @@ static void local_agent_stop(sched_t *s)
     free(la->data_dir);
     free(la->pki_dir);
     free(la->default_image);
+    free(la->egress_pool);
     free(la);
     s->local = NULL;
 }

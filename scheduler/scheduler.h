@@ -164,6 +164,7 @@ typedef struct sched_local_agent_config {
     const char *default_image; /* may be NULL */
     bool microvm_emulation;
     bool allow_private_registries;
+    const char *egress_pool; /* --egress-pool for the agent; NULL or "off": none */
 } sched_local_agent_config_t;
 
 /* Start the agent and wait until it answers (or fail after 15 s).  */

@@ -84,6 +84,10 @@ static const char usage[] =
     "                         the local agent may pull images from registries at\n"
     "                         loopback, private and link-local addresses\n"
     "                         (SANDBOXD_ALLOW_PRIVATE_REGISTRIES=1)\n"
+    "  --egress-pool CIDR|auto|off\n"
+    "                         the local agent's pool for sandboxes' egress links\n"
+    "                         (SANDBOXD_EGRESS_POOL; default auto: a free /20 of\n"
+    "                         100.64.0.0/10; off: every sandbox stays loopback-only)\n"
     "  --e2b-listen HOST:PORT serve the E2B-compatible API (REST and in-sandbox) here\n"
     "                         (SANDBOXD_E2B_LISTEN; default off)\n"
     "  --e2b-group SUB/RG/GROUP\n"
@@ -126,6 +130,7 @@ enum {
     O_HEADER_TIMEOUT,
     O_ALLOW_PRIVATE_REGISTRIES,
     O_EXEC_WEBHOOK_ALLOW_PRIVATE,
+    O_EGRESS_POOL,
     O_ISSUER_URL,
     O_OIDC_ISSUER,
     O_OIDC_AUDIENCE,
@@ -167,6 +172,7 @@ static const struct option options[] = {
     {"version", no_argument, NULL, O_VERSION},
     {"allow-private-registries", no_argument, NULL, O_ALLOW_PRIVATE_REGISTRIES},
     {"exec-webhook-allow-private", no_argument, NULL, O_EXEC_WEBHOOK_ALLOW_PRIVATE},
+    {"egress-pool", required_argument, NULL, O_EGRESS_POOL},
     {"issuer-url", required_argument, NULL, O_ISSUER_URL},
     {"oidc-issuer", required_argument, NULL, O_OIDC_ISSUER},
     {"oidc-audience", required_argument, NULL, O_OIDC_AUDIENCE},
@@ -336,6 +342,7 @@ static void from_env(sbx_config_t *cfg)
         {"SANDBOXD_E2B_LISTEN", offsetof(sbx_config_t, e2b_listen)},
         {"SANDBOXD_E2B_GROUP", offsetof(sbx_config_t, e2b_group)},
         {"SANDBOXD_E2B_TEMPLATES", offsetof(sbx_config_t, e2b_templates)},
+        {"SANDBOXD_EGRESS_POOL", offsetof(sbx_config_t, egress_pool)},
     };
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
         const char *v = getenv(strs[i].var);
@@ -415,6 +422,7 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
         case O_OIDC_ISSUER: list_add(&cfg->oidc_issuers, &cfg->n_oidc_issuers, optarg); break;
         case O_OIDC_AUDIENCE: list_add(&cfg->oidc_audiences, &cfg->n_oidc_audiences, optarg); break;
         case O_E2B_LISTEN: set_str(&cfg->e2b_listen, optarg); break;
+        case O_EGRESS_POOL: set_str(&cfg->egress_pool, optarg); break;
         case O_E2B_GROUP: set_str(&cfg->e2b_group, optarg); break;
         case O_E2B_TEMPLATES: set_str(&cfg->e2b_templates, optarg); break;
         case O_MAX_BODY:
@@ -473,10 +481,10 @@ int sbx_config_parse(sbx_config_t *cfg, int argc, char **argv, sbx_error_t *err)
 
 void sbx_config_done(sbx_config_t *cfg)
 {
-    char **strs[] = {&cfg->listen,        &cfg->data_dir,     &cfg->tls_cert,    &cfg->tls_key,
-                     &cfg->auth_token,    &cfg->agent_bin,    &cfg->log_level,   &cfg->admin_token,
-                     &cfg->default_image, &cfg->issuer_url,   &cfg->signing_alg, &cfg->e2b_listen,
-                     &cfg->e2b_group,     &cfg->e2b_templates};
+    char **strs[] = {&cfg->listen,        &cfg->data_dir,      &cfg->tls_cert,    &cfg->tls_key,
+                     &cfg->auth_token,    &cfg->agent_bin,     &cfg->log_level,   &cfg->admin_token,
+                     &cfg->default_image, &cfg->issuer_url,    &cfg->signing_alg, &cfg->e2b_listen,
+                     &cfg->e2b_group,     &cfg->e2b_templates, &cfg->egress_pool};
     for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
         free(*strs[i]);
         *strs[i] = NULL;

@@ -131,7 +131,9 @@ int routes_start_background(routes_t *r, sbx_error_t *err)
                                          .pki_dir = r->pki_dir,
                                          .default_image = cfg->default_image,
                                          .microvm_emulation = cfg->microvm_emulation,
-                                         .allow_private_registries = cfg->allow_private_registries};
+                                         .allow_private_registries = cfg->allow_private_registries,
+                                         .egress_pool =
+                                             cfg->egress_pool ? cfg->egress_pool : "auto"};
         if (sched_local_agent_start(r->sched, &lc, err) < 0) {
             sched_start(r->sched, NULL);
             return -1;

@@ -41,6 +41,7 @@ typedef struct sbx_config {
     unsigned max_disk_mib;         /* largest diskMiB the API accepts */
     bool allow_private_registries; /* passed to the local agent */
     bool exec_webhook_allow_private;
+    char *egress_pool; /* the local agent's: a CIDR, "auto" (NULL) or "off" */
     /* The E2B-compatible API (e2b/e2b.h): its listen address (NULL: off),
      * the group its sandboxes belong to, and template aliases.  */
     char *e2b_listen, *e2b_group, *e2b_templates;

@@ -383,7 +383,20 @@ START_TEST(test_agent_health)
     ck_assert(json_integer_value(json_object_get(cap, "memoryMiB")) > 0);
     ck_assert(json_integer_value(json_object_get(cap, "sandboxes")) > 0);
     ck_assert(json_is_integer(json_object_get(use, "sandboxes")));
+    /* This agent has no egress pool: its health says so, and a sandbox
+     * given a policy runs closed and says why.  */
+    json_t *eg = json_object_get(j, "egress");
+    ck_assert(json_is_false(json_object_get(eg, "enforced")));
+    ck_assert(json_string_length(json_object_get(eg, "unavailable")) > 0);
     json_decref(j);
+    j = create_sandbox("eg-off",
+                       "{\"egress\":{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\","
+                       "\"cidrs\":[\"192.0.2.0/24\"]}]}}",
+                       201);
+    ck_assert_msg(strstr(jstr(j, "message"), "egress is unavailable on this host"), "%s",
+                  jstr(j, "message"));
+    json_decref(j);
+    ck_assert_int_eq(call("DELETE", "/v1/sandboxes/eg-off", NULL, NULL), 204);
 }
 END_TEST
 

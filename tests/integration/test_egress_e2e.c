@@ -1,8 +1,8 @@
 /* test_egress_e2e.c -- egress policies through the ARM API: sandboxd with
- * its local agent (egress on), a policy a sandbox uses, a live change of
- * the policy reaching the running sandbox both ways, 409 when deleting a
- * policy in use, and the decision log at .../egressDecisions.  The servers
- * the sandbox reaches run in a network namespace the test makes.  */
+ * its local agent (egress on by default, its pool picked by the agent), a policy a sandbox uses, a
+ * live change of the policy reaching the running sandbox both ways, 409 when deleting a policy in
+ * use, and the decision log at .../egressDecisions.  The servers the sandbox reaches run in a
+ * network namespace the test makes.  */
 #include <curl/curl.h>
 
 #define POOL_SECOND_OCTET 235
@@ -49,14 +49,27 @@ static void cluster_start(void)
                     agent,         image ? "--default-image" : NULL,
                     (char *)image, NULL};
     _cleanup_free_ char *cg = xasprintf("SANDBOX_AGENT_CGROUP_PARENT=sbx-eg-e2e-%d", (int)getpid());
-    _cleanup_free_ char *pl = xasprintf("SANDBOX_AGENT_EGRESS_POOL=%s", pool);
-    char *env[] = {cg, pl, "SANDBOX_AGENT_EGRESS_RESOLVER=" SRV_ADDR, NULL};
+    char *env[] = {cg, "SANDBOX_AGENT_EGRESS_RESOLVER=" SRV_ADDR, NULL};
     sandboxd = tu_spawn(argv, env, log_path);
     ck_assert_msg(tu_wait_port(port, 20000), "sandboxd did not listen");
 }
 
+/* The local agent's nft table: "sandboxd_" and six hex digits of a hash
+ * of its data directory, as the agent names it.  */
+static char *agent_table(void)
+{
+    _cleanup_free_ char *dir = xasprintf("%s/agent", data);
+    char real[4096];
+    const char *d = realpath(dir, real) ? real : dir;
+    uint32_t h = 2166136261u;
+    for (const char *p = d; *p; p++)
+        h = (h ^ (uint8_t)*p) * 16777619u;
+    return xasprintf("sandboxd_%06x", h & 0xffffff);
+}
+
 static void cluster_stop(void)
 {
+    _cleanup_free_ char *table = data ? agent_table() : NULL;
     if (sandboxd > 0) {
         _cleanup_free_ char *g = xasprintf("%s" API, GROUP);
         call("DELETE", g, NULL, NULL);
@@ -66,6 +79,11 @@ static void cluster_stop(void)
         tu_stop(sandboxd, 30000);
         sandboxd = 0;
     }
+    /* the agent removed its table when it stopped */
+    int left = table ? sh("nft list table inet %s >/dev/null 2>&1", table) : 1;
+    if (left == 0)
+        sh("nft delete table inet %s", table);
+    ck_assert_msg(left != 0, "nft table %s was left behind", table);
     if (root)
         tu_rmdir(root);
     servers_stop();
@@ -141,7 +159,7 @@ START_TEST(policy_live_and_in_use)
     json_t *r = NULL;
     ck_assert_int_eq(call("POST", ex, "{\"command\":[\"cat\",\"/etc/resolv.conf\"]}", &r), 200);
     const char *conf = json_string_value(json_object_get(r, "stdout"));
-    ck_assert_msg(conf && strstr(conf, "nameserver 10.235."), "resolv.conf: %s", conf);
+    ck_assert_msg(conf && strstr(conf, "nameserver 100."), "resolv.conf: %s", conf);
     json_decref(r);
 
     /* the policy changes under the running sandbox, both ways */
