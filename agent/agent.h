@@ -36,6 +36,10 @@ typedef struct agent_config {
      * egress (loopback only) */
     char *egress_pool;
     char *egress_resolver; /* upstream DNS "ADDR[:PORT]"; NULL: the host's */
+    /* The identity endpoint (with egress only): sandboxd's URL, a file
+     * holding this host's token for it (read at each request, so sandboxd
+     * can renew it), and the CA of an https URL.  */
+    char *identity_url, *identity_token_file, *identity_ca;
     sbx_log_level_t log_level;
 } agent_config_t;
 
@@ -56,6 +60,7 @@ bool agent_listen_is_loopback(const char *listen);
 /* ---- the API (api.c) ---- */
 
 typedef struct agent_api agent_api_t;
+typedef struct agent_imds_server agent_imds_server_t;
 
 typedef struct agent_api_config {
     rt_runtime_t *rt; /* borrowed */
@@ -67,6 +72,7 @@ typedef struct agent_api_config {
     /* Why egress is off when it was asked for (health, and the message of
      * a sandbox whose policy it cannot enforce); NULL: not asked for.  */
     const char *egress_unavailable;
+    agent_imds_server_t *imds; /* borrowed; NULL: no identity endpoint */
 } agent_api_config_t;
 
 agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err);
@@ -128,13 +134,30 @@ typedef struct agent_imds_request {
 int agent_imds_answer(const agent_imds_t *m, const char *runtime_id, const char *secret,
                       const agent_imds_request_t *rq, char **body);
 
+/* imds_server.c: the listener sandboxes with an identity reach at
+ * 169.254.169.254:80 (the egress table redirects them to its port).  */
+typedef struct agent_imds_server_config {
+    const char *sandboxd_url, *token_file, *ca_file;
+    const char *data_dir; /* imds.key: the key of the sandboxes' IDENTITY_HEADERs */
+} agent_imds_server_config_t;
+agent_imds_server_t *agent_imds_server_start(const agent_imds_server_config_t *cfg, uint16_t *port,
+                                             sbx_error_t *err);
+/* The egress state that says which sandbox has which address (set once,
+ * before any sandbox is linked).  */
+void agent_imds_server_set_egress(agent_imds_server_t *s, egress_t *eg);
+void agent_imds_server_stop(agent_imds_server_t *s);
+/* Sandbox id's IDENTITY_HEADER: 32 hex digits, the same across restarts.  */
+void agent_imds_server_header(const agent_imds_server_t *s, const char *id, char out[33]);
+
 /* ---- egress glue (egress_hooks.c): the sandbox lifecycle's calls into
  * egress/, so sandboxes.c only names the moments ---- */
 
 /* The "egress" member of a create body: *policy NULL (none) or the policy
- * (a new reference), *present whether the body named it at all; -1 after
- * replying 400.  */
-int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, http_response_t *res);
+ * (a new reference), *present whether the body named it at all, and
+ * *identity whether its "identity" is true (the sandbox may use a managed
+ * identity); -1 after replying 400.  */
+int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, bool *identity,
+                       http_response_t *res);
 /* Give the sandbox its policy, with a link when it runs.  */
 int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
                        sbx_error_t *err);

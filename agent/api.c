@@ -221,6 +221,7 @@ agent_api_t *agent_api_new(const agent_api_config_t *cfg, sbx_error_t *err)
     api->egress = cfg->egress;
     api->egress_pool = cfg->egress_pool ? xstrdup(cfg->egress_pool) : NULL;
     api->egress_unavailable = cfg->egress_unavailable ? xstrdup(cfg->egress_unavailable) : NULL;
+    api->imds = cfg->imds;
     api->environment = xstrdup(cfg->environment ? cfg->environment : "default");
     api->procs = agent_procs_new(cfg->rt);
     pthread_mutex_init(&api->lock, NULL);

@@ -36,6 +36,9 @@ enum {
     OPT_MAX_IMAGE_STORE_SIZE,
     OPT_EGRESS_POOL,
     OPT_EGRESS_RESOLVER,
+    OPT_IDENTITY_URL,
+    OPT_IDENTITY_TOKEN_FILE,
+    OPT_IDENTITY_CA,
     OPT_HELP,
     OPT_VERSION,
 };
@@ -139,6 +142,20 @@ static const struct flag {
      "SANDBOX_AGENT_EGRESS_RESOLVER",
      "ADDR[:PORT]",
      "DNS server the egress proxy and the sandboxes' resolver ask (default: the host's)"},
+    {{"identity-url", required_argument, NULL, OPT_IDENTITY_URL},
+     "SANDBOX_AGENT_IDENTITY_URL",
+     "URL",
+     "sandboxd's URL: sandboxes with a managed identity get tokens at 169.254.169.254 "
+     "(needs egress and --identity-token-file)"},
+    {{"identity-token-file", required_argument, NULL, OPT_IDENTITY_TOKEN_FILE},
+     "SANDBOX_AGENT_IDENTITY_TOKEN_FILE",
+     "FILE",
+     "this host's token for sandboxd (POST /admin/tokens {\"host\": NAME}), read at each "
+     "identity request"},
+    {{"identity-ca", required_argument, NULL, OPT_IDENTITY_CA},
+     "SANDBOX_AGENT_IDENTITY_CA",
+     "FILE",
+     "CA certificates for an https --identity-url (default: the system's)"},
     {{"help", no_argument, NULL, OPT_HELP}, NULL, NULL, "show this help and exit"},
     {{"version", no_argument, NULL, OPT_VERSION}, NULL, NULL, "show the version and exit"},
 };
@@ -308,6 +325,9 @@ static int apply(agent_config_t *cfg, int opt, const char *name, const char *v, 
     case OPT_MAX_IMAGE_STORE_SIZE: return parse_bytes(name, v, &cfg->max_image_store_bytes, err);
     case OPT_EGRESS_POOL: set_str(&cfg->egress_pool, v); return 0;
     case OPT_EGRESS_RESOLVER: set_str(&cfg->egress_resolver, v); return 0;
+    case OPT_IDENTITY_URL: set_str(&cfg->identity_url, v); return 0;
+    case OPT_IDENTITY_TOKEN_FILE: set_str(&cfg->identity_token_file, v); return 0;
+    case OPT_IDENTITY_CA: set_str(&cfg->identity_ca, v); return 0;
     }
     return sbx_error_set(err, SBX_ERR_INTERNAL, "unhandled option %d", opt);
 }
@@ -394,6 +414,12 @@ static int validate(agent_config_t *cfg, sbx_error_t *err)
                              "--ca, --cert and --key are required (or --insecure-http on "
                              "loopback)");
     }
+    if (cfg->identity_url &&
+        (!cfg->identity_token_file || (strncmp(cfg->identity_url, "http://", 7) != 0 &&
+                                       strncmp(cfg->identity_url, "https://", 8) != 0)))
+        return sbx_error_set(err, SBX_ERR_INVALID,
+                             "identity-url must be an http(s) URL and comes with "
+                             "--identity-token-file");
     if (!cfg->default_image)
         cfg->default_image = find_default_image(cfg->data_dir);
     return 0;
@@ -484,5 +510,8 @@ void agent_config_done(agent_config_t *cfg)
     free(cfg->cgroup_parent);
     free(cfg->egress_pool);
     free(cfg->egress_resolver);
+    free(cfg->identity_url);
+    free(cfg->identity_token_file);
+    free(cfg->identity_ca);
     memset(cfg, 0, sizeof(*cfg));
 }

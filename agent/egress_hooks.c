@@ -7,12 +7,19 @@
 
 #define MODULE "agent"
 
-int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, http_response_t *res)
+int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, bool *identity,
+                       http_response_t *res)
 {
     *policy = NULL;
     json_error_t jerr;
     _cleanup_json_ json_t *body =
         c->body_len ? json_loadb(c->body, c->body_len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    json_t *idj = json_object_get(body, "identity");
+    if (idj && !json_is_boolean(idj)) {
+        agent_reply_invalid(res, "identity must be true or false");
+        return -1;
+    }
+    *identity = json_is_true(idj);
     json_t *p = json_object_get(body, "egress");
     *present = p != NULL;
     if (!p || json_is_null(p))
@@ -81,7 +88,7 @@ void agent_egress_after(egress_t *eg, rt_runtime_t *rt, const char *id, const ch
         return;
     _cleanup_json_ json_t *p = egress_policy_of(eg, id);
     sbx_error_t err = {0};
-    if (p && agent_egress_apply(eg, rt, id, p, &err) < 0)
+    if ((p || egress_has_identity(eg, id)) && agent_egress_apply(eg, rt, id, p, &err) < 0)
         sbx_log(SBX_LOG_ERROR, MODULE, "sandbox %s: its egress link failed: %s", id, err.msg);
 }
 
@@ -163,9 +170,38 @@ json_t *agent_egress_health(const agent_api_t *api)
                      api->egress ? api->egress_pool : NULL, "unavailable", why);
 }
 
-void agent_egress_note(const agent_api_t *api, const json_t *policy, rt_info_t *info)
+void agent_identity_prepare(agent_api_t *api, const char *id, json_t *spec, bool identity)
 {
-    if (api->egress || !policy || json_is_null(policy) || info->message[0])
+    if (!api->imds || !api->egress || !identity)
+        return;
+    {
+        json_t *env = json_object_get(spec, "env");
+        if (!json_is_object(env)) {
+            env = json_object();
+            json_object_set_new(spec, "env", env);
+        }
+        char header[33];
+        agent_imds_server_header(api->imds, id, header);
+        json_object_set_new(env, "IDENTITY_ENDPOINT",
+                            json_string("http://169.254.169.254/msi/token"));
+        json_object_set_new(env, "IDENTITY_HEADER", json_string(header));
+    }
+}
+
+void agent_egress_note(const agent_api_t *api, const json_t *policy, bool identity, rt_info_t *info)
+{
+    if (info->message[0])
+        return;
+    if (identity && (!api->egress || !api->imds)) {
+        snprintf(info->message, sizeof info->message,
+                 "the identity endpoint is unavailable on this host (%.120s): the sandbox "
+                 "cannot get tokens",
+                 !api->egress
+                     ? (api->egress_unavailable ? api->egress_unavailable : "no --egress-pool")
+                     : "no --identity-url");
+        return;
+    }
+    if (api->egress || !policy || json_is_null(policy))
         return;
     snprintf(info->message, sizeof info->message,
              "egress is unavailable on this host (%.120s): the sandbox's egress policy is not "

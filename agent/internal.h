@@ -18,6 +18,7 @@ struct agent_api {
     img_store_t *img;
     egress_t *egress;
     char *egress_pool, *egress_unavailable; /* agent_api_config_t's */
+    agent_imds_server_t *imds;
     char *environment;
     agent_procs_t *procs;
     /* Ids with a create or delete under way: those serialise per id, so a
@@ -65,7 +66,12 @@ void agent_sandbox_action(agent_api_t *api, const char *id, const char *action,
 json_t *agent_egress_health(const agent_api_t *api);
 /* A sandbox given a policy on an agent without egress says so in its
  * message (the scheduler shows it as statusMessage).  */
-void agent_egress_note(const agent_api_t *api, const json_t *policy, rt_info_t *info);
+void agent_egress_note(const agent_api_t *api, const json_t *policy, bool identity,
+                       rt_info_t *info);
+/* A sandbox that may use an identity: IDENTITY_ENDPOINT and IDENTITY_HEADER
+ * in its env (spec's "env", made when missing).  Nothing when this agent
+ * has no identity endpoint.  */
+void agent_identity_prepare(agent_api_t *api, const char *id, json_t *spec, bool identity);
 
 /* ---- exec (exec.c) ---- */
 

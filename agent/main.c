@@ -94,6 +94,7 @@ typedef struct agent {
     char egress_pool[40];
     char *egress_unavailable; /* why egress is off though asked for */
     int pool_claim;           /* holds an automatic pool (egress_pool_pick) */
+    agent_imds_server_t *imds;
     agent_api_t *api;
     http_server_t *http;
 } agent_t;
@@ -105,6 +106,7 @@ static void agent_done(agent_t *a)
     rt_shutdown_begin(a->rt, AGENT_SHUTDOWN_GRACE_MS);
     http_server_stop(a->http); /* first: no request may still use the rest */
     agent_api_free(a->api);
+    agent_imds_server_stop(a->imds);
     egress_close(a->egress);
     if (a->pool_claim > 0)
         close(a->pool_claim);
@@ -133,10 +135,24 @@ static int egress_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
         egress_pool_pick(tag, state, a->egress_pool, sizeof a->egress_pool, &a->pool_claim, err) <
             0)
         return sbx_error_wrap(err, "egress"), -1;
-    egress_config_t ec = {
-        .pool = a->egress_pool, .tag = tag, .resolver = cfg->egress_resolver, .state_dir = state};
+    uint16_t imds_port = 0;
+    if (cfg->identity_url) {
+        agent_imds_server_config_t ic = {.sandboxd_url = cfg->identity_url,
+                                         .token_file = cfg->identity_token_file,
+                                         .ca_file = cfg->identity_ca,
+                                         .data_dir = cfg->data_dir};
+        if (!(a->imds = agent_imds_server_start(&ic, &imds_port, err)))
+            return sbx_error_wrap(err, "identity endpoint"), -1;
+    }
+    egress_config_t ec = {.pool = a->egress_pool,
+                          .tag = tag,
+                          .resolver = cfg->egress_resolver,
+                          .state_dir = state,
+                          .imds_port = imds_port};
     if (!(a->egress = egress_open(&ec, err)))
         return sbx_error_wrap(err, "egress"), -1;
+    if (a->imds)
+        agent_imds_server_set_egress(a->imds, a->egress);
     agent_egress_recover(a->egress, a->rt);
     sbx_log(SBX_LOG_INFO, MODULE, "egress: links from %s, nft table sandboxd_%s", a->egress_pool,
             tag);
@@ -159,6 +175,8 @@ static int egress_start_or_report(agent_t *a, const agent_config_t *cfg, sbx_err
     if (a->pool_claim > 0)
         close(a->pool_claim);
     a->pool_claim = 0;
+    agent_imds_server_stop(a->imds);
+    a->imds = NULL;
     a->egress_pool[0] = '\0';
     a->egress_unavailable = xstrdup(eerr.msg);
     sbx_log(SBX_LOG_ERROR, MODULE,
@@ -220,7 +238,8 @@ static int agent_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
                              .environment = cfg->environment,
                              .egress = a->egress,
                              .egress_pool = a->egress_pool[0] ? a->egress_pool : NULL,
-                             .egress_unavailable = a->egress_unavailable};
+                             .egress_unavailable = a->egress_unavailable,
+                             .imds = a->imds};
     if (!(a->api = agent_api_new(&ac, err)))
         return -1;
 

@@ -245,7 +245,7 @@ static int resolve_image(agent_api_t *api, const char *ref, char **rootfs, sbx_e
 }
 
 static void create_new(agent_api_t *api, const char *id, json_t *spec, const json_t *egress,
-                       http_response_t *res)
+                       bool identity, http_response_t *res)
 {
     sbx_error_t err = {0};
     const char *image = json_string_value(json_object_get(spec, "image"));
@@ -256,6 +256,8 @@ static void create_new(agent_api_t *api, const char *id, json_t *spec, const jso
     rt_info_t info;
     if (rt_create(api->rt, &s, &info, &err) < 0)
         return agent_reply_error(res, &err, id);
+    if (api->egress && api->imds)
+        egress_set_identity(api->egress, id, identity);
     if (agent_egress_apply(api->egress, api->rt, id, egress, &err) < 0) {
         /* no sandbox without the network its policy promises */
         (void)rt_destroy(api->rt, id, NULL);
@@ -263,7 +265,7 @@ static void create_new(agent_api_t *api, const char *id, json_t *spec, const jso
         return agent_reply_error(res, &err, id);
     }
     sbx_log(SBX_LOG_INFO, AGENT_MODULE, "sandbox %s created (%s, %s)", id, s.driver, image);
-    agent_egress_note(api, egress, &info);
+    agent_egress_note(api, egress, identity, &info);
     reply_sandbox(res, 201, &info);
 }
 
@@ -274,10 +276,12 @@ void agent_sandbox_put(agent_api_t *api, const char *id, const agent_call_t *c,
     if (!spec)
         return;
     _cleanup_json_ json_t *egress = NULL;
-    bool egress_given;
-    if (agent_egress_parse(c, &egress, &egress_given, res) < 0)
+    bool egress_given, identity;
+    if (agent_egress_parse(c, &egress, &egress_given, &identity, res) < 0)
         return;
     id_lock(api, id);
+    /* before the spec is compared: the env it adds is the same each time */
+    agent_identity_prepare(api, id, spec, identity);
     rt_spec_t want = spec_of(id, spec, NULL);
     rt_info_t info;
     bool same = false;
@@ -294,7 +298,7 @@ void agent_sandbox_put(agent_api_t *api, const char *id, const agent_call_t *c,
         else
             reply_sandbox(res, 200, &info);
     } else if (err.code == SBX_ERR_NOT_FOUND) {
-        create_new(api, id, spec, egress, res);
+        create_new(api, id, spec, egress, identity, res);
     } else {
         agent_reply_error(res, &err, id);
     }

@@ -175,6 +175,42 @@ bool auth_handle_public(auth_t *a, const http_request_t *req, http_response_t *r
     return true;
 }
 
+/* A token of sandboxd's own issuer for a user (sub) or a host agent
+ * (host), `by` the one asking (audit); the caller checks the ttl.  */
+static char *mint_token(auth_t *a, const char *sub, const char *host, json_int_t ttl,
+                        const char *by, int64_t *now_out, sbx_error_t *err)
+{
+    const char *name = sub ? sub : host;
+    int64_t now = time(NULL);
+    char jti[37];
+    sbx_uuid(jti);
+    _cleanup_free_ char *host_sub = host ? xasprintf("host:%s", host) : NULL;
+    json_t *claims =
+        json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "iss", a->issuer, "sub",
+                  host ? host_sub : sub, "aud", host ? a->host_audience : a->audiences[0], "tid",
+                  a->tenant_id, "iat", (json_int_t)now, "nbf", (json_int_t)now, "exp",
+                  (json_int_t)(now + ttl), "jti", jti, "name", name);
+    if (host)
+        json_object_set_new(claims, "sbx_host", json_string(host));
+    char *tok = keys_sign(a, claims, err);
+    if (tok)
+        audit_token(a, host ? "host" : "user", claims, by);
+    json_decref(claims);
+    *now_out = now;
+    return tok;
+}
+
+char *auth_host_token(auth_t *a, const char *host, int64_t ttl_s, int64_t *expires,
+                      sbx_error_t *err)
+{
+    if (ttl_s > a->rotation_s)
+        ttl_s = a->rotation_s;
+    int64_t now = 0;
+    char *tok = mint_token(a, NULL, host, ttl_s, "sandboxd", &now, err);
+    *expires = now + ttl_s;
+    return tok;
+}
+
 /* POST /admin/tokens {"subject", "ttlSeconds", "host"}: a token from
  * sandboxd's own issuer, for the API or (host) for a host agent.  */
 static void tokens_handle(auth_t *a, const auth_principal_t *p, const http_request_t *req,
@@ -213,22 +249,10 @@ static void tokens_handle(auth_t *a, const auth_principal_t *p, const http_reque
                          "The subject or host is 1 to 256 characters of UTF-8.");
         return;
     }
-    int64_t now = time(NULL);
-    char jti[37];
-    sbx_uuid(jti);
-    _cleanup_free_ char *host_sub = host ? xasprintf("host:%s", host) : NULL;
-    json_t *claims =
-        json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "iss", a->issuer, "sub",
-                  host ? host_sub : sub, "aud", host ? a->host_audience : a->audiences[0], "tid",
-                  a->tenant_id, "iat", (json_int_t)now, "nbf", (json_int_t)now, "exp",
-                  (json_int_t)(now + ttl), "jti", jti, "name", name);
-    if (host)
-        json_object_set_new(claims, "sbx_host", json_string(host));
+    int64_t now = 0;
     sbx_error_t err = {0};
-    char *tok = keys_sign(a, claims, &err);
-    if (tok)
-        audit_token(a, host ? "host" : "user", claims, p->subject);
-    json_decref(claims);
+    char *tok = mint_token(a, sub, host, ttl, p->subject, &now, &err);
+    _cleanup_free_ char *host_sub = host ? xasprintf("host:%s", host) : NULL;
     if (!tok) {
         http_reply_sbx_error(res, &err);
         return;

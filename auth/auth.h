@@ -108,6 +108,11 @@ void auth_audit_request(auth_t *a, const auth_principal_t *p, const http_request
 
 /* Rotate the signing key when it is due (also done lazily).  */
 int auth_rotate_if_due(auth_t *a, sbx_error_t *err);
+/* A host token (as POST /admin/tokens {"host": host} makes) living ttl_s
+ * seconds at most (and no longer than the key rotation period); *expires
+ * is when.  sandboxd gives its local agent one for the identity endpoint.  */
+char *auth_host_token(auth_t *a, const char *host, int64_t ttl_s, int64_t *expires,
+                      sbx_error_t *err);
 /* Rotate now, whatever the age of the key (tests, a suspected leak).  */
 int auth_rotate(auth_t *a, sbx_error_t *err);
 

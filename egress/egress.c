@@ -19,6 +19,7 @@ struct eg_sandbox {
     char id[64];
     int refs;            /* under eg->mu */
     eg_policy_t *policy; /* NULL: none */
+    bool identity;       /* may reach the identity endpoint (a link even without a policy) */
     unsigned index;      /* link number, 0: none yet */
     bool linked;
     int ifindex;
@@ -173,8 +174,9 @@ static int write_replace(const char *path, const char *text, sbx_error_t *err)
 
 static void record_save(egress_t *eg, const eg_sandbox_t *sb)
 {
-    _cleanup_json_ json_t *j = json_pack("{s:I,s:O}", "index", (json_int_t)sb->index, "policy",
-                                         sb->policy ? sb->policy->json : json_null());
+    _cleanup_json_ json_t *j =
+        json_pack("{s:I,s:O,s:b}", "index", (json_int_t)sb->index, "policy",
+                  sb->policy ? sb->policy->json : json_null(), "identity", sb->identity);
     _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
     _cleanup_free_ char *path = record_path(eg, sb->id);
     sbx_error_t err = {0};
@@ -215,6 +217,7 @@ static void records_load(egress_t *eg)
             continue;
         eg_sandbox_t *sb = add_locked(eg, id);
         sb->policy = p;
+        sb->identity = json_is_true(json_object_get(j, "identity"));
         sb->index = (unsigned)json_integer_value(index);
         if (sb->index)
             addresses_of(eg, sb);
@@ -295,7 +298,8 @@ static int start(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
                           .pool = pool,
                           .proxy_port = proxy_port,
                           .dns_port = dns_port,
-                          .log_group = log_group};
+                          .log_group = log_group,
+                          .imds_port = cfg->imds_port};
     eg->nft = eg_nft_open(&nc, err);
     return eg->nft ? 0 : -1;
 }
@@ -372,6 +376,8 @@ static void unlink_sandbox(egress_t *eg, eg_sandbox_t *sb)
     if (sb->policy &&
         eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, NULL, false, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);
+    if (sb->identity && eg_nft_imds(eg->nft, sb->ifindex, sb->sb_addr, false, &err) < 0)
+        sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);
     eg_link_delete(sb->ifname);
 }
 
@@ -399,9 +405,12 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
         return -1;
     int64_t t1 = mono_us();
     pthread_mutex_lock(&eg->mu);
-    bool exists = hash_in_use_locked(eg, sb, p->hash);
+    bool exists = p && hash_in_use_locked(eg, sb, p->hash);
     pthread_mutex_unlock(&eg->mu);
-    if (eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, exists, err) < 0) {
+    if ((p && eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, exists, err) < 0) ||
+        (sb->identity && eg_nft_imds(eg->nft, ifindex, sb->sb_addr, true, err) < 0)) {
+        if (p)
+            eg_nft_bind(eg->nft, ifindex, sb->sb_addr, p, !exists, NULL, false, NULL);
         eg_link_delete(sb->ifname);
         return -1;
     }
@@ -427,16 +436,18 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
     pthread_mutex_unlock(&eg->mu);
 
     int rc = 0;
-    bool wanted = eg_policy_allows_any(p);
+    /* a sandbox with an identity keeps a link for the identity endpoint,
+     * even when its policy allows nothing */
+    bool wanted = eg_policy_allows_any(p) || sb->identity;
     if (!wanted || (sb->linked && !link_alive(sb)))
         unlink_sandbox(eg, sb);
-    if (wanted && sb->linked) {
+    if (wanted && sb->linked && (sb->policy || p)) {
         pthread_mutex_lock(&eg->mu);
         bool unused = sb->policy && !hash_in_use_locked(eg, sb, sb->policy->hash);
-        bool exists = hash_in_use_locked(eg, sb, p->hash);
+        bool exists = p && hash_in_use_locked(eg, sb, p->hash);
         pthread_mutex_unlock(&eg->mu);
         rc = eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, p, exists, err);
-    } else if (wanted && netns_fd >= 0) {
+    } else if (wanted && !sb->linked && netns_fd >= 0) {
         rc = link_sandbox(eg, sb, netns_fd, p, err);
     }
     pthread_mutex_lock(&eg->mu);
@@ -475,6 +486,44 @@ void egress_release(egress_t *eg, const char *id, bool forget)
             record_remove(eg, id);
     }
     pthread_mutex_unlock(&eg->apply_mu);
+}
+
+void egress_set_identity(egress_t *eg, const char *id, bool identity)
+{
+    pthread_mutex_lock(&eg->apply_mu);
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    if (!sb)
+        sb = add_locked(eg, id);
+    sb->identity = identity;
+    pthread_mutex_unlock(&eg->mu);
+    pthread_mutex_unlock(&eg->apply_mu);
+}
+
+bool egress_has_identity(egress_t *eg, const char *id)
+{
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    bool yes = sb && sb->identity;
+    pthread_mutex_unlock(&eg->mu);
+    return yes;
+}
+
+int egress_identity_of(egress_t *eg, struct in_addr peer, struct in_addr local, char *id,
+                       size_t len)
+{
+    int found = 0;
+    pthread_mutex_lock(&eg->mu);
+    for (size_t i = 0; i < eg->n_sbs && !found; i++) {
+        const eg_sandbox_t *sb = eg->sbs[i];
+        if (sb->linked && sb->identity && sb->sb_addr.s_addr == peer.s_addr &&
+            sb->host_addr.s_addr == local.s_addr) {
+            snprintf(id, len, "%s", sb->id);
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&eg->mu);
+    return found;
 }
 
 json_t *egress_policy_of(egress_t *eg, const char *id)

@@ -12,6 +12,8 @@
 #ifndef SBX_EGRESS_H
 #define SBX_EGRESS_H
 
+#include <netinet/in.h>
+
 #include "common/common.h"
 
 typedef struct egress egress_t;
@@ -29,6 +31,10 @@ typedef struct egress_config {
     /* Directory for each sandbox's record (policy, link number), so a
      * restarted agent finds its links again.  */
     const char *state_dir;
+    /* TCP port of the agent's identity endpoint on every address (0:
+     * none): sandboxes given an identity reach it at 169.254.169.254:80,
+     * nothing else does (the table drops it from anywhere else).  */
+    uint16_t imds_port;
 } egress_config_t;
 
 /* "--egress-pool auto": a /20 of 100.64.0.0/10 that overlaps no route of
@@ -56,6 +62,17 @@ int egress_policy_check(const json_t *policy, sbx_error_t *err);
  * for live updates (new connections follow the new policy at once).  */
 int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *policy,
                  sbx_error_t *err);
+/* Whether sandbox `id` may reach the identity endpoint; set before its
+ * egress_apply (kept in its record).  Such a sandbox gets a link even when
+ * its policy allows nothing.  */
+void egress_set_identity(egress_t *eg, const char *id, bool identity);
+bool egress_has_identity(egress_t *eg, const char *id);
+/* The id of the linked sandbox with an identity whose address is `peer`
+ * and whose host end is `local` (the two ends of a connection that reached
+ * the identity endpoint through its own link): 1, or 0 for none.  */
+int egress_identity_of(egress_t *eg, struct in_addr peer, struct in_addr local, char *id,
+                       size_t len);
+
 /* The sandbox's link and rules go (it stopped, or is destroyed: `forget`
  * also drops its policy and decision log).  */
 void egress_release(egress_t *eg, const char *id, bool forget);

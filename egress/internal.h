@@ -82,6 +82,7 @@ typedef struct eg_nft_config {
     const char *pool; /* CIDR text */
     uint16_t proxy_port, dns_port;
     uint16_t log_group; /* NFLOG group of the denials (nflog.c) */
+    uint16_t imds_port; /* the agent's identity endpoint (egress_config_t) */
 } eg_nft_config_t;
 
 eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err);
@@ -92,6 +93,9 @@ void eg_nft_close(eg_nft_t *n, bool remove_table);
  * and dropping old_p's when `old_unused`; one transaction.  */
 int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t *old_p,
                 bool old_unused, const eg_policy_t *p, bool p_exists, sbx_error_t *err);
+/* (ifindex, addr) may reach the identity endpoint at 169.254.169.254:80
+ * (on) or no longer (off); one libnftnl batch.  */
+int eg_nft_imds(eg_nft_t *n, int ifindex, struct in_addr addr, bool on, sbx_error_t *err);
 
 /* ---- egress.c: what the proxy and the resolver ask ---- */
 

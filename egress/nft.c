@@ -27,6 +27,9 @@ struct eg_nft {
     uint16_t proxy_port, log_group;
 };
 
+/* Where sandboxes with an identity reach the agent's identity endpoint.  */
+#define IMDS_ADDR "169.254.169.254"
+
 /* Addresses no policy reaches (IPv4): "this network", loopback,
  * link-local (the cloud metadata service 169.254.169.254 among them),
  * multicast and reserved, broadcast, Alibaba's metadata address, and the
@@ -49,6 +52,21 @@ static int run(eg_nft_t *n, const char *cmd, sbx_error_t *err)
 
 static char *base_ruleset(const eg_nft_config_t *c)
 {
+    /* Sandboxes in the imds set reach the identity endpoint: their TCP to
+     * 169.254.169.254:80 goes to the agent's listener, which nothing else
+     * reaches (the host side included).  */
+    _cleanup_free_ char *imds_nat =
+        c->imds_port ? xasprintf("    ip daddr " IMDS_ADDR " tcp dport 80 meta iif . ip saddr "
+                                 "@imds redirect to :%u\n",
+                                 c->imds_port)
+                     : xstrdup("");
+    _cleanup_free_ char *imds_drop =
+        c->imds_port ? xasprintf("    tcp dport %u drop\n", c->imds_port) : xstrdup("");
+    _cleanup_free_ char *imds_in =
+        c->imds_port ? xasprintf("    ct status dnat ct original ip daddr " IMDS_ADDR
+                                 " tcp dport %u accept\n",
+                                 c->imds_port)
+                     : xstrdup("");
     /* Delete-then-create: a table left by an earlier run of this agent is
      * replaced whole (its sandboxes are bound again as they are found).  */
     return xasprintf(
@@ -58,6 +76,7 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "  set deny4 { type ipv4_addr; flags interval; auto-merge; elements = { %2$s, %3$s } }\n"
         "  map nat_policy { type iface_index . ipv4_addr : verdict; }\n"
         "  map filter_policy { type iface_index . ipv4_addr : verdict; }\n"
+        "  set imds { type iface_index . ipv4_addr; }\n"
         "  chain deny {\n"
         "    meta l4proto tcp reject with tcp reset\n"
         "    reject with icmpx admin-prohibited\n"
@@ -75,6 +94,7 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "  }\n"
         "  chain sandbox_nat {\n"
         "    meta nfproto != ipv4 return\n"
+        "%8$s"
         "    fib daddr type local udp dport 53 redirect to :%6$u\n"
         "    fib daddr type local return\n"
         "    ip daddr @deny4 return\n"
@@ -84,11 +104,13 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "    iifgroup %4$u jump sandbox_in\n"
         "    tcp dport %5$u drop\n"
         "    udp dport %6$u drop\n"
+        "%9$s"
         "  }\n"
         "  chain sandbox_in {\n"
         "    ct state established,related accept\n"
         "    ct status dnat tcp dport %5$u accept\n"
         "    ct status dnat udp dport %6$u accept\n"
+        "%10$s"
         "    jump deny_host\n"
         "  }\n"
         "  chain forward_in { type filter hook forward priority filter; policy accept;\n"
@@ -107,7 +129,8 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "    ip saddr %3$s oifgroup != %4$u masquerade\n"
         "  }\n"
         "}\n",
-        c->table, deny4, c->pool, c->group, c->proxy_port, c->dns_port, c->log_group);
+        c->table, deny4, c->pool, c->group, c->proxy_port, c->dns_port, c->log_group, imds_nat,
+        imds_drop, imds_in);
 }
 
 eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err)
@@ -295,7 +318,7 @@ static void put_elements(buf_t *b, const char *op, const char *table, int ifinde
  * sandboxes; one batch built with libnftnl costs a round trip.  */
 
 static void elem_msg(struct mnl_nlmsg_batch *b, const char *table, const char *map, int ifindex,
-                     struct in_addr addr, const char *chain, uint32_t *seq)
+                     struct in_addr addr, const char *chain, bool add, uint32_t *seq)
 {
     struct nftnl_set *s = nftnl_set_alloc();
     nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
@@ -310,8 +333,8 @@ static void elem_msg(struct mnl_nlmsg_batch *b, const char *table, const char *m
     }
     nftnl_set_elem_add(s, e);
     struct nlmsghdr *nlh = nftnl_nlmsg_build_hdr(
-        mnl_nlmsg_batch_current(b), chain ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, NFPROTO_INET,
-        (uint16_t)(NLM_F_ACK | (chain ? NLM_F_CREATE : 0)), (*seq)++);
+        mnl_nlmsg_batch_current(b), add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, NFPROTO_INET,
+        (uint16_t)(NLM_F_ACK | (add ? NLM_F_CREATE : 0)), (*seq)++);
     nftnl_set_elems_nlmsg_build_payload(nlh, s);
     nftnl_set_free(s);
     mnl_nlmsg_batch_next(b);
@@ -364,12 +387,12 @@ static int elements_only(eg_nft_t *n, int ifindex, struct in_addr addr, const ch
     static const char *const maps[][2] = {{"nat_policy", "pn"}, {"filter_policy", "pf"}};
     for (size_t m = 0; m < 2; m++) {
         if (old_hash) {
-            elem_msg(b, n->table, maps[m][0], ifindex, addr, NULL, &seq);
+            elem_msg(b, n->table, maps[m][0], ifindex, addr, NULL, false, &seq);
             msgs++;
         }
         if (new_hash) {
             snprintf(chain, sizeof chain, "%s_%s", maps[m][1], new_hash);
-            elem_msg(b, n->table, maps[m][0], ifindex, addr, chain, &seq);
+            elem_msg(b, n->table, maps[m][0], ifindex, addr, chain, true, &seq);
             msgs++;
         }
     }
@@ -420,5 +443,36 @@ int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t
     }
     int rc = run(n, b.s, err);
     free(b.s);
+    return rc;
+}
+
+int eg_nft_imds(eg_nft_t *n, int ifindex, struct in_addr addr, bool on, sbx_error_t *err)
+{
+    struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+    if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+        if (nl)
+            mnl_socket_close(nl);
+        return sbx_error_errno(err, SBX_ERR_INTERNAL, "nftables: netlink socket");
+    }
+    struct timeval tv = {.tv_sec = 5};
+    setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char *buf = xmalloc(MNL_SOCKET_BUFFER_SIZE);
+    struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, MNL_SOCKET_BUFFER_SIZE);
+    uint32_t seq = (uint32_t)sbx_now_ms();
+    nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
+    mnl_nlmsg_batch_next(b);
+    elem_msg(b, n->table, "imds", ifindex, addr, NULL, on, &seq);
+    nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
+    mnl_nlmsg_batch_next(b);
+    int rc;
+    pthread_mutex_lock(&n->mu);
+    if (mnl_socket_sendto(nl, mnl_nlmsg_batch_head(b), mnl_nlmsg_batch_size(b)) < 0)
+        rc = sbx_error_errno(err, SBX_ERR_INTERNAL, "nftables: send");
+    else
+        rc = batch_acks(nl, 1, err);
+    pthread_mutex_unlock(&n->mu);
+    mnl_nlmsg_batch_stop(b);
+    free(buf);
+    mnl_socket_close(nl);
     return rc;
 }

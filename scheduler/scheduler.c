@@ -3,6 +3,7 @@
 #include "scheduler/internal.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +11,7 @@
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
+#include <time.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -20,6 +22,8 @@
 struct local_agent {
     sched_local_agent_config_t cfg;
     char *bin, *data_dir, *pki_dir, *default_image, *egress_pool;
+    char *identity_url, *identity_ca, *token_file;
+    int64_t token_renew; /* wall-clock seconds */
     pthread_t thread;
     pid_t pid;
     int port;
@@ -148,7 +152,7 @@ static pid_t spawn_agent(local_agent_t *la)
     _cleanup_free_ char *ca = xasprintf("%s/ca.pem", la->pki_dir);
     _cleanup_free_ char *cert = xasprintf("%s/agent.pem", la->pki_dir);
     _cleanup_free_ char *key = xasprintf("%s/agent.key", la->pki_dir);
-    char *argv[20];
+    char *argv[28];
     size_t n = 0;
     argv[n++] = la->bin;
     argv[n++] = "--listen";
@@ -172,6 +176,16 @@ static pid_t spawn_agent(local_agent_t *la)
     if (la->egress_pool) {
         argv[n++] = "--egress-pool";
         argv[n++] = la->egress_pool;
+    }
+    if (la->identity_url) {
+        argv[n++] = "--identity-url";
+        argv[n++] = la->identity_url;
+        argv[n++] = "--identity-token-file";
+        argv[n++] = la->token_file;
+        if (la->identity_ca) {
+            argv[n++] = "--identity-ca";
+            argv[n++] = la->identity_ca;
+        }
     }
     argv[n] = NULL;
     pid_t parent = getpid();
@@ -223,6 +237,43 @@ static bool wait_ready(sched_t *s, local_agent_t *la, pid_t pid)
     return false;
 }
 
+/* The agent's host token for the identity endpoint, in a file it reads
+ * at each request: written before it starts, renewed at half its life.  */
+static void token_renew(local_agent_t *la)
+{
+    if (!la->identity_url || time(NULL) < la->token_renew)
+        return;
+    int64_t expires = 0;
+    char *tok = la->cfg.host_token(la->cfg.host_token_ctx, LOCAL_HOST, &expires);
+    sbx_error_t err = {0};
+    if (!tok || sbx_mkdir_p(la->data_dir, 0700, &err) < 0 ||
+        sbx_write_file_atomic(la->token_file, tok, strlen(tok), 0600, &err) < 0) {
+        sbx_log(SBX_LOG_WARN, MODULE_NAME, "the local agent's identity token: %s",
+                tok ? err.msg : "not minted");
+        la->token_renew = time(NULL) + 10;
+    } else {
+        int64_t now = time(NULL);
+        la->token_renew = now + (expires - now) / 2;
+    }
+    if (tok)
+        OPENSSL_cleanse(tok, strlen(tok));
+    free(tok);
+}
+
+/* Wait for the agent to exit, renewing its token meanwhile.  */
+static void wait_exit(local_agent_t *la, int *status)
+{
+    for (;;) {
+        pid_t w = waitpid(la->pid, status, la->identity_url ? WNOHANG : 0);
+        if (w == la->pid || (w < 0 && errno != EINTR))
+            return;
+        if (w == 0) {
+            token_renew(la);
+            usleep(250000);
+        }
+    }
+}
+
 static void *local_agent_main(void *arg)
 {
     sched_t *s = arg;
@@ -232,6 +283,7 @@ static void *local_agent_main(void *arg)
         pthread_mutex_lock(&s->lock);
         bool stop = s->stopping;
         if (!stop) {
+            token_renew(la);
             la->port = free_port();
             la->pid = spawn_agent(la);
         }
@@ -247,8 +299,7 @@ static void *local_agent_main(void *arg)
             sbx_log(SBX_LOG_ERROR, MODULE_NAME, "local sandbox-agent %s did not become ready",
                     la->bin);
         int status = 0;
-        while (waitpid(la->pid, &status, 0) < 0 && errno == EINTR)
-            ;
+        wait_exit(la, &status);
         pthread_mutex_lock(&s->lock);
         stop = s->stopping;
         la->pid = 0;
@@ -274,6 +325,12 @@ int sched_local_agent_start(sched_t *s, const sched_local_agent_config_t *cfg, s
     la->egress_pool =
         cfg->egress_pool && strcmp(cfg->egress_pool, "off") != 0 ? xstrdup(cfg->egress_pool) : NULL;
     la->cfg.egress_pool = NULL; /* not kept: la->egress_pool is the copy */
+    if (cfg->identity_url && cfg->host_token) {
+        la->identity_url = xstrdup(cfg->identity_url);
+        la->identity_ca = cfg->identity_ca ? xstrdup(cfg->identity_ca) : NULL;
+        la->token_file = xasprintf("%s/identity-token", la->data_dir);
+    }
+    la->cfg.identity_url = la->cfg.identity_ca = NULL;
     if (!la->default_image) {
         /* The build puts the embedded default image beside the binaries.  */
         char *dir = sibling_binary("default-image");
@@ -319,6 +376,9 @@ static void local_agent_stop(sched_t *s)
     free(la->pki_dir);
     free(la->default_image);
     free(la->egress_pool);
+    free(la->identity_url);
+    free(la->identity_ca);
+    free(la->token_file);
     free(la);
     s->local = NULL;
 }

@@ -165,6 +165,12 @@ typedef struct sched_local_agent_config {
     bool microvm_emulation;
     bool allow_private_registries;
     const char *egress_pool; /* --egress-pool for the agent; NULL or "off": none */
+    /* The identity endpoint: sandboxd's URL for the agent (NULL: none), the
+     * CA of an https one, and how to mint the agent's host token (written
+     * to its data dir before it starts and renewed at half its life).  */
+    const char *identity_url, *identity_ca;
+    char *(*host_token)(void *ctx, const char *host, int64_t *expires);
+    void *host_token_ctx;
 } sched_local_agent_config_t;
 
 /* Start the agent and wait until it answers (or fail after 15 s).  */

@@ -258,6 +258,12 @@ static void create_on_host(sched_t *s, st_operation_t *op, const st_resource_t *
         return;
     }
     json_object_set(j, "egress", egress);
+    /* a sandbox that may use one of its group's identities reaches the
+     * host's identity endpoint */
+    const char *identity =
+        json_string_value(json_object_get(json_object_get(sb->body, "properties"), "identity"));
+    if (identity && *identity)
+        json_object_set_new(j, "identity", json_true());
     _cleanup_free_ char *body = json_dumps(j, JSON_COMPACT);
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sb->runtime_id);
     sched_reply_t r;

@@ -121,11 +121,34 @@ routes_t *routes_new(const routes_config_t *rc, st_db_t *db, sbx_error_t *err)
     return r;
 }
 
+static char *local_host_token(void *ctx, const char *host, int64_t *expires)
+{
+    routes_t *r = ctx;
+    return auth_host_token(r->auth, host, 24 * 3600, expires, NULL);
+}
+
+/* How the local agent reaches sandboxd: its listen address, a wildcard
+ * one as loopback.  */
+static char *local_url(const sbx_config_t *cfg)
+{
+    const char *colon = strrchr(cfg->listen, ':');
+    if (!colon)
+        return NULL;
+    _cleanup_free_ char *host = xstrndup(cfg->listen, (size_t)(colon - cfg->listen));
+    const char *h = host;
+    if (!*h || strcmp(h, "0.0.0.0") == 0)
+        h = "127.0.0.1";
+    else if (strcmp(h, "[::]") == 0)
+        h = "[::1]";
+    return xasprintf("%s://%s%s", cfg->tls_cert ? "https" : "http", h, colon);
+}
+
 int routes_start_background(routes_t *r, sbx_error_t *err)
 {
     const sbx_config_t *cfg = r->rc.cfg;
     if (!cfg->no_local_agent) {
         _cleanup_free_ char *agent_dir = xasprintf("%s/agent", cfg->data_dir);
+        _cleanup_free_ char *url = local_url(cfg);
         sched_local_agent_config_t lc = {.agent_bin = cfg->agent_bin,
                                          .data_dir = agent_dir,
                                          .pki_dir = r->pki_dir,
@@ -133,7 +156,11 @@ int routes_start_background(routes_t *r, sbx_error_t *err)
                                          .microvm_emulation = cfg->microvm_emulation,
                                          .allow_private_registries = cfg->allow_private_registries,
                                          .egress_pool =
-                                             cfg->egress_pool ? cfg->egress_pool : "auto"};
+                                             cfg->egress_pool ? cfg->egress_pool : "auto",
+                                         .identity_url = url,
+                                         .identity_ca = cfg->tls_cert,
+                                         .host_token = local_host_token,
+                                         .host_token_ctx = r};
         if (sched_local_agent_start(r->sched, &lc, err) < 0) {
             sched_start(r->sched, NULL);
             return -1;
