@@ -422,6 +422,23 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     return 0;
 }
 
+/* A running sandbox's policy changed: its open connections meet the new
+ * one (conntrack.c for direct flows, the proxy for its own).  Under
+ * apply_mu, so sb->policy stays.  */
+static void cut_open_flows(egress_t *eg, eg_sandbox_t *sb)
+{
+    size_t flows = 0;
+    sbx_error_t err = {0};
+    if (eg_conntrack_flush(sb->sb_addr, &flows, &err) < 0)
+        sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: open connections not re-checked: %s", sb->id,
+                err.msg);
+    size_t proxied = eg_proxy_recheck(eg->proxy, sb->sb_addr, sb->policy);
+    sbx_log(SBX_LOG_INFO, MODULE,
+            "sandbox %s: policy changed; %zu direct flows re-checked, %zu proxied connections "
+            "closed",
+            sb->id, flows, proxied);
+}
+
 int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *policy, sbx_error_t *err)
 {
     eg_policy_t *p = NULL;
@@ -451,6 +468,7 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
         rc = link_sandbox(eg, sb, netns_fd, p, err);
     }
     pthread_mutex_lock(&eg->mu);
+    bool was_linked = sb->linked;
     if (rc == 0) {
         eg_policy_t *old = sb->policy;
         sb->policy = p;
@@ -460,6 +478,12 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
     }
     if (rc == 0)
         record_save(eg, sb);
+    bool changed = rc == 0 && was_linked && sb->linked &&
+                   (!p != !sb->policy || (p && strcmp(p->hash, sb->policy->hash) != 0));
+    pthread_mutex_unlock(&eg->mu);
+    if (changed)
+        cut_open_flows(eg, sb);
+    pthread_mutex_lock(&eg->mu);
     put_locked(sb, 1);
     pthread_mutex_unlock(&eg->mu);
     pthread_mutex_unlock(&eg->apply_mu);

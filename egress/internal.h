@@ -142,6 +142,16 @@ int eg_resolve_a(const eg_resolver_t *r, const char *name, struct in_addr *out, 
 typedef struct eg_proxy eg_proxy_t;
 eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err);
 void eg_proxy_stop(eg_proxy_t *p);
+/* Close the sandbox's spliced connections the policy (NULL: none) no
+ * longer allows; how many.  */
+size_t eg_proxy_recheck(eg_proxy_t *p, struct in_addr sandbox, const eg_policy_t *policy);
+
+/* ---- conntrack.c ---- */
+
+/* Delete the conntrack entries of flows from `src` that were not
+ * redirected to the agent, so their next packets meet the rules anew;
+ * *cut says how many.  */
+int eg_conntrack_flush(struct in_addr src, size_t *cut, sbx_error_t *err);
 typedef struct eg_dns eg_dns_t;
 eg_dns_t *eg_dns_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err);
 void eg_dns_stop(eg_dns_t *d);

@@ -36,7 +36,17 @@ struct eg_proxy {
     bool stopping;
     int *fds; /* open client fds (shut down on stop) */
     size_t n_fds, cap_fds;
+    struct live **live; /* spliced connections, re-checked when a policy changes */
+    size_t n_live, cap_live;
 };
+
+/* A spliced connection: what it was allowed on.  */
+typedef struct live {
+    int client, upstream;
+    struct in_addr sandbox;
+    struct sockaddr_in orig;
+    char name[256];
+} live_t;
 
 typedef struct conn {
     eg_proxy_t *p;
@@ -363,8 +373,55 @@ static void log_decision(eg_proxy_t *p, eg_lookup_t *l, const char *name, struct
     eg_decision_log(p->eg, l->sb, &d);
 }
 
+static void live_track(eg_proxy_t *p, live_t *lv, bool add)
+{
+    pthread_mutex_lock(&p->mu);
+    if (add) {
+        if (p->n_live == p->cap_live) {
+            p->cap_live = p->cap_live ? p->cap_live * 2 : 64;
+            p->live = xrealloc(p->live, p->cap_live * sizeof *p->live);
+        }
+        p->live[p->n_live++] = lv;
+    } else {
+        for (size_t i = 0; i < p->n_live; i++)
+            if (p->live[i] == lv) {
+                p->live[i] = p->live[--p->n_live];
+                break;
+            }
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+size_t eg_proxy_recheck(eg_proxy_t *p, struct in_addr sandbox, const eg_policy_t *policy)
+{
+    size_t cut = 0;
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < p->n_live; i++) {
+        live_t *lv = p->live[i];
+        if (lv->sandbox.s_addr != sandbox.s_addr)
+            continue;
+        struct sockaddr_storage dst = {0};
+        memcpy(&dst, &lv->orig, sizeof lv->orig);
+        const char *rule = NULL;
+        bool by_name = false;
+        bool allow = policy && eg_policy_decide(policy, lv->name[0] ? lv->name : NULL, &dst,
+                                                ntohs(lv->orig.sin_port), &rule, &by_name);
+        if (!allow) {
+            /* both ends see the connection end; relay() returns */
+            shutdown(lv->client, SHUT_RDWR);
+            shutdown(lv->upstream, SHUT_RDWR);
+            cut++;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    return cut;
+}
+
 /* Decide, and connect when allowed: the upstream fd, or -1 (refused).  */
-static int decide(conn_t *c, eg_lookup_t *l, const struct sockaddr_in *orig)
+static int decide(conn_t *c, eg_lookup_t *l, const struct sockaddr_in *orig, char *name_out,
+                  size_t name_len)
 {
     char name[256] = "";
     const char *kind = "tcp";
@@ -390,6 +447,7 @@ static int decide(conn_t *c, eg_lookup_t *l, const struct sockaddr_in *orig)
         why = "address";
     }
     log_decision(c->p, l, name, to, port, rule, allow, why);
+    snprintf(name_out, name_len, "%s", name);
     if (!allow) {
         refuse(c, kind, name, why);
         return -1;
@@ -412,12 +470,16 @@ static void *conn_thread(void *arg)
         peer.sin_family == AF_INET &&
         getsockopt(c->client, SOL_IP, SO_ORIGINAL_DST, &orig, &olen) == 0 &&
         eg_lookup(p->eg, peer.sin_addr, &l)) {
-        c->upstream = decide(c, &l, &orig);
+        live_t lv = {.client = c->client, .sandbox = peer.sin_addr, .orig = orig};
+        c->upstream = decide(c, &l, &orig, lv.name, sizeof lv.name);
         eg_lookup_done(p->eg, &l);
         if (c->upstream >= 0) {
+            lv.upstream = c->upstream;
             fd_track(p, c->upstream, true);
+            live_track(p, &lv, true);
             if (send_all(c->upstream, c->buf, c->len))
                 relay(c->client, c->upstream);
+            live_track(p, &lv, false);
             fd_track(p, c->upstream, false);
             close(c->upstream);
         }
@@ -522,6 +584,7 @@ void eg_proxy_stop(eg_proxy_t *p)
     if (p->fd >= 0)
         close(p->fd);
     free(p->fds);
+    free(p->live);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->idle);
     free(p);

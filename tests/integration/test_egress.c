@@ -5,6 +5,7 @@
  * and what it must not.  No traffic leaves the machine.  */
 #include <arpa/inet.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -226,6 +227,71 @@ static bool wait_for(const char *id, bool want, int ms, const char *a1, const ch
     return false;
 }
 
+typedef struct hold {
+    pthread_t t;
+    const char *id;
+    char *line;
+    bool ok;
+} hold_t;
+
+static void *hold_main(void *arg)
+{
+    hold_t *h = arg;
+    char *argv[] = {"/bin/netprobe", "hold", SRV_ADDR2, "7000", "6000", NULL};
+    rt_exec_result_t r = fx_execv(h->id, argv, 20000);
+    h->line = xstrdup(r.out ? r.out : "");
+    h->ok = r.exit_code == 0 && strncmp(h->line, "ok ", 3) == 0;
+    rt_exec_result_done(&r);
+    return NULL;
+}
+
+/* The echo server sees the sandbox's connection established.  */
+static bool echo_established(void)
+{
+    return sh("ip netns exec %s ss -Htn state established '( sport = :7000 )' | grep -q .",
+              netns) == 0;
+}
+
+START_TEST(open_connections_follow_the_policy)
+{
+    sandbox("eg-o", web_policy);
+    hold_t h = {.id = "eg-o"};
+    ck_assert_int_eq(pthread_create(&h.t, NULL, hold_main, &h), 0);
+    int64_t end = sbx_monotonic_ms() + 10000;
+    while (!echo_established() && sbx_monotonic_ms() < end)
+        usleep(20000);
+    ck_assert_msg(echo_established(), "the held connection never came up");
+
+    /* another policy that still allows it: the connection goes on */
+    _cleanup_json_ json_t *still =
+        policy("{\"rules\":[{\"name\":\"echo2\",\"action\":\"Allow\",\"cidrs\":[\"" SRV_ADDR2
+               "/32\"],\"ports\":[7000]}]}");
+    sbx_error_t err = {0};
+    ck_assert_msg(egress_apply(eg, "eg-o", -1, still, &err) == 0, "%s", err.msg);
+    int64_t t0 = sbx_monotonic_ms();
+    while (sbx_monotonic_ms() - t0 < 500)
+        usleep(50000);
+    ck_assert_msg(echo_established(), "a still-allowed connection was cut");
+    ck_assert_ptr_null(h.line); /* the probe is still pinging */
+
+    /* narrowed: the open connection is cut at once */
+    _cleanup_json_ json_t *narrow =
+        policy("{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"]}]}");
+    t0 = sbx_monotonic_ms();
+    ck_assert_msg(egress_apply(eg, "eg-o", -1, narrow, &err) == 0, "%s", err.msg);
+    pthread_join(h.t, NULL);
+    int64_t cut_ms = sbx_monotonic_ms() - t0;
+    fprintf(stderr, "narrowed policy cut an open connection in %lld ms: %s", (long long)cut_ms,
+            h.line);
+    ck_assert_msg(!h.ok && strstr(h.line, "cut:"), "%s", h.line);
+    ck_assert_msg(strstr(h.line, "cut:after=0") == NULL, "cut before the change: %s", h.line);
+    ck_assert_int_le(cut_ms, 1500);
+    free(h.line);
+    egress_release(eg, "eg-o", true);
+    ck_assert_int_eq(rt_destroy(fx_rt, "eg-o", &err), 0);
+}
+END_TEST
+
 START_TEST(live_update_and_cleanup)
 {
     sandbox("eg-l", web_policy);
@@ -318,6 +384,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, allowed_and_denied);
     tcase_add_test(tc, live_update_and_cleanup);
+    tcase_add_test(tc, open_connections_follow_the_policy);
     tcase_add_test(tc, bad_policies);
     suite_add_tcase(s, tc);
     return s;

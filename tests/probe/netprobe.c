@@ -11,6 +11,8 @@
  *   netprobe dnsfrom SRC SERVER NAME the same from a forged source (IP_FREEBIND)
  *   netprobe raw | packet           open a raw / packet socket
  *   netprobe tcp6 ADDR PORT         connect over IPv6
+ *   netprobe hold ADDR PORT MS      one connection, a ping every 100 ms for MS
+ *                                   ms: "ok held" or "fail cut" with when
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -98,6 +100,27 @@ static int cmd_tcp(char **av)
         return n == 0 ? done(0, "%s", "closed") : fail_errno("recv");
     buf[strcspn(buf, "\r\n")] = '\0';
     return done(1, "reply=%s", buf);
+}
+
+static int cmd_hold(char **av)
+{
+    int fd = connect_v4(av[0], av[1], SOCK_STREAM);
+    if (fd < 0)
+        return fail_errno("connect");
+    long until = elapsed_ms() + atol(av[2]);
+    char buf[256], detail[96];
+    for (int n = 0; elapsed_ms() < until; n++) {
+        ssize_t r = -1;
+        if (send(fd, "ping\n", 5, MSG_NOSIGNAL) == 5)
+            r = read_some(fd, buf, sizeof buf);
+        if (r <= 0) {
+            snprintf(detail, sizeof detail, "cut:after=%d:%s", n,
+                     r == 0 ? "closed" : strerror(errno));
+            return done(0, "%s", detail);
+        }
+        usleep(100000);
+    }
+    return done(1, "%s", "held");
 }
 
 static int cmd_http(char **av)
@@ -288,6 +311,8 @@ int main(int argc, char **argv)
         return cmd_socket(AF_INET, SOCK_RAW, IPPROTO_TCP, "raw");
     if (!strcmp(c, "packet"))
         return cmd_socket(AF_PACKET, SOCK_RAW, 0, "packet");
+    if (!strcmp(c, "hold") && argc == 5)
+        return cmd_hold(argv + 2);
     if (!strcmp(c, "tcp6") && argc == 4)
         return cmd_tcp6(argv + 2);
     fprintf(stderr, "usage: see netprobe.c\n");
