@@ -127,6 +127,8 @@ static const char *header(char *lines, const char *name)
     size_t nl = strlen(name);
     for (char *l = lines; l && *l;) {
         char *end = strstr(l, "\r\n");
+        if (end == l)
+            break; /* the blank line: the head ends */
         if (end)
             *end = '\0';
         if (strncasecmp(l, name, nl) == 0 && l[nl] == ':') {
