@@ -292,6 +292,55 @@ START_TEST(open_connections_follow_the_policy)
 }
 END_TEST
 
+/* The same through the proxy: the FQDN rule sends port 7000 to the proxy,
+ * which lets the nameless echo through on the CIDR rule, then re-decides
+ * the spliced connection when the policy changes.  */
+START_TEST(proxied_connections_follow_the_policy)
+{
+    const char *via_proxy =
+        "{\"rules\":[{\"name\":\"name\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"],"
+        "\"ports\":[7000]},{\"name\":\"%s\",\"action\":\"Allow\",\"cidrs\":[\"" SRV_ADDR2
+        "/32\"],\"ports\":[7000]}]}";
+    _cleanup_free_ char *p1 = xasprintf(via_proxy, "echo");
+    sandbox("eg-p", p1);
+    hold_t h = {.id = "eg-p"};
+    ck_assert_int_eq(pthread_create(&h.t, NULL, hold_main, &h), 0);
+    int64_t end = sbx_monotonic_ms() + 10000;
+    while (!echo_established() && sbx_monotonic_ms() < end)
+        usleep(20000);
+    ck_assert_msg(echo_established(), "the held connection never came up");
+    _cleanup_json_ json_t *d = egress_decisions(eg, "eg-p", NULL);
+    ck_assert_int_ge(json_integer_value(json_object_get(d, "allowed")), 1); /* the proxy's */
+
+    /* still allowed (the rule renamed): the spliced connection goes on */
+    _cleanup_free_ char *p2 = xasprintf(via_proxy, "echo-renamed");
+    _cleanup_json_ json_t *still = policy(p2);
+    sbx_error_t err = {0};
+    ck_assert_msg(egress_apply(eg, "eg-p", -1, still, &err) == 0, "%s", err.msg);
+    int64_t t0 = sbx_monotonic_ms();
+    while (sbx_monotonic_ms() - t0 < 500)
+        usleep(50000);
+    ck_assert_msg(echo_established(), "a still-allowed proxied connection was cut");
+    ck_assert_ptr_null(h.line);
+
+    /* the CIDR rule goes: the proxy closes it */
+    _cleanup_json_ json_t *narrow =
+        policy("{\"rules\":[{\"name\":\"name\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"],"
+               "\"ports\":[7000]}]}");
+    t0 = sbx_monotonic_ms();
+    ck_assert_msg(egress_apply(eg, "eg-p", -1, narrow, &err) == 0, "%s", err.msg);
+    pthread_join(h.t, NULL);
+    int64_t cut_ms = sbx_monotonic_ms() - t0;
+    fprintf(stderr, "narrowed policy closed a proxied connection in %lld ms: %s", (long long)cut_ms,
+            h.line);
+    ck_assert_msg(!h.ok && strstr(h.line, "cut:") && !strstr(h.line, "cut:after=0"), "%s", h.line);
+    ck_assert_int_le(cut_ms, 1500);
+    free(h.line);
+    egress_release(eg, "eg-p", true);
+    ck_assert_int_eq(rt_destroy(fx_rt, "eg-p", &err), 0);
+}
+END_TEST
+
 START_TEST(live_update_and_cleanup)
 {
     sandbox("eg-l", web_policy);
@@ -385,6 +434,7 @@ static Suite *suite(void)
     tcase_add_test(tc, allowed_and_denied);
     tcase_add_test(tc, live_update_and_cleanup);
     tcase_add_test(tc, open_connections_follow_the_policy);
+    tcase_add_test(tc, proxied_connections_follow_the_policy);
     tcase_add_test(tc, bad_policies);
     suite_add_tcase(s, tc);
     return s;
