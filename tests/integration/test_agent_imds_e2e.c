@@ -3,7 +3,9 @@
  * running sandbox gets a token for its own identity, in the IMDS and the
  * App Service forms, that the openssl command verifies against sandboxd's
  * JWKS; another host, another identity and bad requests get clear
- * refusals.  */
+ * refusals.  Then the same from inside a sandbox, at 169.254.169.254 and
+ * $IDENTITY_ENDPOINT: the sandbox gets only its own identity, a sandbox
+ * without one and the host side do not reach the endpoint at all.  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -83,9 +85,30 @@ static void setup(void)
 
 static char *agent_table(void);
 
+/* Whatever a test left (it may have failed half-way): its groups and so
+ * their sandboxes and links go before sandboxd stops.  */
+static void delete_groups(void)
+{
+    static const char *const groups[] = {"g1", "g2", "g3"};
+    char p[3][256];
+    for (size_t i = 0; i < ARRAY_SIZE(groups); i++) {
+        snprintf(p[i], sizeof p[i],
+                 "/subscriptions/" SUB "/resourceGroups/imds/providers/Microsoft.App/"
+                 "sandboxGroups/%s?" API,
+                 groups[i]);
+        call("DELETE", p[i], admin, NULL, NULL);
+    }
+    int64_t until = sbx_monotonic_ms() + 60000;
+    for (size_t i = 0; i < ARRAY_SIZE(groups); i++)
+        while (call("GET", p[i], admin, NULL, NULL) != 404 && sbx_monotonic_ms() < until)
+            usleep(100000);
+}
+
 static void teardown(void)
 {
     _cleanup_free_ char *table = agent_table();
+    if (pid > 0 && admin)
+        delete_groups();
     if (pid > 0)
         tu_stop(pid, 30000);
     /* the agent removed its table when it stopped (no sandbox is linked) */
@@ -558,7 +581,9 @@ static Suite *imds_suite(void)
 {
     Suite *s = suite_create("agent_imds");
     TCase *tc = tcase_create("imds");
-    tcase_add_checked_fixture(tc, setup, teardown);
+    /* one sandboxd for the tests, stopped (after its groups are deleted)
+     * even when a test fails */
+    tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, sandbox_gets_its_own_identity);
     tcase_add_test(tc, token_from_inside_the_sandbox);
