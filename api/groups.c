@@ -22,6 +22,18 @@ static int validate_isolation(const json_t *obj, const char *target, sbx_error_t
     return api_invalid(err, target, "'%s' must be one of process, gvisor, microvm.", target);
 }
 
+/* lifetimeEndAction: Delete (the default) or Suspend.  */
+static int validate_end_action(const json_t *obj, const char *target, sbx_error_t *err)
+{
+    bool present;
+    const char *a = NULL;
+    if (api_get_string(obj, "lifetimeEndAction", target, 16, &present, &a, err) < 0)
+        return -1;
+    if (!present || strcmp(a, "Delete") == 0 || strcmp(a, "Suspend") == 0)
+        return 0;
+    return api_invalid(err, target, "'%s' must be Delete or Suspend.", target);
+}
+
 /* An OCI image reference: registry/repo[:tag][@sha256:...], conservative
  * character set, no whitespace or control characters.  */
 bool api_image_ref_valid(const char *ref)
@@ -71,6 +83,9 @@ int api_validate_sandbox_shape(const api_t *api, const json_t *in, const char *p
         return -1;
     snprintf(t, sizeof(t), "%s.isolation", prefix);
     if (validate_isolation(in, t, err) < 0)
+        return -1;
+    snprintf(t, sizeof(t), "%s.lifetimeEndAction", prefix);
+    if (validate_end_action(in, t, err) < 0)
         return -1;
     snprintf(t, sizeof(t), "%s.egressPolicy", prefix);
     if (api_get_string(in, "egressPolicy", t, 63, &present, &s, err) < 0)
@@ -156,6 +171,7 @@ static json_t *known_fields(json_t *v, const char *which)
                                            "env",
                                            "idleTimeoutSeconds",
                                            "maxLifetimeSeconds",
+                                           "lifetimeEndAction",
                                            "isolation"};
     static const char *const scale[] = {"maxSandboxes", "readySandboxes"};
     bool is_defaults = strcmp(which, "sandboxDefaults") == 0;

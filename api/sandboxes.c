@@ -15,10 +15,11 @@ static const char *const writable[] = {"image",
                                        "identity",
                                        "idleTimeoutSeconds",
                                        "maxLifetimeSeconds",
+                                       "lifetimeEndAction",
                                        "isolation"};
 /* Reported by the scheduler; kept across a replace.  */
-static const char *const reported[] = {"state", "host", "createdAt", "lastActivityAt",
-                                       "statusMessage"};
+static const char *const reported[] = {"state",          "host",          "createdAt",
+                                       "lastActivityAt", "statusMessage", "lifetimeStartedAt"};
 /* Changing these needs a new sandbox.  */
 static const char *const immutable[] = {"image", "cpu",       "memoryMiB", "diskMiB",
                                         "env",   "isolation", "identity"};

@@ -74,7 +74,7 @@ char *arm_escape(const char *s);
 
 /* ---- what ARM does not keep (store.c) ---- */
 
-/* {"template","metadata","autoPause"} of a sandbox.  */
+/* {"template","metadata","autoPause","autoResume"} of a sandbox.  */
 int e2b_meta_put(e2b_t *e, const char *id, const json_t *meta, sbx_error_t *err);
 json_t *e2b_meta_get(const e2b_t *e, const char *id); /* new reference or NULL */
 void e2b_meta_delete(const e2b_t *e, const char *id);

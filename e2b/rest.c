@@ -49,6 +49,21 @@ static bool state_paused(const char *st)
     return st && (strcmp(st, "Suspended") == 0 || strcmp(st, "Suspending") == 0);
 }
 
+/* When the sandbox's lifetime clock started: its creation, or with
+ * lifetimeEndAction Suspend its last resume.  */
+static int64_t lifetime_start_ms(const json_t *sb)
+{
+    int64_t created = parse_time_ms(prop_str(sb, "createdAt"));
+    int64_t resumed = parse_time_ms(prop_str(sb, "lifetimeStartedAt"));
+    return resumed > created ? resumed : created;
+}
+
+static bool pauses_at_end(const json_t *sb)
+{
+    const char *a = prop_str(sb, "lifetimeEndAction");
+    return a && strcmp(a, "Suspend") == 0;
+}
+
 /* A sandbox being deleted is gone as far as E2B is concerned.  */
 static bool deleting(const json_t *sb)
 {
@@ -68,7 +83,7 @@ static json_t *sandbox_json(const e2b_t *e, const json_t *sb, bool detail)
     const char *name = json_string_value(json_object_get(sb, "name"));
     _cleanup_json_ json_t *stored = e2b_meta_get(e, name);
     json_t *props = json_object_get(sb, "properties");
-    int64_t started = parse_time_ms(prop_str(sb, "createdAt"));
+    int64_t started = lifetime_start_ms(sb);
     json_int_t life = json_integer_value(json_object_get(props, "maxLifetimeSeconds"));
     double cpu = json_number_value(json_object_get(props, "cpu"));
     json_int_t mem = json_integer_value(json_object_get(props, "memoryMiB"));
@@ -84,6 +99,11 @@ static json_t *sandbox_json(const e2b_t *e, const json_t *sb, bool detail)
                   mem > 0 ? mem : 512, "diskSizeMB", disk > 0 ? disk : 1024, "metadata", meta,
                   "state", state_paused(prop_str(sb, "state")) ? "paused" : "running",
                   "envdVersion", E2B_ENVD_VERSION);
+    if (detail)
+        json_object_set_new(j, "lifecycle",
+                            json_pack("{s:s,s:b}", "onTimeout",
+                                      pauses_at_end(sb) ? "pause" : "kill", "autoResume",
+                                      json_is_true(json_object_get(stored, "autoResume"))));
     if (detail && name) {
         char tok[65];
         e2b_access_token(e, name, tok);
@@ -212,6 +232,9 @@ static json_t *create_body(const json_t *in, const char *image)
     json_t *t = json_object_get(in, "timeout");
     json_int_t timeout = json_is_integer(t) ? json_integer_value(t) : DEFAULT_TIMEOUT_S;
     json_t *props = json_pack("{s:I}", "maxLifetimeSeconds", timeout);
+    /* autoPause: the sandbox is suspended at its end, not deleted.  */
+    if (json_is_true(json_object_get(in, "autoPause")))
+        json_object_set_new(props, "lifetimeEndAction", json_string("Suspend"));
     if (*image)
         json_object_set_new(props, "image", json_string(image));
     json_t *env = json_object_get(in, "envVars");
@@ -308,10 +331,11 @@ static void create(rest_t *r)
     }
     arm_reply_done(&ar);
     json_t *md = json_object_get(in, "metadata");
-    _cleanup_json_ json_t *meta =
-        json_pack("{s:s,s:o,s:b}", "template", tmpl, "metadata",
-                  json_is_object(md) ? json_incref(md) : json_object(), "autoPause",
-                  json_is_true(json_object_get(in, "autoPause")));
+    json_t *resume = json_object_get(json_object_get(in, "autoResume"), "enabled");
+    _cleanup_json_ json_t *meta = json_pack(
+        "{s:s,s:o,s:b,s:b}", "template", tmpl, "metadata",
+        json_is_object(md) ? json_incref(md) : json_object(), "autoPause",
+        json_is_true(json_object_get(in, "autoPause")), "autoResume", json_is_true(resume));
     sbx_error_t err = {0};
     if (e2b_meta_put(r->e, id, meta, &err) < 0) {
         e2b_reply_error(r->res, 500, "%s", err.msg);
@@ -472,11 +496,12 @@ static void kill_sandbox(rest_t *r, const char *id)
 }
 
 /* The sandbox ends `secs` from now: its ARM lifetime (counted from its
- * creation) becomes its age plus secs.  A PUT of the whole resource, as
- * ARM clients update one.  */
+ * creation or, with lifetimeEndAction Suspend, its last resume) becomes
+ * the time since then plus secs.  A PUT of the whole resource, as ARM
+ * clients update one.  */
 static int set_end(rest_t *r, json_t *sb, const char *id, json_int_t secs)
 {
-    int64_t started = parse_time_ms(prop_str(sb, "createdAt"));
+    int64_t started = lifetime_start_ms(sb);
     int64_t age = started ? (sbx_now_ms() - started + 999) / 1000 : 0;
     json_t *props = json_object_get(sb, "properties");
     json_object_set_new(props, "maxLifetimeSeconds", json_integer(secs ? age + secs : 0));
@@ -570,9 +595,15 @@ static void connect_sandbox(rest_t *r, const char *id, bool must_be_paused)
         e2b_reply_error(r->res, 409, "sandbox \"%s\" is already running", id);
         return;
     }
+    if (paused) {
+        /* The resume restarts a Suspend lifetime; the end is set after it. */
+        if (action(r, id, "resume") < 0)
+            return;
+        json_decref(TAKE_PTR(sb));
+        if (secs >= 0 && !(sb = fetch(r, id)))
+            return;
+    }
     if (secs >= 0 && set_end(r, sb, id, secs) < 0)
-        return;
-    if (paused && action(r, id, "resume") < 0)
         return;
     _cleanup_json_ json_t *stored = e2b_meta_get(r->e, id);
     http_reply_json(r->res, paused ? 201 : 200, created_json(r->e, id, template_of(stored)));

@@ -199,6 +199,11 @@ const ISOLATION = enumOf('Isolation', [
   ['microvm', 'A KVM microVM: hardware isolation.'],
 ], 'How a sandbox is isolated from its host.');
 
+const LIFETIME_END_ACTION = enumOf('LifetimeEndAction', [
+  ['Delete', 'The sandbox is deleted when maxLifetimeSeconds runs out (the default); its lifetime counts from its creation.'],
+  ['Suspend', 'The sandbox is suspended when maxLifetimeSeconds runs out and kept; its lifetime counts from its creation or its last resume, so each resume (explicit, or by an exec into it) gives it maxLifetimeSeconds again.'],
+], 'What happens to a sandbox when its maxLifetimeSeconds runs out.');
+
 const HOST_FAILURE_POLICY = enumOf('HostFailurePolicy', [
   ['Fail', 'Sandboxes of a host that stops answering become Failed (the default); they come back if the host does.'],
   ['Recreate', 'Sandboxes of a host that stops answering are made again, fresh, on another host.'],
@@ -214,7 +219,8 @@ function sandboxShape() {
     diskMiB: { type: 'integer', format: 'int32', minimum: 16, maximum: 65536, description: 'Writable disk limit in MiB (the writable layer lives in host memory).' },
     env: stringMap('Environment variables (at most 256; values at most 32768 characters).'),
     idleTimeoutSeconds: { type: 'integer', format: 'int32', minimum: 0, maximum: 2592000, description: 'Seconds without activity after which a sandbox is suspended; 0 turns auto-suspend off.' },
-    maxLifetimeSeconds: { type: 'integer', format: 'int32', minimum: 0, maximum: 31536000, description: 'Seconds after which a sandbox is stopped, whatever it does; 0 means no limit.' },
+    maxLifetimeSeconds: { type: 'integer', format: 'int32', minimum: 0, maximum: 31536000, description: 'Seconds after which a sandbox is deleted (or suspended: lifetimeEndAction), whatever it does; 0 means no limit.' },
+    lifetimeEndAction: def('LifetimeEndAction'),
     isolation: def('Isolation'),
   };
 }
@@ -317,6 +323,7 @@ const DEFINITIONS = {
   }),
   Isolation: ext(ISOLATION),
   HostFailurePolicy: ext(HOST_FAILURE_POLICY),
+  LifetimeEndAction: ext(LIFETIME_END_ACTION),
 
   VnetConnection: {
     description: 'A virtual network connection associated with a SandboxGroup.',
@@ -368,6 +375,7 @@ const DEFINITIONS = {
       host: { type: 'string', readOnly: true, description: 'Name of the host the sandbox runs on.' },
       createdAt: { type: 'string', format: 'date-time', readOnly: true, description: 'When the sandbox was created (UTC).' },
       lastActivityAt: { type: 'string', format: 'date-time', readOnly: true, description: 'When the sandbox last did something (UTC).' },
+      lifetimeStartedAt: { type: 'string', format: 'date-time', readOnly: true, description: 'With lifetimeEndAction Suspend, when the sandbox was last resumed: its maxLifetimeSeconds counts from then (absent: from createdAt).' },
       statusMessage: { type: 'string', readOnly: true, description: 'Human-readable detail on the state, e.g. why it failed.' },
     },
   }),
@@ -1093,7 +1101,7 @@ const sandbox = (state, provisioning) => ({
   id: groupId() + '/sandboxes/sb1', name: 'sb1', type: 'Microsoft.App/sandboxGroups/sandboxes', systemData: systemData(),
   properties: {
     image: 'docker.io/library/python:3.12-slim', cpu: 0.5, memoryMiB: 256, env: { MODE: 'test' }, egressPolicy: 'pypi-only',
-    identity: 'SystemAssigned', idleTimeoutSeconds: 300, isolation: 'process', secureEnvNames: ['API_TOKEN'],
+    identity: 'SystemAssigned', idleTimeoutSeconds: 300, maxLifetimeSeconds: 3600, lifetimeEndAction: 'Suspend', isolation: 'process', secureEnvNames: ['API_TOKEN'],
     state, provisioningState: provisioning, host: 'host-1', createdAt: EX.time, lastActivityAt: EX.time2,
     ...(state === 'Pending' ? {} : { statusMessage: state }),
   },
@@ -1113,7 +1121,7 @@ const writable = (r) => {
   for (const k of ['id', 'name', 'type', 'systemData']) delete out[k];
   if (out.identity) { delete out.identity.principalId; delete out.identity.tenantId; }
   if (out.properties) {
-    for (const k of ['provisioningState', 'defaultDomain', 'state', 'host', 'createdAt', 'lastActivityAt', 'statusMessage']) delete out.properties[k];
+    for (const k of ['provisioningState', 'defaultDomain', 'state', 'host', 'createdAt', 'lastActivityAt', 'lifetimeStartedAt', 'statusMessage']) delete out.properties[k];
     if (out.properties.secureEnvNames) {
       // Sent as values, answered as names.
       out.properties.secureEnv = Object.fromEntries(out.properties.secureEnvNames.map((n) => [n, '<secret>']));

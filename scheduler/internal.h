@@ -146,6 +146,16 @@ int sched_egress_for(st_db_t *db, const st_resource_t *sandbox, json_t **out, sb
 void sched_egress_sync(sched_t *s, const st_host_t *h, const st_resource_t *sb,
                        const st_resource_t *group, sbx_state_t actual);
 void sched_egress_applied(const char *rid, const json_t *policy);
+/* lifetime.c: an ISO 8601 UTC time in ms (0 for none or garbage); whether
+ * the sandbox's lifetimeEndAction (its own, else its group's default) is
+ * Suspend; when its lifetime clock started (createdAt, or its
+ * lifetimeStartedAt when later); the patch that restarts the clock; and
+ * whether a resume restarts it (reads the group).  */
+int64_t sched_parse_time_ms(const char *s);
+bool sched_lifetime_suspends(const json_t *props, const json_t *defaults);
+int64_t sched_lifetime_start_ms(const st_resource_t *sb);
+void sched_lifetime_restart(json_t *patch, int64_t now_ms);
+bool sched_lifetime_restarts_on_resume(st_db_t *db, const st_resource_t *sb);
 /* Update a sandbox's reported properties in one transaction.  */
 int sched_sandbox_update(st_db_t *db, const char *id, json_t *patch, const char *host_id,
                          sbx_error_t *err);

@@ -2,31 +2,16 @@
  * health, then compares what storage wants with what each Ready agent
  * reports: it records the sandboxes' actual state, fails those a host lost,
  * destroys what an agent runs that storage does not know, suspends idle
- * sandboxes and deletes those past their lifetime.  */
+ * sandboxes and deletes (or suspends) those past their lifetime.  */
 #include "scheduler/internal.h"
 
 #include <string.h>
-#include <time.h>
 
 #define UNKNOWN_PER_PASS 16
 
 typedef struct agent_view {
     json_t *by_id; /* runtime id -> agent's sandbox object */
 } agent_view_t;
-
-static int64_t parse_time_ms(const char *s)
-{
-    struct tm tm = {0};
-    if (!s)
-        return 0;
-    const char *rest = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (!rest)
-        return 0;
-    int ms = 0;
-    if (*rest == '.')
-        ms = atoi(rest + 1) % 1000;
-    return (int64_t)timegm(&tm) * 1000 + ms;
-}
 
 static json_t *fetch_agent_sandboxes(sched_t *s, const st_host_t *h)
 {
@@ -86,14 +71,13 @@ static void expire(sched_t *s, const st_resource_t *sb)
     sched_notify(s);
 }
 
-static void suspend_idle(sched_t *s, const st_host_t *h, const st_resource_t *sb)
+static void suspend_for(sched_t *s, const st_host_t *h, const st_resource_t *sb, const char *why)
 {
     _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/suspend", sb->runtime_id);
     sched_reply_t r;
     if (sched_call(s, h->url, "POST", path, NULL, NULL, "{}", 2, 10000, &r) == 0 &&
         r.status == 200) {
-        json_t *patch = json_pack("{s:s,s:s}", "state", "Suspended", "statusMessage",
-                                  "suspended after idleTimeoutSeconds");
+        json_t *patch = json_pack("{s:s,s:s}", "state", "Suspended", "statusMessage", why);
         sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
         json_decref(patch);
     }
@@ -126,30 +110,44 @@ static void reconcile_sandbox(sched_t *s, const st_host_t *h, const st_resource_
     sbx_state_t actual = sbx_state_parse(sched_agent_state(seen));
     if (actual == SBX_STATE_CREATING)
         actual = SBX_STATE_STARTING;
+    st_resource_t group = {0};
+    json_t *defaults = NULL;
+    if (sb->parent_id && st_resource_get(s->db, sb->parent_id, &group, NULL) == 0)
+        defaults = json_object_get(json_object_get(group.body, "properties"), "sandboxDefaults");
+    bool suspends = sched_lifetime_suspends(props, defaults);
+    int64_t life_start = sched_lifetime_start_ms(sb);
     json_t *last = sched_agent_time(seen, "lastActivityAt");
     if (actual && (actual != state ||
                    (last && !json_equal(last, json_object_get(props, "lastActivityAt"))))) {
         json_t *patch = json_pack("{s:s}", "state", sbx_state_name(actual));
         if (json_is_string(last))
             json_object_set(patch, "lastActivityAt", last);
+        /* Resumed on the host (an exec into a suspended sandbox does):
+         * a Suspend lifetime starts again.  */
+        bool woke = actual == SBX_STATE_RUNNING &&
+                    (state == SBX_STATE_SUSPENDED || state == SBX_STATE_SUSPENDING ||
+                     state == SBX_STATE_RESUMING);
+        if (woke && suspends) {
+            sched_lifetime_restart(patch, now);
+            life_start = now;
+        }
         sched_sandbox_update(s->db, sb->id, patch, NULL, NULL);
         json_decref(patch);
     }
-    st_resource_t group = {0};
-    json_t *defaults = NULL;
-    if (sb->parent_id && st_resource_get(s->db, sb->parent_id, &group, NULL) == 0)
-        defaults = json_object_get(json_object_get(group.body, "properties"), "sandboxDefaults");
     sched_egress_sync(s, h, sb, group.id ? &group : NULL, actual);
     int64_t idle = prop_int(props, defaults, "idleTimeoutSeconds");
     int64_t lifetime = prop_int(props, defaults, "maxLifetimeSeconds");
     st_resource_done(&group);
-    if (lifetime > 0 && now - sb->created_ms > lifetime * 1000) {
-        expire(s, sb);
+    if (lifetime > 0 && now - life_start > lifetime * 1000) {
+        if (!suspends)
+            expire(s, sb);
+        else if (actual == SBX_STATE_RUNNING)
+            suspend_for(s, h, sb, "suspended: maxLifetimeSeconds reached");
         return;
     }
-    int64_t last_ms = parse_time_ms(json_string_value(last));
+    int64_t last_ms = sched_parse_time_ms(json_string_value(last));
     if (idle > 0 && actual == SBX_STATE_RUNNING && last_ms > 0 && now - last_ms > idle * 1000)
-        suspend_idle(s, h, sb);
+        suspend_for(s, h, sb, "suspended after idleTimeoutSeconds");
 }
 
 /* Sandboxes an agent runs that storage does not know (a create whose

@@ -152,5 +152,9 @@ int sched_sandbox_lifecycle(sched_t *s, const char *host_url, const st_resource_
     json_t *last = sched_agent_time(reply, "lastActivityAt");
     if (last)
         json_object_set(patch, "lastActivityAt", last);
+    bool wakes = strcmp(action, "resume") == 0 || strcmp(action, "start") == 0;
+    if (wakes && (!state || strcmp(state, "Running") == 0) &&
+        sched_lifetime_restarts_on_resume(s->db, sb))
+        sched_lifetime_restart(patch, sched_now(s));
     return sched_sandbox_update(s->db, sb->id, patch, NULL, err);
 }

@@ -250,6 +250,33 @@ test("pause and resume keep files and a running process", async () => {
   made.delete(sbx.sandboxId);
 });
 
+test("lifecycle onTimeout pause: the timeout pauses, connect resumes with a new timeout", async () => {
+  const sbx = await create({ timeoutMs: 2000, lifecycle: { onTimeout: "pause", autoResume: false } });
+  const id = sbx.sandboxId;
+  assert.deepEqual((await sbx.getInfo()).lifecycle, { onTimeout: "pause", autoResume: false });
+  assert.equal((await arm("GET", `/sandboxes/${id}`)).body.properties.lifetimeEndAction, "Suspend");
+  await sbx.files.write("/tmp/kept.txt", "kept");
+
+  const state = async () => (await Sandbox.getInfo(id, opts)).state;
+  await until("the timeout to pause it", async () => (await state()) === "paused");
+  const seen = (await arm("GET", `/sandboxes/${id}`)).body.properties;
+  assert.equal(seen.state, "Suspended");
+  assert.match(seen.statusMessage, /maxLifetimeSeconds/);
+
+  // connect resumes it, and its timeout counts from the resume.
+  const back = await Sandbox.connect(id, { ...opts, timeoutMs: 3000 });
+  const info = await back.getInfo();
+  assert.equal(info.state, "running");
+  const left = info.endAt - Date.now();
+  assert.ok(left > 0 && left <= 4000, `endAt ${info.endAt.toISOString()}`);
+  assert.ok((await arm("GET", `/sandboxes/${id}`)).body.properties.lifetimeStartedAt);
+  assert.equal(await back.files.read("/tmp/kept.txt"), "kept");
+  // ... and it is paused again, not killed, at its new end.
+  await until("the second pause", async () => (await state()) === "paused");
+  await back.kill();
+  made.delete(id);
+});
+
 test("errors: bad key, unknown sandbox, unknown template, expired sandbox", async () => {
   await assert.rejects(Sandbox.create({ ...opts, apiKey: "not-the-key" }), AuthenticationError);
   await assert.rejects(Sandbox.list({ ...opts, apiKey: "not-the-key" }).nextItems(), AuthenticationError);

@@ -53,6 +53,7 @@ static char *read_token(const char *dir, const char *name)
 
 static long call(const char *method, const char *path, const char *body, json_t **out);
 static bool wait_gone(const char *path, int timeout_ms);
+static void delete_group(const char *g);
 
 /* A call to the admin API: /admin/hosts followed by `path`, with the
  * admin token.  Returns the status (-1 without an answer).  */
@@ -872,6 +873,62 @@ START_TEST(test_scheduler_e2e_idle_and_lifetime)
 }
 END_TEST
 
+/* lifetimeEndAction Suspend (here the group's default): the end of the
+ * lifetime suspends, a resume (explicit, or an exec's) restarts the clock;
+ * a sandbox's own Delete overrides the default.  */
+START_TEST(test_scheduler_e2e_lifetime_suspend)
+{
+    _cleanup_free_ char *gp = group_path("ends");
+    _cleanup_free_ char *gpath = xasprintf("%s" API, gp);
+    json_t *j = NULL;
+    ck_assert_int_eq(call("PUT", gpath,
+                          "{\"location\":\"westus\",\"properties\":{\"sandboxDefaults\":"
+                          "{\"lifetimeEndAction\":\"Pause\"}}}",
+                          &j),
+                     400);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "target")),
+                     "properties.sandboxDefaults.lifetimeEndAction");
+    json_decref(j);
+    put_group("ends", "{\"sandboxDefaults\":{\"lifetimeEndAction\":\"Suspend\","
+                      "\"maxLifetimeSeconds\":2}}");
+    _cleanup_free_ char *bad = sandbox_path("ends", "bad", NULL);
+    ck_assert_int_eq(call("PUT", bad, "{\"properties\":{\"lifetimeEndAction\":5}}", NULL), 400);
+
+    j = create_sandbox("ends", "s1", NULL);
+    json_decref(j);
+    json_decref(exec_sh("ends", "s1", "echo kept > /tmp/k"));
+    _cleanup_free_ char *p = sandbox_path("ends", "s1", NULL);
+    json_t *cur = NULL;
+    tu_wait_until(fetched_prop_is(p, &cur, "state", "Suspended"), 10000);
+    ck_assert_msg(prop(cur, "state") && strcmp(prop(cur, "state"), "Suspended") == 0,
+                  "not suspended at its end: %s", prop(cur, "state"));
+    ck_assert_ptr_nonnull(strstr(prop(cur, "statusMessage"), "maxLifetimeSeconds"));
+
+    _cleanup_free_ char *resume = sandbox_path("ends", "s1", "/resume");
+    j = NULL;
+    ck_assert_int_eq(call("POST", resume, "{}", &j), 200);
+    ck_assert_str_eq(prop(j, "state"), "Running");
+    _cleanup_free_ char *started = xstrdup(prop(j, "lifetimeStartedAt"));
+    json_decref(j);
+    tu_wait_until(fetched_prop_is(p, &cur, "state", "Suspended"), 10000);
+    ck_assert_str_eq(prop(cur, "state"), "Suspended");
+
+    /* An exec resumes it on the host; the next pass restarts the clock.  */
+    j = exec_sh("ends", "s1", "cat /tmp/k");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "stdout")), "kept\n");
+    json_decref(j);
+    tu_wait_until(!fetched_prop_is(p, &cur, "lifetimeStartedAt", started), 5000);
+    ck_assert_str_ne(prop(cur, "lifetimeStartedAt"), started);
+    json_decref(cur);
+
+    j = create_sandbox("ends", "s2", "{\"lifetimeEndAction\":\"Delete\"}");
+    json_decref(j);
+    _cleanup_free_ char *p2 = sandbox_path("ends", "s2", NULL);
+    ck_assert_msg(wait_gone(p2, 10000), "a Delete sandbox past its lifetime was not deleted");
+    delete_group("ends");
+}
+END_TEST
+
 static bool wait_agent_count(size_t want, int timeout_ms)
 {
     tu_wait_until(agent_sandbox_count() == want, timeout_ms);
@@ -1597,6 +1654,7 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_host_dies_and_returns);
     tcase_add_test(tc, test_scheduler_e2e_recreate_on_host_failure);
     tcase_add_test(tc, test_scheduler_e2e_idle_and_lifetime);
+    tcase_add_test(tc, test_scheduler_e2e_lifetime_suspend);
     tcase_add_test(tc, test_scheduler_e2e_warm_pool);
     tcase_add_test(tc, test_scheduler_e2e_replace_keeps_sandbox);
     tcase_add_test(tc, test_scheduler_e2e_group_delete_in_rg_named_sandboxes);
