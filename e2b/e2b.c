@@ -60,7 +60,6 @@ e2b_t *e2b_new(const e2b_config_t *cfg, sbx_error_t *err)
     e->arm_token = cfg->arm_token ? xstrdup(cfg->arm_token) : NULL;
     e->insecure_tls = cfg->arm_insecure_tls;
     e->max_body = cfg->max_body ? cfg->max_body : (1u << 20);
-    e->next_pid = 1000;
     e->state_dir = xstrdup(cfg->state_dir);
     if (sbx_mkdir_p(e->state_dir, 0700, err) < 0) {
         e2b_free(e);

@@ -10,8 +10,6 @@
 #define E2B_ENVD_VERSION "0.5.7"
 #define E2B_API_VERSION "2026-07-01"
 
-typedef struct e2b_proc e2b_proc_t;
-
 struct e2b {
     char *arm_url, *arm_token, *group_path;
     char *state_dir;   /* store.c's files */
@@ -22,11 +20,8 @@ struct e2b {
     pthread_mutex_t lock; /* guards what follows */
     bool group_ready;
     bool stopping;
-    int proc_routes;     /* the ARM API has process routes: 1, 0 unknown, -1 no */
-    unsigned threads;    /* command threads running */
+    unsigned threads;    /* stream threads running */
     pthread_cond_t idle; /* threads fell to 0 */
-    unsigned next_pid;
-    e2b_proc_t *procs; /* one-shot commands under way, for List and Connect */
 };
 
 /* ---- the ARM client (arm.c) ---- */
@@ -121,12 +116,8 @@ void e2b_fs_handle(const envd_ctx_t *c, const char *method, const http_request_t
                    http_response_t *res);
 void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
                         http_response_t *res);
-/* process.Process over the ARM API's process routes (procroutes.c):
- * returns false, having answered nothing, when the ARM API has none.  */
-bool e2b_procroutes_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
-                           const json_t *in, http_response_t *res);
 
-/* A command thread starts or ends (e2b_free waits for them).  */
+/* A stream thread starts or ends (e2b_free waits for them).  */
 void e2b_thread_enter(e2b_t *e);
 void e2b_thread_leave(e2b_t *e);
 

@@ -1,46 +1,16 @@
 /* process.c -- the process.Process Connect service over the ARM API's
- * one-shot exec: Start streams a start event at once and the command's
- * output, exit code and end when the exec returns; List, Connect and
- * SendSignal know the commands this adapter has under way.  Input (stdin,
- * PTY) needs the streaming process routes and is refused as unimplemented.  */
+ * process routes (POST .../processes, .../processes/{p}/stream|stdin|signal|
+ * resize): output streams as the command produces it, with stdin and
+ * terminals.  */
 #include <openssl/evp.h>
 #include <string.h>
 
 #include "e2b/internal.h"
 
-#define DEFAULT_TIMEOUT_S 60
-#define MAX_TIMEOUT_S 3600
 #define PIPE_CAP (256u << 10)
-#define CHUNK (48u << 10)
+#define SSE_LINE_MAX (4u << 20)
 
-struct e2b_proc {
-    e2b_proc_t *next;
-    unsigned pid;
-    char *sandbox, *tag;
-    json_t *config; /* ProcessConfig as started */
-    bool done;
-    json_t *result;          /* the exec reply, or NULL */
-    char code[32], msg[400]; /* the failure when there is no result */
-    int refs;
-    pthread_cond_t cv;
-};
-
-static void proc_unref(e2b_t *e, e2b_proc_t *p)
-{
-    pthread_mutex_lock(&e->lock);
-    bool last = --p->refs == 0;
-    pthread_mutex_unlock(&e->lock);
-    if (!last)
-        return;
-    free(p->sandbox);
-    free(p->tag);
-    json_decref(p->config);
-    json_decref(p->result);
-    pthread_cond_destroy(&p->cv);
-    free(p);
-}
-
-/* ---- streaming replies ---- */
+/* ---- Connect framing ---- */
 
 static int send_msg(http_pipe_t *pipe, unsigned flags, json_t *msg)
 {
@@ -55,54 +25,6 @@ static int send_event(http_pipe_t *pipe, json_t *event)
     return send_msg(pipe, 0, json_pack("{s:o}", "event", event));
 }
 
-static int send_data(http_pipe_t *pipe, const char *stream, const char *s)
-{
-    size_t len = s ? strlen(s) : 0;
-    for (size_t off = 0; off < len; off += CHUNK) {
-        size_t k = len - off < CHUNK ? len - off : CHUNK;
-        _cleanup_free_ char *b64 = xmalloc(4 * ((k + 2) / 3) + 1);
-        EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)s + off, (int)k);
-        if (send_event(pipe, json_pack("{s:{s:s}}", "data", stream, b64)) < 0)
-            return -1;
-    }
-    return 0;
-}
-
-static void send_end_stream(http_pipe_t *pipe, const char *code, const char *msg)
-{
-    json_t *end =
-        code ? json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg) : json_object();
-    send_msg(pipe, 2, end);
-}
-
-/* The output and end of a finished command, then the end of the stream.  */
-static void send_outcome(http_pipe_t *pipe, const e2b_proc_t *p)
-{
-    if (!p->result) {
-        send_end_stream(pipe, p->code, p->msg);
-        return;
-    }
-    json_t *r = p->result;
-    if (send_data(pipe, "stdout", json_string_value(json_object_get(r, "stdout"))) < 0 ||
-        send_data(pipe, "stderr", json_string_value(json_object_get(r, "stderr"))) < 0)
-        return;
-    if (json_is_true(json_object_get(r, "timedOut"))) {
-        send_end_stream(pipe, "deadline_exceeded", "the command ran past its timeout");
-        return;
-    }
-    int code = (int)json_integer_value(json_object_get(r, "exitCode"));
-    char status[64];
-    /* The wrapper's shell reports a command killed by signal N as 128+N.  */
-    if (code > 128 && code < 160)
-        snprintf(status, sizeof(status), "signal: %s", code == 137 ? "killed" : "terminated");
-    else
-        snprintf(status, sizeof(status), "exit status %d", code);
-    send_event(pipe, json_pack("{s:{s:i,s:b,s:s}}", "end", "exitCode", code, "exited", 1, "status",
-                               status));
-    send_end_stream(pipe, NULL, NULL);
-}
-
-/* A streaming call's failure: 200 and an end-of-stream message.  */
 static void stream_error(http_response_t *res, const char *code, const char *msg)
 {
     json_t *m = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
@@ -112,104 +34,206 @@ static void stream_error(http_response_t *res, const char *code, const char *msg
     http_reply_bytes(res, 200, "application/connect+json", env, n);
 }
 
-/* ---- Start ---- */
+/* ---- ARM calls ---- */
 
-typedef struct run {
-    e2b_t *e;
-    e2b_proc_t *p;
-    http_pipe_t *pipe;
-    json_t *exec; /* the ARM exec body */
-    int keepalive_s;
-    int64_t last_ms; /* of the last message sent */
-} run_t;
-
-/* A keepalive event now and then while the command runs silently (the
- * client asks for them every Keepalive-Ping-Interval seconds): proxies and
- * clients cut responses idle for too long.  A client gone cuts the exec.  */
-static bool run_tick(void *ud)
+static void proc_call(const envd_ctx_t *c, const char *method, const char *suffix,
+                      const json_t *body, arm_reply_t *r)
 {
-    run_t *r = ud;
-    int64_t now = sbx_monotonic_ms();
-    if (now - r->last_ms < (int64_t)r->keepalive_s * 1000)
-        return true;
-    r->last_ms = now;
-    return send_event(r->pipe, json_pack("{s:{}}", "keepalive")) == 0;
-}
-
-static int keepalive_s(const http_request_t *req)
-{
-    const char *h = http_header(req, "Keepalive-Ping-Interval");
-    long s = h ? strtol(h, NULL, 10) : 0;
-    return s < 5 ? 30 : s > 300 ? 300 : (int)s;
-}
-
-static void *run_main(void *ud)
-{
-    run_t *r = ud;
-    e2b_t *e = r->e;
-    envd_ctx_t c = {.e = e, .sandbox = r->p->sandbox};
-    _cleanup_free_ char *js = json_dumps(r->exec, JSON_COMPACT);
-    json_int_t t = json_integer_value(json_object_get(r->exec, "timeoutSeconds"));
-    arm_req_t rq = {.method = "POST",
-                    .sandbox = c.sandbox,
-                    .suffix = "/exec",
-                    .bearer = e->arm_token,
+    _cleanup_free_ char *js = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    arm_req_t rq = {.method = method,
+                    .sandbox = c->sandbox,
+                    .suffix = suffix,
+                    .bearer = c->e->arm_token,
                     .body = js,
-                    .len = strlen(js),
-                    .timeout_ms = (long)t * 1000 + 30000,
-                    .tick = run_tick,
-                    .tick_ud = r};
-    arm_reply_t ar;
-    arm_call(e, &rq, &ar);
-    json_t *result = ar.status == 200 ? arm_reply_json(&ar) : NULL;
-    pthread_mutex_lock(&e->lock);
-    e2b_proc_t *p = r->p;
-    p->result = result;
-    if (!result) {
-        snprintf(p->code, sizeof(p->code), "%s", connect_code_for(&ar));
-        arm_reply_message(&ar, p->msg, sizeof(p->msg));
+                    .len = js ? strlen(js) : 0};
+    arm_call(c->e, &rq, r);
+}
+
+/* The {processId} of a selector: its pid, else its tag; NULL for neither. */
+static char *selector(const json_t *in)
+{
+    json_t *sel = json_object_get(in, "process");
+    json_t *pid = json_object_get(sel, "pid");
+    const char *tag = json_string_value(json_object_get(sel, "tag"));
+    if (json_is_integer(pid) && json_integer_value(pid) > 0)
+        return xasprintf("%" JSON_INTEGER_FORMAT, json_integer_value(pid));
+    if (tag && *tag && !strpbrk(tag, "/?#%"))
+        return arm_escape(tag);
+    return NULL;
+}
+
+/* ---- the event stream ---- */
+
+typedef struct pstream {
+    e2b_t *e;
+    char *sandbox, *suffix;
+    http_pipe_t *pipe;
+    char *line; /* the SSE line being read */
+    size_t len, cap;
+    char event[32];
+    char *data;
+    bool ended, client_gone;
+} pstream_t;
+
+static json_t *end_event(const json_t *exit)
+{
+    json_int_t code = json_integer_value(json_object_get(exit, "exitCode"));
+    json_t *sig = json_object_get(exit, "signal");
+    char status[64];
+    if (json_is_integer(sig))
+        snprintf(status, sizeof(status), "signal: %s",
+                 json_integer_value(sig) == 9 ? "killed" : "terminated");
+    else
+        snprintf(status, sizeof(status), "exit status %d", (int)code);
+    return json_pack("{s:{s:I,s:b,s:s}}", "end", "exitCode", code, "exited", !json_is_integer(sig),
+                     "status", status);
+}
+
+/* One whole SSE event.  */
+static int dispatch(pstream_t *s)
+{
+    _cleanup_json_ json_t *d = s->data ? json_loads(s->data, 0, NULL) : NULL;
+    const char *ev = s->event;
+    if (!strcmp(ev, "stdout") || !strcmp(ev, "stderr") || !strcmp(ev, "pty")) {
+        const char *b64 = json_string_value(json_object_get(d, "data"));
+        if (b64 && *b64)
+            return send_event(s->pipe, json_pack("{s:{s:s}}", "data", ev, b64));
+    } else if (!strcmp(ev, "exit")) {
+        s->ended = true;
+        if (json_is_true(json_object_get(d, "timedOut")))
+            return send_msg(s->pipe, 2,
+                            json_pack("{s:{s:s,s:s}}", "error", "code", "deadline_exceeded",
+                                      "message", "the command ran past its timeout"));
+        if (send_event(s->pipe, end_event(d)) < 0)
+            return -1;
+        return send_msg(s->pipe, 2, json_object());
     }
-    p->done = true;
-    for (e2b_proc_t **pp = &e->procs; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            p->refs--; /* the list's reference; ours is dropped below */
-            break;
+    return 0; /* start (already sent), gap */
+}
+
+static int sse_line(pstream_t *s, const char *line)
+{
+    if (!*line) {
+        int rc = s->event[0] ? dispatch(s) : 0;
+        s->event[0] = '\0';
+        free(s->data);
+        s->data = NULL;
+        return rc;
+    }
+    if (line[0] == ':') /* the host's keep-alive, passed on */
+        return send_event(s->pipe, json_pack("{s:{}}", "keepalive"));
+    if (!strncmp(line, "event: ", 7))
+        snprintf(s->event, sizeof(s->event), "%s", line + 7);
+    else if (!strncmp(line, "data: ", 6)) {
+        free(s->data);
+        s->data = xstrdup(line + 6);
+    }
+    return 0;
+}
+
+static bool on_body(void *ud, const char *p, size_t n)
+{
+    pstream_t *s = ud;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r')
+            continue;
+        if (p[i] != '\n') {
+            if (s->len + 2 > s->cap) {
+                if (s->cap >= SSE_LINE_MAX)
+                    return false;
+                s->cap = s->cap ? s->cap * 2 : 4096;
+                s->line = xrealloc(s->line, s->cap);
+            }
+            s->line[s->len++] = p[i];
+            continue;
         }
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&e->lock);
-    arm_reply_done(&ar);
-    send_outcome(r->pipe, p);
-    http_pipe_close(r->pipe, true);
-    proc_unref(e, p);
-    json_decref(r->exec);
-    free(r);
+        if (s->line)
+            s->line[s->len] = '\0';
+        s->len = 0;
+        if (sse_line(s, s->line ? s->line : "") < 0) {
+            s->client_gone = true;
+            return false;
+        }
+    }
+    return true;
+}
+
+static void *stream_main(void *ud)
+{
+    pstream_t *s = ud;
+    e2b_t *e = s->e;
+    arm_req_t rq = {.method = "GET",
+                    .sandbox = s->sandbox,
+                    .suffix = s->suffix,
+                    .bearer = e->arm_token,
+                    .timeout_ms = -1,
+                    .on_body = on_body,
+                    .tick_ud = s};
+    arm_reply_t r;
+    arm_call(e, &rq, &r);
+    if (!s->ended && !s->client_gone) {
+        char msg[400];
+        arm_reply_message(&r, msg, sizeof(msg));
+        if (r.status == 200)
+            snprintf(msg, sizeof(msg), "the process's output stream ended early");
+        send_msg(s->pipe, 2,
+                 json_pack("{s:{s:s,s:s}}", "error", "code",
+                           r.status == 200 ? "unavailable" : connect_code_for(&r), "message", msg));
+    }
+    arm_reply_done(&r);
+    http_pipe_close(s->pipe, !s->client_gone);
+    free(s->sandbox);
+    free(s->suffix);
+    free(s->line);
+    free(s->data);
+    free(s);
     e2b_thread_leave(e);
     return NULL;
 }
+
+/* Answer with the start event and the process's stream from then on.  */
+static void stream_reply(const envd_ctx_t *c, const char *id, json_int_t pid, http_response_t *res)
+{
+    pstream_t *s = xcalloc(1, sizeof(*s));
+    s->e = c->e;
+    s->sandbox = xstrdup(c->sandbox);
+    s->suffix = xasprintf("/processes/%s/stream", id);
+    s->pipe = http_pipe_new(PIPE_CAP);
+    http_pipe_t *mine = s->pipe;
+    send_event(s->pipe, json_pack("{s:{s:I}}", "start", "pid", pid));
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    e2b_thread_enter(c->e);
+    int rc = pthread_create(&th, &attr, stream_main, s);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        e2b_thread_leave(c->e);
+        http_pipe_close(s->pipe, false);
+        http_pipe_abandon(mine);
+        free(s->sandbox);
+        free(s->suffix);
+        free(s);
+        stream_error(res, "resource_exhausted", "no thread for the stream");
+        return;
+    }
+    http_reply_pipe(res, 200, "application/connect+json", HTTP_SIZE_UNKNOWN, mine);
+}
+
+/* ---- the calls ---- */
 
 static int timeout_s(const http_request_t *req)
 {
     const char *h = http_header(req, "Connect-Timeout-Ms");
     long ms = h ? strtol(h, NULL, 10) : 0;
-    if (ms <= 0)
-        return DEFAULT_TIMEOUT_S;
-    long s = (ms + 999) / 1000;
-    return s > MAX_TIMEOUT_S ? MAX_TIMEOUT_S : (int)s;
+    return ms <= 0 ? 0 : ms / 1000 + 1 > 86400 ? 86400 : (int)(ms / 1000 + 1);
 }
 
-/* The command runs under a small shell that records its pid in the
- * sandbox, so SendSignal can reach it, and removes the record at its end.  */
-static json_t *exec_body(const envd_ctx_t *c, unsigned pid, const json_t *proc, int tmo)
+static json_t *start_body(const envd_ctx_t *c, const http_request_t *req, const json_t *in)
 {
-    const char *cmd = json_string_value(json_object_get(proc, "cmd"));
-    const char *cwd = json_string_value(json_object_get(proc, "cwd"));
-    char pidbuf[16];
-    snprintf(pidbuf, sizeof(pidbuf), "%u", pid);
-    json_t *argv = json_pack("[s,s,s,s,s]", "/bin/sh", "-c",
-                             "f=/tmp/.e2b-proc-$0; \"$@\" </dev/null & c=$!; "
-                             "echo $c >\"$f\"; wait $c; rc=$?; rm -f \"$f\"; exit $rc",
-                             pidbuf, cmd);
+    json_t *proc = json_object_get(in, "process");
+    json_t *argv = json_pack("[s]", json_string_value(json_object_get(proc, "cmd")));
     size_t i;
     json_t *a;
     json_array_foreach(json_object_get(proc, "args"), i, a)
@@ -225,222 +249,158 @@ static json_t *exec_body(const envd_ctx_t *c, unsigned pid, const json_t *proc, 
         if (json_is_string(v))
             json_object_set(env, k, v);
     }
+    const char *cwd = json_string_value(json_object_get(proc, "cwd"));
     _cleanup_free_ char *dir = envd_path(c, cwd && *cwd ? cwd : c->home);
-    return json_pack("{s:o,s:o,s:s,s:i}", "command", argv, "env", env, "cwd", dir ? dir : "/",
-                     "timeoutSeconds", tmo);
+    json_t *b = json_pack("{s:o,s:o,s:s,s:b}", "command", argv, "env", env, "cwd", dir ? dir : "/",
+                          "stdin", json_is_true(json_object_get(in, "stdin")));
+    const char *tag = json_string_value(json_object_get(in, "tag"));
+    if (tag)
+        json_object_set_new(b, "tag", json_string(tag));
+    json_t *size = json_object_get(json_object_get(in, "pty"), "size");
+    if (json_object_get(in, "pty"))
+        json_object_set_new(
+            b, "pty",
+            json_pack("{s:I,s:I}", "rows", json_integer_value(json_object_get(size, "rows")) ?: 24,
+                      "cols", json_integer_value(json_object_get(size, "cols")) ?: 80));
+    int t = timeout_s(req);
+    if (t > 0)
+        json_object_set_new(b, "timeoutSeconds", json_integer(t));
+    return b;
+}
+
+static void fail(http_response_t *res, bool streaming, arm_reply_t *r)
+{
+    char msg[400];
+    arm_reply_message(r, msg, sizeof(msg));
+    if (streaming)
+        stream_error(res, connect_code_for(r), msg);
+    else
+        connect_reply_error(res, connect_code_for(r), "%s", msg);
 }
 
 static void start(const envd_ctx_t *c, const http_request_t *req, const json_t *in,
                   http_response_t *res)
 {
-    e2b_t *e = c->e;
-    json_t *proc = json_object_get(in, "process");
-    const char *cmd = json_string_value(json_object_get(proc, "cmd"));
+    const char *cmd = json_string_value(json_object_get(json_object_get(in, "process"), "cmd"));
     if (!cmd || !*cmd) {
         stream_error(res, "invalid_argument", "process.cmd is required");
         return;
     }
-    if (json_object_get(in, "pty")) {
-        stream_error(res, "unimplemented",
-                     "PTY sessions need sandboxd's streaming process routes, which this "
-                     "server does not have yet");
-        return;
-    }
-    e2b_proc_t *p = xcalloc(1, sizeof(*p));
-    pthread_cond_init(&p->cv, NULL);
-    p->sandbox = xstrdup(c->sandbox);
-    const char *tag = json_string_value(json_object_get(in, "tag"));
-    p->tag = tag ? xstrdup(tag) : NULL;
-    p->config = json_deep_copy(proc);
-    p->refs = 2; /* the list's and the thread's */
-    pthread_mutex_lock(&e->lock);
-    p->pid = ++e->next_pid;
-    p->next = e->procs;
-    e->procs = p;
-    pthread_mutex_unlock(&e->lock);
-
-    run_t *r = xcalloc(1, sizeof(*r));
-    r->e = e;
-    r->p = p;
-    r->exec = exec_body(c, p->pid, proc, timeout_s(req));
-    r->keepalive_s = keepalive_s(req);
-    r->last_ms = sbx_monotonic_ms();
-    r->pipe = http_pipe_new(PIPE_CAP);
-    /* The pipe has room: the start event goes out before the command ends.  */
-    send_event(r->pipe, json_pack("{s:{s:i}}", "start", "pid", (int)p->pid));
-    http_pipe_t *mine = r->pipe;
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    e2b_thread_enter(e);
-    if (pthread_create(&th, &attr, run_main, r) != 0) {
-        e2b_thread_leave(e);
-        pthread_attr_destroy(&attr);
-        http_pipe_close(r->pipe, false);
-        http_pipe_abandon(mine);
-        json_decref(r->exec);
-        free(r);
-        pthread_mutex_lock(&e->lock);
-        for (e2b_proc_t **pp = &e->procs; *pp; pp = &(*pp)->next)
-            if (*pp == p) {
-                *pp = p->next;
-                break;
-            }
-        p->refs = 1;
-        pthread_mutex_unlock(&e->lock);
-        proc_unref(e, p);
-        stream_error(res, "resource_exhausted", "no thread for the command");
-        return;
-    }
-    pthread_attr_destroy(&attr);
-    http_reply_pipe(res, 200, "application/connect+json", HTTP_SIZE_UNKNOWN, mine);
-}
-
-/* ---- the others ---- */
-
-/* The command a selector names in this sandbox, with a reference; NULL
- * when none is under way.  */
-static e2b_proc_t *find(const envd_ctx_t *c, const json_t *in)
-{
-    json_t *sel = json_object_get(in, "process");
-    json_t *pid = json_object_get(sel, "pid");
-    const char *tag = json_string_value(json_object_get(sel, "tag"));
-    e2b_proc_t *found = NULL;
-    pthread_mutex_lock(&c->e->lock);
-    for (e2b_proc_t *p = c->e->procs; p && !found; p = p->next) {
-        if (strcasecmp(p->sandbox, c->sandbox) != 0)
-            continue;
-        if ((json_is_integer(pid) && (json_int_t)p->pid == json_integer_value(pid)) ||
-            (tag && p->tag && strcmp(tag, p->tag) == 0))
-            found = p;
-    }
-    if (found)
-        found->refs++;
-    pthread_mutex_unlock(&c->e->lock);
-    return found;
-}
-
-typedef struct watch {
-    e2b_t *e;
-    e2b_proc_t *p;
-    http_pipe_t *pipe;
-    int keepalive_s;
-} watch_t;
-
-static void *watch_main(void *ud)
-{
-    watch_t *w = ud;
-    bool client_gone = false;
-    pthread_mutex_lock(&w->e->lock);
-    while (!w->p->done && !client_gone) {
-        struct timespec until = sbx_deadline_in((int64_t)w->keepalive_s * 1000);
-        if (pthread_cond_timedwait(&w->p->cv, &w->e->lock, &until) != 0 && !w->p->done) {
-            /* Not under the lock: the write may wait for the client.  */
-            pthread_mutex_unlock(&w->e->lock);
-            client_gone = send_event(w->pipe, json_pack("{s:{}}", "keepalive")) < 0;
-            pthread_mutex_lock(&w->e->lock);
-        }
-    }
-    pthread_mutex_unlock(&w->e->lock);
-    if (!client_gone)
-        send_outcome(w->pipe, w->p);
-    http_pipe_close(w->pipe, !client_gone);
-    e2b_t *e = w->e;
-    proc_unref(e, w->p);
-    free(w);
-    e2b_thread_leave(e);
-    return NULL;
-}
-
-/* Connect: the start event now, the output when the command ends (the
- * one-shot exec has it only then).  */
-static void connect_proc(const envd_ctx_t *c, const http_request_t *req, const json_t *in,
-                         http_response_t *res)
-{
-    e2b_proc_t *p = find(c, in);
-    if (!p) {
-        stream_error(res, "not_found", "no such process");
-        return;
-    }
-    watch_t *w = xcalloc(1, sizeof(*w));
-    w->e = c->e;
-    w->p = p;
-    w->pipe = http_pipe_new(PIPE_CAP);
-    w->keepalive_s = keepalive_s(req);
-    http_pipe_t *mine = w->pipe;
-    send_event(w->pipe, json_pack("{s:{s:i}}", "start", "pid", (int)p->pid));
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    e2b_thread_enter(c->e);
-    int rc = pthread_create(&th, &attr, watch_main, w);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        e2b_thread_leave(c->e);
-        http_pipe_close(w->pipe, false);
-        http_pipe_abandon(mine);
-        proc_unref(c->e, p);
-        free(w);
-        stream_error(res, "resource_exhausted", "no thread to watch the command");
-        return;
-    }
-    http_reply_pipe(res, 200, "application/connect+json", HTTP_SIZE_UNKNOWN, mine);
-}
-
-static void list_procs(const envd_ctx_t *c, http_response_t *res)
-{
-    json_t *out = json_array();
-    pthread_mutex_lock(&c->e->lock);
-    for (e2b_proc_t *p = c->e->procs; p; p = p->next) {
-        if (strcasecmp(p->sandbox, c->sandbox) != 0)
-            continue;
-        json_t *info = json_pack("{s:O,s:i}", "config", p->config, "pid", (int)p->pid);
-        if (p->tag)
-            json_object_set_new(info, "tag", json_string(p->tag));
-        json_array_append_new(out, info);
-    }
-    pthread_mutex_unlock(&c->e->lock);
-    http_reply_json(res, 200, json_pack("{s:o}", "processes", out));
-}
-
-static void send_signal(const envd_ctx_t *c, const json_t *in, http_response_t *res)
-{
-    e2b_proc_t *p = find(c, in);
-    if (!p) {
-        connect_reply_error(res, "not_found", "no such process");
-        return;
-    }
-    json_t *sig = json_object_get(in, "signal");
-    const char *name = (json_is_string(sig) && strstr(json_string_value(sig), "SIGTERM")) ||
-                               (json_is_integer(sig) && json_integer_value(sig) == 15)
-                           ? "TERM"
-                           : "KILL";
-    char pidbuf[16];
-    snprintf(pidbuf, sizeof(pidbuf), "%u", p->pid);
-    proc_unref(c->e, p);
-    json_t *argv = json_pack("[s,s,s,s,s,s]", "/bin/sh", "-c",
-                             "f=/tmp/.e2b-proc-$1; [ -s \"$f\" ] || exit 3; "
-                             "kill -s \"$2\" \"$(cat \"$f\")\"",
-                             "sh", pidbuf, name);
-    json_t *out = NULL;
+    _cleanup_json_ json_t *body = start_body(c, req, in);
     arm_reply_t r;
-    int rc = envd_exec(c, argv, 30, &out, &r);
-    json_decref(argv);
-    if (rc < 0) {
-        char msg[400];
-        connect_reply_error(res, connect_code_for(&r), "%s",
-                            arm_reply_message(&r, msg, sizeof(msg)));
+    proc_call(c, "POST", "/processes", body, &r);
+    _cleanup_json_ json_t *p = r.status == 201 || r.status == 200 ? arm_reply_json(&r) : NULL;
+    json_int_t pid = json_integer_value(json_object_get(p, "pid"));
+    if (pid <= 0)
+        fail(res, true, &r);
+    else {
+        char id[32];
+        snprintf(id, sizeof(id), "%" JSON_INTEGER_FORMAT, pid);
+        stream_reply(c, id, pid, res);
+    }
+    arm_reply_done(&r);
+}
+
+static void connect_proc(const envd_ctx_t *c, const json_t *in, http_response_t *res)
+{
+    _cleanup_free_ char *id = selector(in);
+    if (!id) {
+        stream_error(res, "invalid_argument", "a pid or a tag is required");
+        return;
+    }
+    _cleanup_free_ char *suffix = xasprintf("/processes/%s", id);
+    arm_reply_t r;
+    proc_call(c, "GET", suffix, NULL, &r);
+    _cleanup_json_ json_t *p = r.status == 200 ? arm_reply_json(&r) : NULL;
+    if (!p)
+        fail(res, true, &r);
+    else if (!json_is_true(json_object_get(p, "running")))
+        stream_error(res, "not_found", "the process is not running");
+    else
+        stream_reply(c, id, json_integer_value(json_object_get(p, "pid")), res);
+    arm_reply_done(&r);
+}
+
+static void list(const envd_ctx_t *c, http_response_t *res)
+{
+    arm_reply_t r;
+    proc_call(c, "GET", "/processes", NULL, &r);
+    _cleanup_json_ json_t *j = r.status == 200 ? arm_reply_json(&r) : NULL;
+    if (!j) {
+        fail(res, false, &r);
         arm_reply_done(&r);
         return;
     }
-    int code = (int)json_integer_value(json_object_get(out, "exitCode"));
-    json_decref(out);
-    if (code != 0)
-        connect_reply_error(res, "not_found", "the process is not running");
-    else
+    arm_reply_done(&r);
+    json_t *out = json_array();
+    size_t i;
+    json_t *p;
+    json_array_foreach(json_object_get(j, "value"), i, p)
+    {
+        if (!json_is_true(json_object_get(p, "running")))
+            continue;
+        json_t *cmd = json_object_get(p, "command");
+        json_t *args = json_array();
+        for (size_t k = 1; k < json_array_size(cmd); k++)
+            json_array_append(args, json_array_get(cmd, k));
+        const char *c0 = json_string_value(json_array_get(cmd, 0));
+        json_t *info = json_pack("{s:{s:s,s:o,s:{}},s:O}", "config", "cmd", c0 ? c0 : "", "args",
+                                 args, "envs", "pid", json_object_get(p, "pid"));
+        const char *tag = json_string_value(json_object_get(p, "tag"));
+        if (tag)
+            json_object_set_new(info, "tag", json_string(tag));
+        json_array_append_new(out, info);
+    }
+    http_reply_json(res, 200, json_pack("{s:o}", "processes", out));
+}
+
+/* SendInput, CloseStdin, SendSignal, Update: one POST each.  */
+static void simple(const envd_ctx_t *c, const char *method, const json_t *in, http_response_t *res)
+{
+    _cleanup_free_ char *id = selector(in);
+    if (!id) {
+        connect_reply_error(res, "invalid_argument", "a pid or a tag is required");
+        return;
+    }
+    const char *what;
+    _cleanup_json_ json_t *body = NULL;
+    if (!strcmp(method, "SendInput")) {
+        json_t *input = json_object_get(in, "input");
+        const char *b64 = json_string_value(json_object_get(input, "stdin"));
+        if (!b64)
+            b64 = json_string_value(json_object_get(input, "pty"));
+        what = "stdin";
+        body = json_pack("{s:s}", "dataBase64", b64 ? b64 : "");
+    } else if (!strcmp(method, "CloseStdin")) {
+        what = "stdin";
+        body = json_pack("{s:s,s:b}", "dataBase64", "", "eof", 1);
+    } else if (!strcmp(method, "SendSignal")) {
+        json_t *sig = json_object_get(in, "signal");
+        bool term = (json_is_string(sig) && strstr(json_string_value(sig), "SIGTERM")) ||
+                    (json_is_integer(sig) && json_integer_value(sig) == 15);
+        what = "signal";
+        body = json_pack("{s:s}", "signal", term ? "SIGTERM" : "SIGKILL");
+    } else {
+        json_t *size = json_object_get(json_object_get(in, "pty"), "size");
+        if (!size) {
+            http_reply_json(res, 200, json_object());
+            return;
+        }
+        what = "resize";
+        body = json_pack("{s:I,s:I}", "rows", json_integer_value(json_object_get(size, "rows")),
+                         "cols", json_integer_value(json_object_get(size, "cols")));
+    }
+    _cleanup_free_ char *suffix = xasprintf("/processes/%s/%s", id, what);
+    arm_reply_t r;
+    proc_call(c, "POST", suffix, body, &r);
+    /* A process that has ended is not there for E2B.  */
+    if (r.status == 409 && !strcmp(what, "signal"))
+        r.status = 404;
+    if (r.status >= 200 && r.status < 300)
         http_reply_json(res, 200, json_object());
+    else
+        fail(res, false, &r);
+    arm_reply_done(&r);
 }
 
 void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
@@ -456,19 +416,16 @@ void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_requ
             connect_reply_error(res, "invalid_argument", "a unary JSON request was expected");
         return;
     }
-    if (e2b_procroutes_handle(c, method, req, in, res))
-        return;
-    if (strcmp(method, "Start") == 0)
+    if (!strcmp(method, "Start"))
         start(c, req, in, res);
-    else if (strcmp(method, "Connect") == 0)
-        connect_proc(c, req, in, res);
-    else if (strcmp(method, "List") == 0)
-        list_procs(c, res);
-    else if (strcmp(method, "SendSignal") == 0)
-        send_signal(c, in, res);
+    else if (!strcmp(method, "Connect"))
+        connect_proc(c, in, res);
+    else if (!strcmp(method, "List"))
+        list(c, res);
+    else if (!strcmp(method, "SendInput") || !strcmp(method, "CloseStdin") ||
+             !strcmp(method, "SendSignal") || !strcmp(method, "Update"))
+        simple(c, method, in, res);
     else
-        connect_reply_error(res, "unimplemented",
-                            "process.Process/%.64s needs sandboxd's streaming process routes "
-                            "(stdin, PTY), which this server does not have yet",
+        connect_reply_error(res, "unimplemented", "process.Process/%.64s is not implemented",
                             method);
 }
