@@ -52,12 +52,15 @@ static void id_unlock(agent_api_t *api, const char *id)
 
 static json_t *sandbox_json(const rt_info_t *i)
 {
-    return json_pack("{s:o,s:s,s:o,s:o,s:f,s:I,s:o,s:o,s:o}", "id", agent_json_cstr(i->id), "state",
-                     rt_state_name(i->state), "driver", agent_json_cstr(i->driver), "image",
-                     agent_json_cstr(i->image), "cpu", i->cpu, "memoryMiB",
-                     (json_int_t)i->memory_mib, "createdAt", agent_json_time(i->created_ms),
-                     "lastActivityAt", agent_json_time(i->last_activity_ms), "message",
-                     agent_json_cstr(i->message));
+    return json_pack(
+        "{s:o,s:s,s:o,s:o,s:f,s:I,s:o,s:o,s:o,s:{s:I,s:I,s:I,s:I}}", "id", agent_json_cstr(i->id),
+        "state", rt_state_name(i->state), "driver", agent_json_cstr(i->driver), "image",
+        agent_json_cstr(i->image), "cpu", i->cpu, "memoryMiB", (json_int_t)i->memory_mib,
+        "createdAt", agent_json_time(i->created_ms), "lastActivityAt",
+        agent_json_time(i->last_activity_ms), "message", agent_json_cstr(i->message), "usage",
+        "cpuMicroseconds", (json_int_t)i->cpu_used_us, "memoryBytes",
+        (json_int_t)i->memory_used_bytes, "diskUsedBytes", (json_int_t)i->disk_used_bytes,
+        "diskTotalBytes", (json_int_t)i->disk_total_bytes);
 }
 
 static void reply_sandbox(http_response_t *res, int status, const rt_info_t *info)

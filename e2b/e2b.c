@@ -97,6 +97,7 @@ void e2b_free(e2b_t *e)
     free(e->group_path);
     free(e->state_dir);
     json_decref(e->templates);
+    json_decref(e->cpu_seen);
     pthread_mutex_destroy(&e->lock);
     free(e);
 }

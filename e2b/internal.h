@@ -20,6 +20,7 @@ struct e2b {
     pthread_mutex_t lock; /* guards what follows */
     bool group_ready;
     bool stopping;
+    json_t *cpu_seen;    /* sandbox id -> [ms, cpu us]: metrics.c's last readings */
     unsigned threads;    /* stream threads running */
     pthread_cond_t idle; /* threads fell to 0 */
 };
@@ -111,6 +112,9 @@ int envd_exec(const envd_ctx_t *c, json_t *argv, int timeout_s, json_t **out, ar
 /* ---- handlers ---- */
 
 void e2b_rest_handle(e2b_t *e, const http_request_t *req, http_response_t *res);
+/* GET /sandboxes/{id}/metrics with the caller's API key.  */
+void e2b_metrics_handle(e2b_t *e, const char *key, const char *id, const http_request_t *req,
+                        http_response_t *res);
 void e2b_files_handle(const envd_ctx_t *c, const http_request_t *req, http_response_t *res);
 void e2b_fs_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
                    http_response_t *res);

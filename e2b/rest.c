@@ -675,13 +675,8 @@ void e2b_rest_handle(e2b_t *e, const http_request_t *req, http_response_t *res)
             json_decref(sb);
             return;
         }
-        if (strcmp(rest, "/metrics") == 0 && is(req, "GET")) {
-            json_t *sb = fetch(&r, id);
-            if (sb)
-                http_reply_json(res, 200, json_array());
-            json_decref(sb);
-            return;
-        }
+        if (strcmp(rest, "/metrics") == 0 && is(req, "GET"))
+            return e2b_metrics_handle(e, r.key, id, req, res);
     }
     e2b_reply_error(res, 404, "no route for %s %.200s", req->method,
                     sbx_utf8_valid(req->path, strlen(req->path)) ? req->path : "?");

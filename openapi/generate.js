@@ -559,6 +559,20 @@ const DEFINITIONS = {
     },
     required: ['allowed', 'denied', 'recentAllowed', 'recentDenied'],
   }),
+  SandboxMetrics: ext({
+    description: 'What a sandbox uses now, as its host reports it. CPU time is cumulative: a rate takes two readings.',
+    type: 'object',
+    properties: {
+      timestamp: { type: 'string', format: 'date-time', description: 'When the reading was taken (UTC).' },
+      cpu: { type: 'number', format: 'double', description: 'The CPU cores the sandbox may use.' },
+      cpuUsedMicroseconds: { type: 'integer', format: 'int64', description: 'CPU time its processes have used, in microseconds, since it was started on its host.' },
+      memoryUsedBytes: { type: 'integer', format: 'int64', description: 'Memory charged to it (its processes, page cache and writable layer).' },
+      memoryLimitBytes: { type: 'integer', format: 'int64', description: 'Its memory limit.' },
+      diskUsedBytes: { type: 'integer', format: 'int64', description: 'Bytes used in its writable layer; 0 where the layer is not a file system of its own (gvisor, microvm).' },
+      diskLimitBytes: { type: 'integer', format: 'int64', description: 'Size of its writable layer; 0 as for diskUsedBytes.' },
+    },
+    required: ['timestamp', 'cpu', 'cpuUsedMicroseconds', 'memoryUsedBytes', 'memoryLimitBytes', 'diskUsedBytes', 'diskLimitBytes'],
+  }),
   FileWriteResult: ext({
     description: 'What a file write stored.',
     type: 'object',
@@ -904,6 +918,15 @@ function paths() {
         responses: { 200: ok(def('EgressDecisions')) },
       }),
     },
+    [SANDBOX + '/metrics']: {
+      get: op({
+        id: 'Sandboxes_GetMetrics', ext: true,
+        description: 'What the sandbox uses now: CPU time, memory and its writable layer, read from its host.',
+        exampleTitle: 'Metrics of a Sandbox',
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter')],
+        responses: { 200: ok(def('SandboxMetrics')) },
+      }),
+    },
     [SANDBOX + '/files']: {
       get: op({
         id: 'Sandboxes_GetFile', ext: true,
@@ -1216,6 +1239,9 @@ function examples(version, doc) {
     200: { body: { value: [{ name: 'a.txt', type: 'file', size: 6, mode: 420, modifiedAt: EX.time2 }, { name: 'data', type: 'dir', size: 4096, mode: 493, modifiedAt: EX.time }] } },
   });
 
+  add('Sandboxes_GetMetrics', sb, {
+    200: { body: { timestamp: EX.time2, cpu: 0.5, cpuUsedMicroseconds: 1250000, memoryUsedBytes: 31457280, memoryLimitBytes: 268435456, diskUsedBytes: 1048576, diskLimitBytes: 1073741824 } },
+  });
   add('Sandboxes_GetEgressDecisions', sb, {
     200: { body: {
       allowed: 1, denied: 2,

@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysinfo.h>
 
@@ -251,6 +252,21 @@ static bool sandbox_removed(rt_runtime_t *rt, rt_sandbox_t *sb)
     return gone;
 }
 
+/* The writable layer's use: statvfs of the sandbox's layer/, when it is a
+ * mount (a tmpfs of diskMiB) and not the state directory's file system.
+ * Both paths are the agent's own, outside every sandbox's root.  */
+static void layer_usage(const rt_sandbox_t *sb, rt_info_t *out)
+{
+    _cleanup_free_ char *layer = xasprintf("%s/layer", sb->dir);
+    struct stat top, st;
+    struct statvfs vfs;
+    if (stat(sb->dir, &top) < 0 || stat(layer, &st) < 0 || st.st_dev == top.st_dev ||
+        statvfs(layer, &vfs) < 0)
+        return;
+    out->disk_total_bytes = (uint64_t)vfs.f_blocks * vfs.f_frsize;
+    out->disk_used_bytes = (uint64_t)(vfs.f_blocks - vfs.f_bfree) * vfs.f_frsize;
+}
+
 static void fill_info(rt_runtime_t *rt, rt_sandbox_t *sb, rt_info_t *out)
 {
     memset(out, 0, sizeof *out);
@@ -264,6 +280,7 @@ static void fill_info(rt_runtime_t *rt, rt_sandbox_t *sb, rt_info_t *out)
     out->memory_mib = sb->memory_mib;
     snprintf(out->message, sizeof out->message, "%s", sb->message);
     sb->ops->usage(rt, sb, &out->memory_used_bytes, &out->cpu_used_us);
+    layer_usage(sb, out);
 }
 
 /* Bring sb->state in line with what really runs (the init may have died),

@@ -67,7 +67,10 @@ typedef struct rt_info {
     uint64_t memory_mib;
     uint64_t memory_used_bytes;
     uint64_t cpu_used_us; /* CPU time used by the sandbox's processes */
-    char message[256];    /* why Failed, when it is */
+    /* the writable layer's use and size when it is a file system of its
+     * own (the process driver's tmpfs); 0 when it is not */
+    uint64_t disk_used_bytes, disk_total_bytes;
+    char message[256]; /* why Failed, when it is */
 } rt_info_t;
 
 /* Who a command runs as in a sandbox: uid, gid and supplementary groups

@@ -276,6 +276,44 @@ static void call_lifecycle(sched_t *s, st_db_t *db, const st_host_t *h, const st
     sched_reply_done(&r);
 }
 
+/* A non-negative integer member of an agent's reply, else 0.  */
+static json_int_t agent_count(const json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) && json_integer_value(v) > 0 ? json_integer_value(v) : 0;
+}
+
+/* What the sandbox uses now, from its host's report of it: CPU time so far
+ * (a client takes two readings for a rate), memory charged to its cgroup,
+ * and its writable layer.  */
+static void call_metrics(sched_t *s, const st_host_t *h, const st_resource_t *sb,
+                         http_response_t *res)
+{
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s", sb->runtime_id);
+    sched_reply_t r;
+    sched_call(s, h->url, "GET", path, NULL, NULL, NULL, 0, 10000, &r);
+    _cleanup_json_ json_t *j = r.status == 200 ? sched_reply_json(&r) : NULL;
+    if (!j) {
+        pass_reply(res, &r);
+        sched_reply_done(&r);
+        return;
+    }
+    sched_reply_done(&r);
+    json_t *u = json_object_get(j, "usage");
+    json_t *cpu = json_object_get(j, "cpu");
+    json_int_t mib = agent_count(j, "memoryMiB");
+    char now[40];
+    sbx_time_format(sbx_now_ms(), now, sizeof(now));
+    json_t *out = json_pack(
+        "{s:s,s:f,s:I,s:I,s:I,s:I,s:I}", "timestamp", now, "cpu",
+        json_is_number(cpu) && json_number_value(cpu) > 0 ? json_number_value(cpu) : 0.0,
+        "cpuUsedMicroseconds", agent_count(u, "cpuMicroseconds"), "memoryUsedBytes",
+        agent_count(u, "memoryBytes"), "memoryLimitBytes", mib < (1LL << 40) ? mib << 20 : 0,
+        "diskUsedBytes", agent_count(u, "diskUsedBytes"), "diskLimitBytes",
+        agent_count(u, "diskTotalBytes"));
+    http_reply_json(res, 200, out);
+}
+
 /* The host keeps the decision log; it is passed on as it is.  */
 static void call_decisions(sched_t *s, const st_host_t *h, const char *rid, http_response_t *res)
 {
@@ -305,6 +343,8 @@ void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sb, const c
         call_files(s, &h, rid, req, res);
     else if (strcmp(action, "egressDecisions") == 0)
         call_decisions(s, &h, rid, res);
+    else if (strcmp(action, "metrics") == 0)
+        call_metrics(s, &h, sb, res);
     else
         call_lifecycle(s, db, &h, sb, action, res);
     st_host_done(&h);

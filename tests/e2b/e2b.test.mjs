@@ -250,6 +250,29 @@ test("pause and resume keep files and a running process", async () => {
   made.delete(sbx.sandboxId);
 });
 
+test("metrics: CPU, memory and disk from the host", async () => {
+  const sbx = await create();
+  await sbx.files.write("/tmp/blob", randomBytes(3 << 20));
+  // Busy for a while, so two readings see CPU used.
+  const busy = await sbx.commands.run("timeout 3 sh -c 'while :; do :; done'", { background: true });
+  const [m] = await sbx.getMetrics();
+  assert.ok(m, "no metric");
+  assert.ok(m.timestamp instanceof Date && Math.abs(m.timestamp - Date.now()) < 60_000);
+  assert.equal(m.cpuCount, 1);
+  assert.ok(m.memUsed > 0 && m.memUsed <= m.memTotal, `mem ${m.memUsed}/${m.memTotal}`);
+  assert.equal(m.memTotal, 512 << 20);
+  assert.equal(m.diskTotal, 1024 << 20);
+  assert.ok(m.diskUsed >= 3 << 20, `disk ${m.diskUsed}`);
+  await new Promise((r) => setTimeout(r, 300));
+  const [m2] = await sbx.getMetrics();
+  assert.ok(m2.cpuUsedPct > 10 && m2.cpuUsedPct <= 100, `cpu ${m2.cpuUsedPct}%`);
+  await busy.kill();
+  assert.deepEqual(await sbx.getMetrics({ end: new Date(Date.now() - 3_600_000) }), []);
+  await sbx.kill();
+  made.delete(sbx.sandboxId);
+  await assert.rejects(Sandbox.getMetrics(sbx.sandboxId, opts), NotFoundError);
+});
+
 test("lifecycle onTimeout pause: the timeout pauses, connect resumes with a new timeout", async () => {
   const sbx = await create({ timeoutMs: 2000, lifecycle: { onTimeout: "pause", autoResume: false } });
   const id = sbx.sandboxId;

@@ -897,6 +897,16 @@ START_TEST(test_scheduler_e2e_lifetime_suspend)
     j = create_sandbox("ends", "s1", NULL);
     json_decref(j);
     json_decref(exec_sh("ends", "s1", "echo kept > /tmp/k"));
+    _cleanup_free_ char *mp = sandbox_path("ends", "s1", "/metrics");
+    j = NULL;
+    ck_assert_int_eq(call("GET", mp, NULL, &j), 200);
+    ck_assert_int_gt(json_integer_value(json_object_get(j, "memoryUsedBytes")), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "memoryLimitBytes")), 512 << 20);
+    ck_assert_int_eq(json_integer_value(json_object_get(j, "diskLimitBytes")), 1024 << 20);
+    ck_assert_int_gt(json_integer_value(json_object_get(j, "diskUsedBytes")), 0);
+    ck_assert_int_gt(json_integer_value(json_object_get(j, "cpuUsedMicroseconds")), 0);
+    json_decref(j);
+    ck_assert_int_eq(call("POST", mp, "{}", NULL), 405);
     _cleanup_free_ char *p = sandbox_path("ends", "s1", NULL);
     json_t *cur = NULL;
     tu_wait_until(fetched_prop_is(p, &cur, "state", "Suspended"), 10000);
