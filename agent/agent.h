@@ -86,10 +86,11 @@ typedef struct agent_call {
     const char *path;
     const char *query_path; /* ?path=, or NULL */
     size_t query_path_len;
-    const char *query_list;    /* ?list=, or NULL */
-    const char *query_offset;  /* ?offset=, or NULL (process streams) */
-    const char *accept;        /* the Accept header, or NULL */
-    const char *last_event_id; /* the Last-Event-ID header, or NULL */
+    const char *query_list;      /* ?list=, or NULL */
+    const char *query_offset;    /* ?offset=, or NULL (process streams) */
+    const char *query_recursive; /* ?recursive=, or NULL (watches) */
+    const char *accept;          /* the Accept header, or NULL */
+    const char *last_event_id;   /* the Last-Event-ID header, or NULL */
     const char *body;
     size_t body_len;
     /* A file upload's body, read while it arrives (http_body_read); NULL:

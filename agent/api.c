@@ -18,6 +18,7 @@ typedef enum {
     ROUTE_PROCESSES,
     ROUTE_EGRESS,
     ROUTE_EGRESS_POLICY,
+    ROUTE_WATCH,
 } route_kind_t;
 
 typedef struct route {
@@ -39,6 +40,7 @@ static const char *const route_methods[] = {
     [ROUTE_PROCESSES] = "GET, POST", /* processes.c narrows it per path */
     [ROUTE_EGRESS] = "GET",
     [ROUTE_EGRESS_POLICY] = "GET, PUT",
+    [ROUTE_WATCH] = "GET",
 };
 
 /* Split "/v1/sandboxes/{id}/{action}" into a route.  Empty segments (a
@@ -109,6 +111,8 @@ static void route_parse(const char *path, route_t *r)
         r->kind = ROUTE_EGRESS;
     if (SEG_IS(3, "egress"))
         r->kind = ROUTE_EGRESS_POLICY;
+    if (SEG_IS(3, "watch"))
+        r->kind = ROUTE_WATCH;
 #undef SEG_IS
 }
 
@@ -155,6 +159,7 @@ void agent_api_call(agent_api_t *api, const agent_call_t *c, http_response_t *re
     case ROUTE_PROCESSES: return agent_processes(api, r.id, r.proc, r.proc_action, c, res);
     case ROUTE_EGRESS: return agent_egress_decisions(api->egress, api->rt, r.id, res);
     case ROUTE_EGRESS_POLICY: return agent_egress_policy(api->egress, api->rt, r.id, c, res);
+    case ROUTE_WATCH: return agent_watch(api, r.id, c, res);
     default: return http_reply_error(res, 404, "NotFound", "no such route");
     }
 }
@@ -166,6 +171,7 @@ void agent_api_http_handler(void *ctx, const http_request_t *req, http_response_
         .path = req->path,
         .query_list = http_query(req, "list"),
         .query_offset = http_query(req, "offset"),
+        .query_recursive = http_query(req, "recursive"),
         .accept = http_header(req, "Accept"),
         .last_event_id = http_header(req, "Last-Event-ID"),
         .body = req->body,

@@ -111,5 +111,7 @@ void agent_processes(agent_api_t *api, const char *id, const char *pid, const ch
 /* ---- files (files.c) ---- */
 
 void agent_files(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res);
+/* watch.c: GET .../watch?path=&recursive=, a directory's changes as events. */
+void agent_watch(agent_api_t *api, const char *id, const agent_call_t *c, http_response_t *res);
 
 #endif

@@ -204,8 +204,8 @@ static int sandbox_quota(api_t *api, st_tx_t *tx, const st_resource_t *parent, s
     return 0;
 }
 
-static const char *const actions[] = {"exec",  "suspend",   "resume",          "stop",   "start",
-                                      "files", "processes", "egressDecisions", "metrics"};
+static const char *const actions[] = {"exec",  "suspend",   "resume",          "stop",    "start",
+                                      "files", "processes", "egressDecisions", "metrics", "watch"};
 
 /* The methods of processes[/{pid}[/{what}]], or NULL for no such route. */
 static const char *process_methods(const route_t *rt)
@@ -261,7 +261,8 @@ static void sandbox_action(api_t *api, const route_t *rt, const http_request_t *
         http_reply_error(res, 404, "NotFound", "No route matches.");
         return;
     }
-    bool decisions = strcmp(action, "egressDecisions") == 0 || strcmp(action, "metrics") == 0;
+    bool decisions = strcmp(action, "egressDecisions") == 0 || strcmp(action, "metrics") == 0 ||
+                     strcmp(action, "watch") == 0;
     const char *allow = files       ? "GET, PUT, DELETE"
                         : procs     ? process_methods(rt)
                         : decisions ? "GET"

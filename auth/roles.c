@@ -209,7 +209,8 @@ static unsigned needed(const char *method, char s[][160], int n, bool *status_po
     bool read = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     bool sandbox_sub = n == 11 && strcmp(s[8], "sandboxes") == 0;
     *status_poll = n >= 5 && strcmp(s[2], "providers") == 0 && strcmp(s[4], "locations") == 0;
-    if (sandbox_sub && strcmp(s[10], "files") == 0) {
+    /* Watching a directory reads names inside the sandbox, as listing does. */
+    if (sandbox_sub && (strcmp(s[10], "files") == 0 || strcmp(s[10], "watch") == 0)) {
         *verb = read ? "files/read" : "files/write";
         return P_DATA;
     }

@@ -363,6 +363,8 @@ static void reply_entry(http_response_t *res, json_t *entry)
 void e2b_fs_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
                    http_response_t *res)
 {
+    if (strcmp(method, "WatchDir") == 0)
+        return e2b_watch_handle(c, req, res);
     bool streaming;
     _cleanup_json_ json_t *in = connect_request_json(req, &streaming);
     if (!json_is_object(in) || streaming || strcmp(req->method, "POST") != 0) {

@@ -120,6 +120,8 @@ void e2b_fs_handle(const envd_ctx_t *c, const char *method, const http_request_t
                    http_response_t *res);
 void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_request_t *req,
                         http_response_t *res);
+/* filesystem.Filesystem/WatchDir (watch.c).  */
+void e2b_watch_handle(const envd_ctx_t *c, const http_request_t *req, http_response_t *res);
 
 /* A stream thread starts or ends (e2b_free waits for them).  */
 void e2b_thread_enter(e2b_t *e);

@@ -179,6 +179,14 @@ const PARAMETERS = {
     description: 'Byte offset of the output to start from (an event\'s id, to resume after it); default the oldest byte the host still holds.',
     'x-ms-parameter-location': 'method',
   }),
+  WatchRecursiveParameter: ext({
+    name: 'recursive',
+    in: 'query',
+    required: false,
+    type: 'boolean',
+    description: 'Also watch every directory below it (up to 16 levels and 1024 directories in all), including those made while the watch runs.',
+    'x-ms-parameter-location': 'method',
+  }),
   FilePathParameter: ext({
     name: 'path',
     in: 'query',
@@ -918,6 +926,16 @@ function paths() {
         responses: { 200: ok(def('EgressDecisions')) },
       }),
     },
+    [SANDBOX + '/watch']: {
+      get: op({
+        id: 'Sandboxes_WatchDirectory', ext: true,
+        description: 'Watch a directory inside a sandbox: a text/event-stream of its changes as they happen. Events: start {}; fs {name, type, isDir} with name relative to the directory and type create | write (a file closed after writing) | remove | rename (once for the old name, once for the new) | chmod; overflow {} when the host dropped events; end {reason} when the directory itself is removed or moved, or the sandbox is deleted, the last. A comment line comes every 15 s while nothing happens. The directory is resolved inside the sandbox\'s root; 404 when it is not there. Reading names inside the sandbox needs the same right as reading files.',
+        exampleTitle: 'Watch a directory of a Sandbox',
+        produces: ['text/event-stream', 'application/json'],
+        parameters: [api, sub, rg, groupName, param('SandboxNameParameter'), param('FilePathParameter'), param('WatchRecursiveParameter')],
+        responses: { 200: ok({ type: 'string' }) },
+      }),
+    },
     [SANDBOX + '/metrics']: {
       get: op({
         id: 'Sandboxes_GetMetrics', ext: true,
@@ -1239,6 +1257,9 @@ function examples(version, doc) {
     200: { body: { value: [{ name: 'a.txt', type: 'file', size: 6, mode: 420, modifiedAt: EX.time2 }, { name: 'data', type: 'dir', size: 4096, mode: 493, modifiedAt: EX.time }] } },
   });
 
+  add('Sandboxes_WatchDirectory', { ...sb, path: '/tmp', recursive: true }, {
+    200: { body: 'event: start\ndata: {}\n\nevent: fs\ndata: {"name":"a.txt","type":"create","isDir":false}\n\nevent: fs\ndata: {"name":"a.txt","type":"write","isDir":false}\n\n' },
+  });
   add('Sandboxes_GetMetrics', sb, {
     200: { body: { timestamp: EX.time2, cpu: 0.5, cpuUsedMicroseconds: 1250000, memoryUsedBytes: 31457280, memoryLimitBytes: 268435456, diskUsedBytes: 1048576, diskLimitBytes: 1073741824 } },
   });

@@ -721,6 +721,21 @@ int rt_file_delete(rt_runtime_t *rt, const char *id, const char *path, sbx_error
     return ret;
 }
 
+int rt_dir_open(rt_runtime_t *rt, const char *id, const char *path, int *fdp, sbx_error_t *err)
+{
+    *fdp = -1;
+    if (path_check(path, err) < 0)
+        return -1;
+    rt_sandbox_t *sb;
+    int root = rt_sandbox_root_open(rt, id, &sb, err);
+    if (root < 0)
+        return -1;
+    *fdp = resolve(root, path, O_RDONLY | O_DIRECTORY | O_NONBLOCK, 0);
+    int ret = *fdp >= 0 ? 0 : path_error(err, "watch", path);
+    rt_sandbox_root_close(sb, root);
+    return ret;
+}
+
 static int dirent_cmp(const void *a, const void *b)
 {
     return strcmp(((const rt_dirent_t *)a)->name, ((const rt_dirent_t *)b)->name);

@@ -236,6 +236,9 @@ int rt_file_delete(rt_runtime_t *rt, const char *id, const char *path, sbx_error
 int rt_file_list(rt_runtime_t *rt, const char *id, const char *path, rt_dirent_t **out, size_t *n,
                  sbx_error_t *err);
 void rt_dirents_free(rt_dirent_t *d, size_t n);
+/* Open a directory inside the sandbox (O_RDONLY | O_DIRECTORY; the caller
+ * closes *fd), resolved as every path here is.  */
+int rt_dir_open(rt_runtime_t *rt, const char *id, const char *path, int *fd, sbx_error_t *err);
 
 bool rt_id_valid(const char *id);
 /* A uid range an operator may give (rt_config_t uid_start, uid_count).  */

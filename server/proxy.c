@@ -276,6 +276,28 @@ static void call_lifecycle(sched_t *s, st_db_t *db, const st_host_t *h, const st
     sched_reply_done(&r);
 }
 
+/* A directory's changes, streamed from the host as it sends them.  */
+static void call_watch(sched_t *s, const st_host_t *h, const char *rid, const http_request_t *req,
+                       http_response_t *res)
+{
+    const char *p = http_query(req, "path"), *rec = http_query(req, "recursive");
+    if (!p || !*p) {
+        http_reply_error(res, 400, "InvalidRequest", "?path= names no directory.");
+        return;
+    }
+    char *enc = curl_easy_escape(NULL, p, (int)strlen(p));
+    _cleanup_free_ char *query = xasprintf("path=%s&recursive=%s", enc ? enc : "",
+                                           rec && !strcmp(rec, "true") ? "true" : "false");
+    curl_free(enc);
+    _cleanup_free_ char *path = xasprintf("/v1/sandboxes/%s/watch", rid);
+    sched_stream_call_t call = {.method = "GET",
+                                .path = path,
+                                .query = query,
+                                .accept = "text/event-stream",
+                                .events = true};
+    call_streamed(s, h, &call, NULL, req, res);
+}
+
 /* A non-negative integer member of an agent's reply, else 0.  */
 static json_int_t agent_count(const json_t *o, const char *key)
 {
@@ -345,6 +367,8 @@ void routes_proxy_call(sched_t *s, st_db_t *db, const st_resource_t *sb, const c
         call_decisions(s, &h, rid, res);
     else if (strcmp(action, "metrics") == 0)
         call_metrics(s, &h, sb, res);
+    else if (strcmp(action, "watch") == 0)
+        call_watch(s, &h, rid, req, res);
     else
         call_lifecycle(s, db, &h, sb, action, res);
     st_host_done(&h);

@@ -250,6 +250,32 @@ test("pause and resume keep files and a running process", async () => {
   made.delete(sbx.sandboxId);
 });
 
+test("watchDir: events as they happen, recursive, stop", async () => {
+  const sbx = await create();
+  await sbx.files.makeDir("/tmp/w/sub");
+  const seen = [];
+  const handle = await sbx.files.watchDir("/tmp/w", (e) => seen.push(`${e.type} ${e.name}`), { recursive: true });
+  await sbx.files.write("/tmp/w/a.txt", "a");
+  await sbx.files.write("/tmp/w/sub/b.txt", "b");
+  await sbx.commands.run("mv /tmp/w/a.txt /tmp/w/c.txt && rm /tmp/w/c.txt && mkdir /tmp/w/sub/d && touch /tmp/w/sub/d/e");
+  const want = ["rename c.txt", "remove c.txt", "create sub/d", "create sub/d/e"];
+  await until("the events", () => want.every((w) => seen.includes(w)) && seen.some((e) => e.endsWith(" sub/b.txt")));
+  assert.ok(seen.some((e) => e.endsWith(" a.txt")), seen.join(","));
+  await handle.stop();
+
+  // Not recursive: nothing from below; a directory that is not there.
+  const top = [];
+  const h2 = await sbx.files.watchDir("/tmp/w", (e) => top.push(e.name));
+  await sbx.files.write("/tmp/w/sub/x", "x");
+  await sbx.files.write("/tmp/w/y", "y");
+  await until("the top event", () => top.includes("y"));
+  assert.ok(!top.some((n) => n.includes("/")), top.join(","));
+  await h2.stop();
+  await assert.rejects(sbx.files.watchDir("/tmp/none", () => {}), NotFoundError);
+  await sbx.kill();
+  made.delete(sbx.sandboxId);
+});
+
 test("metrics: CPU, memory and disk from the host", async () => {
   const sbx = await create();
   await sbx.files.write("/tmp/blob", randomBytes(3 << 20));

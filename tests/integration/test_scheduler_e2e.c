@@ -939,6 +939,40 @@ START_TEST(test_scheduler_e2e_lifetime_suspend)
 }
 END_TEST
 
+/* GET .../watch streams a directory's changes until it is removed; bad
+ * paths are refused.  A process of the sandbox makes the changes while
+ * the watch runs.  */
+START_TEST(test_scheduler_e2e_watch)
+{
+    put_group("watch", NULL);
+    json_decref(create_sandbox("watch", "w1", NULL));
+    json_decref(exec_sh("watch", "w1", "mkdir -p /tmp/wd/sub && echo x > /tmp/file"));
+    _cleanup_free_ char *procs = sandbox_path("watch", "w1", "/processes");
+    ck_assert_int_eq(call("POST", procs,
+                          "{\"command\":[\"sh\",\"-c\",\"sleep 2; echo a > /tmp/wd/f; "
+                          "touch /tmp/wd/sub/g; rm -rf /tmp/wd\"]}",
+                          NULL),
+                     201);
+    _cleanup_free_ char *w = sandbox_path("watch", "w1", "/watch");
+    _cleanup_free_ char *ok = xasprintf("%s&path=/tmp/wd&recursive=true", w);
+    tu_response_t r;
+    ck_assert_int_eq(call_ex("GET", ok, NULL, 0, NULL, &r), 200);
+    _cleanup_free_ char *body = xstrndup(r.body ? r.body : "", r.body_len);
+    tu_response_free(&r);
+    ck_assert_msg(strstr(body, "event: start\n"), "%s", body);
+    ck_assert_msg(strstr(body, "{\"name\":\"f\",\"type\":\"create\",\"isDir\":false}"), "%s", body);
+    ck_assert_msg(strstr(body, "{\"name\":\"sub/g\",\"type\":\"create\""), "%s", body);
+    ck_assert_msg(strstr(body, "event: end\n"), "%s", body);
+
+    _cleanup_free_ char *none = xasprintf("%s&path=/tmp/none", w);
+    _cleanup_free_ char *file = xasprintf("%s&path=/tmp/file", w);
+    ck_assert_int_eq(call("GET", w, NULL, NULL), 400);
+    ck_assert_int_eq(call("GET", none, NULL, NULL), 404);
+    ck_assert_int_eq(call("GET", file, NULL, NULL) / 100, 4);
+    delete_group("watch");
+}
+END_TEST
+
 static bool wait_agent_count(size_t want, int timeout_ms)
 {
     tu_wait_until(agent_sandbox_count() == want, timeout_ms);
@@ -1665,6 +1699,7 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_recreate_on_host_failure);
     tcase_add_test(tc, test_scheduler_e2e_idle_and_lifetime);
     tcase_add_test(tc, test_scheduler_e2e_lifetime_suspend);
+    tcase_add_test(tc, test_scheduler_e2e_watch);
     tcase_add_test(tc, test_scheduler_e2e_warm_pool);
     tcase_add_test(tc, test_scheduler_e2e_replace_keeps_sandbox);
     tcase_add_test(tc, test_scheduler_e2e_group_delete_in_rg_named_sandboxes);
