@@ -55,8 +55,12 @@ static int add_fd(watch_t *w, int fd, const char *rel)
     return wd;
 }
 
-/* The subdirectories of fd (borrowed), depth levels down.  */
-static void add_tree(watch_t *w, int fd, const char *rel, int depth)
+static int emit_event(watch_t *w, const char *name, const char *type, bool dir);
+
+/* The subdirectories of fd (borrowed), depth levels down.  With announce
+ * (a directory made while the watch runs), what is already in it is
+ * reported as created: it may have come before its watch did.  */
+static void add_tree(watch_t *w, int fd, const char *rel, int depth, bool announce)
 {
     if (depth >= WATCH_DEPTH)
         return;
@@ -69,15 +73,22 @@ static void add_tree(watch_t *w, int fd, const char *rel, int depth)
     }
     struct dirent *de;
     while ((de = readdir(d)) && w->n < WATCH_MAX) {
-        if (de->d_type != DT_DIR || !strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        bool dir = de->d_type == DT_DIR;
+        if (!dir && !announce)
+            continue;
+        _cleanup_free_ char *r = *rel ? xasprintf("%s/%s", rel, de->d_name) : xstrdup(de->d_name);
+        if (announce)
+            emit_event(w, r, "create", dir);
+        if (!dir)
             continue;
         int sub = openat(dirfd(d), de->d_name,
                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (sub < 0)
             continue;
-        _cleanup_free_ char *r = *rel ? xasprintf("%s/%s", rel, de->d_name) : xstrdup(de->d_name);
         if (add_fd(w, sub, r) >= 0)
-            add_tree(w, sub, r, depth + 1);
+            add_tree(w, sub, r, depth + 1, announce);
         close(sub);
     }
     closedir(d);
@@ -96,7 +107,7 @@ static void add_new_dir(watch_t *w, const char *rel)
     for (const char *p = rel; *p; p++)
         depth += *p == '/';
     if (add_fd(w, fd, rel) >= 0)
-        add_tree(w, fd, rel, depth);
+        add_tree(w, fd, rel, depth, true);
     close(fd);
 }
 
@@ -164,10 +175,10 @@ static int handle(watch_t *w, const char *buf, ssize_t len)
             continue;
         _cleanup_free_ char *name = *rel ? xasprintf("%s/%s", rel, ev->name) : xstrdup(ev->name);
         bool dir = ev->mask & IN_ISDIR;
-        if (w->recursive && dir && (ev->mask & (IN_CREATE | IN_MOVED_TO)))
-            add_new_dir(w, name);
         if (emit_event(w, name, event_type(ev->mask), dir) < 0)
             return -1;
+        if (w->recursive && dir && (ev->mask & (IN_CREATE | IN_MOVED_TO)))
+            add_new_dir(w, name);
     }
     return 0;
 }
@@ -232,7 +243,7 @@ void agent_watch(agent_api_t *api, const char *id, const agent_call_t *c, http_r
     w->ino = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     w->root_wd = w->ino >= 0 ? add_fd(w, fd, "") : -1;
     if (w->root_wd >= 0 && w->recursive)
-        add_tree(w, fd, "", 0);
+        add_tree(w, fd, "", 0, false);
     close(fd);
     if (w->root_wd < 0) {
         int e = errno;

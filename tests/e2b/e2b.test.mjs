@@ -259,7 +259,8 @@ test("watchDir: events as they happen, recursive, stop", async () => {
   await sbx.files.write("/tmp/w/sub/b.txt", "b");
   await sbx.commands.run("mv /tmp/w/a.txt /tmp/w/c.txt && rm /tmp/w/c.txt && mkdir /tmp/w/sub/d && touch /tmp/w/sub/d/e");
   const want = ["rename c.txt", "remove c.txt", "create sub/d", "create sub/d/e"];
-  await until("the events", () => want.every((w) => seen.includes(w)) && seen.some((e) => e.endsWith(" sub/b.txt")));
+  await until("the events", () => want.every((w) => seen.includes(w)) && seen.some((e) => e.endsWith(" sub/b.txt")))
+    .catch((e) => assert.fail(`${e.message}; seen: ${seen.join(", ")}`));
   assert.ok(seen.some((e) => e.endsWith(" a.txt")), seen.join(","));
   await handle.stop();
 
