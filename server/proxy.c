@@ -282,7 +282,7 @@ static void call_watch(sched_t *s, const st_host_t *h, const char *rid, const ht
 {
     const char *p = http_query(req, "path"), *rec = http_query(req, "recursive");
     if (!p || !*p) {
-        http_reply_error(res, 400, "InvalidRequest", "?path= names no directory.");
+        http_reply_error(res, 400, "InvalidPath", "?path= names no directory.");
         return;
     }
     char *enc = curl_easy_escape(NULL, p, (int)strlen(p));

@@ -251,6 +251,10 @@ static void record_traffic(const char *method, const char *url, const tu_request
     json_t *reqb =
         o->body ? json_loadb(o->body, o->body_len ? o->body_len : strlen(o->body), 0, NULL) : NULL;
     json_t *resb = r->body_len ? json_loadb(r->body, r->body_len, 0, NULL) : NULL;
+    /* An event stream is text: kept as a string, as its operation says.  */
+    const char *type = json_string_value(json_object_get(res_headers, "content-type"));
+    if (!resb && r->body_len && type && !strncmp(type, "text/event-stream", 17))
+        resb = json_stringn(r->body, r->body_len);
     json_object_set_new(rec, "requestBody", reqb ? reqb : json_null());
     json_object_set_new(rec, "responseBody", resb ? resb : json_null());
     /* One write() per line on an O_APPEND descriptor, so tests running in

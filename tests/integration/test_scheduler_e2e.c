@@ -1700,6 +1700,12 @@ static Suite *e2e_suite(void)
     tcase_add_test(tc, test_scheduler_e2e_idle_and_lifetime);
     tcase_add_test(tc, test_scheduler_e2e_lifetime_suspend);
     tcase_add_test(tc, test_scheduler_e2e_watch);
+    suite_add_tcase(s, tc);
+    /* A second case with a sandboxd of its own, so ctest runs the halves
+     * side by side (CK_RUN_CASE).  */
+    tc = tcase_create("more");
+    tcase_add_unchecked_fixture(tc, global_setup, global_teardown);
+    tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_scheduler_e2e_warm_pool);
     tcase_add_test(tc, test_scheduler_e2e_replace_keeps_sandbox);
     tcase_add_test(tc, test_scheduler_e2e_group_delete_in_rg_named_sandboxes);
