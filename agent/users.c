@@ -157,12 +157,6 @@ int agent_user_resolve(agent_api_t *api, const char *id, const json_t *body, age
     sbx_error_t err = {0};
     if (rt_get(api->rt, id, &info, &err) < 0)
         return agent_reply_error(res, &err, id), -1;
-    /* runsc exec is not told the user yet: gvisor refuses rather than
-     * run the command as root.  */
-    if (strcmp(info.driver, "process") != 0 && strcmp(info.driver, "microvm") != 0)
-        return agent_reply_invalid(res, "user: only sandboxes with process or microvm isolation "
-                                        "run commands as another user"),
-               -1;
     _cleanup_free_ char *passwd = read_etc(api, id, "/etc/passwd", &err);
     if (!passwd && err.code != SBX_ERR_NOT_FOUND)
         return agent_reply_error(res, &err, id), -1;

@@ -799,9 +799,15 @@ static int exec_spec_write(struct gv_exec *x, rt_sandbox_t *sb, const rt_exec_re
     for (size_t i = 0; env[i]; i++)
         json_array_append_new(jenv, json_string(env[i]));
     rt_strv_free(env);
-    json_t *spec =
-        json_pack("{s:o,s:o,s:s,s:{s:i,s:i},s:b}", "args", args, "env", jenv, "cwd",
-                  req->cwd ? req->cwd : "/", "user", "uid", 0, "gid", 0, "noNewPrivileges", 1);
+    /* The user, as the agent resolved it from the sandbox's own files.  */
+    const rt_user_t *u = &req->user;
+    json_t *groups = json_array();
+    for (unsigned i = 0; u->set && i < u->n_groups; i++)
+        json_array_append_new(groups, json_integer(u->groups[i]));
+    json_t *spec = json_pack(
+        "{s:o,s:o,s:s,s:{s:I,s:I,s:o},s:b}", "args", args, "env", jenv, "cwd",
+        req->cwd ? req->cwd : "/", "user", "uid", (json_int_t)(u->set ? u->uid : 0), "gid",
+        (json_int_t)(u->set ? u->gid : 0), "additionalGids", groups, "noNewPrivileges", 1);
     if (!spec)
         return sbx_error_set(err, SBX_ERR_INVALID, "exec: arguments and environment must be UTF-8");
     _cleanup_free_ char *text = json_dumps(spec, JSON_COMPACT);

@@ -113,6 +113,16 @@ START_TEST(test_gvisor_exec_and_files)
     ck_assert_int_lt(sbx_monotonic_ms() - t0, 10000);
     rt_exec_result_done(&r);
 
+    /* Another user: ids and groups as given, and root's files are closed.  */
+    char *who[] = {"sh", "-c", "id -u; id -g; id -G; cat /root/secret", NULL};
+    rt_exec_request_t as = {
+        .argv = who,
+        .user = {.set = true, .uid = 1000, .gid = 1000, .groups = {1000, 2000}, .n_groups = 2}};
+    ck_assert_msg(rt_exec(fx_rt, "gv-exec", &as, &r, &err) == 0, "%s", err.msg);
+    ck_assert_msg(strcmp(r.out, "1000\n1000\n1000 2000\n") == 0 && r.exit_code != 0,
+                  "got '%s' '%s' %d", r.out, r.err, r.exit_code);
+    rt_exec_result_done(&r);
+
     /* Files written through the API are root's inside and read back.  */
     ck_assert_msg(rt_file_write(fx_rt, "gv-exec", "/tmp/up.txt", "hello", 5, &err) == 0, "%s",
                   err.msg);
