@@ -70,61 +70,6 @@ static void reply_proc(http_response_t *res, int status, proc_t *p)
     http_reply_json(res, status, j);
 }
 
-static char *base64(const char *d, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const unsigned char *u = (const unsigned char *)d;
-    char *out = xmalloc((n + 2) / 3 * 4 + 1), *o = out;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)u[i] << 16 | (i + 1 < n ? (unsigned)u[i + 1] << 8 : 0) |
-                     (i + 2 < n ? u[i + 2] : 0);
-        *o++ = tab[v >> 18 & 63];
-        *o++ = tab[v >> 12 & 63];
-        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
-        *o++ = i + 2 < n ? tab[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-static int unbase64_char(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Decoded bytes of standard base64 (padding required), or NULL.  */
-static char *unbase64(const char *s, size_t n, size_t *out_len)
-{
-    if (n % 4)
-        return NULL;
-    char *out = xmalloc(n / 4 * 3 + 1);
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 4) {
-        int v[4];
-        for (int k = 0; k < 4; k++) {
-            v[k] = s[i + k] == '=' && i + 4 == n && k >= 2 ? 0 : unbase64_char(s[i + k]);
-            if (v[k] < 0 || (s[i + k] == '=' && k == 2 && s[i + 3] != '=')) {
-                free(out);
-                return NULL;
-            }
-        }
-        unsigned w = (unsigned)(v[0] << 18 | v[1] << 12 | v[2] << 6 | v[3]);
-        out[o++] = (char)(w >> 16);
-        if (s[i + 2] != '=')
-            out[o++] = (char)(w >> 8 & 255);
-        if (s[i + 3] != '=')
-            out[o++] = (char)(w & 255);
-    }
-    *out_len = o;
-    return out;
-}
-
 /* ---- the event stream ---- */
 
 typedef struct stream {
@@ -176,7 +121,7 @@ static void *stream_main(void *arg)
         proc_next_t what = proc_next(s->p, s->r, buf, STREAM_CHUNK, PROC_KEEPALIVE_MS, &it);
         int rc = 0;
         if (what == PROC_NEXT_DATA) {
-            _cleanup_free_ char *b64 = base64(buf, it.len);
+            _cleanup_free_ char *b64 = sbx_base64_encode(buf, it.len);
             rc = emit(s, "id: %llu\nevent: %s\ndata: {\"data\":\"%s\"}\n\n",
                       (unsigned long long)it.to, stream_names[it.stream], b64);
         } else if (what == PROC_NEXT_GAP) {
@@ -386,7 +331,7 @@ static void post_stdin(proc_t *p, const agent_call_t *c, http_response_t *res)
     size_t n = 0;
     const char *d = NULL;
     if (json_is_string(b64)) {
-        bytes = unbase64(json_string_value(b64), json_string_length(b64), &n);
+        bytes = sbx_base64_decode(json_string_value(b64), json_string_length(b64), SIZE_MAX, &n);
         if (!bytes)
             return agent_reply_invalid(res, "dataBase64 is not base64");
         d = bytes;

@@ -119,6 +119,12 @@ void sbx_time_format(int64_t ms, char *buf, size_t len);
 /* Random version-4 UUID, lower case, 36 characters plus NUL.  */
 void sbx_uuid(char out[37]);
 
+/* Standard base64 with padding, NUL-terminated (base64.c).  */
+char *sbx_base64_encode(const void *data, size_t n);
+/* Strict: length a multiple of 4, '=' only at the end; the bytes
+ * (NUL-terminated) are at most max long.  NULL when not so.  */
+char *sbx_base64_decode(const char *in, size_t n, size_t max, size_t *len);
+
 /* Strings.  */
 bool sbx_str_ieq(const char *a, const char *b);
 bool sbx_str_has_prefix(const char *s, const char *prefix);

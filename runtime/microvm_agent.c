@@ -24,79 +24,6 @@
 /* Replies to earlier requests skipped before one gives up.  */
 #define MV_STALE_MAX 8
 
-/* ---- base64 ----------------------------------------------------------------- */
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *b64_encode(const void *data, size_t n)
-{
-    const unsigned char *in = data;
-    char *out = xmalloc(4 * ((n + 2) / 3) + 1), *o = out;
-    size_t i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = b64[(v >> 6) & 63];
-        *o++ = b64[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0);
-        *o++ = b64[v >> 18];
-        *o++ = b64[(v >> 12) & 63];
-        *o++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o = 0;
-    return out;
-}
-
-static int b64_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* Strict: length a multiple of 4, padding only at the end; the result
- * (NUL-terminated) is at most max bytes.  NULL when not so.  */
-static char *b64_decode(const char *in, size_t in_len, size_t max, size_t *len)
-{
-    if (in_len % 4 || in_len / 4 * 3 > max + 2)
-        return NULL;
-    char *out = xmalloc(in_len / 4 * 3 + 1);
-    size_t k = 0;
-    for (size_t i = 0; i < in_len; i += 4) {
-        bool last = i + 4 == in_len;
-        int pad = last && in[i + 3] == '=' ? (in[i + 2] == '=' ? 2 : 1) : 0;
-        int v[4];
-        for (int j = 0; j < 4; j++)
-            v[j] = j >= 4 - pad ? 0 : b64_val((unsigned char)in[i + j]);
-        if (v[0] < 0 || v[1] < 0 || v[2] < 0 || v[3] < 0) {
-            free(out);
-            return NULL;
-        }
-        uint32_t w =
-            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-        out[k++] = (char)(w >> 16);
-        if (pad < 2)
-            out[k++] = (char)(w >> 8);
-        if (pad < 1)
-            out[k++] = (char)w;
-    }
-    if (k > max) {
-        free(out);
-        return NULL;
-    }
-    out[k] = 0;
-    *len = k;
-    return out;
-}
-
 /* ---- frames ------------------------------------------------------------------ */
 
 static int io_wait(int fd, short events, int64_t deadline)
@@ -290,7 +217,7 @@ static bool take_stream(json_t *r, const char *key, size_t cap, char **data, siz
     json_t *s = json_object_get(r, key);
     if (!json_is_string(s))
         return false;
-    *data = b64_decode(json_string_value(s), json_string_length(s), cap, len);
+    *data = sbx_base64_decode(json_string_value(s), json_string_length(s), cap, len);
     return *data != NULL;
 }
 
@@ -337,7 +264,8 @@ int mv_exec(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_exec_request_t *req, rt
         rt_strv_free(env);
         return sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", sb->id);
     }
-    _cleanup_free_ char *in = req->stdin_data ? b64_encode(req->stdin_data, req->stdin_len) : NULL;
+    _cleanup_free_ char *in =
+        req->stdin_data ? sbx_base64_encode(req->stdin_data, req->stdin_len) : NULL;
     json_t *r = json_pack("{s:s,s:o,s:o,s:s,s:I,s:I}", "op", "exec", "argv", strv_json(req->argv),
                           "env", strv_json(env), "cwd", req->cwd ? req->cwd : "/", "timeout_ms",
                           (json_int_t)timeout, "cap", (json_int_t)cap);
@@ -428,7 +356,7 @@ static int mv_file_write(rt_runtime_t *rt, rt_sandbox_t *sb, const char *path, c
                          size_t len, sbx_error_t *err)
 {
     (void)rt;
-    _cleanup_free_ char *enc = b64_encode(data, len);
+    _cleanup_free_ char *enc = sbx_base64_encode(data, len);
     json_t *reply = NULL;
     if (files_call(sb, json_pack("{s:s,s:s,s:s}", "op", "write", "path", path, "data", enc), 4096,
                    &reply, err) < 0)

@@ -60,56 +60,6 @@ static void proxy_free(void *ud)
     free(w);
 }
 
-static char *b64_encode(const char *d, size_t n)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    const unsigned char *u = (const unsigned char *)d;
-    char *out = xmalloc((n + 2) / 3 * 4 + 1), *o = out;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)u[i] << 16 | (i + 1 < n ? (unsigned)u[i + 1] << 8 : 0) |
-                     (i + 2 < n ? u[i + 2] : 0);
-        *o++ = tab[v >> 18 & 63];
-        *o++ = tab[v >> 12 & 63];
-        *o++ = i + 1 < n ? tab[v >> 6 & 63] : '=';
-        *o++ = i + 2 < n ? tab[v & 63] : '=';
-    }
-    *o = '\0';
-    return out;
-}
-
-static int b64_value(char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
-}
-
-/* The host's base64 (padded) into out (room for n / 4 * 3); -1 if bad.  */
-static ssize_t b64_decode(const char *s, size_t n, char *out)
-{
-    size_t o = 0;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '=')
-            break;
-        int v = b64_value(s[i]);
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (char)(acc >> bits & 0xff);
-        }
-    }
-    return (ssize_t)o;
-}
-
 /* ---- host to client ---- */
 
 static int send_json(http_ws_t *ws, json_t *j)
@@ -146,11 +96,11 @@ static int dispatch(ws_proxy_t *w)
         json_t *d = json_object_get(j, "data");
         if (!json_is_string(d))
             return 0;
-        size_t n = json_string_length(d);
-        _cleanup_free_ char *bytes = xmalloc(n / 4 * 3 + 3);
-        ssize_t k = b64_decode(json_string_value(d), n, bytes);
+        size_t k = 0;
+        _cleanup_free_ char *bytes =
+            sbx_base64_decode(json_string_value(d), json_string_length(d), SIZE_MAX, &k);
         unsigned char b = (unsigned char)tag;
-        return k < 0 ? 0 : http_ws_send(w->ws, HTTP_WS_BINARY, &b, 1, bytes, (size_t)k);
+        return !bytes ? 0 : http_ws_send(w->ws, HTTP_WS_BINARY, &b, 1, bytes, k);
     }
     if (strcmp(t, "start") && strcmp(t, "gap") && strcmp(t, "exit"))
         return 0;
@@ -293,7 +243,7 @@ static void on_binary(ws_proxy_t *w, const char *d, size_t n)
 {
     if (n == 0)
         return;
-    char *b64 = b64_encode(d, n);
+    char *b64 = sbx_base64_encode(d, n);
     host_call(w, "stdin", json_pack("{s:s%}", "dataBase64", b64, strlen(b64)));
     free(b64);
 }

@@ -475,12 +475,52 @@ START_TEST(cleanup_helpers)
 }
 END_TEST
 
+/* base64: round trips of every length mod 3; strict decoding; the bound.  */
+START_TEST(base64_strict)
+{
+    const char *plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (size_t i = 0; i < ARRAY_SIZE(plain); i++) {
+        char *e = sbx_base64_encode(plain[i], strlen(plain[i]));
+        ck_assert_str_eq(e, coded[i]);
+        size_t n = 99;
+        char *d = sbx_base64_decode(e, strlen(e), SIZE_MAX, &n);
+        ck_assert_ptr_nonnull(d);
+        ck_assert_uint_eq(n, strlen(plain[i]));
+        ck_assert_str_eq(d, plain[i]);
+        free(e);
+        free(d);
+    }
+    const char *bad[] = {"Zg=", "Zg=a", "Z===", "Zm9v!A==", "Zg==Zg==", "=Zg=", "Zm9\n"};
+    for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+        size_t n = 0;
+        ck_assert_msg(sbx_base64_decode(bad[i], strlen(bad[i]), SIZE_MAX, &n) == NULL, "%s",
+                      bad[i]);
+    }
+    size_t n = 0;
+    ck_assert_ptr_null(sbx_base64_decode("Zm9vYmFy", 8, 5, &n));
+    char *d = sbx_base64_decode("Zm9vYmFy", 8, 6, &n);
+    ck_assert_ptr_nonnull(d);
+    free(d);
+    unsigned char all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (unsigned char)i;
+    char *e = sbx_base64_encode(all, sizeof all);
+    d = sbx_base64_decode(e, strlen(e), sizeof all, &n);
+    ck_assert_uint_eq(n, sizeof all);
+    ck_assert_int_eq(memcmp(d, all, sizeof all), 0);
+    free(e);
+    free(d);
+}
+END_TEST
+
 static Suite *common_suite(void)
 {
     Suite *s = suite_create("common");
     TCase *tc = tcase_create("common");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, errors);
+    tcase_add_test(tc, base64_strict);
     tcase_add_test(tc, deadlines);
     tcase_add_test(tc, log_lines_survive_bad_bytes);
     tcase_add_test(tc, error_codes_map_to_http);
