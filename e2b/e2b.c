@@ -256,6 +256,14 @@ char *connect_envelope(unsigned flags, const json_t *msg, size_t *len)
     return out;
 }
 
+int connect_send(http_pipe_t *pipe, unsigned flags, json_t *msg)
+{
+    size_t n;
+    _cleanup_free_ char *env = connect_envelope(flags, msg, &n);
+    json_decref(msg);
+    return http_pipe_write(pipe, env, n);
+}
+
 json_t *connect_request_json(const http_request_t *req, bool *streaming)
 {
     const char *ct = http_header(req, "Content-Type");

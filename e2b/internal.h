@@ -91,6 +91,9 @@ void connect_reply_error(http_response_t *res, const char *code, const char *fmt
 const char *connect_code_for(const arm_reply_t *r);
 /* One enveloped message (flags 0, or 2 for the end of the stream).  */
 char *connect_envelope(unsigned flags, const json_t *msg, size_t *len);
+/* Write msg (stolen) to a streamed reply as one envelope; -1 when the
+ * client has gone.  */
+int connect_send(http_pipe_t *pipe, unsigned flags, json_t *msg);
 /* The request message: JSON for unary calls, the first envelope for
  * streaming ones (Content-Type application/connect+json).  New reference or
  * NULL.  */

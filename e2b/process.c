@@ -12,17 +12,9 @@
 
 /* ---- Connect framing ---- */
 
-static int send_msg(http_pipe_t *pipe, unsigned flags, json_t *msg)
-{
-    size_t n;
-    _cleanup_free_ char *env = connect_envelope(flags, msg, &n);
-    json_decref(msg);
-    return http_pipe_write(pipe, env, n);
-}
-
 static int send_event(http_pipe_t *pipe, json_t *event)
 {
-    return send_msg(pipe, 0, json_pack("{s:o}", "event", event));
+    return connect_send(pipe, 0, json_pack("{s:o}", "event", event));
 }
 
 static void stream_error(http_response_t *res, const char *code, const char *msg)
@@ -68,10 +60,7 @@ typedef struct pstream {
     e2b_t *e;
     char *sandbox, *suffix;
     http_pipe_t *pipe;
-    char *line; /* the SSE line being read */
-    size_t len, cap;
-    char event[32];
-    char *data;
+    http_sse_reader_t sse;
     bool ended, client_gone;
 } pstream_t;
 
@@ -90,10 +79,10 @@ static json_t *end_event(const json_t *exit)
 }
 
 /* One whole SSE event.  */
-static int dispatch(pstream_t *s)
+static int dispatch(pstream_t *s, const char *event, const char *data)
 {
-    _cleanup_json_ json_t *d = s->data ? json_loads(s->data, 0, NULL) : NULL;
-    const char *ev = s->event;
+    _cleanup_json_ json_t *d = json_loads(data, 0, NULL);
+    const char *ev = event;
     if (!strcmp(ev, "stdout") || !strcmp(ev, "stderr") || !strcmp(ev, "pty")) {
         const char *b64 = json_string_value(json_object_get(d, "data"));
         if (b64 && *b64)
@@ -101,61 +90,33 @@ static int dispatch(pstream_t *s)
     } else if (!strcmp(ev, "exit")) {
         s->ended = true;
         if (json_is_true(json_object_get(d, "timedOut")))
-            return send_msg(s->pipe, 2,
-                            json_pack("{s:{s:s,s:s}}", "error", "code", "deadline_exceeded",
-                                      "message", "the command ran past its timeout"));
+            return connect_send(s->pipe, 2,
+                                json_pack("{s:{s:s,s:s}}", "error", "code", "deadline_exceeded",
+                                          "message", "the command ran past its timeout"));
         if (send_event(s->pipe, end_event(d)) < 0)
             return -1;
-        return send_msg(s->pipe, 2, json_object());
+        return connect_send(s->pipe, 2, json_object());
     }
     return 0; /* start (already sent), gap */
 }
 
-static int sse_line(pstream_t *s, const char *line)
+static int on_event(void *ud, const char *event, const char *data, size_t len)
 {
-    if (!*line) {
-        int rc = s->event[0] ? dispatch(s) : 0;
-        s->event[0] = '\0';
-        free(s->data);
-        s->data = NULL;
-        return rc;
-    }
-    if (line[0] == ':') /* the host's keep-alive, passed on */
+    (void)len;
+    pstream_t *s = ud;
+    if (!event) /* the host's keep-alive, passed on */
         return send_event(s->pipe, json_pack("{s:{}}", "keepalive"));
-    if (!strncmp(line, "event: ", 7))
-        snprintf(s->event, sizeof(s->event), "%s", line + 7);
-    else if (!strncmp(line, "data: ", 6)) {
-        free(s->data);
-        s->data = xstrdup(line + 6);
-    }
-    return 0;
+    return dispatch(s, event, data);
 }
 
 static bool on_body(void *ud, const char *p, size_t n)
 {
     pstream_t *s = ud;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\r')
-            continue;
-        if (p[i] != '\n') {
-            if (s->len + 2 > s->cap) {
-                if (s->cap >= SSE_LINE_MAX)
-                    return false;
-                s->cap = s->cap ? s->cap * 2 : 4096;
-                s->line = xrealloc(s->line, s->cap);
-            }
-            s->line[s->len++] = p[i];
-            continue;
-        }
-        if (s->line)
-            s->line[s->len] = '\0';
-        s->len = 0;
-        if (sse_line(s, s->line ? s->line : "") < 0) {
-            s->client_gone = true;
-            return false;
-        }
-    }
-    return true;
+    if (http_sse_feed(&s->sse, p, n, on_event, s) == 0)
+        return true;
+    if (!s->sse.overflow)
+        s->client_gone = true;
+    return false;
 }
 
 static void *stream_main(void *ud)
@@ -176,16 +137,16 @@ static void *stream_main(void *ud)
         arm_reply_message(&r, msg, sizeof(msg));
         if (r.status == 200)
             snprintf(msg, sizeof(msg), "the process's output stream ended early");
-        send_msg(s->pipe, 2,
-                 json_pack("{s:{s:s,s:s}}", "error", "code",
-                           r.status == 200 ? "unavailable" : connect_code_for(&r), "message", msg));
+        connect_send(s->pipe, 2,
+                     json_pack("{s:{s:s,s:s}}", "error", "code",
+                               r.status == 200 ? "unavailable" : connect_code_for(&r), "message",
+                               msg));
     }
     arm_reply_done(&r);
     http_pipe_close(s->pipe, !s->client_gone);
     free(s->sandbox);
     free(s->suffix);
-    free(s->line);
-    free(s->data);
+    http_sse_reader_done(&s->sse);
     free(s);
     e2b_thread_leave(e);
     return NULL;
@@ -195,6 +156,7 @@ static void *stream_main(void *ud)
 static void stream_reply(const envd_ctx_t *c, const char *id, json_int_t pid, http_response_t *res)
 {
     pstream_t *s = xcalloc(1, sizeof(*s));
+    s->sse.max_line = SSE_LINE_MAX;
     s->e = c->e;
     s->sandbox = xstrdup(c->sandbox);
     s->suffix = xasprintf("/processes/%s/stream", id);

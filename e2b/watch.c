@@ -13,20 +13,9 @@ typedef struct wstream {
     e2b_t *e;
     char *sandbox, *query;
     http_pipe_t *pipe;
-    char *line;
-    size_t len, cap;
-    char event[32];
-    char *data;
+    http_sse_reader_t sse;
     bool ended, client_gone;
 } wstream_t;
-
-static int send_msg(http_pipe_t *pipe, unsigned flags, json_t *msg)
-{
-    size_t n;
-    _cleanup_free_ char *env = connect_envelope(flags, msg, &n);
-    json_decref(msg);
-    return http_pipe_write(pipe, env, n);
-}
 
 static void stream_error(http_response_t *res, const char *code, const char *msg)
 {
@@ -51,77 +40,48 @@ static const char *event_type(const char *t)
     return NULL;
 }
 
-static int dispatch(wstream_t *s)
+static int dispatch(wstream_t *s, const char *event, const char *data)
 {
-    _cleanup_json_ json_t *d = s->data ? json_loads(s->data, 0, NULL) : NULL;
-    if (!strcmp(s->event, "fs")) {
+    _cleanup_json_ json_t *d = json_loads(data, 0, NULL);
+    if (!strcmp(event, "fs")) {
         const char *name = json_string_value(json_object_get(d, "name"));
         const char *type = event_type(json_string_value(json_object_get(d, "type")));
         if (name && type)
-            return send_msg(s->pipe, 0,
-                            json_pack("{s:{s:s,s:s}}", "filesystem", "name", name, "type", type));
-    } else if (!strcmp(s->event, "start")) {
-        return send_msg(s->pipe, 0, json_pack("{s:{}}", "start"));
-    } else if (!strcmp(s->event, "end")) {
+            return connect_send(
+                s->pipe, 0, json_pack("{s:{s:s,s:s}}", "filesystem", "name", name, "type", type));
+    } else if (!strcmp(event, "start")) {
+        return connect_send(s->pipe, 0, json_pack("{s:{}}", "start"));
+    } else if (!strcmp(event, "end")) {
         s->ended = true;
-        return send_msg(s->pipe, 2, json_object());
+        return connect_send(s->pipe, 2, json_object());
     }
     return 0; /* overflow */
 }
 
-static int sse_line(wstream_t *s, const char *line)
+static int on_event(void *ud, const char *event, const char *data, size_t len)
 {
-    if (!*line) {
-        int rc = s->event[0] ? dispatch(s) : 0;
-        s->event[0] = '\0';
-        free(s->data);
-        s->data = NULL;
-        return rc;
-    }
-    if (line[0] == ':')
-        return send_msg(s->pipe, 0, json_pack("{s:{}}", "keepalive"));
-    if (!strncmp(line, "event: ", 7))
-        snprintf(s->event, sizeof(s->event), "%s", line + 7);
-    else if (!strncmp(line, "data: ", 6)) {
-        free(s->data);
-        s->data = xstrdup(line + 6);
-    }
-    return 0;
+    (void)len;
+    wstream_t *s = ud;
+    if (!event) /* the host's keep-alive, passed on */
+        return connect_send(s->pipe, 0, json_pack("{s:{}}", "keepalive"));
+    return dispatch(s, event, data);
 }
 
 static bool on_body(void *ud, const char *p, size_t n)
 {
     wstream_t *s = ud;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\r')
-            continue;
-        if (p[i] != '\n') {
-            if (s->len + 2 > s->cap) {
-                if (s->cap >= SSE_LINE_MAX)
-                    return false;
-                s->cap = s->cap ? s->cap * 2 : 1024;
-                s->line = xrealloc(s->line, s->cap);
-            }
-            s->line[s->len++] = p[i];
-            continue;
-        }
-        if (s->line)
-            s->line[s->len] = '\0';
-        s->len = 0;
-        if (sse_line(s, s->line ? s->line : "") < 0) {
-            s->client_gone = true;
-            return false;
-        }
-    }
-    return true;
+    if (http_sse_feed(&s->sse, p, n, on_event, s) == 0)
+        return true;
+    if (!s->sse.overflow)
+        s->client_gone = true;
+    return false;
 }
 
 static void wstream_free(wstream_t *s)
 {
     free(s->sandbox);
     free(s->query);
-    free(s->line);
-    free(s->data);
+    http_sse_reader_done(&s->sse);
     free(s);
 }
 
@@ -142,10 +102,10 @@ static void *stream_main(void *ud)
     if (!s->ended && !s->client_gone) {
         char msg[400];
         arm_reply_message(&r, msg, sizeof(msg));
-        send_msg(s->pipe, 2,
-                 json_pack("{s:{s:s,s:s}}", "error", "code",
-                           r.status == 200 ? "unavailable" : connect_code_for(&r), "message",
-                           r.status == 200 ? "the watch ended early" : msg));
+        connect_send(s->pipe, 2,
+                     json_pack("{s:{s:s,s:s}}", "error", "code",
+                               r.status == 200 ? "unavailable" : connect_code_for(&r), "message",
+                               r.status == 200 ? "the watch ended early" : msg));
     }
     arm_reply_done(&r);
     http_pipe_close(s->pipe, !s->client_gone);
@@ -168,6 +128,7 @@ void e2b_watch_handle(const envd_ctx_t *c, const http_request_t *req, http_respo
         return;
     }
     wstream_t *s = xcalloc(1, sizeof(*s));
+    s->sse.max_line = SSE_LINE_MAX;
     s->e = c->e;
     s->sandbox = xstrdup(c->sandbox);
     _cleanup_free_ char *enc = arm_escape(path);

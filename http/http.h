@@ -243,4 +243,23 @@ int http_server_port(const http_server_t *s);
 /* Stops accepting, lets in-flight requests finish, frees everything.  */
 void http_server_stop(http_server_t *s);
 
+/* ---- reading an event stream (sse.c) ---- */
+
+/* Called per event at its blank line (data "" when it had none), and with
+ * event and data NULL per comment line (keep-alives).  Nonzero stops the
+ * feed and is what http_sse_feed returns.  */
+typedef int (*http_sse_event_fn)(void *ud, const char *event, const char *data, size_t len);
+
+typedef struct http_sse_reader {
+    size_t max_line; /* the caller's bound on a line and on an event's data */
+    bool overflow;   /* set when a line or event went past it */
+    char *line, *data;
+    size_t line_len, data_len;
+    char event[32];
+} http_sse_reader_t;
+
+/* Feed bytes as they come; -1 with overflow set past max_line.  */
+int http_sse_feed(http_sse_reader_t *r, const char *p, size_t n, http_sse_event_fn fn, void *ud);
+void http_sse_reader_done(http_sse_reader_t *r);
+
 #endif

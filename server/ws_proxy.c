@@ -38,12 +38,7 @@ typedef struct ws_proxy {
     http_ws_t *ws;
     atomic_bool stop, out_done;
     atomic_llong out_done_ms;
-    /* The event being read (output thread only).  */
-    char *line;
-    size_t line_len;
-    char type[16];
-    char *data;
-    size_t data_len;
+    http_sse_reader_t sse; /* the host's events (output thread only) */
 } ws_proxy_t;
 
 static void proxy_free(void *ud)
@@ -55,8 +50,7 @@ static void proxy_free(void *ud)
         http_pipe_abandon(w->pipe);
     free(w->host_url);
     free(w->base);
-    free(w->line);
-    free(w->data);
+    http_sse_reader_done(&w->sse);
     free(w);
 }
 
@@ -82,10 +76,12 @@ static void out_finish(ws_proxy_t *w, unsigned code, const char *why)
 
 /* One whole event from the host: 0 to go on, 1 after the exit, -1 when
  * the client cannot take more.  */
-static int dispatch(ws_proxy_t *w)
+static int dispatch(void *ud, const char *t, const char *data, size_t len)
 {
-    _cleanup_json_ json_t *j = w->data ? json_loadb(w->data, w->data_len, 0, NULL) : NULL;
-    const char *t = w->type;
+    ws_proxy_t *w = ud;
+    if (!t)
+        return 0; /* the host's keep-alive: the client gets pings instead */
+    _cleanup_json_ json_t *j = json_loadb(data, len, 0, NULL);
     int tag = !strcmp(t, "stdout")   ? TAG_STDOUT
               : !strcmp(t, "stderr") ? TAG_STDERR
               : !strcmp(t, "pty")    ? TAG_PTY
@@ -114,48 +110,12 @@ static int dispatch(ws_proxy_t *w)
     return 1;
 }
 
-/* One line of the host's event stream (without its newline).  */
-static int on_line(ws_proxy_t *w, const char *l, size_t n)
-{
-    if (n == 0) {
-        int rc = w->type[0] ? dispatch(w) : 0;
-        w->type[0] = '\0';
-        w->data_len = 0;
-        return rc;
-    }
-    if (n > 7 && !strncmp(l, "event: ", 7)) {
-        size_t k = n - 7 < sizeof(w->type) - 1 ? n - 7 : sizeof(w->type) - 1;
-        memcpy(w->type, l + 7, k);
-        w->type[k] = '\0';
-    } else if (n > 6 && !strncmp(l, "data: ", 6)) {
-        w->data = xrealloc(w->data, w->data_len + n - 6 + 1);
-        memcpy(w->data + w->data_len, l + 6, n - 6);
-        w->data_len += n - 6;
-        w->data[w->data_len] = '\0';
-    }
-    return 0;
-}
-
 static int feed(ws_proxy_t *w, const char *buf, size_t n)
 {
-    for (size_t i = 0; i < n;) {
-        const char *nl = memchr(buf + i, '\n', n - i);
-        size_t k = nl ? (size_t)(nl - (buf + i)) : n - i;
-        if (w->line_len + k > MAX_EVENT)
-            return out_finish(w, 1011, "the host sent an event too large"), -1;
-        w->line = xrealloc(w->line, w->line_len + k + 1);
-        memcpy(w->line + w->line_len, buf + i, k);
-        w->line_len += k;
-        i += k;
-        if (!nl)
-            break;
-        i++;
-        int rc = on_line(w, w->line, w->line_len);
-        w->line_len = 0;
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    int rc = http_sse_feed(&w->sse, buf, n, dispatch, w);
+    if (rc < 0 && w->sse.overflow)
+        out_finish(w, 1011, "the host sent an event too large");
+    return rc;
 }
 
 static void *out_main(void *arg)
@@ -302,6 +262,7 @@ void routes_ws_offer(sched_t *s, const char *host_url, const char *base, http_pi
                      const http_request_t *req, http_response_t *res)
 {
     ws_proxy_t *w = xcalloc(1, sizeof(*w));
+    w->sse.max_line = MAX_EVENT;
     w->s = s;
     w->host_url = xstrdup(host_url);
     w->base = xstrdup(base);

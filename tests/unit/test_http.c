@@ -1188,6 +1188,50 @@ START_TEST(loopback_parsed_not_prefixed)
 }
 END_TEST
 
+struct sse_seen {
+    char log[512];
+    int stop_at, n;
+};
+
+static int sse_record(void *ud, const char *event, const char *data, size_t len)
+{
+    struct sse_seen *s = ud;
+    size_t used = strlen(s->log);
+    snprintf(s->log + used, sizeof s->log - used, "[%s|%.*s]", event ? event : "#", (int)len,
+             data ? data : "");
+    return ++s->n == s->stop_at ? 7 : 0;
+}
+
+/* The event-stream reader: lines split anywhere, CRLF, comments, data
+ * lines joined, events without data, the bound, and a stop.  */
+START_TEST(sse_reader)
+{
+    const char *text = "event: a\r\ndata: {\"x\":1}\r\n\r\n: keep\n\nevent: b\ndata: one\n"
+                       "data: two\n\nevent: c\n\n";
+    for (size_t step = 1; step <= strlen(text); step++) {
+        http_sse_reader_t r = {.max_line = 64};
+        struct sse_seen seen = {.stop_at = -1};
+        for (size_t i = 0; i < strlen(text); i += step) {
+            size_t n = strlen(text) - i < step ? strlen(text) - i : step;
+            ck_assert_int_eq(http_sse_feed(&r, text + i, n, sse_record, &seen), 0);
+        }
+        ck_assert_str_eq(seen.log, "[a|{\"x\":1}][#|][b|one\ntwo][c|]");
+        http_sse_reader_done(&r);
+    }
+    http_sse_reader_t r = {.max_line = 64};
+    struct sse_seen seen = {.stop_at = 1};
+    ck_assert_int_eq(http_sse_feed(&r, text, strlen(text), sse_record, &seen), 7);
+    ck_assert_str_eq(seen.log, "[a|{\"x\":1}]");
+    http_sse_reader_done(&r);
+    char big[200];
+    memset(big, 'x', sizeof big);
+    r = (http_sse_reader_t){.max_line = 64};
+    ck_assert_int_eq(http_sse_feed(&r, big, sizeof big, sse_record, &seen), -1);
+    ck_assert(r.overflow);
+    http_sse_reader_done(&r);
+}
+END_TEST
+
 static Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -1195,6 +1239,7 @@ static Suite *http_suite(void)
     tcase_set_timeout(tc, 30); /* apart_requests_survive_stop starts 25 servers */
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, request_collected);
+    tcase_add_test(tc, sse_reader);
     tcase_add_test(tc, percent_decoding);
     tcase_add_test(tc, request_ids);
     tcase_add_test(tc, body_limits);
