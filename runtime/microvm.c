@@ -257,6 +257,49 @@ static unsigned long tsc_khz(void)
     return khz ? khz : 2000000;
 }
 
+/* The trial's answer holds until the host reboots: kept host-wide under
+ * this boot's id, so each new agent does not pay up to
+ * MV_TRIAL_TIMEOUT_MS again.  "<boot id>\n<kernel>\n<0|1>\n<why>".  */
+#define MV_TRIAL_CACHE RT_CLAIM_DIR "/kvm-trial"
+
+static char *trial_key(const char *kernel)
+{
+    _cleanup_free_ char *boot = NULL;
+    size_t n = 0;
+    if (sbx_read_file("/proc/sys/kernel/random/boot_id", &boot, &n, NULL) < 0)
+        return NULL;
+    boot[strcspn(boot, "\n")] = '\0';
+    return xasprintf("%s\n%s\n", boot, kernel);
+}
+
+static int trial_cached(const char *key, char *why, size_t len)
+{
+    _cleanup_free_ char *text = NULL;
+    size_t n = 0;
+    if (!key || sbx_read_file(MV_TRIAL_CACHE, &text, &n, NULL) < 0 ||
+        strncmp(text, key, strlen(key)) != 0)
+        return -1;
+    const char *v = text + strlen(key);
+    if ((v[0] != '0' && v[0] != '1') || v[1] != '\n')
+        return -1;
+    snprintf(why, len, "%.*s", (int)strcspn(v + 2, "\n"), v + 2);
+    return v[0] == '1';
+}
+
+static void trial_keep(const char *key, bool ok, const char *why)
+{
+    if (!key)
+        return;
+    _cleanup_free_ char *text = xasprintf("%s%d\n%s\n", key, ok ? 1 : 0, why);
+    _cleanup_free_ char *tmp = xasprintf("%s.%d", MV_TRIAL_CACHE, (int)getpid());
+    (void)mkdir(RT_CLAIM_DIR, 0755);
+    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0 && write(fd, text, strlen(text)) == (ssize_t)strlen(text))
+        (void)rename(tmp, MV_TRIAL_CACHE);
+    else
+        (void)unlink(tmp);
+}
+
 /* A kernel with no root to mount panics and, with panic=-1 and
  * -no-reboot, QEMU exits: the time that takes under KVM says whether KVM
  * really runs a guest here.  */
@@ -270,14 +313,20 @@ static bool kvm_boots(char *why, size_t len)
                     "-cpu",     "host",    "-m",         "128",         "-kernel",
                     kernel,     "-append", cmdline,      "-serial",     "null",
                     NULL};
+    _cleanup_free_ char *key = trial_key(kernel);
+    int cached = trial_cached(key, why, len);
+    if (cached >= 0)
+        return cached == 1;
     sbx_error_t err = {0};
     int64_t t0 = sbx_monotonic_ms();
     if (run_argv(argv, MV_TRIAL_TIMEOUT_MS, "KVM trial boot", &err) == 0) {
         sbx_log(SBX_LOG_INFO, "runtime", "microvm: KVM trial boot in %lld ms",
                 (long long)(sbx_monotonic_ms() - t0));
+        trial_keep(key, true, "");
         return true;
     }
     snprintf(why, len, "%s", err.msg);
+    trial_keep(key, false, err.msg);
     return false;
 }
 
