@@ -110,7 +110,8 @@ static void cluster_start(cluster_t *c)
     free(c->admin);
     c->admin = read_token(c->data, "admin-token");
     ck_assert_ptr_nonnull(c->admin);
-    tu_wait_until(host_ready("local"), 20000);
+    /* Generous: other tests boot emulated VMs beside this one.  */
+    tu_wait_until(host_ready("local"), 60000);
     ck_assert_msg(host_ready("local"), "the local agent did not become Ready");
 }
 
