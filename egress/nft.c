@@ -61,14 +61,18 @@ static char *base_ruleset(const eg_nft_config_t *c)
                                  c->imds_port)
                      : xstrdup("");
     _cleanup_free_ char *imds_drop =
-        c->imds_port ? xasprintf("    tcp dport %u drop\n", c->imds_port) : xstrdup("");
+        c->imds_port ? xasprintf("    ct direction original tcp dport %u drop\n", c->imds_port)
+                     : xstrdup("");
     _cleanup_free_ char *imds_in =
         c->imds_port ? xasprintf("    ct status dnat ct original ip daddr " IMDS_ADDR
                                  " tcp dport %u accept\n",
                                  c->imds_port)
                      : xstrdup("");
     /* Delete-then-create: a table left by an earlier run of this agent is
-     * replaced whole (its sandboxes are bound again as they are found).  */
+     * replaced whole (its sandboxes are bound again as they are found).
+     * host_in closes the listeners' ports to flows started from anywhere
+     * but a sandbox's redirect; only the original direction, so a reply to
+     * a host client whose own port has the same number still gets through.  */
     return xasprintf(
         "table inet %1$s\n"
         "delete table inet %1$s\n"
@@ -102,8 +106,8 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "  }\n"
         "  chain host_in { type filter hook input priority filter; policy accept;\n"
         "    iifgroup %4$u jump sandbox_in\n"
-        "    tcp dport %5$u drop\n"
-        "    udp dport %6$u drop\n"
+        "    ct direction original tcp dport %5$u drop\n"
+        "    ct direction original udp dport %6$u drop\n"
         "%9$s"
         "  }\n"
         "  chain sandbox_in {\n"

@@ -5,6 +5,7 @@
  * and what it must not.  No traffic leaves the machine.  */
 #include <arpa/inet.h>
 #include <net/if.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -389,6 +390,101 @@ START_TEST(live_update_and_cleanup)
 }
 END_TEST
 
+/* The port numbers of the agent's listeners, from its host_in chain.  */
+static size_t listener_ports(const char *proto, int *ports, size_t max)
+{
+    _cleanup_free_ char *cmd = xasprintf("nft list chain inet sandboxd_%s host_in", tag);
+    FILE *f = popen(cmd, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    size_t n = 0;
+    _cleanup_free_ char *want = xasprintf("%s dport %%d drop", proto);
+    while (fgets(line, sizeof line, f) && n < max) {
+        const char *at = strstr(line, proto);
+        int port;
+        if (at && sscanf(at, want, &port) == 1)
+            ports[n++] = port;
+    }
+    pclose(f);
+    return n;
+}
+
+/* A socket on [::1] bound to port (the listeners are IPv4 only, so the
+ * number is free on IPv6), and a peer on [::1] it talks to.  */
+static int v6_socket(int type, int port)
+{
+    int fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6,
+                             .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+                             .sin6_port = htons((uint16_t)port)};
+    ck_assert_msg(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind [::1]:%d: %s", port,
+                  strerror(errno));
+    return fd;
+}
+
+static int v6_port(int fd)
+{
+    struct sockaddr_in6 a;
+    socklen_t len = sizeof a;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin6_port);
+}
+
+static bool readable_within(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+    return poll(&p, 1, ms) == 1;
+}
+
+/* The rules that close the listeners' ports apply to flows that start at
+ * them: a host client whose own port has one of those numbers still gets
+ * its replies (the SYN-ACK to it once went the way of a probe).  */
+START_TEST(host_clients_on_listener_port_numbers)
+{
+    int tcp[4], udp[4];
+    size_t nt = listener_ports("tcp", tcp, 4), nu = listener_ports("udp", udp, 4);
+    ck_assert_uint_ge(nt, 1);
+    ck_assert_uint_ge(nu, 1);
+    for (size_t i = 0; i < nt; i++) {
+        int srv = v6_socket(SOCK_STREAM, 0);
+        ck_assert_int_eq(listen(srv, 4), 0);
+        int cli = v6_socket(SOCK_STREAM | SOCK_NONBLOCK, tcp[i]);
+        struct sockaddr_in6 to = {.sin6_family = AF_INET6,
+                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+                                  .sin6_port = htons((uint16_t)v6_port(srv))};
+        int rc = connect(cli, (struct sockaddr *)&to, sizeof to);
+        ck_assert(rc == 0 || errno == EINPROGRESS);
+        ck_assert_msg(readable_within(cli, 3000), "a client on port %d got no SYN-ACK", tcp[i]);
+        int soerr = -1;
+        socklen_t len = sizeof soerr;
+        ck_assert_int_eq(getsockopt(cli, SOL_SOCKET, SO_ERROR, &soerr, &len), 0);
+        ck_assert_msg(soerr == 0, "a client on port %d: %s", tcp[i], strerror(soerr));
+        close(cli);
+        close(srv);
+    }
+    for (size_t i = 0; i < nu; i++) {
+        int srv = v6_socket(SOCK_DGRAM, 0);
+        int cli = v6_socket(SOCK_DGRAM | SOCK_NONBLOCK, udp[i]);
+        struct sockaddr_in6 to = {.sin6_family = AF_INET6,
+                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT,
+                                  .sin6_port = htons((uint16_t)v6_port(srv))};
+        ck_assert_int_eq(sendto(cli, "q", 1, 0, (struct sockaddr *)&to, sizeof to), 1);
+        struct sockaddr_in6 from;
+        socklen_t flen = sizeof from;
+        char b;
+        ck_assert_int_eq(recvfrom(srv, &b, 1, 0, (struct sockaddr *)&from, &flen), 1);
+        ck_assert_int_eq(sendto(srv, "a", 1, 0, (struct sockaddr *)&from, flen), 1);
+        struct pollfd p = {.fd = cli, .events = POLLIN};
+        ck_assert_msg(poll(&p, 1, 3000) == 1, "a client on port %d got no answer", udp[i]);
+        close(cli);
+        close(srv);
+    }
+}
+END_TEST
+
 START_TEST(bad_policies)
 {
     static const struct {
@@ -436,6 +532,7 @@ static Suite *suite(void)
     tcase_add_test(tc, open_connections_follow_the_policy);
     tcase_add_test(tc, proxied_connections_follow_the_policy);
     tcase_add_test(tc, bad_policies);
+    tcase_add_test(tc, host_clients_on_listener_port_numbers);
     suite_add_tcase(s, tc);
     return s;
 }
