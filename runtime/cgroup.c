@@ -479,4 +479,9 @@ void rt_cg_pressure(const rt_cgroups_t *cg, const char *id, rt_cg_pressure_t *ou
     out->memory_limit = read_u64(limit);
     out->pids = read_u64(cur);
     out->pids_max = read_u64(max);
+    if (!cg->v2) {
+        _cleanup_free_ char *oom = xasprintf("%s/memory.oom_control", mem);
+        char buf[128];
+        out->under_oom = read_small(oom, buf, sizeof buf) == 0 && strstr(buf, "under_oom 1");
+    }
 }

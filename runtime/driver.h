@@ -109,6 +109,7 @@ int rt_cg_fork_open(const rt_cgroups_t *cg, const char *id, int *fd, sbx_error_t
 typedef struct rt_cg_pressure {
     uint64_t memory_bytes, memory_limit; /* 0: unknown or no limit */
     uint64_t pids, pids_max;
+    bool under_oom; /* v1 with the OOM killer off: tasks wait for memory */
 } rt_cg_pressure_t;
 /* How close the sandbox is to its memory and process limits.  */
 void rt_cg_pressure(const rt_cgroups_t *cg, const char *id, rt_cg_pressure_t *out);

@@ -1311,7 +1311,7 @@ static int exec_unavailable(struct exec_run *x, sbx_error_t *err)
 {
     rt_cg_pressure_t p;
     rt_cg_pressure(&x->rt->cg, x->id, &p);
-    if (p.memory_limit && p.memory_bytes + p.memory_limit / 32 >= p.memory_limit)
+    if (p.under_oom || (p.memory_limit && p.memory_bytes + p.memory_limit / 32 >= p.memory_limit))
         return sbx_error_set(err, SBX_ERR_UNAVAILABLE,
                              "sandbox %s is out of memory (%llu of %llu MiB used); the command "
                              "could not start",
