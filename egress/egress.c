@@ -48,6 +48,7 @@ struct egress {
     eg_dns_t *dns;
     eg_nflog_t *nflog;
     int64_t last_link_us, last_rules_us;
+    int tag_claim;
 };
 
 static int64_t mono_us(void)
@@ -320,6 +321,12 @@ egress_t *egress_open(const egress_config_t *cfg, sbx_error_t *err)
     for (const char *p = cfg->tag; *p; p++)
         h = (h ^ (uint8_t)*p) * 16777619u;
     eg->group = 0x5b000000u | (h & 0xffffffu);
+    eg->tag_claim = eg_tag_claim(cfg->tag, err);
+    if (eg->tag_claim < 0) {
+        egress_close(eg);
+        return NULL;
+    }
+    eg_sweep_stale_tables(cfg->tag);
     if (start(eg, cfg, err) < 0) {
         egress_close(eg);
         return NULL;
@@ -350,6 +357,8 @@ void egress_close(egress_t *eg)
     free(eg->tag);
     free(eg->table);
     free(eg->state_dir);
+    if (eg->tag_claim >= 0)
+        close(eg->tag_claim);
     free(eg);
 }
 

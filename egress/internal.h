@@ -73,6 +73,15 @@ int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_
                    struct in_addr sb_addr, int *ifindex, sbx_error_t *err);
 void eg_link_delete(const char *host_if);
 
+/* ---- sweep.c ---- */
+
+/* The agent's claim on its tag (an fd to keep open while it runs); waits
+ * a few seconds for an agent of the same tag on its way out.  */
+int eg_tag_claim(const char *tag, sbx_error_t *err);
+/* Delete the tables of other tags whose agent is gone and who have no
+ * sandbox link left.  */
+void eg_sweep_stale_tables(const char *own_tag);
+
 /* ---- nft.c (libnftables) ---- */
 
 typedef struct eg_nft eg_nft_t;

@@ -8,7 +8,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <sys/wait.h>
+#include <sys/un.h>
 
 #include "egress/egress.h"
 #define POOL_SECOND_OCTET 234
@@ -17,17 +19,22 @@
 
 static egress_t *eg;
 
+static void egress_start(void)
+{
+    _cleanup_free_ char *state = xasprintf("%s/egress", fx_dir);
+    egress_config_t cfg = {.pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state};
+    sbx_error_t err = {0};
+    eg = egress_open(&cfg, &err);
+    ck_assert_msg(eg, "egress_open: %s", err.msg);
+}
+
 static void setup(void)
 {
     fx_setup();
     _cleanup_free_ char *np = tu_bin("sbx-netprobe");
     _cleanup_free_ char *dst = fx_path("bin/netprobe");
     fx_copy(np, dst, 0755);
-    _cleanup_free_ char *state = xasprintf("%s/egress", fx_dir);
-    egress_config_t cfg = {.pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state};
-    sbx_error_t err = {0};
-    eg = egress_open(&cfg, &err);
-    ck_assert_msg(eg, "egress_open: %s", err.msg);
+    egress_start();
 }
 
 static void teardown(void)
@@ -485,6 +492,37 @@ START_TEST(host_clients_on_listener_port_numbers)
 }
 END_TEST
 
+/* A starting agent removes the tables of agents that are gone and have
+ * no sandbox link left, and only those.  */
+START_TEST(stale_tables_swept)
+{
+    ck_assert_int_eq(
+        sh("nft add table inet sandboxd_zz9 && nft add table inet sandboxd_zz8 && "
+           "nft add table inet sandboxd_zz7 && ip link add sxzz7-1 type veth peer name sxzz7-1p"),
+        0);
+    /* zz8's agent runs: it holds its claim */
+    int held = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "sandboxd-egress-tag-zz8");
+    ck_assert_int_eq(bind(held, (struct sockaddr *)&a,
+                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)),
+                     0);
+    egress_close(eg);
+    eg = NULL;
+    egress_start();
+    int gone = sh("nft list table inet sandboxd_zz9 >/dev/null 2>&1");
+    int running = sh("nft list table inet sandboxd_zz8 >/dev/null 2>&1");
+    int linked = sh("nft list table inet sandboxd_zz7 >/dev/null 2>&1");
+    close(held);
+    sh("nft delete table inet sandboxd_zz9 2>/dev/null; nft delete table inet sandboxd_zz8; "
+       "nft delete table inet sandboxd_zz7; ip link del sxzz7-1");
+    ck_assert_msg(gone != 0, "the table of a gone agent is still there");
+    ck_assert_msg(running == 0, "the table of a running agent was removed");
+    ck_assert_msg(linked == 0, "a table with sandbox links left was removed");
+    ck_assert_int_eq(sh("nft list table inet sandboxd_%s >/dev/null", tag), 0);
+}
+END_TEST
+
 START_TEST(bad_policies)
 {
     static const struct {
@@ -533,6 +571,7 @@ static Suite *suite(void)
     tcase_add_test(tc, proxied_connections_follow_the_policy);
     tcase_add_test(tc, bad_policies);
     tcase_add_test(tc, host_clients_on_listener_port_numbers);
+    tcase_add_test(tc, stale_tables_swept);
     suite_add_tcase(s, tc);
     return s;
 }
