@@ -75,6 +75,11 @@ void eg_link_delete(const char *host_if);
 
 /* ---- sweep.c ---- */
 
+/* Bind the abstract socket `name`: a claim held while the fd is open,
+ * released by the kernel however the process ends, nothing on disk;
+ * -1 with errno EADDRINUSE while another holds it.  */
+int eg_claim_name(const char *name);
+
 /* The agent's claim on its tag (an fd to keep open while it runs); waits
  * a few seconds for an agent of the same tag on its way out.  */
 int eg_tag_claim(const char *tag, sbx_error_t *err);

@@ -102,22 +102,12 @@ static bool overlaps(const routes_t *rs, uint32_t lo, uint32_t hi)
 /* An abstract socket named after the pool is the claim: one agent per
  * pool per network namespace, released by the kernel when the agent
  * exits however it exits, and nothing left on disk.  */
-static int claim(uint32_t base, sbx_error_t *err)
+static int claim(uint32_t base)
 {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return sbx_error_errno(err, SBX_ERR_UNAVAILABLE, "socket");
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    char name[64];
     struct in_addr in = {htonl(base)};
-    int n =
-        snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "sandboxd-egress-pool-%s", inet_ntoa(in));
-    if (bind(fd, (struct sockaddr *)&a,
-             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) == 0)
-        return fd;
-    int e = errno;
-    close(fd);
-    errno = e;
-    return -1;
+    snprintf(name, sizeof name, "sandboxd-egress-pool-%s", inet_ntoa(in));
+    return eg_claim_name(name);
 }
 
 static uint32_t saved_base(const char *state_dir)
@@ -158,7 +148,7 @@ int egress_pool_pick(const char *tag, const char *state_dir, char *out, size_t l
         uint32_t top = base | ((1u << (32 - AUTO_BITS)) - 1);
         if (!base || base == AUTO_SKIP || overlaps(&rs, base, top))
             continue;
-        *claim_fd = claim(base, NULL);
+        *claim_fd = claim(base);
         if (*claim_fd >= 0) {
             struct in_addr a = {htonl(base)};
             snprintf(out, len, "%s/%d", inet_ntoa(a), AUTO_BITS);

@@ -18,16 +18,13 @@
 
 #define CLAIM_WAIT_MS 3000
 
-/* An abstract socket named after the tag: held while the agent runs,
- * released by the kernel however it ends; per network namespace, like
- * the tables.  */
-static int claim_try(const char *tag)
+int eg_claim_name(const char *name)
 {
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "sandboxd-egress-tag-%s", tag);
+    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "%s", name);
     if (bind(fd, (struct sockaddr *)&a,
              (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) == 0)
         return fd;
@@ -35,6 +32,14 @@ static int claim_try(const char *tag)
     close(fd);
     errno = e;
     return -1;
+}
+
+/* An agent's claim on its tag, per network namespace like its table.  */
+static int claim_try(const char *tag)
+{
+    char name[64];
+    snprintf(name, sizeof name, "sandboxd-egress-tag-%s", tag);
+    return eg_claim_name(name);
 }
 
 int eg_tag_claim(const char *tag, sbx_error_t *err)
