@@ -126,6 +126,32 @@ void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_requ
 /* filesystem.Filesystem/WatchDir (watch.c).  */
 void e2b_watch_handle(const envd_ctx_t *c, const http_request_t *req, http_response_t *res);
 
+/* ---- relays of the host's event streams (relay.c) ---- */
+
+typedef struct e2b_relay e2b_relay_t;
+/* One whole event of the host's stream (event NULL: its keep-alive);
+ * -1 when the client has gone.  Sets r->ended at the stream's last.  */
+typedef int (*e2b_relay_event_fn)(e2b_relay_t *r, const char *event, const char *data);
+struct e2b_relay {
+    e2b_t *e;
+    char *sandbox, *suffix, *query; /* the ARM stream: .../sandboxes/{s}{suffix}?{query} */
+    const char *ended_early;        /* the message when it ends before its last event */
+    size_t max_line;
+    e2b_relay_event_fn on_event;
+    http_pipe_t *pipe;
+    bool ended;
+    /* private */
+    http_sse_reader_t sse;
+    bool client_gone;
+};
+/* A new relay, with its pipe to the client; first (stolen, may be NULL) is
+ * the message sent before the host's.  */
+e2b_relay_t *e2b_relay_new(const envd_ctx_t *c, size_t pipe_cap, json_t *first);
+/* Relay on a thread of its own and answer res with the stream; takes r. */
+void e2b_relay_start(e2b_relay_t *r, http_response_t *res);
+/* A streamed call's error as its only message.  */
+void e2b_stream_error(http_response_t *res, const char *code, const char *msg);
+
 /* A stream thread starts or ends (e2b_free waits for them).  */
 void e2b_thread_enter(e2b_t *e);
 void e2b_thread_leave(e2b_t *e);

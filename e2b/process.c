@@ -17,15 +17,6 @@ static int send_event(http_pipe_t *pipe, json_t *event)
     return connect_send(pipe, 0, json_pack("{s:o}", "event", event));
 }
 
-static void stream_error(http_response_t *res, const char *code, const char *msg)
-{
-    json_t *m = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
-    size_t n;
-    char *env = connect_envelope(2, m, &n);
-    json_decref(m);
-    http_reply_bytes(res, 200, "application/connect+json", env, n);
-}
-
 /* ---- ARM calls ---- */
 
 static void proc_call(const envd_ctx_t *c, const char *method, const char *suffix,
@@ -56,14 +47,6 @@ static char *selector(const json_t *in)
 
 /* ---- the event stream ---- */
 
-typedef struct pstream {
-    e2b_t *e;
-    char *sandbox, *suffix;
-    http_pipe_t *pipe;
-    http_sse_reader_t sse;
-    bool ended, client_gone;
-} pstream_t;
-
 static json_t *end_event(const json_t *exit)
 {
     json_int_t code = json_integer_value(json_object_get(exit, "exitCode"));
@@ -79,8 +62,10 @@ static json_t *end_event(const json_t *exit)
 }
 
 /* One whole SSE event.  */
-static int dispatch(pstream_t *s, const char *event, const char *data)
+static int on_event(e2b_relay_t *s, const char *event, const char *data)
 {
+    if (!event) /* the host's keep-alive, passed on */
+        return send_event(s->pipe, json_pack("{s:{}}", "keepalive"));
     _cleanup_json_ json_t *d = json_loads(data, 0, NULL);
     const char *ev = event;
     if (!strcmp(ev, "stdout") || !strcmp(ev, "stderr") || !strcmp(ev, "pty")) {
@@ -100,87 +85,16 @@ static int dispatch(pstream_t *s, const char *event, const char *data)
     return 0; /* start (already sent), gap */
 }
 
-static int on_event(void *ud, const char *event, const char *data, size_t len)
-{
-    (void)len;
-    pstream_t *s = ud;
-    if (!event) /* the host's keep-alive, passed on */
-        return send_event(s->pipe, json_pack("{s:{}}", "keepalive"));
-    return dispatch(s, event, data);
-}
-
-static bool on_body(void *ud, const char *p, size_t n)
-{
-    pstream_t *s = ud;
-    if (http_sse_feed(&s->sse, p, n, on_event, s) == 0)
-        return true;
-    if (!s->sse.overflow)
-        s->client_gone = true;
-    return false;
-}
-
-static void *stream_main(void *ud)
-{
-    pstream_t *s = ud;
-    e2b_t *e = s->e;
-    arm_req_t rq = {.method = "GET",
-                    .sandbox = s->sandbox,
-                    .suffix = s->suffix,
-                    .bearer = e->arm_token,
-                    .timeout_ms = -1,
-                    .on_body = on_body,
-                    .tick_ud = s};
-    arm_reply_t r;
-    arm_call(e, &rq, &r);
-    if (!s->ended && !s->client_gone) {
-        char msg[400];
-        arm_reply_message(&r, msg, sizeof(msg));
-        if (r.status == 200)
-            snprintf(msg, sizeof(msg), "the process's output stream ended early");
-        connect_send(s->pipe, 2,
-                     json_pack("{s:{s:s,s:s}}", "error", "code",
-                               r.status == 200 ? "unavailable" : connect_code_for(&r), "message",
-                               msg));
-    }
-    arm_reply_done(&r);
-    http_pipe_close(s->pipe, !s->client_gone);
-    free(s->sandbox);
-    free(s->suffix);
-    http_sse_reader_done(&s->sse);
-    free(s);
-    e2b_thread_leave(e);
-    return NULL;
-}
-
 /* Answer with the start event and the process's stream from then on.  */
 static void stream_reply(const envd_ctx_t *c, const char *id, json_int_t pid, http_response_t *res)
 {
-    pstream_t *s = xcalloc(1, sizeof(*s));
-    s->sse.max_line = SSE_LINE_MAX;
-    s->e = c->e;
-    s->sandbox = xstrdup(c->sandbox);
-    s->suffix = xasprintf("/processes/%s/stream", id);
-    s->pipe = http_pipe_new(PIPE_CAP);
-    http_pipe_t *mine = s->pipe;
-    send_event(s->pipe, json_pack("{s:{s:I}}", "start", "pid", pid));
-    pthread_t th;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    e2b_thread_enter(c->e);
-    int rc = pthread_create(&th, &attr, stream_main, s);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        e2b_thread_leave(c->e);
-        http_pipe_close(s->pipe, false);
-        http_pipe_abandon(mine);
-        free(s->sandbox);
-        free(s->suffix);
-        free(s);
-        stream_error(res, "resource_exhausted", "no thread for the stream");
-        return;
-    }
-    http_reply_pipe(res, 200, "application/connect+json", HTTP_SIZE_UNKNOWN, mine);
+    e2b_relay_t *r =
+        e2b_relay_new(c, PIPE_CAP, json_pack("{s:{s:{s:I}}}", "event", "start", "pid", pid));
+    r->suffix = xasprintf("/processes/%s/stream", id);
+    r->ended_early = "the process's output stream ended early";
+    r->max_line = SSE_LINE_MAX;
+    r->on_event = on_event;
+    e2b_relay_start(r, res);
 }
 
 /* ---- the calls ---- */
@@ -235,7 +149,7 @@ static void fail(http_response_t *res, bool streaming, arm_reply_t *r)
     char msg[400];
     arm_reply_message(r, msg, sizeof(msg));
     if (streaming)
-        stream_error(res, connect_code_for(r), msg);
+        e2b_stream_error(res, connect_code_for(r), msg);
     else
         connect_reply_error(res, connect_code_for(r), "%s", msg);
 }
@@ -245,7 +159,7 @@ static void start(const envd_ctx_t *c, const http_request_t *req, const json_t *
 {
     const char *cmd = json_string_value(json_object_get(json_object_get(in, "process"), "cmd"));
     if (!cmd || !*cmd) {
-        stream_error(res, "invalid_argument", "process.cmd is required");
+        e2b_stream_error(res, "invalid_argument", "process.cmd is required");
         return;
     }
     _cleanup_json_ json_t *body = start_body(c, req, in);
@@ -267,7 +181,7 @@ static void connect_proc(const envd_ctx_t *c, const json_t *in, http_response_t 
 {
     _cleanup_free_ char *id = selector(in);
     if (!id) {
-        stream_error(res, "invalid_argument", "a pid or a tag is required");
+        e2b_stream_error(res, "invalid_argument", "a pid or a tag is required");
         return;
     }
     _cleanup_free_ char *suffix = xasprintf("/processes/%s", id);
@@ -277,7 +191,7 @@ static void connect_proc(const envd_ctx_t *c, const json_t *in, http_response_t 
     if (!p)
         fail(res, true, &r);
     else if (!json_is_true(json_object_get(p, "running")))
-        stream_error(res, "not_found", "the process is not running");
+        e2b_stream_error(res, "not_found", "the process is not running");
     else
         stream_reply(c, id, json_integer_value(json_object_get(p, "pid")), res);
     arm_reply_done(&r);
@@ -373,7 +287,7 @@ void e2b_process_handle(const envd_ctx_t *c, const char *method, const http_requ
     bool want_stream = strcmp(method, "Start") == 0 || strcmp(method, "Connect") == 0;
     if (!json_is_object(in) || streaming != want_stream || strcmp(req->method, "POST") != 0) {
         if (want_stream)
-            stream_error(res, "invalid_argument", "a streaming JSON request was expected");
+            e2b_stream_error(res, "invalid_argument", "a streaming JSON request was expected");
         else
             connect_reply_error(res, "invalid_argument", "a unary JSON request was expected");
         return;
