@@ -254,6 +254,7 @@ agent_procs_t *agent_procs_new(rt_runtime_t *rt)
     m->rt = rt;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->idle, NULL);
+    m->watching = json_object();
     return m;
 }
 
@@ -277,6 +278,7 @@ void agent_procs_free(agent_procs_t *m)
     free(m->v);
     pthread_mutex_destroy(&m->mu);
     pthread_cond_destroy(&m->idle);
+    json_decref(m->watching);
     free(m);
 }
 

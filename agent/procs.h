@@ -29,6 +29,7 @@ struct agent_procs {
     proc_t **v;
     size_t n, cap;
     unsigned threads; /* pumps and streams still running */
+    json_t *watching; /* sandbox id -> its open watch streams (watch.c) */
     bool stopping;
 };
 

@@ -17,7 +17,10 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
-#define WATCH_MAX 1024       /* directories one stream watches */
+#define WATCH_MAX 1024 /* directories one stream watches */
+#define WATCH_STREAMS_MAX                                                                          \
+    16                       /* open streams per sandbox: each holds a thread and an inotify       \
+                              * instance, of which the host has few (max_user_instances) */
 #define WATCH_DEPTH 16       /* levels below the watched directory */
 #define WATCH_PIPE_CAP 65536 /* bytes waiting for the client */
 #define WATCH_KEEPALIVE_S 15 /* a comment this often while nothing happens */
@@ -183,6 +186,27 @@ static int handle(watch_t *w, const char *buf, ssize_t len)
     return 0;
 }
 
+/* Add delta to the sandbox's open watches, under m->mu; false when an
+ * increment would pass the limit.  */
+static bool watch_count_locked(agent_procs_t *m, const char *sandbox, int delta)
+{
+    json_int_t n = json_integer_value(json_object_get(m->watching, sandbox)) + delta;
+    if (n > WATCH_STREAMS_MAX)
+        return false;
+    if (n <= 0)
+        json_object_del(m->watching, sandbox);
+    else
+        json_object_set_new(m->watching, sandbox, json_integer(n));
+    return true;
+}
+
+static void watch_count(agent_procs_t *m, const char *sandbox, int delta)
+{
+    pthread_mutex_lock(&m->mu);
+    watch_count_locked(m, sandbox, delta);
+    pthread_mutex_unlock(&m->mu);
+}
+
 static void *watch_main(void *arg)
 {
     watch_t *w = arg;
@@ -217,9 +241,10 @@ static void *watch_main(void *arg)
     http_pipe_close(w->pipe, rc == 1);
     close(w->ino);
     json_decref(w->dirs);
-    free(w->sandbox);
     free(w->path);
     agent_procs_t *m = w->m;
+    watch_count(m, w->sandbox, -1);
+    free(w->sandbox);
     free(w);
     agent_procs_thread_end(m);
     return NULL;
@@ -258,7 +283,10 @@ void agent_watch(agent_api_t *api, const char *id, const agent_call_t *c, http_r
     w->pipe = http_pipe_new(WATCH_PIPE_CAP);
     http_pipe_t *pipe = w->pipe; /* w may be gone once its thread runs */
     pthread_mutex_lock(&api->procs->mu);
-    int rc = agent_procs_thread_start_locked(api->procs, watch_main, w);
+    bool room = watch_count_locked(api->procs, id, 1);
+    int rc = room ? agent_procs_thread_start_locked(api->procs, watch_main, w) : -1;
+    if (room && rc < 0)
+        watch_count_locked(api->procs, id, -1);
     pthread_mutex_unlock(&api->procs->mu);
     if (rc < 0) {
         http_pipe_close(pipe, false);
@@ -268,6 +296,10 @@ void agent_watch(agent_api_t *api, const char *id, const agent_call_t *c, http_r
         free(w->sandbox);
         free(w->path);
         free(w);
+        if (!room)
+            return http_reply_error(res, 429, "TooManyWatches",
+                                    "sandbox %s has %d open watches; end one first", id,
+                                    WATCH_STREAMS_MAX);
         return http_reply_error(res, 503, "ServiceUnavailable", "cannot watch now");
     }
     http_reply_pipe(res, 200, "text/event-stream", HTTP_SIZE_UNKNOWN, pipe);

@@ -1,6 +1,9 @@
 /* test_scheduler_e2e.c -- sandboxes end to end through the ARM API: the
  * real sandboxd with its local sandbox-agent (and extra agents started by
  * the test), over loopback, with real namespaces and cgroups.  */
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <curl/curl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -940,6 +943,43 @@ START_TEST(test_scheduler_e2e_lifetime_suspend)
 }
 END_TEST
 
+/* Whether a 200 head comes on fd within 10 s.  */
+static bool head_is_200(int fd)
+{
+    char head[1024];
+    size_t len = 0;
+    for (int64_t until = sbx_monotonic_ms() + 10000;
+         len < sizeof head - 1 && sbx_monotonic_ms() < until;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) != 1)
+            continue;
+        ssize_t n = recv(fd, head + len, sizeof head - 1 - len, 0);
+        if (n <= 0)
+            return false;
+        len += (size_t)n;
+        head[len] = '\0';
+        if (strstr(head, "\r\n\r\n"))
+            return strncmp(head, "HTTP/1.1 200", 12) == 0;
+    }
+    return false;
+}
+
+/* A watch stream left open: the fd once its 200 head is in, else -1.  */
+static int watch_open(const char *path)
+{
+    int port = atoi(strrchr(g_c.base, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    _cleanup_free_ char *req =
+        xasprintf("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN "\r\n\r\n", path);
+    bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+              send(fd, req, strlen(req), MSG_NOSIGNAL) == (ssize_t)strlen(req) && head_is_200(fd);
+    if (!ok && fd >= 0)
+        close(fd);
+    return ok ? fd : -1;
+}
+
 /* GET .../watch streams a directory's changes until it is removed; bad
  * paths are refused.  A process of the sandbox makes the changes while
  * the watch runs.  */
@@ -964,6 +1004,22 @@ START_TEST(test_scheduler_e2e_watch)
     ck_assert_msg(strstr(body, "{\"name\":\"f\",\"type\":\"create\",\"isDir\":false}"), "%s", body);
     ck_assert_msg(strstr(body, "{\"name\":\"sub/g\",\"type\":\"create\""), "%s", body);
     ck_assert_msg(strstr(body, "event: end\n"), "%s", body);
+
+    /* A sandbox holds at most 16 open watches; the 17th gets 429.  */
+    json_decref(exec_sh("watch", "w1", "mkdir -p /tmp/wd"));
+    int open_fds[16];
+    for (int i = 0; i < 16; i++) {
+        open_fds[i] = watch_open(ok);
+        ck_assert_msg(open_fds[i] >= 0, "watch %d was not answered with 200", i);
+    }
+    tu_response_t over;
+    ck_assert_int_eq(call_ex("GET", ok, NULL, 0, NULL, &over), 429);
+    _cleanup_json_ json_t *why = tu_json(&over);
+    tu_response_free(&over);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(why, "error"), "code")),
+                     "TooManyWatches");
+    for (int i = 0; i < 16; i++)
+        close(open_fds[i]);
 
     _cleanup_free_ char *none = xasprintf("%s&path=/tmp/none", w);
     _cleanup_free_ char *file = xasprintf("%s&path=/tmp/file", w);
