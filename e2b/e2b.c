@@ -282,9 +282,10 @@ json_t *connect_request_json(const http_request_t *req, bool *streaming)
 
 /* ---- envd requests ---- */
 
-/* The user of a request: ?username= or HTTP Basic "user:"; its home is
+/* The user of a request: ?username= or HTTP Basic "user:"; commands run
+ * as that account (the SDK names one only when asked to); its home is
  * where relative paths start (root's is /root, others' /home/NAME).  */
-static void envd_home(const http_request_t *req, char *home, size_t size)
+static void envd_user(const http_request_t *req, envd_ctx_t *c)
 {
     const char *user = http_query(req, "username");
     char decoded[128] = "";
@@ -304,11 +305,14 @@ static void envd_home(const http_request_t *req, char *home, size_t size)
             }
         }
     }
-    bool plain = user && *user && !strchr(user, '/') && strcmp(user, "..") && strcmp(user, ".");
+    bool plain = user && *user && !strchr(user, '/') && strcmp(user, "..") && strcmp(user, ".") &&
+                 strlen(user) < sizeof(c->user);
+    if (plain)
+        snprintf(c->user, sizeof(c->user), "%s", user);
     if (!plain || strcmp(user, "root") == 0)
-        snprintf(home, size, "/root");
+        snprintf(c->home, sizeof(c->home), "/root");
     else
-        snprintf(home, size, "/home/%s", user);
+        snprintf(c->home, sizeof(c->home), "/home/%s", user);
 }
 
 char *envd_path(const envd_ctx_t *c, const char *p)
@@ -326,6 +330,8 @@ int envd_exec(const envd_ctx_t *c, json_t *argv, int timeout_s, json_t **out, ar
 {
     _cleanup_json_ json_t *body =
         json_pack("{s:O,s:i}", "command", argv, "timeoutSeconds", timeout_s);
+    if (c->user[0])
+        json_object_set_new(body, "user", json_string(c->user));
     _cleanup_free_ char *js = json_dumps(body, JSON_COMPACT);
     arm_req_t rq = {.method = "POST",
                     .sandbox = c->sandbox,
@@ -346,7 +352,7 @@ static void envd_handle(e2b_t *e, const http_request_t *req, http_response_t *re
 {
     const char *sandbox = http_header(req, "E2b-Sandbox-Id");
     envd_ctx_t c = {.e = e, .sandbox = sandbox};
-    envd_home(req, c.home, sizeof(c.home));
+    envd_user(req, &c);
     if (!sandbox || !e2b_id_valid(sandbox)) {
         e2b_reply_error(res, 400, "The E2b-Sandbox-Id header names no sandbox.");
         return;

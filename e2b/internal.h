@@ -104,6 +104,7 @@ json_t *connect_request_json(const http_request_t *req, bool *streaming);
 typedef struct envd_ctx {
     e2b_t *e;
     const char *sandbox; /* E2b-Sandbox-Id */
+    char user[64];       /* the account asked for ("": the sandbox's default) */
     char home[256];      /* the user's home, for relative paths */
 } envd_ctx_t;
 /* An absolute path for p (relative ones against the home), or NULL when p

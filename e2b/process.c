@@ -129,6 +129,8 @@ static json_t *start_body(const envd_ctx_t *c, const http_request_t *req, const 
     _cleanup_free_ char *dir = envd_path(c, cwd && *cwd ? cwd : c->home);
     json_t *b = json_pack("{s:o,s:o,s:s,s:b}", "command", argv, "env", env, "cwd", dir ? dir : "/",
                           "stdin", json_is_true(json_object_get(in, "stdin")));
+    if (c->user[0])
+        json_object_set_new(b, "user", json_string(c->user));
     const char *tag = json_string_value(json_object_get(in, "tag"));
     if (tag)
         json_object_set_new(b, "tag", json_string(tag));

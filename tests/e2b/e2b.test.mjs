@@ -74,6 +74,15 @@ test("create, run commands, metadata, list, timeout, ARM view, kill", async () =
   });
   const cwd = await sbx.commands.run("pwd", { cwd: "/tmp", envs: { X: "1" } });
   assert.equal(cwd.stdout, "/tmp\n");
+  // `user` names the account a command runs as; one the image lacks is refused
+  const nobody = await sbx.commands.run("id -un; id -u", { user: "nobody", cwd: "/" });
+  assert.equal(nobody.stdout, "nobody\n65534\n");
+  assert.equal((await sbx.commands.run("id -u", { user: "root" })).stdout, "0\n");
+  assert.equal((await sbx.commands.run("id -u")).stdout, "0\n");
+  await assert.rejects(sbx.commands.run("true", { user: "nosuchuser" }), (e) => {
+    assert.match(String(e), /nosuchuser/);
+    return true;
+  });
 
   const info = await sbx.getInfo();
   assert.equal(info.sandboxId, sbx.sandboxId);
