@@ -496,26 +496,34 @@ END_TEST
  * no sandbox link left, and only those.  */
 START_TEST(stale_tables_swept)
 {
-    ck_assert_int_eq(
-        sh("nft add table inet sandboxd_zz9 && nft add table inet sandboxd_zz8 && "
-           "nft add table inet sandboxd_zz7 && ip link add sxzz7-1 type veth peer name sxzz7-1p"),
-        0);
-    /* zz8's agent runs: it holds its claim */
+    /* Tags of this run's own (tests may run side by side on one host).  */
+    char gone_tag[8], run_tag[8], link_tag[8];
+    unsigned id = (unsigned)getpid() % 0x10000;
+    snprintf(gone_tag, sizeof gone_tag, "g%04x", id);
+    snprintf(run_tag, sizeof run_tag, "r%04x", id);
+    snprintf(link_tag, sizeof link_tag, "l%04x", id);
+    ck_assert_int_eq(sh("nft add table inet sandboxd_%s && nft add table inet sandboxd_%s && "
+                        "nft add table inet sandboxd_%s && "
+                        "ip link add sx%s-1 type veth peer name sx%s-1p",
+                        gone_tag, run_tag, link_tag, link_tag, link_tag),
+                     0);
+    /* run_tag's agent runs: it holds its claim */
     int held = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
-    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "sandboxd-egress-tag-zz8");
-    ck_assert_int_eq(bind(held, (struct sockaddr *)&a,
-                          (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)),
-                     0);
+    int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "sandboxd-egress-tag-%s", run_tag);
+    int bound = bind(held, (struct sockaddr *)&a,
+                     (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n));
     egress_close(eg);
     eg = NULL;
     egress_start();
-    int gone = sh("nft list table inet sandboxd_zz9 >/dev/null 2>&1");
-    int running = sh("nft list table inet sandboxd_zz8 >/dev/null 2>&1");
-    int linked = sh("nft list table inet sandboxd_zz7 >/dev/null 2>&1");
+    int gone = sh("nft list table inet sandboxd_%s >/dev/null 2>&1", gone_tag);
+    int running = sh("nft list table inet sandboxd_%s >/dev/null 2>&1", run_tag);
+    int linked = sh("nft list table inet sandboxd_%s >/dev/null 2>&1", link_tag);
     close(held);
-    sh("nft delete table inet sandboxd_zz9 2>/dev/null; nft delete table inet sandboxd_zz8; "
-       "nft delete table inet sandboxd_zz7; ip link del sxzz7-1");
+    sh("nft delete table inet sandboxd_%s 2>/dev/null; nft delete table inet sandboxd_%s; "
+       "nft delete table inet sandboxd_%s; ip link del sx%s-1",
+       gone_tag, run_tag, link_tag, link_tag);
+    ck_assert_int_eq(bound, 0);
     ck_assert_msg(gone != 0, "the table of a gone agent is still there");
     ck_assert_msg(running == 0, "the table of a running agent was removed");
     ck_assert_msg(linked == 0, "a table with sandbox links left was removed");
