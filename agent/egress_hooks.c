@@ -36,6 +36,18 @@ int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, bo
     return 0;
 }
 
+/* The sandbox's driver learns what link it has now (rt_net_changed): a
+ * VM's guest configures the same address.  Links are /31s (egress/net.c).  */
+static void net_tell(egress_t *eg, rt_runtime_t *rt, const char *id)
+{
+    rt_net_link_t l = {.ifname = "eth0", .prefix = 31};
+    l.present = egress_addresses(eg, id, l.address, l.gateway, sizeof l.address) == 1;
+    sbx_error_t err = {0};
+    if (rt_net_changed(rt, id, &l, &err) < 0 && err.code != SBX_ERR_NOT_FOUND)
+        sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: its link did not reach the sandbox: %s", id,
+                err.msg);
+}
+
 int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
                        sbx_error_t *err)
 {
@@ -49,13 +61,15 @@ int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const jso
     }
     sbx_error_t nerr = {0};
     rt_info_t info;
-    /* gvisor runs with --network=none and microvm has no link of this
-     * kind yet: their policy is kept, and they reach nothing.  */
-    bool linkable = rt_get(rt, id, &info, NULL) == 0 && strcmp(info.driver, "process") == 0;
+    /* gvisor runs with --network=none: its policy is kept, and it reaches
+     * nothing.  A microVM's guest gets the link through its tap
+     * (net_tell).  */
+    bool linkable = rt_get(rt, id, &info, NULL) == 0 &&
+                    (strcmp(info.driver, "process") == 0 || strcmp(info.driver, "microvm") == 0);
     if (!linkable && policy)
         sbx_log(SBX_LOG_WARN, MODULE,
-                "sandbox %s: egress is enforced for the process driver only; this one reaches "
-                "nothing",
+                "sandbox %s: egress is enforced for the process and microvm drivers only; this "
+                "one reaches nothing",
                 id);
     int fd = linkable ? rt_netns_open(rt, id, &nerr) : -1;
     char had[64] = "", sb[64], gw[64];
@@ -63,6 +77,8 @@ int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const jso
     int rc = egress_apply(eg, id, fd, policy, err);
     if (fd >= 0)
         close(fd);
+    if (rc == 0 && linkable)
+        net_tell(eg, rt, id);
     /* A new link: the sandbox's resolver is its gateway (as Docker writes
      * resolv.conf); a sandbox may change the file afterwards.  */
     if (rc == 0 && egress_addresses(eg, id, sb, gw, sizeof gw) == 1 && strcmp(had, gw) != 0) {
@@ -82,6 +98,8 @@ void agent_egress_after(egress_t *eg, rt_runtime_t *rt, const char *id, const ch
         return;
     if (strcmp(action, "delete") == 0 || strcmp(action, "stop") == 0) {
         egress_release(eg, id, strcmp(action, "delete") == 0);
+        if (strcmp(action, "stop") == 0)
+            net_tell(eg, rt, id);
         return;
     }
     if (strcmp(action, "start") != 0)

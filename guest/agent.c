@@ -4,7 +4,7 @@
  * (ext4, the overlay's upper layer) at /newroot, and answers the host agent
  * over the virtio-serial port "sbx.agent": frames of a 4-byte big-endian
  * length and a JSON object, one request and one reply at a time (health,
- * exec, read, write, list, stat, delete).  Commands run chrooted in
+ * exec, read, write, list, stat, delete, sync, net).  Commands run chrooted in
  * /newroot; file paths resolve inside it (openat2 RESOLVE_IN_ROOT).
  *
  * The host trusts nothing this program says (the guest's root can replace
@@ -19,7 +19,10 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <linux/openat2.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/if_arp.h>
+#include <net/route.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -161,9 +164,9 @@ static char *module_params(const char *mod)
     return out;
 }
 
-static void modules_load(void)
+static void modules_load(const char *list)
 {
-    FILE *f = fopen("/modules.list", "re");
+    FILE *f = fopen(list, "re");
     char line[256];
     while (f && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
@@ -286,7 +289,7 @@ static int boot(void)
     mount_or_say("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_or_say("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_or_say("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, NULL);
-    modules_load();
+    modules_load("/modules.list");
     say("modules loaded");
     int64_t deadline = now_ms() + DEVICE_WAIT_MS;
     char rootdev[300], diskdev[300], port[300];
@@ -886,6 +889,128 @@ static json_t *op_exec(json_t *req)
     return r;
 }
 
+/* ---- the network card ------------------------------------------------------ */
+
+#define NET_IF "eth0"
+#define NET_WAIT_MS 20000
+
+static bool parse_ipv4(const char *s, struct sockaddr *out)
+{
+    struct sockaddr_in *sin = (struct sockaddr_in *)out;
+    memset(out, 0, sizeof *out);
+    sin->sin_family = AF_INET;
+    return s && inet_pton(AF_INET, s, &sin->sin_addr) == 1;
+}
+
+static bool parse_mac(const char *s, unsigned char mac[6])
+{
+    unsigned v[6];
+    char end;
+    if (!s || sscanf(s, "%2x:%2x:%2x:%2x:%2x:%2x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                     &end) != 6)
+        return false;
+    for (int i = 0; i < 6; i++)
+        mac[i] = (unsigned char)v[i];
+    return !(mac[0] & 1); /* not multicast */
+}
+
+/* The card's driver, loaded on the first request: a boot without a link
+ * does not pay for it.  */
+static bool net_card(int64_t deadline)
+{
+    static bool loaded;
+    if (!loaded) {
+        modules_load("/modules-net.list");
+        loaded = true;
+    }
+    while (access("/sys/class/net/" NET_IF, F_OK) != 0) {
+        if (now_ms() > deadline)
+            return false;
+        sleep_ms(10);
+    }
+    return true;
+}
+
+static int ifreq_call(int s, unsigned long req, struct ifreq *ifr)
+{
+    snprintf(ifr->ifr_name, sizeof ifr->ifr_name, NET_IF);
+    return ioctl(s, req, ifr);
+}
+
+/* {"up":false}: the card goes down without an address.  {"up":true,
+ * "mac","address","prefix","gateway"}: the card takes the host link's MAC
+ * and address, with a default route through the gateway; no IPv6 (the
+ * host's end has none either).  */
+static json_t *op_net(json_t *req)
+{
+    bool up = json_is_true(json_object_get(req, "up"));
+    struct sockaddr addr, gw, mask;
+    unsigned char mac[6];
+    json_int_t prefix = json_integer_value(json_object_get(req, "prefix"));
+    if (up && (!parse_ipv4(json_string_value(json_object_get(req, "address")), &addr) ||
+               !parse_ipv4(json_string_value(json_object_get(req, "gateway")), &gw) ||
+               !parse_mac(json_string_value(json_object_get(req, "mac")), mac) || prefix < 1 ||
+               prefix > 32))
+        return fail(EINVAL, "bad link");
+    if (!net_card(now_ms() + NET_WAIT_MS))
+        return fail(ENODEV, "no network card");
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return fail(errno, "socket");
+    int fd = open("/proc/sys/net/ipv6/conf/" NET_IF "/disable_ipv6", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!write(fd, "1\n", 2);
+        close(fd);
+    }
+    struct ifreq ifr = {0};
+    int e = 0;
+    /* Down first: its routes go with it.  */
+    if (ifreq_call(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags &= ~IFF_UP;
+        if (ifreq_call(s, SIOCSIFFLAGS, &ifr) < 0)
+            e = errno;
+    } else {
+        e = errno;
+    }
+    struct ifreq a = {0};
+    a.ifr_addr.sa_family = AF_INET; /* 0.0.0.0: no address */
+    if (!e && !up && ifreq_call(s, SIOCSIFADDR, &a) < 0 && errno != EADDRNOTAVAIL)
+        e = errno;
+    if (!e && up) {
+        struct ifreq m = {0};
+        m.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+        memcpy(m.ifr_hwaddr.sa_data, mac, 6);
+        struct sockaddr_in *msk = (struct sockaddr_in *)&mask;
+        memset(&mask, 0, sizeof mask);
+        msk->sin_family = AF_INET;
+        msk->sin_addr.s_addr = htonl(prefix == 32 ? 0xffffffffu : ~(0xffffffffu >> prefix));
+        struct ifreq ad = {0}, nm = {0};
+        ad.ifr_addr = addr;
+        nm.ifr_netmask = mask;
+        if (ifreq_call(s, SIOCSIFHWADDR, &m) < 0 || ifreq_call(s, SIOCSIFADDR, &ad) < 0 ||
+            ifreq_call(s, SIOCSIFNETMASK, &nm) < 0)
+            e = errno;
+        ifr.ifr_flags |= IFF_UP;
+        if (!e && ifreq_call(s, SIOCSIFFLAGS, &ifr) < 0)
+            e = errno;
+        struct rtentry rt = {0};
+        struct sockaddr_in *dst = (struct sockaddr_in *)&rt.rt_dst;
+        struct sockaddr_in *gm = (struct sockaddr_in *)&rt.rt_genmask;
+        dst->sin_family = AF_INET;
+        gm->sin_family = AF_INET;
+        rt.rt_gateway = gw;
+        rt.rt_flags = RTF_UP | RTF_GATEWAY;
+        rt.rt_dev = NET_IF;
+        if (!e && ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST)
+            e = errno;
+    }
+    close(s);
+    if (e)
+        return fail(e, "configure " NET_IF);
+    say("network %s", up ? "up" : "down");
+    return json_pack("{s:b}", "ok", 1);
+}
+
 /* ---- the loop ----------------------------------------------------------------- */
 
 static json_t *dispatch(json_t *req)
@@ -910,6 +1035,8 @@ static json_t *dispatch(json_t *req)
         return op_stat(req);
     if (strcmp(op, "delete") == 0)
         return op_delete(req);
+    if (strcmp(op, "net") == 0)
+        return op_net(req);
     if (strcmp(op, "sync") == 0) {
         sync();
         return json_pack("{s:b}", "ok", 1);

@@ -209,6 +209,14 @@ struct rt_driver_ops {
      * files itself (a VM's root is not the host's to open); called with
      * sb->lock held for reading, paths as the client gave them.  */
     const rt_driver_files_t *files;
+    /* NULL: the sandbox's network namespace is its init's (/proc).
+     * Otherwise an fd of the namespace the driver keeps itself (one that
+     * outlives the sandbox's processes); called with sb->lock held.  */
+    int (*netns_open)(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+    /* NULL: nothing to do (see rt_net_changed); called with sb->lock held
+     * for writing.  */
+    int (*net_changed)(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_net_link_t *link,
+                       sbx_error_t *err);
 };
 
 struct rt_driver_files {

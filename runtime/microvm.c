@@ -90,10 +90,10 @@ static bool first_executable(const char *const *paths, size_t n, char *out, size
 
 /* Spawn argv with fds[i] as its fd i (fds[i] < 0: /dev/null for 0..2);
  * with cg_id it joins the sandbox's cgroups before it execs; with uid it
- * leaves the network namespace and drops to that uid and gid, without
- * privileges.  */
+ * leaves the host's network namespace (for netns_fd's, or a new empty
+ * one) and drops to that uid and gid, without privileges.  */
 static pid_t spawn(rt_runtime_t *rt, char *const *argv, const int *fds, int nfds, const char *cg_id,
-                   uid_t uid, int *pidfd, sbx_error_t *err)
+                   uid_t uid, int netns_fd, int *pidfd, sbx_error_t *err)
 {
     int gate[2];
     if (nfds > 16 || pipe2(gate, O_CLOEXEC) < 0)
@@ -103,6 +103,8 @@ static pid_t spawn(rt_runtime_t *rt, char *const *argv, const int *fds, int nfds
     pid_t pid = fork();
     if (pid == 0) {
         /* Only system calls from here: the agent has other threads.  */
+        if (uid && netns_fd >= 0 && syscall(SYS_setns, netns_fd, CLONE_NEWNET) < 0)
+            _exit(126);
         int src[17];
         int hi = 20;
         for (int i = 0; i < nfds; i++) {
@@ -128,7 +130,8 @@ static pid_t spawn(rt_runtime_t *rt, char *const *argv, const int *fds, int nfds
         if (uid) {
             /* Raw calls: glibc's would signal the agent's other threads,
              * which the child does not have.  */
-            if (unshare(CLONE_NEWNET) < 0 || syscall(SYS_setgroups, 0, NULL) < 0 ||
+            if ((netns_fd < 0 && unshare(CLONE_NEWNET) < 0) ||
+                syscall(SYS_setgroups, 0, NULL) < 0 ||
                 syscall(SYS_setresgid, uid, uid, uid) < 0 ||
                 syscall(SYS_setresuid, uid, uid, uid) < 0 ||
                 prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -194,7 +197,7 @@ static int run_argv(char *const *argv, int timeout_ms, const char *what, sbx_err
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "pipe");
     int pidfd = -1;
     const int fds[] = {-1, -1, ep[1]};
-    pid_t pid = spawn(NULL, argv, fds, 3, NULL, 0, &pidfd, err);
+    pid_t pid = spawn(NULL, argv, fds, 3, NULL, 0, -1, &pidfd, err);
     close(ep[1]);
     if (pid < 0) {
         close(ep[0]);
@@ -417,15 +420,11 @@ static void cpio_entry(cpio_t *c, const char *name, unsigned mode, const void *d
         cpio_put(c, data, size);
 }
 
-static int initrd_build(cpio_t *c, sbx_error_t *err)
+/* The modules a list names, into lib/modules/, and the list as /<name>.  */
+static int initrd_modules(cpio_t *c, const char *name, const char *list, size_t list_len,
+                          sbx_error_t *err)
 {
-    _cleanup_free_ char *list_path = xasprintf("%s/modules.list", probe.kernel_dir);
-    _cleanup_free_ char *list = NULL;
-    size_t list_len;
-    if (sbx_read_file(list_path, &list, &list_len, err) < 0)
-        return -1;
-    cpio_entry(c, "lib", S_IFDIR | 0755, NULL, 0);
-    cpio_entry(c, "lib/modules", S_IFDIR | 0755, NULL, 0);
+    _cleanup_free_ char *list_path = xasprintf("%s/%s", probe.kernel_dir, name);
     char *save = NULL;
     _cleanup_free_ char *copy = xstrdup(list);
     for (char *m = strtok_r(copy, "\n", &save); m; m = strtok_r(NULL, "\n", &save)) {
@@ -436,10 +435,30 @@ static int initrd_build(cpio_t *c, sbx_error_t *err)
         size_t mlen;
         if (sbx_read_file(path, &mod, &mlen, err) < 0)
             return -1;
-        _cleanup_free_ char *name = xasprintf("lib/modules/%s", m);
-        cpio_entry(c, name, S_IFREG | 0644, mod, mlen);
+        _cleanup_free_ char *entry = xasprintf("lib/modules/%s", m);
+        cpio_entry(c, entry, S_IFREG | 0644, mod, mlen);
     }
-    cpio_entry(c, "modules.list", S_IFREG | 0644, list, list_len);
+    cpio_entry(c, name, S_IFREG | 0644, list, list_len);
+    return 0;
+}
+
+static int initrd_build(cpio_t *c, sbx_error_t *err)
+{
+    _cleanup_free_ char *list_path = xasprintf("%s/modules.list", probe.kernel_dir);
+    _cleanup_free_ char *net_path = xasprintf("%s/modules-net.list", probe.kernel_dir);
+    _cleanup_free_ char *list = NULL, *net = NULL;
+    size_t list_len, net_len = 0;
+    if (sbx_read_file(list_path, &list, &list_len, err) < 0)
+        return -1;
+    cpio_entry(c, "lib", S_IFDIR | 0755, NULL, 0);
+    cpio_entry(c, "lib/modules", S_IFDIR | 0755, NULL, 0);
+    if (initrd_modules(c, "modules.list", list, list_len, err) < 0)
+        return -1;
+    /* The network card's, loaded by the guest only when it gets a link;
+     * a kernel directory made without them gives guests no network.  */
+    if (sbx_read_file(net_path, &net, &net_len, NULL) == 0 &&
+        initrd_modules(c, "modules-net.list", net, net_len, err) < 0)
+        return -1;
     cpio_entry(c, "init", S_IFREG | 0755, rt_guest_agent_blob,
                (size_t)(rt_guest_agent_blob_end - rt_guest_agent_blob));
     cpio_entry(c, "TRAILER!!!", 0, NULL, 0);
@@ -625,8 +644,18 @@ static char *kernel_cmdline(rt_sandbox_t *sb)
         tsc_khz(), sb->id);
 }
 
-/* QEMU's argv; its files are fds 3..8, and 9 the snapshot to restore
- * when `restore` (see vm_boot).  */
+/* The guest card's MAC until the guest takes its link's: locally
+ * administered, from the id.  */
+static char *guest_mac(const rt_sandbox_t *sb)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = sb->id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return xasprintf("52:54:00:%02x:%02x:%02x", (h >> 16) & 0xff, (h >> 8) & 0xff, h & 0xff);
+}
+
+/* QEMU's argv; its files are fds 3..9 (9: the tap), and 10 the snapshot
+ * to restore when `restore` (see vm_boot).  */
 static char **qemu_argv(rt_sandbox_t *sb, bool restore)
 {
     bool kvm = strcmp(probe.accel, "kvm") == 0;
@@ -643,8 +672,11 @@ static char **qemu_argv(rt_sandbox_t *sb, bool restore)
         "virtio-blk-device,drive=disk,serial=sbxdisk", "-device", "virtio-serial-device",
         "-chardev", "socket,id=agent,fd=3,server=on,wait=off", "-device",
         "virtserialport,chardev=agent,name=sbx.agent", "-chardev",
-        "socket,id=qmp,fd=8,server=on,wait=off", "-mon", "chardev=qmp,mode=control"};
-    char **v = xcalloc(ARRAY_SIZE(fixed) + 16, sizeof *v);
+        "socket,id=qmp,fd=8,server=on,wait=off", "-mon", "chardev=qmp,mode=control",
+        /* Always there (microvm has no hot-plug), its modules loaded by the
+         * guest only once it has a link: no cost to a boot without one.  */
+        "-netdev", "tap,id=net0,fd=9,vhost=off"};
+    char **v = xcalloc(ARRAY_SIZE(fixed) + 24, sizeof *v);
     size_t k = 0;
     v[k++] = xstrdup(probe.qemu);
     for (size_t i = 0; i < ARRAY_SIZE(fixed); i++)
@@ -657,6 +689,9 @@ static char **qemu_argv(rt_sandbox_t *sb, bool restore)
     v[k++] = xasprintf("%llu", (unsigned long long)mem);
     v[k++] = xstrdup("-smp");
     v[k++] = xasprintf("%u", smp);
+    v[k++] = xstrdup("-device");
+    _cleanup_free_ char *mac = guest_mac(sb);
+    v[k++] = xasprintf("virtio-net-device,netdev=net0,mac=%s", mac);
     v[k++] = xstrdup("-append");
     v[k++] = kernel_cmdline(sb);
     /* For an operator chasing a guest that does not boot: its console.  */
@@ -665,7 +700,7 @@ static char **qemu_argv(rt_sandbox_t *sb, bool restore)
     v[k++] = con && con[0] == '/' ? xasprintf("file:%s/%s.log", con, sb->id) : xstrdup("null");
     if (restore) {
         v[k++] = xstrdup("-incoming");
-        v[k++] = xstrdup("fd:9");
+        v[k++] = xstrdup("fd:10");
     }
     return v;
 }
@@ -805,11 +840,15 @@ static int vm_boot(rt_runtime_t *rt, rt_sandbox_t *sb, int restore_fd, sbx_error
         return -1;
     if (kfd < 0 || ifd < 0 || rfd < 0 || dfd < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "microvm: open the VM's files");
+    _cleanup_close_ int nsfd = -1;
+    _cleanup_close_ int tapfd = -1;
+    if (mv_net_prepare(sb, &nsfd, &tapfd, err) < 0)
+        return -1;
     char **argv = qemu_argv(sb, restore_fd >= 0);
-    const int fds[] = {-1, -1, -1, sock, kfd, ifd, rfd, dfd, qmp, restore_fd};
+    const int fds[] = {-1, -1, -1, sock, kfd, ifd, rfd, dfd, qmp, tapfd, restore_fd};
     int pidfd = -1;
     int nfds = (int)ARRAY_SIZE(fds) - (restore_fd < 0);
-    pid_t pid = spawn(rt, argv, fds, nfds, sb->id, sb->host_uid, &pidfd, err);
+    pid_t pid = spawn(rt, argv, fds, nfds, sb->id, sb->host_uid, nsfd, &pidfd, err);
     rt_strv_free(argv);
     if (pid < 0)
         return -1;
@@ -826,6 +865,7 @@ static int vm_boot(rt_runtime_t *rt, rt_sandbox_t *sb, int restore_fd, sbx_error
         (void)vm_kill(rt, sb, &serr);
         return -1;
     }
+    mv_net_boot(sb);
     return 0;
 }
 
@@ -834,6 +874,7 @@ static int mv_destroy(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     (void)rt_cg_freeze(&rt->cg, sb->id, false, NULL);
     if (vm_kill(rt, sb, err) < 0 || rt_cg_destroy(&rt->cg, sb->id, err) < 0)
         return -1;
+    mv_net_remove(sb);
     return sbx_rm_rf(sb->dir, err);
 }
 
@@ -978,4 +1019,6 @@ const rt_driver_ops_t rt_microvm_ops = {
     .root_fd = mv_root_fd,
     .usage = mv_usage,
     .files = &mv_files,
+    .netns_open = mv_netns_open,
+    .net_changed = mv_net_changed,
 };

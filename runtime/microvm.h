@@ -51,4 +51,15 @@ json_t *mv_qmp_cmd(mv_qmp_t *q, const char *cmd, json_t *args, int pass_fd, int6
 int mv_qmp_query(mv_qmp_t *q, const char *cmd, const char *key, char *out, size_t len,
                  int64_t deadline, sbx_error_t *err);
 
+/* The VM's network (microvm_net.c): its namespace, kept at <dir>/netns
+ * across QEMU's restarts, and the tap of its virtio-net card in it.  */
+/* The namespace (made on first use) and tap0 opened for QEMU.  */
+int mv_net_prepare(rt_sandbox_t *sb, int *nsfd, int *tap_fd, sbx_error_t *err);
+/* The namespace and everything in it go (destroy).  */
+void mv_net_remove(rt_sandbox_t *sb);
+int mv_netns_open(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+int mv_net_changed(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_net_link_t *link, sbx_error_t *err);
+/* After a boot or a resume: the guest is told the link it has, if any.  */
+void mv_net_boot(rt_sandbox_t *sb);
+
 #endif

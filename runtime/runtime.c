@@ -705,6 +705,8 @@ int rt_netns_open(rt_runtime_t *rt, const char *id, sbx_error_t *err)
     int fd = -1;
     if (sandbox_removed(rt, sb)) {
         sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", id);
+    } else if (sb->ops->netns_open) {
+        fd = sb->ops->netns_open(rt, sb, err);
     } else if (sb->init_pidfd < 0 || sb->init_pid <= 0) {
         sbx_error_set(err, SBX_ERR_CONFLICT, "sandbox %s is not running", id);
     } else {
@@ -721,6 +723,22 @@ int rt_netns_open(rt_runtime_t *rt, const char *id, sbx_error_t *err)
     pthread_rwlock_unlock(&sb->lock);
     sandbox_unref(sb);
     return fd;
+}
+
+int rt_net_changed(rt_runtime_t *rt, const char *id, const rt_net_link_t *link, sbx_error_t *err)
+{
+    rt_sandbox_t *sb = sandbox_get(rt, id, err);
+    if (!sb)
+        return -1;
+    pthread_rwlock_wrlock(&sb->lock);
+    int ret = 0;
+    if (sandbox_removed(rt, sb))
+        ret = sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", id);
+    else if (sb->ops->net_changed)
+        ret = sb->ops->net_changed(rt, sb, link, err);
+    pthread_rwlock_unlock(&sb->lock);
+    sandbox_unref(sb);
+    return ret;
 }
 
 int rt_list(rt_runtime_t *rt, rt_info_t **out, size_t *n, sbx_error_t *err)

@@ -157,6 +157,22 @@ int rt_destroy(rt_runtime_t *rt, const char *id, sbx_error_t *err);
  * SBX_ERR_CONFLICT when it is not running.  */
 int rt_netns_open(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 
+/* A sandbox's network link as the agent made it in that namespace (an
+ * IPv4 address and a default route through its gateway on `ifname`).  */
+typedef struct rt_net_link {
+    bool present;                  /* false: the sandbox has no link (now) */
+    char ifname[16];               /* the link's end in the namespace */
+    char address[64], gateway[64]; /* dotted quads */
+    unsigned prefix;
+} rt_net_link_t;
+/* Tell the sandbox's driver that its link came, changed or went (after
+ * each egress apply and release).  A driver whose sandbox does not use the
+ * namespace's stack itself (a VM's guest kernel, a user-space kernel)
+ * connects the link to the sandbox here; for the others it is a no-op.
+ * A sandbox that is not running takes the link at its next boot or
+ * resume.  */
+int rt_net_changed(rt_runtime_t *rt, const char *id, const rt_net_link_t *link, sbx_error_t *err);
+
 int rt_stop(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 int rt_start(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 int rt_suspend(rt_runtime_t *rt, const char *id, sbx_error_t *err);

@@ -3,13 +3,18 @@
 # package (by name, through apt) and extracts, into DIR (default
 # /var/cache/sandboxd/microvm-kernel), vmlinuz and the few modules the guest
 # needs that this kernel does not build in (virtio, virtio-mmio, virtio-blk,
-# virtio-console, overlayfs), with modules.list in load order.  Idempotent.
+# virtio-console, overlayfs), with modules.list in load order, and those of
+# the guest's network card (virtio-net), with modules-net.list: the guest
+# agent loads those only when the sandbox gets a network link, so a boot
+# without one does not pay for them.  Idempotent; a directory made before
+# modules-net.list existed is completed from the same package.
 set -eu
 
 DIR="${1:-${SANDBOXD_MICROVM_KERNEL:-/var/cache/sandboxd/microvm-kernel}}"
-[ -f "$DIR/vmlinuz" ] && [ -f "$DIR/modules.list" ] && exit 0
+[ -f "$DIR/vmlinuz" ] && [ -f "$DIR/modules.list" ] && [ -f "$DIR/modules-net.list" ] && exit 0
 
-pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+pkg=$(cat "$DIR/package" 2>/dev/null || true)
+[ -n "$pkg" ] || pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
     sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
 if [ -z "$pkg" ]; then
     apt-get update -qq >/dev/null
@@ -32,6 +37,12 @@ for m in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_
     [ -f "$mods/$m.ko" ] || continue # built in
     cp "$mods/$m.ko" "$DIR.new/"
     basename "$m.ko" >>"$DIR.new/modules.list"
+done
+: >"$DIR.new/modules-net.list"
+for m in net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+    [ -f "$mods/$m.ko" ] || continue
+    cp "$mods/$m.ko" "$DIR.new/"
+    basename "$m.ko" >>"$DIR.new/modules-net.list"
 done
 echo "$pkg" >"$DIR.new/package"
 rm -rf "$DIR"
