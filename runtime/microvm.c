@@ -131,8 +131,7 @@ static pid_t spawn(rt_runtime_t *rt, char *const *argv, const int *fds, int nfds
             /* Raw calls: glibc's would signal the agent's other threads,
              * which the child does not have.  */
             if ((netns_fd < 0 && unshare(CLONE_NEWNET) < 0) ||
-                syscall(SYS_setgroups, 0, NULL) < 0 ||
-                syscall(SYS_setresgid, uid, uid, uid) < 0 ||
+                syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, uid, uid, uid) < 0 ||
                 syscall(SYS_setresuid, uid, uid, uid) < 0 ||
                 prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
                 _exit(126);
@@ -865,7 +864,7 @@ static int vm_boot(rt_runtime_t *rt, rt_sandbox_t *sb, int restore_fd, sbx_error
         (void)vm_kill(rt, sb, &serr);
         return -1;
     }
-    mv_net_boot(sb);
+    mv_net_boot(rt, sb, restore_fd < 0);
     return 0;
 }
 
@@ -944,8 +943,13 @@ static int mv_resume(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
     _cleanup_free_ char *path = xasprintf("%s/" MV_SNAPSHOT, sb->dir);
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0)
-        return rt_cg_freeze(&rt->cg, sb->id, false, err);
+    if (fd < 0) {
+        /* frozen, not snapshotted: its link may have changed meanwhile */
+        if (rt_cg_freeze(&rt->cg, sb->id, false, err) < 0)
+            return -1;
+        mv_net_boot(rt, sb, false);
+        return 0;
+    }
     if (vm_boot(rt, sb, fd, err) < 0)
         return -1;
     (void)unlink(path);

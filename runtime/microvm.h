@@ -59,7 +59,8 @@ int mv_net_prepare(rt_sandbox_t *sb, int *nsfd, int *tap_fd, sbx_error_t *err);
 void mv_net_remove(rt_sandbox_t *sb);
 int mv_netns_open(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
 int mv_net_changed(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_net_link_t *link, sbx_error_t *err);
-/* After a boot or a resume: the guest is told the link it has, if any.  */
-void mv_net_boot(rt_sandbox_t *sb);
+/* After a boot (fresh) or a resume: the guest is told the link it has,
+ * if it does not know it yet.  */
+void mv_net_boot(rt_runtime_t *rt, rt_sandbox_t *sb, bool fresh);
 
 #endif

@@ -71,8 +71,9 @@ typedef struct inside {
     int nsfd;       /* setns into it; -1: unshare a new one */
     const char *mp; /* with nsfd -1: bind-mount the new namespace here */
     uid_t uid;
-    int tap_fd;     /* out: tap0, attached */
-    char mac[18];   /* out: eth0's MAC, when asked for */
+    int tap_fd;   /* out: tap0, attached */
+    char mac[18]; /* out: eth0's MAC and index, when asked for */
+    int ifindex;
     bool want_mac;
     sbx_error_t err;
     int rc;
@@ -117,8 +118,11 @@ static int mac_read(inside_t *in)
     if (s < 0 || ioctl(s, SIOCGIFHWADDR, &ifr) < 0)
         return sbx_error_errno(&in->err, SBX_ERR_INTERNAL, "microvm: the link's MAC");
     const unsigned char *m = (const unsigned char *)ifr.ifr_hwaddr.sa_data;
-    snprintf(in->mac, sizeof in->mac, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3],
-             m[4], m[5]);
+    snprintf(in->mac, sizeof in->mac, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4],
+             m[5]);
+    if (ioctl(s, SIOCGIFINDEX, &ifr) < 0)
+        return sbx_error_errno(&in->err, SBX_ERR_INTERNAL, "microvm: the link's index");
+    in->ifindex = ifr.ifr_ifindex;
     return 0;
 }
 
@@ -246,11 +250,11 @@ static int tc_batch(int nsfd, const char *script, bool must, sbx_error_t *err)
         return 0;
     if (r == pid && wrote && WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
-    return sbx_error_set(err, SBX_ERR_INTERNAL,
-                         "microvm: tc could not join the link to the VM's tap (%s)",
-                         r == 0 ? "timed out" : WIFEXITED(status) && WEXITSTATUS(status) == 127
-                                                    ? "tc not found: install iproute2"
-                                                    : "failed");
+    return sbx_error_set(
+        err, SBX_ERR_INTERNAL, "microvm: tc could not join the link to the VM's tap (%s)",
+        r == 0                                            ? "timed out"
+        : WIFEXITED(status) && WEXITSTATUS(status) == 127 ? "tc not found: install iproute2"
+                                                          : "failed");
 }
 
 /* Every frame eth0 receives leaves through tap0 to the guest, and every
@@ -279,32 +283,62 @@ static json_t *guest_request(const rt_net_link_t *l, const char *mac)
                      l->address, "prefix", (int)l->prefix, "gateway", l->gateway);
 }
 
-static bool vm_running(rt_sandbox_t *sb)
+static bool vm_running(rt_runtime_t *rt, rt_sandbox_t *sb)
 {
     struct pollfd p = {.fd = sb->init_pidfd, .events = POLLIN};
-    return sb->init_pidfd >= 0 && poll(&p, 1, 0) == 0;
+    return sb->init_pidfd >= 0 && poll(&p, 1, 0) == 0 && !rt_cg_is_frozen(&rt->cg, sb->id);
 }
 
-/* Tell the running guest what its link is (the request as recorded).  */
-static int guest_tell(rt_sandbox_t *sb, json_t *req, sbx_error_t *err)
+/* Tell the running guest what its link is: 1 told, 0 not running (it is
+ * told at its next boot or resume).  The guest agent answers one request
+ * at a time: behind a long exec, this waits for it.  */
+static int guest_tell(rt_runtime_t *rt, rt_sandbox_t *sb, json_t *req, sbx_error_t *err)
 {
-    if (!vm_running(sb))
+    if (!vm_running(rt, sb))
         return 0;
     _cleanup_close_ int dirfd = open(sb->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "open %s", sb->dir);
     json_t *reply = NULL;
-    if (mv_agent_call(dirfd, req, 4096, sbx_monotonic_ms() + GUEST_NET_TIMEOUT_MS, &reply, err) <
-        0)
+    if (mv_agent_call(dirfd, req, 4096, sbx_monotonic_ms() + GUEST_NET_TIMEOUT_MS, &reply, err) < 0)
         return -1;
-    int rc = json_is_true(json_object_get(reply, "ok")) ? 0 : mv_agent_error(reply, "net", "eth0", err);
+    int rc =
+        json_is_true(json_object_get(reply, "ok")) ? 1 : mv_agent_error(reply, "net", "eth0", err);
     json_decref(reply);
     return rc;
 }
 
+/* <dir>/net.json: {"req": what the guest is to have, "ifindex": eth0's
+ * in the namespace when the redirect was made, "told": the guest has it}.  */
+static json_t *record_load(rt_sandbox_t *sb)
+{
+    _cleanup_free_ char *path = xasprintf("%s/" NET_RECORD, sb->dir);
+    _cleanup_free_ char *text = NULL;
+    size_t len = 0;
+    if (sbx_read_file(path, &text, &len, NULL) < 0)
+        return NULL;
+    json_t *j = json_loadb(text, len, 0, NULL);
+    if (!json_is_object(json_object_get(j, "req"))) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static int record_save(rt_sandbox_t *sb, json_t *req, int ifindex, bool told, sbx_error_t *err)
+{
+    json_t *j = json_pack("{s:O,s:i,s:b}", "req", req, "ifindex", ifindex, "told", told);
+    _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    _cleanup_free_ char *path = xasprintf("%s/" NET_RECORD, sb->dir);
+    return text ? sbx_write_file_atomic(path, text, strlen(text), 0600, err) : -1;
+}
+
+/* Only a new link, a changed one or one gone needs the redirect and the
+ * guest: a change of rules alone (egress/, on the host) costs nothing
+ * here.  */
 int mv_net_changed(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_net_link_t *link, sbx_error_t *err)
 {
-    (void)rt;
     bool up = link && link->present;
     if (up && (link->prefix > 32 || strspn(link->address, "0123456789.") != strlen(link->address) ||
                strspn(link->gateway, "0123456789.") != strlen(link->gateway)))
@@ -314,31 +348,45 @@ int mv_net_changed(rt_runtime_t *rt, rt_sandbox_t *sb, const rt_net_link_t *link
     if (up) {
         nsfd = mv_netns_open(rt, sb, err);
         in.nsfd = nsfd;
-        if (nsfd < 0 || inside(&in, err) < 0 || redirect(nsfd, err) < 0)
+        if (nsfd < 0 || inside(&in, err) < 0)
             return -1;
     }
     json_t *req = guest_request(link, in.mac);
-    _cleanup_free_ char *text = json_dumps(req, JSON_COMPACT);
-    _cleanup_free_ char *path = xasprintf("%s/" NET_RECORD, sb->dir);
-    int rc = text ? sbx_write_file_atomic(path, text, strlen(text), 0600, err) : -1;
-    if (rc == 0)
-        rc = guest_tell(sb, req, err);
+    json_t *old = record_load(sb);
+    bool same = old && json_equal(json_object_get(old, "req"), req) &&
+                json_integer_value(json_object_get(old, "ifindex")) == in.ifindex &&
+                json_is_true(json_object_get(old, "told"));
+    json_decref(old);
+    int rc = 0;
+    if (!same && up)
+        rc = redirect(nsfd, err);
+    int told = rc == 0 && !same ? guest_tell(rt, sb, req, err) : 1;
+    if (rc == 0 && !same)
+        rc = record_save(sb, req, in.ifindex, told == 1, err) < 0 || told < 0 ? -1 : 0;
     json_decref(req);
     return rc;
 }
 
-void mv_net_boot(rt_sandbox_t *sb)
+void mv_net_boot(rt_runtime_t *rt, rt_sandbox_t *sb, bool fresh)
 {
-    _cleanup_free_ char *path = xasprintf("%s/" NET_RECORD, sb->dir);
-    _cleanup_free_ char *text = NULL;
-    size_t len = 0;
-    if (sbx_read_file(path, &text, &len, NULL) < 0)
+    json_t *rec = record_load(sb);
+    if (!rec)
         return;
-    json_t *req = json_loadb(text, len, 0, NULL);
+    json_t *req = json_object_get(rec, "req");
+    bool up = json_is_true(json_object_get(req, "up"));
+    int ifindex = (int)json_integer_value(json_object_get(rec, "ifindex"));
     sbx_error_t err = {0};
-    /* A VM booted without a link needs no word: its card stays down.  */
-    if (json_is_true(json_object_get(req, "up")) && guest_tell(sb, req, &err) < 0)
-        sbx_log(SBX_LOG_WARN, "runtime", "sandbox %s: its guest did not take its link: %s",
-                sb->id, err.msg);
-    json_decref(req);
+    /* A new guest knows nothing, and without a link needs no word (its
+     * card stays without a driver); a restored one knows what it was told
+     * before its snapshot.  */
+    if (fresh && !up) {
+        (void)record_save(sb, req, ifindex, true, &err);
+    } else if (fresh || !json_is_true(json_object_get(rec, "told"))) {
+        int told = guest_tell(rt, sb, req, &err);
+        if (told < 0)
+            sbx_log(SBX_LOG_WARN, "runtime", "sandbox %s: its guest did not take its link: %s",
+                    sb->id, err.msg);
+        (void)record_save(sb, req, ifindex, told == 1, &err);
+    }
+    json_decref(rec);
 }

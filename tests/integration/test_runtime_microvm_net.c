@@ -84,8 +84,17 @@ static void mv_create(const char *id, int64_t *ms)
 
 /* ---- egress ---- */
 
+static void eg_teardown(void);
+
 static void eg_setup(void)
 {
+    /* A failed check exits the test's process without the checked
+     * teardown: the servers' namespace and veth go from exit as well.  */
+    static bool registered;
+    if (!registered) {
+        atexit(eg_teardown);
+        registered = true;
+    }
     fx_setup();
     servers_start();
     _cleanup_free_ char *np = tu_bin("sbx-netprobe");
@@ -121,7 +130,9 @@ static json_t *policy(const char *text)
     return j;
 }
 
-/* netprobe's answer: *ok whether it succeeded; it ends within max_ms.  */
+static char last_line[256]; /* netprobe's last answer, for messages */
+
+/* netprobe's answer: whether it succeeded; it ends within max_ms.  */
 static bool net_try(const char *id, int max_ms, const char *a1, const char *a2, const char *a3)
 {
     char *argv[] = {"/bin/netprobe", (char *)a1, (char *)a2, (char *)a3, NULL};
@@ -129,19 +140,21 @@ static bool net_try(const char *id, int max_ms, const char *a1, const char *a2, 
     char *line = xstrdup(r.out ? r.out : "");
     line[strcspn(line, "\n")] = '\0';
     bool ok = r.exit_code == 0 && strncmp(line, "ok ", 3) == 0;
+    snprintf(last_line, sizeof last_line, "%s", line);
     const char *ms = strstr(line, "ms=");
-    ck_assert_msg(ms, "netprobe %s %s %s: '%s' (stderr %s)", a1, a2 ? a2 : "", a3 ? a3 : "",
-                  line, r.err);
-    ck_assert_msg(atoi(ms + 3) <= max_ms, "netprobe %s %s %s took too long: %s", a1,
-                  a2 ? a2 : "", a3 ? a3 : "", line);
+    ck_assert_msg(ms, "netprobe %s %s %s: '%s' (stderr %s)", a1, a2 ? a2 : "", a3 ? a3 : "", line,
+                  r.err);
+    ck_assert_msg(atoi(ms + 3) <= max_ms, "netprobe %s %s %s took too long: %s", a1, a2 ? a2 : "",
+                  a3 ? a3 : "", line);
     free(line);
     rt_exec_result_done(&r);
     return ok;
 }
 
 #define EXPECT(id, want, a1, a2, a3)                                                               \
-    ck_assert_msg(net_try(id, (want) ? 5000 : 1000, a1, a2, a3) == (want), "%s %s %s: expected %s", \
-                  a1, a2, a3, (want) ? "success" : "failure")
+    ck_assert_msg(net_try(id, (want) ? 5000 : 1000, a1, a2, a3) == (want),                         \
+                  "%s %s %s: expected %s, got %s", a1, a2, a3, (want) ? "success" : "failure",     \
+                  last_line)
 
 /* Until the probe's answer is `want`, up to ms.  */
 static bool wait_for(const char *id, bool want, int ms, const char *a1, const char *a2,
@@ -214,8 +227,8 @@ START_TEST(test_microvm_egress)
     r = fx_sh(id, "cat /sys/class/net/eth0/address /etc/resolv.conf");
     char mac[32];
     ns_mac(id, mac, sizeof mac);
-    ck_assert_msg(mac[0] && strncmp(r.out, mac, strlen(mac)) == 0, "guest MAC %s, link's %s",
-                  r.out, mac);
+    ck_assert_msg(mac[0] && strncmp(r.out, mac, strlen(mac)) == 0, "guest MAC %s, link's %s", r.out,
+                  mac);
     _cleanup_free_ char *ns_line = xasprintf("nameserver %s", gw);
     ck_assert_msg(strstr(r.out, ns_line), "resolv.conf: %s", r.out);
     rt_exec_result_done(&r);
@@ -224,6 +237,7 @@ START_TEST(test_microvm_egress)
     EXPECT(id, true, "tcp", SRV_ADDR2, "7000");
     EXPECT(id, false, "tcp", SRV_ADDR2, "8080"); /* another port */
     EXPECT(id, false, "tcp", SRV_ADDR, "80");    /* another address */
+    EXPECT(id, false, "udp", SRV_ADDR2, "7001"); /* another port, UDP */
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in la = {.sin_family = AF_INET};
     socklen_t ll = sizeof la;
@@ -237,6 +251,16 @@ START_TEST(test_microvm_egress)
     EXPECT(id, false, "tcp", "127.0.0.1", port); /* the guest's own loopback, not the host's */
     close(lfd);
     EXPECT(id, false, "tcp", "169.254.169.254", "80");
+
+    /* new rules on the same link: the host's business alone, the guest
+     * is not asked */
+    int64_t rules_ms;
+    apply(id,
+          "{\"rules\":[{\"name\":\"echo\",\"action\":\"Allow\",\"cidrs\":[\"" SRV_ADDR2
+          "/32\"],\"ports\":[7000,7001]}]}",
+          &rules_ms);
+    ck_assert_msg(wait_for(id, true, 2000, "udp", SRV_ADDR2, "7001"),
+                  "the new rule did not apply: %s", last_line);
 
     /* a policy that allows nothing takes the link away; a later one
      * brings it back */
@@ -258,8 +282,9 @@ START_TEST(test_microvm_egress)
     EXPECT(id, false, "tcp", SRV_ADDR2, "8080");
     fprintf(stderr,
             "microvm egress: create-to-first-exec %lld ms; link to a running guest %lld ms, "
-            "again %lld ms; suspend+resume %lld ms\n",
-            (long long)boot_ms, (long long)link_ms, (long long)relink_ms, (long long)cycle_ms);
+            "again %lld ms; new rules %lld ms; suspend+resume %lld ms\n",
+            (long long)boot_ms, (long long)link_ms, (long long)relink_ms, (long long)rules_ms,
+            (long long)cycle_ms);
 
     /* destroy: no QEMU, veth, nft element or namespace is left */
     pid_t q = qemu_of(id);
