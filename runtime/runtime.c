@@ -730,11 +730,15 @@ int rt_net_changed(rt_runtime_t *rt, const char *id, const rt_net_link_t *link, 
     rt_sandbox_t *sb = sandbox_get(rt, id, err);
     if (!sb)
         return -1;
+    if (!sb->ops->net_changed) { /* a sandbox's driver never changes */
+        sandbox_unref(sb);
+        return 0;
+    }
     pthread_rwlock_wrlock(&sb->lock);
     int ret = 0;
     if (sandbox_removed(rt, sb))
         ret = sbx_error_set(err, SBX_ERR_NOT_FOUND, "sandbox %s not found", id);
-    else if (sb->ops->net_changed)
+    else
         ret = sb->ops->net_changed(rt, sb, link, err);
     pthread_rwlock_unlock(&sb->lock);
     sandbox_unref(sb);
