@@ -202,6 +202,23 @@ static bool mounted(const char *needle)
     return strstr(mi, needle) != NULL;
 }
 
+/* Whether some process is in the network namespace of inode ino.  */
+static bool netns_in_use(ino_t ino)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    bool used = false;
+    while (d && !used && (de = readdir(d))) {
+        struct stat st;
+        _cleanup_free_ char *p = xasprintf("/proc/%s/ns/net", de->d_name);
+        used =
+            de->d_name[0] >= '0' && de->d_name[0] <= '9' && stat(p, &st) == 0 && st.st_ino == ino;
+    }
+    if (d)
+        closedir(d);
+    return used;
+}
+
 static const char *const echo_policy =
     "{\"defaultAction\":\"Deny\",\"rules\":[{\"name\":\"echo\",\"action\":\"Allow\","
     "\"cidrs\":[\"" SRV_ADDR2 "/32\"],\"ports\":[7000]}]}";
@@ -290,10 +307,15 @@ START_TEST(test_microvm_egress)
     pid_t q = qemu_of(id);
     ck_assert_int_gt(q, 0);
     ck_assert(mounted(ns));
+    struct stat nst;
+    ck_assert_int_eq(stat(ns, &nst), 0);
+    ck_assert(netns_in_use(nst.st_ino)); /* QEMU's */
     ck_assert_int_eq(rt_destroy(fx_rt, id, &err), 0);
     agent_egress_after(eg, fx_rt, id, "delete");
     ck_assert_int_eq(qemu_of(id), 0);
     ck_assert(!mounted(ns));
+    /* nothing holds the namespace: it is gone, and its tap with it */
+    ck_assert(!netns_in_use(nst.st_ino));
     ck_assert_int_ne(sh("ip -o link show | grep -q 'sx%s-'", tag), 0);
     ck_assert_int_ne(sh("nft list table inet sandboxd_%s 2>/dev/null | grep -q '%s'", tag, sb), 0);
     ck_assert_int_ne(sh("ls %s/sandboxes/%s >/dev/null 2>&1", fx_state, id), 0);
