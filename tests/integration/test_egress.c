@@ -8,7 +8,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sched.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/un.h>
 
@@ -531,6 +533,68 @@ START_TEST(stale_tables_swept)
 }
 END_TEST
 
+/* `cmd` run by sh in sandbox id's network namespace: its exit status.  */
+static int in_netns(const char *id, const char *cmd)
+{
+    sbx_error_t err = {0};
+    int fd = rt_netns_open(fx_rt, id, &err);
+    ck_assert_msg(fd >= 0, "%s", err.msg);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (setns(fd, CLONE_NEWNET) < 0)
+            _exit(126);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    int status;
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static ino_t my_netns(void)
+{
+    struct stat st;
+    ck_assert_int_eq(stat("/proc/thread-self/ns/net", &st), 0);
+    return st.st_ino;
+}
+
+/* What eg_link_create makes, end by end: addresses, the default route,
+ * strict reverse-path filtering on the host end, one queue each way (the
+ * kernel's default for a veth waits for RCU when cutting them down); and
+ * the thread that made it is back in the agent's namespace.  */
+START_TEST(link_shape)
+{
+    ino_t before = my_netns();
+    sandbox("eg-k", web_policy);
+    ck_assert(my_netns() == before);
+    char sb[64], gw[64];
+    addrs("eg-k", sb, gw);
+    char ifname[IFNAMSIZ] = "";
+    FILE *f = popen("ip -o -4 addr show", "r");
+    ck_assert_ptr_nonnull(f);
+    char line[512];
+    _cleanup_free_ char *want = xasprintf(" inet %s/31 ", gw);
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, want))
+            ck_assert_int_eq(sscanf(line, "%*d: %15s", ifname), 1);
+    pclose(f);
+    ck_assert_msg(ifname[0], "no host end with %s", gw);
+    ck_assert_int_eq(sh("grep -qx 1 /proc/sys/net/ipv4/conf/%s/rp_filter", ifname), 0);
+    ck_assert_int_eq(sh("ip -d link show %s | grep -q 'numtxqueues 1 numrxqueues 1'", ifname), 0);
+    ck_assert_int_eq(sh("ip link show %s | grep -q 'state UP'", ifname), 0);
+    _cleanup_free_ char *inside =
+        xasprintf("ip -o -4 addr show dev eth0 | grep -q ' inet %s/31 ' && "
+                  "ip -4 route show default | grep -q 'via %s dev eth0' && "
+                  "ip -d link show eth0 | grep -q 'numtxqueues 1 numrxqueues 1'",
+                  sb, gw);
+    ck_assert_int_eq(in_netns("eg-k", inside), 0);
+    egress_release(eg, "eg-k", true);
+    ck_assert_int_eq(sh("ip link show %s >/dev/null 2>&1", ifname), 1);
+}
+END_TEST
+
 START_TEST(bad_policies)
 {
     static const struct {
@@ -577,6 +641,7 @@ static Suite *suite(void)
     tcase_add_test(tc, live_update_and_cleanup);
     tcase_add_test(tc, open_connections_follow_the_policy);
     tcase_add_test(tc, proxied_connections_follow_the_policy);
+    tcase_add_test(tc, link_shape);
     tcase_add_test(tc, bad_policies);
     tcase_add_test(tc, host_clients_on_listener_port_numbers);
     tcase_add_test(tc, stale_tables_swept);
