@@ -4,11 +4,18 @@
  * networked sandbox against a closed one; and all of it again with N
  * networked sandboxes on the host.
  *
- *   egress_bench [-n SANDBOXES] [-r ROUNDS] [-c CONNECTIONS] [-b BYTES]
+ *   egress_bench [-n SANDBOXES] [-r ROUNDS] [-l LINK_ROUNDS] [-c CONNECTIONS]
+ *                [-b BYTES]
  *
- * The server (HTTP on 8000 and 9000, DNS) runs in a network namespace the
- * bench makes (198.51.100.0/24); nothing leaves the machine.  Needs root and
- * the static client sbx-netbench beside it.  */
+ * -c 0 leaves out the connection and throughput figures (create and link
+ * only).  The create and link figures end in one table, 1 and N networked
+ * sandboxes side by side.  The server (HTTP on 8000 and 9000, DNS) runs in
+ * a network namespace the bench makes (a /24 of 198.18.0.0/15); nothing
+ * leaves the machine.  Every name a run uses (directory, cgroup, namespace,
+ * links, nft table, egress pool) is its own, so runs side by side do not
+ * meet; what a run makes goes at its end, on an error or SIGINT/SIGTERM, and
+ * what a killed run left is swept by the next one.  Needs root and the
+ * static client sbx-netbench beside it.  */
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <errno.h>
@@ -16,17 +23,38 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
 
 #include "egress/egress.h"
 #include "runtime/runtime.h"
 
-#define NETNS "sbxbench"
-#define SERVER "198.51.100.2"
+/* The names of run `pid`.  */
+typedef struct names {
+    char dir[64], state[80], cgroot[40], netns[32], host_if[16], tag[8];
+    char host[16], server[16]; /* the server namespace's link: host end, server */
+    int pid_self;
+} names_t;
+
+static void names_of(int pid, names_t *n)
+{
+    snprintf(n->dir, sizeof n->dir, "/tmp/sbx-egress-bench.%d", pid);
+    snprintf(n->state, sizeof n->state, "%s/state", n->dir);
+    snprintf(n->cgroot, sizeof n->cgroot, "sbx-egress-bench-%d", pid);
+    snprintf(n->netns, sizeof n->netns, "sbxbench-%d", pid);
+    snprintf(n->host_if, sizeof n->host_if, "sbxb%d", pid);
+    snprintf(n->tag, sizeof n->tag, "b%05x", (unsigned)pid & 0xfffff);
+    snprintf(n->host, sizeof n->host, "198.%d.%d.1", 18 + ((pid >> 8) & 1), pid & 255);
+    snprintf(n->server, sizeof n->server, "198.%d.%d.2", 18 + ((pid >> 8) & 1), pid & 255);
+}
+
+static names_t me;
+#define SERVER me.server
 
 static int cmp_i64(const void *a, const void *b)
 {
@@ -51,7 +79,8 @@ static int64_t now_us(void)
 
 static int enter_server_ns(void)
 {
-    int fd = open("/run/netns/" NETNS, O_RDONLY | O_CLOEXEC);
+    _cleanup_free_ char *path = xasprintf("/run/netns/%s", me.netns);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     int rc = fd >= 0 ? setns(fd, CLONE_NEWNET) : -1;
     if (fd >= 0)
         close(fd);
@@ -158,8 +187,10 @@ static int sh(const char *cmd)
 
 static rt_runtime_t *rt;
 static egress_t *eg;
-static char *rootfs;
+static const char *rootfs;
 static json_t *policy;
+
+static int64_t last_apply_us; /* the egress part of the last networked create */
 
 static int create(const char *id, bool networked, int64_t *us)
 {
@@ -172,9 +203,11 @@ static int create(const char *id, bool networked, int64_t *us)
         return -1;
     }
     if (networked) {
+        int64_t t1 = now_us();
         int fd = rt_netns_open(rt, id, &err);
         int rc = egress_apply(eg, id, fd, policy, &err);
         close(fd);
+        last_apply_us = now_us() - t1;
         if (rc < 0) {
             fprintf(stderr, "egress %s: %s\n", id, err.msg);
             return -1;
@@ -211,7 +244,26 @@ static double field(const char *line, const char *key)
     return p ? atof(p + strlen(key)) : -1;
 }
 
-static void measure(const char *label, int rounds, int conns, const char *bytes)
+typedef struct figures {
+    double closed, networked, apply, link, rules; /* create, medians */
+    double link_alone, link_alone_p90;            /* relinking a running sandbox */
+} figures_t;
+
+static volatile sig_atomic_t stopping;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+static double p90_ms(int64_t *us, size_t n)
+{
+    qsort(us, n, sizeof *us, cmp_i64);
+    return n ? (double)us[n * 9 / 10] / 1000.0 : 0;
+}
+
+static void connections(const char *label, int conns, const char *bytes)
 {
     char n[16];
     snprintf(n, sizeof n, "%d", conns);
@@ -236,110 +288,256 @@ static void measure(const char *label, int rounds, int conns, const char *bytes)
            label, conns, ld, lp, lp - ld, field(a, "p90_us="), field(b, "p90_us="));
     printf("[%s] throughput (%s bytes): direct %.0f Mbit/s, proxy %.0f Mbit/s (%.0f%%)\n", label,
            bytes, td, tp, td > 0 ? 100 * tp / td : 0);
-    int64_t closed[64], net[64], link[64], rules[64];
-    int k = rounds < 64 ? rounds : 64;
-    for (int i = 0; i < k; i++) {
+}
+
+/* bench-0's link taken away and made again, `rounds` times: the link's own
+ * cost without a sandbox being made or destroyed around it.  */
+static int relink(int rounds, figures_t *f)
+{
+    int64_t us[256];
+    int k = rounds < 256 ? rounds : 256, done = 0;
+    sbx_error_t err = {0};
+    for (int i = 0; i < k && !stopping; i++, done++) {
+        int fd = rt_netns_open(rt, "bench-0", &err);
+        int rc = fd >= 0 ? egress_apply(eg, "bench-0", -1, NULL, &err) : -1;
+        if (rc == 0)
+            rc = egress_apply(eg, "bench-0", fd, policy, &err);
+        if (fd >= 0)
+            close(fd);
+        if (rc < 0) {
+            fprintf(stderr, "relink: %s\n", err.msg);
+            return -1;
+        }
+        int64_t rules;
+        egress_last_link_us(eg, &us[i], &rules);
+    }
+    f->link_alone = median_ms(us, (size_t)done);
+    f->link_alone_p90 = p90_ms(us, (size_t)done);
+    return 0;
+}
+
+static int measure(const char *label, int rounds, int link_rounds, int conns, const char *bytes,
+                   figures_t *f)
+{
+    if (conns > 0)
+        connections(label, conns, bytes);
+    int64_t closed[64], net[64], apply[64], link[64], rules[64];
+    int k = rounds < 64 ? rounds : 64, done = 0;
+    for (int i = 0; i < k && !stopping; i++, done++) {
         char id[32];
         snprintf(id, sizeof id, "bench-c%d", i);
-        if (create(id, false, &closed[i]) == 0)
-            destroy(id);
+        if (create(id, false, &closed[i]) < 0)
+            return -1;
+        destroy(id);
         snprintf(id, sizeof id, "bench-n%d", i);
-        if (create(id, true, &net[i]) == 0)
-            destroy(id);
+        if (create(id, true, &net[i]) < 0)
+            return -1;
+        apply[i] = last_apply_us;
+        destroy(id);
         egress_last_link_us(eg, &link[i], &rules[i]);
     }
-    double mc = median_ms(closed, (size_t)k), mn = median_ms(net, (size_t)k);
-    printf("[%s] create, median of %d: closed %.1f ms, networked %.1f ms (+%.1f ms: link %.1f "
-           "ms, rules %.1f ms)\n",
-           label, k, mc, mn, mn - mc, median_ms(link, (size_t)k), median_ms(rules, (size_t)k));
+    f->closed = median_ms(closed, (size_t)done);
+    f->networked = median_ms(net, (size_t)done);
+    f->apply = median_ms(apply, (size_t)done);
+    f->link = median_ms(link, (size_t)done);
+    f->rules = median_ms(rules, (size_t)done);
+    printf("[%s] create, median of %d: closed %.1f ms, networked %.1f ms (egress %.2f ms: link "
+           "%.2f ms, rules %.2f ms)\n",
+           label, done, f->closed, f->networked, f->apply, f->link, f->rules);
+    if (relink(link_rounds, f) < 0)
+        return -1;
+    printf("[%s] link alone (relinking a running sandbox), median of %d: %.2f ms (p90 %.2f)\n",
+           label, link_rounds, f->link_alone, f->link_alone_p90);
+    return 0;
+}
+
+static void table(int rounds, int link_rounds, int density, const figures_t *a, const figures_t *b)
+{
+    printf("\n| what | 1 networked sandbox | %d networked sandboxes |\n| --- | --- | --- |\n",
+           density);
+    printf("| create, closed (median of %d) | %.1f ms | %.1f ms |\n", rounds, a->closed, b->closed);
+    printf("| create, networked | %.1f ms | %.1f ms |\n", a->networked, b->networked);
+    printf("| networked minus closed (medians of different creates) | %+.1f ms | %+.1f ms |\n",
+           a->networked - a->closed, b->networked - b->closed);
+    printf("| egress in the networked create: netns fd + egress_apply (median) | %.2f ms | %.2f "
+           "ms |\n",
+           a->apply, b->apply);
+    printf("| of which the link (median) | %.2f ms | %.2f ms |\n", a->link, b->link);
+    printf("| of which the rules (median) | %.2f ms | %.2f ms |\n", a->rules, b->rules);
+    printf("| link alone, median of %d (p90) | %.2f ms (%.2f) | %.2f ms (%.2f) |\n", link_rounds,
+           a->link_alone, a->link_alone_p90, b->link_alone, b->link_alone_p90);
+}
+
+/* Whatever run `pid` made: the sandboxes of its runtime state, its links,
+ * nft table, namespace and directory (kept, with a warning, while a
+ * sandbox of it could not be destroyed).  */
+static void sweep(int pid)
+{
+    names_t n;
+    names_of(pid, &n);
+    if (pid == me.pid_self && eg) {
+        _cleanup_json_ json_t *ids = egress_ids(eg);
+        size_t i;
+        json_t *v;
+        json_array_foreach(ids, i, v) egress_release(eg, json_string_value(v), true);
+        egress_close(eg);
+        eg = NULL;
+    }
+    sbx_error_t err = {0};
+    rt_runtime_t *r = pid == me.pid_self ? rt : NULL;
+    struct stat st;
+    if (!r && stat(n.state, &st) == 0) {
+        rt_config_t rc = {.state_dir = n.state, .cgroup_root = n.cgroot};
+        r = rt_open(&rc, &err);
+    }
+    size_t left = 0;
+    if (r) {
+        rt_info_t *list = NULL;
+        size_t count = 0;
+        if (rt_list(r, &list, &count, NULL) == 0)
+            for (size_t i = 0; i < count; i++)
+                left += rt_destroy(r, list[i].id, NULL) < 0;
+        free(list);
+        rt_close(r);
+    }
+    if (pid == me.pid_self)
+        rt = NULL;
+    _cleanup_free_ char *cmd =
+        xasprintf("for l in $(ip -o link | sed -n 's/^[0-9]*: \\(sx%s-[0-9]*\\)[@:].*/\\1/p'); do "
+                  "ip link del $l; done; nft delete table inet sandboxd_%s 2>/dev/null; "
+                  "ip link del %s 2>/dev/null; ip netns del %s 2>/dev/null; %s",
+                  n.tag, n.tag, n.host_if, n.netns, left ? "true" : "rm -rf");
+    if (!left) {
+        char *full = xasprintf("%s %s", cmd, n.dir);
+        free(cmd);
+        cmd = full;
+    } else {
+        fprintf(stderr, "egress_bench: %zu sandboxes of run %d remain; %s kept\n", left, pid,
+                n.dir);
+    }
+    sh(cmd);
+}
+
+/* Runs whose process is gone but whose directory is still there.  */
+static void sweep_dead_runs(void)
+{
+    DIR *d = opendir("/tmp");
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int pid;
+        char rest;
+        if (sscanf(de->d_name, "sbx-egress-bench.%d%c", &pid, &rest) == 1 && pid > 0 &&
+            kill(pid, 0) < 0 && errno == ESRCH)
+            sweep(pid);
+    }
+    closedir(d);
+}
+
+static void at_exit(void)
+{
+    sweep(me.pid_self);
+    json_decref(policy);
+    policy = NULL;
 }
 
 int main(int argc, char **argv)
 {
-    int density = 500, rounds = 20, conns = 200;
+    int density = 500, rounds = 20, link_rounds = 50, conns = 200;
     const char *bytes = "1073741824";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-n"))
             density = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-r"))
             rounds = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-l"))
+            link_rounds = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-c"))
             conns = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-b"))
             bytes = argv[i + 1];
     }
-    char tmpl[] = "/tmp/sbx-egress-bench-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    if (!dir)
+    if (density < 1 || rounds < 1 || link_rounds < 1) {
+        fprintf(stderr, "egress_bench: -n, -r and -l take a number >= 1\n");
+        return 2;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    names_of(getpid(), &me);
+    me.pid_self = getpid();
+    sweep_dead_runs();
+    atexit(at_exit);
+    if (mkdir(me.dir, 0700) < 0)
         return 1;
-    sh("ip netns del " NETNS " 2>/dev/null; ip link del sbxbench0 2>/dev/null");
-    if (sh("ip netns add " NETNS " && ip link add sbxbench0 type veth peer name eth0 netns " NETNS
-           " && ip addr add 198.51.100.1/24 dev sbxbench0 && ip link set sbxbench0 up && "
-           "ip -n " NETNS " addr add " SERVER "/24 dev eth0 && ip -n " NETNS " link set eth0 up && "
-           "ip -n " NETNS " link set lo up && ip -n " NETNS
-           " route add default via 198.51.100.1") != 0)
+    _cleanup_free_ char *net =
+        xasprintf("ip netns add %1$s && ip link add %2$s type veth peer name eth0 netns %1$s && "
+                  "ip addr add %3$s/24 dev %2$s && ip link set %2$s up && "
+                  "ip -n %1$s addr add %4$s/24 dev eth0 && ip -n %1$s link set eth0 up && "
+                  "ip -n %1$s link set lo up && ip -n %1$s route add default via %3$s",
+                  me.netns, me.host_if, me.host, me.server);
+    if (sh(net) != 0)
         return 1;
     pthread_t t;
     pthread_create(&t, NULL, http_server, (void *)(intptr_t)8000);
     pthread_create(&t, NULL, http_server, (void *)(intptr_t)9000);
     pthread_create(&t, NULL, dns_server, NULL);
 
-    rootfs = xasprintf("%s/rootfs", dir);
-    _cleanup_free_ char *bin = xasprintf("%s/bin", rootfs);
+    rootfs = xasprintf("%s/rootfs", me.dir);
     char self[4096];
     ssize_t sl = readlink("/proc/self/exe", self, sizeof self - 1);
     self[sl > 0 ? sl : 0] = '\0';
     *strrchr(self, '/') = '\0';
-    _cleanup_free_ char *mk = xasprintf("mkdir -p %s %s/tmp && cp /usr/bin/busybox %s/ && "
-                                        "ln -s busybox %s/sh && cp %s/sbx-netbench %s/netbench",
-                                        bin, rootfs, bin, bin, self, bin);
+    _cleanup_free_ char *mk =
+        xasprintf("mkdir -p %s/bin %s/tmp && cp /usr/bin/busybox %s/bin/ && "
+                  "ln -s busybox %s/bin/sh && cp %s/sbx-netbench %s/bin/netbench",
+                  rootfs, rootfs, rootfs, rootfs, self, rootfs);
     if (sh(mk) != 0)
         return 1;
     sbx_error_t err = {0};
-    _cleanup_free_ char *state = xasprintf("%s/state", dir);
-    _cleanup_free_ char *egs = xasprintf("%s/egress", dir);
-    rt_config_t rc = {.state_dir = state, .cgroup_root = "sbx-egress-bench"};
+    rt_config_t rc = {.state_dir = me.state, .cgroup_root = me.cgroot};
     rt = rt_open(&rc, &err);
-    egress_config_t ec = {
-        .pool = "10.236.0.0/21", .tag = "bench", .resolver = SERVER, .state_dir = egs};
+    /* a pool no other agent or run holds (claimed while claim is open) */
+    _cleanup_free_ char *egs = xasprintf("%s/egress", me.dir);
+    char pool[32];
+    int claim = -1;
+    if (rt && egress_pool_pick(me.tag, egs, pool, sizeof pool, &claim, &err) < 0)
+        rt_close(rt), rt = NULL;
+    egress_config_t ec = {.pool = pool, .tag = me.tag, .resolver = SERVER, .state_dir = egs};
     eg = rt ? egress_open(&ec, &err) : NULL;
     if (!eg) {
         fprintf(stderr, "egress_bench: %s\n", err.msg);
         return 1;
     }
     json_error_t jerr;
-    policy = json_loads("{\"rules\":[{\"name\":\"direct\",\"action\":\"Allow\",\"cidrs\":[\"" SERVER
-                        "/32\"],\"ports\":[9000]},{\"name\":\"proxied\",\"action\":"
-                        "\"Allow\",\"fqdns\":[\"bench.test\"],\"ports\":[8000]}]}",
-                        0, &jerr);
+    _cleanup_free_ char *ptext =
+        xasprintf("{\"rules\":[{\"name\":\"direct\",\"action\":\"Allow\",\"cidrs\":[\"%s/32\"],"
+                  "\"ports\":[9000]},{\"name\":\"proxied\",\"action\":\"Allow\",\"fqdns\":"
+                  "[\"bench.test\"],\"ports\":[8000]}]}",
+                  SERVER);
+    policy = json_loads(ptext, 0, &jerr);
     int64_t us;
     if (create("bench-0", true, &us) < 0)
         return 1;
     if (getenv("EGRESS_BENCH_PAUSE")) /* to look at the rules while it runs */
         sleep((unsigned)atoi(getenv("EGRESS_BENCH_PAUSE")));
-    measure("1 networked sandbox", rounds, conns, bytes);
+    figures_t one = {0}, many = {0};
+    if (measure("1 networked sandbox", rounds, link_rounds, conns, bytes, &one) < 0)
+        return 1;
     printf("creating %d more networked sandboxes...\n", density - 1);
     int64_t t0 = now_us();
-    for (int i = 1; i < density; i++) {
+    for (int i = 1; i < density && !stopping; i++) {
         char id[32];
         snprintf(id, sizeof id, "bench-%d", i);
         if (create(id, true, &us) < 0)
-            break;
+            return 1;
     }
     printf("(%d created in %.1f s)\n", density - 1, (double)(now_us() - t0) / 1e6);
     char label[64];
     snprintf(label, sizeof label, "%d networked sandboxes", density);
-    measure(label, rounds, conns, bytes);
-    for (int i = 0; i < density; i++) {
-        char id[32];
-        snprintf(id, sizeof id, "bench-%d", i);
-        destroy(id);
-    }
-    egress_close(eg);
-    rt_close(rt);
-    json_decref(policy);
-    sh("ip link del sbxbench0 2>/dev/null; ip netns del " NETNS " 2>/dev/null");
-    _cleanup_free_ char *rm = xasprintf("rm -rf %s", dir);
-    sh(rm);
+    if (stopping || measure(label, rounds, link_rounds, conns, bytes, &many) < 0 || stopping)
+        return 1;
+    table(rounds, link_rounds, density, &one, &many);
     return 0;
 }
