@@ -162,6 +162,17 @@ int agent_egress_parse(const agent_call_t *c, json_t **policy, bool *present, bo
 /* Give the sandbox its policy, with a link when it runs.  */
 int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
                        sbx_error_t *err);
+/* The same right after the sandbox booted (create, start): its link is
+ * new, so its /etc/resolv.conf names its gateway.  */
+int agent_egress_booted(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
+                        sbx_error_t *err);
+/* Before rt_create: the policy recorded, so a driver that links the
+ * sandbox as it boots finds it there.  */
+int agent_egress_record(egress_t *eg, const char *id, const json_t *policy, sbx_error_t *err);
+/* The runtime's net hook (rt_set_net_hook, arg the egress_t): the link of
+ * a sandbox whose network is fixed when it boots (gvisor), made in the
+ * namespace it is about to boot in.  */
+int agent_egress_boot(void *eg, const char *id, int netns_fd, sbx_error_t *err);
 /* After a successful stop, start or delete of the sandbox.  */
 void agent_egress_after(egress_t *eg, rt_runtime_t *rt, const char *id, const char *action);
 /* At start: links for the running sandboxes that have a policy, and

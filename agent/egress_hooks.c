@@ -48,8 +48,8 @@ static void net_tell(egress_t *eg, rt_runtime_t *rt, const char *id)
                 err.msg);
 }
 
-int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
-                       sbx_error_t *err)
+static int apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy, bool boot,
+                 sbx_error_t *err)
 {
     if (!eg) {
         if (policy)
@@ -60,20 +60,22 @@ int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const jso
         return 0;
     }
     sbx_error_t nerr = {0};
-    rt_info_t info;
-    /* gvisor runs with --network=none: its policy is kept, and it reaches
-     * nothing.  A microVM's guest gets the link through its tap
+    rt_info_t info = {0};
+    /* gvisor is linked as it boots (agent_egress_boot), here only its
+     * rules change.  A microVM's guest gets the link through its tap
      * (net_tell).  */
     bool linkable = rt_get(rt, id, &info, NULL) == 0 &&
                     (strcmp(info.driver, "process") == 0 || strcmp(info.driver, "microvm") == 0);
-    if (!linkable && policy)
+    bool at_boot = strcmp(info.driver, "gvisor") == 0;
+    if (!linkable && !at_boot && policy)
         sbx_log(SBX_LOG_WARN, MODULE,
-                "sandbox %s: egress is enforced for the process and microvm drivers only; this "
-                "one reaches nothing",
+                "sandbox %s: egress is enforced for the process, gvisor and microvm drivers only; "
+                "this one reaches nothing",
                 id);
     int fd = linkable ? rt_netns_open(rt, id, &nerr) : -1;
     char had[64] = "", sb[64], gw[64];
-    egress_addresses(eg, id, sb, had, sizeof had);
+    if (!boot)
+        egress_addresses(eg, id, sb, had, sizeof had);
     int rc = egress_apply(eg, id, fd, policy, err);
     if (fd >= 0)
         close(fd);
@@ -92,6 +94,28 @@ int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const jso
     return rc;
 }
 
+int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
+                       sbx_error_t *err)
+{
+    return apply(eg, rt, id, policy, false, err);
+}
+
+int agent_egress_booted(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
+                        sbx_error_t *err)
+{
+    return apply(eg, rt, id, policy, true, err);
+}
+
+int agent_egress_record(egress_t *eg, const char *id, const json_t *policy, sbx_error_t *err)
+{
+    return eg ? egress_apply(eg, id, -1, policy, err) : 0;
+}
+
+int agent_egress_boot(void *eg, const char *id, int netns_fd, sbx_error_t *err)
+{
+    return egress_boot_link(eg, id, netns_fd, err);
+}
+
 void agent_egress_after(egress_t *eg, rt_runtime_t *rt, const char *id, const char *action)
 {
     if (!eg)
@@ -106,7 +130,7 @@ void agent_egress_after(egress_t *eg, rt_runtime_t *rt, const char *id, const ch
         return;
     _cleanup_json_ json_t *p = egress_policy_of(eg, id);
     sbx_error_t err = {0};
-    if ((p || egress_has_identity(eg, id)) && agent_egress_apply(eg, rt, id, p, &err) < 0)
+    if (agent_egress_booted(eg, rt, id, p, &err) < 0)
         sbx_log(SBX_LOG_ERROR, MODULE, "sandbox %s: its egress link failed: %s", id, err.msg);
 }
 

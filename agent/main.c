@@ -107,6 +107,8 @@ static void agent_done(agent_t *a)
     http_server_stop(a->http); /* first: no request may still use the rest */
     agent_api_free(a->api);
     agent_imds_server_stop(a->imds);
+    if (a->rt)
+        rt_set_net_hook(a->rt, NULL, NULL);
     egress_close(a->egress);
     if (a->pool_claim > 0)
         close(a->pool_claim);
@@ -153,6 +155,7 @@ static int egress_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
         return sbx_error_wrap(err, "egress"), -1;
     if (a->imds)
         agent_imds_server_set_egress(a->imds, a->egress);
+    rt_set_net_hook(a->rt, agent_egress_boot, a->egress);
     agent_egress_recover(a->egress, a->rt);
     sbx_log(SBX_LOG_INFO, MODULE, "egress: links from %s, nft table sandboxd_%s", a->egress_pool,
             tag);

@@ -257,11 +257,14 @@ static void create_new(agent_api_t *api, const char *id, json_t *spec, const jso
         return agent_reply_error(res, &err, id);
     rt_spec_t s = spec_of(id, spec, rootfs);
     rt_info_t info;
-    if (rt_create(api->rt, &s, &info, &err) < 0)
-        return agent_reply_error(res, &err, id);
     if (api->egress && api->imds)
         egress_set_identity(api->egress, id, identity);
-    if (agent_egress_apply(api->egress, api->rt, id, egress, &err) < 0) {
+    if (agent_egress_record(api->egress, id, egress, &err) < 0 ||
+        rt_create(api->rt, &s, &info, &err) < 0) {
+        agent_egress_after(api->egress, api->rt, id, "delete");
+        return agent_reply_error(res, &err, id);
+    }
+    if (agent_egress_booted(api->egress, api->rt, id, egress, &err) < 0) {
         /* no sandbox without the network its policy promises */
         (void)rt_destroy(api->rt, id, NULL);
         agent_egress_after(api->egress, api->rt, id, "delete");

@@ -20,6 +20,7 @@ struct eg_sandbox {
     int refs;            /* under eg->mu */
     eg_policy_t *policy; /* NULL: none */
     bool identity;       /* may reach the identity endpoint (a link even without a policy) */
+    bool boot_link;      /* linked when it boots only (egress_boot_link) */
     unsigned index;      /* link number, 0: none yet */
     bool linked;
     int ifindex;
@@ -175,9 +176,9 @@ static int write_replace(const char *path, const char *text, sbx_error_t *err)
 
 static void record_save(egress_t *eg, const eg_sandbox_t *sb)
 {
-    _cleanup_json_ json_t *j =
-        json_pack("{s:I,s:O,s:b}", "index", (json_int_t)sb->index, "policy",
-                  sb->policy ? sb->policy->json : json_null(), "identity", sb->identity);
+    _cleanup_json_ json_t *j = json_pack("{s:I,s:O,s:b,s:b}", "index", (json_int_t)sb->index,
+                                         "policy", sb->policy ? sb->policy->json : json_null(),
+                                         "identity", sb->identity, "bootLink", sb->boot_link);
     _cleanup_free_ char *text = json_dumps(j, JSON_COMPACT);
     _cleanup_free_ char *path = record_path(eg, sb->id);
     sbx_error_t err = {0};
@@ -219,6 +220,7 @@ static void records_load(egress_t *eg)
         eg_sandbox_t *sb = add_locked(eg, id);
         sb->policy = p;
         sb->identity = json_is_true(json_object_get(j, "identity"));
+        sb->boot_link = json_is_true(json_object_get(j, "bootLink"));
         sb->index = (unsigned)json_integer_value(index);
         if (sb->index)
             addresses_of(eg, sb);
@@ -431,6 +433,26 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     return 0;
 }
 
+/* A sandbox linked at its boot by an earlier agent: its link is still
+ * there, in a namespace that cannot take a new one; bind its rules to it
+ * again.  *adopted stays false when there is none (it is not running).  */
+static int link_adopt(egress_t *eg, eg_sandbox_t *sb, eg_policy_t *p, bool *adopted,
+                      sbx_error_t *err)
+{
+    int ifindex = sb->index ? (int)if_nametoindex(sb->ifname) : 0;
+    if (ifindex <= 0)
+        return 0;
+    pthread_mutex_lock(&eg->mu);
+    bool exists = p && hash_in_use_locked(eg, sb, p->hash);
+    pthread_mutex_unlock(&eg->mu);
+    if ((p && eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, exists, err) < 0) ||
+        (sb->identity && eg_nft_imds(eg->nft, ifindex, sb->sb_addr, true, err) < 0))
+        return -1;
+    sb->ifindex = ifindex;
+    *adopted = true;
+    return 0;
+}
+
 /* A running sandbox's policy changed: its open connections meet the new
  * one (conntrack.c for direct flows, the proxy for its own).  Under
  * apply_mu, so sb->policy stays.  */
@@ -462,9 +484,10 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
     pthread_mutex_unlock(&eg->mu);
 
     int rc = 0;
+    bool adopted = false;
     /* a sandbox with an identity keeps a link for the identity endpoint,
-     * even when its policy allows nothing */
-    bool wanted = eg_policy_allows_any(p) || sb->identity;
+     * even when its policy allows nothing; one linked at boot keeps it */
+    bool wanted = eg_policy_allows_any(p) || sb->identity || sb->boot_link;
     if (!wanted || (sb->linked && !link_alive(sb)))
         unlink_sandbox(eg, sb);
     if (wanted && sb->linked && (sb->policy || p)) {
@@ -475,6 +498,8 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
         rc = eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, p, exists, err);
     } else if (wanted && !sb->linked && netns_fd >= 0) {
         rc = link_sandbox(eg, sb, netns_fd, p, err);
+    } else if (wanted && !sb->linked && sb->boot_link) {
+        rc = link_adopt(eg, sb, p, &adopted, err);
     }
     pthread_mutex_lock(&eg->mu);
     bool was_linked = sb->linked;
@@ -482,7 +507,7 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
         eg_policy_t *old = sb->policy;
         sb->policy = p;
         p = old;
-        if (wanted && netns_fd >= 0)
+        if (wanted && (netns_fd >= 0 || adopted))
             sb->linked = true;
     }
     if (rc == 0)
@@ -497,6 +522,30 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
     pthread_mutex_unlock(&eg->mu);
     pthread_mutex_unlock(&eg->apply_mu);
     eg_policy_unref(p);
+    return rc;
+}
+
+int egress_boot_link(egress_t *eg, const char *id, int netns_fd, sbx_error_t *err)
+{
+    pthread_mutex_lock(&eg->apply_mu);
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    if (!sb)
+        sb = add_locked(eg, id);
+    sb->refs++;
+    sb->boot_link = true;
+    pthread_mutex_unlock(&eg->mu);
+    /* the last boot's link is dead (its namespace went) or no longer
+     * seen by the sandbox (runsc took its addresses) */
+    unlink_sandbox(eg, sb);
+    int rc = link_sandbox(eg, sb, netns_fd, sb->policy, err);
+    pthread_mutex_lock(&eg->mu);
+    if (rc == 0)
+        sb->linked = true;
+    record_save(eg, sb);
+    put_locked(sb, 1);
+    pthread_mutex_unlock(&eg->mu);
+    pthread_mutex_unlock(&eg->apply_mu);
     return rc;
 }
 

@@ -62,6 +62,15 @@ int egress_policy_check(const json_t *policy, sbx_error_t *err);
  * for live updates (new connections follow the new policy at once).  */
 int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *policy,
                  sbx_error_t *err);
+/* Give sandbox `id` a new link into netns_fd, the network namespace it is
+ * about to boot in, with the policy egress_apply last gave it, replacing
+ * any link it had (same addresses).  For sandboxes whose network is fixed
+ * when they boot (gVisor copies its namespace's interfaces at start and
+ * never looks again): such a sandbox has a link whatever its policy allows
+ * (nothing allowed: every packet is denied), so a later policy applies
+ * live; egress_apply changes only its rules, and after an agent restart
+ * takes its link back as it is instead of making a new one.  */
+int egress_boot_link(egress_t *eg, const char *id, int netns_fd, sbx_error_t *err);
 /* Whether sandbox `id` may reach the identity endpoint; set before its
  * egress_apply (kept in its record).  Such a sandbox gets a link even when
  * its policy allows nothing.  */

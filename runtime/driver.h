@@ -157,6 +157,8 @@ struct rt_runtime {
     unsigned n_slots; /* ... of n_slots * RT_UID_RANGE uids */
     char *cg_parent;
     int cap_last;
+    rt_net_hook_t net_hook; /* rt_set_net_hook's */
+    void *net_hook_arg;
 
     pthread_mutex_t mu; /* guards sbs and slots */
     rt_sandbox_t **sbs;
@@ -234,6 +236,21 @@ struct rt_driver_files {
 extern const rt_driver_ops_t rt_process_ops;
 extern const rt_driver_ops_t rt_gvisor_ops;
 extern const rt_driver_ops_t rt_microvm_ops;
+
+/* ---- the gvisor driver's network namespaces (gvisor_net.c) ------------- */
+
+/* <dir>/netns: a network namespace of the sandbox's own with loopback up,
+ * bound there so it outlives runsc (a checkpoint) and the agent; made
+ * unless it exists.  */
+int rt_gv_netns_make(rt_sandbox_t *sb, sbx_error_t *err);
+bool rt_gv_netns_exists(const rt_sandbox_t *sb);
+/* Unbind and remove it; the namespace ends with its last process.  */
+void rt_gv_netns_remove(rt_sandbox_t *sb);
+/* Call the runtime's net hook (if any) with the sandbox's namespace.  */
+int rt_gv_netns_boot(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err);
+/* Whether the running sandbox has sent a packet through an interface of
+ * its namespace other than loopback since it booted (true when unknown).  */
+bool rt_gv_netns_used(const rt_sandbox_t *sb);
 
 /* Shared by the drivers (process.c).  */
 /* Start time of a process (clock ticks after boot), 0 when it is gone.  */

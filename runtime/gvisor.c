@@ -14,11 +14,16 @@
  * command runs inside the sentry and holds only its three pipes.
  * Suspend is `runsc checkpoint` (memory to a file, the sandbox's processes
  * gone) and resume `runsc restore`; where checkpointing fails, the freezer.
+ * The sandbox boots with --network=sandbox in a network namespace of its
+ * own (gvisor_net.c): runsc copies what it finds there (loopback, and the
+ * egress link the runtime's net hook puts in first) into gVisor's own
+ * network stack at start and at restore, and never looks again.
  *
  * Under <state_dir>/gvisor: state/ (runsc --root) and pause (pid 1).
  * Under a sandbox's directory, beside process.c's layer/ lower/ rootfs/:
- * bundle/config.json, checkpoint/ while suspended to a file, and each
- * exec's process.json and pid file while it runs.  */
+ * bundle/config.json, netns (the bound namespace) from start to stop,
+ * checkpoint/ while suspended to a file, and each exec's process.json and
+ * pid file while it runs.  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +57,7 @@ extern const unsigned char rt_gvisor_pause_blob[], rt_gvisor_pause_blob_end[];
  * reachable by that uid: not under the state dir (root only), but here,
  * each sandbox's root behind a directory only its gid may search.  */
 #define GV_RUN_DIR "/run/sandboxd-gvisor"
+#define GV_PROC_DIR GV_RUN_DIR "/proc"
 
 /* ---- finding runsc and a platform that works ----------------------------- */
 
@@ -85,11 +91,33 @@ static bool find_runsc(char *out, size_t len)
     return false;
 }
 
+/* runsc before mid-2023 takes any namespace where
+ * /proc/sys/net/core/rmem_default exists for the host's own and refuses to
+ * copy its interfaces ("cannot run with network enabled in root network
+ * namespace"); recent kernels (6.18 here) have that file in every
+ * namespace.  An empty /proc/sys/net in a mount namespace of runsc's own
+ * makes the check pass (the directory is the same for every network
+ * namespace, unlike the entries below it); runsc reads nothing else there
+ * with gVisor's own network stack.  That /proc is no longer fully visible,
+ * and the kernel lets a process in a user namespace (the sandbox's, which
+ * runsc restore starts from here) mount a new proc only where some proc
+ * mount is: hence a whole one at GV_PROC_DIR, seen by nobody else.  Only
+ * system calls: runs after fork.  */
+static int proc_sys_net_hide(void)
+{
+    const unsigned long flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+        mount("proc", GV_PROC_DIR, "proc", flags, NULL) < 0)
+        return -1;
+    return mount("none", "/proc/sys/net", "tmpfs", flags | MS_RDONLY, "size=4k,mode=0555");
+}
+
 /* Spawn argv with stdio on in/out/errfd (-1: /dev/null); with cg_id, the
  * child joins that sandbox's cgroups before it execs, so all runsc starts
- * (sentry, gofer) is counted and killed with the sandbox.  */
+ * (sentry, gofer) is counted and killed with the sandbox; with net, runsc
+ * runs with /proc/sys/net hidden (proc_sys_net_hide).  */
 static pid_t spawn(rt_runtime_t *rt, char *const *argv, int in, int out, int errfd,
-                   const char *cg_id, int *pidfd, sbx_error_t *err)
+                   const char *cg_id, bool net, int *pidfd, sbx_error_t *err)
 {
     int gate[2];
     if (pipe2(gate, O_CLOEXEC) < 0)
@@ -112,7 +140,7 @@ static pid_t spawn(rt_runtime_t *rt, char *const *argv, int in, int out, int err
         for (int i = 0; i < 4; i++)
             if (dup2(src[i], i) < 0)
                 _exit(127);
-        if (syscall(SYS_close_range, 4, ~0U, 0) < 0)
+        if (syscall(SYS_close_range, 4, ~0U, 0) < 0 || (net && proc_sys_net_hide() < 0))
             _exit(127);
         char c;
         if (read(3, &c, 1) != 1)
@@ -194,14 +222,14 @@ static void err_read(int fd, char *buf, size_t *n, size_t cap)
 /* Run argv to its end (deadline timeout_ms), its error output kept.  Not
  * until the pipe's end: runsc create hands its stdio to the sandbox's pid
  * 1, which keeps them open.  */
-static int run_argv(rt_runtime_t *rt, char *const *argv, const char *cg_id, int timeout_ms,
-                    const char *what, sbx_error_t *err)
+static int run_argv(rt_runtime_t *rt, char *const *argv, const char *cg_id, bool net,
+                    int timeout_ms, const char *what, sbx_error_t *err)
 {
     int ep[2];
     if (pipe2(ep, O_CLOEXEC) < 0)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "pipe");
     int pidfd = -1;
-    pid_t pid = spawn(rt, argv, -1, -1, ep[1], cg_id, &pidfd, err);
+    pid_t pid = spawn(rt, argv, -1, -1, ep[1], cg_id, net, &pidfd, err);
     close(ep[1]);
     if (pid < 0) {
         close(ep[0]);
@@ -242,10 +270,12 @@ static int run_argv(rt_runtime_t *rt, char *const *argv, const char *cg_id, int 
 static void probe_once(void);
 
 /* argv of `runsc <global flags> <args...>` (NULL-terminated args); free
- * the result with rt_strv_free.  The probe runs first: a restarted agent
- * may stop or exec into an adopted sandbox before anything asked for its
- * health.  */
-static char **runsc_argv(rt_runtime_t *rt, const char *const *args)
+ * the result with rt_strv_free.  net: the sandbox's network namespace
+ * (--network=sandbox), for the commands that boot it (create, start,
+ * restore); the others do not look at the network.  The probe runs first:
+ * a restarted agent may stop or exec into an adopted sandbox before
+ * anything asked for its health.  */
+static char **runsc_argv(rt_runtime_t *rt, bool net, const char *const *args)
 {
     probe_once();
     size_t n = 0;
@@ -257,7 +287,7 @@ static char **runsc_argv(rt_runtime_t *rt, const char *const *args)
     v[k++] = xasprintf("--root=%s/gvisor/state", rt->state_dir);
     /* Without a working platform the command fails, as it should.  */
     v[k++] = xasprintf("--platform=%s", probe.platform ? probe.platform : "ptrace");
-    v[k++] = xstrdup("--network=none");
+    v[k++] = xstrdup(net ? "--network=sandbox" : "--network=none");
     v[k++] = xstrdup("--ignore-cgroups");
     /* The files API writes the root from the host: the sentry must not
      * trust its cache of it.  */
@@ -274,11 +304,11 @@ static char **runsc_argv(rt_runtime_t *rt, const char *const *args)
     return v;
 }
 
-static int runsc(rt_runtime_t *rt, const char *cg_id, int timeout_ms, const char *what,
+static int runsc(rt_runtime_t *rt, const char *cg_id, bool net, int timeout_ms, const char *what,
                  sbx_error_t *err, const char *const *args)
 {
-    char **argv = runsc_argv(rt, args);
-    int ret = run_argv(rt, argv, cg_id, timeout_ms, what, err);
+    char **argv = runsc_argv(rt, net, args);
+    int ret = run_argv(rt, argv, cg_id, net, timeout_ms, what, err);
     rt_strv_free(argv);
     return ret;
 }
@@ -297,7 +327,7 @@ static bool platform_works(const char *platform, char *why, size_t len)
                     "--ignore-cgroups", "do",      "/bin/true", NULL};
     rt_runtime_t none = {0};
     sbx_error_t err = {0};
-    bool ok = run_argv(&none, argv, NULL, GV_PROBE_TIMEOUT_MS, platform, &err) == 0;
+    bool ok = run_argv(&none, argv, NULL, false, GV_PROBE_TIMEOUT_MS, platform, &err) == 0;
     if (!ok)
         snprintf(why, len, "%s", err.msg);
     sbx_rm_rf(root, NULL);
@@ -373,7 +403,8 @@ static int gvisor_dir_prepare(rt_runtime_t *rt, sbx_error_t *err)
     _cleanup_free_ char *mine = xasprintf(GV_RUN_DIR "/%s", rt->cg_parent);
     if ((mkdir(dir, 0700) < 0 && errno != EEXIST) || (mkdir(state, 0700) < 0 && errno != EEXIST))
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "mkdir %s", state);
-    if (mkdir_mode(GV_RUN_DIR, 0711, 0, err) < 0 || mkdir_mode(mine, 0711, 0, err) < 0)
+    if (mkdir_mode(GV_RUN_DIR, 0711, 0, err) < 0 || mkdir_mode(mine, 0711, 0, err) < 0 ||
+        mkdir_mode(GV_PROC_DIR, 0700, 0, err) < 0)
         return -1;
     const char *pause = GV_RUN_DIR "/pause";
     size_t len = (size_t)(rt_gvisor_pause_blob_end - rt_gvisor_pause_blob);
@@ -451,7 +482,8 @@ static json_t *id_map(uid_t host)
 }
 
 /* bundle/config.json: pid 1 is the pause program, the root the overlay,
- * ids mapped as for the process driver, no capabilities.  */
+ * ids mapped as for the process driver, no capabilities, the network
+ * namespace the driver made.  */
 static int bundle_write(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
     _cleanup_free_ char *bundle = xasprintf("%s/bundle", sb->dir);
@@ -463,10 +495,11 @@ static int bundle_write(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     /* runsc puts a tmpfs of its own on /tmp unless the spec mounts it:
      * then the files API would not see the sandbox's /tmp.  */
     _cleanup_free_ char *tmp = xasprintf("%s/tmp", root);
+    _cleanup_free_ char *netns = xasprintf("%s/netns", sb->dir);
     json_t *spec = json_pack(
         "{s:s,s:{s:[s],s:s,s:[s],s:{s:i,s:i},s:b},s:{s:s,s:b},s:s,"
         "s:[{s:s,s:s,s:s},{s:s,s:s,s:s,s:[s,s,s,s]},{s:s,s:s,s:s,s:[s,s,s]}],"
-        "s:{s:o,s:o,s:[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}]}}",
+        "s:{s:o,s:o,s:[{s:s},{s:s,s:s},{s:s},{s:s},{s:s},{s:s}]}}",
         "ociVersion", "1.0.2", "process", "args", GV_PAUSE_PATH, "cwd", "/", "env",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "user", "uid", 0,
         "gid", 0, "noNewPrivileges", 1, "root", "path", root, "readonly", 0, "hostname", hostname,
@@ -474,8 +507,8 @@ static int bundle_write(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         GV_PAUSE_PATH, "type", "bind", "source", pause, "options", "rbind", "ro", "nosuid", "nodev",
         "destination", "/tmp", "type", "bind", "source", tmp, "options", "rbind", "nosuid", "nodev",
         "linux", "uidMappings", id_map(sb->host_uid), "gidMappings", id_map(sb->host_uid),
-        "namespaces", "type", "pid", "type", "network", "type", "ipc", "type", "uts", "type",
-        "mount", "type", "user");
+        "namespaces", "type", "pid", "type", "network", "path", netns, "type", "ipc", "type", "uts",
+        "type", "mount", "type", "user");
     if (!spec)
         return sbx_error_set(err, SBX_ERR_INTERNAL, "cannot encode the gVisor spec");
     _cleanup_free_ char *path = xasprintf("%s/config.json", bundle);
@@ -594,7 +627,7 @@ static void runsc_forget(rt_runtime_t *rt, rt_sandbox_t *sb)
     if (left) {
         sbx_error_t derr = {0};
         const char *const del[] = {"delete", "--force", sb->id, NULL};
-        (void)runsc(rt, NULL, GV_KILL_TIMEOUT_MS, "runsc delete", &derr, del);
+        (void)runsc(rt, NULL, false, GV_KILL_TIMEOUT_MS, "runsc delete", &derr, del);
     }
 }
 
@@ -607,6 +640,7 @@ static int gv_stop(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         return -1;
     rt_cg_sweep(&rt->cg, sb->id);
     runsc_forget(rt, sb);
+    rt_gv_netns_remove(sb);
     if (sb->init_pidfd >= 0) {
         close(sb->init_pidfd);
         sb->init_pidfd = -1;
@@ -627,14 +661,20 @@ static int gv_start(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
         return -1;
     /* Whatever an earlier run left in runsc's state goes first.  */
     runsc_forget(rt, sb);
+    /* The namespace with its link before runsc: it copies them at start.  */
+    if (rt_gv_netns_make(sb, err) < 0 || rt_gv_netns_boot(rt, sb, err) < 0) {
+        sbx_error_t serr = {0};
+        (void)gv_stop(rt, sb, &serr);
+        return -1;
+    }
     _cleanup_free_ char *bundle = xasprintf("--bundle=%s/bundle", sb->dir);
     _cleanup_free_ char *pidf = xasprintf("%s/sandbox.pid", sb->dir);
     _cleanup_free_ char *pid_flag = xasprintf("--pid-file=%s", pidf);
     const char *const create[] = {"create", bundle, pid_flag, sb->id, NULL};
     const char *const start[] = {"start", sb->id, NULL};
-    if (runsc(rt, sb->id, GV_CMD_TIMEOUT_MS, "runsc create", err, create) < 0 ||
+    if (runsc(rt, sb->id, true, GV_CMD_TIMEOUT_MS, "runsc create", err, create) < 0 ||
         adopt_pid_file(sb, pidf, err) < 0 ||
-        runsc(rt, NULL, GV_CMD_TIMEOUT_MS, "runsc start", err, start) < 0) {
+        runsc(rt, NULL, true, GV_CMD_TIMEOUT_MS, "runsc start", err, start) < 0) {
         sbx_error_t serr = {0};
         (void)gv_stop(rt, sb, &serr);
         return -1;
@@ -656,12 +696,21 @@ static int gv_destroy(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
  * Where runsc cannot checkpoint, the freezer holds them instead.  */
 static int gv_suspend(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
 {
+    /* runsc (20221219) refuses to save a TCP connection through a real
+     * link (open, or in TIME_WAIT for a minute after it closed), and a
+     * refused save ends the whole sandbox: one whose link has carried a
+     * packet is held by the freezer.  */
+    if (rt_gv_netns_exists(sb) && rt_gv_netns_used(sb)) {
+        sbx_log(SBX_LOG_INFO, "runtime",
+                "sandbox %s: its network link has been used; suspending with the freezer", sb->id);
+        return rt_cg_freeze(&rt->cg, sb->id, true, err);
+    }
     _cleanup_free_ char *ckpt = xasprintf("%s/checkpoint", sb->dir);
     _cleanup_free_ char *flag = xasprintf("--image-path=%s", ckpt);
     const char *const args[] = {"checkpoint", flag, sb->id, NULL};
     sbx_error_t cerr = {0};
     if (mkdir(ckpt, 0700) == 0 &&
-        runsc(rt, NULL, GV_SNAPSHOT_TIMEOUT_MS, "runsc checkpoint", &cerr, args) == 0) {
+        runsc(rt, NULL, false, GV_SNAPSHOT_TIMEOUT_MS, "runsc checkpoint", &cerr, args) == 0) {
         /* The sandbox exits after its checkpoint; what is left of it (a
          * gofer on its way out) goes now.  */
         (void)rt_cg_kill(&rt->cg, sb->id, NULL, GV_KILL_TIMEOUT_MS, NULL);
@@ -684,14 +733,20 @@ static int gv_resume(rt_runtime_t *rt, rt_sandbox_t *sb, sbx_error_t *err)
     _cleanup_free_ char *ckpt = xasprintf("%s/checkpoint", sb->dir);
     if (!file_exists(ckpt, "checkpoint.img"))
         return rt_cg_freeze(&rt->cg, sb->id, false, err);
-    if (limits_apply(rt, sb, err) < 0 || root_mount(sb, err) < 0 || run_root_bind(rt, sb, err) < 0)
+    /* runsc restore copies the namespace's interfaces anew, and took the
+     * addresses off them at the last boot: the link is made again (same
+     * addresses).  A sandbox checkpointed without a namespace of its own
+     * (an earlier version) comes back without one.  */
+    bool net = rt_gv_netns_exists(sb);
+    if (limits_apply(rt, sb, err) < 0 || root_mount(sb, err) < 0 ||
+        run_root_bind(rt, sb, err) < 0 || (net && rt_gv_netns_boot(rt, sb, err) < 0))
         return -1;
     _cleanup_free_ char *image = xasprintf("--image-path=%s", ckpt);
     _cleanup_free_ char *bundle = xasprintf("--bundle=%s/bundle", sb->dir);
     _cleanup_free_ char *pidf = xasprintf("%s/sandbox.pid", sb->dir);
     _cleanup_free_ char *pid_flag = xasprintf("--pid-file=%s", pidf);
     const char *const args[] = {"restore", image, bundle, pid_flag, "--detach", sb->id, NULL};
-    if (runsc(rt, sb->id, GV_SNAPSHOT_TIMEOUT_MS, "runsc restore", err, args) < 0 ||
+    if (runsc(rt, sb->id, net, GV_SNAPSHOT_TIMEOUT_MS, "runsc restore", err, args) < 0 ||
         adopt_pid_file(sb, pidf, err) < 0) {
         (void)rt_cg_kill(&rt->cg, sb->id, NULL, GV_KILL_TIMEOUT_MS, NULL);
         runsc_forget(rt, sb);
@@ -835,8 +890,8 @@ static int exec_launch(struct gv_exec *x, rt_sandbox_t *sb, const rt_exec_reques
         _cleanup_free_ char *pflag = xasprintf("--process=%s", x->spec_path);
         _cleanup_free_ char *iflag = xasprintf("--internal-pid-file=%s", x->pid_path);
         const char *const args[] = {"exec", pflag, iflag, x->id, NULL};
-        char **argv = runsc_argv(x->rt, args);
-        x->pid = spawn(x->rt, argv, in[0], o[1], e[1], NULL, &x->pidfd, err);
+        char **argv = runsc_argv(x->rt, false, args);
+        x->pid = spawn(x->rt, argv, in[0], o[1], e[1], NULL, false, &x->pidfd, err);
         rt_strv_free(argv);
         if (x->pid > 0) {
             x->in_w = TAKE_FD(in[1]);
@@ -870,7 +925,7 @@ static void exec_kill(struct gv_exec *x)
         snprintf(pflag, sizeof pflag, "--pid=%ld", pid);
         const char *const args[] = {"kill", pflag, x->id, "KILL", NULL};
         sbx_error_t kerr = {0};
-        (void)runsc(x->rt, NULL, GV_KILL_TIMEOUT_MS, "runsc kill", &kerr, args);
+        (void)runsc(x->rt, NULL, false, GV_KILL_TIMEOUT_MS, "runsc kill", &kerr, args);
     } else {
         kill(x->pid, SIGKILL);
     }

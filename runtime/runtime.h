@@ -173,6 +173,19 @@ typedef struct rt_net_link {
  * resume.  */
 int rt_net_changed(rt_runtime_t *rt, const char *id, const rt_net_link_t *link, sbx_error_t *err);
 
+/* Some drivers' sandboxes take their network only as they boot: gvisor's
+ * runsc copies the interfaces, addresses and routes of the sandbox's
+ * network namespace into gVisor's own network stack when it starts or
+ * restores, and never looks again.  For those, the runtime calls this
+ * hook with the sandbox's namespace (netns_fd, owned by the runtime) just
+ * before each boot (create, start, resume from a checkpoint), so the
+ * caller can put the sandbox's egress link there.  It runs on the thread
+ * of the call that boots the sandbox, with the sandbox locked: it must
+ * not call the runtime about that sandbox.  A failure fails the boot.
+ * Set it once, before the first create; NULL: none.  */
+typedef int (*rt_net_hook_t)(void *arg, const char *id, int netns_fd, sbx_error_t *err);
+void rt_set_net_hook(rt_runtime_t *rt, rt_net_hook_t hook, void *arg);
+
 int rt_stop(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 int rt_start(rt_runtime_t *rt, const char *id, sbx_error_t *err);
 int rt_suspend(rt_runtime_t *rt, const char *id, sbx_error_t *err);

@@ -12,9 +12,14 @@
 
 #include "tests/testutil.h"
 
+/* A test may name a network of its own (all four), so egress tests that
+ * run side by side on one host do not route to each other's servers.  */
+#ifndef SRV_ADDR
 #define SRV_ADDR "203.0.113.2"  /* HTTP, HTTPS, DNS */
 #define SRV_ADDR2 "203.0.113.3" /* TCP and UDP echo, HTTP on 8080 */
 #define HOST_ADDR "203.0.113.1"
+#define SRV_PREFIX "/24"
+#endif
 
 static char netns[32], host_if[16], tag[8], pool[32];
 static pid_t servers;
@@ -42,9 +47,9 @@ static void servers_start(void)
     snprintf(pool, sizeof pool, "10.%d.%d.0/24", POOL_SECOND_OCTET, id % 256);
     cert_dir = tu_tmpdir("sbx-eg-cert");
     ck_assert_int_eq(sh("ip netns add %s && ip link add %s type veth peer name eth0 netns %s && "
-                        "ip addr add " HOST_ADDR "/24 dev %s && ip link set %s up && "
-                        "ip -n %s addr add " SRV_ADDR "/24 dev eth0 && "
-                        "ip -n %s addr add " SRV_ADDR2 "/24 dev eth0 && "
+                        "ip addr add " HOST_ADDR SRV_PREFIX " dev %s && ip link set %s up && "
+                        "ip -n %s addr add " SRV_ADDR SRV_PREFIX " dev eth0 && "
+                        "ip -n %s addr add " SRV_ADDR2 SRV_PREFIX " dev eth0 && "
                         "ip -n %s link set eth0 up && ip -n %s link set lo up && "
                         "ip -n %s route add default via " HOST_ADDR,
                         netns, host_if, netns, host_if, host_if, netns, netns, netns, netns, netns),
