@@ -4,10 +4,14 @@
  * that snapshot (gvisor, microvm) suspend/resume time and snapshot size;
  * each figure also as a ratio to the first driver's, measured in the same
  * run.  microvm runs at most 3 rounds and 3 idle VMs (each boots a kernel
- * and holds its RAM); --microvm-emulation allows it without KVM.
+ * and holds its RAM); --microvm-emulation allows it without KVM.  A driver
+ * named with "+net" (gvisor+net) gets an egress link into each sandbox's
+ * namespace before it boots, as the agent gives one (addresses from
+ * --egress-pool, default 10.239.0.0/20; no policy, so all is denied).
  *
  *   runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR]
- *                 [--drivers process,gvisor,microvm] [--microvm-emulation]
+ *                 [--drivers process,gvisor,gvisor+net,microvm] [--microvm-emulation]
+ *                 [--egress-pool CIDR]
  *
  * Without --rootfs it builds a tiny one from the host's static busybox.
  * Needs root (namespaces, cgroups, mounts).  */
@@ -16,10 +20,38 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "egress/egress.h"
 #include "runtime/runtime.h"
 
-static const char *g_driver = "process";
+static const char *g_driver = "process", *g_label = "process";
 static char *g_state;
+static egress_t *g_eg;
+
+static int net_hook(void *arg, const char *id, int netns_fd, sbx_error_t *err)
+{
+    return egress_boot_link(arg, id, netns_fd, err);
+}
+
+/* "gvisor+net": the driver gvisor, with egress links (egress opened once).  */
+static const char *net_driver(rt_runtime_t *rt, char *name, const char *pool, const char *dir)
+{
+    char *plus = strstr(name, "+net");
+    rt_set_net_hook(rt, NULL, NULL);
+    if (!plus)
+        return name;
+    *plus = '\0';
+    if (!g_eg) {
+        _cleanup_free_ char *state = xasprintf("%s/egress", dir);
+        egress_config_t ec = {.pool = pool, .tag = "rtbnch", .state_dir = state};
+        sbx_error_t err = {0};
+        if (!(g_eg = egress_open(&ec, &err))) {
+            fprintf(stderr, "runtime_bench: egress: %s\n", err.msg);
+            return NULL;
+        }
+    }
+    rt_set_net_hook(rt, net_hook, g_eg);
+    return name;
+}
 
 /* One driver's figures, for the ratios at the end.  */
 typedef struct figures {
@@ -105,7 +137,7 @@ static int bench_first_exec(rt_runtime_t *rt, const char *rootfs, int rounds, in
             return -1;
     }
     f->first_exec_ms = median_ms(lat, (size_t)rounds);
-    printf("%s: create-to-first-exec median: %.2f ms (%d rounds)\n", g_driver, f->first_exec_ms,
+    printf("%s: create-to-first-exec median: %.2f ms (%d rounds)\n", g_label, f->first_exec_ms,
            rounds);
     return 0;
 }
@@ -127,10 +159,10 @@ static int bench_suspend(rt_runtime_t *rt, sbx_error_t *err)
         return -1;
     int64_t t2 = sbx_monotonic_us();
     if (kib >= 0)
-        printf("%s: suspend %.1f ms (snapshot %lld KiB), resume to first exec %.1f ms\n", g_driver,
+        printf("%s: suspend %.1f ms (snapshot %lld KiB), resume to first exec %.1f ms\n", g_label,
                (double)(t1 - t0) / 1000.0, kib, (double)(t2 - t1) / 1000.0);
     else
-        printf("%s: suspend %.1f ms (freezer), resume to first exec %.1f ms\n", g_driver,
+        printf("%s: suspend %.1f ms (freezer), resume to first exec %.1f ms\n", g_label,
                (double)(t1 - t0) / 1000.0, (double)(t2 - t1) / 1000.0);
     return 0;
 }
@@ -150,7 +182,7 @@ static int bench_round_trip(rt_runtime_t *rt, const char *rootfs, int execs, int
     }
     if (r == 0) {
         f->exec_ms = median_ms(lat, (size_t)execs);
-        printf("%s: exec round trip median: %.2f ms (%d execs)\n", g_driver, f->exec_ms, execs);
+        printf("%s: exec round trip median: %.2f ms (%d execs)\n", g_label, f->exec_ms, execs);
         r = bench_suspend(rt, err);
     }
     rt_destroy(rt, "rtt", NULL);
@@ -189,7 +221,7 @@ static int bench_density(rt_runtime_t *rt, const char *rootfs, int density, figu
         f->kib_per_sandbox = (double)charged / 1024.0 / made;
         printf("%s: density: %d idle sandboxes in %.1f s; host memory per sandbox: %.0f KiB "
                "(MemAvailable drop), cgroup-charged: %.0f KiB\n",
-               g_driver, made, (double)took / 1000.0, ((double)before - (double)after) / made,
+               g_label, made, (double)took / 1000.0, ((double)before - (double)after) / made,
                (double)charged / 1024.0 / made);
     }
     t0 = sbx_monotonic_ms();
@@ -198,7 +230,7 @@ static int bench_density(rt_runtime_t *rt, const char *rootfs, int density, figu
         snprintf(id, sizeof id, "idle-%d", i);
         rt_destroy(rt, id, NULL);
     }
-    printf("%s: destroyed %d sandboxes in %.1f s\n", g_driver, made,
+    printf("%s: destroyed %d sandboxes in %.1f s\n", g_label, made,
            (double)(sbx_monotonic_ms() - t0) / 1000.0);
     return made == density ? 0 : 1;
 }
@@ -208,7 +240,7 @@ static int bench_density(rt_runtime_t *rt, const char *rootfs, int density, figu
 int main(int argc, char **argv)
 {
     int density = 500, rounds = 30, execs = 200;
-    const char *rootfs = NULL, *driver_list = "process";
+    const char *rootfs = NULL, *driver_list = "process", *pool = "10.239.0.0/20";
     bool emulation = false;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-n") && i + 1 < argc)
@@ -223,10 +255,13 @@ int main(int argc, char **argv)
             driver_list = argv[++i];
         else if (!strcmp(argv[i], "--microvm-emulation"))
             emulation = true;
+        else if (!strcmp(argv[i], "--egress-pool") && i + 1 < argc)
+            pool = argv[++i];
         else {
             fprintf(stderr,
                     "usage: runtime_bench [-n DENSITY] [-r ROUNDS] [-e EXECS] [--rootfs DIR] "
-                    "[--drivers process,gvisor,microvm] [--microvm-emulation]\n");
+                    "[--drivers process,gvisor,gvisor+net,microvm] [--microvm-emulation] "
+                    "[--egress-pool CIDR]\n");
             return 2;
         }
     }
@@ -257,7 +292,13 @@ int main(int argc, char **argv)
     char first_name[32] = "";
     char *save = NULL;
     for (char *d = strtok_r(list, ",", &save); d; d = strtok_r(NULL, ",", &save)) {
-        g_driver = d;
+        char label[32];
+        snprintf(label, sizeof label, "%s", d);
+        if (!(g_driver = net_driver(rt, d, pool, tmpl))) {
+            rc = 1;
+            continue;
+        }
+        g_label = label;
         figures_t f = {0};
         /* A microVM boots a kernel (seconds under emulation) and holds its
          * RAM: a few of them say enough.  */
@@ -273,14 +314,23 @@ int main(int argc, char **argv)
         rc |= bench_density(rt, rootfs, d_density, &f);
         if (!first.first_exec_ms) {
             first = f;
-            snprintf(first_name, sizeof first_name, "%s", d);
+            snprintf(first_name, sizeof first_name, "%s", label);
         } else
             printf("%s vs %s: create-to-first-exec x%.1f, exec x%.1f, cgroup-charged memory "
                    "per idle sandbox x%.1f\n",
-                   d, first_name, f.first_exec_ms / first.first_exec_ms, f.exec_ms / first.exec_ms,
+                   label, first_name, f.first_exec_ms / first.first_exec_ms,
+                   f.exec_ms / first.exec_ms,
                    first.kib_per_sandbox > 0 ? f.kib_per_sandbox / first.kib_per_sandbox : 0);
     }
     free(lat);
+    if (g_eg) {
+        _cleanup_json_ json_t *ids = egress_ids(g_eg);
+        size_t i;
+        json_t *v;
+        json_array_foreach(ids, i, v) egress_release(g_eg, json_string_value(v), true);
+        rt_set_net_hook(rt, NULL, NULL);
+        egress_close(g_eg);
+    }
     rt_close(rt);
     const char *ctrls[] = {"cpu", "cpuacct", "memory", "pids", "freezer", "unified", ""};
     for (size_t i = 0; i < ARRAY_SIZE(ctrls); i++) {
