@@ -26,6 +26,8 @@ struct eg_sandbox {
     int ifindex;
     char ifname[IFNAMSIZ];
     struct in_addr host_addr, sb_addr;
+    struct in6_addr host6, sb6;
+    bool v6; /* the link has its IPv6 addresses */
     uint64_t allowed, denied;
     eg_decision_t recent[2][EGRESS_LOG_KEEP]; /* [0] denied, [1] allowed; rings */
     size_t head[2], count[2];
@@ -41,6 +43,8 @@ struct egress {
     uint32_t pool_base; /* host order */
     unsigned pool_bits;
     unsigned next_index, max_index;
+    bool v6;           /* sandboxes get IPv6 */
+    uint8_t pool6[16]; /* the /64 */
     eg_sandbox_t **sbs;
     size_t n_sbs, cap_sbs;
     eg_resolver_t resolver;
@@ -133,10 +137,21 @@ static unsigned index_take_locked(egress_t *eg)
     return 0;
 }
 
+/* The /127 of link `index` in the /64: even for the host end.  */
+static void address6(const egress_t *eg, unsigned index, unsigned odd, struct in6_addr *out)
+{
+    memcpy(out->s6_addr, eg->pool6, 8);
+    uint64_t low = 2 * (uint64_t)index + odd;
+    for (int i = 0; i < 8; i++)
+        out->s6_addr[15 - i] = (uint8_t)(low >> (8 * i));
+}
+
 static void addresses_of(egress_t *eg, eg_sandbox_t *sb)
 {
     sb->host_addr.s_addr = htonl(eg->pool_base + 2 * sb->index);
     sb->sb_addr.s_addr = htonl(eg->pool_base + 2 * sb->index + 1);
+    address6(eg, sb->index, 0, &sb->host6);
+    address6(eg, sb->index, 1, &sb->sb6);
     snprintf(sb->ifname, sizeof sb->ifname, "sx%s-%x", eg->tag, sb->index);
 }
 
@@ -247,6 +262,41 @@ static int pool_parse(egress_t *eg, const char *pool, sbx_error_t *err)
     return 0;
 }
 
+/* The /64 of fd5b:d0::/32 the tag names, or the one configured; none
+ * ("off", or a host without IPv6).  */
+static int pool6_parse(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
+{
+    if (cfg->pool6 && strcmp(cfg->pool6, "off") == 0)
+        return 0;
+    if (access("/proc/sys/net/ipv6/conf/all/forwarding", F_OK) < 0) {
+        sbx_log(SBX_LOG_INFO, MODULE, "the host has no IPv6: sandbox links get IPv4 only");
+        return 0;
+    }
+    char addr[64];
+    unsigned bits;
+    struct in6_addr a;
+    if (cfg->pool6) {
+        if (sscanf(cfg->pool6, "%63[0-9a-fA-F:]/%u", addr, &bits) != 2 ||
+            inet_pton(AF_INET6, addr, &a) != 1 || bits != 64)
+            return sbx_error_set(err, SBX_ERR_INVALID,
+                                 "the egress IPv6 pool must be a /64 or off, not '%s'",
+                                 cfg->pool6);
+    } else {
+        uint32_t h = 2166136261u;
+        for (const char *p = cfg->tag; *p; p++)
+            h = (h ^ (uint8_t)*p) * 16777619u;
+        inet_pton(AF_INET6, EG_POOL6_SPACE_BASE, &a);
+        for (int i = 0; i < 4; i++)
+            a.s6_addr[4 + i] = (uint8_t)(h >> (24 - 8 * i));
+    }
+    memcpy(eg->pool6, a.s6_addr, 8);
+    memset(eg->pool6 + 8, 0, 8);
+    if (eg_ipv6_forwarding_on(err) < 0)
+        return -1;
+    eg->v6 = true;
+    return 0;
+}
+
 static bool tag_valid(const char *t)
 {
     size_t n = t ? strlen(t) : 0;
@@ -278,19 +328,25 @@ static int forwarding_on(sbx_error_t *err)
 
 static int start(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
 {
-    uint16_t proxy_port = 0, dns_port = 0;
+    uint16_t proxy_port[2] = {0}, dns_port[2] = {0}, dns_tcp_port[2] = {0};
     if (pool_parse(eg, cfg->pool, err) < 0 || forwarding_on(err) < 0 ||
-        eg_resolver_init(&eg->resolver, cfg->resolver, err) < 0)
+        pool6_parse(eg, cfg, err) < 0 || eg_resolver_init(&eg->resolver, cfg->resolver, err) < 0)
         return -1;
-    eg->proxy = eg_proxy_start(eg, &eg->resolver, &proxy_port, err);
+    eg->proxy = eg_proxy_start(eg, &eg->resolver, proxy_port, err);
     if (!eg->proxy)
         return -1;
-    eg->dns = eg_dns_start(eg, &eg->resolver, &dns_port, err);
+    eg->dns = eg_dns_start(eg, &eg->resolver, dns_port, dns_tcp_port, err);
     if (!eg->dns)
         return -1;
-    char pool[40];
+    if (!proxy_port[1] || !dns_port[1] || !dns_tcp_port[1])
+        eg->v6 = false; /* no IPv6 sockets: IPv6 is off on this host */
+    if (!eg->v6)
+        proxy_port[1] = dns_port[1] = dns_tcp_port[1] = 0;
+    char pool[40], pool6[64];
     struct in_addr base = {htonl(eg->pool_base)};
     snprintf(pool, sizeof pool, "%s/%u", inet_ntoa(base), eg->pool_bits);
+    inet_ntop(AF_INET6, eg->pool6, pool6, sizeof pool6);
+    strcat(pool6, "/64");
     /* an NFLOG group of this agent's own, from its tag */
     uint16_t log_group = (uint16_t)(1000 + (eg->group & 0xffffff) % 60000);
     eg->nflog = eg_nflog_start(eg, log_group, err);
@@ -299,8 +355,10 @@ static int start(egress_t *eg, const egress_config_t *cfg, sbx_error_t *err)
     eg_nft_config_t nc = {.table = eg->table,
                           .group = eg->group,
                           .pool = pool,
-                          .proxy_port = proxy_port,
-                          .dns_port = dns_port,
+                          .pool6 = eg->v6 ? pool6 : NULL,
+                          .proxy_port = {proxy_port[0], proxy_port[1]},
+                          .dns_port = {dns_port[0], dns_port[1]},
+                          .dns_tcp_port = {dns_tcp_port[0], dns_tcp_port[1]},
                           .log_group = log_group,
                           .imds_port = cfg->imds_port};
     eg->nft = eg_nft_open(&nc, err);
@@ -375,6 +433,21 @@ int egress_policy_check(const json_t *policy, sbx_error_t *err)
     return p ? 0 : -1;
 }
 
+static eg_addrs_t sb_addrs(const eg_sandbox_t *sb)
+{
+    return (eg_addrs_t){.v4 = sb->sb_addr, .v6 = sb->sb6, .has_v6 = sb->v6};
+}
+
+void eg_addrs_to_ss(const eg_addrs_t *a, int family, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ss_family = (sa_family_t)family;
+    if (family == AF_INET)
+        ((struct sockaddr_in *)out)->sin_addr = a->v4;
+    else
+        ((struct sockaddr_in6 *)out)->sin6_addr = a->v6;
+}
+
 static void unlink_sandbox(egress_t *eg, eg_sandbox_t *sb)
 {
     if (!sb->linked)
@@ -384,8 +457,8 @@ static void unlink_sandbox(egress_t *eg, eg_sandbox_t *sb)
     sb->linked = false;
     pthread_mutex_unlock(&eg->mu);
     sbx_error_t err = {0};
-    if (sb->policy &&
-        eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, NULL, false, &err) < 0)
+    eg_addrs_t a = sb_addrs(sb);
+    if (sb->policy && eg_nft_bind(eg->nft, sb->ifindex, &a, sb->policy, unused, NULL, false, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);
     if (sb->identity && eg_nft_imds(eg->nft, sb->ifindex, sb->sb_addr, false, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);
@@ -414,14 +487,20 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex, err) <
         0)
         return -1;
+    sb->v6 = eg->v6;
+    if (sb->v6 && eg_link_ipv6(ifindex, netns_fd, &sb->host6, &sb->sb6, err) < 0) {
+        eg_link_delete(sb->ifname);
+        return -1;
+    }
     int64_t t1 = mono_us();
     pthread_mutex_lock(&eg->mu);
     bool exists = p && hash_in_use_locked(eg, sb, p->hash);
     pthread_mutex_unlock(&eg->mu);
-    if ((p && eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, exists, err) < 0) ||
+    eg_addrs_t a = sb_addrs(sb);
+    if ((p && eg_nft_bind(eg->nft, ifindex, &a, NULL, false, p, exists, err) < 0) ||
         (sb->identity && eg_nft_imds(eg->nft, ifindex, sb->sb_addr, true, err) < 0)) {
         if (p)
-            eg_nft_bind(eg->nft, ifindex, sb->sb_addr, p, !exists, NULL, false, NULL);
+            eg_nft_bind(eg->nft, ifindex, &a, p, !exists, NULL, false, NULL);
         eg_link_delete(sb->ifname);
         return -1;
     }
@@ -460,10 +539,11 @@ static void cut_open_flows(egress_t *eg, eg_sandbox_t *sb)
 {
     size_t flows = 0;
     sbx_error_t err = {0};
-    if (eg_conntrack_flush(sb->sb_addr, &flows, &err) < 0)
+    eg_addrs_t a = sb_addrs(sb);
+    if (eg_conntrack_flush(&a, &flows, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: open connections not re-checked: %s", sb->id,
                 err.msg);
-    size_t proxied = eg_proxy_recheck(eg->proxy, sb->sb_addr, sb->policy);
+    size_t proxied = eg_proxy_recheck(eg->proxy, &a, sb->policy);
     sbx_log(SBX_LOG_INFO, MODULE,
             "sandbox %s: policy changed; %zu direct flows re-checked, %zu proxied connections "
             "closed",
@@ -495,7 +575,8 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
         bool unused = sb->policy && !hash_in_use_locked(eg, sb, sb->policy->hash);
         bool exists = p && hash_in_use_locked(eg, sb, p->hash);
         pthread_mutex_unlock(&eg->mu);
-        rc = eg_nft_bind(eg->nft, sb->ifindex, sb->sb_addr, sb->policy, unused, p, exists, err);
+        eg_addrs_t a = sb_addrs(sb);
+        rc = eg_nft_bind(eg->nft, sb->ifindex, &a, sb->policy, unused, p, exists, err);
     } else if (wanted && !sb->linked && netns_fd >= 0) {
         rc = link_sandbox(eg, sb, netns_fd, p, err);
     } else if (wanted && !sb->linked && sb->boot_link) {
@@ -640,20 +721,40 @@ int egress_addresses(egress_t *eg, const char *id, char *sandbox, char *host, si
     return rc;
 }
 
+int egress_addresses6(egress_t *eg, const char *id, char *sandbox, char *host, size_t len)
+{
+    pthread_mutex_lock(&eg->mu);
+    eg_sandbox_t *sb = find_locked(eg, id);
+    int rc = sb && sb->linked && sb->v6 ? 1 : 0;
+    if (rc) {
+        inet_ntop(AF_INET6, &sb->sb6, sandbox, (socklen_t)len);
+        inet_ntop(AF_INET6, &sb->host6, host, (socklen_t)len);
+    }
+    pthread_mutex_unlock(&eg->mu);
+    return rc;
+}
+
 /* ---- what the proxy and the resolver ask ---- */
 
-bool eg_lookup(egress_t *eg, struct in_addr addr, eg_lookup_t *out)
+static bool has_addr(const eg_sandbox_t *sb, const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return sb->sb_addr.s_addr == ((const struct sockaddr_in *)a)->sin_addr.s_addr;
+    return a->ss_family == AF_INET6 && sb->v6 &&
+           memcmp(&sb->sb6, &((const struct sockaddr_in6 *)a)->sin6_addr, 16) == 0;
+}
+
+bool eg_lookup(egress_t *eg, const struct sockaddr_storage *addr, eg_lookup_t *out)
 {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&eg->mu);
     for (size_t i = 0; i < eg->n_sbs; i++) {
         eg_sandbox_t *sb = eg->sbs[i];
-        if (sb->linked && sb->sb_addr.s_addr == addr.s_addr && sb->policy) {
+        if (sb->linked && sb->policy && has_addr(sb, addr)) {
             sb->refs++;
             out->sb = sb;
             out->policy = eg_policy_ref(sb->policy);
             out->id = sb->id;
-            out->host_addr = sb->host_addr;
             break;
         }
     }

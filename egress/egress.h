@@ -8,6 +8,7 @@
  * "cidrs","ports"}]}.  A sandbox whose policy allows nothing has no link at
  * all (loopback only).  Whatever a policy says, the host itself, other
  * sandboxes, link-local and cloud metadata addresses stay unreachable.
+ * The link carries IPv4 and, where the host has it, IPv6 (NAT66 out).
  * Thread-safe.  */
 #ifndef SBX_EGRESS_H
 #define SBX_EGRESS_H
@@ -35,6 +36,10 @@ typedef struct egress_config {
      * none): sandboxes given an identity reach it at 169.254.169.254:80,
      * nothing else does (the table drops it from anywhere else).  */
     uint16_t imds_port;
+    /* IPv6 pool of the links (a /64: a /127 per sandbox; NULL: the /64 of
+     * fd5b:d0::/32 named by a hash of the tag), or "off": no IPv6.  A host
+     * without IPv6 gives its sandboxes none either.  */
+    const char *pool6;
 } egress_config_t;
 
 /* "--egress-pool auto": a /20 of 100.64.0.0/10 that overlaps no route of
@@ -103,5 +108,7 @@ void egress_last_link_us(egress_t *eg, int64_t *link_us, int64_t *rules_us);
 
 /* The sandbox's addresses (for tests and logs); 0 when it has no link.  */
 int egress_addresses(egress_t *eg, const char *id, char *sandbox, char *host, size_t len);
+/* The same for IPv6; 0 also when its link has no IPv6.  */
+int egress_addresses6(egress_t *eg, const char *id, char *sandbox, char *host, size_t len);
 
 #endif

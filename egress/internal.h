@@ -63,6 +63,29 @@ bool eg_name_normalise(const char *in, size_t len, char *out, size_t out_len);
  * multicast, broadcast, documentation-reserved metadata: addresses a name
  * from outside must not resolve to (DNS rebinding).  */
 bool eg_addr_private(const struct sockaddr_storage *addr);
+/* What no policy reaches, as the nft sets deny4 and deny6 hold them:
+ * "this network", loopback, link-local, multicast, metadata, IPv4-mapped
+ * and NAT64 IPv6, and every agent's IPv6 sandbox pool.  */
+bool eg_addr_never(const struct sockaddr_storage *addr);
+/* Unique local IPv6 (fc00::/7): reached only through a CIDR rule that
+ * names it, never by a rule without CIDRs or the default action.  */
+bool eg_addr_ula(const struct sockaddr_storage *addr);
+
+/* ---- the sandbox's addresses ---- */
+
+/* Every agent's IPv6 pool is a /64 inside this /32 (the rest of the /64
+ * from a hash of its tag); the whole /32 is in deny6, so no sandbox
+ * reaches another's, whatever agent made it.  */
+#define EG_POOL6_SPACE "fd5b:d0::/32"
+#define EG_POOL6_SPACE_BASE "fd5b:d0::"
+
+/* A sandbox's (or its host end's) addresses on its link.  */
+typedef struct eg_addrs {
+    struct in_addr v4;
+    struct in6_addr v6;
+    bool has_v6; /* the host has IPv6 and the link got an address */
+} eg_addrs_t;
+void eg_addrs_to_ss(const eg_addrs_t *a, int family, struct sockaddr_storage *out);
 
 /* ---- net.c (rtnetlink) ---- */
 
@@ -72,6 +95,21 @@ bool eg_addr_private(const struct sockaddr_storage *addr);
 int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_addr host_addr,
                    struct in_addr sb_addr, int *ifindex, sbx_error_t *err);
 void eg_link_delete(const char *host_if);
+/* net6.c: the link's IPv6 addresses (each /127, no duplicate address
+ * detection, so they work at once) and the sandbox's default route via
+ * the host end; on a link eg_link_create made.  */
+int eg_link_ipv6(int ifindex, int netns_fd, const struct in6_addr *host6,
+                 const struct in6_addr *sb6, sbx_error_t *err);
+/* IPv6 forwarding on (the host's interfaces that accept router
+ * advertisements keep doing so: accept_ra 1 becomes 2).  */
+int eg_ipv6_forwarding_on(sbx_error_t *err);
+
+/* ---- listen.c ---- */
+
+/* An IPv4 and an IPv6 (IPV6_V6ONLY) socket of `type` on ephemeral ports,
+ * listening when SOCK_STREAM; no port number of one is bound in the other
+ * family (so a number means one listener).  fds[1] is -1 without IPv6.  */
+int eg_listen_pair(int type, int fds[2], uint16_t ports[2], sbx_error_t *err);
 
 /* ---- sweep.c ---- */
 
@@ -93,8 +131,10 @@ typedef struct eg_nft eg_nft_t;
 typedef struct eg_nft_config {
     const char *table;
     uint32_t group;
-    const char *pool; /* CIDR text */
-    uint16_t proxy_port, dns_port;
+    const char *pool;  /* CIDR text */
+    const char *pool6; /* CIDR text, NULL: no IPv6 */
+    /* the agent's listeners, [0] IPv4 and [1] IPv6 (0: none) */
+    uint16_t proxy_port[2], dns_port[2], dns_tcp_port[2];
     uint16_t log_group; /* NFLOG group of the denials (nflog.c) */
     uint16_t imds_port; /* the agent's identity endpoint (egress_config_t) */
 } eg_nft_config_t;
@@ -105,7 +145,7 @@ void eg_nft_close(eg_nft_t *n, bool remove_table);
  * replacing old_p's, creating p's chains unless `p_exists` (another
  * sandbox uses them: then only the map elements change, which is cheap)
  * and dropping old_p's when `old_unused`; one transaction.  */
-int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t *old_p,
+int eg_nft_bind(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const eg_policy_t *old_p,
                 bool old_unused, const eg_policy_t *p, bool p_exists, sbx_error_t *err);
 /* (ifindex, addr) may reach the identity endpoint at 169.254.169.254:80
  * (on) or no longer (off); one libnftnl batch.  */
@@ -120,9 +160,8 @@ typedef struct eg_lookup {
     eg_sandbox_t *sb;
     eg_policy_t *policy;
     const char *id;
-    struct in_addr host_addr;
 } eg_lookup_t;
-bool eg_lookup(egress_t *eg, struct in_addr addr, eg_lookup_t *out);
+bool eg_lookup(egress_t *eg, const struct sockaddr_storage *addr, eg_lookup_t *out);
 void eg_lookup_done(egress_t *eg, eg_lookup_t *l);
 
 typedef struct eg_decision {
@@ -146,28 +185,33 @@ typedef struct eg_resolver {
     socklen_t server_len;
 } eg_resolver_t;
 int eg_resolver_init(eg_resolver_t *r, const char *spec, sbx_error_t *err);
-/* A and AAAA... here A only: up to `max` IPv4 addresses of name (a
- * timeout of `timeout_ms`).  0 addresses: NXDOMAIN or no A record.  */
-int eg_resolve_a(const eg_resolver_t *r, const char *name, struct in_addr *out, size_t max,
-                 size_t *n, int timeout_ms, sbx_error_t *err);
+/* Up to `max` addresses of name of one family (AF_INET: A records,
+ * AF_INET6: AAAA), port 0, within `timeout_ms`.  0 addresses: NXDOMAIN
+ * or no record of that type.  */
+int eg_resolve(const eg_resolver_t *r, const char *name, int family, struct sockaddr_storage *out,
+               size_t max, size_t *n, int timeout_ms, sbx_error_t *err);
 
 /* ---- proxy.c, dns.c ---- */
 
 typedef struct eg_proxy eg_proxy_t;
-eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err);
+/* ports[0] IPv4, ports[1] IPv6 (0: none).  */
+eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t ports[2],
+                           sbx_error_t *err);
 void eg_proxy_stop(eg_proxy_t *p);
 /* Close the sandbox's spliced connections the policy (NULL: none) no
  * longer allows; how many.  */
-size_t eg_proxy_recheck(eg_proxy_t *p, struct in_addr sandbox, const eg_policy_t *policy);
+size_t eg_proxy_recheck(eg_proxy_t *p, const eg_addrs_t *sandbox, const eg_policy_t *policy);
 
 /* ---- conntrack.c ---- */
 
-/* Delete the conntrack entries of flows from `src` that were not
- * redirected to the agent, so their next packets meet the rules anew;
- * *cut says how many.  */
-int eg_conntrack_flush(struct in_addr src, size_t *cut, sbx_error_t *err);
+/* Delete the conntrack entries of flows from `src` (either address) that
+ * were not redirected to the agent, so their next packets meet the rules
+ * anew; *cut says how many.  */
+int eg_conntrack_flush(const eg_addrs_t *src, size_t *cut, sbx_error_t *err);
 typedef struct eg_dns eg_dns_t;
-eg_dns_t *eg_dns_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err);
+/* UDP and TCP, each on IPv4 and IPv6: udp[0..1], tcp[0..1] (0: none).  */
+eg_dns_t *eg_dns_start(egress_t *eg, const eg_resolver_t *r, uint16_t udp[2], uint16_t tcp[2],
+                       sbx_error_t *err);
 void eg_dns_stop(eg_dns_t *d);
 typedef struct eg_nflog eg_nflog_t;
 eg_nflog_t *eg_nflog_start(egress_t *eg, uint16_t group, sbx_error_t *err);

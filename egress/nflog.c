@@ -11,6 +11,7 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_log.h>
 #include <netinet/ip.h>
+#include <netinet/ip6.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -72,26 +73,56 @@ static int attr_cb(const struct nlattr *a, void *data)
 
 /* prefix "sbx:<hash>:<rule index>", "sbx:<hash>:default", "sbx:fixed"
  * (no policy may allow it) or "sbx:host" (the host itself).  */
+/* Source, destination, protocol and header length of an IPv4 or IPv6
+ * packet (IPv6: the first header after the fixed one, extension headers
+ * not followed).  */
+static bool headers(const pkt_t *p, struct sockaddr_storage *src, char *dst, size_t dst_len,
+                    int *proto, size_t *hl)
+{
+    memset(src, 0, sizeof *src);
+    if (p->len >= sizeof(struct iphdr) && (p->payload[0] >> 4) == 4) {
+        const struct iphdr *ip = (const struct iphdr *)p->payload;
+        *hl = (size_t)ip->ihl * 4;
+        if (*hl < sizeof *ip || *hl > p->len)
+            return false;
+        src->ss_family = AF_INET;
+        ((struct sockaddr_in *)src)->sin_addr.s_addr = ip->saddr;
+        inet_ntop(AF_INET, &ip->daddr, dst, (socklen_t)dst_len);
+        *proto = ip->protocol;
+        return true;
+    }
+    if (p->len >= sizeof(struct ip6_hdr) && (p->payload[0] >> 4) == 6) {
+        const struct ip6_hdr *ip6 = (const struct ip6_hdr *)p->payload;
+        *hl = sizeof *ip6;
+        src->ss_family = AF_INET6;
+        ((struct sockaddr_in6 *)src)->sin6_addr = ip6->ip6_src;
+        inet_ntop(AF_INET6, &ip6->ip6_dst, dst, (socklen_t)dst_len);
+        *proto = ip6->ip6_nxt;
+        return true;
+    }
+    return false;
+}
+
 static void record(egress_t *eg, const pkt_t *p)
 {
-    if (!p->prefix || strncmp(p->prefix, "sbx:", 4) != 0 || p->len < sizeof(struct iphdr))
-        return;
-    const struct iphdr *ip = (const struct iphdr *)p->payload;
-    size_t ihl = (size_t)ip->ihl * 4;
-    if (ip->version != 4 || ihl < sizeof *ip || ihl > p->len)
-        return;
-    eg_lookup_t l;
-    struct in_addr src = {ip->saddr}, dst = {ip->daddr};
-    if (!eg_lookup(eg, src, &l))
+    if (!p->prefix || strncmp(p->prefix, "sbx:", 4) != 0)
         return;
     eg_decision_t d = {.ms = sbx_now_ms(), .allow = false};
-    d.protocol = ip->protocol == IPPROTO_TCP    ? "tcp"
-                 : ip->protocol == IPPROTO_UDP  ? "udp"
-                 : ip->protocol == IPPROTO_ICMP ? "icmp"
-                                                : "ip";
-    if ((ip->protocol == IPPROTO_TCP || ip->protocol == IPPROTO_UDP) && p->len >= ihl + 4)
+    struct sockaddr_storage src;
+    int proto;
+    size_t ihl;
+    if (!headers(p, &src, d.address, sizeof d.address, &proto, &ihl))
+        return;
+    eg_lookup_t l;
+    if (!eg_lookup(eg, &src, &l))
+        return;
+    d.protocol = proto == IPPROTO_TCP      ? "tcp"
+                 : proto == IPPROTO_UDP    ? "udp"
+                 : proto == IPPROTO_ICMP   ? "icmp"
+                 : proto == IPPROTO_ICMPV6 ? "icmpv6"
+                                           : "ip";
+    if ((proto == IPPROTO_TCP || proto == IPPROTO_UDP) && p->len >= ihl + 4)
         d.port = (uint16_t)((p->payload[ihl + 2] << 8) | p->payload[ihl + 3]);
-    inet_ntop(AF_INET, &dst, d.address, sizeof d.address);
     const char *rest = p->prefix + 4;
     if (strcmp(rest, "fixed") == 0) {
         d.reason = "no policy reaches this address (loopback, link-local, metadata, "

@@ -24,7 +24,7 @@ struct eg_nft {
     pthread_mutex_t mu; /* a nft_ctx is not thread-safe */
     struct nft_ctx *ctx;
     char *table;
-    uint16_t proxy_port, log_group;
+    uint16_t proxy_port[2], log_group;
 };
 
 /* Where sandboxes with an identity reach the agent's identity endpoint.  */
@@ -36,6 +36,14 @@ struct eg_nft {
  * pool of sandbox links (added at open).  */
 static const char *const deny4 =
     "0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/3, 100.100.100.200";
+/* And IPv6: unspecified, loopback and IPv4-compatible (::/96), IPv4-mapped
+ * and NAT64 (IPv4 only ever goes by the IPv4 rules), link-local and the
+ * old site-local, multicast, AWS's metadata address, and every agent's
+ * sandbox pool.  Keep eg_addr_never (policy.c) in step.  */
+static const char *const deny6 = "::/96, ::ffff:0:0/96, 64:ff9b::/96, 64:ff9b:1::/48, fe80::/10, "
+                                 "fec0::/10, ff00::/8, fd00:ec2::254, " EG_POOL6_SPACE;
+/* Unique local IPv6: only a CIDR rule that names it reaches it.  */
+#define ULA "fc00::/7"
 
 static int run(eg_nft_t *n, const char *cmd, sbx_error_t *err)
 {
@@ -48,6 +56,30 @@ static int run(eg_nft_t *n, const char *cmd, sbx_error_t *err)
     }
     pthread_mutex_unlock(&n->mu);
     return rc == 0 ? 0 : -1;
+}
+
+typedef struct buf {
+    char *s;
+    size_t len, cap;
+} buf_t;
+
+static void put(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(buf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (b->s && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = (b->cap + (size_t)n + 1) * 2;
+        b->s = xrealloc(b->s, b->cap);
+        if (b->len == 0)
+            b->s[0] = '\0';
+    }
 }
 
 static char *base_ruleset(const eg_nft_config_t *c)
@@ -68,53 +100,91 @@ static char *base_ruleset(const eg_nft_config_t *c)
                                  " tcp dport %u accept\n",
                                  c->imds_port)
                      : xstrdup("");
+    /* the resolver (UDP and TCP) and the proxy, on each family */
+    buf_t dns = {0}, drops = {0}, accepts = {0};
+    put(&dns, "%s", "");
+    put(&drops, "%s", "");
+    put(&accepts, "%s", "");
+    static const char *const fam[2] = {"ipv4", "ipv6"};
+    for (int f = 0; f < 2; f++) {
+        if (c->dns_port[f])
+            put(&dns, "    meta nfproto %s fib daddr type local udp dport 53 redirect to :%u\n",
+                fam[f], c->dns_port[f]);
+        if (c->dns_tcp_port[f])
+            put(&dns, "    meta nfproto %s fib daddr type local tcp dport 53 redirect to :%u\n",
+                fam[f], c->dns_tcp_port[f]);
+        const struct {
+            const char *proto;
+            uint16_t port;
+        } l[3] = {{"tcp", c->proxy_port[f]}, {"udp", c->dns_port[f]}, {"tcp", c->dns_tcp_port[f]}};
+        for (int i = 0; i < 3; i++) {
+            if (!l[i].port)
+                continue;
+            put(&drops, "    ct direction original %s dport %u drop\n", l[i].proto, l[i].port);
+            put(&accepts, "    ct status dnat %s dport %u accept\n", l[i].proto, l[i].port);
+        }
+    }
+    _cleanup_free_ char *v6_nat_out =
+        c->pool6 ? xasprintf("    ip6 saddr %s oifgroup != %u masquerade\n", c->pool6, c->group)
+                 : xstrdup("");
     /* Delete-then-create: a table left by an earlier run of this agent is
      * replaced whole (its sandboxes are bound again as they are found).
      * host_in closes the listeners' ports to flows started from anywhere
      * but a sandbox's redirect; only the original direction, so a reply to
-     * a host client whose own port has the same number still gets through.  */
-    return xasprintf(
+     * a host client whose own port has the same number still gets through.
+     * IPv6 has no rp_filter: rpf drops what a link sends from an address
+     * not routed back through it, and refuses link-local destinations at once
+ * (the kernel's own "no route" answer can be rate-limited).  Neighbour discovery (untracked by
+     * conntrack) between a sandbox and its host end is let through.  */
+    char *r = xasprintf(
         "table inet %1$s\n"
         "delete table inet %1$s\n"
         "table inet %1$s {\n"
         "  set deny4 { type ipv4_addr; flags interval; auto-merge; elements = { %2$s, %3$s } }\n"
+        "  set deny6 { type ipv6_addr; flags interval; auto-merge; elements = { %10$s } }\n"
         "  map nat_policy { type iface_index . ipv4_addr : verdict; }\n"
         "  map filter_policy { type iface_index . ipv4_addr : verdict; }\n"
+        "  map nat_policy6 { type iface_index . ipv6_addr : verdict; }\n"
+        "  map filter_policy6 { type iface_index . ipv6_addr : verdict; }\n"
         "  set imds { type iface_index . ipv4_addr; }\n"
         "  chain deny {\n"
         "    meta l4proto tcp reject with tcp reset\n"
         "    reject with icmpx admin-prohibited\n"
         "  }\n"
         "  chain deny_fixed {\n"
-        "    limit rate 100/second burst 100 packets log prefix \"sbx:fixed\" group %7$u\n"
+        "    limit rate 100/second burst 100 packets log prefix \"sbx:fixed\" group %5$u\n"
         "    jump deny\n"
         "  }\n"
         "  chain deny_host {\n"
-        "    limit rate 100/second burst 100 packets log prefix \"sbx:host\" group %7$u\n"
+        "    limit rate 100/second burst 100 packets log prefix \"sbx:host\" group %5$u\n"
         "    jump deny\n"
+        "  }\n"
+        "  chain rpf { type filter hook prerouting priority raw; policy accept;\n"
+        "    iifgroup %4$u meta nfproto ipv6 fib saddr . iif oif missing drop\n"
+        "    iifgroup %4$u ip6 daddr fe80::/10 jump deny_fixed\n"
         "  }\n"
         "  chain nat_in { type nat hook prerouting priority dstnat; policy accept;\n"
         "    iifgroup %4$u jump sandbox_nat\n"
         "  }\n"
         "  chain sandbox_nat {\n"
-        "    meta nfproto != ipv4 return\n"
-        "%8$s"
-        "    fib daddr type local udp dport 53 redirect to :%6$u\n"
+        "%6$s"
+        "%11$s"
         "    fib daddr type local return\n"
         "    ip daddr @deny4 return\n"
+        "    ip6 daddr @deny6 return\n"
         "    meta iif . ip saddr vmap @nat_policy\n"
+        "    meta iif . ip6 saddr vmap @nat_policy6\n"
         "  }\n"
         "  chain host_in { type filter hook input priority filter; policy accept;\n"
         "    iifgroup %4$u jump sandbox_in\n"
-        "    ct direction original tcp dport %5$u drop\n"
-        "    ct direction original udp dport %6$u drop\n"
-        "%9$s"
+        "%12$s"
+        "%7$s"
         "  }\n"
         "  chain sandbox_in {\n"
         "    ct state established,related accept\n"
-        "    ct status dnat tcp dport %5$u accept\n"
-        "    ct status dnat udp dport %6$u accept\n"
-        "%10$s"
+        "%13$s"
+        "%8$s"
+        "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept\n"
         "    jump deny_host\n"
         "  }\n"
         "  chain forward_in { type filter hook forward priority filter; policy accept;\n"
@@ -124,17 +194,23 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "  }\n"
         "  chain sandbox_out {\n"
         "    ct state established,related accept\n"
-        "    meta nfproto != ipv4 jump deny_fixed\n"
         "    ip daddr @deny4 jump deny_fixed\n"
+        "    ip6 daddr @deny6 jump deny_fixed\n"
         "    meta iif . ip saddr vmap @filter_policy\n"
+        "    meta iif . ip6 saddr vmap @filter_policy6\n"
         "    jump deny_fixed\n"
         "  }\n"
         "  chain nat_out { type nat hook postrouting priority srcnat; policy accept;\n"
         "    ip saddr %3$s oifgroup != %4$u masquerade\n"
+        "%9$s"
         "  }\n"
         "}\n",
-        c->table, deny4, c->pool, c->group, c->proxy_port, c->dns_port, c->log_group, imds_nat,
-        imds_drop, imds_in);
+        c->table, deny4, c->pool, c->group, c->log_group, imds_nat, imds_drop, imds_in,
+        v6_nat_out, deny6, dns.s, drops.s, accepts.s);
+    free(dns.s);
+    free(drops.s);
+    free(accepts.s);
+    return r;
 }
 
 eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err)
@@ -143,7 +219,8 @@ eg_nft_t *eg_nft_open(const eg_nft_config_t *cfg, sbx_error_t *err)
     pthread_mutex_init(&n->mu, NULL);
     n->ctx = nft_ctx_new(NFT_CTX_DEFAULT);
     n->table = xstrdup(cfg->table);
-    n->proxy_port = cfg->proxy_port;
+    n->proxy_port[0] = cfg->proxy_port[0];
+    n->proxy_port[1] = cfg->proxy_port[1];
     n->log_group = cfg->log_group;
     if (!n->ctx) {
         sbx_error_set(err, SBX_ERR_INTERNAL, "nftables: no context");
@@ -179,30 +256,6 @@ void eg_nft_close(eg_nft_t *n, bool remove_table)
 
 /* ---- a policy's chains ---- */
 
-typedef struct buf {
-    char *s;
-    size_t len, cap;
-} buf_t;
-
-static void put(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(buf_t *b, const char *fmt, ...)
-{
-    va_list ap;
-    for (;;) {
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (b->s && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = (b->cap + (size_t)n + 1) * 2;
-        b->s = xrealloc(b->s, b->cap);
-        if (b->len == 0)
-            b->s[0] = '\0';
-    }
-}
-
 static void put_ports(buf_t *b, const eg_rule_t *r, bool tcp_only)
 {
     if (r->n_ports == 0) {
@@ -216,22 +269,20 @@ static void put_ports(buf_t *b, const eg_rule_t *r, bool tcp_only)
     put(b, " }");
 }
 
-/* The rule's IPv4 CIDRs as " ip daddr { ... }"; false when it names only
- * IPv6 ones (it cannot match IPv4 traffic).  */
-static bool put_cidrs(buf_t *b, const eg_rule_t *r)
+/* The rule's CIDRs of one family as " ip daddr { ... }" (" ip6 daddr"
+ * for AF_INET6); false when it names none of that family.  */
+static bool put_cidrs(buf_t *b, const eg_rule_t *r, int family)
 {
-    size_t n4 = 0;
-    for (size_t i = 0; i < r->n_cidrs; i++)
-        n4 += r->cidrs[i].family == AF_INET;
-    if (n4 == 0)
-        return false;
-    put(b, " ip daddr {");
     size_t k = 0;
-    for (size_t i = 0; i < r->n_cidrs; i++)
-        if (r->cidrs[i].family == AF_INET)
-            put(b, "%s %s", k++ ? "," : "", r->cidrs[i].text);
-    put(b, " }");
-    return true;
+    for (size_t i = 0; i < r->n_cidrs; i++) {
+        if (r->cidrs[i].family != family)
+            continue;
+        put(b, "%s%s", k++ ? ", " : family == AF_INET ? " ip daddr {" : " ip6 daddr {",
+            r->cidrs[i].text);
+    }
+    if (k)
+        put(b, " }");
+    return k > 0;
 }
 
 /* Filter chain: rules in order on addresses and ports; FQDN rules do not
@@ -265,7 +316,7 @@ static bool denies(const eg_policy_t *p, size_t i)
 }
 
 static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
-                              uint16_t proxy_port, uint16_t group)
+                              const uint16_t proxy_port[2], uint16_t group)
 {
     for (size_t i = 0; i <= p->n_rules; i++)
         if (denies(p, i))
@@ -280,10 +331,16 @@ static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
         else
             snprintf(verdict, sizeof verdict, "jump pd_%s_%zu", p->hash, i);
         bool any = r->n_fqdns == 0 && r->n_cidrs == 0;
-        if (r->n_cidrs > 0 || any) {
+        /* the addresses the rule matches, one nft rule per family: any
+         * (an Allow without CIDRs reaches no unique local IPv6), or its
+         * CIDRs of each family */
+        const char *all[2] = {"", ""};
+        if (any && r->allow)
+            all[0] = " meta nfproto ipv4", all[1] = " ip6 daddr != " ULA;
+        for (int f = 0; f < (any && r->allow ? 2 : any ? 1 : 2); f++) {
             buf_t m = {0};
-            put(&m, "%s", "");
-            if (any || put_cidrs(&m, r)) {
+            put(&m, "%s", any ? all[f] : "");
+            if (any || put_cidrs(&m, r, f == 0 ? AF_INET : AF_INET6)) {
                 put(b, "add rule inet %s pf_%s%s", table, p->hash, m.s);
                 put_ports(b, r, false);
                 put(b, " %s\n", verdict);
@@ -293,24 +350,36 @@ static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
             }
             free(m.s);
         }
-        if (r->n_fqdns > 0) {
-            put(b, "add rule inet %s pn_%s", table, p->hash);
+        for (int f = 0; f < 2 && r->n_fqdns > 0; f++) {
+            if (!proxy_port[f])
+                continue;
+            put(b, "add rule inet %s pn_%s meta nfproto %s", table, p->hash,
+                f == 0 ? "ipv4" : "ipv6");
             put_ports(b, r, true);
-            put(b, " redirect to :%u\n", proxy_port);
+            put(b, " redirect to :%u\n", proxy_port[f]);
         }
     }
     if (p->default_allow)
-        put(b, "add rule inet %s pf_%s accept\n", table, p->hash);
+        put(b, "add rule inet %s pf_%s ip6 daddr " ULA " jump deny_fixed\nadd rule inet %s pf_%s accept\n",
+            table, p->hash, table, p->hash);
     else
         put(b, "add rule inet %s pf_%s jump pd_%s_default\n", table, p->hash, p->hash);
 }
 
-static void put_elements(buf_t *b, const char *op, const char *table, int ifindex, const char *addr,
-                         const char *hash)
+static void put_elements(buf_t *b, const char *op, const char *table, int ifindex,
+                         const eg_addrs_t *addr, const char *hash)
 {
-    put(b, "%s element inet %s nat_policy { %d . %s : jump pn_%s }\n", op, table, ifindex, addr,
+    char a[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET, &addr->v4, a, sizeof a);
+    put(b, "%s element inet %s nat_policy { %d . %s : jump pn_%s }\n", op, table, ifindex, a, hash);
+    put(b, "%s element inet %s filter_policy { %d . %s : jump pf_%s }\n", op, table, ifindex, a,
         hash);
-    put(b, "%s element inet %s filter_policy { %d . %s : jump pf_%s }\n", op, table, ifindex, addr,
+    if (!addr->has_v6)
+        return;
+    inet_ntop(AF_INET6, &addr->v6, a, sizeof a);
+    put(b, "%s element inet %s nat_policy6 { %d . %s : jump pn_%s }\n", op, table, ifindex, a,
+        hash);
+    put(b, "%s element inet %s filter_policy6 { %d . %s : jump pf_%s }\n", op, table, ifindex, a,
         hash);
 }
 
@@ -322,15 +391,19 @@ static void put_elements(buf_t *b, const char *op, const char *table, int ifinde
  * sandboxes; one batch built with libnftnl costs a round trip.  */
 
 static void elem_msg(struct mnl_nlmsg_batch *b, const char *table, const char *map, int ifindex,
-                     struct in_addr addr, const char *chain, bool add, uint32_t *seq)
+                     const void *addr, size_t addr_len, const char *chain, bool add, uint32_t *seq)
 {
     struct nftnl_set *s = nftnl_set_alloc();
     nftnl_set_set_str(s, NFTNL_SET_TABLE, table);
     nftnl_set_set_str(s, NFTNL_SET_NAME, map);
     struct nftnl_set_elem *e = nftnl_set_elem_alloc();
-    /* iface_index . ipv4_addr: a host-order u32, then the address as is */
-    uint32_t key[2] = {(uint32_t)ifindex, addr.s_addr};
-    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, sizeof key);
+    /* iface_index . ipv4_addr (or ipv6_addr): a host-order u32, then the
+     * address as is */
+    uint8_t key[4 + 16];
+    uint32_t idx = (uint32_t)ifindex;
+    memcpy(key, &idx, 4);
+    memcpy(key + 4, addr, addr_len);
+    nftnl_set_elem_set(e, NFTNL_SET_ELEM_KEY, key, 4 + addr_len);
     if (chain) {
         nftnl_set_elem_set_u32(e, NFTNL_SET_ELEM_VERDICT, (uint32_t)NFT_JUMP);
         nftnl_set_elem_set_str(e, NFTNL_SET_ELEM_CHAIN, chain);
@@ -370,7 +443,7 @@ static int batch_acks(struct mnl_socket *nl, unsigned want, sbx_error_t *err)
     return 0;
 }
 
-static int elements_only(eg_nft_t *n, int ifindex, struct in_addr addr, const char *old_hash,
+static int elements_only(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const char *old_hash,
                          const char *new_hash, sbx_error_t *err)
 {
     struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
@@ -388,15 +461,20 @@ static int elements_only(eg_nft_t *n, int ifindex, struct in_addr addr, const ch
     mnl_nlmsg_batch_next(b);
     unsigned msgs = 0;
     char chain[40];
-    static const char *const maps[][2] = {{"nat_policy", "pn"}, {"filter_policy", "pf"}};
-    for (size_t m = 0; m < 2; m++) {
+    static const char *const maps[][2] = {{"nat_policy", "pn"},
+                                           {"filter_policy", "pf"},
+                                           {"nat_policy6", "pn"},
+                                           {"filter_policy6", "pf"}};
+    for (size_t m = 0; m < (addr->has_v6 ? 4 : 2); m++) {
+        const void *a = m < 2 ? (const void *)&addr->v4 : (const void *)&addr->v6;
+        size_t alen = m < 2 ? 4 : 16;
         if (old_hash) {
-            elem_msg(b, n->table, maps[m][0], ifindex, addr, NULL, false, &seq);
+            elem_msg(b, n->table, maps[m][0], ifindex, a, alen, NULL, false, &seq);
             msgs++;
         }
         if (new_hash) {
             snprintf(chain, sizeof chain, "%s_%s", maps[m][1], new_hash);
-            elem_msg(b, n->table, maps[m][0], ifindex, addr, chain, true, &seq);
+            elem_msg(b, n->table, maps[m][0], ifindex, a, alen, chain, true, &seq);
             msgs++;
         }
     }
@@ -415,7 +493,7 @@ static int elements_only(eg_nft_t *n, int ifindex, struct in_addr addr, const ch
     return rc;
 }
 
-int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t *old_p,
+int eg_nft_bind(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const eg_policy_t *old_p,
                 bool old_unused, const eg_policy_t *p, bool p_exists, sbx_error_t *err)
 {
     bool same = old_p && p && strcmp(old_p->hash, p->hash) == 0;
@@ -423,8 +501,7 @@ int eg_nft_bind(eg_nft_t *n, int ifindex, struct in_addr addr, const eg_policy_t
     bool drop_chains = old_p && old_unused && !same;
     if (!new_chains && !drop_chains && (old_p || p))
         return elements_only(n, ifindex, addr, old_p ? old_p->hash : NULL, p ? p->hash : NULL, err);
-    char a[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &addr, a, sizeof a);
+    const eg_addrs_t *a = addr;
     buf_t b = {0};
     put(&b, "%s", "");
     if (old_p)
@@ -465,7 +542,7 @@ int eg_nft_imds(eg_nft_t *n, int ifindex, struct in_addr addr, bool on, sbx_erro
     uint32_t seq = (uint32_t)sbx_now_ms();
     nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
     mnl_nlmsg_batch_next(b);
-    elem_msg(b, n->table, "imds", ifindex, addr, NULL, on, &seq);
+    elem_msg(b, n->table, "imds", ifindex, &addr, 4, NULL, on, &seq);
     nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
     mnl_nlmsg_batch_next(b);
     int rc;

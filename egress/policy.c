@@ -317,11 +317,14 @@ bool eg_policy_decide(const eg_policy_t *p, const char *name, const struct socka
 {
     *rule = NULL;
     *by_name = false;
+    bool ula = addr && eg_addr_ula(addr);
     for (size_t i = 0; i < p->n_rules; i++) {
         const eg_rule_t *r = &p->rules[i];
         if (!port_matches(r, port))
             continue;
-        bool any = r->n_fqdns == 0 && r->n_cidrs == 0;
+        /* a rule without CIDRs allows no unique local IPv6 address (the
+         * nft chains skip it the same way) */
+        bool any = r->n_fqdns == 0 && r->n_cidrs == 0 && !(r->allow && ula);
         bool n = name_in(r, name);
         if (any || n || cidr_in(r, addr)) {
             *rule = r->name;
@@ -329,7 +332,7 @@ bool eg_policy_decide(const eg_policy_t *p, const char *name, const struct socka
             return r->allow;
         }
     }
-    return p->default_allow;
+    return p->default_allow && !ula;
 }
 
 bool eg_policy_name_allowed(const eg_policy_t *p, const char *name, const char **rule)
@@ -361,6 +364,47 @@ static bool in4(uint32_t a, const char *net, unsigned bits)
     return (a & mask) == (ntohl(n.s_addr) & mask);
 }
 
+/* 64:ff9b::/96 and 64:ff9b:1::/48: IPv4 behind a NAT64.  */
+static bool nat64(const struct in6_addr *a)
+{
+    static const uint8_t wkp[12] = {0, 0x64, 0xff, 0x9b};
+    static const uint8_t local[6] = {0, 0x64, 0xff, 0x9b, 0, 1};
+    return memcmp(a->s6_addr, wkp, 12) == 0 || memcmp(a->s6_addr, local, 6) == 0;
+}
+
+static bool in6(const struct in6_addr *a, const char *net, unsigned bits)
+{
+    struct in6_addr n;
+    inet_pton(AF_INET6, net, &n);
+    for (unsigned i = 0; i < bits; i++) {
+        uint8_t m = (uint8_t)(0x80u >> (i % 8));
+        if ((a->s6_addr[i / 8] & m) != (n.s6_addr[i / 8] & m))
+            return false;
+    }
+    return true;
+}
+
+bool eg_addr_ula(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET6 &&
+           (((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr[0] & 0xfe) == 0xfc;
+}
+
+bool eg_addr_never(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr);
+        return in4(a, "0.0.0.0", 8) || in4(a, "127.0.0.0", 8) || in4(a, "169.254.0.0", 16) ||
+               in4(a, "224.0.0.0", 3) || in4(a, "100.100.100.200", 32);
+    }
+    if (ss->ss_family != AF_INET6)
+        return true;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+    return in6(a, "::", 96) || in6(a, "::ffff:0:0", 96) || nat64(a) || in6(a, "fe80::", 10) ||
+           in6(a, "fec0::", 10) || in6(a, "ff00::", 8) || in6(a, "fd00:ec2::254", 128) ||
+           in6(a, "fd5b:d0::", 32);
+}
+
 bool eg_addr_private(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET) {
@@ -380,7 +424,7 @@ bool eg_addr_private(const struct sockaddr_storage *ss)
     if (ss->ss_family != AF_INET6)
         return true;
     const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a)) {
+    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a) || nat64(a)) {
         struct sockaddr_storage v4 = {.ss_family = AF_INET};
         memcpy(&((struct sockaddr_in *)&v4)->sin_addr, &a->s6_addr[12], 4);
         return eg_addr_private(&v4);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/netfilter_ipv4.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
@@ -24,11 +25,14 @@
 #define HELLO_TIMEOUT_MS 5000
 #define CONNECT_TIMEOUT_MS 5000
 #define PIPE_SIZE (256 * 1024)
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80 /* linux/netfilter_ipv6/ip6_tables.h */
+#endif
 
 struct eg_proxy {
     egress_t *eg;
     const eg_resolver_t *resolver;
-    int fd;
+    int fd[2]; /* IPv4, IPv6 listeners */
     int stop_pipe[2];
     pthread_t thread;
     pthread_mutex_t mu;
@@ -43,8 +47,7 @@ struct eg_proxy {
 /* A spliced connection: what it was allowed on.  */
 typedef struct live {
     int client, upstream;
-    struct in_addr sandbox;
-    struct sockaddr_in orig;
+    struct sockaddr_storage sandbox, orig;
     char name[256];
 } live_t;
 
@@ -175,12 +178,42 @@ static name_state_t read_name(conn_t *c, char *name, size_t name_len, const char
 
 /* ---- connecting ---- */
 
-static int connect_to(const struct sockaddr_in *to)
+static socklen_t ss_len(const struct sockaddr_storage *ss)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static uint16_t ss_port(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                           : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+static void ss_set_port(struct sockaddr_storage *ss, uint16_t port)
+{
+    if (ss->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+    else
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+}
+
+static bool ss_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+static int connect_to(const struct sockaddr_storage *to)
+{
+    int fd = socket(to->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -1;
-    if (connect(fd, (const struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
+    if (connect(fd, (const struct sockaddr *)to, ss_len(to)) < 0 && errno != EINPROGRESS) {
         close(fd);
         return -1;
     }
@@ -198,34 +231,45 @@ static int connect_to(const struct sockaddr_in *to)
     return fd;
 }
 
-/* The address to connect to for an allowed name: the first the upstream
- * gives that is neither private nor the host's, unless a CIDR rule allows
- * it.  */
-static bool pick_address(conn_t *c, const eg_policy_t *policy, const char *name,
-                         struct in_addr *out, const char **why)
+/* The first of addrs that the policy lets the name have: never one no
+ * policy reaches, an IPv4-mapped one, the host's or a sandbox's; a
+ * private one only through a CIDR rule (DNS rebinding).  */
+static bool usable(conn_t *c, const eg_policy_t *policy, const struct sockaddr_storage *a)
 {
-    struct in_addr a[16];
-    size_t n = 0;
-    sbx_error_t err = {0};
-    if (eg_resolve_a(c->p->resolver, name, a, ARRAY_SIZE(a), &n, 2000, &err) < 0) {
-        *why = "the name could not be resolved";
-        return false;
-    }
+    eg_lookup_t other;
+    bool sandbox = eg_lookup(c->p->eg, a, &other);
+    eg_lookup_done(c->p->eg, &other);
+    return !sandbox && !eg_addr_never(a) && !eg_addr_is_host(a) &&
+           (!eg_addr_private(a) || eg_policy_cidr_allows(policy, a));
+}
+
+/* The address to connect to for an allowed name: of the family the
+ * sandbox dialled first, then of the other (a name with only IPv4
+ * addresses is reached from an IPv6 client, and back).  */
+static bool pick_address(conn_t *c, const eg_policy_t *policy, const char *name, int family,
+                         struct sockaddr_storage *out, const char **why)
+{
     *why = "the name does not resolve";
-    for (size_t i = 0; i < n; i++) {
-        struct sockaddr_storage ss = {.ss_family = AF_INET};
-        ((struct sockaddr_in *)&ss)->sin_addr = a[i];
-        eg_lookup_t other;
-        bool sandbox = eg_lookup(c->p->eg, a[i], &other);
-        eg_lookup_done(c->p->eg, &other);
-        if (sandbox || eg_addr_is_host(&ss) ||
-            (eg_addr_private(&ss) && !eg_policy_cidr_allows(policy, &ss))) {
-            *why = "the name resolves to a private, host or sandbox address";
+    bool answered = false;
+    for (int k = 0; k < 2; k++) {
+        int f = k == 0 ? family : family == AF_INET ? AF_INET6 : AF_INET;
+        struct sockaddr_storage a[16];
+        size_t n = 0;
+        sbx_error_t err = {0};
+        if (eg_resolve(c->p->resolver, name, f, a, ARRAY_SIZE(a), &n, 2000, &err) < 0)
             continue;
+        answered = true;
+        for (size_t i = 0; i < n; i++) {
+            if (!usable(c, policy, &a[i])) {
+                *why = "the name resolves to a private, host or sandbox address";
+                continue;
+            }
+            *out = a[i];
+            return true;
         }
-        *out = a[i];
-        return true;
     }
+    if (!answered)
+        *why = "the name could not be resolved";
     return false;
 }
 
@@ -362,13 +406,19 @@ static void fd_track(eg_proxy_t *p, int fd, bool add)
     pthread_mutex_unlock(&p->mu);
 }
 
-static void log_decision(eg_proxy_t *p, eg_lookup_t *l, const char *name, struct in_addr addr,
-                         uint16_t port, const char *rule, bool allow, const char *reason)
+static void log_decision(eg_proxy_t *p, eg_lookup_t *l, const char *name,
+                         const struct sockaddr_storage *addr, uint16_t port, const char *rule,
+                         bool allow, const char *reason)
 {
     eg_decision_t d = {
         .ms = sbx_now_ms(), .port = port, .protocol = "tcp", .allow = allow, .reason = reason};
     snprintf(d.name, sizeof d.name, "%s", name);
-    inet_ntop(AF_INET, &addr, d.address, sizeof d.address);
+    if (addr->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, d.address,
+                  sizeof d.address);
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, d.address,
+                  sizeof d.address);
     snprintf(d.rule, sizeof d.rule, "%s", rule ? rule : "");
     eg_decision_log(p->eg, l->sb, &d);
 }
@@ -392,22 +442,23 @@ static void live_track(eg_proxy_t *p, live_t *lv, bool add)
     pthread_mutex_unlock(&p->mu);
 }
 
-size_t eg_proxy_recheck(eg_proxy_t *p, struct in_addr sandbox, const eg_policy_t *policy)
+size_t eg_proxy_recheck(eg_proxy_t *p, const eg_addrs_t *sandbox, const eg_policy_t *policy)
 {
     size_t cut = 0;
     if (!p)
         return 0;
+    struct sockaddr_storage sb4, sb6;
+    eg_addrs_to_ss(sandbox, AF_INET, &sb4);
+    eg_addrs_to_ss(sandbox, AF_INET6, &sb6);
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < p->n_live; i++) {
         live_t *lv = p->live[i];
-        if (lv->sandbox.s_addr != sandbox.s_addr)
+        if (!ss_same_addr(&lv->sandbox, &sb4) && !(sandbox->has_v6 && ss_same_addr(&lv->sandbox, &sb6)))
             continue;
-        struct sockaddr_storage dst = {0};
-        memcpy(&dst, &lv->orig, sizeof lv->orig);
         const char *rule = NULL;
         bool by_name = false;
-        bool allow = policy && eg_policy_decide(policy, lv->name[0] ? lv->name : NULL, &dst,
-                                                ntohs(lv->orig.sin_port), &rule, &by_name);
+        bool allow = policy && eg_policy_decide(policy, lv->name[0] ? lv->name : NULL, &lv->orig,
+                                                ss_port(&lv->orig), &rule, &by_name);
         if (!allow) {
             /* both ends see the connection end; relay() returns */
             shutdown(lv->client, SHUT_RDWR);
@@ -420,7 +471,7 @@ size_t eg_proxy_recheck(eg_proxy_t *p, struct in_addr sandbox, const eg_policy_t
 }
 
 /* Decide, and connect when allowed: the upstream fd, or -1 (refused).  */
-static int decide(conn_t *c, eg_lookup_t *l, const struct sockaddr_in *orig, char *name_out,
+static int decide(conn_t *c, eg_lookup_t *l, const struct sockaddr_storage *orig, char *name_out,
                   size_t name_len)
 {
     char name[256] = "";
@@ -428,32 +479,30 @@ static int decide(conn_t *c, eg_lookup_t *l, const struct sockaddr_in *orig, cha
     name_state_t st = read_name(c, name, sizeof name, &kind);
     if (st != NAME_FOUND)
         name[0] = '\0';
-    struct sockaddr_storage dst = {0};
-    memcpy(&dst, orig, sizeof *orig);
-    uint16_t port = ntohs(orig->sin_port);
+    uint16_t port = ss_port(orig);
     const char *rule = NULL, *why;
     bool by_name = false;
-    bool allow = eg_policy_decide(l->policy, name[0] ? name : NULL, &dst, port, &rule, &by_name);
-    struct in_addr to = orig->sin_addr;
+    bool allow = eg_policy_decide(l->policy, name[0] ? name : NULL, orig, port, &rule, &by_name);
+    struct sockaddr_storage to = *orig;
     if (!allow) {
         why = name[0] ? "no rule allows this name"
                       : "no name (SNI or Host) and no rule allows "
                         "the address";
     } else if (by_name) {
-        allow = pick_address(c, l->policy, name, &to, &why);
+        allow = pick_address(c, l->policy, name, orig->ss_family, &to, &why);
         if (allow)
             why = strcmp(kind, "tls") == 0 ? "TLS SNI" : "HTTP Host";
     } else {
         why = "address";
     }
-    log_decision(c->p, l, name, to, port, rule, allow, why);
+    log_decision(c->p, l, name, &to, port, rule, allow, why);
     snprintf(name_out, name_len, "%s", name);
     if (!allow) {
         refuse(c, kind, name, why);
         return -1;
     }
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = orig->sin_port, .sin_addr = to};
-    int fd = connect_to(&sin);
+    ss_set_port(&to, port);
+    int fd = connect_to(&to);
     if (fd < 0)
         refuse(c, "tcp", name, "connect failed");
     return fd;
@@ -463,14 +512,18 @@ static void *conn_thread(void *arg)
 {
     conn_t *c = arg;
     eg_proxy_t *p = c->p;
-    struct sockaddr_in peer, orig;
+    struct sockaddr_storage peer, orig = {0};
     socklen_t plen = sizeof peer, olen = sizeof orig;
     eg_lookup_t l = {0};
-    if (getpeername(c->client, (struct sockaddr *)&peer, &plen) == 0 &&
-        peer.sin_family == AF_INET &&
-        getsockopt(c->client, SOL_IP, SO_ORIGINAL_DST, &orig, &olen) == 0 &&
-        eg_lookup(p->eg, peer.sin_addr, &l)) {
-        live_t lv = {.client = c->client, .sandbox = peer.sin_addr, .orig = orig};
+    bool got = getpeername(c->client, (struct sockaddr *)&peer, &plen) == 0;
+    if (got && peer.ss_family == AF_INET)
+        got = getsockopt(c->client, SOL_IP, SO_ORIGINAL_DST, &orig, &olen) == 0;
+    else if (got && peer.ss_family == AF_INET6)
+        got = getsockopt(c->client, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &orig, &olen) == 0;
+    else
+        got = false;
+    if (got && orig.ss_family == peer.ss_family && eg_lookup(p->eg, &peer, &l)) {
+        live_t lv = {.client = c->client, .sandbox = peer, .orig = orig};
         c->upstream = decide(c, &l, &orig, lv.name, sizeof lv.name);
         eg_lookup_done(p->eg, &l);
         if (c->upstream >= 0) {
@@ -494,13 +547,15 @@ static void *accept_loop(void *arg)
 {
     eg_proxy_t *p = arg;
     for (;;) {
-        struct pollfd pf[2] = {{.fd = p->fd, .events = POLLIN},
+        struct pollfd pf[3] = {{.fd = p->fd[0], .events = POLLIN},
+                               {.fd = p->fd[1], .events = POLLIN},
                                {.fd = p->stop_pipe[0], .events = POLLIN}};
-        if (poll(pf, 2, -1) < 0 && errno != EINTR)
+        if (poll(pf, 3, -1) < 0 && errno != EINTR)
             break;
-        if (pf[1].revents)
+        if (pf[2].revents)
             break;
-        int fd = accept4(p->fd, NULL, NULL, SOCK_CLOEXEC);
+        int lfd = pf[0].revents & POLLIN ? p->fd[0] : pf[1].revents & POLLIN ? p->fd[1] : -1;
+        int fd = lfd >= 0 ? accept4(lfd, NULL, NULL, SOCK_CLOEXEC) : -1;
         if (fd < 0)
             continue;
         pthread_mutex_lock(&p->mu);
@@ -533,7 +588,8 @@ static void *accept_loop(void *arg)
     return NULL;
 }
 
-eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port, sbx_error_t *err)
+eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t ports[2],
+                           sbx_error_t *err)
 {
     eg_proxy_t *p = xcalloc(1, sizeof *p);
     p->eg = eg;
@@ -541,13 +597,9 @@ eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port,
     p->stop_pipe[0] = p->stop_pipe[1] = -1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
-    p->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    socklen_t alen = sizeof a;
-    if (p->fd < 0 || bind(p->fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(p->fd, 1024) < 0 ||
-        getsockname(p->fd, (struct sockaddr *)&a, &alen) < 0 ||
-        pipe2(p->stop_pipe, O_CLOEXEC) < 0) {
-        sbx_error_errno(err, SBX_ERR_INTERNAL, "the egress proxy's socket");
+    if (eg_listen_pair(SOCK_STREAM, p->fd, ports, err) < 0 || pipe2(p->stop_pipe, O_CLOEXEC) < 0) {
+        if (err && !err->code)
+            sbx_error_errno(err, SBX_ERR_INTERNAL, "the egress proxy's socket");
         eg_proxy_stop(p);
         return NULL;
     }
@@ -558,7 +610,6 @@ eg_proxy_t *eg_proxy_start(egress_t *eg, const eg_resolver_t *r, uint16_t *port,
         eg_proxy_stop(p);
         return NULL;
     }
-    *port = ntohs(a.sin_port);
     return p;
 }
 
@@ -581,8 +632,9 @@ void eg_proxy_stop(eg_proxy_t *p)
     for (int i = 0; i < 2; i++)
         if (p->stop_pipe[i] >= 0)
             close(p->stop_pipe[i]);
-    if (p->fd >= 0)
-        close(p->fd);
+    for (int i = 0; i < 2; i++)
+        if (p->fd[i] >= 0)
+            close(p->fd[i]);
     free(p->fds);
     free(p->live);
     pthread_mutex_destroy(&p->mu);

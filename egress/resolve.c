@@ -1,6 +1,6 @@
 /* resolve.c -- asks the upstream DNS server (the host's, or the one
- * configured) for a name's IPv4 addresses: one UDP query, a deadline, the
- * answer parsed with libresolv.  */
+ * configured) for a name's IPv4 or IPv6 addresses: one UDP query, a
+ * deadline, the answer parsed with libresolv.  */
 #include "egress/internal.h"
 
 #include <arpa/inet.h>
@@ -12,20 +12,34 @@
 #include <string.h>
 #include <sys/random.h>
 
+/* "ADDR", "ADDR:PORT", "IPV6ADDR" or "[IPV6ADDR]:PORT".  */
 static int server_parse(eg_resolver_t *r, const char *spec, sbx_error_t *err)
 {
-    char host[64];
+    char host[64], rest[2];
     unsigned port = 53;
-    struct sockaddr_in *sin = (struct sockaddr_in *)&r->server;
     memset(r, 0, sizeof *r);
-    if (sscanf(spec, "%63[0-9.]:%u", host, &port) < 1 || port == 0 || port > 65535 ||
-        inet_pton(AF_INET, host, &sin->sin_addr) != 1)
-        return sbx_error_set(err, SBX_ERR_INVALID,
-                             "the egress resolver must be an IPv4 address[:port], not '%s'", spec);
-    sin->sin_family = AF_INET;
-    sin->sin_port = htons((uint16_t)port);
-    r->server_len = sizeof *sin;
-    return 0;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&r->server;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&r->server;
+    if (sscanf(spec, "%63[0-9.]%1s", host, rest) == 1 ||
+        (sscanf(spec, "%63[0-9.]:%u%1s", host, &port, rest) == 2)) {
+        if (port && port <= 65535 && inet_pton(AF_INET, host, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons((uint16_t)port);
+            r->server_len = sizeof *sin;
+            return 0;
+        }
+    } else if (sscanf(spec, "%63[0-9a-fA-F:]%1s", host, rest) == 1 ||
+               sscanf(spec, "[%63[0-9a-fA-F:]]:%u%1s", host, &port, rest) == 2) {
+        if (port && port <= 65535 && inet_pton(AF_INET6, host, &sin6->sin6_addr) == 1) {
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons((uint16_t)port);
+            r->server_len = sizeof *sin6;
+            return 0;
+        }
+    }
+    return sbx_error_set(err, SBX_ERR_INVALID,
+                         "the egress resolver must be ADDR, ADDR:PORT or [IPV6]:PORT, not '%s'",
+                         spec);
 }
 
 int eg_resolver_init(eg_resolver_t *r, const char *spec, sbx_error_t *err)
@@ -35,8 +49,7 @@ int eg_resolver_init(eg_resolver_t *r, const char *spec, sbx_error_t *err)
     FILE *f = fopen("/etc/resolv.conf", "re");
     char line[256], addr[64];
     while (f && fgets(line, sizeof line, f)) {
-        if (sscanf(line, " nameserver %63s", addr) == 1 && strchr(addr, '.') &&
-            server_parse(r, addr, NULL) == 0) {
+        if (sscanf(line, " nameserver %63s", addr) == 1 && server_parse(r, addr, NULL) == 0) {
             fclose(f);
             return 0;
         }
@@ -44,12 +57,12 @@ int eg_resolver_init(eg_resolver_t *r, const char *spec, sbx_error_t *err)
     if (f)
         fclose(f);
     return sbx_error_set(err, SBX_ERR_INVALID,
-                         "no IPv4 nameserver in /etc/resolv.conf; give the egress resolver");
+                         "no nameserver in /etc/resolv.conf; give the egress resolver");
 }
 
-static size_t query_build(const char *name, uint16_t id, unsigned char *q, size_t max)
+static size_t query_build(const char *name, int type, uint16_t id, unsigned char *q, size_t max)
 {
-    int n = res_mkquery(ns_o_query, name, ns_c_in, ns_t_a, NULL, 0, NULL, q, (int)max);
+    int n = res_mkquery(ns_o_query, name, ns_c_in, type, NULL, 0, NULL, q, (int)max);
     if (n < 12)
         return 0;
     q[0] = (unsigned char)(id >> 8);
@@ -57,9 +70,11 @@ static size_t query_build(const char *name, uint16_t id, unsigned char *q, size_
     return (size_t)n;
 }
 
-static int answers(const unsigned char *a, size_t len, struct in_addr *out, size_t max, size_t *n,
-                   sbx_error_t *err)
+static int answers(const unsigned char *a, size_t len, int family, struct sockaddr_storage *out,
+                   size_t max, size_t *n, sbx_error_t *err)
 {
+    int type = family == AF_INET ? ns_t_a : ns_t_aaaa;
+    unsigned size = family == AF_INET ? 4 : 16;
     ns_msg msg;
     if (ns_initparse(a, (int)len, &msg) < 0)
         return sbx_error_set(err, SBX_ERR_UNAVAILABLE, "the resolver's answer is malformed");
@@ -72,21 +87,28 @@ static int answers(const unsigned char *a, size_t len, struct in_addr *out, size
         ns_rr rr;
         if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
             break;
-        if (ns_rr_type(rr) == ns_t_a && ns_rr_class(rr) == ns_c_in && ns_rr_rdlen(rr) == 4)
-            memcpy(&out[(*n)++], ns_rr_rdata(rr), 4);
+        if ((int)ns_rr_type(rr) != type || ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) != size)
+            continue;
+        struct sockaddr_storage *ss = &out[(*n)++];
+        memset(ss, 0, sizeof *ss);
+        ss->ss_family = (sa_family_t)family;
+        if (family == AF_INET)
+            memcpy(&((struct sockaddr_in *)ss)->sin_addr, ns_rr_rdata(rr), 4);
+        else
+            memcpy(&((struct sockaddr_in6 *)ss)->sin6_addr, ns_rr_rdata(rr), 16);
     }
     return 0;
 }
 
-int eg_resolve_a(const eg_resolver_t *r, const char *name, struct in_addr *out, size_t max,
-                 size_t *n, int timeout_ms, sbx_error_t *err)
+int eg_resolve(const eg_resolver_t *r, const char *name, int family, struct sockaddr_storage *out,
+               size_t max, size_t *n, int timeout_ms, sbx_error_t *err)
 {
     *n = 0;
     uint16_t id;
     if (getrandom(&id, sizeof id, 0) != sizeof id)
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "getrandom");
     unsigned char q[512], a[4096];
-    size_t qlen = query_build(name, id, q, sizeof q);
+    size_t qlen = query_build(name, family == AF_INET ? ns_t_a : ns_t_aaaa, id, q, sizeof q);
     if (!qlen)
         return sbx_error_set(err, SBX_ERR_INVALID, "cannot make a query for '%s'", name);
     _cleanup_close_ int fd = socket(r->server.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -106,6 +128,6 @@ int eg_resolve_a(const eg_resolver_t *r, const char *name, struct in_addr *out, 
         /* same id and the same question, or it is not our answer */
         if (len >= (ssize_t)qlen && a[0] == q[0] && a[1] == q[1] && (a[2] & 0x80) &&
             memcmp(a + 12, q + 12, qlen - 12) == 0)
-            return answers(a, (size_t)len, out, max, n, err);
+            return answers(a, (size_t)len, family, out, max, n, err);
     }
 }

@@ -20,6 +20,15 @@
 #define HOST_ADDR "203.0.113.1"
 #define SRV_PREFIX "/24"
 #endif
+#ifndef SRV6_ADDR
+/* the same servers on IPv6 (documentation prefix, reached through NAT66) */
+#define SRV6_ADDR "2001:db8:113::2"
+#define SRV6_ADDR2 "2001:db8:113::3"
+#define HOST6_ADDR "2001:db8:113::1"
+/* and on a unique local address (reached only by a CIDR rule naming it) */
+#define SRV_ULA "fd00:77::3"
+#define HOST_ULA "fd00:77::1"
+#endif
 
 static char netns[32], host_if[16], tag[8], pool[32];
 static pid_t servers;
@@ -51,8 +60,15 @@ static void servers_start(void)
                         "ip -n %s addr add " SRV_ADDR SRV_PREFIX " dev eth0 && "
                         "ip -n %s addr add " SRV_ADDR2 SRV_PREFIX " dev eth0 && "
                         "ip -n %s link set eth0 up && ip -n %s link set lo up && "
-                        "ip -n %s route add default via " HOST_ADDR,
-                        netns, host_if, netns, host_if, host_if, netns, netns, netns, netns, netns),
+                        "ip -n %s route add default via " HOST_ADDR " && "
+                        "ip addr add " HOST6_ADDR "/64 dev %s nodad && "
+                        "ip -n %s addr add " SRV6_ADDR "/64 dev eth0 nodad && "
+                        "ip -n %s addr add " SRV6_ADDR2 "/64 dev eth0 nodad && "
+                        "ip -n %s route add default via " HOST6_ADDR " && "
+                        "ip addr add " HOST_ULA "/64 dev %s nodad && "
+                        "ip -n %s addr add " SRV_ULA "/64 dev eth0 nodad",
+                        netns, host_if, netns, host_if, host_if, netns, netns, netns, netns, netns,
+                        host_if, netns, netns, netns, host_if, netns),
                      0);
     ck_assert_int_eq(sh("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=ok.test "
                         "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
@@ -72,8 +88,10 @@ static void servers_start(void)
         _cleanup_free_ char *cert = xasprintf("%s/cert.pem", cert_dir);
         _cleanup_free_ char *key = xasprintf("%s/key.pem", cert_dir);
         execlp("ip", "ip", "netns", "exec", netns, "python3", script, cert, key, SRV_ADDR2,
-               "ok.test=" SRV_ADDR, "a.wild.test=" SRV_ADDR, "other.test=" SRV_ADDR,
-               "private.test=10.77.0.2", "loop.test=127.0.0.1", (char *)NULL);
+               SRV6_ADDR2, "ok.test=" SRV_ADDR, "ok.test=" SRV6_ADDR, "a.wild.test=" SRV_ADDR,
+               "other.test=" SRV_ADDR, "other.test=" SRV6_ADDR, "private.test=10.77.0.2",
+               "loop.test=127.0.0.1", "v6only.test=" SRV6_ADDR, "private6.test=fd00:77::2",
+               "mapped6.test=::ffff:" SRV_ADDR2, "loop6.test=::1", (char *)NULL);
         _exit(127);
     }
     close(out[1]);

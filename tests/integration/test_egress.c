@@ -145,7 +145,8 @@ START_TEST(allowed_and_denied)
     EXPECT("eg-a", false, "tls", SRV_ADDR, "443", SRV_ADDR);
     EXPECT("eg-a", false, "raw", NULL, NULL, NULL);
     EXPECT("eg-a", false, "packet", NULL, NULL, NULL);
-    EXPECT("eg-a", false, "tcp6", "2001:db8::1", "80", NULL);
+    /* IPv6 when only IPv4 is allowed: the echo rule names its IPv4 address */
+    EXPECT("eg-a", false, "tcp", SRV6_ADDR2, "7000", NULL);
     EXPECT("eg-a", false, "udp", SRV_ADDR, "7001", NULL);
     EXPECT("eg-a", false, "dns", SRV_ADDR, "ok.test", NULL); /* another resolver */
     EXPECT("eg-a", false, "dns", gw, "other.test", NULL);    /* a name no rule allows */
@@ -240,6 +241,7 @@ static bool wait_for(const char *id, bool want, int ms, const char *a1, const ch
 typedef struct hold {
     pthread_t t;
     const char *id;
+    const char *addr; /* NULL: SRV_ADDR2 */
     char *line;
     bool ok;
 } hold_t;
@@ -247,7 +249,8 @@ typedef struct hold {
 static void *hold_main(void *arg)
 {
     hold_t *h = arg;
-    char *argv[] = {"/bin/netprobe", "hold", SRV_ADDR2, "7000", "6000", NULL};
+    char *argv[] = {"/bin/netprobe", "hold", (char *)(h->addr ? h->addr : SRV_ADDR2), "7000", "6000",
+                    NULL};
     rt_exec_result_t r = fx_execv(h->id, argv, 20000);
     h->line = xstrdup(r.out ? r.out : "");
     h->ok = r.exit_code == 0 && strncmp(h->line, "ok ", 3) == 0;
@@ -418,28 +421,51 @@ static size_t listener_ports(const char *proto, int *ports, size_t max)
     return n;
 }
 
-/* A socket on [::1] bound to port (the listeners are IPv4 only, so the
- * number is free on IPv6), and a peer on [::1] it talks to.  */
-static int v6_socket(int type, int port)
+/* A socket on loopback of `family` bound to port, or -1 when that number
+ * is taken there (each listener port number is bound in one family only,
+ * egress/listen.c, so it is free in the other).  */
+static int loop_socket(int family, int type, int port)
 {
-    int fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
+    int fd = socket(family, type | SOCK_CLOEXEC, 0);
     ck_assert_int_ge(fd, 0);
-    int one = 1;
-    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6,
-                             .sin6_addr = IN6ADDR_LOOPBACK_INIT,
-                             .sin6_port = htons((uint16_t)port)};
-    ck_assert_msg(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind [::1]:%d: %s", port,
-                  strerror(errno));
+    struct sockaddr_storage ss = {.ss_family = (sa_family_t)family};
+    socklen_t len = sizeof(struct sockaddr_in);
+    if (family == AF_INET6) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        ((struct sockaddr_in6 *)&ss)->sin6_addr = in6addr_loopback;
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        len = sizeof(struct sockaddr_in6);
+    } else {
+        ((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+    }
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+        ck_assert_msg(errno == EADDRINUSE, "bind :%d: %s", port, strerror(errno));
+        close(fd);
+        return -1;
+    }
     return fd;
 }
 
-static int v6_port(int fd)
+/* The client on `port` in whichever family has it free, *family set.  */
+static int client_socket(int type, int port, int *family)
 {
-    struct sockaddr_in6 a;
-    socklen_t len = sizeof a;
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    return ntohs(a.sin6_port);
+    *family = AF_INET6;
+    int fd = loop_socket(AF_INET6, type, port);
+    if (fd < 0) {
+        *family = AF_INET;
+        fd = loop_socket(AF_INET, type, port);
+    }
+    ck_assert_msg(fd >= 0, "port %d is bound on both IPv4 and IPv6 loopback", port);
+    return fd;
+}
+
+static socklen_t local_addr(int fd, struct sockaddr_storage *ss)
+{
+    socklen_t len = sizeof *ss;
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)ss, &len), 0);
+    return len;
 }
 
 static bool readable_within(int fd, int ms)
@@ -458,13 +484,13 @@ START_TEST(host_clients_on_listener_port_numbers)
     ck_assert_uint_ge(nt, 1);
     ck_assert_uint_ge(nu, 1);
     for (size_t i = 0; i < nt; i++) {
-        int srv = v6_socket(SOCK_STREAM, 0);
+        int family;
+        int cli = client_socket(SOCK_STREAM | SOCK_NONBLOCK, tcp[i], &family);
+        int srv = loop_socket(family, SOCK_STREAM, 0);
         ck_assert_int_eq(listen(srv, 4), 0);
-        int cli = v6_socket(SOCK_STREAM | SOCK_NONBLOCK, tcp[i]);
-        struct sockaddr_in6 to = {.sin6_family = AF_INET6,
-                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT,
-                                  .sin6_port = htons((uint16_t)v6_port(srv))};
-        int rc = connect(cli, (struct sockaddr *)&to, sizeof to);
+        struct sockaddr_storage to;
+        socklen_t tlen = local_addr(srv, &to);
+        int rc = connect(cli, (struct sockaddr *)&to, tlen);
         ck_assert(rc == 0 || errno == EINPROGRESS);
         ck_assert_msg(readable_within(cli, 3000), "a client on port %d got no SYN-ACK", tcp[i]);
         int soerr = -1;
@@ -475,13 +501,13 @@ START_TEST(host_clients_on_listener_port_numbers)
         close(srv);
     }
     for (size_t i = 0; i < nu; i++) {
-        int srv = v6_socket(SOCK_DGRAM, 0);
-        int cli = v6_socket(SOCK_DGRAM | SOCK_NONBLOCK, udp[i]);
-        struct sockaddr_in6 to = {.sin6_family = AF_INET6,
-                                  .sin6_addr = IN6ADDR_LOOPBACK_INIT,
-                                  .sin6_port = htons((uint16_t)v6_port(srv))};
-        ck_assert_int_eq(sendto(cli, "q", 1, 0, (struct sockaddr *)&to, sizeof to), 1);
-        struct sockaddr_in6 from;
+        int family;
+        int cli = client_socket(SOCK_DGRAM | SOCK_NONBLOCK, udp[i], &family);
+        int srv = loop_socket(family, SOCK_DGRAM, 0);
+        struct sockaddr_storage to;
+        socklen_t tlen = local_addr(srv, &to);
+        ck_assert_int_eq(sendto(cli, "q", 1, 0, (struct sockaddr *)&to, tlen), 1);
+        struct sockaddr_storage from;
         socklen_t flen = sizeof from;
         char b;
         ck_assert_int_eq(recvfrom(srv, &b, 1, 0, (struct sockaddr *)&from, &flen), 1);
@@ -611,6 +637,17 @@ START_TEST(bad_policies)
         {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"ports\":[0]}]}", "rules[0].ports[0]"},
         {"{\"rules\":[{\"name\":\"r\",\"action\":\"Maybe\"}]}", "rules[0]"},
         {"{\"defaultAction\":\"allow\"}", "defaultAction"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"cidrs\":[\"2001:db8::/129\"]}]}",
+         "rules[0].cidrs[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"cidrs\":[\"10.0.0.0/8\","
+         "\"2001:db8:::1/64\"]}]}",
+         "rules[0].cidrs[1]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"cidrs\":[\"fe80::1%eth0\"]}]}",
+         "rules[0].cidrs[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"cidrs\":[\"2001:db8::/\"]}]}",
+         "rules[0].cidrs[0]"},
+        {"{\"rules\":[{\"name\":\"r\",\"action\":\"Allow\",\"cidrs\":[\"2001:db8::/-1\"]}]}",
+         "rules[0].cidrs[0]"},
     };
     for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
         _cleanup_json_ json_t *p = policy(bad[i].policy);
@@ -626,6 +663,138 @@ START_TEST(bad_policies)
     sbx_error_t err = {0};
     ck_assert_int_eq(egress_policy_check(many, &err), -1);
     ck_assert_str_eq(err.target, "rules");
+}
+END_TEST
+
+/* IPv6: the link's own /127 of the agent's ULA pool, NAT66 out.  */
+static const char *const v6_policy =
+    "{\"defaultAction\":\"Deny\",\"rules\":["
+    "{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\",\"v6only.test\"],"
+    "\"ports\":[80,443]},"
+    "{\"name\":\"echo6\",\"action\":\"Allow\",\"cidrs\":[\"" SRV6_ADDR2 "/128\"],"
+    "\"ports\":[7000,7001]},"
+    "{\"name\":\"mapped\",\"action\":\"Allow\",\"cidrs\":[\"::ffff:" SRV_ADDR2 "/128\"],"
+    "\"ports\":[7000]},"
+    "{\"name\":\"names\",\"action\":\"Allow\","
+    "\"fqdns\":[\"private6.test\",\"mapped6.test\",\"loop6.test\"],\"ports\":[80]}]}";
+
+static bool decided(const json_t *d, const char *list, const char *address, int port)
+{
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(d, list), i, e)
+    {
+        const char *a = json_string_value(json_object_get(e, "address"));
+        if (a && strcmp(a, address) == 0 && json_integer_value(json_object_get(e, "port")) == port)
+            return true;
+    }
+    return false;
+}
+
+START_TEST(ipv6)
+{
+    sandbox("eg-6", v6_policy);
+    char sb[64], gw[64], sb6[64], gw6[64];
+    addrs("eg-6", sb, gw);
+    ck_assert_int_eq(egress_addresses6(eg, "eg-6", sb6, gw6, 64), 1);
+    ck_assert_msg(strncmp(sb6, "fd5b:d0:", 8) == 0, "sandbox address %s", sb6);
+
+    /* allowed: the IPv6 CIDR and its ports, names through the proxy over
+     * IPv6 (SNI and Host), AAAA and A answers over UDP and TCP, on both
+     * of the gateway's addresses */
+    EXPECT("eg-6", true, "tcp", SRV6_ADDR2, "7000", NULL);
+    EXPECT("eg-6", true, "udp", SRV6_ADDR2, "7001", NULL);
+    EXPECT("eg-6", true, "http", SRV6_ADDR, "80", "ok.test");
+    EXPECT("eg-6", true, "tls", SRV6_ADDR, "443", "v6only.test");
+    bool ok;
+    _cleanup_free_ char *aaaa = probe("eg-6", &ok, 3000, "aaaa", gw6, "ok.test", NULL);
+    ck_assert_msg(ok && strstr(aaaa, "addr=" SRV6_ADDR " "), "%s", aaaa);
+    _cleanup_free_ char *a = probe("eg-6", &ok, 3000, "dnstcp", gw, "ok.test", NULL);
+    ck_assert_msg(ok && strstr(a, "addr=" SRV_ADDR " "), "%s", a);
+    _cleanup_free_ char *a6 = probe("eg-6", &ok, 3000, "dnstcp", gw6, "ok.test", NULL);
+    ck_assert_msg(ok && strstr(a6, "addr=" SRV_ADDR " "), "%s", a6);
+
+    /* denied, each fast */
+    EXPECT("eg-6", false, "dnstcp", gw, "other.test", NULL);   /* NXDOMAIN */
+    EXPECT("eg-6", false, "aaaa", gw6, "other.test", NULL);    /* NXDOMAIN */
+    EXPECT("eg-6", false, "aaaa", gw6, "private6.test", NULL); /* rebinding: ULA */
+    EXPECT("eg-6", false, "aaaa", gw6, "mapped6.test", NULL);  /* IPv4-mapped */
+    EXPECT("eg-6", false, "aaaa", gw6, "loop6.test", NULL);
+    EXPECT("eg-6", false, "tls", SRV6_ADDR, "443", "other.test");
+    EXPECT("eg-6", false, "tcp", SRV6_ADDR2, "8080", NULL); /* another port */
+    EXPECT("eg-6", false, "tcp", SRV6_ADDR, "7000", NULL);  /* another address */
+    /* a mapped literal is IPv4 on the wire: the IPv4 rules decide, and
+     * a mapped CIDR allows no IPv4 */
+    EXPECT("eg-6", false, "tcp", "::ffff:" SRV_ADDR2, "7000", NULL);
+    EXPECT("eg-6", false, "tcp", "::1", "7000", NULL);
+    EXPECT("eg-6", false, "tcp", "fe80::1%eth0", "7000", NULL);
+    EXPECT("eg-6", false, "tcp", "fd00:ec2::254", "80", NULL);
+    EXPECT("eg-6", false, "udp", SRV6_ADDR, "53", NULL); /* another resolver */
+
+    /* the host: its link address, its other addresses, a service on it */
+    int lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 la = {.sin6_family = AF_INET6};
+    socklen_t ll = sizeof la;
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&la, sizeof la), 0);
+    ck_assert_int_eq(listen(lfd, 8), 0);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&la, &ll), 0);
+    char port[16];
+    snprintf(port, sizeof port, "%d", ntohs(la.sin6_port));
+    EXPECT("eg-6", false, "tcp", gw6, port, NULL);
+    EXPECT("eg-6", false, "tcp", HOST6_ADDR, port, NULL);
+    close(lfd);
+
+    /* another sandbox */
+    sandbox("eg-7", v6_policy);
+    char sb7[64], gw7[64];
+    ck_assert_int_eq(egress_addresses6(eg, "eg-7", sb7, gw7, 64), 1);
+    EXPECT("eg-6", false, "tcp", sb7, "7000", NULL);
+    EXPECT("eg-6", false, "tcp", gw7, "7000", NULL);
+
+    /* the decision log has the IPv6 denials and answers */
+    sbx_error_t err = {0};
+    _cleanup_json_ json_t *d = egress_decisions(eg, "eg-6", &err);
+    ck_assert_msg(d, "%s", err.msg);
+    ck_assert_msg(decided(d, "recentDenied", SRV6_ADDR2, 8080) &&
+                      decided(d, "recentAllowed", SRV6_ADDR, 53),
+                  "%s", json_dumps(d, JSON_COMPACT));
+
+    /* a held IPv6 connection: cut when the policy no longer allows it */
+    hold_t h = {.id = "eg-6", .addr = SRV6_ADDR2};
+    ck_assert_int_eq(pthread_create(&h.t, NULL, hold_main, &h), 0);
+    int64_t end = sbx_monotonic_ms() + 10000;
+    while (!echo_established() && sbx_monotonic_ms() < end)
+        usleep(20000);
+    ck_assert_msg(echo_established(), "the held connection never came up");
+    _cleanup_json_ json_t *narrow =
+        policy("{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"]}]}");
+    int64_t t0 = sbx_monotonic_ms();
+    ck_assert_msg(egress_apply(eg, "eg-6", -1, narrow, &err) == 0, "%s", err.msg);
+    pthread_join(h.t, NULL);
+    ck_assert_msg(!h.ok && strstr(h.line, "cut:") && !strstr(h.line, "cut:after=0"), "%s", h.line);
+    ck_assert_int_le(sbx_monotonic_ms() - t0, 1500);
+    free(h.line);
+    EXPECT("eg-6", false, "tcp", SRV6_ADDR2, "7000", NULL);
+
+    /* ULA: not through a rule without CIDRs, only through one naming it */
+    _cleanup_json_ json_t *any = policy(
+        "{\"rules\":[{\"name\":\"any\",\"action\":\"Allow\",\"ports\":[7000]}]}");
+    ck_assert_msg(egress_apply(eg, "eg-6", -1, any, &err) == 0, "%s", err.msg);
+    EXPECT("eg-6", true, "tcp", SRV6_ADDR2, "7000", NULL);
+    EXPECT("eg-6", false, "tcp", SRV_ULA, "7000", NULL);
+    _cleanup_json_ json_t *ula = policy(
+        "{\"rules\":[{\"name\":\"ula\",\"action\":\"Allow\",\"cidrs\":[\"fd00:77::/64\"],"
+        "\"ports\":[7000]}]}");
+    ck_assert_msg(egress_apply(eg, "eg-6", -1, ula, &err) == 0, "%s", err.msg);
+    EXPECT("eg-6", true, "tcp", SRV_ULA, "7000", NULL);
+
+    /* delete: nothing of either family left */
+    egress_release(eg, "eg-6", true);
+    egress_release(eg, "eg-7", true);
+    ck_assert_int_eq(rt_destroy(fx_rt, "eg-6", &err), 0);
+    ck_assert_int_eq(rt_destroy(fx_rt, "eg-7", &err), 0);
+    ck_assert_int_eq(sh("nft list table inet sandboxd_%s | grep -q ' : jump '", tag), 1);
+    ck_assert_int_eq(sh("ip -6 route | grep -q '^fd5b:d0:.* dev sx%s-'", tag), 1);
 }
 END_TEST
 
@@ -645,6 +814,7 @@ static Suite *suite(void)
     tcase_add_test(tc, bad_policies);
     tcase_add_test(tc, host_clients_on_listener_port_numbers);
     tcase_add_test(tc, stale_tables_swept);
+    tcase_add_test(tc, ipv6);
     suite_add_tcase(s, tc);
     return s;
 }

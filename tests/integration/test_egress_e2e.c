@@ -6,6 +6,16 @@
 #include <curl/curl.h>
 
 #define POOL_SECOND_OCTET 235
+/* a network of its own: egress tests run side by side */
+#define SRV_ADDR "203.0.113.66"
+#define SRV_ADDR2 "203.0.113.67"
+#define HOST_ADDR "203.0.113.65"
+#define SRV_PREFIX "/26"
+#define SRV6_ADDR "2001:db8:113:2::2"
+#define SRV6_ADDR2 "2001:db8:113:2::3"
+#define HOST6_ADDR "2001:db8:113:2::1"
+#define SRV_ULA "fd00:77:0:2::3"
+#define HOST_ULA "fd00:77:0:2::1"
 #include "tests/integration/egress_fixture.h"
 
 #define SUB "00000000-0000-0000-0000-0000000000e9"

@@ -17,6 +17,11 @@
 #define SRV_ADDR2 "203.0.113.131"
 #define HOST_ADDR "203.0.113.129"
 #define SRV_PREFIX "/25"
+#define SRV6_ADDR "2001:db8:113:1::2"
+#define SRV6_ADDR2 "2001:db8:113:1::3"
+#define HOST6_ADDR "2001:db8:113:1::1"
+#define SRV_ULA "fd00:77:0:1::3"
+#define HOST_ULA "fd00:77:0:1::1"
 #include "tests/integration/egress_fixture.h"
 #include "tests/integration/test_runtime_fixture.h"
 

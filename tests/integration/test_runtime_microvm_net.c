@@ -14,6 +14,16 @@
 #include "agent/agent.h"
 #include "egress/egress.h"
 #define POOL_SECOND_OCTET 236
+/* a network of its own: egress tests run side by side */
+#define SRV_ADDR "203.0.113.34"
+#define SRV_ADDR2 "203.0.113.35"
+#define HOST_ADDR "203.0.113.33"
+#define SRV_PREFIX "/27"
+#define SRV6_ADDR "2001:db8:113:3::2"
+#define SRV6_ADDR2 "2001:db8:113:3::3"
+#define HOST6_ADDR "2001:db8:113:3::1"
+#define SRV_ULA "fd00:77:0:3::3"
+#define HOST_ULA "fd00:77:0:3::1"
 #include "tests/integration/egress_fixture.h"
 #include "tests/integration/test_runtime_fixture.h"
 

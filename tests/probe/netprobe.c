@@ -3,19 +3,24 @@
  * long it took, so a test sees both what happened and that a denial was
  * fast.  Static, like the probe.
  *
+ * Every ADDR may be IPv4 or IPv6 (IPv6 link-local with %IFNAME).
+ *
  *   netprobe tcp ADDR PORT          connect, send a line, read a reply
  *   netprobe http ADDR PORT HOST    GET / with Host: HOST, print the status
  *   netprobe tls ADDR PORT SNI      a ClientHello with SNI, expect a handshake reply
  *   netprobe udp ADDR PORT          send a datagram, expect one back
  *   netprobe dns SERVER NAME        an A query, print the rcode and first address
  *   netprobe dnsfrom SRC SERVER NAME the same from a forged source (IP_FREEBIND)
+ *   netprobe aaaa SERVER NAME       an AAAA query, print the rcode and first address
+ *   netprobe dnstcp SERVER NAME     an A query over TCP (two-byte length)
  *   netprobe raw | packet           open a raw / packet socket
- *   netprobe tcp6 ADDR PORT         connect over IPv6
+ *   netprobe tcp6 ADDR PORT         connect only
  *   netprobe hold ADDR PORT MS      one connection, a ping every 100 ms for MS
  *                                   ms: "ok held" or "fail cut" with when
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -59,18 +64,45 @@ static void set_timeouts(int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-static int connect_v4(const char *addr, const char *port, int type)
+/* "1.2.3.4", "2001:db8::1" or "fe80::1%eth0".  */
+static socklen_t parse_addr(const char *addr, const char *port, struct sockaddr_storage *ss)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(port))};
-    if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) {
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    uint16_t p = htons((uint16_t)atoi(port));
+    if (inet_pton(AF_INET, addr, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = p;
+        return sizeof *a4;
+    }
+    char host[64];
+    snprintf(host, sizeof host, "%s", addr);
+    char *pct = strchr(host, '%');
+    if (pct) {
+        *pct = '\0';
+        a6->sin6_scope_id = if_nametoindex(pct + 1);
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1)
+        return 0;
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = p;
+    return sizeof *a6;
+}
+
+static int connect_addr(const char *addr, const char *port, int type)
+{
+    struct sockaddr_storage a;
+    socklen_t len = parse_addr(addr, port, &a);
+    if (!len) {
         errno = EINVAL;
         return -1;
     }
-    int fd = socket(AF_INET, type, 0);
+    int fd = socket(a.ss_family, type, 0);
     if (fd < 0)
         return -1;
     set_timeouts(fd);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+    if (connect(fd, (struct sockaddr *)&a, len) < 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -89,7 +121,7 @@ static ssize_t read_some(int fd, char *buf, size_t len)
 
 static int cmd_tcp(char **av)
 {
-    int fd = connect_v4(av[0], av[1], SOCK_STREAM);
+    int fd = connect_addr(av[0], av[1], SOCK_STREAM);
     if (fd < 0)
         return fail_errno("connect");
     char buf[256];
@@ -104,7 +136,7 @@ static int cmd_tcp(char **av)
 
 static int cmd_hold(char **av)
 {
-    int fd = connect_v4(av[0], av[1], SOCK_STREAM);
+    int fd = connect_addr(av[0], av[1], SOCK_STREAM);
     if (fd < 0)
         return fail_errno("connect");
     long until = elapsed_ms() + atol(av[2]);
@@ -125,7 +157,7 @@ static int cmd_hold(char **av)
 
 static int cmd_http(char **av)
 {
-    int fd = connect_v4(av[0], av[1], SOCK_STREAM);
+    int fd = connect_addr(av[0], av[1], SOCK_STREAM);
     if (fd < 0)
         return fail_errno("connect");
     char req[512], buf[4096];
@@ -185,7 +217,7 @@ static size_t client_hello(const char *sni, unsigned char *out)
 
 static int cmd_tls(char **av)
 {
-    int fd = connect_v4(av[0], av[1], SOCK_STREAM);
+    int fd = connect_addr(av[0], av[1], SOCK_STREAM);
     if (fd < 0)
         return fail_errno("connect");
     unsigned char hello[1600];
@@ -202,7 +234,7 @@ static int cmd_tls(char **av)
 
 static int cmd_udp(char **av)
 {
-    int fd = connect_v4(av[0], av[1], SOCK_DGRAM);
+    int fd = connect_addr(av[0], av[1], SOCK_DGRAM);
     if (fd < 0)
         return fail_errno("connect");
     char buf[256];
@@ -215,6 +247,8 @@ static int cmd_udp(char **av)
 }
 
 static const char *dns_source;
+static int dns_type = 1; /* A; 28: AAAA */
+static int dns_tcp;
 
 static int cmd_dns(char **av)
 {
@@ -232,7 +266,7 @@ static int cmd_dns(char **av)
             connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0)
             return fail_errno("bind");
     } else {
-        fd = connect_v4(av[0], "53", SOCK_DGRAM);
+        fd = connect_addr(av[0], "53", dns_tcp ? SOCK_STREAM : SOCK_DGRAM);
     }
     if (fd < 0)
         return fail_errno("connect");
@@ -247,18 +281,31 @@ static int cmd_dns(char **av)
         p += l + (dot ? 1 : 0);
     }
     q[o++] = 0;
-    q[o++] = 0, q[o++] = 1, q[o++] = 0, q[o++] = 1;
-    if (send(fd, q, o, 0) != (ssize_t)o)
-        return fail_errno("send");
-    unsigned char a[512];
-    ssize_t n = recv(fd, a, sizeof a, 0);
+    q[o++] = 0, q[o++] = (unsigned char)dns_type, q[o++] = 0, q[o++] = 1;
+    unsigned char a[514];
+    ssize_t n;
+    if (dns_tcp) {
+        unsigned char len[2] = {(unsigned char)(o >> 8), (unsigned char)o};
+        if (send(fd, len, 2, MSG_NOSIGNAL) != 2 || send(fd, q, o, MSG_NOSIGNAL) != (ssize_t)o)
+            return fail_errno("send");
+        n = recv(fd, a, 2, MSG_WAITALL);
+        if (n != 2)
+            return n == 0 ? done(0, "%s", "closed") : fail_errno("recv");
+        size_t want = ((size_t)a[0] << 8) | a[1];
+        n = want <= 512 ? recv(fd, a, want, MSG_WAITALL) : -1;
+    } else {
+        if (send(fd, q, o, 0) != (ssize_t)o)
+            return fail_errno("send");
+        n = recv(fd, a, 512, 0);
+    }
     if (n < 12)
         return fail_errno("recv");
     int rcode = a[3] & 0xf, an = (a[6] << 8) | a[7];
-    char detail[64];
-    if (rcode == 0 && an > 0 && n >= (ssize_t)o + 16)
-        snprintf(detail, sizeof detail, "rcode=0 addr=%u.%u.%u.%u", a[o + 12], a[o + 13], a[o + 14],
-                 a[o + 15]);
+    char detail[96], text[INET6_ADDRSTRLEN];
+    size_t size = dns_type == 28 ? 16 : 4;
+    if (rcode == 0 && an > 0 && n >= (ssize_t)(o + 12 + size) && a[o + 3] == dns_type)
+        snprintf(detail, sizeof detail, "rcode=0 addr=%s",
+                 inet_ntop(size == 4 ? AF_INET : AF_INET6, a + o + 12, text, sizeof text));
     else
         snprintf(detail, sizeof detail, "rcode=%d answers=%d", rcode, an);
     return done(rcode == 0 && an > 0, "%s", detail);
@@ -274,14 +321,8 @@ static int cmd_socket(int family, int type, int proto, const char *what)
 
 static int cmd_tcp6(char **av)
 {
-    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)atoi(av[1]))};
-    if (inet_pton(AF_INET6, av[0], &a.sin6_addr) != 1)
-        return done(0, "%s", "bad-address");
-    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    int fd = connect_addr(av[0], av[1], SOCK_STREAM);
     if (fd < 0)
-        return fail_errno("socket");
-    set_timeouts(fd);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
         return fail_errno("connect");
     return done(1, "%s", "connected");
 }
@@ -303,6 +344,14 @@ int main(int argc, char **argv)
         return cmd_udp(argv + 2);
     if (!strcmp(c, "dns") && argc == 4)
         return cmd_dns(argv + 2);
+    if (!strcmp(c, "aaaa") && argc == 4) {
+        dns_type = 28;
+        return cmd_dns(argv + 2);
+    }
+    if (!strcmp(c, "dnstcp") && argc == 4) {
+        dns_tcp = 1;
+        return cmd_dns(argv + 2);
+    }
     if (!strcmp(c, "dnsfrom") && argc == 5) {
         dns_source = argv[2];
         return cmd_dns(argv + 3);
