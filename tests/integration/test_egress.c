@@ -714,6 +714,10 @@ START_TEST(ipv6)
     _cleanup_free_ char *a6 = probe("eg-6", &ok, 3000, "dnstcp", gw6, "ok.test", NULL);
     ck_assert_msg(ok && strstr(a6, "addr=" SRV_ADDR " "), "%s", a6);
 
+    /* hostile DNS over TCP: hung up on at once, and the resolver goes on */
+    EXPECT("eg-6", true, "dnsjunk", gw6, NULL, NULL);
+    EXPECT("eg-6", true, "dnstcp", gw6, "ok.test", NULL);
+
     /* denied, each fast */
     EXPECT("eg-6", false, "dnstcp", gw, "other.test", NULL);   /* NXDOMAIN */
     EXPECT("eg-6", false, "aaaa", gw6, "other.test", NULL);    /* NXDOMAIN */

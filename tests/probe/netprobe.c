@@ -13,6 +13,8 @@
  *   netprobe dnsfrom SRC SERVER NAME the same from a forged source (IP_FREEBIND)
  *   netprobe aaaa SERVER NAME       an AAAA query, print the rcode and first address
  *   netprobe dnstcp SERVER NAME     an A query over TCP (two-byte length)
+ *   netprobe dnsjunk SERVER         DNS over TCP: an oversized length, then
+ *                                   garbage; "ok closed" when the server hangs up
  *   netprobe raw | packet           open a raw / packet socket
  *   netprobe tcp6 ADDR PORT         connect only
  *   netprobe hold ADDR PORT MS      one connection, a ping every 100 ms for MS
@@ -311,6 +313,23 @@ static int cmd_dns(char **av)
     return done(rcode == 0 && an > 0, "%s", detail);
 }
 
+static int cmd_dnsjunk(char **av)
+{
+    int fd = connect_addr(av[0], "53", SOCK_STREAM);
+    if (fd < 0)
+        return fail_errno("connect");
+    unsigned char junk[600];
+    memset(junk, 0xa5, sizeof junk);
+    junk[0] = 0xff, junk[1] = 0xff; /* 65,535 bytes to come */
+    if (send(fd, junk, sizeof junk, MSG_NOSIGNAL) < 0)
+        return done(1, "%s", "closed");
+    char b[64];
+    ssize_t n = recv(fd, b, sizeof b, 0);
+    if (n > 0)
+        return done(0, "%s", "answered");
+    return n == 0 || errno == ECONNRESET ? done(1, "%s", "closed") : fail_errno("recv");
+}
+
 static int cmd_socket(int family, int type, int proto, const char *what)
 {
     int fd = socket(family, type, proto);
@@ -352,6 +371,8 @@ int main(int argc, char **argv)
         dns_tcp = 1;
         return cmd_dns(argv + 2);
     }
+    if (!strcmp(c, "dnsjunk") && argc == 3)
+        return cmd_dnsjunk(argv + 2);
     if (!strcmp(c, "dnsfrom") && argc == 5) {
         dns_source = argv[2];
         return cmd_dns(argv + 3);
