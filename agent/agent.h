@@ -36,6 +36,7 @@ typedef struct agent_config {
      * egress (loopback only) */
     char *egress_pool;
     char *egress_resolver; /* upstream DNS "ADDR[:PORT]"; NULL: the host's */
+    char *egress_pool6;    /* IPv6 /64 or "off"; NULL: from the tag */
     /* The identity endpoint (with egress only): sandboxd's URL, a file
      * holding this host's token for it (read at each request, so sandboxd
      * can renew it), and the CA of an https URL.  */

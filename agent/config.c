@@ -36,6 +36,7 @@ enum {
     OPT_MAX_IMAGE_STORE_SIZE,
     OPT_EGRESS_POOL,
     OPT_EGRESS_RESOLVER,
+    OPT_EGRESS_POOL6,
     OPT_IDENTITY_URL,
     OPT_IDENTITY_TOKEN_FILE,
     OPT_IDENTITY_CA,
@@ -142,6 +143,11 @@ static const struct flag {
      "SANDBOX_AGENT_EGRESS_RESOLVER",
      "ADDR[:PORT]",
      "DNS server the egress proxy and the sandboxes' resolver ask (default: the host's)"},
+    {{"egress-pool6", required_argument, NULL, OPT_EGRESS_POOL6},
+     "SANDBOX_AGENT_EGRESS_POOL6",
+     "CIDR|off",
+     "IPv6 /64 for sandboxes' egress links, or off (default: a /64 of fd5b:d0::/32 from the "
+     "agent's tag; none on a host without IPv6)"},
     {{"identity-url", required_argument, NULL, OPT_IDENTITY_URL},
      "SANDBOX_AGENT_IDENTITY_URL",
      "URL",
@@ -325,6 +331,7 @@ static int apply(agent_config_t *cfg, int opt, const char *name, const char *v, 
     case OPT_MAX_IMAGE_STORE_SIZE: return parse_bytes(name, v, &cfg->max_image_store_bytes, err);
     case OPT_EGRESS_POOL: set_str(&cfg->egress_pool, v); return 0;
     case OPT_EGRESS_RESOLVER: set_str(&cfg->egress_resolver, v); return 0;
+    case OPT_EGRESS_POOL6: set_str(&cfg->egress_pool6, v); return 0;
     case OPT_IDENTITY_URL: set_str(&cfg->identity_url, v); return 0;
     case OPT_IDENTITY_TOKEN_FILE: set_str(&cfg->identity_token_file, v); return 0;
     case OPT_IDENTITY_CA: set_str(&cfg->identity_ca, v); return 0;
@@ -510,6 +517,7 @@ void agent_config_done(agent_config_t *cfg)
     free(cfg->cgroup_parent);
     free(cfg->egress_pool);
     free(cfg->egress_resolver);
+    free(cfg->egress_pool6);
     free(cfg->identity_url);
     free(cfg->identity_token_file);
     free(cfg->identity_ca);

@@ -149,6 +149,7 @@ static int egress_start(agent_t *a, const agent_config_t *cfg, sbx_error_t *err)
     egress_config_t ec = {.pool = a->egress_pool,
                           .tag = tag,
                           .resolver = cfg->egress_resolver,
+                          .pool6 = cfg->egress_pool6,
                           .state_dir = state,
                           .imds_port = imds_port};
     if (!(a->egress = egress_open(&ec, err)))

@@ -89,9 +89,10 @@ static bool cidr_valid(const char *s)
         return false;
     if (!slash)
         return true;
+    /* digits only, as the agent parses it (strtol would also take " 8", "+8") */
     char *end;
     long bits = strtol(slash + 1, &end, 10);
-    return slash[1] && !*end && bits >= 0 && bits <= max;
+    return isdigit((unsigned char)slash[1]) && !*end && bits >= 0 && bits <= max;
 }
 
 static int validate_list(const json_t *rule, const char *key, size_t idx,

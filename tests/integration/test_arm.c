@@ -721,6 +721,12 @@ START_TEST(egress_policies)
         "\"]}]}}",
         "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"300.1.1.1\"]"
         "}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"2001:db8:::"
+        "1/64\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"fe80::1%"
+        "eth0\"]}]}}",
+        "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"cidrs\":[\"2001:db8::/"
+        "+64\"]}]}}",
         "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"ports\":[0]}]}}",
         "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"ports\":[65536]}]}}",
         "{\"properties\":{\"rules\":[{\"name\":\"a\",\"action\":\"Allow\",\"ports\":[\"443\"]}]}}",
