@@ -5,8 +5,8 @@
  * rebinding); every other name is NXDOMAIN.  Each UDP query is answered
  * by a thread of its own, each TCP connection served by one (RFC 7766:
  * two-byte length, several queries in turn), at most MAX_INFLIGHT and
- * MAX_TCP at once, so a slow upstream or a slow client does not hold up
- * other sandboxes.  */
+ * MAX_TCP at once (MAX_TCP_PER_SANDBOX of one sandbox), so a slow upstream
+ * or a slow client does not hold up other sandboxes.  */
 #include "egress/internal.h"
 
 #include <arpa/inet.h>
@@ -22,6 +22,7 @@
 
 #define MAX_INFLIGHT 64
 #define MAX_TCP 64
+#define MAX_TCP_PER_SANDBOX 8
 #define MAX_ADDRS 16
 #define ANSWER_TTL 30
 #define UPSTREAM_TIMEOUT_MS 2000
@@ -42,6 +43,7 @@ struct eg_dns {
     int inflight, n_tcp;
     bool stopping;
     int tcp_fds[MAX_TCP]; /* open TCP clients (shut down on stop) */
+    struct sockaddr_storage tcp_from[MAX_TCP];
 };
 
 typedef struct query {
@@ -250,6 +252,19 @@ static bool read_full(int fd, unsigned char *b, size_t len, int64_t deadline)
     return true;
 }
 
+static void tcp_untrack(eg_dns_t *d, int fd)
+{
+    pthread_mutex_lock(&d->mu);
+    for (int i = 0; i < d->n_tcp; i++)
+        if (d->tcp_fds[i] == fd) {
+            d->n_tcp--;
+            d->tcp_fds[i] = d->tcp_fds[d->n_tcp];
+            d->tcp_from[i] = d->tcp_from[d->n_tcp];
+            break;
+        }
+    pthread_mutex_unlock(&d->mu);
+}
+
 typedef struct tcp_client {
     eg_dns_t *d;
     int fd;
@@ -288,17 +303,32 @@ static void *tcp_thread(void *arg)
             break;
     }
     free(q);
-    pthread_mutex_lock(&d->mu);
-    for (int i = 0; i < d->n_tcp; i++)
-        if (d->tcp_fds[i] == c->fd) {
-            d->tcp_fds[i] = d->tcp_fds[--d->n_tcp];
-            break;
-        }
-    pthread_mutex_unlock(&d->mu);
+    tcp_untrack(d, c->fd);
     close(c->fd);
     free(c);
     inflight_done(d);
     return NULL;
+}
+
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+/* Room for one more TCP client from this address (under d->mu): one
+ * sandbox cannot take every slot.  */
+static bool tcp_room_locked(const eg_dns_t *d, const struct sockaddr_storage *from)
+{
+    int same = 0;
+    for (int i = 0; i < d->n_tcp; i++)
+        same += same_host(&d->tcp_from[i], from);
+    return d->n_tcp < MAX_TCP && same < MAX_TCP_PER_SANDBOX && !d->stopping;
 }
 
 static void serve_tcp(eg_dns_t *d, int lfd)
@@ -315,8 +345,9 @@ static void serve_tcp(eg_dns_t *d, int lfd)
     struct timeval tv = {.tv_sec = TCP_IDLE_MS / 1000};
     setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     pthread_mutex_lock(&d->mu);
-    bool room = d->n_tcp < MAX_TCP && !d->stopping;
+    bool room = tcp_room_locked(d, &c->from);
     if (room) {
+        d->tcp_from[d->n_tcp] = c->from;
         d->tcp_fds[d->n_tcp++] = c->fd;
         d->inflight++;
     }
@@ -329,9 +360,7 @@ static void serve_tcp(eg_dns_t *d, int lfd)
     }
     if (room) {
         pthread_attr_destroy(&attr);
-        pthread_mutex_lock(&d->mu);
-        d->n_tcp--; /* the last one is ours: nothing else adds meanwhile */
-        pthread_mutex_unlock(&d->mu);
+        tcp_untrack(d, c->fd);
         inflight_done(d);
     }
     /* full: a reset rather than a client that waits */

@@ -717,6 +717,9 @@ START_TEST(ipv6)
     /* hostile DNS over TCP: hung up on at once, and the resolver goes on */
     EXPECT("eg-6", true, "dnsjunk", gw6, NULL, NULL);
     EXPECT("eg-6", true, "dnstcp", gw6, "ok.test", NULL);
+    /* at most 8 TCP clients of one sandbox at once */
+    _cleanup_free_ char *many = probe("eg-6", &ok, 3000, "dnsmany", gw, "10", NULL);
+    ck_assert_msg(ok && strstr(many, "answered=8 refused=2"), "%s", many);
 
     /* denied, each fast */
     EXPECT("eg-6", false, "dnstcp", gw, "other.test", NULL);   /* NXDOMAIN */

@@ -15,6 +15,8 @@
  *   netprobe dnstcp SERVER NAME     an A query over TCP (two-byte length)
  *   netprobe dnsjunk SERVER         DNS over TCP: an oversized length, then
  *                                   garbage; "ok closed" when the server hangs up
+ *   netprobe dnsmany SERVER N       N DNS-over-TCP connections held open at once,
+ *                                   a question on each: "ok answered=A refused=R"
  *   netprobe raw | packet           open a raw / packet socket
  *   netprobe tcp6 ADDR PORT         connect only
  *   netprobe hold ADDR PORT MS      one connection, a ping every 100 ms for MS
@@ -330,6 +332,31 @@ static int cmd_dnsjunk(char **av)
     return n == 0 || errno == ECONNRESET ? done(1, "%s", "closed") : fail_errno("recv");
 }
 
+static int cmd_dnsmany(char **av)
+{
+    int n = atoi(av[1]), fds[64], answered = 0, refused = 0;
+    if (n < 1 || n > 64)
+        return done(0, "%s", "bad-count");
+    for (int i = 0; i < n; i++)
+        if ((fds[i] = connect_addr(av[0], "53", SOCK_STREAM)) < 0)
+            return fail_errno("connect");
+    usleep(200000); /* the server has taken (or refused) each */
+    static const unsigned char q[] = {0, 25, 0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0,
+                                      2,  'o', 'k', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1};
+    for (int i = 0; i < n; i++) {
+        unsigned char a[514];
+        if (send(fds[i], q, sizeof q, MSG_NOSIGNAL) == (ssize_t)sizeof q &&
+            recv(fds[i], a, sizeof a, 0) > 2)
+            answered++;
+        else
+            refused++;
+        close(fds[i]);
+    }
+    char detail[64];
+    snprintf(detail, sizeof detail, "answered=%d refused=%d", answered, refused);
+    return done(1, "%s", detail);
+}
+
 static int cmd_socket(int family, int type, int proto, const char *what)
 {
     int fd = socket(family, type, proto);
@@ -371,6 +398,8 @@ int main(int argc, char **argv)
         dns_tcp = 1;
         return cmd_dns(argv + 2);
     }
+    if (!strcmp(c, "dnsmany") && argc == 4)
+        return cmd_dnsmany(argv + 2);
     if (!strcmp(c, "dnsjunk") && argc == 3)
         return cmd_dnsjunk(argv + 2);
     if (!strcmp(c, "dnsfrom") && argc == 5) {
