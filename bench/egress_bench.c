@@ -6,6 +6,7 @@
  *
  *   egress_bench [-n SANDBOXES] [-r ROUNDS] [-l LINK_ROUNDS] [-c CONNECTIONS]
  *                [-b BYTES]
+ *   (EGRESS_BENCH_POOL6=off: links without IPv6)
  *
  * -c 0 leaves out the connection and throughput figures (create and link
  * only).  The create and link figures end in one table, 1 and N networked
@@ -504,7 +505,12 @@ int main(int argc, char **argv)
     int claim = -1;
     if (rt && egress_pool_pick(me.tag, egs, pool, sizeof pool, &claim, &err) < 0)
         rt_close(rt), rt = NULL;
-    egress_config_t ec = {.pool = pool, .tag = me.tag, .resolver = SERVER, .state_dir = egs};
+    /* EGRESS_BENCH_POOL6=off: links without IPv6, to compare */
+    egress_config_t ec = {.pool = pool,
+                          .tag = me.tag,
+                          .resolver = SERVER,
+                          .state_dir = egs,
+                          .pool6 = getenv("EGRESS_BENCH_POOL6")};
     eg = rt ? egress_open(&ec, &err) : NULL;
     if (!eg) {
         fprintf(stderr, "egress_bench: %s\n", err.msg);
