@@ -69,8 +69,10 @@ static void reply(query_t *q, int rcode, const struct sockaddr_storage *addrs, s
     r[3] = (unsigned char)(0x80 | rcode);            /* RA */
     memset(r + 6, 0, 6);                             /* answers set below; no others */
     for (size_t i = 0; i < n && len + 12 + size <= QUERY_MAX; i++, k++) {
-        unsigned char rr[12] = {0xc0, 0x0c, 0, (unsigned char)q->type, 0, ns_c_in,
-                                0,    0,    0, ANSWER_TTL, 0, (unsigned char)size};
+        /* name: a pointer to the question's; type, class, TTL, length */
+        unsigned char rr[12] = {0xc0, 0x0c, 0, (unsigned char)q->type, 0, ns_c_in};
+        rr[9] = ANSWER_TTL;
+        rr[11] = (unsigned char)size;
         memcpy(r + len, rr, 12);
         if (size == 4)
             memcpy(r + len + 12, &((const struct sockaddr_in *)&addrs[i])->sin_addr, 4);
@@ -111,8 +113,8 @@ static size_t filter_rebinding(const eg_policy_t *p, struct sockaddr_storage *a,
 {
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (eg_addr_never(&a[i]) ||
-            ((eg_addr_private(&a[i]) || eg_addr_is_host(&a[i])) && !eg_policy_cidr_allows(p, &a[i])))
+        if (eg_addr_never(&a[i]) || ((eg_addr_private(&a[i]) || eg_addr_is_host(&a[i])) &&
+                                     !eg_policy_cidr_allows(p, &a[i])))
             continue;
         a[k++] = a[i];
     }
@@ -136,8 +138,8 @@ static void answer(query_t *q)
         size_t n = 0;
         sbx_error_t err = {0};
         int family = q->type == ns_t_a ? AF_INET : AF_INET6;
-        if (eg_resolve(d->resolver, q->name, family, a, MAX_ADDRS, &n, UPSTREAM_TIMEOUT_MS,
-                       &err) < 0) {
+        if (eg_resolve(d->resolver, q->name, family, a, MAX_ADDRS, &n, UPSTREAM_TIMEOUT_MS, &err) <
+            0) {
             reply(q, ns_r_servfail, NULL, 0);
         } else {
             size_t got = n;
@@ -208,8 +210,8 @@ static void serve_udp(eg_dns_t *d, int fd)
     q->d = d;
     q->udp_fd = fd;
     q->from_len = sizeof q->from;
-    ssize_t n = recvfrom(fd, q->q, sizeof q->q, MSG_DONTWAIT, (struct sockaddr *)&q->from,
-                         &q->from_len);
+    ssize_t n =
+        recvfrom(fd, q->q, sizeof q->q, MSG_DONTWAIT, (struct sockaddr *)&q->from, &q->from_len);
     q->qlen = n > 0 ? (size_t)n : 0;
     if (n <= 0 || !query_parse(q)) {
         free(q);

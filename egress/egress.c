@@ -279,8 +279,7 @@ static int pool6_parse(egress_t *eg, const egress_config_t *cfg, sbx_error_t *er
         if (sscanf(cfg->pool6, "%63[0-9a-fA-F:]/%u", addr, &bits) != 2 ||
             inet_pton(AF_INET6, addr, &a) != 1 || bits != 64)
             return sbx_error_set(err, SBX_ERR_INVALID,
-                                 "the egress IPv6 pool must be a /64 or off, not '%s'",
-                                 cfg->pool6);
+                                 "the egress IPv6 pool must be a /64 or off, not '%s'", cfg->pool6);
     } else {
         uint32_t h = 2166136261u;
         for (const char *p = cfg->tag; *p; p++)
@@ -458,7 +457,8 @@ static void unlink_sandbox(egress_t *eg, eg_sandbox_t *sb)
     pthread_mutex_unlock(&eg->mu);
     sbx_error_t err = {0};
     eg_addrs_t a = sb_addrs(sb);
-    if (sb->policy && eg_nft_bind(eg->nft, sb->ifindex, &a, sb->policy, unused, NULL, false, &err) < 0)
+    if (sb->policy &&
+        eg_nft_bind(eg->nft, sb->ifindex, &a, sb->policy, unused, NULL, false, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);
     if (sb->identity && eg_nft_imds(eg->nft, sb->ifindex, sb->sb_addr, false, &err) < 0)
         sbx_log(SBX_LOG_WARN, MODULE, "sandbox %s: %s", sb->id, err.msg);

@@ -26,7 +26,8 @@ static int bound(int family, int type, uint16_t port, uint16_t *got)
     } else {
         ((struct sockaddr_in *)&ss)->sin_port = htons(port);
     }
-    if (bind(fd, (struct sockaddr *)&ss, len) < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
+        getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
         int e = errno;
         close(fd);
         errno = e;

@@ -133,9 +133,10 @@ static char *base_ruleset(const eg_nft_config_t *c)
      * but a sandbox's redirect; only the original direction, so a reply to
      * a host client whose own port has the same number still gets through.
      * IPv6 has no rp_filter: rpf drops what a link sends from an address
-     * not routed back through it, and refuses link-local destinations at once
- * (the kernel's own "no route" answer can be rate-limited).  Neighbour discovery (untracked by
-     * conntrack) between a sandbox and its host end is let through.  */
+     * not routed back through it, and refuses link-local destinations at
+     * once (the kernel's own "no route" answer can be rate-limited).
+     * Neighbour discovery (untracked by conntrack) between a sandbox and
+     * its host end is let through.  */
     char *r = xasprintf(
         "table inet %1$s\n"
         "delete table inet %1$s\n"
@@ -205,8 +206,8 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "%9$s"
         "  }\n"
         "}\n",
-        c->table, deny4, c->pool, c->group, c->log_group, imds_nat, imds_drop, imds_in,
-        v6_nat_out, deny6, dns.s, drops.s, accepts.s);
+        c->table, deny4, c->pool, c->group, c->log_group, imds_nat, imds_drop, imds_in, v6_nat_out,
+        deny6, dns.s, drops.s, accepts.s);
     free(dns.s);
     free(drops.s);
     free(accepts.s);
@@ -277,8 +278,8 @@ static bool put_cidrs(buf_t *b, const eg_rule_t *r, int family)
     for (size_t i = 0; i < r->n_cidrs; i++) {
         if (r->cidrs[i].family != family)
             continue;
-        put(b, "%s%s", k++ ? ", " : family == AF_INET ? " ip daddr {" : " ip6 daddr {",
-            r->cidrs[i].text);
+        const char *open = family == AF_INET ? " ip daddr {" : " ip6 daddr {";
+        put(b, "%s%s", k++ ? ", " : open, r->cidrs[i].text);
     }
     if (k)
         put(b, " }");
@@ -360,7 +361,9 @@ static void put_policy_chains(buf_t *b, const char *table, const eg_policy_t *p,
         }
     }
     if (p->default_allow)
-        put(b, "add rule inet %s pf_%s ip6 daddr " ULA " jump deny_fixed\nadd rule inet %s pf_%s accept\n",
+        put(b,
+            "add rule inet %s pf_%s ip6 daddr " ULA
+            " jump deny_fixed\nadd rule inet %s pf_%s accept\n",
             table, p->hash, table, p->hash);
     else
         put(b, "add rule inet %s pf_%s jump pd_%s_default\n", table, p->hash, p->hash);
@@ -462,9 +465,9 @@ static int elements_only(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const
     unsigned msgs = 0;
     char chain[40];
     static const char *const maps[][2] = {{"nat_policy", "pn"},
-                                           {"filter_policy", "pf"},
-                                           {"nat_policy6", "pn"},
-                                           {"filter_policy6", "pf"}};
+                                          {"filter_policy", "pf"},
+                                          {"nat_policy6", "pn"},
+                                          {"filter_policy6", "pf"}};
     for (size_t m = 0; m < (addr->has_v6 ? 4 : 2); m++) {
         const void *a = m < 2 ? (const void *)&addr->v4 : (const void *)&addr->v6;
         size_t alen = m < 2 ? 4 : 16;

@@ -453,7 +453,8 @@ size_t eg_proxy_recheck(eg_proxy_t *p, const eg_addrs_t *sandbox, const eg_polic
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < p->n_live; i++) {
         live_t *lv = p->live[i];
-        if (!ss_same_addr(&lv->sandbox, &sb4) && !(sandbox->has_v6 && ss_same_addr(&lv->sandbox, &sb6)))
+        if (!ss_same_addr(&lv->sandbox, &sb4) &&
+            !(sandbox->has_v6 && ss_same_addr(&lv->sandbox, &sb6)))
             continue;
         const char *rule = NULL;
         bool by_name = false;

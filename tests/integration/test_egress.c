@@ -249,8 +249,8 @@ typedef struct hold {
 static void *hold_main(void *arg)
 {
     hold_t *h = arg;
-    char *argv[] = {"/bin/netprobe", "hold", (char *)(h->addr ? h->addr : SRV_ADDR2), "7000", "6000",
-                    NULL};
+    char *argv[] = {"/bin/netprobe", "hold", (char *)(h->addr ? h->addr : SRV_ADDR2),
+                    "7000",          "6000", NULL};
     rt_exec_result_t r = fx_execv(h->id, argv, 20000);
     h->line = xstrdup(r.out ? r.out : "");
     h->ok = r.exit_code == 0 && strncmp(h->line, "ok ", 3) == 0;
@@ -784,14 +784,14 @@ START_TEST(ipv6)
     EXPECT("eg-6", false, "tcp", SRV6_ADDR2, "7000", NULL);
 
     /* ULA: not through a rule without CIDRs, only through one naming it */
-    _cleanup_json_ json_t *any = policy(
-        "{\"rules\":[{\"name\":\"any\",\"action\":\"Allow\",\"ports\":[7000]}]}");
+    _cleanup_json_ json_t *any =
+        policy("{\"rules\":[{\"name\":\"any\",\"action\":\"Allow\",\"ports\":[7000]}]}");
     ck_assert_msg(egress_apply(eg, "eg-6", -1, any, &err) == 0, "%s", err.msg);
     EXPECT("eg-6", true, "tcp", SRV6_ADDR2, "7000", NULL);
     EXPECT("eg-6", false, "tcp", SRV_ULA, "7000", NULL);
-    _cleanup_json_ json_t *ula = policy(
-        "{\"rules\":[{\"name\":\"ula\",\"action\":\"Allow\",\"cidrs\":[\"fd00:77::/64\"],"
-        "\"ports\":[7000]}]}");
+    _cleanup_json_ json_t *ula =
+        policy("{\"rules\":[{\"name\":\"ula\",\"action\":\"Allow\",\"cidrs\":[\"fd00:77::/64\"],"
+               "\"ports\":[7000]}]}");
     ck_assert_msg(egress_apply(eg, "eg-6", -1, ula, &err) == 0, "%s", err.msg);
     EXPECT("eg-6", true, "tcp", SRV_ULA, "7000", NULL);
 

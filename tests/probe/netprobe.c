@@ -341,8 +341,8 @@ static int cmd_dnsmany(char **av)
         if ((fds[i] = connect_addr(av[0], "53", SOCK_STREAM)) < 0)
             return fail_errno("connect");
     usleep(200000); /* the server has taken (or refused) each */
-    static const unsigned char q[] = {0, 25, 0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0,
-                                      2,  'o', 'k', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1};
+    static const unsigned char q[] = {0, 25,  0x12, 0x34, 1,   0,   0,   1,   0, 0, 0, 0, 0, 0,
+                                      2, 'o', 'k',  4,    't', 'e', 's', 't', 0, 0, 1, 0, 1};
     for (int i = 0; i < n; i++) {
         unsigned char a[514];
         if (send(fds[i], q, sizeof q, MSG_NOSIGNAL) == (ssize_t)sizeof q &&
