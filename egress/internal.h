@@ -95,6 +95,9 @@ void eg_addrs_to_ss(const eg_addrs_t *a, int family, struct sockaddr_storage *ou
 int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_addr host_addr,
                    struct in_addr sb_addr, int *ifindex, sbx_error_t *err);
 void eg_link_delete(const char *host_if);
+/* An rtnetlink socket in the namespace of netns_fd (net.c; the calling
+ * thread enters it only for the socket() call).  */
+struct mnl_socket *eg_nl_open_in(int netns_fd, sbx_error_t *err);
 /* net6.c: the link's IPv6 addresses (each /127, no duplicate address
  * detection, so they work at once) and the sandbox's default route via
  * the host end; on a link eg_link_create made.  */

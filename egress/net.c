@@ -335,3 +335,8 @@ int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_
     *ifindex = index;
     return 0;
 }
+
+struct mnl_socket *eg_nl_open_in(int netns_fd, sbx_error_t *err)
+{
+    return nl_open_in(netns_fd, err);
+}

@@ -11,7 +11,7 @@
 #include <linux/if_addr.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
-#include <sched.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -86,34 +86,26 @@ static int route6_default(struct mnl_socket *nl, int index, const struct in6_add
     return talk(nl, nlh, "add the IPv6 default route", err);
 }
 
-typedef struct inside6 {
-    int netns_fd;
-    const struct in6_addr *host6, *sb6;
-    sbx_error_t err;
-    int rc;
-} inside6_t;
-
-/* In a thread of its own that enters the sandbox's network namespace (a
- * netlink socket talks to the namespace it was made in).  */
-static void *configure_inside(void *arg)
+/* The sandbox's end: its index from the namespace's own socket
+ * (SIOCGIFINDEX asks the namespace the socket belongs to), no thread (see
+ * net.c's nl_open_in: a thread of its own cost milliseconds to schedule on
+ * a busy host).  */
+static int configure_inside(int netns_fd, const struct in6_addr *host6,
+                            const struct in6_addr *sb6, sbx_error_t *err)
 {
-    inside6_t *in = arg;
-    in->rc = -1;
-    if (setns(in->netns_fd, CLONE_NEWNET) < 0) {
-        sbx_error_errno(&in->err, SBX_ERR_INTERNAL, "enter the sandbox's network namespace");
-        return NULL;
-    }
-    struct mnl_socket *nl = nl_open(&in->err);
+    struct mnl_socket *nl = eg_nl_open_in(netns_fd, err);
     if (!nl)
-        return NULL;
-    int index = (int)if_nametoindex(SANDBOX_IF);
-    if (index <= 0)
-        sbx_error_errno(&in->err, SBX_ERR_INTERNAL, "the sandbox's %s", SANDBOX_IF);
-    else if (addr6_add(nl, index, in->sb6, &in->err) == 0 &&
-             route6_default(nl, index, in->host6, &in->err) == 0)
-        in->rc = 0;
+        return -1;
+    struct ifreq ifr = {0};
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", SANDBOX_IF);
+    int rc = ioctl(mnl_socket_get_fd(nl), SIOCGIFINDEX, &ifr);
+    if (rc < 0)
+        sbx_error_errno(err, SBX_ERR_INTERNAL, "the sandbox's %s", SANDBOX_IF);
+    else if (addr6_add(nl, ifr.ifr_ifindex, sb6, err) < 0 ||
+             route6_default(nl, ifr.ifr_ifindex, host6, err) < 0)
+        rc = -1;
     mnl_socket_close(nl);
-    return NULL;
+    return rc;
 }
 
 int eg_link_ipv6(int ifindex, int netns_fd, const struct in6_addr *host6,
@@ -124,16 +116,7 @@ int eg_link_ipv6(int ifindex, int netns_fd, const struct in6_addr *host6,
         return -1;
     int rc = addr6_add(nl, ifindex, host6, err);
     mnl_socket_close(nl);
-    if (rc < 0)
-        return -1;
-    inside6_t in = {.netns_fd = netns_fd, .host6 = host6, .sb6 = sb6};
-    pthread_t t;
-    if (pthread_create(&t, NULL, configure_inside, &in) != 0)
-        return sbx_error_set(err, SBX_ERR_INTERNAL, "cannot start a thread");
-    pthread_join(t, NULL);
-    if (in.rc < 0)
-        *err = in.err;
-    return in.rc;
+    return rc < 0 ? -1 : configure_inside(netns_fd, host6, sb6, err);
 }
 
 static bool sysctl_is(const char *path, char want)
