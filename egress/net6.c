@@ -90,8 +90,8 @@ static int route6_default(struct mnl_socket *nl, int index, const struct in6_add
  * (SIOCGIFINDEX asks the namespace the socket belongs to), no thread (see
  * net.c's nl_open_in: a thread of its own cost milliseconds to schedule on
  * a busy host).  */
-static int configure_inside(int netns_fd, const struct in6_addr *host6,
-                            const struct in6_addr *sb6, sbx_error_t *err)
+static int configure_inside(int netns_fd, const struct in6_addr *host6, const struct in6_addr *sb6,
+                            sbx_error_t *err)
 {
     struct mnl_socket *nl = eg_nl_open_in(netns_fd, err);
     if (!nl)
