@@ -39,7 +39,8 @@ static const char *const deny4 =
 /* And IPv6: unspecified, loopback and IPv4-compatible (::/96), IPv4-mapped
  * and NAT64 (IPv4 only ever goes by the IPv4 rules), link-local and the
  * old site-local, multicast, AWS's metadata address, and every agent's
- * sandbox pool.  Keep eg_addr_never (policy.c) in step.  */
+ * sandbox pool (and this agent's, when configured outside that space).
+ * Keep eg_addr_never (policy.c) in step.  */
 static const char *const deny6 = "::/96, ::ffff:0:0/96, 64:ff9b::/96, 64:ff9b:1::/48, fe80::/10, "
                                  "fec0::/10, ff00::/8, fd00:ec2::254, " EG_POOL6_SPACE;
 /* Unique local IPv6: only a CIDR rule that names it reaches it.  */
@@ -142,7 +143,8 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "delete table inet %1$s\n"
         "table inet %1$s {\n"
         "  set deny4 { type ipv4_addr; flags interval; auto-merge; elements = { %2$s, %3$s } }\n"
-        "  set deny6 { type ipv6_addr; flags interval; auto-merge; elements = { %10$s } }\n"
+        "  set deny6 { type ipv6_addr; flags interval; auto-merge; elements = { %10$s%14$s%15$s } "
+        "}\n"
         "  map nat_policy { type iface_index . ipv4_addr : verdict; }\n"
         "  map filter_policy { type iface_index . ipv4_addr : verdict; }\n"
         "  map nat_policy6 { type iface_index . ipv6_addr : verdict; }\n"
@@ -207,7 +209,7 @@ static char *base_ruleset(const eg_nft_config_t *c)
         "  }\n"
         "}\n",
         c->table, deny4, c->pool, c->group, c->log_group, imds_nat, imds_drop, imds_in, v6_nat_out,
-        deny6, dns.s, drops.s, accepts.s);
+        deny6, dns.s, drops.s, accepts.s, c->pool6 ? ", " : "", c->pool6 ? c->pool6 : "");
     free(dns.s);
     free(drops.s);
     free(accepts.s);

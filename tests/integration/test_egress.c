@@ -24,7 +24,11 @@ static egress_t *eg;
 static void egress_start(void)
 {
     _cleanup_free_ char *state = xasprintf("%s/egress", fx_dir);
-    egress_config_t cfg = {.pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state};
+    /* an IPv6 pool of its own, outside fd5b:d0::/32, so deny6 must name it */
+    char pool6[40];
+    snprintf(pool6, sizeof pool6, "fd42:0:0:%x::/64", (unsigned)getpid() & 0xffff);
+    egress_config_t cfg = {
+        .pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state, .pool6 = pool6};
     sbx_error_t err = {0};
     eg = egress_open(&cfg, &err);
     ck_assert_msg(eg, "egress_open: %s", err.msg);
@@ -697,7 +701,7 @@ START_TEST(ipv6)
     char sb[64], gw[64], sb6[64], gw6[64];
     addrs("eg-6", sb, gw);
     ck_assert_int_eq(egress_addresses6(eg, "eg-6", sb6, gw6, 64), 1);
-    ck_assert_msg(strncmp(sb6, "fd5b:d0:", 8) == 0, "sandbox address %s", sb6);
+    ck_assert_msg(strncmp(sb6, "fd42:", 5) == 0, "sandbox address %s", sb6);
 
     /* allowed: the IPv6 CIDR and its ports, names through the proxy over
      * IPv6 (SNI and Host), AAAA and A answers over UDP and TCP, on both
@@ -801,7 +805,7 @@ START_TEST(ipv6)
     ck_assert_int_eq(rt_destroy(fx_rt, "eg-6", &err), 0);
     ck_assert_int_eq(rt_destroy(fx_rt, "eg-7", &err), 0);
     ck_assert_int_eq(sh("nft list table inet sandboxd_%s | grep -q ' : jump '", tag), 1);
-    ck_assert_int_eq(sh("ip -6 route | grep -q '^fd5b:d0:.* dev sx%s-'", tag), 1);
+    ck_assert_int_eq(sh("ip -6 route | grep -q ' dev sx%s-'", tag), 1);
 }
 END_TEST
 
