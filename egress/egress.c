@@ -524,7 +524,9 @@ static int link_adopt(egress_t *eg, eg_sandbox_t *sb, eg_policy_t *p, bool *adop
     pthread_mutex_lock(&eg->mu);
     bool exists = p && hash_in_use_locked(eg, sb, p->hash);
     pthread_mutex_unlock(&eg->mu);
-    if ((p && eg_nft_bind(eg->nft, ifindex, sb->sb_addr, NULL, false, p, exists, err) < 0) ||
+    sb->v6 = eg->v6; /* its link was made as this agent makes them */
+    eg_addrs_t a = sb_addrs(sb);
+    if ((p && eg_nft_bind(eg->nft, ifindex, &a, NULL, false, p, exists, err) < 0) ||
         (sb->identity && eg_nft_imds(eg->nft, ifindex, sb->sb_addr, true, err) < 0))
         return -1;
     sb->ifindex = ifindex;
