@@ -487,7 +487,10 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex, err) <
         0)
         return -1;
-    sb->v6 = eg->v6;
+    /* A boot link is gVisor's: this runsc drops IPv6 addresses, and the
+     * kernel's own reports for one would count as the sandbox's traffic
+     * (which decides between checkpoint and freezer).  */
+    sb->v6 = eg->v6 && !sb->boot_link;
     if (sb->v6 && eg_link_ipv6(ifindex, netns_fd, &sb->host6, &sb->sb6, err) < 0) {
         eg_link_delete(sb->ifname);
         return -1;
@@ -524,7 +527,7 @@ static int link_adopt(egress_t *eg, eg_sandbox_t *sb, eg_policy_t *p, bool *adop
     pthread_mutex_lock(&eg->mu);
     bool exists = p && hash_in_use_locked(eg, sb, p->hash);
     pthread_mutex_unlock(&eg->mu);
-    sb->v6 = eg->v6; /* its link was made as this agent makes them */
+    sb->v6 = false; /* boot links are IPv4 only, see link_sandbox */
     eg_addrs_t a = sb_addrs(sb);
     if ((p && eg_nft_bind(eg->nft, ifindex, &a, NULL, false, p, exists, err) < 0) ||
         (sb->identity && eg_nft_imds(eg->nft, ifindex, sb->sb_addr, true, err) < 0))
