@@ -1041,6 +1041,7 @@ const ERROR_CODES = [
   ['SandboxDeleting', 409, 'the sandbox is being deleted'],
   ['ProcessTagConflict', 409, 'a running process of the sandbox has that tag'],
   ['TooManyProcesses', 409, 'the sandbox runs 64 processes, the most it may'],
+  ['TooManyWatches', 429, 'the sandbox has 16 directory watches open, the most it may'],
   ['ProcessEnded', 409, 'the process has ended'],
   ['StdinClosed', 409, 'the process\'s stdin is closed'],
   ['ExecDenied', 403, 'the group\'s execPolicy refuses the command (its allow list or admission webhook); the message says why'],
