@@ -14,54 +14,30 @@
 #include <sys/wait.h>
 #include <sys/un.h>
 
-#include "egress/egress.h"
 #define POOL_SECOND_OCTET 234
 #include "tests/integration/egress_fixture.h"
 #include "tests/integration/test_runtime_fixture.h"
-
-static egress_t *eg;
+#include "tests/integration/egress_probe.h"
 
 static void egress_start(void)
 {
-    _cleanup_free_ char *state = xasprintf("%s/egress", fx_dir);
     /* an IPv6 pool of its own, outside fd5b:d0::/32, so deny6 must name it */
     char pool6[40];
     snprintf(pool6, sizeof pool6, "fd42:0:0:%x::/64", (unsigned)getpid() & 0xffff);
-    egress_config_t cfg = {
-        .pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state, .pool6 = pool6};
-    sbx_error_t err = {0};
-    eg = egress_open(&cfg, &err);
-    ck_assert_msg(eg, "egress_open: %s", err.msg);
+    eg_start(pool6);
 }
 
 static void setup(void)
 {
     fx_setup();
-    _cleanup_free_ char *np = tu_bin("sbx-netprobe");
-    _cleanup_free_ char *dst = fx_path("bin/netprobe");
-    fx_copy(np, dst, 0755);
+    netprobe_install();
     egress_start();
 }
 
 static void teardown(void)
 {
-    if (eg) {
-        _cleanup_json_ json_t *ids = egress_ids(eg);
-        size_t i;
-        json_t *v;
-        json_array_foreach(ids, i, v) egress_release(eg, json_string_value(v), true);
-        egress_close(eg);
-        eg = NULL;
-    }
+    eg_stop();
     fx_teardown();
-}
-
-static json_t *policy(const char *text)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text, 0, &jerr);
-    ck_assert_msg(j, "bad test policy: %s", jerr.text);
-    return j;
 }
 
 static const char *const web_policy =
@@ -90,32 +66,6 @@ static void sandbox(const char *id, const char *pol)
     apply_ms = sbx_now_ms() - t0;
     close(fd);
 }
-
-/* netprobe's line; *ok whether it succeeded, and it must have ended
- * within max_ms (denials are fast).  */
-static char *probe(const char *id, bool *ok, int max_ms, const char *a1, const char *a2,
-                   const char *a3, const char *a4)
-{
-    char *argv[] = {"/bin/netprobe", (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
-    rt_exec_result_t r = fx_execv(id, argv, 20000);
-    char *line = xstrdup(r.out ? r.out : "");
-    line[strcspn(line, "\n")] = '\0';
-    *ok = r.exit_code == 0 && strncmp(line, "ok ", 3) == 0;
-    const char *ms = strstr(line, "ms=");
-    ck_assert_msg(ms, "netprobe %s %s: '%s' (stderr %s)", a1, a2 ? a2 : "", line, r.err);
-    ck_assert_msg(atoi(ms + 3) <= max_ms, "netprobe %s %s %s %s took too long: %s", a1,
-                  a2 ? a2 : "", a3 ? a3 : "", a4 ? a4 : "", line);
-    rt_exec_result_done(&r);
-    return line;
-}
-
-#define EXPECT(id, want, ...)                                                                      \
-    do {                                                                                           \
-        bool ok_;                                                                                  \
-        _cleanup_free_ char *l_ = probe(id, &ok_, want ? 3000 : 1000, __VA_ARGS__);                \
-        ck_assert_msg(ok_ == (want), "%s: expected %s, got '%s'", #__VA_ARGS__,                    \
-                      (want) ? "success" : "failure", l_);                                         \
-    } while (0)
 
 static void addrs(const char *id, char *sb, char *gw)
 {
@@ -157,14 +107,8 @@ START_TEST(allowed_and_denied)
     EXPECT("eg-a", false, "tcp", "169.254.169.254", "80", NULL);
 
     /* the host: its link address, its other addresses, a service on it */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in la = {.sin_family = AF_INET};
-    socklen_t ll = sizeof la;
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&la, sizeof la), 0);
-    ck_assert_int_eq(listen(lfd, 8), 0);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&la, &ll), 0);
     char port[16];
-    snprintf(port, sizeof port, "%d", ntohs(la.sin_port));
+    int lfd = host_listener(AF_INET, port, sizeof port);
     EXPECT("eg-a", false, "tcp", gw, port, NULL);
     EXPECT("eg-a", false, "tcp", HOST_ADDR, port, NULL);
     EXPECT("eg-a", false, "tcp", gw, "80", NULL);
@@ -228,19 +172,6 @@ START_TEST(allowed_and_denied)
     ck_assert_ptr_nonnull(last_allowed);
 }
 END_TEST
-
-static bool wait_for(const char *id, bool want, int ms, const char *a1, const char *a2,
-                     const char *a3)
-{
-    int64_t end = sbx_now_ms() + ms;
-    do {
-        bool ok;
-        free(probe(id, &ok, 3000, a1, a2, a3, NULL));
-        if (ok == want)
-            return true;
-    } while (sbx_now_ms() < end);
-    return false;
-}
 
 typedef struct hold {
     pthread_t t;
@@ -372,7 +303,7 @@ START_TEST(live_update_and_cleanup)
     sbx_error_t err = {0};
     int64_t t0 = sbx_now_ms();
     ck_assert_msg(egress_apply(eg, "eg-l", -1, narrow, &err) == 0, "%s", err.msg);
-    ck_assert(wait_for("eg-l", false, 2000, "tcp", SRV_ADDR2, "7000"));
+    UNTIL("eg-l", false, 2000, "tcp", SRV_ADDR2, "7000");
     ck_assert_int_le(sbx_now_ms() - t0, 2000 + 1000);
     EXPECT("eg-l", true, "http", SRV_ADDR, "80", "ok.test");
 
@@ -380,7 +311,7 @@ START_TEST(live_update_and_cleanup)
     _cleanup_json_ json_t *wide = policy(
         "{\"rules\":[{\"name\":\"all\",\"action\":\"Allow\",\"cidrs\":[\"203.0.113.0/24\"]}]}");
     ck_assert_msg(egress_apply(eg, "eg-l", -1, wide, &err) == 0, "%s", err.msg);
-    ck_assert(wait_for("eg-l", true, 2000, "tcp", SRV_ADDR, "7000"));
+    UNTIL("eg-l", true, 2000, "tcp", SRV_ADDR, "7000");
 
     /* a policy that allows nothing takes the link away */
     _cleanup_json_ json_t *none = policy("{\"defaultAction\":\"Deny\",\"rules\":[]}");
@@ -743,14 +674,8 @@ START_TEST(ipv6)
     EXPECT("eg-6", false, "udp", SRV6_ADDR, "53", NULL); /* another resolver */
 
     /* the host: its link address, its other addresses, a service on it */
-    int lfd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in6 la = {.sin6_family = AF_INET6};
-    socklen_t ll = sizeof la;
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&la, sizeof la), 0);
-    ck_assert_int_eq(listen(lfd, 8), 0);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&la, &ll), 0);
     char port[16];
-    snprintf(port, sizeof port, "%d", ntohs(la.sin6_port));
+    int lfd = host_listener(AF_INET6, port, sizeof port);
     EXPECT("eg-6", false, "tcp", gw6, port, NULL);
     EXPECT("eg-6", false, "tcp", HOST6_ADDR, port, NULL);
     close(lfd);

@@ -10,7 +10,6 @@
 #include <net/if.h>
 #include <sys/stat.h>
 
-#include "egress/egress.h"
 #define POOL_SECOND_OCTET 238
 /* the upper half of the other egress tests' /24: the longer prefix wins */
 #define SRV_ADDR "203.0.113.130"
@@ -24,8 +23,7 @@
 #define HOST_ULA "fd00:77:0:1::1"
 #include "tests/integration/egress_fixture.h"
 #include "tests/integration/test_runtime_fixture.h"
-
-static egress_t *eg;
+#include "tests/integration/egress_probe.h"
 
 /* What the agent's hook does (agent_egress_boot).  */
 static int boot_hook(void *arg, const char *id, int netns_fd, sbx_error_t *err)
@@ -35,58 +33,23 @@ static int boot_hook(void *arg, const char *id, int netns_fd, sbx_error_t *err)
 
 static void egress_start(void)
 {
-    _cleanup_free_ char *state = xasprintf("%s/egress", fx_dir);
-    egress_config_t cfg = {.pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state};
-    sbx_error_t err = {0};
-    eg = egress_open(&cfg, &err);
-    ck_assert_msg(eg, "egress_open: %s", err.msg);
+    eg_start(NULL);
     rt_set_net_hook(fx_rt, boot_hook, eg);
 }
 
 static void setup(void)
 {
     fx_setup();
-    _cleanup_free_ char *np = tu_bin("sbx-netprobe");
-    _cleanup_free_ char *dst = fx_path("bin/netprobe");
-    fx_copy(np, dst, 0755);
+    netprobe_install();
     egress_start();
 }
 
 static void teardown(void)
 {
-    if (eg) {
-        _cleanup_json_ json_t *ids = egress_ids(eg);
-        size_t i;
-        json_t *v;
-        json_array_foreach(ids, i, v) egress_release(eg, json_string_value(v), true);
-        if (fx_rt)
-            rt_set_net_hook(fx_rt, NULL, NULL);
-        egress_close(eg);
-        eg = NULL;
-    }
+    if (eg && fx_rt)
+        rt_set_net_hook(fx_rt, NULL, NULL);
+    eg_stop();
     fx_teardown();
-}
-
-static bool gv_available(void)
-{
-    rt_health_t h;
-    sbx_error_t err = {0};
-    ck_assert_int_eq(rt_health(fx_rt, &h, &err), 0);
-    for (size_t i = 0; i < ARRAY_SIZE(h.drivers) && h.drivers[i]; i++)
-        if (strcmp(h.drivers[i], "gvisor") == 0)
-            return true;
-    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
-        if (strcmp(h.unavailable[i].name, "gvisor") == 0)
-            fprintf(stderr, "gvisor unavailable, test skipped: %s\n", h.unavailable[i].why);
-    return false;
-}
-
-static json_t *policy(const char *text)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text, 0, &jerr);
-    ck_assert_msg(j, "bad test policy: %s", jerr.text);
-    return j;
 }
 
 static void apply(const char *id, const char *text)
@@ -108,46 +71,6 @@ static void sandbox(const char *id, const char *pol)
             (long long)(sbx_monotonic_ms() - t0));
 }
 
-/* netprobe's line; *ok whether it succeeded, within max_ms.  */
-static char *probe(const char *id, bool *ok, int max_ms, const char *a1, const char *a2,
-                   const char *a3, const char *a4)
-{
-    char *argv[] = {"/bin/netprobe", (char *)a1, (char *)a2, (char *)a3, (char *)a4, NULL};
-    rt_exec_result_t r = fx_execv(id, argv, 20000);
-    char *line = xstrdup(r.out ? r.out : "");
-    line[strcspn(line, "\n")] = '\0';
-    *ok = r.exit_code == 0 && strncmp(line, "ok ", 3) == 0;
-    const char *ms = strstr(line, "ms=");
-    ck_assert_msg(ms, "netprobe %s %s: '%s' (stderr %s)", a1, a2 ? a2 : "", line, r.err);
-    ck_assert_msg(atoi(ms + 3) <= max_ms, "netprobe %s %s %s %s took too long: %s", a1,
-                  a2 ? a2 : "", a3 ? a3 : "", a4 ? a4 : "", line);
-    rt_exec_result_done(&r);
-    return line;
-}
-
-#define EXPECT(id, want, ...)                                                                      \
-    do {                                                                                           \
-        bool ok_;                                                                                  \
-        _cleanup_free_ char *l_ = probe(id, &ok_, want ? 3000 : 1000, __VA_ARGS__);                \
-        ck_assert_msg(ok_ == (want), "%s: expected %s, got '%s'", #__VA_ARGS__,                    \
-                      (want) ? "success" : "failure", l_);                                         \
-    } while (0)
-
-/* The first probe that gives `want`, within ms of now; how long it took.  */
-static int64_t until(const char *id, bool want, int ms, const char *a1, const char *a2,
-                     const char *a3)
-{
-    int64_t t0 = sbx_monotonic_ms();
-    for (;;) {
-        bool ok;
-        free(probe(id, &ok, 3000, a1, a2, a3, NULL));
-        if (ok == want)
-            return sbx_monotonic_ms() - t0;
-        ck_assert_msg(sbx_monotonic_ms() - t0 < ms, "%s %s %s: still %s after %d ms", a1, a2, a3,
-                      ok ? "reachable" : "unreachable", ms);
-    }
-}
-
 static const char *const web_policy =
     "{\"defaultAction\":\"Deny\",\"rules\":["
     "{\"name\":\"web\",\"action\":\"Allow\",\"fqdns\":[\"ok.test\"],\"ports\":[80]},"
@@ -161,7 +84,7 @@ static const char *const nothing_policy = "{\"defaultAction\":\"Deny\",\"rules\"
 
 START_TEST(gvisor_allowed_and_denied)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     sandbox("egv-a", web_policy);
     char sb[64], gw[64];
@@ -191,14 +114,8 @@ START_TEST(gvisor_allowed_and_denied)
 
     /* the host: a service on it (as the agent's API is), through the
      * gateway and through the host's other address */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in la = {.sin_family = AF_INET};
-    socklen_t ll = sizeof la;
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&la, sizeof la), 0);
-    ck_assert_int_eq(listen(lfd, 8), 0);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&la, &ll), 0);
     char port[16];
-    snprintf(port, sizeof port, "%d", ntohs(la.sin_port));
+    int lfd = host_listener(AF_INET, port, sizeof port);
     EXPECT("egv-a", false, "tcp", gw, port, NULL);
     EXPECT("egv-a", false, "tcp", HOST_ADDR, port, NULL);
     close(lfd);
@@ -216,7 +133,7 @@ END_TEST
  * an agent restart; destroy leaves nothing.  */
 START_TEST(gvisor_live_updates_and_lifecycle)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     sandbox("egv-l", NULL);
     char sb[64], gw[64];
@@ -233,13 +150,13 @@ START_TEST(gvisor_live_updates_and_lifecycle)
 
     apply("egv-l", echo_policy);
     fprintf(stderr, "a policy allowing it reached the sandbox in %lld ms\n",
-            (long long)until("egv-l", true, 2000, "tcp", SRV_ADDR2, "7000"));
+            (long long)UNTIL("egv-l", true, 2000, "tcp", SRV_ADDR2, "7000"));
     apply("egv-l", nothing_policy);
     fprintf(stderr, "a policy allowing nothing reached it in %lld ms\n",
-            (long long)until("egv-l", false, 2000, "tcp", SRV_ADDR2, "7000"));
+            (long long)UNTIL("egv-l", false, 2000, "tcp", SRV_ADDR2, "7000"));
     ck_assert_int_eq(egress_addresses(eg, "egv-l", sb, gw, 64), 1); /* the link stays */
     apply("egv-l", echo_policy);
-    until("egv-l", true, 2000, "tcp", SRV_ADDR2, "7000");
+    UNTIL("egv-l", true, 2000, "tcp", SRV_ADDR2, "7000");
 
     /* suspended after the link carried traffic: the freezer (runsc cannot
      * save such a sandbox's TCP state), and the link stays */

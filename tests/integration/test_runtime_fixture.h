@@ -252,6 +252,22 @@ static __attribute__((unused)) json_t *fx_probe(const char *id, const char *a1, 
     return j;
 }
 
+/* Whether the fixture's runtime has driver `name`; where it has not, why
+ * is said on stderr, and the test that asked skips itself.  */
+static __attribute__((unused)) bool fx_driver_available(const char *name)
+{
+    rt_health_t h;
+    sbx_error_t err = {0};
+    ck_assert_msg(rt_health(fx_rt, &h, &err) == 0, "rt_health: %s", err.msg);
+    for (size_t i = 0; i < ARRAY_SIZE(h.drivers) && h.drivers[i]; i++)
+        if (strcmp(h.drivers[i], name) == 0)
+            return true;
+    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
+        if (strcmp(h.unavailable[i].name, name) == 0)
+            fprintf(stderr, "%s unavailable, test skipped: %s\n", name, h.unavailable[i].why);
+    return false;
+}
+
 /* A zombie (a dead init of a sandbox this process started) is dead.  */
 static __attribute__((unused)) bool fx_pid_alive(pid_t pid)
 {

@@ -9,20 +9,6 @@
 
 #include "tests/integration/test_runtime_fixture.h"
 
-static bool gv_available(void)
-{
-    rt_health_t h;
-    sbx_error_t err = {0};
-    ck_assert_int_eq(rt_health(fx_rt, &h, &err), 0);
-    for (size_t i = 0; i < ARRAY_SIZE(h.drivers) && h.drivers[i]; i++)
-        if (strcmp(h.drivers[i], "gvisor") == 0)
-            return true;
-    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
-        if (strcmp(h.unavailable[i].name, "gvisor") == 0)
-            fprintf(stderr, "gvisor unavailable, test skipped: %s\n", h.unavailable[i].why);
-    return false;
-}
-
 static void gv_create(const char *id, uint64_t memory_mib)
 {
     rt_spec_t spec = {.driver = "gvisor", .memory_mib = memory_mib};
@@ -71,7 +57,7 @@ static bool runsc_left(const char *id)
 
 START_TEST(test_gvisor_exec_and_files)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     gv_create("gv-exec", 0);
     /* gVisor's kernel, not the host's.  */
@@ -142,7 +128,7 @@ END_TEST
  * loopback only, no host paths.  */
 START_TEST(test_gvisor_probe_view)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     gv_create("gv-view", 0);
     json_t *j = fx_probe("gv-view", "info", NULL, NULL);
@@ -166,7 +152,7 @@ END_TEST
  * and a memory hog held to the sandbox's limit.  */
 START_TEST(test_gvisor_probe_refused)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     gv_create("gv-sys", 128);
     json_t *j = fx_probe("gv-sys", "syscalls", NULL, NULL);
@@ -245,7 +231,7 @@ static long read_count(const char *id)
  * suspended to a checkpoint nothing of the sandbox runs.  */
 START_TEST(test_gvisor_suspend_resume)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     gv_create("gv-susp", 0);
     rt_exec_result_t r = fx_sh("gv-susp", "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; "
@@ -287,7 +273,7 @@ END_TEST
  * state dir (an agent restart) adopts the running sandbox.  */
 START_TEST(test_gvisor_stop_start_adopt)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     gv_create("gv-again", 0);
     rt_exec_result_t r = fx_sh("gv-again", "echo kept > /root/note");
@@ -314,7 +300,7 @@ END_TEST
 /* Killed from outside: Failed, and destroy leaves nothing behind.  */
 START_TEST(test_gvisor_killed_and_destroyed)
 {
-    if (!gv_available())
+    if (!fx_driver_available("gvisor"))
         return;
     gv_create("gv-kill", 128);
     _cleanup_free_ char *lim =

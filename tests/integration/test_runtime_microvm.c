@@ -10,58 +10,7 @@
 #include <sys/utsname.h>
 
 #include "tests/integration/test_runtime_fixture.h"
-
-/* Reopen the fixture's runtime with emulation allowed.  */
-static bool mv_open(void)
-{
-    rt_close(fx_rt);
-    rt_config_t cfg = {
-        .state_dir = fx_state, .cgroup_root = fx_cgroot, .allow_microvm_emulation = true};
-    sbx_error_t err = {0};
-    fx_rt = rt_open(&cfg, &err);
-    ck_assert_msg(fx_rt != NULL, "rt_open: %s", err.msg);
-    rt_health_t h;
-    ck_assert_int_eq(rt_health(fx_rt, &h, &err), 0);
-    for (size_t i = 0; i < ARRAY_SIZE(h.drivers) && h.drivers[i]; i++)
-        if (strcmp(h.drivers[i], "microvm") == 0)
-            return true;
-    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
-        if (strcmp(h.unavailable[i].name, "microvm") == 0)
-            fprintf(stderr, "microvm unavailable, test skipped: %s\n", h.unavailable[i].why);
-    return false;
-}
-
-/* Host pid of a QEMU whose command line names the sandbox, or 0.  */
-static pid_t qemu_of(const char *id)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    pid_t found = 0;
-    _cleanup_free_ char *needle_end = xasprintf("sbx.hostname=%s", id);
-    while (d && !found && (de = readdir(d))) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        _cleanup_free_ char *p = xasprintf("/proc/%s/cmdline", de->d_name);
-        char buf[8192];
-        FILE *f = fopen(p, "r");
-        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        buf[n] = 0;
-        if (!strstr(buf, "qemu-system"))
-            continue;
-        for (size_t i = 0; i + 1 < n; i++)
-            if (!buf[i])
-                buf[i] = ' ';
-        size_t l = strlen(needle_end);
-        char *at = strstr(buf, needle_end);
-        if (at && (at[l] == 0 || at[l] == ' ') && fx_pid_alive(atoi(de->d_name)))
-            found = atoi(de->d_name);
-    }
-    if (d)
-        closedir(d);
-    return found;
-}
+#include "tests/integration/microvm_fixture.h"
 
 static void exec_checks(const char *id)
 {

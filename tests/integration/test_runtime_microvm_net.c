@@ -12,7 +12,6 @@
 #include <sys/utsname.h>
 
 #include "agent/agent.h"
-#include "egress/egress.h"
 #define POOL_SECOND_OCTET 236
 /* a network of its own: egress tests run side by side */
 #define SRV_ADDR "203.0.113.34"
@@ -26,60 +25,10 @@
 #define HOST_ULA "fd00:77:0:3::1"
 #include "tests/integration/egress_fixture.h"
 #include "tests/integration/test_runtime_fixture.h"
-
-static egress_t *eg;
-
-/* Reopen the fixture's runtime with emulation allowed.  */
-static bool mv_open(void)
-{
-    rt_close(fx_rt);
-    rt_config_t cfg = {
-        .state_dir = fx_state, .cgroup_root = fx_cgroot, .allow_microvm_emulation = true};
-    sbx_error_t err = {0};
-    fx_rt = rt_open(&cfg, &err);
-    ck_assert_msg(fx_rt != NULL, "rt_open: %s", err.msg);
-    rt_health_t h;
-    ck_assert_int_eq(rt_health(fx_rt, &h, &err), 0);
-    for (size_t i = 0; i < ARRAY_SIZE(h.drivers) && h.drivers[i]; i++)
-        if (strcmp(h.drivers[i], "microvm") == 0)
-            return true;
-    for (size_t i = 0; i < ARRAY_SIZE(h.unavailable) && h.unavailable[i].name; i++)
-        if (strcmp(h.unavailable[i].name, "microvm") == 0)
-            fprintf(stderr, "microvm unavailable, test skipped: %s\n", h.unavailable[i].why);
-    return false;
-}
-
-/* Host pid of a QEMU whose command line names the sandbox, or 0.  */
-static pid_t qemu_of(const char *id)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    pid_t found = 0;
-    _cleanup_free_ char *needle = xasprintf("sbx.hostname=%s", id);
-    while (d && !found && (de = readdir(d))) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9')
-            continue;
-        _cleanup_free_ char *p = xasprintf("/proc/%s/cmdline", de->d_name);
-        char buf[8192];
-        FILE *f = fopen(p, "r");
-        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        buf[n] = 0;
-        if (!strstr(buf, "qemu-system"))
-            continue;
-        for (size_t i = 0; i + 1 < n; i++)
-            if (!buf[i])
-                buf[i] = ' ';
-        char *at = strstr(buf, needle);
-        size_t l = strlen(needle);
-        if (at && (at[l] == 0 || at[l] == ' ') && fx_pid_alive(atoi(de->d_name)))
-            found = atoi(de->d_name);
-    }
-    if (d)
-        closedir(d);
-    return found;
-}
+#include "tests/integration/microvm_fixture.h"
+/* a guest under emulation answers slower than a process sandbox */
+#define PROBE_OK_MS 5000
+#include "tests/integration/egress_probe.h"
 
 static void mv_create(const char *id, int64_t *ms)
 {
@@ -107,75 +56,16 @@ static void eg_setup(void)
     }
     fx_setup();
     servers_start();
-    _cleanup_free_ char *np = tu_bin("sbx-netprobe");
-    _cleanup_free_ char *dst = fx_path("bin/netprobe");
-    fx_copy(np, dst, 0755);
-    _cleanup_free_ char *state = xasprintf("%s/egress", fx_dir);
-    egress_config_t cfg = {.pool = pool, .tag = tag, .resolver = SRV_ADDR, .state_dir = state};
-    sbx_error_t err = {0};
-    eg = egress_open(&cfg, &err);
-    ck_assert_msg(eg, "egress_open: %s", err.msg);
+    netprobe_install();
+    eg_start(NULL);
 }
 
 static void eg_teardown(void)
 {
     /* the VMs first (their namespaces hold the veths' other ends) */
     fx_teardown();
-    if (eg) {
-        _cleanup_json_ json_t *ids = egress_ids(eg);
-        size_t i;
-        json_t *v;
-        json_array_foreach(ids, i, v) egress_release(eg, json_string_value(v), true);
-        egress_close(eg);
-        eg = NULL;
-    }
+    eg_stop();
     servers_stop();
-}
-
-static json_t *policy(const char *text)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text, 0, &jerr);
-    ck_assert_msg(j, "bad test policy: %s", jerr.text);
-    return j;
-}
-
-static char last_line[256]; /* netprobe's last answer, for messages */
-
-/* netprobe's answer: whether it succeeded; it ends within max_ms.  */
-static bool net_try(const char *id, int max_ms, const char *a1, const char *a2, const char *a3)
-{
-    char *argv[] = {"/bin/netprobe", (char *)a1, (char *)a2, (char *)a3, NULL};
-    rt_exec_result_t r = fx_execv(id, argv, 20000);
-    char *line = xstrdup(r.out ? r.out : "");
-    line[strcspn(line, "\n")] = '\0';
-    bool ok = r.exit_code == 0 && strncmp(line, "ok ", 3) == 0;
-    snprintf(last_line, sizeof last_line, "%s", line);
-    const char *ms = strstr(line, "ms=");
-    ck_assert_msg(ms, "netprobe %s %s %s: '%s' (stderr %s)", a1, a2 ? a2 : "", a3 ? a3 : "", line,
-                  r.err);
-    ck_assert_msg(atoi(ms + 3) <= max_ms, "netprobe %s %s %s took too long: %s", a1, a2 ? a2 : "",
-                  a3 ? a3 : "", line);
-    free(line);
-    rt_exec_result_done(&r);
-    return ok;
-}
-
-#define EXPECT(id, want, a1, a2, a3)                                                               \
-    ck_assert_msg(net_try(id, (want) ? 5000 : 1000, a1, a2, a3) == (want),                         \
-                  "%s %s %s: expected %s, got %s", a1, a2, a3, (want) ? "success" : "failure",     \
-                  last_line)
-
-/* Until the probe's answer is `want`, up to ms.  */
-static bool wait_for(const char *id, bool want, int ms, const char *a1, const char *a2,
-                     const char *a3)
-{
-    int64_t end = sbx_monotonic_ms() + ms;
-    do {
-        if (net_try(id, 5000, a1, a2, a3) == want)
-            return true;
-    } while (sbx_monotonic_ms() < end);
-    return false;
 }
 
 static void apply(const char *id, const char *text, int64_t *ms)
@@ -261,23 +151,18 @@ START_TEST(test_microvm_egress)
     rt_exec_result_done(&r);
 
     /* what the policy allows, and nothing else, each denial fast */
-    EXPECT(id, true, "tcp", SRV_ADDR2, "7000");
-    EXPECT(id, false, "tcp", SRV_ADDR2, "8080"); /* another port */
-    EXPECT(id, false, "tcp", SRV_ADDR, "80");    /* another address */
-    EXPECT(id, false, "udp", SRV_ADDR2, "7001"); /* another port, UDP */
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in la = {.sin_family = AF_INET};
-    socklen_t ll = sizeof la;
-    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&la, sizeof la), 0);
-    ck_assert_int_eq(listen(lfd, 8), 0);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&la, &ll), 0);
+    EXPECT(id, true, "tcp", SRV_ADDR2, "7000", NULL);
+    EXPECT(id, false, "tcp", SRV_ADDR2, "8080", NULL); /* another port */
+    EXPECT(id, false, "tcp", SRV_ADDR, "80", NULL);    /* another address */
+    EXPECT(id, false, "udp", SRV_ADDR2, "7001", NULL); /* another port, UDP */
     char port[16];
-    snprintf(port, sizeof port, "%d", ntohs(la.sin_port));
-    EXPECT(id, false, "tcp", gw, port); /* the host: a service on every address */
-    EXPECT(id, false, "tcp", HOST_ADDR, port);
-    EXPECT(id, false, "tcp", "127.0.0.1", port); /* the guest's own loopback, not the host's */
+    int lfd = host_listener(AF_INET, port, sizeof port);
+    EXPECT(id, false, "tcp", gw, port, NULL); /* the host: a service on every address */
+    EXPECT(id, false, "tcp", HOST_ADDR, port, NULL);
+    EXPECT(id, false, "tcp", "127.0.0.1", port,
+           NULL); /* the guest's own loopback, not the host's */
     close(lfd);
-    EXPECT(id, false, "tcp", "169.254.169.254", "80");
+    EXPECT(id, false, "tcp", "169.254.169.254", "80", NULL);
 
     /* new rules on the same link: the host's business alone, the guest
      * is not asked */
@@ -286,16 +171,17 @@ START_TEST(test_microvm_egress)
           "{\"rules\":[{\"name\":\"echo\",\"action\":\"Allow\",\"cidrs\":[\"" SRV_ADDR2
           "/32\"],\"ports\":[7000,7001]}]}",
           &rules_ms);
-    ck_assert_msg(wait_for(id, true, 2000, "udp", SRV_ADDR2, "7001"),
-                  "the new rule did not apply: %s", last_line);
+    ck_assert_msg(probe_until(id, true, 2000, "udp", SRV_ADDR2, "7001") >= 0,
+                  "the new rule did not apply: %s", probe_last);
 
     /* a policy that allows nothing takes the link away; a later one
      * brings it back */
     apply(id, NULL, NULL);
     ck_assert_int_eq(egress_addresses(eg, id, sb, gw, sizeof sb), 0);
-    EXPECT(id, false, "tcp", SRV_ADDR2, "7000");
+    EXPECT(id, false, "tcp", SRV_ADDR2, "7000", NULL);
     apply(id, echo_policy, &relink_ms);
-    ck_assert_msg(wait_for(id, true, 2000, "tcp", SRV_ADDR2, "7000"), "the link did not come back");
+    ck_assert_msg(probe_until(id, true, 2000, "tcp", SRV_ADDR2, "7000") >= 0,
+                  "the link did not come back: %s", probe_last);
 
     /* a suspend and resume (QEMU ends and starts again): the namespace,
      * its link and the guest's address stay */
@@ -305,8 +191,9 @@ START_TEST(test_microvm_egress)
     ck_assert_int_eq(qemu_of(id), 0);
     ck_assert_msg(rt_resume(fx_rt, id, &err) == 0, "resume: %s", err.msg);
     int64_t cycle_ms = sbx_monotonic_ms() - t0;
-    ck_assert_msg(wait_for(id, true, 2000, "tcp", SRV_ADDR2, "7000"), "no link after resume");
-    EXPECT(id, false, "tcp", SRV_ADDR2, "8080");
+    ck_assert_msg(probe_until(id, true, 2000, "tcp", SRV_ADDR2, "7000") >= 0,
+                  "no link after resume: %s", probe_last);
+    EXPECT(id, false, "tcp", SRV_ADDR2, "8080", NULL);
     fprintf(stderr,
             "microvm egress: create-to-first-exec %lld ms; link to a running guest %lld ms, "
             "again %lld ms; new rules %lld ms; suspend+resume %lld ms\n",
