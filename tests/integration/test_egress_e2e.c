@@ -146,6 +146,48 @@ static int64_t until(bool want, const char *port)
     return sbx_monotonic_ms() - t0;
 }
 
+/* The policy the tests flip between: the echo's port, or another.  */
+static const char *const p7000 =
+    "{\"properties\":{\"rules\":[{\"name\":\"echo\",\"action\":\"Allow\","
+    "\"cidrs\":[\"" SRV_ADDR2 "/32\"],\"ports\":[7000]}]}}";
+static const char *const p8080 =
+    "{\"properties\":{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\","
+    "\"cidrs\":[\"" SRV_ADDR2 "/32\"],\"ports\":[8080]}]}}";
+
+/* The sandbox's resolver is its gateway.  */
+static void resolver_is_gateway(const char *sandbox)
+{
+    _cleanup_free_ char *ex = xasprintf("%s/sandboxes/%s/exec" API, GROUP, sandbox);
+    json_t *r = NULL;
+    ck_assert_int_eq(call("POST", ex, "{\"command\":[\"cat\",\"/etc/resolv.conf\"]}", &r), 200);
+    const char *conf = json_string_value(json_object_get(r, "stdout"));
+    ck_assert_msg(conf && strstr(conf, "nameserver 100."), "resolv.conf: %s", conf);
+    json_decref(r);
+}
+
+/* The policy at pol changes under the running sandbox, both ways, and
+ * each change reaches it within 2.5 s.  */
+static void flip(const char *pol, const char *label)
+{
+    ck_assert_int_eq(call("PUT", pol, p8080, NULL), 200);
+    int64_t off = until(false, "7000");
+    ck_assert_int_eq(call("PUT", pol, p7000, NULL), 200);
+    int64_t on = until(true, "7000");
+    fprintf(stderr, "%spolicy change reached the sandbox in %lld ms (deny) and %lld ms (allow)\n",
+            label, (long long)off, (long long)on);
+    ck_assert_int_le(off, 2500);
+    ck_assert_int_le(on, 2500);
+}
+
+/* Delete the sandbox at sb and wait until it is gone.  */
+static void delete_sandbox(const char *sb)
+{
+    ck_assert_int_eq(call("DELETE", sb, NULL, NULL), 202);
+    int64_t end = sbx_monotonic_ms() + 30000;
+    while (call("GET", sb, NULL, NULL) != 404 && sbx_monotonic_ms() < end)
+        usleep(50000);
+}
+
 START_TEST(policy_live_and_in_use)
 {
     if (!getenv("SBX_DEFAULT_IMAGE"))
@@ -153,10 +195,6 @@ START_TEST(policy_live_and_in_use)
     _cleanup_free_ char *g = xasprintf("%s" API, GROUP);
     ck_assert_int_le(call("PUT", g, "{\"location\":\"westus\",\"properties\":{}}", NULL), 201);
     _cleanup_free_ char *pol = xasprintf("%s/egressPolicies/echo" API, GROUP);
-    const char *p7000 = "{\"properties\":{\"rules\":[{\"name\":\"echo\",\"action\":\"Allow\","
-                        "\"cidrs\":[\"" SRV_ADDR2 "/32\"],\"ports\":[7000]}]}}";
-    const char *p8080 = "{\"properties\":{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\","
-                        "\"cidrs\":[\"" SRV_ADDR2 "/32\"],\"ports\":[8080]}]}}";
     ck_assert_int_eq(call("PUT", pol, p7000, NULL), 201);
     _cleanup_free_ char *sb = xasprintf("%s/sandboxes/s1" API, GROUP);
     ck_assert_int_eq(call("PUT", sb, "{\"properties\":{\"egressPolicy\":\"echo\"}}", NULL), 201);
@@ -167,23 +205,10 @@ START_TEST(policy_live_and_in_use)
     json_decref(j);
     ck_assert(reach("7000"));
 
-    /* the sandbox's resolver is its gateway */
-    _cleanup_free_ char *ex = xasprintf("%s/sandboxes/s1/exec" API, GROUP);
-    json_t *r = NULL;
-    ck_assert_int_eq(call("POST", ex, "{\"command\":[\"cat\",\"/etc/resolv.conf\"]}", &r), 200);
-    const char *conf = json_string_value(json_object_get(r, "stdout"));
-    ck_assert_msg(conf && strstr(conf, "nameserver 100."), "resolv.conf: %s", conf);
-    json_decref(r);
+    resolver_is_gateway("s1");
 
     /* the policy changes under the running sandbox, both ways */
-    ck_assert_int_eq(call("PUT", pol, p8080, NULL), 200);
-    int64_t off = until(false, "7000");
-    ck_assert_int_eq(call("PUT", pol, p7000, NULL), 200);
-    int64_t on = until(true, "7000");
-    fprintf(stderr, "policy change reached the sandbox in %lld ms (deny) and %lld ms (allow)\n",
-            (long long)off, (long long)on);
-    ck_assert_int_le(off, 2500);
-    ck_assert_int_le(on, 2500);
+    flip(pol, "");
 
     /* in use: 409 naming the user */
     json_t *e = NULL;
@@ -201,10 +226,7 @@ START_TEST(policy_live_and_in_use)
     json_decref(d);
 
     /* once no sandbox uses it, the policy can go */
-    ck_assert_int_eq(call("DELETE", sb, NULL, NULL), 202);
-    int64_t end = sbx_monotonic_ms() + 30000;
-    while (call("GET", sb, NULL, NULL) != 404 && sbx_monotonic_ms() < end)
-        usleep(50000);
+    delete_sandbox(sb);
     long st = call("DELETE", pol, NULL, NULL);
     ck_assert_msg(st == 200 || st == 202 || st == 204, "DELETE policy: %ld", st);
     /* nothing of the sandbox is left on the host (this agent's links are
@@ -224,10 +246,6 @@ START_TEST(policy_live_gvisor)
     _cleanup_free_ char *g = xasprintf("%s" API, GROUP);
     ck_assert_int_le(call("PUT", g, "{\"location\":\"westus\",\"properties\":{}}", NULL), 201);
     _cleanup_free_ char *pol = xasprintf("%s/egressPolicies/gvecho" API, GROUP);
-    const char *p7000 = "{\"properties\":{\"rules\":[{\"name\":\"echo\",\"action\":\"Allow\","
-                        "\"cidrs\":[\"" SRV_ADDR2 "/32\"],\"ports\":[7000]}]}}";
-    const char *p8080 = "{\"properties\":{\"rules\":[{\"name\":\"web\",\"action\":\"Allow\","
-                        "\"cidrs\":[\"" SRV_ADDR2 "/32\"],\"ports\":[8080]}]}}";
     ck_assert_int_le(call("PUT", pol, p7000, NULL), 201);
     _cleanup_free_ char *sb = xasprintf("%s/sandboxes/gv1" API, GROUP);
     ck_assert_int_eq(call("PUT", sb,
@@ -247,27 +265,10 @@ START_TEST(policy_live_gvisor)
     json_decref(j);
     probing = "gv1";
     ck_assert(reach("7000"));
-    _cleanup_free_ char *ex = xasprintf("%s/sandboxes/gv1/exec" API, GROUP);
-    json_t *r = NULL;
-    ck_assert_int_eq(call("POST", ex, "{\"command\":[\"cat\",\"/etc/resolv.conf\"]}", &r), 200);
-    const char *conf = json_string_value(json_object_get(r, "stdout"));
-    ck_assert_msg(conf && strstr(conf, "nameserver 100."), "resolv.conf: %s", conf);
-    json_decref(r);
+    resolver_is_gateway("gv1");
+    flip(pol, "gvisor: ");
 
-    ck_assert_int_eq(call("PUT", pol, p8080, NULL), 200);
-    int64_t off = until(false, "7000");
-    ck_assert_int_eq(call("PUT", pol, p7000, NULL), 200);
-    int64_t on = until(true, "7000");
-    fprintf(stderr,
-            "gvisor: policy change reached the sandbox in %lld ms (deny) and %lld ms (allow)\n",
-            (long long)off, (long long)on);
-    ck_assert_int_le(off, 2500);
-    ck_assert_int_le(on, 2500);
-
-    ck_assert_int_eq(call("DELETE", sb, NULL, NULL), 202);
-    int64_t end = sbx_monotonic_ms() + 30000;
-    while (call("GET", sb, NULL, NULL) != 404 && sbx_monotonic_ms() < end)
-        usleep(50000);
+    delete_sandbox(sb);
     _cleanup_free_ char *table = agent_table();
     ck_assert_int_eq(sh("ip -o link | grep -q ' sx%s-'", table + strlen("sandboxd_")), 1);
     long st = call("DELETE", pol, NULL, NULL);
