@@ -484,22 +484,18 @@ static int link_sandbox(egress_t *eg, eg_sandbox_t *sb, int netns_fd, eg_policy_
     }
     int ifindex;
     int64_t t0 = mono_us();
-    if (eg_link_create(sb->ifname, eg->group, netns_fd, sb->host_addr, sb->sb_addr, &ifindex, err) <
-        0)
-        return -1;
     /* A boot link is gVisor's: this runsc drops IPv6 addresses, and the
      * kernel's own reports for one would count as the sandbox's traffic
      * (which decides between checkpoint and freezer).  */
     sb->v6 = eg->v6 && !sb->boot_link;
-    if (sb->v6 && eg_link_ipv6(ifindex, netns_fd, &sb->host6, &sb->sb6, err) < 0) {
-        eg_link_delete(sb->ifname);
+    eg_addrs_t host = {.v4 = sb->host_addr, .v6 = sb->host6, .has_v6 = sb->v6};
+    eg_addrs_t a = sb_addrs(sb);
+    if (eg_link_create(sb->ifname, eg->group, netns_fd, &host, &a, &ifindex, err) < 0)
         return -1;
-    }
     int64_t t1 = mono_us();
     pthread_mutex_lock(&eg->mu);
     bool exists = p && hash_in_use_locked(eg, sb, p->hash);
     pthread_mutex_unlock(&eg->mu);
-    eg_addrs_t a = sb_addrs(sb);
     if ((p && eg_nft_bind(eg->nft, ifindex, &a, NULL, false, p, exists, err) < 0) ||
         (sb->identity && eg_nft_imds(eg->nft, ifindex, sb->sb_addr, true, err) < 0)) {
         if (p)

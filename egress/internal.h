@@ -89,21 +89,14 @@ void eg_addrs_to_ss(const eg_addrs_t *a, int family, struct sockaddr_storage *ou
 
 /* ---- net.c (rtnetlink) ---- */
 
-/* A veth pair: `host_if` on the host (group, host_addr/31, up) and eth0 in
- * the namespace (sb_addr/31, up, default route via host_addr); no IPv6
- * addresses on either.  Replaces a link of that name.  */
-int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_addr host_addr,
-                   struct in_addr sb_addr, int *ifindex, sbx_error_t *err);
+/* A veth pair: `host_if` on the host (group, host's addresses, up) and
+ * eth0 in the namespace (sb's addresses, up, default routes via the
+ * host's); IPv4 /31s and, where has_v6, IPv6 /127s, and no other IPv6
+ * address (not even link-local) on either.  Replaces a link of that name. */
+int eg_link_create(const char *host_if, uint32_t group, int netns_fd, const eg_addrs_t *host,
+                   const eg_addrs_t *sb, int *ifindex, sbx_error_t *err);
 void eg_link_delete(const char *host_if);
-/* An rtnetlink socket in the namespace of netns_fd (net.c; the calling
- * thread enters it only for the socket() call).  */
-struct mnl_socket *eg_nl_open_in(int netns_fd, sbx_error_t *err);
-/* net6.c: the link's IPv6 addresses (each /127, no duplicate address
- * detection, so they work at once) and the sandbox's default route via
- * the host end; on a link eg_link_create made.  */
-int eg_link_ipv6(int ifindex, int netns_fd, const struct in6_addr *host6,
-                 const struct in6_addr *sb6, sbx_error_t *err);
-/* IPv6 forwarding on (the host's interfaces that accept router
+/* net6.c: IPv6 forwarding on (the host's interfaces that accept router
  * advertisements keep doing so: accept_ra 1 becomes 2).  */
 int eg_ipv6_forwarding_on(sbx_error_t *err);
 

@@ -87,7 +87,7 @@ static struct nlmsghdr *link_msg(char *buf, uint16_t type, uint16_t flags, int i
 
 /* Requests are built one after the other into a batch buffer.  */
 typedef struct nl_batch {
-    char buf[2048]; /* four short requests at most */
+    char buf[2048]; /* six short requests at most */
     size_t len;
     unsigned n;
     const char *what[8];
@@ -140,50 +140,65 @@ static void put_link_up(nl_batch_t *b, int index)
     batch_done(b, nlh);
 }
 
-static void put_addr(nl_batch_t *b, int index, struct in_addr local)
+/* An IPv4 /31 or an IPv6 /127; the IPv6 one without duplicate address
+ * detection (a tentative address could not be used for a second or more,
+ * and nothing else is on a /127).  */
+static void put_addr(nl_batch_t *b, int index, int family, const void *local)
 {
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(batch_next(b, "add the link's address"));
+    bool v6 = family == AF_INET6;
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(
+        batch_next(b, v6 ? "add the link's IPv6 address" : "add the link's address"));
     nlh->nlmsg_type = RTM_NEWADDR;
     nlh->nlmsg_flags = NLM_F_CREATE | NLM_F_REPLACE;
     struct ifaddrmsg *ifa = mnl_nlmsg_put_extra_header(nlh, sizeof *ifa);
-    ifa->ifa_family = AF_INET;
-    ifa->ifa_prefixlen = 31;
+    ifa->ifa_family = (uint8_t)family;
+    ifa->ifa_prefixlen = v6 ? 127 : 31;
+    ifa->ifa_flags = v6 ? IFA_F_NODAD : 0;
     ifa->ifa_index = (unsigned)index;
     ifa->ifa_scope = RT_SCOPE_UNIVERSE;
-    mnl_attr_put(nlh, IFA_LOCAL, 4, &local);
-    mnl_attr_put(nlh, IFA_ADDRESS, 4, &local);
+    mnl_attr_put(nlh, IFA_LOCAL, v6 ? 16 : 4, local);
+    mnl_attr_put(nlh, IFA_ADDRESS, v6 ? 16 : 4, local);
+    if (v6)
+        mnl_attr_put_u32(nlh, IFA_FLAGS, IFA_F_NODAD);
     batch_done(b, nlh);
 }
 
-static void put_default_route(nl_batch_t *b, int index, struct in_addr gw)
+static void put_default_route(nl_batch_t *b, int index, int family, const void *gw)
 {
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(batch_next(b, "add the default route"));
+    bool v6 = family == AF_INET6;
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(
+        batch_next(b, v6 ? "add the IPv6 default route" : "add the default route"));
     nlh->nlmsg_type = RTM_NEWROUTE;
     nlh->nlmsg_flags = NLM_F_CREATE | NLM_F_REPLACE;
     struct rtmsg *rtm = mnl_nlmsg_put_extra_header(nlh, sizeof *rtm);
-    rtm->rtm_family = AF_INET;
+    rtm->rtm_family = (uint8_t)family;
     rtm->rtm_table = RT_TABLE_MAIN;
     rtm->rtm_protocol = RTPROT_STATIC;
     rtm->rtm_scope = RT_SCOPE_UNIVERSE;
     rtm->rtm_type = RTN_UNICAST;
-    mnl_attr_put(nlh, RTA_GATEWAY, 4, &gw);
+    mnl_attr_put(nlh, RTA_GATEWAY, v6 ? 16 : 4, gw);
     mnl_attr_put_u32(nlh, RTA_OIF, (uint32_t)index);
     batch_done(b, nlh);
 }
 
-/* One end's configuration, in one round trip: address modes, address, up
- * (and for the sandbox's end, its default route via the host end).  */
-static int configure_end(struct mnl_socket *nl, int index, bool host_end, struct in_addr local,
-                         struct in_addr gw, sbx_error_t *err)
+/* One end's configuration, in one round trip: address modes, addresses,
+ * up (and for the sandbox's end, its default routes via the host end's
+ * addresses, gw).  */
+static int configure_end(struct mnl_socket *nl, int index, bool host_end, const eg_addrs_t *local,
+                         const eg_addrs_t *gw, sbx_error_t *err)
 {
     nl_batch_t b;
     b.len = 0;
     b.n = 0;
     put_link_conf(&b, index, host_end);
-    put_addr(&b, index, local);
+    put_addr(&b, index, AF_INET, &local->v4);
+    if (local->has_v6)
+        put_addr(&b, index, AF_INET6, &local->v6);
     put_link_up(&b, index);
     if (!host_end)
-        put_default_route(&b, index, gw);
+        put_default_route(&b, index, AF_INET, &gw->v4);
+    if (!host_end && local->has_v6)
+        put_default_route(&b, index, AF_INET6, &gw->v6);
     return nl_talk_batch(nl, b.buf, b.len, b.n, b.what, err);
 }
 
@@ -290,7 +305,7 @@ void eg_link_delete(const char *host_if)
 
 /* eth0 inside: its index comes from the namespace's own netlink socket
  * (SIOCGIFINDEX on it asks that namespace), then one batch.  */
-static int configure_sandbox_end(int netns_fd, struct in_addr host_addr, struct in_addr sb_addr,
+static int configure_sandbox_end(int netns_fd, const eg_addrs_t *host, const eg_addrs_t *sb,
                                  sbx_error_t *err)
 {
     struct mnl_socket *nl = nl_open_in(netns_fd, err);
@@ -302,13 +317,13 @@ static int configure_sandbox_end(int netns_fd, struct in_addr host_addr, struct 
     if (rc < 0)
         sbx_error_errno(err, SBX_ERR_INTERNAL, "the sandbox's %s", SANDBOX_IF);
     else
-        rc = configure_end(nl, ifr.ifr_ifindex, false, sb_addr, host_addr, err);
+        rc = configure_end(nl, ifr.ifr_ifindex, false, sb, host, err);
     mnl_socket_close(nl);
     return rc;
 }
 
-int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_addr host_addr,
-                   struct in_addr sb_addr, int *ifindex, sbx_error_t *err)
+int eg_link_create(const char *host_if, uint32_t group, int netns_fd, const eg_addrs_t *host,
+                   const eg_addrs_t *sb, int *ifindex, sbx_error_t *err)
 {
     struct mnl_socket *nl = nl_open(err);
     if (!nl)
@@ -324,19 +339,14 @@ int eg_link_create(const char *host_if, uint32_t group, int netns_fd, struct in_
     if (rc == 0 && index <= 0)
         rc = sbx_error_errno(err, SBX_ERR_INTERNAL, "the new link %s", host_if);
     if (rc == 0)
-        rc = configure_end(nl, index, true, host_addr, sb_addr, err);
+        rc = configure_end(nl, index, true, host, sb, err);
     mnl_socket_close(nl);
     if (rc == 0)
-        rc = configure_sandbox_end(netns_fd, host_addr, sb_addr, err);
+        rc = configure_sandbox_end(netns_fd, host, sb, err);
     if (rc < 0) {
         eg_link_delete(host_if);
         return -1;
     }
     *ifindex = index;
     return 0;
-}
-
-struct mnl_socket *eg_nl_open_in(int netns_fd, sbx_error_t *err)
-{
-    return nl_open_in(netns_fd, err);
 }
