@@ -448,23 +448,65 @@ static int batch_acks(struct mnl_socket *nl, unsigned want, sbx_error_t *err)
     return 0;
 }
 
-static int elements_only(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const char *old_hash,
-                         const char *new_hash, sbx_error_t *err)
+/* Map elements changed in one libnftnl batch on a socket of its own.  */
+typedef struct elements {
+    struct mnl_socket *nl;
+    char *buf;
+    struct mnl_nlmsg_batch *b;
+    uint32_t seq;
+    unsigned msgs;
+} elements_t;
+
+static int elements_begin(elements_t *e, size_t size, sbx_error_t *err)
 {
-    struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-    if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        if (nl)
-            mnl_socket_close(nl);
+    memset(e, 0, sizeof *e);
+    e->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+    if (!e->nl || mnl_socket_bind(e->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+        if (e->nl)
+            mnl_socket_close(e->nl);
         return sbx_error_errno(err, SBX_ERR_INTERNAL, "nftables: netlink socket");
     }
     struct timeval tv = {.tv_sec = 5};
-    setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char *buf = xmalloc(MNL_SOCKET_BUFFER_SIZE * 2);
-    struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, MNL_SOCKET_BUFFER_SIZE * 2);
-    uint32_t seq = (uint32_t)sbx_now_ms();
-    nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
-    mnl_nlmsg_batch_next(b);
-    unsigned msgs = 0;
+    setsockopt(mnl_socket_get_fd(e->nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    e->buf = xmalloc(size);
+    e->b = mnl_nlmsg_batch_start(e->buf, size);
+    e->seq = (uint32_t)sbx_now_ms();
+    nftnl_batch_begin(mnl_nlmsg_batch_current(e->b), e->seq++);
+    mnl_nlmsg_batch_next(e->b);
+    return 0;
+}
+
+static void elements_put(elements_t *e, const char *table, const char *map, int ifindex,
+                         const void *addr, size_t addr_len, const char *chain, bool add)
+{
+    elem_msg(e->b, table, map, ifindex, addr, addr_len, chain, add, &e->seq);
+    e->msgs++;
+}
+
+/* Send the batch, wait for its answers, and free it.  */
+static int elements_commit(eg_nft_t *n, elements_t *e, sbx_error_t *err)
+{
+    nftnl_batch_end(mnl_nlmsg_batch_current(e->b), e->seq++);
+    mnl_nlmsg_batch_next(e->b);
+    int rc;
+    pthread_mutex_lock(&n->mu);
+    if (mnl_socket_sendto(e->nl, mnl_nlmsg_batch_head(e->b), mnl_nlmsg_batch_size(e->b)) < 0)
+        rc = sbx_error_errno(err, SBX_ERR_INTERNAL, "nftables: send");
+    else
+        rc = batch_acks(e->nl, e->msgs, err);
+    pthread_mutex_unlock(&n->mu);
+    mnl_nlmsg_batch_stop(e->b);
+    free(e->buf);
+    mnl_socket_close(e->nl);
+    return rc;
+}
+
+static int elements_only(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const char *old_hash,
+                         const char *new_hash, sbx_error_t *err)
+{
+    elements_t e;
+    if (elements_begin(&e, MNL_SOCKET_BUFFER_SIZE * 2, err) < 0)
+        return -1;
     char chain[40];
     static const char *const maps[][2] = {{"nat_policy", "pn"},
                                           {"filter_policy", "pf"},
@@ -473,29 +515,14 @@ static int elements_only(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const
     for (size_t m = 0; m < (addr->has_v6 ? 4 : 2); m++) {
         const void *a = m < 2 ? (const void *)&addr->v4 : (const void *)&addr->v6;
         size_t alen = m < 2 ? 4 : 16;
-        if (old_hash) {
-            elem_msg(b, n->table, maps[m][0], ifindex, a, alen, NULL, false, &seq);
-            msgs++;
-        }
+        if (old_hash)
+            elements_put(&e, n->table, maps[m][0], ifindex, a, alen, NULL, false);
         if (new_hash) {
             snprintf(chain, sizeof chain, "%s_%s", maps[m][1], new_hash);
-            elem_msg(b, n->table, maps[m][0], ifindex, a, alen, chain, true, &seq);
-            msgs++;
+            elements_put(&e, n->table, maps[m][0], ifindex, a, alen, chain, true);
         }
     }
-    nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
-    mnl_nlmsg_batch_next(b);
-    int rc;
-    pthread_mutex_lock(&n->mu);
-    if (mnl_socket_sendto(nl, mnl_nlmsg_batch_head(b), mnl_nlmsg_batch_size(b)) < 0)
-        rc = sbx_error_errno(err, SBX_ERR_INTERNAL, "nftables: send");
-    else
-        rc = batch_acks(nl, msgs, err);
-    pthread_mutex_unlock(&n->mu);
-    mnl_nlmsg_batch_stop(b);
-    free(buf);
-    mnl_socket_close(nl);
-    return rc;
+    return elements_commit(n, &e, err);
 }
 
 int eg_nft_bind(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const eg_policy_t *old_p,
@@ -534,31 +561,9 @@ int eg_nft_bind(eg_nft_t *n, int ifindex, const eg_addrs_t *addr, const eg_polic
 
 int eg_nft_imds(eg_nft_t *n, int ifindex, struct in_addr addr, bool on, sbx_error_t *err)
 {
-    struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-    if (!nl || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        if (nl)
-            mnl_socket_close(nl);
-        return sbx_error_errno(err, SBX_ERR_INTERNAL, "nftables: netlink socket");
-    }
-    struct timeval tv = {.tv_sec = 5};
-    setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char *buf = xmalloc(MNL_SOCKET_BUFFER_SIZE);
-    struct mnl_nlmsg_batch *b = mnl_nlmsg_batch_start(buf, MNL_SOCKET_BUFFER_SIZE);
-    uint32_t seq = (uint32_t)sbx_now_ms();
-    nftnl_batch_begin(mnl_nlmsg_batch_current(b), seq++);
-    mnl_nlmsg_batch_next(b);
-    elem_msg(b, n->table, "imds", ifindex, &addr, 4, NULL, on, &seq);
-    nftnl_batch_end(mnl_nlmsg_batch_current(b), seq++);
-    mnl_nlmsg_batch_next(b);
-    int rc;
-    pthread_mutex_lock(&n->mu);
-    if (mnl_socket_sendto(nl, mnl_nlmsg_batch_head(b), mnl_nlmsg_batch_size(b)) < 0)
-        rc = sbx_error_errno(err, SBX_ERR_INTERNAL, "nftables: send");
-    else
-        rc = batch_acks(nl, 1, err);
-    pthread_mutex_unlock(&n->mu);
-    mnl_nlmsg_batch_stop(b);
-    free(buf);
-    mnl_socket_close(nl);
-    return rc;
+    elements_t e;
+    if (elements_begin(&e, MNL_SOCKET_BUFFER_SIZE, err) < 0)
+        return -1;
+    elements_put(&e, n->table, "imds", ifindex, &addr, 4, NULL, on);
+    return elements_commit(n, &e, err);
 }
