@@ -312,24 +312,13 @@ static void *tcp_thread(void *arg)
     return NULL;
 }
 
-static bool same_host(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                  &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-}
-
 /* Room for one more TCP client from this address (under d->mu): one
  * sandbox cannot take every slot.  */
 static bool tcp_room_locked(const eg_dns_t *d, const struct sockaddr_storage *from)
 {
     int same = 0;
     for (int i = 0; i < d->n_tcp; i++)
-        same += same_host(&d->tcp_from[i], from);
+        same += eg_ss_same_addr(&d->tcp_from[i], from);
     return d->n_tcp < MAX_TCP && same < MAX_TCP_PER_SANDBOX && !d->stopping;
 }
 

@@ -437,6 +437,17 @@ static eg_addrs_t sb_addrs(const eg_sandbox_t *sb)
     return (eg_addrs_t){.v4 = sb->sb_addr, .v6 = sb->sb6, .has_v6 = sb->v6};
 }
 
+bool eg_ss_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                  &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
 void eg_addrs_to_ss(const eg_addrs_t *a, int family, struct sockaddr_storage *out)
 {
     memset(out, 0, sizeof *out);

@@ -86,6 +86,8 @@ typedef struct eg_addrs {
     bool has_v6; /* the host has IPv6 and the link got an address */
 } eg_addrs_t;
 void eg_addrs_to_ss(const eg_addrs_t *a, int family, struct sockaddr_storage *out);
+/* The same IPv4 or IPv6 address (ports aside).  */
+bool eg_ss_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 
 /* ---- net.c (rtnetlink) ---- */
 

@@ -202,6 +202,16 @@ static int configure_end(struct mnl_socket *nl, int index, bool host_end, const 
     return nl_talk_batch(nl, b.buf, b.len, b.n, b.what, err);
 }
 
+/* nl bound, or NULL (and nl closed).  */
+static struct mnl_socket *nl_bind(struct mnl_socket *nl, sbx_error_t *err)
+{
+    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) == 0)
+        return nl;
+    sbx_error_errno(err, SBX_ERR_INTERNAL, "netlink bind");
+    mnl_socket_close(nl);
+    return NULL;
+}
+
 static struct mnl_socket *nl_open(sbx_error_t *err)
 {
     struct mnl_socket *nl = mnl_socket_open2(NETLINK_ROUTE, SOCK_CLOEXEC);
@@ -209,12 +219,7 @@ static struct mnl_socket *nl_open(sbx_error_t *err)
         sbx_error_errno(err, SBX_ERR_INTERNAL, "netlink socket");
         return NULL;
     }
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        sbx_error_errno(err, SBX_ERR_INTERNAL, "netlink bind");
-        mnl_socket_close(nl);
-        return NULL;
-    }
-    return nl;
+    return nl_bind(nl, err);
 }
 
 /* A netlink socket in the sandbox's network namespace (a socket belongs
@@ -246,12 +251,7 @@ static struct mnl_socket *nl_open_in(int netns_fd, sbx_error_t *err)
         sbx_error_errno(err, SBX_ERR_INTERNAL, "netlink socket in the sandbox's namespace");
         return NULL;
     }
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        sbx_error_errno(err, SBX_ERR_INTERNAL, "netlink bind");
-        mnl_socket_close(nl);
-        return NULL;
-    }
-    return nl;
+    return nl_bind(nl, err);
 }
 
 /* One queue each way on both ends: the kernel makes a veth with a queue

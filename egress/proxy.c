@@ -197,17 +197,6 @@ static void ss_set_port(struct sockaddr_storage *ss, uint16_t port)
         ((struct sockaddr_in *)ss)->sin_port = htons(port);
 }
 
-static bool ss_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    if (a->ss_family != b->ss_family)
-        return false;
-    if (a->ss_family == AF_INET)
-        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-    return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                  &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
-}
-
 static int connect_to(const struct sockaddr_storage *to)
 {
     int fd = socket(to->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -453,8 +442,8 @@ size_t eg_proxy_recheck(eg_proxy_t *p, const eg_addrs_t *sandbox, const eg_polic
     pthread_mutex_lock(&p->mu);
     for (size_t i = 0; i < p->n_live; i++) {
         live_t *lv = p->live[i];
-        if (!ss_same_addr(&lv->sandbox, &sb4) &&
-            !(sandbox->has_v6 && ss_same_addr(&lv->sandbox, &sb6)))
+        if (!eg_ss_same_addr(&lv->sandbox, &sb4) &&
+            !(sandbox->has_v6 && eg_ss_same_addr(&lv->sandbox, &sb6)))
             continue;
         const char *rule = NULL;
         bool by_name = false;
