@@ -94,6 +94,13 @@ static eg_sandbox_t *add_locked(egress_t *eg, const char *id)
     return sb;
 }
 
+/* The sandbox's entry, made if new; under eg->mu.  */
+static eg_sandbox_t *find_or_add_locked(egress_t *eg, const char *id)
+{
+    eg_sandbox_t *sb = find_locked(eg, id);
+    return sb ? sb : add_locked(eg, id);
+}
+
 /* Drop n references (the registry's and a caller's are dropped together,
  * so nothing touches sb after it may be freed).  */
 static void put_locked(eg_sandbox_t *sb, int n)
@@ -569,9 +576,7 @@ int egress_apply(egress_t *eg, const char *id, int netns_fd, const json_t *polic
         return -1;
     pthread_mutex_lock(&eg->apply_mu);
     pthread_mutex_lock(&eg->mu);
-    eg_sandbox_t *sb = find_locked(eg, id);
-    if (!sb)
-        sb = add_locked(eg, id);
+    eg_sandbox_t *sb = find_or_add_locked(eg, id);
     sb->refs++;
     pthread_mutex_unlock(&eg->mu);
 
@@ -622,9 +627,7 @@ int egress_boot_link(egress_t *eg, const char *id, int netns_fd, sbx_error_t *er
 {
     pthread_mutex_lock(&eg->apply_mu);
     pthread_mutex_lock(&eg->mu);
-    eg_sandbox_t *sb = find_locked(eg, id);
-    if (!sb)
-        sb = add_locked(eg, id);
+    eg_sandbox_t *sb = find_or_add_locked(eg, id);
     sb->refs++;
     sb->boot_link = true;
     pthread_mutex_unlock(&eg->mu);
@@ -667,9 +670,7 @@ void egress_set_identity(egress_t *eg, const char *id, bool identity)
 {
     pthread_mutex_lock(&eg->apply_mu);
     pthread_mutex_lock(&eg->mu);
-    eg_sandbox_t *sb = find_locked(eg, id);
-    if (!sb)
-        sb = add_locked(eg, id);
+    eg_sandbox_t *sb = find_or_add_locked(eg, id);
     sb->identity = identity;
     pthread_mutex_unlock(&eg->mu);
     pthread_mutex_unlock(&eg->apply_mu);
