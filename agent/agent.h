@@ -167,9 +167,10 @@ int agent_egress_apply(egress_t *eg, rt_runtime_t *rt, const char *id, const jso
  * new, so its /etc/resolv.conf names its gateway.  */
 int agent_egress_booted(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy,
                         sbx_error_t *err);
-/* Before rt_create: the policy recorded, so a driver that links the
- * sandbox as it boots finds it there.  */
-int agent_egress_record(egress_t *eg, const char *id, const json_t *policy, sbx_error_t *err);
+/* Before rt_create: for a driver that links the sandbox as it boots
+ * (gvisor), the policy recorded so the boot finds it there.  */
+int agent_egress_record(egress_t *eg, const char *driver, const char *id, const json_t *policy,
+                        sbx_error_t *err);
 /* The runtime's net hook (rt_set_net_hook, arg the egress_t): the link of
  * a sandbox whose network is fixed when it boots (gvisor), made in the
  * namespace it is about to boot in.  */

@@ -48,6 +48,13 @@ static void net_tell(egress_t *eg, rt_runtime_t *rt, const char *id)
                 err.msg);
 }
 
+/* gVisor takes its network as it boots (the runtime's net hook calls
+ * agent_egress_boot); the other drivers are linked after they start.  */
+static bool links_at_boot(const char *driver)
+{
+    return driver && strcmp(driver, "gvisor") == 0;
+}
+
 static int apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *policy, bool boot,
                  sbx_error_t *err)
 {
@@ -66,7 +73,7 @@ static int apply(egress_t *eg, rt_runtime_t *rt, const char *id, const json_t *p
      * (net_tell).  */
     bool linkable = rt_get(rt, id, &info, NULL) == 0 &&
                     (strcmp(info.driver, "process") == 0 || strcmp(info.driver, "microvm") == 0);
-    bool at_boot = strcmp(info.driver, "gvisor") == 0;
+    bool at_boot = links_at_boot(info.driver);
     if (!linkable && !at_boot && policy)
         sbx_log(SBX_LOG_WARN, MODULE,
                 "sandbox %s: egress is enforced for the process, gvisor and microvm drivers only; "
@@ -106,9 +113,13 @@ int agent_egress_booted(egress_t *eg, rt_runtime_t *rt, const char *id, const js
     return apply(eg, rt, id, policy, true, err);
 }
 
-int agent_egress_record(egress_t *eg, const char *id, const json_t *policy, sbx_error_t *err)
+int agent_egress_record(egress_t *eg, const char *driver, const char *id, const json_t *policy,
+                        sbx_error_t *err)
 {
-    return eg ? egress_apply(eg, id, -1, policy, err) : 0;
+    /* Only where the boot needs it: for the others agent_egress_booted
+     * records it, and a second parse and record save would only cost the
+     * create path.  */
+    return eg && links_at_boot(driver) ? egress_apply(eg, id, -1, policy, err) : 0;
 }
 
 int agent_egress_boot(void *eg, const char *id, int netns_fd, sbx_error_t *err)

@@ -259,7 +259,7 @@ static void create_new(agent_api_t *api, const char *id, json_t *spec, const jso
     rt_info_t info;
     if (api->egress && api->imds)
         egress_set_identity(api->egress, id, identity);
-    if (agent_egress_record(api->egress, id, egress, &err) < 0 ||
+    if (agent_egress_record(api->egress, s.driver, id, egress, &err) < 0 ||
         rt_create(api->rt, &s, &info, &err) < 0) {
         agent_egress_after(api->egress, api->rt, id, "delete");
         return agent_reply_error(res, &err, id);
